@@ -1,0 +1,110 @@
+//! The `microscope` command line: `info` and `eval` (see DESIGN.md for the contract).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use microscope::network::Network;
+use microscope::{npy, Device, DynTensor, Error};
+
+#[derive(Parser)]
+#[command(name = "microscope", version, about = "Look inside vision neural networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the layer table: node, op, output shape, parameters.
+    Info {
+        /// An .onnx file.
+        model: PathBuf,
+    },
+    /// Run the model on an input array and write activations as .npy files.
+    Eval {
+        /// An .onnx file.
+        model: PathBuf,
+        /// Input array (.npy, float32), shaped like the model's input.
+        #[arg(long)]
+        input: PathBuf,
+        /// Node (or tensor) whose activation to write; repeatable. Default: the graph outputs.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// Output directory; files are named after the node with [A-Za-z0-9_.-] kept, others → _.
+        #[arg(long)]
+        out: PathBuf,
+        /// cpu or cuda[:N].
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+fn load(model: &Path, device: Device) -> Result<Network, Error> {
+    microscope::import::load_onnx(model, device)
+}
+
+/// A node name as a file name: `[A-Za-z0-9_.-]` kept, anything else becomes `_`.
+fn file_name(node: &str) -> String {
+    node.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
+        .collect()
+}
+
+fn info(model: &Path) -> Result<(), Error> {
+    let net = load(model, Device::cpu())?;
+    let shapes = net.shapes()?;
+    let rows: Vec<[String; 4]> = net
+        .nodes()
+        .iter()
+        .zip(shapes)
+        .map(|(n, s)| [n.name.clone(), n.op.clone(), format!("{s:?}"), net.param_count(n).to_string()])
+        .collect();
+    let header = ["node", "op", "output shape", "params"];
+    let width = |i: usize| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0);
+    let w = [width(0), width(1), width(2)];
+    for i in net.inputs() {
+        let dims: Vec<String> = i.shape.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
+        println!("input  {} [{}]", i.name, dims.join(", "));
+    }
+    println!("{:<a$}  {:<b$}  {:<c$}  {}", header[0], header[1], header[2], header[3], a = w[0], b = w[1], c = w[2]);
+    for r in &rows {
+        println!("{:<a$}  {:<b$}  {:<c$}  {:>9}", r[0], r[1], r[2], r[3], a = w[0], b = w[1], c = w[2]);
+    }
+    let total: usize = net.nodes().iter().map(|n| net.param_count(n)).sum();
+    println!("{} nodes, {} parameters", net.nodes().len(), total);
+    Ok(())
+}
+
+fn eval(model: &Path, input: &Path, nodes: &[String], out: &Path, device: &str) -> Result<(), Error> {
+    let device = Device::parse(device)?;
+    let net = load(model, device.clone())?;
+    let array = npy::read(input)?;
+    let x = DynTensor::from_host(&array.data, &array.shape, device.burn());
+    let spec = net.image_input()?.name.clone();
+    let targets: Vec<String> = if nodes.is_empty() { net.outputs().to_vec() } else { nodes.to_vec() };
+    let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let values = net.forward(&[(&spec, x)], &refs)?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    for (name, v) in targets.iter().zip(values) {
+        let path = out.join(format!("{}.npy", file_name(name)));
+        npy::write(&path, &v.dims(), &v.to_vec())?;
+        println!("{} {:?} -> {}", name, v.dims(), path.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Info { model } => info(model),
+        Command::Eval { model, input, nodes, out, device } => eval(model, input, nodes, out, device),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("microscope: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Importing models into a [`Network`]: ONNX files, parsed at run time.
+
+pub mod naming;
+pub mod proto;
+pub mod tensor;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::network::{Attr, HostTensor, InputSpec, Network, Node};
+use naming::NodeInfo;
+
+/// A loaded model: its runtime graph and where it came from.
+#[derive(Clone, Debug)]
+pub struct Model {
+    network: Arc<Network>,
+    source: PathBuf,
+}
+
+impl Model {
+    /// Loads an ONNX file onto the CPU.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Self::load_on(path, Device::cpu())
+    }
+
+    /// Loads an ONNX file onto `device`.
+    pub fn load_on(path: impl AsRef<Path>, device: Device) -> Result<Model> {
+        let path = path.as_ref();
+        Ok(Model {
+            network: Arc::new(load_onnx(path, device)?),
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// The same model on another device.
+    pub fn to(&self, device: Device) -> Result<Model> {
+        let net = load_onnx(&self.source, device)?;
+        Ok(Model {
+            network: Arc::new(net),
+            source: self.source.clone(),
+        })
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+}
+
+/// Reads and parses an ONNX file into a [`Network`] on `device`.
+pub fn load_onnx(path: &Path, device: Device) -> Result<Network> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    parse_onnx(&bytes, &stem, device).map_err(|e| match e {
+        Error::Format { reason, .. } => Error::Format {
+            path: path.to_path_buf(),
+            reason,
+        },
+        other => other.in_model(path),
+    })
+}
+
+fn format_error(reason: impl Into<String>) -> Error {
+    Error::Format {
+        path: PathBuf::new(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses ONNX bytes; errors carry no path (the caller adds it).
+pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
+    let model = proto::ModelProto::decode(bytes)
+        .map_err(|e| format_error(format!("not a valid ONNX model (protobuf: {e})")))?;
+    let graph = match (&model.graph, model.ir_version) {
+        (Some(g), v) if v > 0 => g,
+        _ => return Err(format_error("not an ONNX model (no ir_version or graph)")),
+    };
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(1);
+
+    let mut constants: HashMap<String, HostTensor> = HashMap::new();
+    for init in &graph.initializer {
+        let t = tensor::decode(init).map_err(|r| format_error(format!("initializer {}: {r}", init.name)))?;
+        constants.insert(init.name.clone(), t);
+    }
+    let inputs: Vec<InputSpec> = graph
+        .input
+        .iter()
+        .filter(|i| !constants.contains_key(&i.name))
+        .map(|i| InputSpec {
+            name: i.name.clone(),
+            shape: i
+                .r#type
+                .as_ref()
+                .and_then(|t| t.tensor_type.as_ref())
+                .and_then(|t| t.shape.as_ref())
+                .map(|s| s.dim.iter().map(|d| d.dim_value.filter(|&v| v > 0).map(|v| v as usize)).collect())
+                .unwrap_or_default(),
+        })
+        .collect();
+
+    // Tensors that hold parameters: initializers and outputs of constant-only nodes.
+    let mut params: HashMap<String, String> = constants.keys().map(|k| (k.clone(), k.clone())).collect();
+    let mut constant_nodes = HashSet::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        let present: Vec<&String> = n.input.iter().filter(|s| !s.is_empty()).collect();
+        if present.iter().all(|s| params.contains_key(*s)) {
+            constant_nodes.insert(i);
+            let source = present.first().map(|s| params[*s].clone());
+            for out in n.output.iter().filter(|o| !o.is_empty()) {
+                let own = (!naming::is_generic(out, &n.op_type)).then(|| out.clone());
+                params.insert(out.clone(), own.or(source.clone()).unwrap_or_else(|| out.clone()));
+            }
+        }
+    }
+    let compute: Vec<usize> = (0..graph.node.len()).filter(|i| !constant_nodes.contains(i)).collect();
+    let infos: Vec<NodeInfo> = compute
+        .iter()
+        .map(|&i| {
+            let n = &graph.node[i];
+            NodeInfo {
+                name: &n.name,
+                op: &n.op_type,
+                inputs: &n.input,
+                outputs: &n.output,
+            }
+        })
+        .collect();
+    let readable = naming::readable_names(&infos, &params);
+    let mut names: HashMap<usize, String> = compute.into_iter().zip(readable).collect();
+
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    let mut aliases = Vec::new();
+    for (i, n) in graph.node.iter().enumerate() {
+        let name = names.remove(&i).unwrap_or_else(|| {
+            let first = n.output.first().cloned().unwrap_or_default();
+            format!("{}:{first}", n.op_type)
+        });
+        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            return Err(Error::UnsupportedOp {
+                op: n.op_type.clone(),
+                domain: n.domain.clone(),
+                node: name,
+            });
+        }
+        let mut attrs = BTreeMap::new();
+        for a in &n.attribute {
+            attrs.insert(a.name.clone(), convert_attr(a).map_err(|r| Error::node(&name, &n.op_type, r))?);
+        }
+        if !n.name.is_empty() && n.name != name {
+            aliases.push((n.name.clone(), name.clone()));
+        }
+        nodes.push(Node {
+            name,
+            op: n.op_type.clone(),
+            opset,
+            inputs: n.input.clone(),
+            outputs: n.output.clone(),
+            attrs,
+            source_name: n.name.clone(),
+        });
+    }
+    let outputs = graph.output.iter().map(|o| o.name.clone()).collect();
+    Network::new(name, nodes, inputs, outputs, constants, aliases, device)
+}
+
+fn convert_attr(a: &proto::AttributeProto) -> Result<Attr, String> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok(match a.r#type {
+        1 => Attr::Float(a.f),
+        2 => Attr::Int(a.i),
+        3 => Attr::String(text(&a.s)),
+        4 => Attr::Tensor(
+            tensor::decode(a.t.as_ref().ok_or("tensor attribute without a tensor")?)
+                .map_err(|r| format!("attribute {}: {r}", a.name))?,
+        ),
+        6 => Attr::Floats(a.floats.clone()),
+        7 => Attr::Ints(a.ints.clone()),
+        8 => Attr::Strings(a.strings.iter().map(|s| text(s)).collect()),
+        other => return Err(format!("attribute {} has unsupported type {other}", a.name)),
+    })
+}

@@ -1,0 +1,173 @@
+//! Readable, unique node names for graphs whose nodes are unnamed or numbered (`n12`, `r52`).
+//!
+//! In order of preference a node is named:
+//! 1. by its own name, when that name says something (not empty, not `n12` or `Conv_3`);
+//! 2. after its first parameter: a Conv whose weight is `inception_4a/1x1_w_0` becomes
+//!    `inception_4a/1x1`;
+//! 3. an activation after the node it activates: `inception_4a/1x1/relu`;
+//! 4. a Concat after the block its inputs share: `inception_4a/output`;
+//! 5. else op type and index: `MaxPool_2`.
+//!
+//! Collisions get a `_2`, `_3`, ... suffix.
+
+use std::collections::{HashMap, HashSet};
+
+/// What the namer needs to know about one node.
+pub struct NodeInfo<'a> {
+    pub name: &'a str,
+    pub op: &'a str,
+    pub inputs: &'a [String],
+    pub outputs: &'a [String],
+}
+
+const ACTIVATIONS: &[&str] = &[
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "LRN",
+    "Dropout", "Softmax", "Identity",
+];
+
+const PARAM_SUFFIXES: &[&str] = &[
+    "_w", "_b", "_W", "_B", "_s", ".weight", ".bias", "_weight", "_bias", "/weight", "/bias",
+    "_weights", "/kernel", "_kernel", "_scale", "/scale", ".scale", "_gamma", "/gamma", ".gamma",
+];
+
+/// Whether a node or tensor name is only a counter (`n12`, `r52`, `123`, `Conv_3`).
+pub fn is_generic(name: &str, op: &str) -> bool {
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let stem = stem.trim_end_matches(['_', ':', '.']);
+    stem.len() <= 3 && stem.chars().all(|c| c.is_ascii_alphabetic()) || stem.eq_ignore_ascii_case(op)
+}
+
+/// The layer name a parameter tensor implies: `inception_4a/1x1_w_0` → `inception_4a/1x1`.
+pub fn param_stem(param: &str) -> String {
+    let mut s = param;
+    for suffix in [":0", "_0"] {
+        if let Some(rest) = s.strip_suffix(suffix) {
+            if !rest.is_empty() {
+                s = rest;
+                break;
+            }
+        }
+    }
+    for suffix in PARAM_SUFFIXES {
+        if let Some(rest) = s.strip_suffix(suffix) {
+            if !rest.is_empty() {
+                return rest.to_string();
+            }
+        }
+    }
+    s.to_string()
+}
+
+/// Computes a readable, unique name for every node. `params` are the tensors that hold weights
+/// (initializers and constant-only subgraph outputs), each mapped to the name of the
+/// initializer it comes from.
+pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::with_capacity(nodes.len());
+    let mut derived = vec![false; nodes.len()];
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    let mut used: HashSet<String> = HashSet::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let data_input = n.inputs.iter().find(|t| !t.is_empty() && !params.contains_key(*t));
+        let from_producer = data_input.and_then(|t| producer.get(t.as_str()).copied());
+        let candidate = if !n.name.is_empty() && !is_generic(n.name, n.op) {
+            Some(n.name.to_string())
+        } else if let Some(p) = n.inputs.iter().skip(1).find_map(|t| params.get(t)) {
+            Some(param_stem(p))
+        } else if ACTIVATIONS.contains(&n.op) && from_producer.is_some_and(|p| derived[p]) {
+            let p = from_producer.expect("checked");
+            Some(format!("{}/{}", names[p], n.op.to_lowercase()))
+        } else if n.op == "Concat" {
+            let parents: Vec<&str> = n
+                .inputs
+                .iter()
+                .filter_map(|t| producer.get(t.as_str()))
+                .filter(|&&p| derived[p])
+                .map(|&p| names[p].as_str())
+                .collect();
+            common_block(&parents).map(|b| format!("{b}/output"))
+        } else {
+            None
+        };
+        derived[i] = candidate.is_some();
+        let base = candidate.unwrap_or_else(|| format!("{}_{i}", n.op));
+        let mut name = base.clone();
+        let mut k = 2;
+        while used.contains(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        used.insert(name.clone());
+        names.push(name);
+        for out in n.outputs {
+            producer.insert(out, i);
+        }
+    }
+    names
+}
+
+/// The longest `/`-separated prefix shared by all names (at least two names, non-empty prefix).
+fn common_block(names: &[&str]) -> Option<String> {
+    let (first, rest) = names.split_first()?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut prefix: Vec<&str> = first.split('/').collect();
+    prefix.pop();
+    for n in rest {
+        let segs: Vec<&str> = n.split('/').collect();
+        let common = prefix.iter().zip(&segs).take_while(|(a, b)| a == b).count();
+        prefix.truncate(common.min(segs.len().saturating_sub(1)));
+    }
+    (!prefix.is_empty()).then(|| prefix.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_strip_parameter_suffixes() {
+        assert_eq!(param_stem("inception_4a/1x1_w_0"), "inception_4a/1x1");
+        assert_eq!(param_stem("gpu_0/res2_0_branch2a_bn_s_0"), "gpu_0/res2_0_branch2a_bn");
+        assert_eq!(param_stem("features.0.weight"), "features.0");
+    }
+
+    #[test]
+    fn counters_are_generic() {
+        assert!(is_generic("n12", "Conv"));
+        assert!(is_generic("r52", "Relu"));
+        assert!(is_generic("Conv_3", "Conv"));
+        assert!(is_generic("", "Conv"));
+        assert!(!is_generic("/features/features.0/Conv", "Conv"));
+        assert!(!is_generic("conv1", "Conv"));
+    }
+
+    #[test]
+    fn inception_block_is_named_after_its_parameters() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let io = [
+            (s(&["x", "a/1x1_w_0"]), s(&["r0"]), "Conv"),
+            (s(&["r0"]), s(&["r1"]), "Relu"),
+            (s(&["x", "a/3x3_w_0"]), s(&["r2"]), "Conv"),
+            (s(&["r2"]), s(&["r3"]), "Relu"),
+            (s(&["r1", "r3"]), s(&["r4"]), "Concat"),
+            (s(&["r4"]), s(&["r5"]), "MaxPool"),
+        ];
+        let nodes: Vec<NodeInfo> = io
+            .iter()
+            .enumerate()
+            .map(|(i, (inp, out, op))| NodeInfo {
+                name: if i == 0 { "n0" } else { "" },
+                op,
+                inputs: inp,
+                outputs: out,
+            })
+            .collect();
+        let params: HashMap<String, String> =
+            ["a/1x1_w_0", "a/3x3_w_0"].iter().map(|p| (p.to_string(), p.to_string())).collect();
+        assert_eq!(
+            readable_names(&nodes, &params),
+            ["a/1x1", "a/1x1/relu", "a/3x3", "a/3x3/relu", "a/output", "MaxPool_5"]
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! microscope: look inside vision neural networks.
+//!
+//! Data flows one way through the module tree:
+//! [`import`] (ONNX files) → [`network`] (one runtime graph type on burn) → techniques → widgets.
+
+pub mod device;
+pub mod error;
+pub mod import;
+pub mod network;
+pub mod npy;
+
+pub use device::Device;
+pub use error::{Error, Result};
+pub use network::{DynTensor, Network};
+
+/// What notebooks and examples import.
+pub mod prelude {
+    pub use crate::device::Device;
+    pub use crate::error::{Error, Result};
+    pub use crate::import::Model;
+    pub use crate::network::{DynTensor, Network};
+}

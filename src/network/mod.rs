@@ -1,0 +1,572 @@
+//! `Network`: one runtime graph type for every model.
+//!
+//! A network is a topologically ordered list of named [`Node`]s over named tensors, plus constant
+//! tensors (weights, folded subgraphs). [`Network::forward`] evaluates only the nodes needed for
+//! the requested activations, in order, dropping each intermediate after its last use. Feeding an
+//! input that lives on an autodiff device makes the run differentiable with respect to that input;
+//! weights are wrapped as untracked constants, so no weight gradient is computed unless the caller
+//! passes tracked [`Weights`].
+
+pub mod node;
+pub mod ops;
+pub mod value;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::OnceLock;
+
+use burn::prelude::*;
+use burn::{Dispatch, DispatchDevice};
+
+use crate::device::{is_autodiff, Device};
+use crate::error::{Error, Result};
+pub use node::{Attr, Node};
+use ops::{Ctx, OpFn, Slot};
+pub use value::{DynTensor, Elem, HostData, HostTensor, Value, MAX_RANK};
+
+/// Constants up to this many elements keep a host copy (shape arithmetic reads them there).
+const HOST_COPY_LIMIT: usize = 4096;
+
+/// A graph input the caller feeds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputSpec {
+    pub name: String,
+    /// `None` for a dynamic dimension (e.g. the batch).
+    pub shape: Vec<Option<usize>>,
+}
+
+#[derive(Clone, Debug)]
+struct Constant {
+    host: Option<HostTensor>,
+    device: Option<DynTensor>,
+    shape: Vec<usize>,
+}
+
+impl Constant {
+    fn new(host: HostTensor, device: &DispatchDevice) -> Self {
+        let shape = host.shape.clone();
+        let on_device = (host.elem == Elem::Float && !host.is_empty()).then(|| host.upload(device));
+        let keep_host = on_device.is_none() || host.len() <= HOST_COPY_LIMIT;
+        Constant {
+            host: keep_host.then_some(host),
+            device: on_device,
+            shape,
+        }
+    }
+
+    fn host(&self) -> HostTensor {
+        match (&self.host, &self.device) {
+            (Some(h), _) => h.clone(),
+            (None, Some(d)) => HostTensor::f32(d.dims(), d.to_vec()),
+            (None, None) => unreachable!("a constant has a value"),
+        }
+    }
+}
+
+/// Weights tracked by autodiff, for callers that want weight gradients (training).
+pub struct Weights {
+    tensors: HashMap<String, DynTensor>,
+}
+
+impl Weights {
+    /// The tracked tensor of weight `name`; read its gradient with `tensor.grad(&grads)`.
+    pub fn get(&self, name: &str) -> Option<&DynTensor> {
+        self.tensors.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+}
+
+/// A runtime graph of named nodes.
+#[derive(Debug)]
+pub struct Network {
+    name: String,
+    nodes: Vec<Node>,
+    kernels: Vec<OpFn>,
+    inputs: Vec<InputSpec>,
+    outputs: Vec<String>,
+    constants: HashMap<String, Constant>,
+    /// Tensor name → (node index, output index).
+    producer: HashMap<String, (usize, usize)>,
+    /// Node names and their original names/aliases → node index.
+    names: HashMap<String, usize>,
+    device: Device,
+    shapes: OnceLock<Result<Vec<Vec<usize>>, String>>,
+}
+
+impl Network {
+    /// Assembles a network: checks every op is supported, folds constant subgraphs, uploads weights.
+    ///
+    /// `nodes` must be in topological order; `aliases` maps extra names onto node names.
+    pub fn new(
+        name: impl Into<String>,
+        nodes: Vec<Node>,
+        inputs: Vec<InputSpec>,
+        outputs: Vec<String>,
+        constants: HashMap<String, HostTensor>,
+        aliases: Vec<(String, String)>,
+        device: Device,
+    ) -> Result<Self> {
+        let mut kernels = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            kernels.push(ops::lookup(&n.op).ok_or_else(|| Error::UnsupportedOp {
+                op: n.op.clone(),
+                domain: String::new(),
+                node: n.name.clone(),
+            })?);
+        }
+        let (nodes, kernels, constants) = fold_constants(nodes, kernels, constants)?;
+        let plain = device.burn().clone();
+        let constants = constants.into_iter().map(|(k, v)| (k, Constant::new(v, &plain))).collect();
+        let mut net = Network {
+            name: name.into(),
+            nodes,
+            kernels,
+            inputs,
+            outputs,
+            constants,
+            producer: HashMap::new(),
+            names: HashMap::new(),
+            device,
+            shapes: OnceLock::new(),
+        };
+        net.index(aliases)?;
+        Ok(net)
+    }
+
+    fn index(&mut self, aliases: Vec<(String, String)>) -> Result<()> {
+        let mut known: HashSet<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+        known.extend(self.constants.keys().map(String::as_str));
+        for (i, n) in self.nodes.iter().enumerate() {
+            for input in n.inputs.iter().filter(|s| !s.is_empty()) {
+                if !known.contains(input.as_str()) {
+                    return Err(n.error(format!("input tensor {input:?} is not produced before this node")));
+                }
+            }
+            for (k, out) in n.outputs.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
+                self.producer.insert(out.clone(), (i, k));
+                known.insert(out);
+            }
+            if self.names.insert(n.name.clone(), i).is_some() {
+                return Err(n.error("duplicate node name"));
+            }
+        }
+        for out in &self.outputs {
+            if !known.contains(out.as_str()) {
+                return Err(Error::Message(format!("graph output {out:?} is never produced")));
+            }
+        }
+        for (alias, target) in aliases {
+            if let Some(&i) = self.names.get(&target) {
+                self.names.entry(alias).or_insert(i);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    /// Names of the graph's output tensors.
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The node called `name` (its readable name, original name, or an output tensor name).
+    pub fn node(&self, name: &str) -> Result<&Node> {
+        if let Some(&i) = self.names.get(name) {
+            return Ok(&self.nodes[i]);
+        }
+        if let Some(&(i, _)) = self.producer.get(name) {
+            return Ok(&self.nodes[i]);
+        }
+        Err(self.unknown(name))
+    }
+
+    fn unknown(&self, name: &str) -> Error {
+        let lower = name.to_lowercase();
+        let mut close: Vec<&str> = self
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .filter(|n| n.to_lowercase().contains(&lower) || lower.contains(&n.to_lowercase()))
+            .take(5)
+            .collect();
+        close.sort();
+        let hint = if close.is_empty() {
+            format!(" (it has {} nodes; list them with `microscope info`)", self.nodes.len())
+        } else {
+            format!("; did you mean {}?", close.join(", "))
+        };
+        Error::UnknownName {
+            name: name.to_string(),
+            hint,
+        }
+    }
+
+    /// Number of parameters (elements of float constants) each node reads.
+    pub fn param_count(&self, node: &Node) -> usize {
+        node.inputs
+            .iter()
+            .filter_map(|i| self.constants.get(i))
+            .map(|c| c.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// The shape of a constant tensor, if `name` is one.
+    pub fn constant_shape(&self, name: &str) -> Option<&[usize]> {
+        self.constants.get(name).map(|c| c.shape.as_slice())
+    }
+
+    /// A constant's values on the host.
+    pub fn constant(&self, name: &str) -> Option<HostTensor> {
+        self.constants.get(name).map(Constant::host)
+    }
+
+    /// Moves the weights to another device.
+    pub fn to(mut self, device: Device) -> Self {
+        let plain = device.burn().clone();
+        for c in self.constants.values_mut() {
+            let host = c.host();
+            *c = Constant::new(host, &plain);
+        }
+        self.device = device;
+        self.shapes = OnceLock::new();
+        self
+    }
+
+    /// Weights as tracked autodiff tensors, for callers that want weight gradients.
+    pub fn tracked_weights(&self) -> Weights {
+        let tensors = self
+            .constants
+            .iter()
+            .filter_map(|(k, c)| c.device.as_ref().map(|d| (k, d)))
+            .map(|(k, d)| {
+                let t = DynTensor::from_storage(
+                    value::Storage::from_inner(d.storage().clone()).require_grad(),
+                    d.rank(),
+                );
+                (k.clone(), t)
+            })
+            .collect();
+        Weights { tensors }
+    }
+
+    /// The single image-like input (rank 4), for convenience APIs.
+    pub fn image_input(&self) -> Result<&InputSpec> {
+        match self.inputs.as_slice() {
+            [one] => Ok(one),
+            many => Err(Error::Message(format!(
+                "the network has {} inputs ({}); name the one to feed",
+                many.len(),
+                many.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// Runs the network on `feeds` and returns the activations of `targets` (node or tensor
+    /// names), evaluating only the nodes they depend on.
+    pub fn forward(&self, feeds: &[(&str, DynTensor)], targets: &[&str]) -> Result<Vec<DynTensor>> {
+        self.forward_with(feeds, targets, None)
+    }
+
+    /// [`Network::forward`] for a single-input network, with an image batch `[N, C, H, W]`.
+    pub fn forward_image(&self, x: Tensor<Dispatch, 4>, targets: &[&str]) -> Result<Vec<DynTensor>> {
+        let input = self.image_input()?.name.clone();
+        self.forward(&[(&input, DynTensor::new(x))], targets)
+    }
+
+    /// [`Network::forward`] with tracked weights (their gradients are then computed).
+    pub fn forward_with(
+        &self,
+        feeds: &[(&str, DynTensor)],
+        targets: &[&str],
+        weights: Option<&Weights>,
+    ) -> Result<Vec<DynTensor>> {
+        let feeds: Vec<(&str, Value)> = feeds.iter().map(|(n, t)| (*n, Value::Device(t.clone()))).collect();
+        let values = self.evaluate(&feeds, targets, weights, &mut |_, _| {})?;
+        values
+            .into_iter()
+            .zip(targets)
+            .map(|(v, t)| match v {
+                Value::Device(d) => Ok(d),
+                Value::Host(h) => {
+                    let device = match feeds.first() {
+                        Some((_, Value::Device(d))) => d.device(),
+                        _ => self.device.burn().clone(),
+                    };
+                    if h.elem == Elem::Float || h.elem == Elem::Int {
+                        Ok(h.upload(&device))
+                    } else {
+                        Err(Error::Message(format!("{t} is not a float tensor")))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the network on host or device values and returns the values of `targets` as computed
+    /// (shape-like results stay on the host).
+    pub fn run(&self, feeds: &[(&str, Value)], targets: &[&str]) -> Result<Vec<Value>> {
+        self.evaluate(feeds, targets, None, &mut |_, _| {})
+    }
+
+    /// Output shapes of every node (first output) for a batch of 1 at the declared input size.
+    /// Computed once with a forward pass on zeros and cached.
+    pub fn shapes(&self) -> Result<&[Vec<usize>]> {
+        let shapes = self.shapes.get_or_init(|| {
+            let device = self.device.burn().clone();
+            let feeds: Vec<(String, Value)> = self
+                .inputs
+                .iter()
+                .map(|i| {
+                    let dims: Vec<usize> = i.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                    let n = dims.iter().product();
+                    (i.name.clone(), Value::Device(DynTensor::from_host(&vec![0.0; n], &dims, &device)))
+                })
+                .collect();
+            let feeds: Vec<(&str, Value)> = feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+            let mut shapes = vec![Vec::new(); self.nodes.len()];
+            let all: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            self.evaluate(&feeds, &all, None, &mut |i, outs| {
+                shapes[i] = outs.first().map(Value::dims).unwrap_or_default();
+            })
+            .map(|_| shapes)
+            .map_err(|e| e.to_string())
+        });
+        shapes.as_deref().map_err(|e| Error::Message(e.clone()))
+    }
+
+    /// The tensor name a target refers to.
+    fn resolve(&self, target: &str) -> Result<String> {
+        if let Some(&i) = self.names.get(target) {
+            return Ok(self.nodes[i].outputs[0].clone());
+        }
+        if self.producer.contains_key(target)
+            || self.constants.contains_key(target)
+            || self.inputs.iter().any(|i| i.name == target)
+        {
+            return Ok(target.to_string());
+        }
+        Err(self.unknown(target))
+    }
+
+    fn evaluate(
+        &self,
+        feeds: &[(&str, Value)],
+        targets: &[&str],
+        weights: Option<&Weights>,
+        observe: &mut dyn FnMut(usize, &[Value]),
+    ) -> Result<Vec<Value>> {
+        let wanted: Vec<String> = targets.iter().map(|t| self.resolve(t)).collect::<Result<_>>()?;
+        let device = feeds
+            .iter()
+            .find_map(|(_, v)| match v {
+                Value::Device(t) => Some(t.device()),
+                Value::Host(_) => None,
+            })
+            .unwrap_or_else(|| self.device.burn().clone());
+        let autodiff = is_autodiff(&device);
+        let mut env: HashMap<&str, Slot> = HashMap::new();
+        for spec in &self.inputs {
+            let fed = feeds.iter().find(|(n, _)| *n == spec.name).ok_or_else(|| Error::Input {
+                name: spec.name.clone(),
+                message: "no value was fed for this input".into(),
+            })?;
+            check_input(spec, &fed.1.dims())?;
+            let slot = match &fed.1 {
+                Value::Device(t) => Slot { host: None, device: Some(t.clone()) },
+                Value::Host(h) => Slot { host: Some(h.clone()), device: None },
+            };
+            env.insert(&spec.name, slot);
+        }
+        for (name, _) in feeds {
+            if !self.inputs.iter().any(|i| i.name == *name) {
+                return Err(Error::Input {
+                    name: name.to_string(),
+                    message: format!(
+                        "the network has no such input (inputs: {})",
+                        self.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        }
+        // Which nodes are needed, and how many needed nodes read each tensor.
+        let mut needed = vec![false; self.nodes.len()];
+        let mut stack: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        while let Some(t) = stack.pop() {
+            if let Some(&(i, _)) = self.producer.get(t) {
+                if !needed[i] {
+                    needed[i] = true;
+                    stack.extend(self.nodes[i].inputs.iter().filter(|s| !s.is_empty()).map(String::as_str));
+                }
+            }
+        }
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in self.nodes.iter().enumerate().filter(|(i, _)| needed[*i]) {
+            let _ = i;
+            for input in &n.inputs {
+                *uses.entry(input.as_str()).or_default() += 1;
+            }
+        }
+        for w in &wanted {
+            *uses.entry(w.as_str()).or_default() += 1;
+        }
+        let last = needed.iter().rposition(|&b| b);
+        for (i, node) in self.nodes.iter().enumerate() {
+            if Some(i) < last.map(|l| l + 1) && needed[i] {
+                let inputs = node
+                    .inputs
+                    .iter()
+                    .map(|name| {
+                        if name.is_empty() {
+                            return None;
+                        }
+                        env.get(name.as_str()).cloned().or_else(|| self.constant_slot(name, autodiff, weights))
+                    })
+                    .collect();
+                let ctx = Ctx { node, inputs, device: &device };
+                let outs = guarded(node, || (self.kernels[i])(&ctx))?;
+                if outs.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {
+                    return Err(node.error("produced fewer outputs than declared"));
+                }
+                observe(i, &outs);
+                for input in &node.inputs {
+                    if let Some(u) = uses.get_mut(input.as_str()) {
+                        *u -= 1;
+                        if *u == 0 {
+                            env.remove(input.as_str());
+                        }
+                    }
+                }
+                for (name, v) in node.outputs.iter().zip(outs) {
+                    if name.is_empty() || !uses.contains_key(name.as_str()) {
+                        continue;
+                    }
+                    let slot = match v {
+                        Value::Device(d) => Slot { host: None, device: Some(d) },
+                        Value::Host(h) => Slot { host: Some(h), device: None },
+                    };
+                    env.insert(name, slot);
+                }
+            }
+        }
+        wanted
+            .iter()
+            .map(|w| {
+                let slot = env
+                    .get(w.as_str())
+                    .cloned()
+                    .or_else(|| self.constant_slot(w, autodiff, weights))
+                    .ok_or_else(|| Error::Message(format!("tensor {w} was not computed")))?;
+                Ok(match (slot.device, slot.host) {
+                    (Some(d), _) => Value::Device(d),
+                    (None, Some(h)) => Value::Host(h),
+                    (None, None) => unreachable!("slots hold a value"),
+                })
+            })
+            .collect()
+    }
+
+    fn constant_slot(&self, name: &str, autodiff: bool, weights: Option<&Weights>) -> Option<Slot> {
+        let c = self.constants.get(name)?;
+        let device = match (weights.and_then(|w| w.get(name)), &c.device) {
+            (Some(tracked), _) => Some(tracked.clone()),
+            (None, Some(d)) if autodiff => Some(DynTensor::from_storage(
+                value::Storage::from_inner(d.storage().clone()),
+                d.rank(),
+            )),
+            (None, d) => d.clone(),
+        };
+        Some(Slot { host: c.host.clone(), device })
+    }
+}
+
+/// Runs an operator, turning a panic inside the tensor library into an error that names the node.
+fn guarded(node: &Node, f: impl FnOnce() -> Result<Vec<Value>>) -> Result<Vec<Value>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown failure");
+            let reason = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("==="))
+                .collect::<Vec<_>>()
+                .join(" ");
+            Err(node.error(format!("the tensor backend rejected the operation: {reason}")))
+        }
+    }
+}
+
+fn check_input(spec: &InputSpec, dims: &[usize]) -> Result<()> {
+    let fits = spec.shape.len() == dims.len()
+        && spec.shape.iter().zip(dims).all(|(want, got)| want.is_none_or(|w| w == *got));
+    if fits {
+        return Ok(());
+    }
+    let want: Vec<String> = spec
+        .shape
+        .iter()
+        .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+        .collect();
+    Err(Error::Input {
+        name: spec.name.clone(),
+        message: format!("expected shape [{}], got {dims:?}", want.join(", ")),
+    })
+}
+
+/// Evaluates on the host every node whose inputs are all constants, turning its outputs into
+/// constants (weights materialized from ConstantOfShape, shape arithmetic on initializers).
+#[allow(clippy::type_complexity)]
+fn fold_constants(
+    nodes: Vec<Node>,
+    kernels: Vec<OpFn>,
+    mut constants: HashMap<String, HostTensor>,
+) -> Result<(Vec<Node>, Vec<OpFn>, HashMap<String, HostTensor>)> {
+    let cpu = Device::cpu().burn().clone();
+    let mut kept_nodes = Vec::new();
+    let mut kept_kernels = Vec::new();
+    for (node, kernel) in nodes.into_iter().zip(kernels) {
+        let foldable = node.inputs.iter().all(|i| i.is_empty() || constants.contains_key(i));
+        if !foldable {
+            kept_nodes.push(node);
+            kept_kernels.push(kernel);
+            continue;
+        }
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|i| constants.get(i).map(|h| Slot { host: Some(h.clone()), device: None }))
+            .collect();
+        let ctx = Ctx { node: &node, inputs, device: &cpu };
+        let outs = guarded(&node, || kernel(&ctx))?;
+        for (name, v) in node.outputs.iter().zip(outs) {
+            if !name.is_empty() {
+                constants.insert(name.clone(), v.to_host());
+            }
+        }
+    }
+    Ok((kept_nodes, kept_kernels, constants))
+}
+
+/// Ordered map of attributes (re-exported for importers).
+pub type Attributes = BTreeMap<String, Attr>;

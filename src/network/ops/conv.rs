@@ -1,0 +1,248 @@
+//! Conv and ConvTranspose over 1, 2 or 3 spatial dimensions (1-D runs as 2-D with height 1).
+
+use burn::prelude::*;
+use burn::tensor::module;
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
+use burn::Dispatch;
+
+use super::{Ctx, Value};
+use crate::error::Result;
+use crate::network::value::DynTensor;
+
+/// Kernel geometry shared by convolutions and pools, per spatial axis.
+pub(crate) struct Window {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// Padding before and after each spatial axis.
+    pub begin: Vec<usize>,
+    pub end: Vec<usize>,
+}
+
+impl Window {
+    /// Reads strides, dilations, pads and auto_pad for an input of spatial size `input`.
+    pub fn read(ctx: &Ctx, kernel: Vec<usize>, input: &[usize]) -> Result<Window> {
+        let n = kernel.len();
+        let node = ctx.node;
+        let list = |name: &str| -> Result<Vec<usize>> {
+            Ok(match node.ints(name)? {
+                Some(v) if v.len() == n => v.iter().map(|&x| x.max(0) as usize).collect(),
+                Some(v) => return Err(ctx.error(format!("{name} has {} values, want {n}", v.len()))),
+                None => vec![1; n],
+            })
+        };
+        let strides = list("strides")?;
+        let dilations = list("dilations")?;
+        let auto_pad = node.string("auto_pad", "NOTSET")?;
+        let (begin, end) = match auto_pad.as_str() {
+            "NOTSET" => match node.ints("pads")? {
+                Some(p) if p.len() == 2 * n => {
+                    if p.iter().any(|&x| x < 0) {
+                        return Err(ctx.error("negative pads are not supported"));
+                    }
+                    (
+                        p[..n].iter().map(|&x| x as usize).collect(),
+                        p[n..].iter().map(|&x| x as usize).collect(),
+                    )
+                }
+                Some(p) => return Err(ctx.error(format!("pads has {} values, want {}", p.len(), 2 * n))),
+                None => (vec![0; n], vec![0; n]),
+            },
+            "VALID" => (vec![0; n], vec![0; n]),
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let mut b = vec![0; n];
+                let mut e = vec![0; n];
+                for i in 0..n {
+                    let out = input[i].div_ceil(strides[i]);
+                    let span = (kernel[i] - 1) * dilations[i] + 1;
+                    let total = ((out - 1) * strides[i] + span).saturating_sub(input[i]);
+                    let small = total / 2;
+                    if auto_pad == "SAME_UPPER" {
+                        (b[i], e[i]) = (small, total - small);
+                    } else {
+                        (b[i], e[i]) = (total - small, small);
+                    }
+                }
+                (b, e)
+            }
+            other => return Err(ctx.error(format!("unknown auto_pad {other}"))),
+        };
+        Ok(Window {
+            kernel,
+            strides,
+            dilations,
+            begin,
+            end,
+        })
+    }
+
+    pub fn symmetric(&self) -> bool {
+        self.begin == self.end
+    }
+}
+
+/// Views `[N, C, L]` as `[N, C, 1, L]` so 1-D ops can use the 2-D kernels.
+pub(crate) fn as_4d(x: &DynTensor) -> Result<Tensor<Dispatch, 4>> {
+    let d = x.dims();
+    match d.len() {
+        3 => Ok(x.clone().reshape(&[d[0], d[1], 1, d[2]]).to_rank::<4>()?),
+        _ => x.to_rank::<4>(),
+    }
+}
+
+/// Pads the spatial axes of an `[N, C, H, W]` tensor with a constant.
+pub(crate) fn pad_4d(x: Tensor<Dispatch, 4>, begin: [usize; 2], end: [usize; 2], value: f32) -> Tensor<Dispatch, 4> {
+    if begin == [0, 0] && end == [0, 0] {
+        return x;
+    }
+    x.pad((begin[1], end[1], begin[0], end[0]), PadMode::Constant(value))
+}
+
+/// Lifts per-axis geometry of a 1-D op to 2-D (height 1).
+pub(crate) fn lift_2d(v: &[usize], fill: usize) -> [usize; 2] {
+    match v.len() {
+        1 => [fill, v[0]],
+        _ => [v[0], v[1]],
+    }
+}
+
+pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let w = ctx.float(1)?;
+    let (xd, wd) = (x.dims(), w.dims());
+    if xd.len() < 3 || xd.len() != wd.len() {
+        return Err(ctx.error(format!("input {xd:?} and weight {wd:?} do not fit a convolution")));
+    }
+    let groups = ctx.node.int("group", 1)?.max(1) as usize;
+    if xd[1] != wd[1] * groups {
+        return Err(ctx.error(format!(
+            "input has {} channels but weight {wd:?} with group {groups} expects {}",
+            xd[1],
+            wd[1] * groups
+        )));
+    }
+    let kernel = wd[2..].to_vec();
+    let win = Window::read(ctx, kernel, &xd[2..])?;
+    let bias = if ctx.has(2) { Some(ctx.float(2)?.to_rank::<1>()?) } else { None };
+    let y = match xd.len() {
+        3 | 4 => {
+            let x4 = pad_4d(as_4d(&x)?, lift_2d(&win.begin, 0), lift_2d(&win.end, 0), 0.0);
+            let opts = ConvOptions::new(
+                lift_2d(&win.strides, 1),
+                [0, 0],
+                lift_2d(&win.dilations, 1),
+                groups,
+            );
+            let y = module::conv2d(x4, as_4d(&w)?, bias, opts);
+            squeeze_1d(DynTensor::new(y), xd.len())
+        }
+        5 => {
+            if !win.symmetric() {
+                return Err(ctx.error("asymmetric padding of a 3-D convolution is not supported"));
+            }
+            let a3 = |v: &[usize]| [v[0], v[1], v[2]];
+            let opts = ConvOptions::new(a3(&win.strides), a3(&win.begin), a3(&win.dilations), groups);
+            DynTensor::new(module::conv3d(x.to_rank::<5>()?, w.to_rank::<5>()?, bias, opts))
+        }
+        n => return Err(ctx.error(format!("{}-D convolution is not supported", n - 2))),
+    };
+    Ok(vec![Value::Device(y)])
+}
+
+/// Drops the height-1 axis added by [`as_4d`] when the op was 1-D.
+pub(crate) fn squeeze_1d(y: DynTensor, rank: usize) -> DynTensor {
+    if rank == 3 {
+        let d = y.dims();
+        y.reshape(&[d[0], d[1], d[3]])
+    } else {
+        y
+    }
+}
+
+pub fn conv_transpose(ctx: &Ctx) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let w = ctx.float(1)?;
+    let (xd, wd) = (x.dims(), w.dims());
+    if xd.len() < 3 || xd.len() != wd.len() || xd[1] != wd[0] {
+        return Err(ctx.error(format!("input {xd:?} and weight {wd:?} do not fit a transposed convolution")));
+    }
+    let n = xd.len() - 2;
+    let groups = ctx.node.int("group", 1)?.max(1) as usize;
+    let node = ctx.node;
+    let list = |name: &str, default: usize| -> Result<Vec<usize>> {
+        Ok(match node.ints(name)? {
+            Some(v) if v.len() >= n => v[v.len() - n..].iter().map(|&x| x.max(0) as usize).collect(),
+            Some(_) => return Err(ctx.error(format!("{name} has the wrong length"))),
+            None => vec![default; n],
+        })
+    };
+    let kernel = match node.ints("kernel_shape")? {
+        Some(k) => k.iter().map(|&x| x as usize).collect(),
+        None => wd[2..].to_vec(),
+    };
+    let strides = list("strides", 1)?;
+    let dilations = list("dilations", 1)?;
+    let mut out_pad = list("output_padding", 0)?;
+    let full: Vec<usize> = (0..n)
+        .map(|i| strides[i] * (xd[2 + i] - 1) + (kernel[i] - 1) * dilations[i] + 1)
+        .collect();
+    let auto_pad = node.string("auto_pad", "NOTSET")?;
+    let (mut begin, mut end) = (vec![0; n], vec![0; n]);
+    let output_shape = list("output_shape", 0).ok().filter(|_| node.has_attr("output_shape"));
+    if output_shape.is_some() || auto_pad.starts_with("SAME") {
+        let target: Vec<usize> = match &output_shape {
+            Some(s) => s.clone(),
+            None => (0..n).map(|i| xd[2 + i] * strides[i]).collect(),
+        };
+        for i in 0..n {
+            let total = (full[i] + out_pad[i]) as i64 - target[i] as i64;
+            if total < 0 {
+                // The requested output is larger than the full result: extend at the end.
+                out_pad[i] += (-total) as usize;
+                continue;
+            }
+            let total = total as usize;
+            if auto_pad == "SAME_UPPER" {
+                (begin[i], end[i]) = (total / 2, total - total / 2);
+            } else {
+                (begin[i], end[i]) = (total - total / 2, total / 2);
+            }
+        }
+    } else if let Some(p) = node.ints("pads")? {
+        if p.len() != 2 * n || p.iter().any(|&v| v < 0) {
+            return Err(ctx.error(format!("invalid pads {p:?}")));
+        }
+        begin = p[..n].iter().map(|&v| v as usize).collect();
+        end = p[n..].iter().map(|&v| v as usize).collect();
+    }
+    let bias = if ctx.has(2) { Some(ctx.float(2)?.to_rank::<1>()?) } else { None };
+    // Run without padding (burn pads symmetrically only), then crop each axis to
+    // [begin, full + output_padding - end).
+    let y = match n {
+        1 | 2 => {
+            let opts = ConvTransposeOptions::new(
+                lift_2d(&strides, 1),
+                [0, 0],
+                lift_2d(&out_pad, 0),
+                lift_2d(&dilations, 1),
+                groups,
+            );
+            let y = module::conv_transpose2d(as_4d(&x)?, as_4d(&w)?, bias, opts);
+            squeeze_1d(DynTensor::new(y), xd.len())
+        }
+        3 => {
+            let a3 = |v: &[usize]| [v[0], v[1], v[2]];
+            let opts = ConvTransposeOptions::new(a3(&strides), [0, 0, 0], a3(&out_pad), a3(&dilations), groups);
+            DynTensor::new(module::conv_transpose3d(x.to_rank::<5>()?, w.to_rank::<5>()?, bias, opts))
+        }
+        _ => return Err(ctx.error(format!("{n}-D transposed convolution is not supported"))),
+    };
+    let mut storage = y.clone().into_storage();
+    for i in 0..n {
+        let len = full[i] + out_pad[i] - begin[i] - end[i];
+        if begin[i] > 0 || end[i] > 0 {
+            storage = storage.narrow(y.storage_axis(2 + i), begin[i], len);
+        }
+    }
+    Ok(vec![Value::Device(DynTensor::from_storage(storage, y.rank()))])
+}

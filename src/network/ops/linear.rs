@@ -1,0 +1,75 @@
+//! Gemm and MatMul (numpy semantics: 1-D operands, broadcast batch axes).
+
+use super::elementwise::broadcast_shape;
+use super::{Ctx, Value};
+use crate::error::Result;
+use crate::network::value::{storage_shape, DynTensor};
+
+pub fn gemm(ctx: &Ctx) -> Result<Vec<Value>> {
+    let node = ctx.node;
+    let alpha = node.float("alpha", 1.0)?;
+    let beta = node.float("beta", 1.0)?;
+    let mut a = ctx.float(0)?.to_rank::<2>().map_err(|e| ctx.error(format!("A: {e}")))?;
+    let mut b = ctx.float(1)?.to_rank::<2>().map_err(|e| ctx.error(format!("B: {e}")))?;
+    if node.int("transA", 0)? != 0 {
+        a = a.transpose();
+    }
+    if node.int("transB", 0)? != 0 {
+        b = b.transpose();
+    }
+    let ([m, k], [k2, n]) = (a.dims(), b.dims());
+    if k != k2 {
+        return Err(ctx.error(format!("cannot multiply [{m}, {k}] by [{k2}, {n}]")));
+    }
+    let mut y = DynTensor::new(a.matmul(b));
+    if alpha != 1.0 {
+        y = y.map(|t| t.mul_scalar(alpha));
+    }
+    if ctx.has(2) {
+        let c = ctx.float(2)?;
+        if broadcast_shape(&[m, n], &c.dims()).as_deref() != Some(&[m, n][..]) {
+            return Err(ctx.error(format!("C {:?} does not broadcast to [{m}, {n}]", c.dims())));
+        }
+        let c = c.map(|t| t.mul_scalar(beta)).into_storage();
+        y = y.map(|t| t + c);
+    }
+    Ok(vec![Value::Device(y)])
+}
+
+pub fn matmul(ctx: &Ctx) -> Result<Vec<Value>> {
+    let (a, b) = (ctx.float(0)?, ctx.float(1)?);
+    let (mut ad, mut bd) = (a.dims(), b.dims());
+    if ad.is_empty() || bd.is_empty() {
+        return Err(ctx.error("MatMul operands must have rank 1 or more"));
+    }
+    let (a_vec, b_vec) = (ad.len() == 1, bd.len() == 1);
+    if a_vec {
+        ad.insert(0, 1);
+    }
+    if b_vec {
+        bd.push(1);
+    }
+    let (m, k) = (ad[ad.len() - 2], ad[ad.len() - 1]);
+    let (k2, n) = (bd[bd.len() - 2], bd[bd.len() - 1]);
+    if k != k2 {
+        return Err(ctx.error(format!("cannot multiply {:?} by {:?}", a.dims(), b.dims())));
+    }
+    let batch = broadcast_shape(&ad[..ad.len() - 2], &bd[..bd.len() - 2])
+        .ok_or_else(|| ctx.error(format!("batch axes of {ad:?} and {bd:?} do not broadcast")))?;
+    let full = |rows: usize, cols: usize| {
+        let mut s = batch.clone();
+        s.extend([rows, cols]);
+        s
+    };
+    let a = a.reshape(&ad).into_storage().expand(storage_shape(&full(m, k)));
+    let b = b.reshape(&bd).into_storage().expand(storage_shape(&full(k, n)));
+    let mut out = full(m, n);
+    let y = DynTensor::from_storage(a.matmul(b), out.len());
+    if b_vec {
+        out.pop();
+    }
+    if a_vec {
+        out.remove(out.len() - if b_vec { 1 } else { 2 });
+    }
+    Ok(vec![Value::Device(y.reshape(&out))])
+}

@@ -1,0 +1,128 @@
+//! Normalizations: LRN, BatchNormalization, InstanceNormalization, Softmax.
+
+use burn::prelude::*;
+use burn::tensor::activation;
+use burn::tensor::module;
+use burn::Dispatch;
+
+use super::conv::pad_4d;
+use super::{Ctx, Value};
+use crate::error::Result;
+use crate::network::value::{DynTensor, Storage};
+
+/// Reshapes a per-channel vector `[C]` so it broadcasts against an `[N, C, ...]` tensor of `rank`.
+fn per_channel(v: DynTensor, rank: usize) -> DynTensor {
+    let c = v.num_elements();
+    let mut shape = vec![c];
+    shape.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));
+    v.reshape(&shape)
+}
+
+pub fn lrn(ctx: &Ctx) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let dims = x.dims();
+    let size = ctx.node.int("size", 0)?;
+    if size < 1 {
+        return Err(ctx.error("attribute size must be a positive int"));
+    }
+    let size = size as usize;
+    let alpha = ctx.node.float("alpha", 1e-4)?;
+    let beta = ctx.node.float("beta", 0.75)?;
+    let bias = ctx.node.float("bias", 1.0)?;
+    if dims.len() < 3 {
+        return Err(ctx.error(format!("input {dims:?} must be [N, C, ...]")));
+    }
+    let (n, c) = (dims[0], dims[1]);
+    let rest: usize = dims[2..].iter().product();
+    // Sum squares over a channel window by pooling [N, 1, C, rest] along C.
+    let sq = x.clone().map(|t| t.powi_scalar(2)).reshape(&[n, 1, c, rest]).to_rank::<4>()?;
+    let before = (size - 1) / 2;
+    let after = size - 1 - before;
+    let padded = pad_4d(sq, [before, 0], [after, 0], 0.0);
+    let sum = module::avg_pool2d(padded, [size, 1], [1, 1], [0, 0], true, false).mul_scalar(size as f32);
+    let denom = DynTensor::new(sum)
+        .reshape(&dims)
+        .map(|s| s.mul_scalar(alpha / size as f32).add_scalar(bias).powf_scalar(beta));
+    let rank = dims.len();
+    let y = x.into_storage() / denom.into_storage();
+    Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
+}
+
+pub fn batch_norm(ctx: &Ctx) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let rank = x.rank();
+    if rank < 2 {
+        return Err(ctx.error(format!("input {:?} must be [N, C, ...]", x.dims())));
+    }
+    let eps = ctx.node.float("epsilon", 1e-5)?;
+    let training = ctx.node.int("training_mode", 0)? != 0;
+    let scale = per_channel(ctx.float(1)?, rank).into_storage();
+    let bias = per_channel(ctx.float(2)?, rank).into_storage();
+    let running_mean = per_channel(ctx.float(3)?, rank).into_storage();
+    let running_var = per_channel(ctx.float(4)?, rank).into_storage();
+    let xs = x.clone().into_storage();
+    let (mean, var) = if training {
+        let axes: Vec<usize> = (0..rank).filter(|&a| a != 1).map(|a| x.storage_axis(a)).collect();
+        let mean = reduce_mean(xs.clone(), &axes);
+        let var = reduce_mean((xs.clone() - mean.clone()).powi_scalar(2), &axes);
+        (mean, var)
+    } else {
+        (running_mean.clone(), running_var.clone())
+    };
+    let a = scale / var.clone().add_scalar(eps).sqrt();
+    let y = (xs - mean.clone()) * a + bias;
+    let mut out = vec![Value::Device(DynTensor::from_storage(y, rank))];
+    if training {
+        let momentum = ctx.node.float("momentum", 0.9)?;
+        let c = x.dims()[1];
+        let blend = |running: Storage, batch: Storage| {
+            let s = running.mul_scalar(momentum) + batch.mul_scalar(1.0 - momentum);
+            Value::Device(DynTensor::from_storage(s, rank).reshape(&[c]))
+        };
+        out.push(blend(running_mean, mean));
+        out.push(blend(running_var, var));
+    }
+    Ok(out)
+}
+
+fn reduce_mean(mut t: Storage, axes: &[usize]) -> Storage {
+    for &a in axes {
+        t = t.mean_dim(a);
+    }
+    t
+}
+
+pub fn instance_norm(ctx: &Ctx) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let rank = x.rank();
+    if rank < 3 {
+        return Err(ctx.error(format!("input {:?} must be [N, C, spatial...]", x.dims())));
+    }
+    let eps = ctx.node.float("epsilon", 1e-5)?;
+    let scale = per_channel(ctx.float(1)?, rank).into_storage();
+    let bias = per_channel(ctx.float(2)?, rank).into_storage();
+    let axes: Vec<usize> = (2..rank).map(|a| x.storage_axis(a)).collect();
+    let xs = x.into_storage();
+    let mean = reduce_mean(xs.clone(), &axes);
+    let centered = xs - mean;
+    let var = reduce_mean(centered.clone().powi_scalar(2), &axes);
+    let y = centered / var.add_scalar(eps).sqrt() * scale + bias;
+    Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
+}
+
+pub fn softmax(ctx: &Ctx) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let dims = x.dims();
+    let rank = dims.len();
+    if ctx.node.opset < 13 {
+        // Older opsets coerce the input to 2-D at `axis` and normalize each row.
+        let axis = ctx.axis(ctx.node.int("axis", 1)?, rank)?;
+        let rows: usize = dims[..axis].iter().product();
+        let cols: usize = dims[axis..].iter().product();
+        let y: Tensor<Dispatch, 2> = activation::softmax(x.reshape(&[rows, cols]).to_rank::<2>()?, 1);
+        return Ok(vec![Value::Device(DynTensor::new(y).reshape(&dims))]);
+    }
+    let axis = ctx.axis(ctx.node.int("axis", -1)?, rank)?;
+    let a = x.storage_axis(axis);
+    Ok(vec![Value::Device(x.map(|t| activation::softmax(t, a)))])
+}

@@ -1,0 +1,153 @@
+//! MaxPool, AveragePool (explicit pads, ceil_mode, count_include_pad, dilations) and global pools.
+//!
+//! ONNX output sizes are computed here, the input is padded explicitly to exactly the extent the
+//! windows cover, and burn's kernels then run without padding. Average pooling divides a window
+//! sum by a window count pooled from a mask, which gives ONNX's count_include_pad semantics in
+//! every corner case (asymmetric pads, ceil-mode windows that overhang the padding).
+
+use burn::prelude::*;
+use burn::tensor::module;
+use burn::tensor::ops::ConvOptions;
+use burn::Dispatch;
+
+use super::conv::{as_4d, lift_2d, pad_4d, squeeze_1d, Window};
+use super::{Ctx, Value};
+use crate::error::Result;
+use crate::network::value::DynTensor;
+
+struct Plan {
+    win: Window,
+    /// Extra padding at the end of each axis so that the last (ceil-mode) window fits.
+    extra: Vec<usize>,
+}
+
+fn plan(ctx: &Ctx, dims: &[usize]) -> Result<Plan> {
+    let spatial = &dims[2..];
+    let kernel: Vec<usize> = ctx
+        .node
+        .ints("kernel_shape")?
+        .ok_or_else(|| ctx.error("kernel_shape is required"))?
+        .iter()
+        .map(|&k| k as usize)
+        .collect();
+    if kernel.len() != spatial.len() {
+        return Err(ctx.error(format!("kernel_shape {kernel:?} does not fit input {dims:?}")));
+    }
+    if spatial.len() > 2 {
+        return Err(ctx.error("3-D pooling is not supported"));
+    }
+    let win = Window::read(ctx, kernel, spatial)?;
+    let ceil = ctx.node.int("ceil_mode", 0)? != 0;
+    let mut extra = Vec::new();
+    for i in 0..spatial.len() {
+        let span = (win.kernel[i] - 1) * win.dilations[i] + 1;
+        let padded = spatial[i] + win.begin[i] + win.end[i];
+        if padded < span {
+            return Err(ctx.error(format!("kernel {span} is larger than padded input {padded}")));
+        }
+        let steps = padded - span;
+        let mut out = if ceil { steps.div_ceil(win.strides[i]) } else { steps / win.strides[i] } + 1;
+        // A window must start inside the input or its leading padding.
+        if ceil && (out - 1) * win.strides[i] >= spatial[i] + win.begin[i] {
+            out -= 1;
+        }
+        let covered = (out - 1) * win.strides[i] + span;
+        extra.push(covered.saturating_sub(padded));
+    }
+    Ok(Plan { win, extra })
+}
+
+fn padded_ends(p: &Plan) -> [usize; 2] {
+    let ends: Vec<usize> = p.win.end.iter().zip(&p.extra).map(|(e, x)| e + x).collect();
+    lift_2d(&ends, 0)
+}
+
+pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
+    if ctx.node.outputs.len() > 1 && !ctx.node.outputs[1].is_empty() {
+        return Err(ctx.error("the Indices output of MaxPool is not supported"));
+    }
+    let x = ctx.float(0)?;
+    let dims = x.dims();
+    if dims.len() < 3 {
+        return Err(ctx.error(format!("input {dims:?} has no spatial axes")));
+    }
+    let p = plan(ctx, &dims)?;
+    let xp = pad_4d(as_4d(&x)?, lift_2d(&p.win.begin, 0), padded_ends(&p), f32::NEG_INFINITY);
+    let y = module::max_pool2d(
+        xp,
+        lift_2d(&p.win.kernel, 1),
+        lift_2d(&p.win.strides, 1),
+        [0, 0],
+        lift_2d(&p.win.dilations, 1),
+        false,
+    );
+    Ok(vec![Value::Device(squeeze_1d(DynTensor::new(y), dims.len()))])
+}
+
+/// Sums every window of `x` (already padded) with the plan's geometry.
+fn window_sum(x: Tensor<Dispatch, 4>, p: &Plan) -> Tensor<Dispatch, 4> {
+    let kernel = lift_2d(&p.win.kernel, 1);
+    let strides = lift_2d(&p.win.strides, 1);
+    let dilations = lift_2d(&p.win.dilations, 1);
+    if dilations == [1, 1] {
+        let k = (kernel[0] * kernel[1]) as f32;
+        module::avg_pool2d(x, kernel, strides, [0, 0], true, false).mul_scalar(k)
+    } else {
+        let [_, c, _, _] = x.dims();
+        let ones = Tensor::<Dispatch, 4>::ones([c, 1, kernel[0], kernel[1]], &x.device());
+        module::conv2d(x, ones, None, ConvOptions::new(strides, [0, 0], dilations, c))
+    }
+}
+
+pub fn average_pool(ctx: &Ctx) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let dims = x.dims();
+    if dims.len() < 3 {
+        return Err(ctx.error(format!("input {dims:?} has no spatial axes")));
+    }
+    let p = plan(ctx, &dims)?;
+    let include_pad = ctx.node.int("count_include_pad", 0)? != 0;
+    let x4 = as_4d(&x)?;
+    let [_, _, h, w] = x4.dims();
+    let (begin, end) = (lift_2d(&p.win.begin, 0), padded_ends(&p));
+    let sum = window_sum(pad_4d(x4, begin, end, 0.0), &p);
+    // Count the cells each window covers: input cells, plus explicit pads when included.
+    let device = x.device();
+    let mask = if include_pad {
+        // Declared pads count; the ceil-mode overhang beyond them does not.
+        let declared_end = lift_2d(&p.win.end, 0);
+        let ones = Tensor::<Dispatch, 4>::ones(
+            [1, 1, h + begin[0] + declared_end[0], w + begin[1] + declared_end[1]],
+            &device,
+        );
+        let overhang = [end[0] - declared_end[0], end[1] - declared_end[1]];
+        pad_4d(ones, [0, 0], overhang, 0.0)
+    } else {
+        pad_4d(Tensor::<Dispatch, 4>::ones([1, 1, h, w], &device), begin, end, 0.0)
+    };
+    let count = window_sum(mask, &p);
+    let y = sum / count;
+    Ok(vec![Value::Device(squeeze_1d(DynTensor::new(y), dims.len()))])
+}
+
+fn global(ctx: &Ctx, max: bool) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let rank = x.rank();
+    if rank < 3 {
+        return Err(ctx.error(format!("input {:?} has no spatial axes", x.dims())));
+    }
+    let mut s = x.clone().into_storage();
+    for axis in 2..rank {
+        let a = x.storage_axis(axis);
+        s = if max { s.max_dim(a) } else { s.mean_dim(a) };
+    }
+    Ok(vec![Value::Device(DynTensor::from_storage(s, rank))])
+}
+
+pub fn global_average_pool(ctx: &Ctx) -> Result<Vec<Value>> {
+    global(ctx, false)
+}
+
+pub fn global_max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
+    global(ctx, true)
+}

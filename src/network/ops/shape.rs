@@ -1,0 +1,526 @@
+//! Data movement and shape operators. Each works on the device for activations and on the host
+//! for shape arithmetic (Shape → Gather → Concat → Reshape chains never touch the device).
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::Dispatch;
+
+use super::{Ctx, Value};
+use crate::error::Result;
+use crate::network::node::Attr;
+use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage};
+
+/// Builds a host tensor of `shape` whose element at each coordinate comes from `src(coord)`:
+/// `Some(flat index into t)` or `None` for `fill`.
+fn host_remap(
+    t: &HostTensor,
+    shape: Vec<usize>,
+    fill: f64,
+    src: impl Fn(&[usize]) -> Option<usize>,
+) -> HostTensor {
+    let n: usize = shape.iter().product();
+    let mut coord = vec![0usize; shape.len()];
+    let mut idx = Vec::with_capacity(n);
+    for flat in 0..n {
+        let mut rem = flat;
+        for d in (0..shape.len()).rev() {
+            coord[d] = rem % shape[d];
+            rem /= shape[d];
+        }
+        idx.push(src(&coord));
+    }
+    let data = match &t.data {
+        HostData::F32(v) => HostData::F32(idx.iter().map(|i| i.map_or(fill as f32, |i| v[i])).collect()),
+        HostData::I64(v) => HostData::I64(idx.iter().map(|i| i.map_or(fill as i64, |i| v[i])).collect()),
+    };
+    HostTensor {
+        shape,
+        data,
+        elem: t.elem,
+    }
+}
+
+fn flat_index(shape: &[usize], coord: &[usize]) -> usize {
+    coord.iter().zip(shape).fold(0, |acc, (c, s)| acc * s + c)
+}
+
+/// Integer indices as a device tensor for `select`.
+fn index_tensor(indices: &[usize], device: &burn::DispatchDevice) -> Tensor<Dispatch, 1, Int> {
+    let data: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
+    Tensor::from_data(TensorData::new(data, [indices.len()]), device)
+}
+
+/// Picks `indices` along logical `axis` of a device tensor.
+fn select(x: DynTensor, axis: usize, indices: &[usize], device: &burn::DispatchDevice) -> DynTensor {
+    let a = x.storage_axis(axis);
+    let rank = x.rank();
+    let idx = index_tensor(indices, device);
+    DynTensor::from_storage(x.into_storage().select(a, idx), rank)
+}
+
+/// An empty float tensor: kept on the host, since the backend has no zero-size tensors.
+fn empty(shape: Vec<usize>) -> Value {
+    Value::Host(HostTensor::f32(shape, Vec::new()))
+}
+
+fn reshaped(ctx: &Ctx, i: usize, shape: Vec<usize>) -> Result<Value> {
+    Ok(match ctx.value(i)? {
+        Value::Host(h) => Value::Host(h.reshaped(shape)),
+        Value::Device(_) if shape.contains(&0) => empty(shape),
+        Value::Device(t) => Value::Device(t.reshape(&shape)),
+    })
+}
+
+pub fn flatten(ctx: &Ctx) -> Result<Vec<Value>> {
+    let dims = ctx.dims(0)?;
+    let axis = ctx.node.int("axis", 1)?;
+    let axis = if axis < 0 { axis + dims.len() as i64 } else { axis };
+    if axis < 0 || axis > dims.len() as i64 {
+        return Err(ctx.error(format!("axis {axis} is out of range for {dims:?}")));
+    }
+    let axis = axis as usize;
+    let shape = vec![dims[..axis].iter().product(), dims[axis..].iter().product()];
+    Ok(vec![reshaped(ctx, 0, shape)?])
+}
+
+pub fn reshape(ctx: &Ctx) -> Result<Vec<Value>> {
+    let dims = ctx.dims(0)?;
+    let target = if ctx.node.opset < 5 {
+        ctx.node.ints("shape")?.unwrap_or_default()
+    } else {
+        ctx.ints(1)?
+    };
+    let allow_zero = ctx.node.int("allowzero", 0)? != 0;
+    let total: usize = dims.iter().product();
+    let mut shape = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (i, &d) in target.iter().enumerate() {
+        shape.push(match d {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                1
+            }
+            0 if !allow_zero => *dims
+                .get(i)
+                .ok_or_else(|| ctx.error(format!("shape {target:?}: no input axis {i} to copy")))?,
+            d if d >= 0 => d as usize,
+            _ => return Err(ctx.error(format!("invalid target shape {target:?}"))),
+        });
+    }
+    if let Some(i) = infer {
+        let known: usize = shape.iter().product();
+        if known == 0 || total % known != 0 {
+            return Err(ctx.error(format!("cannot reshape {dims:?} to {target:?}")));
+        }
+        shape[i] = total / known;
+    }
+    if shape.iter().product::<usize>() != total {
+        return Err(ctx.error(format!("cannot reshape {dims:?} to {target:?}")));
+    }
+    Ok(vec![reshaped(ctx, 0, shape)?])
+}
+
+pub fn transpose(ctx: &Ctx) -> Result<Vec<Value>> {
+    let dims = ctx.dims(0)?;
+    let rank = dims.len();
+    let perm: Vec<usize> = match ctx.node.ints("perm")? {
+        Some(p) => p.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?,
+        None => (0..rank).rev().collect(),
+    };
+    let mut seen = vec![false; rank];
+    if perm.len() != rank || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
+        return Err(ctx.error(format!("perm {perm:?} is not a permutation of {rank} axes")));
+    }
+    let out: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+    Ok(vec![match ctx.value(0)? {
+        Value::Host(h) => Value::Host(host_remap(&h, out, 0.0, |c| {
+            let mut src = vec![0; rank];
+            for (i, &p) in perm.iter().enumerate() {
+                src[p] = c[i];
+            }
+            Some(flat_index(&dims, &src))
+        })),
+        Value::Device(t) => {
+            let pad = crate::network::value::MAX_RANK - rank;
+            let mut full: Vec<usize> = (0..pad).collect();
+            full.extend(perm.iter().map(|&p| p + pad));
+            let full: [usize; crate::network::value::MAX_RANK] = full.try_into().expect("full rank");
+            Value::Device(t.map(|s| s.permute(full)))
+        }
+    }])
+}
+
+fn axes_arg(ctx: &Ctx, since_input: i64) -> Result<Option<Vec<i64>>> {
+    if ctx.node.opset >= since_input {
+        if ctx.has(1) { Ok(Some(ctx.ints(1)?)) } else { Ok(None) }
+    } else {
+        ctx.node.ints("axes")
+    }
+}
+
+pub fn squeeze(ctx: &Ctx) -> Result<Vec<Value>> {
+    let dims = ctx.dims(0)?;
+    let axes: Vec<usize> = match axes_arg(ctx, 13)? {
+        Some(a) => a.iter().map(|&a| ctx.axis(a, dims.len())).collect::<Result<_>>()?,
+        None => (0..dims.len()).filter(|&a| dims[a] == 1).collect(),
+    };
+    if let Some(&a) = axes.iter().find(|&&a| dims[a] != 1) {
+        return Err(ctx.error(format!("cannot squeeze axis {a} of size {}", dims[a])));
+    }
+    let shape = (0..dims.len()).filter(|a| !axes.contains(a)).map(|a| dims[a]).collect();
+    Ok(vec![reshaped(ctx, 0, shape)?])
+}
+
+pub fn unsqueeze(ctx: &Ctx) -> Result<Vec<Value>> {
+    let dims = ctx.dims(0)?;
+    let axes = axes_arg(ctx, 13)?.ok_or_else(|| ctx.error("axes are required"))?;
+    let rank = dims.len() + axes.len();
+    let axes: Vec<usize> = axes.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?;
+    let mut rest = dims.iter();
+    let shape = (0..rank)
+        .map(|a| if axes.contains(&a) { 1 } else { *rest.next().unwrap_or(&1) })
+        .collect();
+    Ok(vec![reshaped(ctx, 0, shape)?])
+}
+
+pub fn concat(ctx: &Ctx) -> Result<Vec<Value>> {
+    let n = ctx.arity();
+    let first = ctx.dims(0)?;
+    let rank = first.len();
+    let axis = ctx.axis(ctx.node.int("axis", 0)?, rank)?;
+    let mut all_dims = Vec::with_capacity(n);
+    for i in 0..n {
+        let d = ctx.dims(i)?;
+        let fits = d.len() == rank && (0..rank).all(|a| a == axis || d[a] == first[a]);
+        if !fits {
+            return Err(ctx.error(format!("input {i} {d:?} does not fit {first:?} along axis {axis}")));
+        }
+        all_dims.push(d);
+    }
+    let mut out = first.clone();
+    out[axis] = all_dims.iter().map(|d| d[axis]).sum();
+    if (0..n).all(|i| ctx.is_host(i)) {
+        let parts: Vec<HostTensor> = (0..n).map(|i| ctx.host(i)).collect::<Result<_>>()?;
+        let elem = if parts.iter().any(|p| p.elem == Elem::Float) { Elem::Float } else { parts[0].elem };
+        let outer: usize = first[..axis].iter().product();
+        let mut f = Vec::new();
+        let mut g = Vec::new();
+        for o in 0..outer {
+            for p in &parts {
+                let chunk: usize = p.shape[axis..].iter().product();
+                let range = o * chunk..(o + 1) * chunk;
+                match elem {
+                    Elem::Float => f.extend_from_slice(&p.to_f32()[range]),
+                    _ => g.extend_from_slice(&p.to_i64()[range]),
+                }
+            }
+        }
+        let data = if elem == Elem::Float { HostData::F32(f) } else { HostData::I64(g) };
+        return Ok(vec![Value::Host(HostTensor { shape: out, data, elem })]);
+    }
+    let parts: Vec<DynTensor> = (0..n).map(|i| ctx.float(i)).collect::<Result<_>>()?;
+    let a = parts[0].storage_axis(axis);
+    let y = Storage::cat(parts.into_iter().map(DynTensor::into_storage).collect(), a);
+    Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
+}
+
+pub fn split(ctx: &Ctx) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let dims = x.dims();
+    let axis = ctx.axis(ctx.node.int("axis", 0)?, dims.len())?;
+    let outputs = ctx.node.outputs.len();
+    let size = dims[axis];
+    let sizes: Vec<usize> = match (ctx.node.opset >= 13 && ctx.has(1), ctx.node.ints("split")?) {
+        (true, _) => ctx.ints(1)?.iter().map(|&s| s.max(0) as usize).collect(),
+        (false, Some(s)) if ctx.node.opset < 13 => s.iter().map(|&s| s.max(0) as usize).collect(),
+        _ => {
+            let parts = if ctx.node.opset >= 18 && ctx.node.has_attr("num_outputs") {
+                ctx.node.int("num_outputs", 1)?.max(1) as usize
+            } else {
+                outputs
+            };
+            let chunk = size.div_ceil(parts);
+            (0..parts).map(|i| chunk.min(size.saturating_sub(i * chunk))).collect()
+        }
+    };
+    if sizes.iter().sum::<usize>() != size || sizes.len() != outputs {
+        return Err(ctx.error(format!("split {sizes:?} does not cover axis {axis} of {dims:?} in {outputs} parts")));
+    }
+    let a = x.storage_axis(axis);
+    let mut start = 0;
+    let mut out = Vec::new();
+    for s in sizes {
+        if s == 0 {
+            let mut shape = dims.clone();
+            shape[axis] = 0;
+            out.push(empty(shape));
+            continue;
+        }
+        out.push(Value::Device(DynTensor::from_storage(x.storage().clone().narrow(a, start, s), dims.len())));
+        start += s;
+    }
+    Ok(out)
+}
+
+pub fn shape(ctx: &Ctx) -> Result<Vec<Value>> {
+    let dims = ctx.dims(0)?;
+    let r = dims.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let start = clamp(ctx.node.int("start", 0)?);
+    let end = clamp(ctx.node.int("end", r)?);
+    let vals: Vec<i64> = dims[start..end.max(start)].iter().map(|&d| d as i64).collect();
+    Ok(vec![Value::Host(HostTensor::i64(vec![vals.len()], vals))])
+}
+
+pub fn gather(ctx: &Ctx) -> Result<Vec<Value>> {
+    let dims = ctx.dims(0)?;
+    let axis = ctx.axis(ctx.node.int("axis", 0)?, dims.len())?;
+    let indices = ctx.host(1)?;
+    let size = dims[axis] as i64;
+    let idx: Vec<usize> = indices
+        .to_i64()
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + size } else { i };
+            (0..size)
+                .contains(&j)
+                .then_some(j as usize)
+                .ok_or_else(|| ctx.error(format!("index {i} is out of range for axis size {size}")))
+        })
+        .collect::<Result<_>>()?;
+    let mut out: Vec<usize> = dims[..axis].to_vec();
+    out.extend(&indices.shape);
+    out.extend(&dims[axis + 1..]);
+    let ir = indices.shape.len();
+    Ok(vec![match ctx.value(0)? {
+        Value::Host(h) => Value::Host(host_remap(&h, out, 0.0, |c| {
+            let flat_idx = flat_index(&indices.shape, &c[axis..axis + ir]);
+            let mut src: Vec<usize> = c[..axis].to_vec();
+            src.push(idx[flat_idx]);
+            src.extend(&c[axis + ir..]);
+            Some(flat_index(&dims, &src))
+        })),
+        Value::Device(t) => {
+            let picked = select(t, axis, &idx, ctx.device);
+            Value::Device(picked.reshape(&out))
+        }
+    }])
+}
+
+/// Resolves ONNX Slice bounds for one axis into the list of picked indices.
+fn slice_indices(start: i64, end: i64, step: i64, dim: usize) -> Vec<usize> {
+    let d = dim as i64;
+    let norm = |v: i64| if v < 0 { v + d } else { v };
+    let (s, e) = (norm(start), norm(end));
+    let mut out = Vec::new();
+    if step > 0 {
+        let (mut i, e) = (s.clamp(0, d), e.clamp(0, d));
+        while i < e {
+            out.push(i as usize);
+            i += step;
+        }
+    } else {
+        let (mut i, e) = (s.clamp(-1, d - 1), e.clamp(-1, d - 1));
+        while i > e {
+            out.push(i as usize);
+            i += step;
+        }
+    }
+    out
+}
+
+pub fn slice(ctx: &Ctx) -> Result<Vec<Value>> {
+    let dims = ctx.dims(0)?;
+    let rank = dims.len();
+    let (starts, ends, axes, steps) = if ctx.node.opset < 10 {
+        let get = |n: &str| ctx.node.ints(n);
+        (get("starts")?.unwrap_or_default(), get("ends")?.unwrap_or_default(), get("axes")?, None)
+    } else {
+        let opt = |i: usize| -> Result<Option<Vec<i64>>> { if ctx.has(i) { Ok(Some(ctx.ints(i)?)) } else { Ok(None) } };
+        (ctx.ints(1)?, ctx.ints(2)?, opt(3)?, opt(4)?)
+    };
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?,
+        None => (0..starts.len()).collect(),
+    };
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(ctx.error("starts, ends, axes and steps differ in length"));
+    }
+    if steps.contains(&0) {
+        return Err(ctx.error("slice step cannot be 0"));
+    }
+    let mut picks: Vec<Vec<usize>> = dims.iter().map(|&d| (0..d).collect()).collect();
+    for i in 0..starts.len() {
+        picks[axes[i]] = slice_indices(starts[i], ends[i], steps[i], dims[axes[i]]);
+    }
+    let out: Vec<usize> = picks.iter().map(Vec::len).collect();
+    Ok(vec![match ctx.value(0)? {
+        Value::Host(h) => Value::Host(host_remap(&h, out, 0.0, |c| {
+            let src: Vec<usize> = c.iter().enumerate().map(|(a, &i)| picks[a][i]).collect();
+            Some(flat_index(&dims, &src))
+        })),
+        Value::Device(_) if out.contains(&0) => empty(out),
+        Value::Device(mut t) => {
+            for (a, p) in picks.iter().enumerate() {
+                let contiguous = p.windows(2).all(|w| w[1] == w[0] + 1);
+                if p.len() == dims[a] && contiguous {
+                    continue;
+                }
+                t = if contiguous {
+                    let ax = t.storage_axis(a);
+                    let r = t.rank();
+                    DynTensor::from_storage(t.into_storage().narrow(ax, p[0], p.len()), r)
+                } else {
+                    select(t, a, p, ctx.device)
+                };
+            }
+            Value::Device(t)
+        }
+    }])
+}
+
+/// The element kind an ONNX data type collapses to, or None if unsupported.
+pub(crate) fn elem_of(data_type: i64) -> Option<Elem> {
+    match data_type {
+        1 | 10 | 11 | 16 => Some(Elem::Float),
+        2..=7 | 12 | 13 => Some(Elem::Int),
+        9 => Some(Elem::Bool),
+        _ => None,
+    }
+}
+
+pub fn cast(ctx: &Ctx) -> Result<Vec<Value>> {
+    let to = ctx.node.int("to", 1)?;
+    let elem = elem_of(to).ok_or_else(|| ctx.error(format!("cast to data type {to} is not supported")))?;
+    if elem == Elem::Float && !ctx.is_host(0) {
+        return Ok(vec![Value::Device(ctx.float(0)?)]);
+    }
+    let h = ctx.host(0)?;
+    let out = match elem {
+        Elem::Float => HostTensor::f32(h.shape.clone(), h.to_f32()),
+        Elem::Int => HostTensor::i64(h.shape.clone(), h.to_i64()),
+        Elem::Bool => HostTensor::bool(h.shape.clone(), h.to_f32().iter().map(|&v| v != 0.0).collect()),
+    };
+    Ok(vec![Value::Host(out)])
+}
+
+pub fn constant(ctx: &Ctx) -> Result<Vec<Value>> {
+    let node = ctx.node;
+    let value = match node.attrs.iter().next() {
+        Some((_, Attr::Tensor(t))) => t.clone(),
+        Some((name, Attr::Float(f))) if name == "value_float" => HostTensor::f32(vec![], vec![*f]),
+        Some((name, Attr::Floats(f))) if name == "value_floats" => HostTensor::f32(vec![f.len()], f.clone()),
+        Some((name, Attr::Int(i))) if name == "value_int" => HostTensor::i64(vec![], vec![*i]),
+        Some((name, Attr::Ints(i))) if name == "value_ints" => HostTensor::i64(vec![i.len()], i.clone()),
+        _ => return Err(ctx.error("Constant needs one of value, value_float(s), value_int(s)")),
+    };
+    Ok(vec![Value::Host(value)])
+}
+
+pub fn constant_of_shape(ctx: &Ctx) -> Result<Vec<Value>> {
+    let shape: Vec<usize> = ctx
+        .ints(0)?
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| ctx.error(format!("negative dimension {d}"))))
+        .collect::<Result<_>>()?;
+    let n = shape.iter().product();
+    let fill = ctx.node.tensor("value").cloned().unwrap_or_else(|| HostTensor::f32(vec![1], vec![0.0]));
+    if fill.len() != 1 {
+        return Err(ctx.error("value must hold exactly one element"));
+    }
+    let out = match &fill.data {
+        HostData::F32(v) => HostTensor::f32(shape, vec![v[0]; n]),
+        HostData::I64(v) => HostTensor {
+            shape,
+            data: HostData::I64(vec![v[0]; n]),
+            elem: fill.elem,
+        },
+    };
+    Ok(vec![Value::Host(out)])
+}
+
+/// Source index along one axis for a padded coordinate, or None for the constant fill.
+fn pad_source(mode: &str, i: i64, size: i64) -> Option<usize> {
+    if (0..size).contains(&i) {
+        return Some(i as usize);
+    }
+    let j = match mode {
+        "edge" => i.clamp(0, size - 1),
+        "wrap" => i.rem_euclid(size),
+        "reflect" => {
+            if size == 1 {
+                0
+            } else {
+                let period = 2 * (size - 1);
+                let m = i.rem_euclid(period);
+                if m < size { m } else { period - m }
+            }
+        }
+        _ => return None,
+    };
+    Some(j as usize)
+}
+
+pub fn pad(ctx: &Ctx) -> Result<Vec<Value>> {
+    let dims = ctx.dims(0)?;
+    let rank = dims.len();
+    let mode = ctx.node.string("mode", "constant")?;
+    if !["constant", "reflect", "edge", "wrap"].contains(&mode.as_str()) {
+        return Err(ctx.error(format!("unknown pad mode {mode}")));
+    }
+    let (pads, value, axes) = if ctx.node.opset < 11 {
+        let pads = ctx.node.ints("pads")?.or(ctx.node.ints("paddings")?).unwrap_or_default();
+        (pads, ctx.node.float("value", 0.0)?, (0..rank).collect::<Vec<_>>())
+    } else {
+        let value = if ctx.has(2) { ctx.host(2)?.to_f32().first().copied().unwrap_or(0.0) } else { 0.0 };
+        let axes = if ctx.has(3) {
+            ctx.ints(3)?.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?
+        } else {
+            (0..rank).collect()
+        };
+        (ctx.ints(1)?, value, axes)
+    };
+    let n = axes.len();
+    if pads.len() != 2 * n {
+        return Err(ctx.error(format!("pads {pads:?} needs {} values", 2 * n)));
+    }
+    let mut begin = vec![0i64; rank];
+    let mut end = vec![0i64; rank];
+    for (k, &a) in axes.iter().enumerate() {
+        begin[a] = pads[k];
+        end[a] = pads[n + k];
+    }
+    let out: Vec<usize> = (0..rank).map(|a| (dims[a] as i64 + begin[a] + end[a]).max(0) as usize).collect();
+    // Per axis: the source index for every output position (None: constant fill).
+    let sources: Vec<Vec<Option<usize>>> = (0..rank)
+        .map(|a| (0..out[a] as i64).map(|o| pad_source(&mode, o - begin[a], dims[a] as i64)).collect())
+        .collect();
+    if ctx.is_host(0) {
+        let h = ctx.host(0)?;
+        let y = host_remap(&h, out, value as f64, |c| {
+            let src: Option<Vec<usize>> = c.iter().enumerate().map(|(a, &i)| sources[a][i]).collect();
+            src.map(|s| flat_index(&dims, &s))
+        });
+        return Ok(vec![Value::Host(y)]);
+    }
+    let mut t = ctx.float(0)?;
+    for a in 0..rank {
+        if begin[a] == 0 && end[a] == 0 {
+            continue;
+        }
+        let src = &sources[a];
+        let picks: Vec<usize> = src.iter().map(|s| s.unwrap_or(0)).collect();
+        t = select(t, a, &picks, ctx.device);
+        if src.iter().any(Option::is_none) {
+            // Constant mode: overwrite fill positions along this axis.
+            let mut mask_shape = vec![1; rank];
+            mask_shape[a] = src.len();
+            let keep: Vec<f32> = src.iter().map(|s| if s.is_some() { 1.0 } else { 0.0 }).collect();
+            let keep = DynTensor::from_host(&keep, &mask_shape, ctx.device).into_storage();
+            let fill = keep.clone().neg().add_scalar(1.0).mul_scalar(value);
+            t = t.map(|s| s * keep + fill);
+        }
+    }
+    Ok(vec![Value::Device(t)])
+}

@@ -1,0 +1,241 @@
+//! Runtime values flowing along the graph's edges.
+//!
+//! Image-sized data lives on the device as [`DynTensor`]: a burn tensor of fixed storage rank
+//! [`MAX_RANK`] whose leading axes are 1, plus the logical rank. Left-padding with ones makes
+//! numpy broadcasting between different ranks free. Shapes, indices and small constants live on
+//! the host as [`HostTensor`], so shape arithmetic never touches (or synchronizes) the device.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::Dispatch;
+
+use crate::error::{Error, Result};
+
+/// The highest tensor rank the runtime supports.
+pub const MAX_RANK: usize = 6;
+
+/// The storage type of every device tensor.
+pub type Storage = Tensor<Dispatch, MAX_RANK>;
+
+/// A float32 tensor on a device, of any rank up to [`MAX_RANK`].
+#[derive(Clone, Debug)]
+pub struct DynTensor {
+    storage: Storage,
+    rank: usize,
+}
+
+impl DynTensor {
+    /// Wraps a storage tensor whose leading `MAX_RANK - rank` axes are 1.
+    pub(crate) fn from_storage(storage: Storage, rank: usize) -> Self {
+        debug_assert!(rank <= MAX_RANK);
+        Self { storage, rank }
+    }
+
+    /// Lifts a burn tensor of rank `D` into a dynamic one.
+    pub fn new<const D: usize>(tensor: Tensor<Dispatch, D>) -> Self {
+        let dims = tensor.dims();
+        Self {
+            storage: tensor.reshape(storage_shape(&dims)),
+            rank: D,
+        }
+    }
+
+    /// A tensor from host data.
+    pub fn from_host(data: &[f32], shape: &[usize], device: &burn::DispatchDevice) -> Self {
+        let storage = Storage::from_data(TensorData::new(data.to_vec(), storage_shape(shape)), device);
+        Self {
+            storage,
+            rank: shape.len(),
+        }
+    }
+
+    /// The logical shape.
+    pub fn dims(&self) -> Vec<usize> {
+        self.storage.dims()[MAX_RANK - self.rank..].to_vec()
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn device(&self) -> burn::DispatchDevice {
+        self.storage.device()
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub(crate) fn into_storage(self) -> Storage {
+        self.storage
+    }
+
+    /// The storage axis of logical axis `axis` (already normalized).
+    pub(crate) fn storage_axis(&self, axis: usize) -> usize {
+        MAX_RANK - self.rank + axis
+    }
+
+    /// Converts to a burn tensor of rank `D`; fails unless the logical rank is exactly `D`.
+    pub fn to_rank<const D: usize>(&self) -> Result<Tensor<Dispatch, D>> {
+        if self.rank != D {
+            return Err(Error::Message(format!(
+                "expected a rank-{D} tensor, got shape {:?}",
+                self.dims()
+            )));
+        }
+        let dims: [usize; D] = self.dims().try_into().expect("rank checked");
+        Ok(self.storage.clone().reshape(dims))
+    }
+
+    /// Reshapes to another logical shape with the same number of elements.
+    pub(crate) fn reshape(self, shape: &[usize]) -> Self {
+        Self {
+            storage: self.storage.reshape(storage_shape(shape)),
+            rank: shape.len(),
+        }
+    }
+
+    /// Applies an elementwise function to the storage.
+    pub(crate) fn map(self, f: impl FnOnce(Storage) -> Storage) -> Self {
+        Self {
+            storage: f(self.storage),
+            rank: self.rank,
+        }
+    }
+
+    /// Copies the values to the host (synchronizes the device).
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.storage
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("float tensor converts to f32")
+    }
+
+    pub fn num_elements(&self) -> usize {
+        self.dims().iter().product()
+    }
+}
+
+/// The storage shape of a logical shape: left-padded with ones.
+pub(crate) fn storage_shape(shape: &[usize]) -> [usize; MAX_RANK] {
+    assert!(shape.len() <= MAX_RANK, "rank {} > {MAX_RANK}", shape.len());
+    let mut out = [1; MAX_RANK];
+    out[MAX_RANK - shape.len()..].copy_from_slice(shape);
+    out
+}
+
+/// The element kind of a host tensor, as ONNX types collapse onto it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    Float,
+    Int,
+    Bool,
+}
+
+/// Data held on the host: float32 for float types, i64 for integer and bool types.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+/// A small tensor kept on the host (shapes, indices, constants, folded subgraphs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: HostData,
+    pub elem: Elem,
+}
+
+impl HostTensor {
+    pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        Self {
+            shape,
+            data: HostData::F32(data),
+            elem: Elem::Float,
+        }
+    }
+
+    pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Self {
+        Self {
+            shape,
+            data: HostData::I64(data),
+            elem: Elem::Int,
+        }
+    }
+
+    pub fn bool(shape: Vec<usize>, data: Vec<bool>) -> Self {
+        Self {
+            shape,
+            data: HostData::I64(data.into_iter().map(i64::from).collect()),
+            elem: Elem::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.data {
+            HostData::F32(v) => v.len(),
+            HostData::I64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as f32 (integers converted).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.data {
+            HostData::F32(v) => v.clone(),
+            HostData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    /// The values as i64 (floats truncated toward zero, as ONNX Cast does).
+    pub fn to_i64(&self) -> Vec<i64> {
+        match &self.data {
+            HostData::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            HostData::I64(v) => v.clone(),
+        }
+    }
+
+    /// Uploads to a device as a float tensor.
+    pub fn upload(&self, device: &burn::DispatchDevice) -> DynTensor {
+        DynTensor::from_host(&self.to_f32(), &self.shape, device)
+    }
+
+    /// Same data, another shape.
+    pub fn reshaped(&self, shape: Vec<usize>) -> Self {
+        Self {
+            shape,
+            data: self.data.clone(),
+            elem: self.elem,
+        }
+    }
+}
+
+/// A value on an edge of the graph.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Device(DynTensor),
+    Host(HostTensor),
+}
+
+impl Value {
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Value::Device(t) => t.dims(),
+            Value::Host(h) => h.shape.clone(),
+        }
+    }
+
+    /// The value as a host tensor (reads a device tensor back).
+    pub fn to_host(&self) -> HostTensor {
+        match self {
+            Value::Host(h) => h.clone(),
+            Value::Device(t) => HostTensor::f32(t.dims(), t.to_vec()),
+        }
+    }
+}

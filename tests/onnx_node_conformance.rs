@@ -1,0 +1,154 @@
+//! Conformance against ONNX's own backend node tests.
+//!
+//! Runs every single-node test of the supported op types (generated from the onnx wheel by
+//! `tests/support/onnx_node_tests.py` into `tests/fixtures/onnx/node`, or the folder named by
+//! `MICROSCOPE_ONNX_NODE_TESTS`), prints a pass/fail table per op, and fails on any failure.
+//!
+//! A case counts when its float-typed inputs and outputs are all float32 (integer inputs such as
+//! indices and shapes are fine). Cases excluded on purpose are listed in `EXCLUDED` with a reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use microscope::import::{parse_onnx, proto, tensor};
+use microscope::network::{HostTensor, Value};
+use microscope::Device;
+use prost::Message;
+
+/// Cases that are not run, and why.
+const EXCLUDED: &[(&str, &str)] = &[
+    ("test_averagepool_3d_", "3-D pooling is outside the scope of 2-D vision CNNs"),
+    ("test_maxpool_3d_", "3-D pooling is outside the scope of 2-D vision CNNs"),
+    ("test_maxpool_with_argmax_", "MaxPool's Indices output is not supported"),
+    ("test_training_dropout", "training-mode Dropout draws random masks; the runtime is inference-only"),
+];
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("MICROSCOPE_ONNX_NODE_TESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/node"))
+}
+
+fn read_tensor(path: &Path) -> proto::TensorProto {
+    let bytes = std::fs::read(path).unwrap();
+    proto::TensorProto::decode(bytes.as_slice()).unwrap()
+}
+
+fn host(t: &proto::TensorProto) -> HostTensor {
+    tensor::decode(t).unwrap_or_else(|e| panic!("{}: {e}", t.name))
+}
+
+enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+fn run_case(dir: &Path) -> (String, Outcome) {
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let model = proto::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = model.graph.as_ref().unwrap();
+    let op = graph.node[0].op_type.clone();
+    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+    if let Some((_, why)) = EXCLUDED.iter().find(|(p, _)| name.starts_with(p)) {
+        return (op, Outcome::Skip(why.to_string()));
+    }
+    let data = dir.join("test_data_set_0");
+    let mut inputs = Vec::new();
+    let mut expected = Vec::new();
+    for (i, vi) in graph.input.iter().enumerate() {
+        let path = data.join(format!("input_{i}.pb"));
+        if path.exists() {
+            inputs.push((vi.name.clone(), read_tensor(&path)));
+        }
+    }
+    for (i, vo) in graph.output.iter().enumerate() {
+        expected.push((vo.name.clone(), read_tensor(&data.join(format!("output_{i}.pb")))));
+    }
+    // float32 (double is computed in float32), or int/bool tensors used as indices, shapes, masks.
+    let allowed = |t: &proto::TensorProto| matches!(t.data_type, 1 | 6 | 7 | 9 | 11);
+    let first_is_float = expected.first().is_some_and(|(_, t)| matches!(t.data_type, 1 | 7 | 11));
+    let all = inputs.iter().map(|(_, t)| t).chain(expected.iter().map(|(_, t)| t));
+    if !first_is_float || !all.clone().all(allowed) {
+        let types: Vec<String> = all.map(|t| tensor::type_name(t.data_type)).collect();
+        return (op, Outcome::Skip(format!("not a float32 case (types {})", types.join(", "))));
+    }
+    let result = (|| -> Result<(), String> {
+        let net = parse_onnx(&bytes, &name, Device::cpu()).map_err(|e| e.to_string())?;
+        let device = Device::cpu();
+        let feeds: Vec<(&str, Value)> = inputs
+            .iter()
+            .map(|(n, t)| {
+                let h = host(t);
+                let v = if t.data_type == 1 { Value::Device(h.upload(device.burn())) } else { Value::Host(h) };
+                (n.as_str(), v)
+            })
+            .collect();
+        let targets: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+        let got = net.run(&feeds, &targets).map_err(|e| e.to_string())?;
+        for ((out, want), got) in expected.iter().zip(got) {
+            let want = host(want);
+            let got = got.to_host();
+            if got.shape != want.shape {
+                return Err(format!("{out}: shape {:?}, expected {:?}", got.shape, want.shape));
+            }
+            let (g, w) = (got.to_f32(), want.to_f32());
+            for (k, (a, b)) in g.iter().zip(&w).enumerate() {
+                let close = (a - b).abs() <= 1e-5 + 1e-3 * b.abs() || (a.is_nan() && b.is_nan()) || a == b;
+                if !close {
+                    return Err(format!("{out}[{k}] = {a}, expected {b}"));
+                }
+            }
+        }
+        Ok(())
+    })();
+    (op, match result {
+        Ok(()) => Outcome::Pass,
+        Err(e) => Outcome::Fail(e),
+    })
+}
+
+#[test]
+fn onnx_backend_node_tests() {
+    let root = fixtures();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}; run tests/run.sh to install the ONNX fixtures", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() > 300, "expected the generated node tests in {}", root.display());
+    let mut table: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut skipped = Vec::new();
+    // Panics are caught per case and reported as failures; keep the log readable.
+    std::panic::set_hook(Box::new(|_| {}));
+    for dir in &dirs {
+        let (op, outcome) = std::panic::catch_unwind(|| run_case(dir))
+            .unwrap_or_else(|_| ("(panic)".into(), Outcome::Fail("panicked".into())));
+        let row = table.entry(op).or_default();
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        match outcome {
+            Outcome::Pass => row.0 += 1,
+            Outcome::Fail(e) => {
+                row.1 += 1;
+                failures.push(format!("{name}: {e}"));
+            }
+            Outcome::Skip(why) => {
+                row.2 += 1;
+                skipped.push(format!("{name}: {why}"));
+            }
+        }
+    }
+    println!("{:<24} {:>6} {:>6} {:>8}", "op", "pass", "fail", "skipped");
+    for (op, (p, f, s)) in &table {
+        println!("{op:<24} {p:>6} {f:>6} {s:>8}");
+    }
+    let (p, f, s) = table.values().fold((0, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+    println!("{:<24} {p:>6} {f:>6} {s:>8}", "total");
+    println!("\nskipped:\n  {}", skipped.join("\n  "));
+    if !failures.is_empty() {
+        println!("\nfailures:\n  {}", failures.join("\n  "));
+    }
+    assert!(failures.is_empty(), "{} node tests failed", failures.len());
+}
