@@ -29,7 +29,10 @@ pub fn read(path: &Path) -> Result<Array> {
     }
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
         v => return Err(bad(path, format!("unsupported .npy version {v}"))),
     };
     let header = bytes
@@ -38,21 +41,36 @@ pub fn read(path: &Path) -> Result<Array> {
         .ok_or_else(|| bad(path, "truncated header"))?;
     let field = |key: &str| -> Option<String> {
         let at = header.find(&format!("'{key}'"))?;
-        let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+        let rest = header[at + key.len() + 2..]
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start();
         Some(rest.to_string())
     };
     let descr = field("descr").ok_or_else(|| bad(path, "header has no descr"))?;
-    let descr = descr.trim_start_matches('\'').split('\'').next().unwrap_or("").to_string();
+    let descr = descr
+        .trim_start_matches('\'')
+        .split('\'')
+        .next()
+        .unwrap_or("")
+        .to_string();
     if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
         return Err(bad(path, "Fortran-ordered arrays are not supported"));
     }
     let shape_text = field("shape").ok_or_else(|| bad(path, "header has no shape"))?;
-    let inner = shape_text.trim_start_matches('(').split(')').next().unwrap_or("");
+    let inner = shape_text
+        .trim_start_matches('(')
+        .split(')')
+        .next()
+        .unwrap_or("");
     let shape: Vec<usize> = inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| bad(path, format!("bad shape {shape_text}"))))
+        .map(|s| {
+            s.parse()
+                .map_err(|_| bad(path, format!("bad shape {shape_text}")))
+        })
         .collect::<Result<_>>()?;
     let n: usize = shape.iter().product();
     let body = &bytes[start + header_len..];
@@ -65,7 +83,10 @@ pub fn read(path: &Path) -> Result<Array> {
         other => return Err(bad(path, format!("unsupported dtype {other}; use float32"))),
     };
     if body.len() < n * width {
-        return Err(bad(path, format!("truncated data: {} bytes for shape {shape:?}", body.len())));
+        return Err(bad(
+            path,
+            format!("truncated data: {} bytes for shape {shape:?}", body.len()),
+        ));
     }
     let data = body[..n * width].chunks_exact(width).map(conv).collect();
     Ok(Array { shape, data })

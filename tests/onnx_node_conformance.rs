@@ -7,20 +7,34 @@
 //! A case counts when its float-typed inputs and outputs are all float32 (integer inputs such as
 //! indices and shapes are fine). Cases excluded on purpose are listed in `EXCLUDED` with a reason.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use microscope::import::{parse_onnx, proto, tensor};
 use microscope::network::{HostTensor, Value};
-use microscope::Device;
+
 use prost::Message;
 
 /// Cases that are not run, and why.
 const EXCLUDED: &[(&str, &str)] = &[
-    ("test_averagepool_3d_", "3-D pooling is outside the scope of 2-D vision CNNs"),
-    ("test_maxpool_3d_", "3-D pooling is outside the scope of 2-D vision CNNs"),
-    ("test_maxpool_with_argmax_", "MaxPool's Indices output is not supported"),
-    ("test_training_dropout", "training-mode Dropout draws random masks; the runtime is inference-only"),
+    (
+        "test_averagepool_3d_",
+        "3-D pooling is outside the scope of 2-D vision CNNs",
+    ),
+    (
+        "test_maxpool_3d_",
+        "3-D pooling is outside the scope of 2-D vision CNNs",
+    ),
+    (
+        "test_maxpool_with_argmax_",
+        "MaxPool's Indices output is not supported",
+    ),
+    (
+        "test_training_dropout",
+        "training-mode Dropout draws random masks; the runtime is inference-only",
+    ),
 ];
 
 fn fixtures() -> PathBuf {
@@ -63,24 +77,39 @@ fn run_case(dir: &Path) -> (String, Outcome) {
         }
     }
     for (i, vo) in graph.output.iter().enumerate() {
-        expected.push((vo.name.clone(), read_tensor(&data.join(format!("output_{i}.pb")))));
+        expected.push((
+            vo.name.clone(),
+            read_tensor(&data.join(format!("output_{i}.pb"))),
+        ));
     }
     // float32 (double is computed in float32), or int/bool tensors used as indices, shapes, masks.
     let allowed = |t: &proto::TensorProto| matches!(t.data_type, 1 | 6 | 7 | 9 | 11);
-    let first_is_float = expected.first().is_some_and(|(_, t)| matches!(t.data_type, 1 | 7 | 11));
-    let all = inputs.iter().map(|(_, t)| t).chain(expected.iter().map(|(_, t)| t));
+    let first_is_float = expected
+        .first()
+        .is_some_and(|(_, t)| matches!(t.data_type, 1 | 7 | 11));
+    let all = inputs
+        .iter()
+        .map(|(_, t)| t)
+        .chain(expected.iter().map(|(_, t)| t));
     if !first_is_float || !all.clone().all(allowed) {
         let types: Vec<String> = all.map(|t| tensor::type_name(t.data_type)).collect();
-        return (op, Outcome::Skip(format!("not a float32 case (types {})", types.join(", "))));
+        return (
+            op,
+            Outcome::Skip(format!("not a float32 case (types {})", types.join(", "))),
+        );
     }
     let result = (|| -> Result<(), String> {
-        let net = parse_onnx(&bytes, &name, Device::cpu()).map_err(|e| e.to_string())?;
-        let device = Device::cpu();
+        let net = parse_onnx(&bytes, &name, support::test_device()).map_err(|e| e.to_string())?;
+        let device = support::test_device();
         let feeds: Vec<(&str, Value)> = inputs
             .iter()
             .map(|(n, t)| {
                 let h = host(t);
-                let v = if t.data_type == 1 { Value::Device(h.upload(device.burn())) } else { Value::Host(h) };
+                let v = if t.data_type == 1 {
+                    Value::Device(h.upload(device.burn()))
+                } else {
+                    Value::Host(h)
+                };
                 (n.as_str(), v)
             })
             .collect();
@@ -90,11 +119,15 @@ fn run_case(dir: &Path) -> (String, Outcome) {
             let want = host(want);
             let got = got.to_host();
             if got.shape != want.shape {
-                return Err(format!("{out}: shape {:?}, expected {:?}", got.shape, want.shape));
+                return Err(format!(
+                    "{out}: shape {:?}, expected {:?}",
+                    got.shape, want.shape
+                ));
             }
             let (g, w) = (got.to_f32(), want.to_f32());
             for (k, (a, b)) in g.iter().zip(&w).enumerate() {
-                let close = (a - b).abs() <= 1e-5 + 1e-3 * b.abs() || (a.is_nan() && b.is_nan()) || a == b;
+                let close =
+                    (a - b).abs() <= 1e-5 + 1e-3 * b.abs() || (a.is_nan() && b.is_nan()) || a == b;
                 if !close {
                     return Err(format!("{out}[{k}] = {a}, expected {b}"));
                 }
@@ -102,22 +135,34 @@ fn run_case(dir: &Path) -> (String, Outcome) {
         }
         Ok(())
     })();
-    (op, match result {
-        Ok(()) => Outcome::Pass,
-        Err(e) => Outcome::Fail(e),
-    })
+    (
+        op,
+        match result {
+            Ok(()) => Outcome::Pass,
+            Err(e) => Outcome::Fail(e),
+        },
+    )
 }
 
 #[test]
 fn onnx_backend_node_tests() {
     let root = fixtures();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}; run tests/run.sh to install the ONNX fixtures", root.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run tests/run.sh to install the ONNX fixtures",
+                root.display()
+            )
+        })
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("model.onnx").exists())
         .collect();
     dirs.sort();
-    assert!(dirs.len() > 300, "expected the generated node tests in {}", root.display());
+    assert!(
+        dirs.len() > 300,
+        "expected the generated node tests in {}",
+        root.display()
+    );
     let mut table: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut skipped = Vec::new();
@@ -144,7 +189,9 @@ fn onnx_backend_node_tests() {
     for (op, (p, f, s)) in &table {
         println!("{op:<24} {p:>6} {f:>6} {s:>8}");
     }
-    let (p, f, s) = table.values().fold((0, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+    let (p, f, s) = table
+        .values()
+        .fold((0, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
     println!("{:<24} {p:>6} {f:>6} {s:>8}", "total");
     println!("\nskipped:\n  {}", skipped.join("\n  "));
     if !failures.is_empty() {

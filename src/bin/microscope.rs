@@ -8,7 +8,11 @@ use microscope::network::Network;
 use microscope::{npy, Device, DynTensor, Error};
 
 #[derive(Parser)]
-#[command(name = "microscope", version, about = "Look inside vision neural networks")]
+#[command(
+    name = "microscope",
+    version,
+    about = "Look inside vision neural networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +51,13 @@ fn load(model: &Path, device: Device) -> Result<Network, Error> {
 /// A node name as a file name: `[A-Za-z0-9_.-]` kept, anything else becomes `_`.
 fn file_name(node: &str) -> String {
     node.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -58,34 +68,82 @@ fn info(model: &Path) -> Result<(), Error> {
         .nodes()
         .iter()
         .zip(shapes)
-        .map(|(n, s)| [n.name.clone(), n.op.clone(), format!("{s:?}"), net.param_count(n).to_string()])
+        .map(|(n, s)| {
+            [
+                n.name.clone(),
+                n.op.clone(),
+                format!("{s:?}"),
+                net.param_count(n).to_string(),
+            ]
+        })
         .collect();
     let header = ["node", "op", "output shape", "params"];
-    let width = |i: usize| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0);
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].len())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
     let w = [width(0), width(1), width(2)];
     for i in net.inputs() {
-        let dims: Vec<String> = i.shape.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
+        let dims: Vec<String> = i
+            .shape
+            .iter()
+            .map(|d| d.map_or("?".into(), |d| d.to_string()))
+            .collect();
         println!("input  {} [{}]", i.name, dims.join(", "));
     }
-    println!("{:<a$}  {:<b$}  {:<c$}  {}", header[0], header[1], header[2], header[3], a = w[0], b = w[1], c = w[2]);
+    println!(
+        "{:<a$}  {:<b$}  {:<c$}  {}",
+        header[0],
+        header[1],
+        header[2],
+        header[3],
+        a = w[0],
+        b = w[1],
+        c = w[2]
+    );
     for r in &rows {
-        println!("{:<a$}  {:<b$}  {:<c$}  {:>9}", r[0], r[1], r[2], r[3], a = w[0], b = w[1], c = w[2]);
+        println!(
+            "{:<a$}  {:<b$}  {:<c$}  {:>9}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            a = w[0],
+            b = w[1],
+            c = w[2]
+        );
     }
     let total: usize = net.nodes().iter().map(|n| net.param_count(n)).sum();
     println!("{} nodes, {} parameters", net.nodes().len(), total);
     Ok(())
 }
 
-fn eval(model: &Path, input: &Path, nodes: &[String], out: &Path, device: &str) -> Result<(), Error> {
+fn eval(
+    model: &Path,
+    input: &Path,
+    nodes: &[String],
+    out: &Path,
+    device: &str,
+) -> Result<(), Error> {
     let device = Device::parse(device)?;
     let net = load(model, device.clone())?;
     let array = npy::read(input)?;
     let x = DynTensor::from_host(&array.data, &array.shape, device.burn());
     let spec = net.image_input()?.name.clone();
-    let targets: Vec<String> = if nodes.is_empty() { net.outputs().to_vec() } else { nodes.to_vec() };
+    let targets: Vec<String> = if nodes.is_empty() {
+        net.outputs().to_vec()
+    } else {
+        nodes.to_vec()
+    };
     let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
     let values = net.forward(&[(&spec, x)], &refs)?;
-    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
     for (name, v) in targets.iter().zip(values) {
         let path = out.join(format!("{}.npy", file_name(name)));
         npy::write(&path, &v.dims(), &v.to_vec())?;
@@ -96,15 +154,33 @@ fn eval(model: &Path, input: &Path, nodes: &[String], out: &Path, device: &str) 
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
+    // Failures inside the tensor library are caught and reported as one line, never a backtrace.
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| match &cli.command {
         Command::Info { model } => info(model),
-        Command::Eval { model, input, nodes, out, device } => eval(model, input, nodes, out, device),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("microscope: {e}");
-            ExitCode::from(2)
+        Command::Eval {
+            model,
+            input,
+            nodes,
+            out,
+            device,
+        } => eval(model, input, nodes, out, device),
+    });
+    let message = match result {
+        Ok(Ok(())) => return ExitCode::SUCCESS,
+        Ok(Err(e)) => e.to_string(),
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            format!(
+                "internal error: {}",
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
         }
-    }
+    };
+    eprintln!("microscope: {}", message.replace('\n', " "));
+    ExitCode::from(2)
 }

@@ -61,7 +61,10 @@ pub fn load_onnx(path: &Path, device: Device) -> Result<Network> {
         path: path.to_path_buf(),
         source,
     })?;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     parse_onnx(&bytes, &stem, device).map_err(|e| match e {
         Error::Format { reason, .. } => Error::Format {
             path: path.to_path_buf(),
@@ -95,7 +98,8 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
 
     let mut constants: HashMap<String, HostTensor> = HashMap::new();
     for init in &graph.initializer {
-        let t = tensor::decode(init).map_err(|r| format_error(format!("initializer {}: {r}", init.name)))?;
+        let t = tensor::decode(init)
+            .map_err(|r| format_error(format!("initializer {}: {r}", init.name)))?;
         constants.insert(init.name.clone(), t);
     }
     let inputs: Vec<InputSpec> = graph
@@ -109,13 +113,19 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
                 .as_ref()
                 .and_then(|t| t.tensor_type.as_ref())
                 .and_then(|t| t.shape.as_ref())
-                .map(|s| s.dim.iter().map(|d| d.dim_value.filter(|&v| v > 0).map(|v| v as usize)).collect())
+                .map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| d.dim_value.filter(|&v| v > 0).map(|v| v as usize))
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
         .collect();
 
     // Tensors that hold parameters: initializers and outputs of constant-only nodes.
-    let mut params: HashMap<String, String> = constants.keys().map(|k| (k.clone(), k.clone())).collect();
+    let mut params: HashMap<String, String> =
+        constants.keys().map(|k| (k.clone(), k.clone())).collect();
     let mut constant_nodes = HashSet::new();
     for (i, n) in graph.node.iter().enumerate() {
         let present: Vec<&String> = n.input.iter().filter(|s| !s.is_empty()).collect();
@@ -124,11 +134,16 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
             let source = present.first().map(|s| params[*s].clone());
             for out in n.output.iter().filter(|o| !o.is_empty()) {
                 let own = (!naming::is_generic(out, &n.op_type)).then(|| out.clone());
-                params.insert(out.clone(), own.or(source.clone()).unwrap_or_else(|| out.clone()));
+                params.insert(
+                    out.clone(),
+                    own.or(source.clone()).unwrap_or_else(|| out.clone()),
+                );
             }
         }
     }
-    let compute: Vec<usize> = (0..graph.node.len()).filter(|i| !constant_nodes.contains(i)).collect();
+    let compute: Vec<usize> = (0..graph.node.len())
+        .filter(|i| !constant_nodes.contains(i))
+        .collect();
     let infos: Vec<NodeInfo> = compute
         .iter()
         .map(|&i| {
@@ -160,7 +175,10 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
         }
         let mut attrs = BTreeMap::new();
         for a in &n.attribute {
-            attrs.insert(a.name.clone(), convert_attr(a).map_err(|r| Error::node(&name, &n.op_type, r))?);
+            attrs.insert(
+                a.name.clone(),
+                convert_attr(a).map_err(|r| Error::node(&name, &n.op_type, r))?,
+            );
         }
         if !n.name.is_empty() && n.name != name {
             aliases.push((n.name.clone(), name.clone()));

@@ -21,8 +21,18 @@ pub struct NodeInfo<'a> {
 }
 
 const ACTIVATIONS: &[&str] = &[
-    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "LRN",
-    "Dropout", "Softmax", "Identity",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Sigmoid",
+    "Tanh",
+    "Clip",
+    "HardSigmoid",
+    "HardSwish",
+    "LRN",
+    "Dropout",
+    "Softmax",
+    "Identity",
 ];
 
 const PARAM_SUFFIXES: &[&str] = &[
@@ -34,7 +44,7 @@ const PARAM_SUFFIXES: &[&str] = &[
 pub fn is_generic(name: &str, op: &str) -> bool {
     let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
     let stem = stem.trim_end_matches(['_', ':', '.']);
-    stem.len() <= 3 && stem.chars().all(|c| c.is_ascii_alphabetic()) || stem.eq_ignore_ascii_case(op)
+    stem.len() <= 3 && stem.chars().all(|c| c.is_ascii_alphabetic()) || stem == op
 }
 
 /// The layer name a parameter tensor implies: `inception_4a/1x1_w_0` → `inception_4a/1x1`.
@@ -67,7 +77,10 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
     let mut producer: HashMap<&str, usize> = HashMap::new();
     let mut used: HashSet<String> = HashSet::new();
     for (i, n) in nodes.iter().enumerate() {
-        let data_input = n.inputs.iter().find(|t| !t.is_empty() && !params.contains_key(*t));
+        let data_input = n
+            .inputs
+            .iter()
+            .find(|t| !t.is_empty() && !params.contains_key(*t));
         let from_producer = data_input.and_then(|t| producer.get(t.as_str()).copied());
         let candidate = if !n.name.is_empty() && !is_generic(n.name, n.op) {
             Some(n.name.to_string())
@@ -128,7 +141,10 @@ mod tests {
     #[test]
     fn stems_strip_parameter_suffixes() {
         assert_eq!(param_stem("inception_4a/1x1_w_0"), "inception_4a/1x1");
-        assert_eq!(param_stem("gpu_0/res2_0_branch2a_bn_s_0"), "gpu_0/res2_0_branch2a_bn");
+        assert_eq!(
+            param_stem("gpu_0/res2_0_branch2a_bn_s_0"),
+            "gpu_0/res2_0_branch2a_bn"
+        );
         assert_eq!(param_stem("features.0.weight"), "features.0");
     }
 
@@ -163,11 +179,20 @@ mod tests {
                 outputs: out,
             })
             .collect();
-        let params: HashMap<String, String> =
-            ["a/1x1_w_0", "a/3x3_w_0"].iter().map(|p| (p.to_string(), p.to_string())).collect();
+        let params: HashMap<String, String> = ["a/1x1_w_0", "a/3x3_w_0"]
+            .iter()
+            .map(|p| (p.to_string(), p.to_string()))
+            .collect();
         assert_eq!(
             readable_names(&nodes, &params),
-            ["a/1x1", "a/1x1/relu", "a/3x3", "a/3x3/relu", "a/output", "MaxPool_5"]
+            [
+                "a/1x1",
+                "a/1x1/relu",
+                "a/3x3",
+                "a/3x3/relu",
+                "a/output",
+                "MaxPool_5"
+            ]
         );
     }
 }

@@ -17,7 +17,11 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
     let raw = &t.raw_data;
     let from_raw = |width: usize| -> Result<Vec<&[u8]>, String> {
         if raw.len() != n * width {
-            return Err(format!("raw data has {} bytes, shape {shape:?} needs {}", raw.len(), n * width));
+            return Err(format!(
+                "raw data has {} bytes, shape {shape:?} needs {}",
+                raw.len(),
+                n * width
+            ));
         }
         Ok(raw.chunks_exact(width).collect())
     };
@@ -31,7 +35,10 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
     let (data, elem) = match t.data_type {
         1 => {
             let v: Vec<f32> = if !raw.is_empty() {
-                from_raw(4)?.iter().map(|b| f32::from_le_bytes((*b).try_into().unwrap())).collect()
+                from_raw(4)?
+                    .iter()
+                    .map(|b| f32::from_le_bytes((*b).try_into().unwrap()))
+                    .collect()
             } else {
                 t.float_data.clone()
             };
@@ -40,7 +47,10 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         }
         11 => {
             let v: Vec<f32> = if !raw.is_empty() {
-                from_raw(8)?.iter().map(|b| f64::from_le_bytes((*b).try_into().unwrap()) as f32).collect()
+                from_raw(8)?
+                    .iter()
+                    .map(|b| f64::from_le_bytes((*b).try_into().unwrap()) as f32)
+                    .collect()
             } else {
                 t.double_data.iter().map(|&x| x as f32).collect()
             };
@@ -49,7 +59,10 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         }
         10 | 16 => {
             let bits: Vec<u16> = if !raw.is_empty() {
-                from_raw(2)?.iter().map(|b| u16::from_le_bytes((*b).try_into().unwrap())).collect()
+                from_raw(2)?
+                    .iter()
+                    .map(|b| u16::from_le_bytes((*b).try_into().unwrap()))
+                    .collect()
             } else {
                 t.int32_data.iter().map(|&x| x as u16).collect()
             };
@@ -68,7 +81,10 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         }
         7 => {
             let v: Vec<i64> = if !raw.is_empty() {
-                from_raw(8)?.iter().map(|b| i64::from_le_bytes((*b).try_into().unwrap())).collect()
+                from_raw(8)?
+                    .iter()
+                    .map(|b| i64::from_le_bytes((*b).try_into().unwrap()))
+                    .collect()
             } else {
                 t.int64_data.clone()
             };
@@ -106,7 +122,11 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
                 t.int32_data.iter().map(|&x| x as i64).collect()
             };
             check(v.len())?;
-            let elem = if t.data_type == 9 { Elem::Bool } else { Elem::Int };
+            let elem = if t.data_type == 9 {
+                Elem::Bool
+            } else {
+                Elem::Int
+            };
             (HostData::I64(v), elem)
         }
         other => return Err(format!("data type {} is not supported", type_name(other))),

@@ -21,7 +21,7 @@ use crate::device::{is_autodiff, Device};
 use crate::error::{Error, Result};
 pub use node::{Attr, Node};
 use ops::{Ctx, OpFn, Slot};
-pub use value::{DynTensor, Elem, HostData, HostTensor, Value, MAX_RANK};
+pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, MAX_RANK};
 
 /// Constants up to this many elements keep a host copy (shape arithmetic reads them there).
 const HOST_COPY_LIMIT: usize = 4096;
@@ -118,7 +118,10 @@ impl Network {
         }
         let (nodes, kernels, constants) = fold_constants(nodes, kernels, constants)?;
         let plain = device.burn().clone();
-        let constants = constants.into_iter().map(|(k, v)| (k, Constant::new(v, &plain))).collect();
+        let constants = constants
+            .into_iter()
+            .map(|(k, v)| (k, Constant::new(v, &plain)))
+            .collect();
         let mut net = Network {
             name: name.into(),
             nodes,
@@ -141,7 +144,9 @@ impl Network {
         for (i, n) in self.nodes.iter().enumerate() {
             for input in n.inputs.iter().filter(|s| !s.is_empty()) {
                 if !known.contains(input.as_str()) {
-                    return Err(n.error(format!("input tensor {input:?} is not produced before this node")));
+                    return Err(n.error(format!(
+                        "input tensor {input:?} is not produced before this node"
+                    )));
                 }
             }
             for (k, out) in n.outputs.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
@@ -154,7 +159,9 @@ impl Network {
         }
         for out in &self.outputs {
             if !known.contains(out.as_str()) {
-                return Err(Error::Message(format!("graph output {out:?} is never produced")));
+                return Err(Error::Message(format!(
+                    "graph output {out:?} is never produced"
+                )));
             }
         }
         for (alias, target) in aliases {
@@ -208,7 +215,10 @@ impl Network {
             .collect();
         close.sort();
         let hint = if close.is_empty() {
-            format!(" (it has {} nodes; list them with `microscope info`)", self.nodes.len())
+            format!(
+                " (it has {} nodes; list them with `microscope info`)",
+                self.nodes.len()
+            )
         } else {
             format!("; did you mean {}?", close.join(", "))
         };
@@ -249,19 +259,21 @@ impl Network {
         self
     }
 
-    /// Weights as tracked autodiff tensors, for callers that want weight gradients.
+    /// Weights as tracked autodiff tensors, for callers that want weight gradients (training).
     pub fn tracked_weights(&self) -> Weights {
+        self.weights(|d| freeze(d).require_grad())
+    }
+
+    /// Weights as untracked autodiff constants: what every gradient run uses by default.
+    pub fn frozen_weights(&self) -> Weights {
+        self.weights(freeze)
+    }
+
+    fn weights(&self, wrap: impl Fn(&DynTensor) -> DynTensor) -> Weights {
         let tensors = self
             .constants
             .iter()
-            .filter_map(|(k, c)| c.device.as_ref().map(|d| (k, d)))
-            .map(|(k, d)| {
-                let t = DynTensor::from_storage(
-                    value::Storage::from_inner(d.storage().clone()).require_grad(),
-                    d.rank(),
-                );
-                (k.clone(), t)
-            })
+            .filter_map(|(k, c)| c.device.as_ref().map(|d| (k.clone(), wrap(d))))
             .collect();
         Weights { tensors }
     }
@@ -273,7 +285,10 @@ impl Network {
             many => Err(Error::Message(format!(
                 "the network has {} inputs ({}); name the one to feed",
                 many.len(),
-                many.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
@@ -285,7 +300,11 @@ impl Network {
     }
 
     /// [`Network::forward`] for a single-input network, with an image batch `[N, C, H, W]`.
-    pub fn forward_image(&self, x: Tensor<Dispatch, 4>, targets: &[&str]) -> Result<Vec<DynTensor>> {
+    pub fn forward_image(
+        &self,
+        x: Tensor<Dispatch, 4>,
+        targets: &[&str],
+    ) -> Result<Vec<DynTensor>> {
         let input = self.image_input()?.name.clone();
         self.forward(&[(&input, DynTensor::new(x))], targets)
     }
@@ -297,7 +316,10 @@ impl Network {
         targets: &[&str],
         weights: Option<&Weights>,
     ) -> Result<Vec<DynTensor>> {
-        let feeds: Vec<(&str, Value)> = feeds.iter().map(|(n, t)| (*n, Value::Device(t.clone()))).collect();
+        let feeds: Vec<(&str, Value)> = feeds
+            .iter()
+            .map(|(n, t)| (*n, Value::Device(t.clone())))
+            .collect();
         let values = self.evaluate(&feeds, targets, weights, &mut |_, _| {})?;
         values
             .into_iter()
@@ -336,10 +358,14 @@ impl Network {
                 .map(|i| {
                     let dims: Vec<usize> = i.shape.iter().map(|d| d.unwrap_or(1)).collect();
                     let n = dims.iter().product();
-                    (i.name.clone(), Value::Device(DynTensor::from_host(&vec![0.0; n], &dims, &device)))
+                    (
+                        i.name.clone(),
+                        Value::Device(DynTensor::from_host(&vec![0.0; n], &dims, &device)),
+                    )
                 })
                 .collect();
-            let feeds: Vec<(&str, Value)> = feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+            let feeds: Vec<(&str, Value)> =
+                feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
             let mut shapes = vec![Vec::new(); self.nodes.len()];
             let all: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
             self.evaluate(&feeds, &all, None, &mut |i, outs| {
@@ -372,7 +398,10 @@ impl Network {
         weights: Option<&Weights>,
         observe: &mut dyn FnMut(usize, &[Value]),
     ) -> Result<Vec<Value>> {
-        let wanted: Vec<String> = targets.iter().map(|t| self.resolve(t)).collect::<Result<_>>()?;
+        let wanted: Vec<String> = targets
+            .iter()
+            .map(|t| self.resolve(t))
+            .collect::<Result<_>>()?;
         let device = feeds
             .iter()
             .find_map(|(_, v)| match v {
@@ -382,37 +411,54 @@ impl Network {
             .unwrap_or_else(|| self.device.burn().clone());
         let autodiff = is_autodiff(&device);
         let mut env: HashMap<&str, Slot> = HashMap::new();
-        for spec in &self.inputs {
-            let fed = feeds.iter().find(|(n, _)| *n == spec.name).ok_or_else(|| Error::Input {
-                name: spec.name.clone(),
-                message: "no value was fed for this input".into(),
-            })?;
-            check_input(spec, &fed.1.dims())?;
-            let slot = match &fed.1 {
-                Value::Device(t) => Slot { host: None, device: Some(t.clone()) },
-                Value::Host(h) => Slot { host: Some(h.clone()), device: None },
+        for (name, value) in feeds {
+            let slot = match value {
+                Value::Device(t) => Slot {
+                    host: None,
+                    device: Some(t.clone()),
+                },
+                Value::Host(h) => Slot {
+                    host: Some(h.clone()),
+                    device: None,
+                },
             };
-            env.insert(&spec.name, slot);
-        }
-        for (name, _) in feeds {
-            if !self.inputs.iter().any(|i| i.name == *name) {
-                return Err(Error::Input {
-                    name: name.to_string(),
-                    message: format!(
-                        "the network has no such input (inputs: {})",
-                        self.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                });
+            match self.inputs.iter().find(|i| i.name == *name) {
+                Some(spec) => check_input(spec, &value.dims())?,
+                // Feeding an intermediate tensor patches it: its producer is not run.
+                None if self.producer.contains_key(*name) => {}
+                None => {
+                    return Err(Error::Input {
+                        name: name.to_string(),
+                        message: format!(
+                            "the network has no such input or tensor (inputs: {})",
+                            self.inputs
+                                .iter()
+                                .map(|i| i.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    })
+                }
             }
+            env.insert(name, slot);
         }
         // Which nodes are needed, and how many needed nodes read each tensor.
         let mut needed = vec![false; self.nodes.len()];
         let mut stack: Vec<&str> = wanted.iter().map(String::as_str).collect();
         while let Some(t) = stack.pop() {
+            if env.contains_key(t) {
+                continue;
+            }
             if let Some(&(i, _)) = self.producer.get(t) {
                 if !needed[i] {
                     needed[i] = true;
-                    stack.extend(self.nodes[i].inputs.iter().filter(|s| !s.is_empty()).map(String::as_str));
+                    stack.extend(
+                        self.nodes[i]
+                            .inputs
+                            .iter()
+                            .filter(|s| !s.is_empty())
+                            .map(String::as_str),
+                    );
                 }
             }
         }
@@ -429,17 +475,32 @@ impl Network {
         let last = needed.iter().rposition(|&b| b);
         for (i, node) in self.nodes.iter().enumerate() {
             if Some(i) < last.map(|l| l + 1) && needed[i] {
-                let inputs = node
-                    .inputs
-                    .iter()
-                    .map(|name| {
-                        if name.is_empty() {
-                            return None;
-                        }
-                        env.get(name.as_str()).cloned().or_else(|| self.constant_slot(name, autodiff, weights))
-                    })
-                    .collect();
-                let ctx = Ctx { node, inputs, device: &device };
+                let mut inputs = Vec::with_capacity(node.inputs.len());
+                for name in &node.inputs {
+                    if name.is_empty() {
+                        inputs.push(None);
+                        continue;
+                    }
+                    let slot = env
+                        .get(name.as_str())
+                        .cloned()
+                        .or_else(|| self.constant_slot(name, autodiff, weights));
+                    if slot.is_none() && self.inputs.iter().any(|i| &i.name == name) {
+                        return Err(Error::Input {
+                            name: name.clone(),
+                            message: format!(
+                                "no value was fed for this input (node {} needs it)",
+                                node.name
+                            ),
+                        });
+                    }
+                    inputs.push(slot);
+                }
+                let ctx = Ctx {
+                    node,
+                    inputs,
+                    device: &device,
+                };
                 let outs = guarded(node, || (self.kernels[i])(&ctx))?;
                 if outs.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {
                     return Err(node.error("produced fewer outputs than declared"));
@@ -454,12 +515,21 @@ impl Network {
                     }
                 }
                 for (name, v) in node.outputs.iter().zip(outs) {
-                    if name.is_empty() || !uses.contains_key(name.as_str()) {
+                    if name.is_empty()
+                        || !uses.contains_key(name.as_str())
+                        || env.contains_key(name.as_str())
+                    {
                         continue;
                     }
                     let slot = match v {
-                        Value::Device(d) => Slot { host: None, device: Some(d) },
-                        Value::Host(h) => Slot { host: Some(h), device: None },
+                        Value::Device(d) => Slot {
+                            host: None,
+                            device: Some(d),
+                        },
+                        Value::Host(h) => Slot {
+                            host: Some(h),
+                            device: None,
+                        },
                     };
                     env.insert(name, slot);
                 }
@@ -486,14 +556,19 @@ impl Network {
         let c = self.constants.get(name)?;
         let device = match (weights.and_then(|w| w.get(name)), &c.device) {
             (Some(tracked), _) => Some(tracked.clone()),
-            (None, Some(d)) if autodiff => Some(DynTensor::from_storage(
-                value::Storage::from_inner(d.storage().clone()),
-                d.rank(),
-            )),
+            (None, Some(d)) if autodiff => Some(freeze(d)),
             (None, d) => d.clone(),
         };
-        Some(Slot { host: c.host.clone(), device })
+        Some(Slot {
+            host: c.host.clone(),
+            device,
+        })
     }
+}
+
+/// A weight as an autodiff constant: usable in a tracked graph, but no gradient is computed for it.
+fn freeze(d: &DynTensor) -> DynTensor {
+    DynTensor::from_storage(value::Storage::from_inner(d.storage().clone()), d.rank())
 }
 
 /// Runs an operator, turning a panic inside the tensor library into an error that names the node.
@@ -512,14 +587,23 @@ fn guarded(node: &Node, f: impl FnOnce() -> Result<Vec<Value>>) -> Result<Vec<Va
                 .filter(|l| !l.is_empty() && !l.starts_with("==="))
                 .collect::<Vec<_>>()
                 .join(" ");
-            Err(node.error(format!("the tensor backend rejected the operation: {reason}")))
+            Err(node.error(format!(
+                "the tensor backend rejected the operation: {reason}"
+            )))
         }
     }
 }
 
+/// Checks a fed value against the declared input shape; the first axis is the batch and may
+/// have any size.
 fn check_input(spec: &InputSpec, dims: &[usize]) -> Result<()> {
     let fits = spec.shape.len() == dims.len()
-        && spec.shape.iter().zip(dims).all(|(want, got)| want.is_none_or(|w| w == *got));
+        && spec
+            .shape
+            .iter()
+            .zip(dims)
+            .enumerate()
+            .all(|(i, (want, got))| i == 0 || want.is_none_or(|w| w == *got));
     if fits {
         return Ok(());
     }
@@ -546,7 +630,10 @@ fn fold_constants(
     let mut kept_nodes = Vec::new();
     let mut kept_kernels = Vec::new();
     for (node, kernel) in nodes.into_iter().zip(kernels) {
-        let foldable = node.inputs.iter().all(|i| i.is_empty() || constants.contains_key(i));
+        let foldable = node
+            .inputs
+            .iter()
+            .all(|i| i.is_empty() || constants.contains_key(i));
         if !foldable {
             kept_nodes.push(node);
             kept_kernels.push(kernel);
@@ -555,9 +642,18 @@ fn fold_constants(
         let inputs = node
             .inputs
             .iter()
-            .map(|i| constants.get(i).map(|h| Slot { host: Some(h.clone()), device: None }))
+            .map(|i| {
+                constants.get(i).map(|h| Slot {
+                    host: Some(h.clone()),
+                    device: None,
+                })
+            })
             .collect();
-        let ctx = Ctx { node: &node, inputs, device: &cpu };
+        let ctx = Ctx {
+            node: &node,
+            inputs,
+            device: &cpu,
+        };
         let outs = guarded(&node, || kernel(&ctx))?;
         for (name, v) in node.outputs.iter().zip(outs) {
             if !name.is_empty() {

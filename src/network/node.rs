@@ -41,7 +41,11 @@ impl Node {
     }
 
     fn wrong_type(&self, name: &str, want: &str) -> Error {
-        Error::node(&self.name, &self.op, format!("attribute {name} is not {want}"))
+        Error::node(
+            &self.name,
+            &self.op,
+            format!("attribute {name} is not {want}"),
+        )
     }
 
     pub fn has_attr(&self, name: &str) -> bool {

@@ -11,6 +11,9 @@ use burn::Dispatch;
 
 use crate::error::{Error, Result};
 
+/// Gradients returned by [`DynTensor::backward`].
+pub type Gradients = <Dispatch as burn::tensor::backend::AutodiffBackend>::Gradients;
+
 /// The highest tensor rank the runtime supports.
 pub const MAX_RANK: usize = 6;
 
@@ -42,7 +45,8 @@ impl DynTensor {
 
     /// A tensor from host data.
     pub fn from_host(data: &[f32], shape: &[usize], device: &burn::DispatchDevice) -> Self {
-        let storage = Storage::from_data(TensorData::new(data.to_vec(), storage_shape(shape)), device);
+        let storage =
+            Storage::from_data(TensorData::new(data.to_vec(), storage_shape(shape)), device);
         Self {
             storage,
             rank: shape.len(),
@@ -111,6 +115,23 @@ impl DynTensor {
             .convert::<f32>()
             .to_vec::<f32>()
             .expect("float tensor converts to f32")
+    }
+
+    /// The gradient of this (tracked) tensor after `backward`, on the plain device.
+    pub fn grad(&self, grads: &Gradients) -> Option<DynTensor> {
+        self.storage
+            .grad(grads)
+            .map(|g| DynTensor::from_storage(g, self.rank))
+    }
+
+    /// Marks the tensor as a leaf whose gradient should be computed.
+    pub fn require_grad(self) -> Self {
+        self.map(|s| s.require_grad())
+    }
+
+    /// Back-propagates from this tensor (summed if it is not a scalar).
+    pub fn backward(&self) -> Gradients {
+        self.storage.clone().sum().backward()
     }
 
     pub fn num_elements(&self) -> usize {

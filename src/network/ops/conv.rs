@@ -27,7 +27,9 @@ impl Window {
         let list = |name: &str| -> Result<Vec<usize>> {
             Ok(match node.ints(name)? {
                 Some(v) if v.len() == n => v.iter().map(|&x| x.max(0) as usize).collect(),
-                Some(v) => return Err(ctx.error(format!("{name} has {} values, want {n}", v.len()))),
+                Some(v) => {
+                    return Err(ctx.error(format!("{name} has {} values, want {n}", v.len())))
+                }
                 None => vec![1; n],
             })
         };
@@ -45,7 +47,9 @@ impl Window {
                         p[n..].iter().map(|&x| x as usize).collect(),
                     )
                 }
-                Some(p) => return Err(ctx.error(format!("pads has {} values, want {}", p.len(), 2 * n))),
+                Some(p) => {
+                    return Err(ctx.error(format!("pads has {} values, want {}", p.len(), 2 * n)))
+                }
                 None => (vec![0; n], vec![0; n]),
             },
             "VALID" => (vec![0; n], vec![0; n]),
@@ -91,11 +95,19 @@ pub(crate) fn as_4d(x: &DynTensor) -> Result<Tensor<Dispatch, 4>> {
 }
 
 /// Pads the spatial axes of an `[N, C, H, W]` tensor with a constant.
-pub(crate) fn pad_4d(x: Tensor<Dispatch, 4>, begin: [usize; 2], end: [usize; 2], value: f32) -> Tensor<Dispatch, 4> {
+pub(crate) fn pad_4d(
+    x: Tensor<Dispatch, 4>,
+    begin: [usize; 2],
+    end: [usize; 2],
+    value: f32,
+) -> Tensor<Dispatch, 4> {
     if begin == [0, 0] && end == [0, 0] {
         return x;
     }
-    x.pad((begin[1], end[1], begin[0], end[0]), PadMode::Constant(value))
+    x.pad(
+        (begin[1], end[1], begin[0], end[0]),
+        PadMode::Constant(value),
+    )
 }
 
 /// Lifts per-axis geometry of a 1-D op to 2-D (height 1).
@@ -111,7 +123,9 @@ pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
     let w = ctx.float(1)?;
     let (xd, wd) = (x.dims(), w.dims());
     if xd.len() < 3 || xd.len() != wd.len() {
-        return Err(ctx.error(format!("input {xd:?} and weight {wd:?} do not fit a convolution")));
+        return Err(ctx.error(format!(
+            "input {xd:?} and weight {wd:?} do not fit a convolution"
+        )));
     }
     let groups = ctx.node.int("group", 1)?.max(1) as usize;
     if xd[1] != wd[1] * groups {
@@ -123,10 +137,19 @@ pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
     }
     let kernel = wd[2..].to_vec();
     let win = Window::read(ctx, kernel, &xd[2..])?;
-    let bias = if ctx.has(2) { Some(ctx.float(2)?.to_rank::<1>()?) } else { None };
+    let bias = if ctx.has(2) {
+        Some(ctx.float(2)?.to_rank::<1>()?)
+    } else {
+        None
+    };
     let y = match xd.len() {
         3 | 4 => {
-            let x4 = pad_4d(as_4d(&x)?, lift_2d(&win.begin, 0), lift_2d(&win.end, 0), 0.0);
+            let x4 = pad_4d(
+                as_4d(&x)?,
+                lift_2d(&win.begin, 0),
+                lift_2d(&win.end, 0),
+                0.0,
+            );
             let opts = ConvOptions::new(
                 lift_2d(&win.strides, 1),
                 [0, 0],
@@ -141,8 +164,14 @@ pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
                 return Err(ctx.error("asymmetric padding of a 3-D convolution is not supported"));
             }
             let a3 = |v: &[usize]| [v[0], v[1], v[2]];
-            let opts = ConvOptions::new(a3(&win.strides), a3(&win.begin), a3(&win.dilations), groups);
-            DynTensor::new(module::conv3d(x.to_rank::<5>()?, w.to_rank::<5>()?, bias, opts))
+            let opts =
+                ConvOptions::new(a3(&win.strides), a3(&win.begin), a3(&win.dilations), groups);
+            DynTensor::new(module::conv3d(
+                x.to_rank::<5>()?,
+                w.to_rank::<5>()?,
+                bias,
+                opts,
+            ))
         }
         n => return Err(ctx.error(format!("{}-D convolution is not supported", n - 2))),
     };
@@ -164,14 +193,19 @@ pub fn conv_transpose(ctx: &Ctx) -> Result<Vec<Value>> {
     let w = ctx.float(1)?;
     let (xd, wd) = (x.dims(), w.dims());
     if xd.len() < 3 || xd.len() != wd.len() || xd[1] != wd[0] {
-        return Err(ctx.error(format!("input {xd:?} and weight {wd:?} do not fit a transposed convolution")));
+        return Err(ctx.error(format!(
+            "input {xd:?} and weight {wd:?} do not fit a transposed convolution"
+        )));
     }
     let n = xd.len() - 2;
     let groups = ctx.node.int("group", 1)?.max(1) as usize;
     let node = ctx.node;
     let list = |name: &str, default: usize| -> Result<Vec<usize>> {
         Ok(match node.ints(name)? {
-            Some(v) if v.len() >= n => v[v.len() - n..].iter().map(|&x| x.max(0) as usize).collect(),
+            Some(v) if v.len() >= n => v[v.len() - n..]
+                .iter()
+                .map(|&x| x.max(0) as usize)
+                .collect(),
             Some(_) => return Err(ctx.error(format!("{name} has the wrong length"))),
             None => vec![default; n],
         })
@@ -188,7 +222,9 @@ pub fn conv_transpose(ctx: &Ctx) -> Result<Vec<Value>> {
         .collect();
     let auto_pad = node.string("auto_pad", "NOTSET")?;
     let (mut begin, mut end) = (vec![0; n], vec![0; n]);
-    let output_shape = list("output_shape", 0).ok().filter(|_| node.has_attr("output_shape"));
+    let output_shape = list("output_shape", 0)
+        .ok()
+        .filter(|_| node.has_attr("output_shape"));
     if output_shape.is_some() || auto_pad.starts_with("SAME") {
         let target: Vec<usize> = match &output_shape {
             Some(s) => s.clone(),
@@ -215,7 +251,11 @@ pub fn conv_transpose(ctx: &Ctx) -> Result<Vec<Value>> {
         begin = p[..n].iter().map(|&v| v as usize).collect();
         end = p[n..].iter().map(|&v| v as usize).collect();
     }
-    let bias = if ctx.has(2) { Some(ctx.float(2)?.to_rank::<1>()?) } else { None };
+    let bias = if ctx.has(2) {
+        Some(ctx.float(2)?.to_rank::<1>()?)
+    } else {
+        None
+    };
     // Run without padding (burn pads symmetrically only), then crop each axis to
     // [begin, full + output_padding - end).
     let y = match n {
@@ -232,8 +272,19 @@ pub fn conv_transpose(ctx: &Ctx) -> Result<Vec<Value>> {
         }
         3 => {
             let a3 = |v: &[usize]| [v[0], v[1], v[2]];
-            let opts = ConvTransposeOptions::new(a3(&strides), [0, 0, 0], a3(&out_pad), a3(&dilations), groups);
-            DynTensor::new(module::conv_transpose3d(x.to_rank::<5>()?, w.to_rank::<5>()?, bias, opts))
+            let opts = ConvTransposeOptions::new(
+                a3(&strides),
+                [0, 0, 0],
+                a3(&out_pad),
+                a3(&dilations),
+                groups,
+            );
+            DynTensor::new(module::conv_transpose3d(
+                x.to_rank::<5>()?,
+                w.to_rank::<5>()?,
+                bias,
+                opts,
+            ))
         }
         _ => return Err(ctx.error(format!("{n}-D transposed convolution is not supported"))),
     };
@@ -244,5 +295,8 @@ pub fn conv_transpose(ctx: &Ctx) -> Result<Vec<Value>> {
             storage = storage.narrow(y.storage_axis(2 + i), begin[i], len);
         }
     }
-    Ok(vec![Value::Device(DynTensor::from_storage(storage, y.rank()))])
+    Ok(vec![Value::Device(DynTensor::from_storage(
+        storage,
+        y.rank(),
+    ))])
 }

@@ -30,7 +30,9 @@ pub fn tanh(ctx: &Ctx) -> Result<Vec<Value>> {
 pub fn hard_sigmoid(ctx: &Ctx) -> Result<Vec<Value>> {
     let alpha = ctx.node.float("alpha", 0.2)?;
     let beta = ctx.node.float("beta", 0.5)?;
-    unary(ctx, |x| x.mul_scalar(alpha).add_scalar(beta).clamp(0.0, 1.0))
+    unary(ctx, |x| {
+        x.mul_scalar(alpha).add_scalar(beta).clamp(0.0, 1.0)
+    })
 }
 
 pub fn hard_swish(ctx: &Ctx) -> Result<Vec<Value>> {
@@ -239,7 +241,9 @@ fn host_binary(ctx: &Ctx, a: &HostTensor, b: &HostTensor, op: Arith) -> Result<H
             Arith::Add => p.wrapping_add(q),
             Arith::Sub => p.wrapping_sub(q),
             Arith::Mul => p.wrapping_mul(q),
-            Arith::Div => p.checked_div(q).ok_or_else(|| ctx.error("integer division by zero"))?,
+            Arith::Div => p
+                .checked_div(q)
+                .ok_or_else(|| ctx.error("integer division by zero"))?,
         });
     }
     Ok(HostTensor {

@@ -9,8 +9,14 @@ pub fn gemm(ctx: &Ctx) -> Result<Vec<Value>> {
     let node = ctx.node;
     let alpha = node.float("alpha", 1.0)?;
     let beta = node.float("beta", 1.0)?;
-    let mut a = ctx.float(0)?.to_rank::<2>().map_err(|e| ctx.error(format!("A: {e}")))?;
-    let mut b = ctx.float(1)?.to_rank::<2>().map_err(|e| ctx.error(format!("B: {e}")))?;
+    let mut a = ctx
+        .float(0)?
+        .to_rank::<2>()
+        .map_err(|e| ctx.error(format!("A: {e}")))?;
+    let mut b = ctx
+        .float(1)?
+        .to_rank::<2>()
+        .map_err(|e| ctx.error(format!("B: {e}")))?;
     if node.int("transA", 0)? != 0 {
         a = a.transpose();
     }
@@ -61,8 +67,14 @@ pub fn matmul(ctx: &Ctx) -> Result<Vec<Value>> {
         s.extend([rows, cols]);
         s
     };
-    let a = a.reshape(&ad).into_storage().expand(storage_shape(&full(m, k)));
-    let b = b.reshape(&bd).into_storage().expand(storage_shape(&full(k, n)));
+    let a = a
+        .reshape(&ad)
+        .into_storage()
+        .expand(storage_shape(&full(m, k)));
+    let b = b
+        .reshape(&bd)
+        .into_storage()
+        .expand(storage_shape(&full(k, n)));
     let mut out = full(m, n);
     let y = DynTensor::from_storage(a.matmul(b), out.len());
     if b_vec {

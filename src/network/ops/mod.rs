@@ -97,9 +97,8 @@ impl Ctx<'_> {
 
     /// Normalizes a possibly negative axis against `rank`.
     pub fn axis(&self, axis: i64, rank: usize) -> Result<usize> {
-        normalize_axis(axis, rank).ok_or_else(|| {
-            self.error(format!("axis {axis} is out of range for rank {rank}"))
-        })
+        normalize_axis(axis, rank)
+            .ok_or_else(|| self.error(format!("axis {axis} is out of range for rank {rank}")))
     }
 }
 
@@ -163,12 +162,51 @@ pub fn lookup(op: &str) -> Option<OpFn> {
 
 /// Every op type [`lookup`] knows, for error messages and `info`.
 pub const SUPPORTED: &[&str] = &[
-    "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant",
-    "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Dropout", "Flatten", "Gather", "Gemm",
-    "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "Identity",
-    "InstanceNormalization", "LRN", "LeakyRelu", "MatMul", "MaxPool", "Mean", "Mul", "PRelu", "Pad",
-    "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax", "Split",
-    "Squeeze", "Sub", "Sum", "Tanh", "Transpose", "Unsqueeze", "Upsample",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "Div",
+    "Dropout",
+    "Flatten",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "InstanceNormalization",
+    "LRN",
+    "LeakyRelu",
+    "MatMul",
+    "MaxPool",
+    "Mean",
+    "Mul",
+    "PRelu",
+    "Pad",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+    "Upsample",
 ];
 
 impl Ctx<'_> {

@@ -35,14 +35,21 @@ pub fn lrn(ctx: &Ctx) -> Result<Vec<Value>> {
     let (n, c) = (dims[0], dims[1]);
     let rest: usize = dims[2..].iter().product();
     // Sum squares over a channel window by pooling [N, 1, C, rest] along C.
-    let sq = x.clone().map(|t| t.powi_scalar(2)).reshape(&[n, 1, c, rest]).to_rank::<4>()?;
+    let sq = x
+        .clone()
+        .map(|t| t.powi_scalar(2))
+        .reshape(&[n, 1, c, rest])
+        .to_rank::<4>()?;
     let before = (size - 1) / 2;
     let after = size - 1 - before;
     let padded = pad_4d(sq, [before, 0], [after, 0], 0.0);
-    let sum = module::avg_pool2d(padded, [size, 1], [1, 1], [0, 0], true, false).mul_scalar(size as f32);
-    let denom = DynTensor::new(sum)
-        .reshape(&dims)
-        .map(|s| s.mul_scalar(alpha / size as f32).add_scalar(bias).powf_scalar(beta));
+    let sum =
+        module::avg_pool2d(padded, [size, 1], [1, 1], [0, 0], true, false).mul_scalar(size as f32);
+    let denom = DynTensor::new(sum).reshape(&dims).map(|s| {
+        s.mul_scalar(alpha / size as f32)
+            .add_scalar(bias)
+            .powf_scalar(beta)
+    });
     let rank = dims.len();
     let y = x.into_storage() / denom.into_storage();
     Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
@@ -62,7 +69,10 @@ pub fn batch_norm(ctx: &Ctx) -> Result<Vec<Value>> {
     let running_var = per_channel(ctx.float(4)?, rank).into_storage();
     let xs = x.clone().into_storage();
     let (mean, var) = if training {
-        let axes: Vec<usize> = (0..rank).filter(|&a| a != 1).map(|a| x.storage_axis(a)).collect();
+        let axes: Vec<usize> = (0..rank)
+            .filter(|&a| a != 1)
+            .map(|a| x.storage_axis(a))
+            .collect();
         let mean = reduce_mean(xs.clone(), &axes);
         let var = reduce_mean((xs.clone() - mean.clone()).powi_scalar(2), &axes);
         (mean, var)
@@ -119,7 +129,8 @@ pub fn softmax(ctx: &Ctx) -> Result<Vec<Value>> {
         let axis = ctx.axis(ctx.node.int("axis", 1)?, rank)?;
         let rows: usize = dims[..axis].iter().product();
         let cols: usize = dims[axis..].iter().product();
-        let y: Tensor<Dispatch, 2> = activation::softmax(x.reshape(&[rows, cols]).to_rank::<2>()?, 1);
+        let y: Tensor<Dispatch, 2> =
+            activation::softmax(x.reshape(&[rows, cols]).to_rank::<2>()?, 1);
         return Ok(vec![Value::Device(DynTensor::new(y).reshape(&dims))]);
     }
     let axis = ctx.axis(ctx.node.int("axis", -1)?, rank)?;

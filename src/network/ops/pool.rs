@@ -31,7 +31,9 @@ fn plan(ctx: &Ctx, dims: &[usize]) -> Result<Plan> {
         .map(|&k| k as usize)
         .collect();
     if kernel.len() != spatial.len() {
-        return Err(ctx.error(format!("kernel_shape {kernel:?} does not fit input {dims:?}")));
+        return Err(ctx.error(format!(
+            "kernel_shape {kernel:?} does not fit input {dims:?}"
+        )));
     }
     if spatial.len() > 2 {
         return Err(ctx.error("3-D pooling is not supported"));
@@ -39,16 +41,22 @@ fn plan(ctx: &Ctx, dims: &[usize]) -> Result<Plan> {
     let win = Window::read(ctx, kernel, spatial)?;
     let ceil = ctx.node.int("ceil_mode", 0)? != 0;
     let mut extra = Vec::new();
-    for i in 0..spatial.len() {
+    for (i, &size) in spatial.iter().enumerate() {
         let span = (win.kernel[i] - 1) * win.dilations[i] + 1;
-        let padded = spatial[i] + win.begin[i] + win.end[i];
+        let padded = size + win.begin[i] + win.end[i];
         if padded < span {
-            return Err(ctx.error(format!("kernel {span} is larger than padded input {padded}")));
+            return Err(ctx.error(format!(
+                "kernel {span} is larger than padded input {padded}"
+            )));
         }
         let steps = padded - span;
-        let mut out = if ceil { steps.div_ceil(win.strides[i]) } else { steps / win.strides[i] } + 1;
+        let mut out = if ceil {
+            steps.div_ceil(win.strides[i])
+        } else {
+            steps / win.strides[i]
+        } + 1;
         // A window must start inside the input or its leading padding.
-        if ceil && (out - 1) * win.strides[i] >= spatial[i] + win.begin[i] {
+        if ceil && (out - 1) * win.strides[i] >= size + win.begin[i] {
             out -= 1;
         }
         let covered = (out - 1) * win.strides[i] + span;
@@ -72,7 +80,12 @@ pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
         return Err(ctx.error(format!("input {dims:?} has no spatial axes")));
     }
     let p = plan(ctx, &dims)?;
-    let xp = pad_4d(as_4d(&x)?, lift_2d(&p.win.begin, 0), padded_ends(&p), f32::NEG_INFINITY);
+    let xp = pad_4d(
+        as_4d(&x)?,
+        lift_2d(&p.win.begin, 0),
+        padded_ends(&p),
+        f32::NEG_INFINITY,
+    );
     let y = module::max_pool2d(
         xp,
         lift_2d(&p.win.kernel, 1),
@@ -81,7 +94,10 @@ pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
         lift_2d(&p.win.dilations, 1),
         false,
     );
-    Ok(vec![Value::Device(squeeze_1d(DynTensor::new(y), dims.len()))])
+    Ok(vec![Value::Device(squeeze_1d(
+        DynTensor::new(y),
+        dims.len(),
+    ))])
 }
 
 /// Sums every window of `x` (already padded) with the plan's geometry.
@@ -95,7 +111,12 @@ fn window_sum(x: Tensor<Dispatch, 4>, p: &Plan) -> Tensor<Dispatch, 4> {
     } else {
         let [_, c, _, _] = x.dims();
         let ones = Tensor::<Dispatch, 4>::ones([c, 1, kernel[0], kernel[1]], &x.device());
-        module::conv2d(x, ones, None, ConvOptions::new(strides, [0, 0], dilations, c))
+        module::conv2d(
+            x,
+            ones,
+            None,
+            ConvOptions::new(strides, [0, 0], dilations, c),
+        )
     }
 }
 
@@ -117,17 +138,30 @@ pub fn average_pool(ctx: &Ctx) -> Result<Vec<Value>> {
         // Declared pads count; the ceil-mode overhang beyond them does not.
         let declared_end = lift_2d(&p.win.end, 0);
         let ones = Tensor::<Dispatch, 4>::ones(
-            [1, 1, h + begin[0] + declared_end[0], w + begin[1] + declared_end[1]],
+            [
+                1,
+                1,
+                h + begin[0] + declared_end[0],
+                w + begin[1] + declared_end[1],
+            ],
             &device,
         );
         let overhang = [end[0] - declared_end[0], end[1] - declared_end[1]];
         pad_4d(ones, [0, 0], overhang, 0.0)
     } else {
-        pad_4d(Tensor::<Dispatch, 4>::ones([1, 1, h, w], &device), begin, end, 0.0)
+        pad_4d(
+            Tensor::<Dispatch, 4>::ones([1, 1, h, w], &device),
+            begin,
+            end,
+            0.0,
+        )
     };
     let count = window_sum(mask, &p);
     let y = sum / count;
-    Ok(vec![Value::Device(squeeze_1d(DynTensor::new(y), dims.len()))])
+    Ok(vec![Value::Device(squeeze_1d(
+        DynTensor::new(y),
+        dims.len(),
+    ))])
 }
 
 fn global(ctx: &Ctx, max: bool) -> Result<Vec<Value>> {

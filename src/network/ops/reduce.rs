@@ -9,13 +9,20 @@ pub fn reduce_mean(ctx: &Ctx) -> Result<Vec<Value>> {
     let dims = x.dims();
     let rank = dims.len();
     let axes = if ctx.node.opset >= 18 {
-        if ctx.has(1) { Some(ctx.ints(1)?) } else { None }
+        if ctx.has(1) {
+            Some(ctx.ints(1)?)
+        } else {
+            None
+        }
     } else {
         ctx.node.ints("axes")?
     };
     let keep = ctx.node.int("keepdims", 1)? != 0;
     let axes: Vec<usize> = match axes {
-        Some(a) if !a.is_empty() => a.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?,
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|&a| ctx.axis(a, rank))
+            .collect::<Result<_>>()?,
         _ if ctx.node.int("noop_with_empty_axes", 0)? != 0 => return Ok(vec![Value::Device(x)]),
         _ => (0..rank).collect(),
     };

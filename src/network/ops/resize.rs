@@ -24,13 +24,32 @@ struct Mode {
 
 /// Source coordinate of output position `i` along an axis. As in the ONNX reference, the output
 /// length in the formulas is `scale * len_in` (a float), not the rounded integer length.
-fn source_coord(m: &Mode, i: usize, len_in: usize, len_out: usize, scale: f32, roi: (f32, f32)) -> f32 {
+fn source_coord(
+    m: &Mode,
+    i: usize,
+    len_in: usize,
+    len_out: usize,
+    scale: f32,
+    roi: (f32, f32),
+) -> f32 {
     let (i, li) = (i as f32, len_in as f32);
     let lo = scale * li;
     match m.coord.as_str() {
         "asymmetric" => i / scale,
-        "align_corners" => if lo == 1.0 { 0.0 } else { i * (li - 1.0) / (lo - 1.0) },
-        "pytorch_half_pixel" => if lo == 1.0 { -0.5 } else { (i + 0.5) / scale - 0.5 },
+        "align_corners" => {
+            if lo == 1.0 {
+                0.0
+            } else {
+                i * (li - 1.0) / (lo - 1.0)
+            }
+        }
+        "pytorch_half_pixel" => {
+            if lo == 1.0 {
+                -0.5
+            } else {
+                (i + 0.5) / scale - 0.5
+            }
+        }
         "half_pixel_symmetric" => {
             let adjustment = len_out as f32 / lo;
             let center = li / 2.0;
@@ -72,13 +91,23 @@ fn row(m: &Mode, x: f32, len_in: usize, scale: f32) -> (Vec<f32>, bool) {
             "floor" => x.floor(),
             "ceil" => x.ceil(),
             "round_prefer_ceil" => (x + 0.5).floor(),
-            _ => if x.fract() == 0.5 { x.floor() } else { x.round() }, // round_prefer_floor
+            _ => {
+                if x.fract() == 0.5 {
+                    x.floor()
+                } else {
+                    x.round()
+                }
+            } // round_prefer_floor
         } as i64;
         w[j.clamp(0, n - 1) as usize] = 1.0;
         return (w, false);
     }
     // Linear and cubic: a kernel over neighbours, widened by 1/scale when antialiasing a shrink.
-    let stretch = if m.antialias && scale < 1.0 { scale } else { 1.0 };
+    let stretch = if m.antialias && scale < 1.0 {
+        scale
+    } else {
+        1.0
+    };
     let (radius, kernel): (f32, Box<dyn Fn(f32) -> f32>) = if m.interp == "cubic" {
         let a = m.cubic_a;
         (2.0, Box::new(move |d| cubic_weight(d, a)))
@@ -110,14 +139,26 @@ fn row(m: &Mode, x: f32, len_in: usize, scale: f32) -> (Vec<f32>, bool) {
 }
 
 /// Resizes logical axis `axis` of `x` to `len_out`.
-fn resize_axis(x: DynTensor, axis: usize, len_out: usize, scale: f32, roi: (f32, f32), m: &Mode) -> DynTensor {
+fn resize_axis(
+    x: DynTensor,
+    axis: usize,
+    len_out: usize,
+    scale: f32,
+    roi: (f32, f32),
+    m: &Mode,
+) -> DynTensor {
     let dims = x.dims();
     let len_in = dims[axis];
     let mut matrix = Vec::with_capacity(len_in * len_out); // [in, out]
     let mut outside = vec![0.0f32; len_out];
     let mut rows = Vec::with_capacity(len_out);
     for (i, out) in outside.iter_mut().enumerate() {
-        let (w, ext) = row(m, source_coord(m, i, len_in, len_out, scale, roi), len_in, scale);
+        let (w, ext) = row(
+            m,
+            source_coord(m, i, len_in, len_out, scale, roi),
+            len_in,
+            scale,
+        );
         *out = if ext { 1.0 } else { 0.0 };
         rows.push(w);
     }
@@ -134,10 +175,16 @@ fn resize_axis(x: DynTensor, axis: usize, len_out: usize, scale: f32, roi: (f32,
     let moved_dims = moved.dims();
     let rest: usize = moved_dims[..last].iter().product();
     let flat: Tensor<Dispatch, 2> = moved.reshape([rest, len_in]);
-    let mt = Tensor::<Dispatch, 2>::from_data(burn::tensor::TensorData::new(matrix, [len_in, len_out]), &device);
+    let mt = Tensor::<Dispatch, 2>::from_data(
+        burn::tensor::TensorData::new(matrix, [len_in, len_out]),
+        &device,
+    );
     let mut y = flat.matmul(mt);
     if outside.iter().any(|&o| o != 0.0) {
-        let e = Tensor::<Dispatch, 2>::from_data(burn::tensor::TensorData::new(outside, [1, len_out]), &device);
+        let e = Tensor::<Dispatch, 2>::from_data(
+            burn::tensor::TensorData::new(outside, [1, len_out]),
+            &device,
+        );
         y = y + e.mul_scalar(m.extrapolation);
     }
     let mut back = moved_dims;
@@ -146,12 +193,21 @@ fn resize_axis(x: DynTensor, axis: usize, len_out: usize, scale: f32, roi: (f32,
     DynTensor::from_storage(y, rank)
 }
 
-fn run(ctx: &Ctx, m: Mode, scales: Option<Vec<f32>>, sizes: Option<Vec<i64>>, roi: Vec<f32>) -> Result<Vec<Value>> {
+fn run(
+    ctx: &Ctx,
+    m: Mode,
+    scales: Option<Vec<f32>>,
+    sizes: Option<Vec<i64>>,
+    roi: Vec<f32>,
+) -> Result<Vec<Value>> {
     let x = ctx.float(0)?;
     let dims = x.dims();
     let rank = dims.len();
     let axes: Vec<usize> = match ctx.node.ints("axes")? {
-        Some(a) => a.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| ctx.axis(a, rank))
+            .collect::<Result<_>>()?,
         None => (0..rank).collect(),
     };
     let mut out = dims.clone();
@@ -171,7 +227,11 @@ fn run(ctx: &Ctx, m: Mode, scales: Option<Vec<f32>>, sizes: Option<Vec<i64>>, ro
                 return Err(ctx.error(format!("{} sizes for {} axes", z.len(), axes.len())));
             }
             let policy = ctx.node.string("keep_aspect_ratio_policy", "stretch")?;
-            let ratios: Vec<f32> = axes.iter().enumerate().map(|(k, &a)| z[k] as f32 / dims[a] as f32).collect();
+            let ratios: Vec<f32> = axes
+                .iter()
+                .enumerate()
+                .map(|(k, &a)| z[k] as f32 / dims[a] as f32)
+                .collect();
             let common = match policy.as_str() {
                 "not_larger" => ratios.iter().copied().fold(f32::INFINITY, f32::min),
                 "not_smaller" => ratios.iter().copied().fold(0.0, f32::max),
@@ -211,8 +271,22 @@ pub fn resize(ctx: &Ctx) -> Result<Vec<Value>> {
     let opset = node.opset;
     let mut mode = Mode {
         interp: node.string("mode", "nearest")?,
-        coord: node.string("coordinate_transformation_mode", if opset < 11 { "asymmetric" } else { "half_pixel" })?,
-        nearest: node.string("nearest_mode", if opset < 11 { "floor" } else { "round_prefer_floor" })?,
+        coord: node.string(
+            "coordinate_transformation_mode",
+            if opset < 11 {
+                "asymmetric"
+            } else {
+                "half_pixel"
+            },
+        )?,
+        nearest: node.string(
+            "nearest_mode",
+            if opset < 11 {
+                "floor"
+            } else {
+                "round_prefer_floor"
+            },
+        )?,
         cubic_a: node.float("cubic_coeff_a", -0.75)?,
         exclude_outside: node.int("exclude_outside", 0)? != 0,
         antialias: node.int("antialias", 0)? != 0,
@@ -222,7 +296,11 @@ pub fn resize(ctx: &Ctx) -> Result<Vec<Value>> {
         mode.interp = "linear".into();
     }
     let opt_f = |i: usize| -> Result<Option<Vec<f32>>> {
-        if ctx.has(i) { Ok(Some(ctx.host(i)?.to_f32())) } else { Ok(None) }
+        if ctx.has(i) {
+            Ok(Some(ctx.host(i)?.to_f32()))
+        } else {
+            Ok(None)
+        }
     };
     let (roi, scales, sizes) = if opset < 11 {
         (vec![], opt_f(1)?, None)
@@ -235,9 +313,15 @@ pub fn resize(ctx: &Ctx) -> Result<Vec<Value>> {
 
 pub fn upsample(ctx: &Ctx) -> Result<Vec<Value>> {
     let node = ctx.node;
-    let scales = if ctx.has(1) { ctx.host(1)?.to_f32() } else { node.floats("scales")?.unwrap_or_default() };
+    let scales = if ctx.has(1) {
+        ctx.host(1)?.to_f32()
+    } else {
+        node.floats("scales")?.unwrap_or_default()
+    };
     let mode = Mode {
-        interp: node.string("mode", "nearest")?.replace("bilinear", "linear"),
+        interp: node
+            .string("mode", "nearest")?
+            .replace("bilinear", "linear"),
         coord: "asymmetric".into(),
         nearest: "floor".into(),
         cubic_a: -0.75,

@@ -30,8 +30,16 @@ fn host_remap(
         idx.push(src(&coord));
     }
     let data = match &t.data {
-        HostData::F32(v) => HostData::F32(idx.iter().map(|i| i.map_or(fill as f32, |i| v[i])).collect()),
-        HostData::I64(v) => HostData::I64(idx.iter().map(|i| i.map_or(fill as i64, |i| v[i])).collect()),
+        HostData::F32(v) => HostData::F32(
+            idx.iter()
+                .map(|i| i.map_or(fill as f32, |i| v[i]))
+                .collect(),
+        ),
+        HostData::I64(v) => HostData::I64(
+            idx.iter()
+                .map(|i| i.map_or(fill as i64, |i| v[i]))
+                .collect(),
+        ),
     };
     HostTensor {
         shape,
@@ -51,7 +59,12 @@ fn index_tensor(indices: &[usize], device: &burn::DispatchDevice) -> Tensor<Disp
 }
 
 /// Picks `indices` along logical `axis` of a device tensor.
-fn select(x: DynTensor, axis: usize, indices: &[usize], device: &burn::DispatchDevice) -> DynTensor {
+fn select(
+    x: DynTensor,
+    axis: usize,
+    indices: &[usize],
+    device: &burn::DispatchDevice,
+) -> DynTensor {
     let a = x.storage_axis(axis);
     let rank = x.rank();
     let idx = index_tensor(indices, device);
@@ -74,7 +87,11 @@ fn reshaped(ctx: &Ctx, i: usize, shape: Vec<usize>) -> Result<Value> {
 pub fn flatten(ctx: &Ctx) -> Result<Vec<Value>> {
     let dims = ctx.dims(0)?;
     let axis = ctx.node.int("axis", 1)?;
-    let axis = if axis < 0 { axis + dims.len() as i64 } else { axis };
+    let axis = if axis < 0 {
+        axis + dims.len() as i64
+    } else {
+        axis
+    };
     if axis < 0 || axis > dims.len() as i64 {
         return Err(ctx.error(format!("axis {axis} is out of range for {dims:?}")));
     }
@@ -109,10 +126,21 @@ pub fn reshape(ctx: &Ctx) -> Result<Vec<Value>> {
     }
     if let Some(i) = infer {
         let known: usize = shape.iter().product();
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(ctx.error(format!("cannot reshape {dims:?} to {target:?}")));
         }
         shape[i] = total / known;
+    }
+    // Models exported for batch 1 often hard-code it (`[1, 1024]`); when that is the only thing
+    // that keeps a batch of N from fitting, the leading 1 stands for the batch.
+    let per_item: usize = shape.iter().skip(1).product();
+    if shape.iter().product::<usize>() != total
+        && target.first() == Some(&1)
+        && dims
+            .first()
+            .is_some_and(|&n| n > 1 && n * per_item == total)
+    {
+        shape[0] = dims[0];
     }
     if shape.iter().product::<usize>() != total {
         return Err(ctx.error(format!("cannot reshape {dims:?} to {target:?}")));
@@ -124,7 +152,10 @@ pub fn transpose(ctx: &Ctx) -> Result<Vec<Value>> {
     let dims = ctx.dims(0)?;
     let rank = dims.len();
     let perm: Vec<usize> = match ctx.node.ints("perm")? {
-        Some(p) => p.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?,
+        Some(p) => p
+            .iter()
+            .map(|&a| ctx.axis(a, rank))
+            .collect::<Result<_>>()?,
         None => (0..rank).rev().collect(),
     };
     let mut seen = vec![false; rank];
@@ -144,7 +175,8 @@ pub fn transpose(ctx: &Ctx) -> Result<Vec<Value>> {
             let pad = crate::network::value::MAX_RANK - rank;
             let mut full: Vec<usize> = (0..pad).collect();
             full.extend(perm.iter().map(|&p| p + pad));
-            let full: [usize; crate::network::value::MAX_RANK] = full.try_into().expect("full rank");
+            let full: [usize; crate::network::value::MAX_RANK] =
+                full.try_into().expect("full rank");
             Value::Device(t.map(|s| s.permute(full)))
         }
     }])
@@ -152,7 +184,11 @@ pub fn transpose(ctx: &Ctx) -> Result<Vec<Value>> {
 
 fn axes_arg(ctx: &Ctx, since_input: i64) -> Result<Option<Vec<i64>>> {
     if ctx.node.opset >= since_input {
-        if ctx.has(1) { Ok(Some(ctx.ints(1)?)) } else { Ok(None) }
+        if ctx.has(1) {
+            Ok(Some(ctx.ints(1)?))
+        } else {
+            Ok(None)
+        }
     } else {
         ctx.node.ints("axes")
     }
@@ -161,13 +197,19 @@ fn axes_arg(ctx: &Ctx, since_input: i64) -> Result<Option<Vec<i64>>> {
 pub fn squeeze(ctx: &Ctx) -> Result<Vec<Value>> {
     let dims = ctx.dims(0)?;
     let axes: Vec<usize> = match axes_arg(ctx, 13)? {
-        Some(a) => a.iter().map(|&a| ctx.axis(a, dims.len())).collect::<Result<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| ctx.axis(a, dims.len()))
+            .collect::<Result<_>>()?,
         None => (0..dims.len()).filter(|&a| dims[a] == 1).collect(),
     };
     if let Some(&a) = axes.iter().find(|&&a| dims[a] != 1) {
         return Err(ctx.error(format!("cannot squeeze axis {a} of size {}", dims[a])));
     }
-    let shape = (0..dims.len()).filter(|a| !axes.contains(a)).map(|a| dims[a]).collect();
+    let shape = (0..dims.len())
+        .filter(|a| !axes.contains(a))
+        .map(|a| dims[a])
+        .collect();
     Ok(vec![reshaped(ctx, 0, shape)?])
 }
 
@@ -175,10 +217,19 @@ pub fn unsqueeze(ctx: &Ctx) -> Result<Vec<Value>> {
     let dims = ctx.dims(0)?;
     let axes = axes_arg(ctx, 13)?.ok_or_else(|| ctx.error("axes are required"))?;
     let rank = dims.len() + axes.len();
-    let axes: Vec<usize> = axes.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?;
+    let axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| ctx.axis(a, rank))
+        .collect::<Result<_>>()?;
     let mut rest = dims.iter();
     let shape = (0..rank)
-        .map(|a| if axes.contains(&a) { 1 } else { *rest.next().unwrap_or(&1) })
+        .map(|a| {
+            if axes.contains(&a) {
+                1
+            } else {
+                *rest.next().unwrap_or(&1)
+            }
+        })
         .collect();
     Ok(vec![reshaped(ctx, 0, shape)?])
 }
@@ -193,7 +244,9 @@ pub fn concat(ctx: &Ctx) -> Result<Vec<Value>> {
         let d = ctx.dims(i)?;
         let fits = d.len() == rank && (0..rank).all(|a| a == axis || d[a] == first[a]);
         if !fits {
-            return Err(ctx.error(format!("input {i} {d:?} does not fit {first:?} along axis {axis}")));
+            return Err(ctx.error(format!(
+                "input {i} {d:?} does not fit {first:?} along axis {axis}"
+            )));
         }
         all_dims.push(d);
     }
@@ -201,7 +254,11 @@ pub fn concat(ctx: &Ctx) -> Result<Vec<Value>> {
     out[axis] = all_dims.iter().map(|d| d[axis]).sum();
     if (0..n).all(|i| ctx.is_host(i)) {
         let parts: Vec<HostTensor> = (0..n).map(|i| ctx.host(i)).collect::<Result<_>>()?;
-        let elem = if parts.iter().any(|p| p.elem == Elem::Float) { Elem::Float } else { parts[0].elem };
+        let elem = if parts.iter().any(|p| p.elem == Elem::Float) {
+            Elem::Float
+        } else {
+            parts[0].elem
+        };
         let outer: usize = first[..axis].iter().product();
         let mut f = Vec::new();
         let mut g = Vec::new();
@@ -215,8 +272,16 @@ pub fn concat(ctx: &Ctx) -> Result<Vec<Value>> {
                 }
             }
         }
-        let data = if elem == Elem::Float { HostData::F32(f) } else { HostData::I64(g) };
-        return Ok(vec![Value::Host(HostTensor { shape: out, data, elem })]);
+        let data = if elem == Elem::Float {
+            HostData::F32(f)
+        } else {
+            HostData::I64(g)
+        };
+        return Ok(vec![Value::Host(HostTensor {
+            shape: out,
+            data,
+            elem,
+        })]);
     }
     let parts: Vec<DynTensor> = (0..n).map(|i| ctx.float(i)).collect::<Result<_>>()?;
     let a = parts[0].storage_axis(axis);
@@ -240,11 +305,15 @@ pub fn split(ctx: &Ctx) -> Result<Vec<Value>> {
                 outputs
             };
             let chunk = size.div_ceil(parts);
-            (0..parts).map(|i| chunk.min(size.saturating_sub(i * chunk))).collect()
+            (0..parts)
+                .map(|i| chunk.min(size.saturating_sub(i * chunk)))
+                .collect()
         }
     };
     if sizes.iter().sum::<usize>() != size || sizes.len() != outputs {
-        return Err(ctx.error(format!("split {sizes:?} does not cover axis {axis} of {dims:?} in {outputs} parts")));
+        return Err(ctx.error(format!(
+            "split {sizes:?} does not cover axis {axis} of {dims:?} in {outputs} parts"
+        )));
     }
     let a = x.storage_axis(axis);
     let mut start = 0;
@@ -256,7 +325,10 @@ pub fn split(ctx: &Ctx) -> Result<Vec<Value>> {
             out.push(empty(shape));
             continue;
         }
-        out.push(Value::Device(DynTensor::from_storage(x.storage().clone().narrow(a, start, s), dims.len())));
+        out.push(Value::Device(DynTensor::from_storage(
+            x.storage().clone().narrow(a, start, s),
+            dims.len(),
+        )));
         start += s;
     }
     Ok(out)
@@ -268,7 +340,10 @@ pub fn shape(ctx: &Ctx) -> Result<Vec<Value>> {
     let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
     let start = clamp(ctx.node.int("start", 0)?);
     let end = clamp(ctx.node.int("end", r)?);
-    let vals: Vec<i64> = dims[start..end.max(start)].iter().map(|&d| d as i64).collect();
+    let vals: Vec<i64> = dims[start..end.max(start)]
+        .iter()
+        .map(|&d| d as i64)
+        .collect();
     Ok(vec![Value::Host(HostTensor::i64(vec![vals.len()], vals))])
 }
 
@@ -334,13 +409,27 @@ pub fn slice(ctx: &Ctx) -> Result<Vec<Value>> {
     let rank = dims.len();
     let (starts, ends, axes, steps) = if ctx.node.opset < 10 {
         let get = |n: &str| ctx.node.ints(n);
-        (get("starts")?.unwrap_or_default(), get("ends")?.unwrap_or_default(), get("axes")?, None)
+        (
+            get("starts")?.unwrap_or_default(),
+            get("ends")?.unwrap_or_default(),
+            get("axes")?,
+            None,
+        )
     } else {
-        let opt = |i: usize| -> Result<Option<Vec<i64>>> { if ctx.has(i) { Ok(Some(ctx.ints(i)?)) } else { Ok(None) } };
+        let opt = |i: usize| -> Result<Option<Vec<i64>>> {
+            if ctx.has(i) {
+                Ok(Some(ctx.ints(i)?))
+            } else {
+                Ok(None)
+            }
+        };
         (ctx.ints(1)?, ctx.ints(2)?, opt(3)?, opt(4)?)
     };
     let axes: Vec<usize> = match axes {
-        Some(a) => a.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| ctx.axis(a, rank))
+            .collect::<Result<_>>()?,
         None => (0..starts.len()).collect(),
     };
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
@@ -392,7 +481,8 @@ pub(crate) fn elem_of(data_type: i64) -> Option<Elem> {
 
 pub fn cast(ctx: &Ctx) -> Result<Vec<Value>> {
     let to = ctx.node.int("to", 1)?;
-    let elem = elem_of(to).ok_or_else(|| ctx.error(format!("cast to data type {to} is not supported")))?;
+    let elem =
+        elem_of(to).ok_or_else(|| ctx.error(format!("cast to data type {to} is not supported")))?;
     if elem == Elem::Float && !ctx.is_host(0) {
         return Ok(vec![Value::Device(ctx.float(0)?)]);
     }
@@ -400,7 +490,10 @@ pub fn cast(ctx: &Ctx) -> Result<Vec<Value>> {
     let out = match elem {
         Elem::Float => HostTensor::f32(h.shape.clone(), h.to_f32()),
         Elem::Int => HostTensor::i64(h.shape.clone(), h.to_i64()),
-        Elem::Bool => HostTensor::bool(h.shape.clone(), h.to_f32().iter().map(|&v| v != 0.0).collect()),
+        Elem::Bool => HostTensor::bool(
+            h.shape.clone(),
+            h.to_f32().iter().map(|&v| v != 0.0).collect(),
+        ),
     };
     Ok(vec![Value::Host(out)])
 }
@@ -410,9 +503,13 @@ pub fn constant(ctx: &Ctx) -> Result<Vec<Value>> {
     let value = match node.attrs.iter().next() {
         Some((_, Attr::Tensor(t))) => t.clone(),
         Some((name, Attr::Float(f))) if name == "value_float" => HostTensor::f32(vec![], vec![*f]),
-        Some((name, Attr::Floats(f))) if name == "value_floats" => HostTensor::f32(vec![f.len()], f.clone()),
+        Some((name, Attr::Floats(f))) if name == "value_floats" => {
+            HostTensor::f32(vec![f.len()], f.clone())
+        }
         Some((name, Attr::Int(i))) if name == "value_int" => HostTensor::i64(vec![], vec![*i]),
-        Some((name, Attr::Ints(i))) if name == "value_ints" => HostTensor::i64(vec![i.len()], i.clone()),
+        Some((name, Attr::Ints(i))) if name == "value_ints" => {
+            HostTensor::i64(vec![i.len()], i.clone())
+        }
         _ => return Err(ctx.error("Constant needs one of value, value_float(s), value_int(s)")),
     };
     Ok(vec![Value::Host(value)])
@@ -425,7 +522,11 @@ pub fn constant_of_shape(ctx: &Ctx) -> Result<Vec<Value>> {
         .map(|&d| usize::try_from(d).map_err(|_| ctx.error(format!("negative dimension {d}"))))
         .collect::<Result<_>>()?;
     let n = shape.iter().product();
-    let fill = ctx.node.tensor("value").cloned().unwrap_or_else(|| HostTensor::f32(vec![1], vec![0.0]));
+    let fill = ctx
+        .node
+        .tensor("value")
+        .cloned()
+        .unwrap_or_else(|| HostTensor::f32(vec![1], vec![0.0]));
     if fill.len() != 1 {
         return Err(ctx.error("value must hold exactly one element"));
     }
@@ -454,7 +555,11 @@ fn pad_source(mode: &str, i: i64, size: i64) -> Option<usize> {
             } else {
                 let period = 2 * (size - 1);
                 let m = i.rem_euclid(period);
-                if m < size { m } else { period - m }
+                if m < size {
+                    m
+                } else {
+                    period - m
+                }
             }
         }
         _ => return None,
@@ -470,12 +575,27 @@ pub fn pad(ctx: &Ctx) -> Result<Vec<Value>> {
         return Err(ctx.error(format!("unknown pad mode {mode}")));
     }
     let (pads, value, axes) = if ctx.node.opset < 11 {
-        let pads = ctx.node.ints("pads")?.or(ctx.node.ints("paddings")?).unwrap_or_default();
-        (pads, ctx.node.float("value", 0.0)?, (0..rank).collect::<Vec<_>>())
+        let pads = ctx
+            .node
+            .ints("pads")?
+            .or(ctx.node.ints("paddings")?)
+            .unwrap_or_default();
+        (
+            pads,
+            ctx.node.float("value", 0.0)?,
+            (0..rank).collect::<Vec<_>>(),
+        )
     } else {
-        let value = if ctx.has(2) { ctx.host(2)?.to_f32().first().copied().unwrap_or(0.0) } else { 0.0 };
+        let value = if ctx.has(2) {
+            ctx.host(2)?.to_f32().first().copied().unwrap_or(0.0)
+        } else {
+            0.0
+        };
         let axes = if ctx.has(3) {
-            ctx.ints(3)?.iter().map(|&a| ctx.axis(a, rank)).collect::<Result<_>>()?
+            ctx.ints(3)?
+                .iter()
+                .map(|&a| ctx.axis(a, rank))
+                .collect::<Result<_>>()?
         } else {
             (0..rank).collect()
         };
@@ -491,15 +611,22 @@ pub fn pad(ctx: &Ctx) -> Result<Vec<Value>> {
         begin[a] = pads[k];
         end[a] = pads[n + k];
     }
-    let out: Vec<usize> = (0..rank).map(|a| (dims[a] as i64 + begin[a] + end[a]).max(0) as usize).collect();
+    let out: Vec<usize> = (0..rank)
+        .map(|a| (dims[a] as i64 + begin[a] + end[a]).max(0) as usize)
+        .collect();
     // Per axis: the source index for every output position (None: constant fill).
     let sources: Vec<Vec<Option<usize>>> = (0..rank)
-        .map(|a| (0..out[a] as i64).map(|o| pad_source(&mode, o - begin[a], dims[a] as i64)).collect())
+        .map(|a| {
+            (0..out[a] as i64)
+                .map(|o| pad_source(&mode, o - begin[a], dims[a] as i64))
+                .collect()
+        })
         .collect();
     if ctx.is_host(0) {
         let h = ctx.host(0)?;
         let y = host_remap(&h, out, value as f64, |c| {
-            let src: Option<Vec<usize>> = c.iter().enumerate().map(|(a, &i)| sources[a][i]).collect();
+            let src: Option<Vec<usize>> =
+                c.iter().enumerate().map(|(a, &i)| sources[a][i]).collect();
             src.map(|s| flat_index(&dims, &s))
         });
         return Ok(vec![Value::Host(y)]);
@@ -516,7 +643,10 @@ pub fn pad(ctx: &Ctx) -> Result<Vec<Value>> {
             // Constant mode: overwrite fill positions along this axis.
             let mut mask_shape = vec![1; rank];
             mask_shape[a] = src.len();
-            let keep: Vec<f32> = src.iter().map(|s| if s.is_some() { 1.0 } else { 0.0 }).collect();
+            let keep: Vec<f32> = src
+                .iter()
+                .map(|s| if s.is_some() { 1.0 } else { 0.0 })
+                .collect();
             let keep = DynTensor::from_host(&keep, &mask_shape, ctx.device).into_storage();
             let fill = keep.clone().neg().add_scalar(1.0).mul_scalar(value);
             t = t.map(|s| s * keep + fill);

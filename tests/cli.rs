@@ -1,0 +1,183 @@
+//! The `microscope` CLI: the layer table, and one clear line with exit code 2 on bad input.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use microscope::npy;
+
+fn microscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_microscope"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn light(name: &str) -> PathBuf {
+    let root = std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx"));
+    root.join("light").join(format!("{name}.onnx"))
+}
+
+/// Exit code 2 and exactly one line on stderr that contains every `needle`.
+fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line expected, got: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "{stderr:?} should mention {n:?}");
+    }
+}
+
+#[test]
+fn info_prints_readable_layer_table() {
+    let out = microscope(&["info", light("light_inception_v1").to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("inception_4a/output "))
+        .expect("inception_4a/output row");
+    assert!(
+        row.contains("Concat") && row.contains("[1, 512, 13, 13]"),
+        "{row}"
+    );
+    let conv = text
+        .lines()
+        .find(|l| l.starts_with("inception_4a/1x1 "))
+        .expect("conv row");
+    assert!(
+        conv.contains("Conv") && conv.trim_end().ends_with("92352"),
+        "{conv}"
+    );
+}
+
+#[test]
+fn eval_writes_requested_nodes() {
+    let input = tmp("in.npy");
+    npy::write(&input, &[1, 2, 8, 8], &vec![0.5; 128]).unwrap();
+    let model = tmp("small.onnx");
+    std::fs::write(&model, support::small_conv_net()).unwrap();
+    let out_dir = tmp("eval-out");
+    let out = microscope(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--node",
+        "pool1",
+        "--node",
+        "conv2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        npy::read(&out_dir.join("pool1.npy")).unwrap().shape,
+        vec![1, 3, 4, 4]
+    );
+    assert_eq!(
+        npy::read(&out_dir.join("conv2.npy")).unwrap().shape,
+        vec![1, 4, 2, 2]
+    );
+}
+
+#[test]
+fn missing_file() {
+    let out = microscope(&["info", "/nonexistent/model.onnx"]);
+    assert_clean_failure(&out, &["/nonexistent/model.onnx"]);
+}
+
+#[test]
+fn truncated_and_non_onnx_files() {
+    let bytes = std::fs::read(light("light_inception_v1")).unwrap();
+    let cut = tmp("truncated.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_failure(
+        &microscope(&["info", cut.to_str().unwrap()]),
+        &["truncated.onnx", "ONNX"],
+    );
+    let text = tmp("notes.onnx");
+    std::fs::write(&text, "this is a text file, not a model\n").unwrap();
+    assert_clean_failure(
+        &microscope(&["info", text.to_str().unwrap()]),
+        &["notes.onnx", "ONNX"],
+    );
+}
+
+#[test]
+fn unknown_op_is_named() {
+    let bytes = support::model(
+        vec![support::node("FancyWarp", "warp1", &["x"], &["y"], vec![])],
+        vec![],
+        support::value_info("x", &[1, 3, 4, 4]),
+        "y",
+    );
+    let path = tmp("fancy.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    assert_clean_failure(
+        &microscope(&["info", path.to_str().unwrap()]),
+        &["FancyWarp", "warp1", "fancy.onnx"],
+    );
+}
+
+#[test]
+fn wrong_input_shape() {
+    let input = tmp("wrong.npy");
+    npy::write(&input, &[1, 3, 10, 10], &vec![0.0; 300]).unwrap();
+    let out = microscope(&[
+        "eval",
+        light("light_squeezenet").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        tmp("wrong-out").to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, &["data_0", "224"]);
+}
+
+#[test]
+fn unknown_node_and_device() {
+    let input = tmp("ok.npy");
+    npy::write(&input, &[1, 2, 8, 8], &vec![0.0; 128]).unwrap();
+    let model = tmp("small2.onnx");
+    std::fs::write(&model, support::small_conv_net()).unwrap();
+    let base = [
+        "eval",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+    ];
+    let dir = tmp("x");
+    let mut args = base.to_vec();
+    args.extend([dir.to_str().unwrap(), "--node", "conv9"]);
+    assert_clean_failure(&microscope(&args), &["conv9"]);
+    let mut args = base.to_vec();
+    args.extend([dir.to_str().unwrap(), "--device", "tpu"]);
+    assert_clean_failure(&microscope(&args), &["tpu"]);
+}

@@ -1,0 +1,100 @@
+//! Gradients flow from any activation to the input image, and only there by default.
+
+mod support;
+
+use microscope::import::parse_onnx;
+use microscope::network::{DynTensor, Network};
+use microscope::Device;
+
+fn net() -> Network {
+    parse_onnx(&support::small_conv_net(), "small", Device::cpu()).unwrap()
+}
+
+fn image(device: &burn::DispatchDevice) -> (Vec<f32>, DynTensor) {
+    let data: Vec<f32> = (0..2 * 8 * 8)
+        .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
+        .collect();
+    let t = DynTensor::from_host(&data, &[1, 2, 8, 8], device);
+    (data, t)
+}
+
+/// Mean activation of channel `unit` of node `conv2`.
+fn unit_mean(net: &Network, x: DynTensor, unit: usize) -> DynTensor {
+    let act = net.forward(&[("x", x)], &["conv2"]).unwrap().remove(0);
+    let t = act.to_rank::<4>().unwrap().narrow(1, unit, 1).mean();
+    DynTensor::new(t)
+}
+
+#[test]
+fn input_gradient_matches_finite_differences() {
+    let net = net();
+    let device = Device::cpu();
+    let (data, x) = image(&device.autodiff());
+    let x = x.require_grad();
+    let objective = unit_mean(&net, x.clone(), 2);
+    let grads = objective.backward();
+    let analytic = x.grad(&grads).expect("input gradient").to_vec();
+    let eps = 1e-3;
+    let plain = device.burn();
+    let mut checked = 0;
+    for i in 0..data.len() {
+        let eval = |delta: f32| {
+            let mut d = data.clone();
+            d[i] += delta;
+            unit_mean(&net, DynTensor::from_host(&d, &[1, 2, 8, 8], plain), 2).to_vec()[0]
+        };
+        let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps);
+        let tol = 2e-3 + 2e-2 * numeric.abs();
+        assert!(
+            (numeric - analytic[i]).abs() <= tol,
+            "pixel {i}: finite difference {numeric}, autodiff {}",
+            analytic[i]
+        );
+        checked += usize::from(analytic[i] != 0.0);
+    }
+    assert!(
+        checked > 20,
+        "only {checked} pixels have a nonzero gradient"
+    );
+}
+
+#[test]
+fn no_weight_gradient_by_default() {
+    let net = net();
+    let device = Device::cpu().autodiff();
+    for (tracked, weights) in [(false, net.frozen_weights()), (true, net.tracked_weights())] {
+        let (_, x) = image(&device);
+        let x = x.require_grad();
+        let act = net
+            .forward_with(&[("x", x.clone())], &["conv2"], Some(&weights))
+            .unwrap()
+            .remove(0);
+        let grads = act.backward();
+        assert!(x.grad(&grads).is_some(), "the input always gets a gradient");
+        for name in ["w1", "b1", "w2", "b2"] {
+            let w = weights.get(name).unwrap();
+            assert_eq!(
+                w.grad(&grads).is_some(),
+                tracked,
+                "weight {name}, tracked = {tracked}"
+            );
+        }
+    }
+}
+
+#[test]
+fn forward_stops_at_the_last_needed_node() {
+    // A network whose tail fails: requesting an early node must not run it.
+    let net = net();
+    let (_, x) = image(Device::cpu().burn());
+    let early = net.forward(&[("x", x)], &["pool1"]).unwrap();
+    assert_eq!(early[0].dims(), vec![1, 3, 4, 4]);
+    let bad = DynTensor::from_host(&[0.0; 2 * 3 * 3], &[1, 2, 3, 3], Device::cpu().burn());
+    // conv2 (3×3 kernel, no padding) on a 1×1 map fails, but relu1 does not need it.
+    assert!(net.forward(&[("x", bad.clone())], &["relu1"]).is_ok());
+    let err = net
+        .forward(&[("x", bad)], &["conv2"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conv2"), "{err}");
+}

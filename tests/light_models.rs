@@ -1,0 +1,257 @@
+//! The nine ONNX "light" models (AlexNet, GoogLeNet, VGG19, ResNet-50, SqueezeNet, DenseNet-121,
+//! ShuffleNet, ZFNet-512, Inception-v2) from the onnx wheel's backend test data.
+//!
+//! 1. `microscope eval` reproduces each model's expected output on the backend-test input
+//!    (`np.arange(n).reshape(shape) / n`).
+//! 2. Those models' weights are constants (ConstantOfShape), which would hide wrong numerics, so
+//!    `tests/support/light_reference.py` also writes each model with seeded random weights and
+//!    onnxruntime's value of every intermediate node; every node must match with rtol 1e-3 and
+//!    atol 1e-4 × max(1, the tensor's largest magnitude): float32 sums run in a different order
+//!    in each backend, and deep nets (DenseNet-121 has 668 nodes) accumulate those differences
+//!    in absolute terms where activations grow to O(10).
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use microscope::import::{load_onnx, proto, tensor};
+use microscope::network::Value;
+use microscope::{npy, DynTensor};
+use prost::Message;
+
+const MODELS: &[&str] = &[
+    "light_bvlc_alexnet",
+    "light_densenet121",
+    "light_inception_v1",
+    "light_inception_v2",
+    "light_resnet50",
+    "light_shufflenet",
+    "light_squeezenet",
+    "light_vgg19",
+    "light_zfnet512",
+];
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx"))
+}
+
+/// Largest violation of `|a - b| <= atol + rtol * |b|`, as (index, got, want), if any.
+fn mismatch(got: &[f32], want: &[f32], rtol: f32, atol: f32) -> Option<(usize, f32, f32)> {
+    got.iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (a, b))| {
+            // NaN anywhere counts as a mismatch.
+            let diff = (*a - *b).abs().partial_cmp(&(atol + rtol * b.abs()));
+            matches!(diff, None | Some(std::cmp::Ordering::Greater))
+        })
+        .max_by(|x, y| {
+            let dx = (x.1 .0 - x.1 .1).abs();
+            let dy = (y.1 .0 - y.1 .1).abs();
+            dx.total_cmp(&dy)
+        })
+        .map(|(i, (a, b))| (i, *a, *b))
+}
+
+fn backend_input(shape: &[usize]) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    (0..n).map(|i| i as f32 / n as f32).collect()
+}
+
+#[test]
+fn eval_reproduces_expected_outputs() {
+    let dir = fixtures().join("light");
+    let out_root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("light-eval");
+    for name in MODELS {
+        let model = dir.join(format!("{name}.onnx"));
+        let net = load_onnx(&model, support::test_device()).unwrap_or_else(|e| panic!("{e}"));
+        let shape: Vec<usize> = net
+            .image_input()
+            .unwrap()
+            .shape
+            .iter()
+            .map(|d| d.unwrap_or(1))
+            .collect();
+        let out = out_root.join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let input = out.join("input.npy");
+        npy::write(&input, &shape, &backend_input(&shape)).unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_microscope"))
+            .args([
+                "eval",
+                model.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--device", &support::test_device().to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let bytes = std::fs::read(dir.join(format!("{name}_output_0.pb"))).unwrap();
+        let want = tensor::decode(&proto::TensorProto::decode(bytes.as_slice()).unwrap()).unwrap();
+        let output = &net.outputs()[0];
+        let file: String = output
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let got = npy::read(&out.join(format!("{file}.npy"))).unwrap();
+        assert_eq!(got.shape, want.shape, "{name}");
+        if let Some((i, a, b)) = mismatch(&got.data, &want.to_f32(), 1e-3, 1e-4) {
+            panic!("{name}: output[{i}] = {a}, expected {b}");
+        }
+        println!(
+            "{name}: {} nodes, output {:?} matches",
+            net.nodes().len(),
+            got.shape
+        );
+    }
+}
+
+#[test]
+fn every_node_matches_onnxruntime_with_random_weights() {
+    let dir = fixtures().join("light-ref");
+    let device = support::test_device();
+    for name in MODELS {
+        let net = load_onnx(&dir.join(format!("{name}_random.onnx")), device.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let input = npy::read(&dir.join(format!("{name}_input.npy"))).unwrap();
+        let index = std::fs::read_to_string(dir.join(name).join("index.tsv")).unwrap();
+        let rows: Vec<Vec<&str>> = index.lines().map(|l| l.split('\t').collect()).collect();
+        let file_of: HashMap<&str, &str> = rows.iter().map(|r| (r[0], r[1])).collect();
+        let reference = |tensor: &str| -> npy::Array {
+            match file_of.get(tensor) {
+                Some(f) => npy::read(&dir.join(name).join(format!("{f}.npy"))).unwrap(),
+                None => input.clone(), // the graph input
+            }
+        };
+        let graph_input = net.image_input().unwrap().name.clone();
+        let mut worst = 0.0f32;
+        for row in &rows {
+            if let Some(folded) = net.constant(row[0]) {
+                // Folded at load time (e.g. an Unsqueeze of a weight): compare the constant.
+                let want = reference(row[0]);
+                assert!(
+                    mismatch(&folded.to_f32(), &want.data, 1e-6, 1e-7).is_none(),
+                    "{name}: folded {}",
+                    row[0]
+                );
+                continue;
+            }
+            // Each node runs on onnxruntime's values of its inputs, so this checks every op's
+            // numerics without the drift that a deep random-weight net amplifies.
+            let node = net.node(row[0]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut feeds = Vec::new();
+            for t in node
+                .inputs
+                .iter()
+                .filter(|t| !t.is_empty() && net.constant_shape(t).is_none())
+            {
+                let a = reference(t);
+                let v = DynTensor::from_host(&a.data, &a.shape, device.burn());
+                let key = if file_of.contains_key(t.as_str()) {
+                    t.clone()
+                } else {
+                    graph_input.clone()
+                };
+                feeds.push((key, Value::Device(v)));
+            }
+            let feeds: Vec<(&str, Value)> =
+                feeds.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let got = net
+                .run(&feeds, &[row[0]])
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .remove(0)
+                .to_host();
+            let want = reference(row[0]);
+            assert_eq!(
+                got.shape, want.shape,
+                "{name}: {} ({}, node {})",
+                row[0], row[2], node.name
+            );
+            let got = got.to_f32();
+            let err = got.iter().zip(&want.data).fold(0.0f32, |m, (a, b)| {
+                m.max((a - b).abs() / (1e-4 + 1e-3 * b.abs()))
+            });
+            worst = worst.max(err);
+            if let Some((i, a, b)) = mismatch(&got, &want.data, 1e-3, 1e-4) {
+                panic!(
+                    "{name}: tensor {} ({}, node {}) [{i}] = {a}, onnxruntime {b}",
+                    row[0], row[2], node.name
+                );
+            }
+        }
+        // End to end, from the image alone: the graph output after every node's rounding.
+        let x = DynTensor::from_host(&input.data, &input.shape, device.burn());
+        let out = &net.outputs()[0];
+        let got = net
+            .forward(&[(&graph_input, x)], &[out])
+            .unwrap()
+            .remove(0)
+            .to_vec();
+        let want = reference(out);
+        let scale = want.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let drift = got
+            .iter()
+            .zip(&want.data)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        println!(
+            "{name}: {} nodes match onnxruntime (worst error {:.2} of tolerance); end-to-end output max |diff| / max |value| = {drift:.1e}",
+            rows.len(),
+            worst
+        );
+        assert!(
+            drift < 1e-2,
+            "{name}: end-to-end output drifts by {drift} of its scale"
+        );
+    }
+}
+
+#[test]
+fn models_exported_for_batch_one_run_batches() {
+    // light_inception_v1 declares [1, 3, 224, 224] and reshapes to a hard-coded [1, 1024].
+    let dir = fixtures().join("light-ref");
+    let name = "light_inception_v1";
+    let net = load_onnx(
+        &dir.join(format!("{name}_random.onnx")),
+        support::test_device(),
+    )
+    .unwrap();
+    let input = npy::read(&dir.join(format!("{name}_input.npy"))).unwrap();
+    let mut two = input.data.clone();
+    two.extend(input.data.iter().map(|v| 1.0 - v));
+    let device = support::test_device();
+    let x = DynTensor::from_host(&two, &[2, 3, 224, 224], device.burn());
+    let out = net
+        .forward(&[("data_0", x)], &[&net.outputs()[0]])
+        .unwrap()
+        .remove(0);
+    assert_eq!(out.dims(), vec![2, 1000]);
+    let rows = out.to_vec();
+    let single = |data: &[f32]| {
+        let x = DynTensor::from_host(data, &[1, 3, 224, 224], device.burn());
+        net.forward(&[("data_0", x)], &[&net.outputs()[0]])
+            .unwrap()
+            .remove(0)
+            .to_vec()
+    };
+    let flipped: Vec<f32> = input.data.iter().map(|v| 1.0 - v).collect();
+    assert!(mismatch(&rows[..1000], &single(&input.data), 1e-4, 1e-6).is_none());
+    assert!(mismatch(&rows[1000..], &single(&flipped), 1e-4, 1e-6).is_none());
+}

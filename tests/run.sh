@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every test of microscope. Installs what the tests need first, by itself:
+#   - a Python venv (.venv) with the pinned onnx wheel, onnxruntime and numpy (reference data only);
+#   - ONNX's backend node tests, generated from the onnx wheel's own case definitions;
+#   - the nine ONNX light models from that wheel, plus seeded random-weight copies and
+#     onnxruntime's intermediate outputs for them.
+# Then: cargo fmt --check, clippy -D warnings, the CUDA feature build check, and cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ONNX_VERSION=1.23.2
+FIX=tests/fixtures/onnx
+VENV=.venv
+OPS="Conv ConvTranspose Relu LeakyRelu PRelu Sigmoid Tanh Clip HardSigmoid HardSwish Add Sub Mul Div
+MaxPool AveragePool GlobalAveragePool GlobalMaxPool LRN BatchNormalization InstanceNormalization
+Concat Split Gemm MatMul Flatten Reshape Transpose Squeeze Unsqueeze Softmax Dropout Identity Constant
+ConstantOfShape Shape Gather Slice Cast Pad Resize Upsample Sum Mean ReduceMean"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "python venv with onnx==$ONNX_VERSION, onnxruntime, numpy"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+  "onnx==$ONNX_VERSION" onnxruntime numpy
+
+stamp="$FIX/.stamp-$ONNX_VERSION"
+if [ ! -f "$stamp" ]; then
+  step "ONNX fixtures"
+  rm -rf "$FIX" && mkdir -p "$FIX"
+  site=$("$VENV/bin/python" -c 'import onnx, os; print(os.path.dirname(onnx.__file__))')
+  cp -r "$site/backend/test/data/light" "$FIX/light"
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" tests/support/onnx_node_tests.py "$FIX/node" $OPS
+  "$VENV/bin/python" tests/support/light_reference.py "$FIX/light" "$FIX/light-ref"
+  touch "$stamp"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo check --features cuda (no GPU needed to compile)"
+CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000} cargo check --quiet --features cuda --lib --bins
+
+step "cargo test"
+cargo test --workspace -- --nocapture

@@ -1,0 +1,150 @@
+//! Builds small ONNX models in code for tests.
+
+#![allow(dead_code)]
+
+use microscope::import::proto::*;
+use prost::Message;
+use rand::{Rng, SeedableRng};
+
+pub fn tensor(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: 1,
+        float_data: data,
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+pub fn random(name: &str, dims: &[i64], seed: u64, scale: f32) -> TensorProto {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: i64 = dims.iter().product();
+    tensor(
+        name,
+        dims,
+        (0..n).map(|_| rng.random_range(-scale..scale)).collect(),
+    )
+}
+
+pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        ints: v.to_vec(),
+        r#type: 7,
+        ..Default::default()
+    }
+}
+
+pub fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        i: v,
+        r#type: 2,
+        ..Default::default()
+    }
+}
+
+pub fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        name: name.into(),
+        op_type: op.into(),
+        attribute,
+        domain: String::new(),
+    }
+}
+
+pub fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            dim_value: (d > 0).then_some(d),
+                            dim_param: (d <= 0).then(|| "N".into()),
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+/// Serializes a one-graph model at opset 13.
+pub fn model(
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    input: ValueInfoProto,
+    output: &str,
+) -> Vec<u8> {
+    ModelProto {
+        ir_version: 8,
+        producer_name: "microscope-tests".into(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "test".into(),
+            initializer: inits,
+            input: vec![input],
+            output: vec![ValueInfoProto {
+                name: output.into(),
+                r#type: None,
+            }],
+        }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// conv1 (2→3, 3×3, pad 1) → relu → maxpool 2×2 → conv2 (3→4, 3×3); input [N, 2, H, W].
+pub fn small_conv_net() -> Vec<u8> {
+    model(
+        vec![
+            node(
+                "Conv",
+                "conv1",
+                &["x", "w1", "b1"],
+                &["c1"],
+                vec![ints("pads", &[1, 1, 1, 1])],
+            ),
+            node("Relu", "relu1", &["c1"], &["r1"], vec![]),
+            node(
+                "MaxPool",
+                "pool1",
+                &["r1"],
+                &["p1"],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ),
+            node("Conv", "conv2", &["p1", "w2", "b2"], &["c2"], vec![]),
+        ],
+        vec![
+            random("w1", &[3, 2, 3, 3], 1, 0.5),
+            random("b1", &[3], 2, 0.1),
+            random("w2", &[4, 3, 3, 3], 3, 0.5),
+            random("b2", &[4], 4, 0.1),
+        ],
+        value_info("x", &[0, 2, 0, 0]),
+        "c2",
+    )
+}
+
+/// The device tests run on: `MICROSCOPE_TEST_DEVICE=cuda` selects `cuda:0` (needs `--features cuda`).
+pub fn test_device() -> microscope::Device {
+    match std::env::var("MICROSCOPE_TEST_DEVICE").as_deref() {
+        Ok(spec) => microscope::Device::parse(spec).unwrap_or_else(|e| panic!("{e}")),
+        Err(_) => microscope::Device::cpu(),
+    }
+}
