@@ -1,13 +1,30 @@
 //! ms per forward + backward-to-input step on the GoogLeNet light model at 224 px (batch 1 and 8).
 //!
 //! usage: cargo bench --bench googlenet_step -- MODEL.onnx [ITERS]
-//! Prints `microscope_step_ms batch=B MS` lines; `benches/googlenet.sh` runs it next to
+//! Prints `microscope_step_ms batch=B MS` (forward + backward to the input, autodiff device) and
+//! `microscope_forward_ms batch=B MS` (forward only, plain device) lines; `benches/googlenet.sh` runs it next to
 //! onnxruntime's forward pass and prints the ratios.
 
 use std::time::Instant;
 
 use microscope::import::load_onnx;
 use microscope::{Device, DynTensor};
+
+/// Median wall time of `f` in ms over `iters` runs, after two warm-up runs.
+fn time<T>(iters: usize, f: impl Fn() -> T) -> f64 {
+    for _ in 0..2 {
+        f();
+    }
+    let mut times: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f());
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -43,20 +60,15 @@ fn main() {
             let grads = out[0].backward();
             x.grad(&grads).expect("input gradient").to_vec()
         };
-        for _ in 0..2 {
-            step();
-        }
-        let mut times: Vec<f64> = (0..iters)
-            .map(|_| {
-                let t = Instant::now();
-                std::hint::black_box(step());
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
+        println!("microscope_step_ms batch={batch} {:.2}", time(iters, step));
+        // Forward alone on the plain device, for a like-for-like comparison with onnxruntime.
+        let forward = || {
+            let x = DynTensor::from_host(&data, &[batch, 3, 224, 224], device.burn());
+            net.forward(&[(&input, x)], &[&logits]).unwrap()[0].to_vec()
+        };
         println!(
-            "microscope_step_ms batch={batch} {:.2}",
-            times[times.len() / 2]
+            "microscope_forward_ms batch={batch} {:.2}",
+            time(iters, forward)
         );
     }
 }

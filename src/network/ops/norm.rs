@@ -3,9 +3,10 @@
 use burn::prelude::*;
 use burn::tensor::activation;
 use burn::tensor::module;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::TensorData;
 use burn::Dispatch;
 
-use super::conv::pad_4d;
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{DynTensor, Storage};
@@ -32,19 +33,30 @@ pub fn lrn(ctx: &Ctx) -> Result<Vec<Value>> {
     if dims.len() < 3 {
         return Err(ctx.error(format!("input {dims:?} must be [N, C, ...]")));
     }
-    let (n, c) = (dims[0], dims[1]);
+    let c = dims[1];
+    // The sum of squares over a window of channels is a 1×1 convolution with a banded matrix:
+    // band[o, i] = 1 when channel i lies in o's window [o - floor((size-1)/2), o + ceil((size-1)/2)].
+    let before = (size - 1) / 2;
+    let after = size - 1 - before;
+    let band: Vec<f32> = (0..c * c)
+        .map(|k| {
+            let (o, i) = (k / c, k % c);
+            f32::from(u8::from(i + before >= o && i <= o + after))
+        })
+        .collect();
+    let device = x.device();
+    let band = Tensor::<Dispatch, 4>::from_data(TensorData::new(band, [c, c, 1, 1]), &device);
     let rest: usize = dims[2..].iter().product();
-    // Sum squares over a channel window by pooling [N, 1, C, rest] along C.
     let sq = x
         .clone()
         .map(|t| t.powi_scalar(2))
-        .reshape(&[n, 1, c, rest])
-        .to_rank::<4>()?;
-    let before = (size - 1) / 2;
-    let after = size - 1 - before;
-    let padded = pad_4d(sq, [before, 0], [after, 0], 0.0);
-    let sum =
-        module::avg_pool2d(padded, [size, 1], [1, 1], [0, 0], true, false).mul_scalar(size as f32);
+        .reshape(&[dims[0], c, 1, rest]);
+    let sum = module::conv2d(
+        sq.to_rank::<4>()?,
+        band,
+        None,
+        ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+    );
     let denom = DynTensor::new(sum).reshape(&dims).map(|s| {
         s.mul_scalar(alpha / size as f32)
             .add_scalar(bias)
