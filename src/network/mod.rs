@@ -11,7 +11,7 @@ pub mod node;
 pub mod ops;
 pub mod value;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use burn::prelude::*;
@@ -412,16 +412,6 @@ impl Network {
         let autodiff = is_autodiff(&device);
         let mut env: HashMap<&str, Slot> = HashMap::new();
         for (name, value) in feeds {
-            let slot = match value {
-                Value::Device(t) => Slot {
-                    host: None,
-                    device: Some(t.clone()),
-                },
-                Value::Host(h) => Slot {
-                    host: Some(h.clone()),
-                    device: None,
-                },
-            };
             match self.inputs.iter().find(|i| i.name == *name) {
                 Some(spec) => check_input(spec, &value.dims())?,
                 // Feeding an intermediate tensor patches it: its producer is not run.
@@ -440,7 +430,7 @@ impl Network {
                     })
                 }
             }
-            env.insert(name, slot);
+            env.insert(name, Slot::from(value.clone()));
         }
         // Which nodes are needed, and how many needed nodes read each tensor.
         let mut needed = vec![false; self.nodes.len()];
@@ -463,93 +453,85 @@ impl Network {
             }
         }
         let mut uses: HashMap<&str, usize> = HashMap::new();
-        for (i, n) in self.nodes.iter().enumerate().filter(|(i, _)| needed[*i]) {
-            let _ = i;
-            for input in &n.inputs {
-                *uses.entry(input.as_str()).or_default() += 1;
+        let reads = self
+            .nodes
+            .iter()
+            .zip(&needed)
+            .filter(|(_, &n)| n)
+            .flat_map(|(n, _)| &n.inputs);
+        for t in reads.chain(&wanted) {
+            *uses.entry(t.as_str()).or_default() += 1;
+        }
+        for (i, node) in self.nodes.iter().enumerate().filter(|(i, _)| needed[*i]) {
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|name| self.input_slot(name, node, &env, autodiff, weights))
+                .collect::<Result<_>>()?;
+            let ctx = Ctx {
+                node,
+                inputs,
+                device: &device,
+            };
+            let outs = guarded(node, || (self.kernels[i])(&ctx))?;
+            if outs.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {
+                return Err(node.error("produced fewer outputs than declared"));
             }
-        }
-        for w in &wanted {
-            *uses.entry(w.as_str()).or_default() += 1;
-        }
-        let last = needed.iter().rposition(|&b| b);
-        for (i, node) in self.nodes.iter().enumerate() {
-            if Some(i) < last.map(|l| l + 1) && needed[i] {
-                let mut inputs = Vec::with_capacity(node.inputs.len());
-                for name in &node.inputs {
-                    if name.is_empty() {
-                        inputs.push(None);
-                        continue;
-                    }
-                    let slot = env
-                        .get(name.as_str())
-                        .cloned()
-                        .or_else(|| self.constant_slot(name, autodiff, weights));
-                    if slot.is_none() && self.inputs.iter().any(|i| &i.name == name) {
-                        return Err(Error::Input {
-                            name: name.clone(),
-                            message: format!(
-                                "no value was fed for this input (node {} needs it)",
-                                node.name
-                            ),
-                        });
-                    }
-                    inputs.push(slot);
-                }
-                let ctx = Ctx {
-                    node,
-                    inputs,
-                    device: &device,
-                };
-                let outs = guarded(node, || (self.kernels[i])(&ctx))?;
-                if outs.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {
-                    return Err(node.error("produced fewer outputs than declared"));
-                }
-                observe(i, &outs);
-                for input in &node.inputs {
-                    if let Some(u) = uses.get_mut(input.as_str()) {
-                        *u -= 1;
-                        if *u == 0 {
-                            env.remove(input.as_str());
-                        }
+            observe(i, &outs);
+            // Drop each intermediate after its last reader.
+            for input in &node.inputs {
+                if let Some(u) = uses.get_mut(input.as_str()) {
+                    *u -= 1;
+                    if *u == 0 {
+                        env.remove(input.as_str());
                     }
                 }
-                for (name, v) in node.outputs.iter().zip(outs) {
-                    if name.is_empty()
-                        || !uses.contains_key(name.as_str())
-                        || env.contains_key(name.as_str())
-                    {
-                        continue;
-                    }
-                    let slot = match v {
-                        Value::Device(d) => Slot {
-                            host: None,
-                            device: Some(d),
-                        },
-                        Value::Host(h) => Slot {
-                            host: Some(h),
-                            device: None,
-                        },
-                    };
-                    env.insert(name, slot);
+            }
+            for (name, v) in node.outputs.iter().zip(outs) {
+                let read_later = uses.contains_key(name.as_str());
+                if !name.is_empty() && read_later && !env.contains_key(name.as_str()) {
+                    env.insert(name, Slot::from(v));
                 }
             }
         }
         wanted
             .iter()
             .map(|w| {
-                let slot = env
-                    .get(w.as_str())
+                env.get(w.as_str())
                     .cloned()
                     .or_else(|| self.constant_slot(w, autodiff, weights))
-                    .ok_or_else(|| Error::Message(format!("tensor {w} was not computed")))?;
-                Ok(match (slot.device, slot.host) {
-                    (Some(d), _) => Value::Device(d),
-                    (None, Some(h)) => Value::Host(h),
-                    (None, None) => unreachable!("slots hold a value"),
-                })
+                    .map(Slot::into_value)
+                    .ok_or_else(|| Error::Message(format!("tensor {w} was not computed")))
             })
             .collect()
+    }
+
+    /// The slot for input `name` of `node`: a computed or fed value, else a constant.
+    fn input_slot(
+        &self,
+        name: &str,
+        node: &Node,
+        env: &HashMap<&str, Slot>,
+        autodiff: bool,
+        weights: Option<&Weights>,
+    ) -> Result<Option<Slot>> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        let slot = env
+            .get(name)
+            .cloned()
+            .or_else(|| self.constant_slot(name, autodiff, weights));
+        if slot.is_none() && self.inputs.iter().any(|i| i.name == name) {
+            return Err(Error::Input {
+                name: name.to_string(),
+                message: format!(
+                    "no value was fed for this input (node {} needs it)",
+                    node.name
+                ),
+            });
+        }
+        Ok(slot)
     }
 
     fn constant_slot(&self, name: &str, autodiff: bool, weights: Option<&Weights>) -> Option<Slot> {
@@ -663,6 +645,3 @@ fn fold_constants(
     }
     Ok((kept_nodes, kept_kernels, constants))
 }
-
-/// Ordered map of attributes (re-exported for importers).
-pub type Attributes = BTreeMap<String, Attr>;

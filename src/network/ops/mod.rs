@@ -29,6 +29,32 @@ pub struct Slot {
     pub device: Option<DynTensor>,
 }
 
+impl From<Value> for Slot {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::Device(t) => Slot {
+                host: None,
+                device: Some(t),
+            },
+            Value::Host(h) => Slot {
+                host: Some(h),
+                device: None,
+            },
+        }
+    }
+}
+
+impl Slot {
+    /// The value, preferring the device copy.
+    pub fn into_value(self) -> Value {
+        match (self.device, self.host) {
+            (Some(t), _) => Value::Device(t),
+            (None, Some(h)) => Value::Host(h),
+            (None, None) => unreachable!("slots hold a value"),
+        }
+    }
+}
+
 /// What an operator sees: its node (attributes, name) and its inputs.
 pub struct Ctx<'a> {
     pub node: &'a Node,
@@ -88,6 +114,16 @@ impl Ctx<'_> {
     /// Input `i` as a list of integers (shapes, axes, indices).
     pub fn ints(&self, i: usize) -> Result<Vec<i64>> {
         Ok(self.host(i)?.to_i64())
+    }
+
+    /// Input `i` as it is: on the host if it lives there, else on the device.
+    pub fn value(&self, i: usize) -> Result<Value> {
+        Ok(self.slot(i)?.clone().into_value())
+    }
+
+    /// The number of input slots (present or not).
+    pub fn arity(&self) -> usize {
+        self.inputs.len()
     }
 
     /// An error about this node.
@@ -208,20 +244,3 @@ pub const SUPPORTED: &[&str] = &[
     "Unsqueeze",
     "Upsample",
 ];
-
-impl Ctx<'_> {
-    /// Input `i` as it is: on the host if it lives there, else on the device.
-    pub fn value(&self, i: usize) -> Result<Value> {
-        let slot = self.slot(i)?;
-        Ok(match (&slot.device, &slot.host) {
-            (Some(t), _) => Value::Device(t.clone()),
-            (None, Some(h)) => Value::Host(h.clone()),
-            (None, None) => unreachable!("slots hold a value"),
-        })
-    }
-
-    /// The number of input slots (present or not).
-    pub fn arity(&self) -> usize {
-        self.inputs.len()
-    }
-}
