@@ -3,20 +3,26 @@
 //! Data flows one way through the module tree:
 //! [`import`] (ONNX files) → [`network`] (one runtime graph type on burn) → techniques → widgets.
 
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod import;
+pub mod model;
 pub mod network;
 pub mod npy;
+pub mod zoo;
 
 pub use device::Device;
 pub use error::{Error, Result};
+pub use model::Model;
 pub use network::{DynTensor, Network};
 
 /// What notebooks and examples import.
 pub mod prelude {
+    pub use crate::data::{Dataset, Split};
     pub use crate::device::Device;
     pub use crate::error::{Error, Result};
-    pub use crate::import::Model;
+    pub use crate::model::Model;
     pub use crate::network::{DynTensor, Network};
+    pub use crate::zoo;
 }

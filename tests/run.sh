@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of microscope. Installs what the tests need first, by itself:
+#   - Debian's dataset-fashion-mnist package (Fashion-MNIST IDX files);
 #   - a Python venv (.venv) with the pinned onnx wheel, onnxruntime and numpy (reference data only);
 #   - ONNX's backend node tests, generated from the onnx wheel's own case definitions;
 #   - the nine ONNX light models from that wheel, plus seeded random-weight copies and
@@ -17,6 +18,14 @@ Concat Split Gemm MatMul Flatten Reshape Transpose Squeeze Unsqueeze Softmax Dro
 ConstantOfShape Shape Gather Slice Cast Pad Resize Upsample Sum Mean ReduceMean"
 
 step() { printf '\n== %s\n' "$*"; }
+
+step "Debian packages: dataset-fashion-mnist"
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q dataset-fashion-mnist
+fi
 
 step "python venv with onnx==$ONNX_VERSION, onnxruntime, numpy"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -4,8 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use microscope::network::Network;
-use microscope::{npy, Device, DynTensor, Error};
+use microscope::{npy, Device, DynTensor, Error, Model};
 
 #[derive(Parser)]
 #[command(
@@ -22,12 +21,12 @@ struct Cli {
 enum Command {
     /// Print the layer table: node, op, output shape, parameters.
     Info {
-        /// An .onnx file.
+        /// An .onnx file or zoo:NAME.
         model: PathBuf,
     },
     /// Run the model on an input array and write activations as .npy files.
     Eval {
-        /// An .onnx file.
+        /// An .onnx file or zoo:NAME.
         model: PathBuf,
         /// Input array (.npy, float32), shaped like the model's input.
         #[arg(long)]
@@ -42,10 +41,21 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Train the built-in Fashion-MNIST CNN (CPU, seeded) and write it as ONNX.
+    TrainFashion {
+        /// Where to write the model.
+        #[arg(long, default_value = "src/zoo/fashion.onnx")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+    },
 }
 
-fn load(model: &Path, device: Device) -> Result<Network, Error> {
-    microscope::import::load_onnx(model, device)
+/// Loads MODEL: `zoo:NAME` or a path to an .onnx file.
+fn load(model: &Path, device: Device) -> Result<Model, Error> {
+    Model::open(&model.to_string_lossy(), device)
 }
 
 /// A node name as a file name: `[A-Za-z0-9_.-]` kept, anything else becomes `_`.
@@ -62,7 +72,8 @@ fn file_name(node: &str) -> String {
 }
 
 fn info(model: &Path) -> Result<(), Error> {
-    let net = load(model, Device::cpu())?;
+    let model = load(model, Device::cpu())?;
+    let net = model.network();
     let shapes = net.shapes()?;
     let rows: Vec<[String; 4]> = net
         .nodes()
@@ -86,6 +97,10 @@ fn info(model: &Path) -> Result<(), Error> {
             .unwrap_or(0)
     };
     let w = [width(0), width(1), width(2)];
+    println!("model  {}", model.source());
+    if let Some(classes) = model.classes() {
+        println!("classes  {}", classes.join(", "));
+    }
     for i in net.inputs() {
         let dims: Vec<String> = i
             .shape
@@ -129,7 +144,8 @@ fn eval(
     device: &str,
 ) -> Result<(), Error> {
     let device = Device::parse(device)?;
-    let net = load(model, device.clone())?;
+    let model = load(model, device.clone())?;
+    let net = model.network();
     let array = npy::read(input)?;
     let x = DynTensor::from_host(&array.data, &array.shape, device.burn());
     let spec = net.image_input()?.name.clone();
@@ -152,6 +168,27 @@ fn eval(
     Ok(())
 }
 
+fn train_fashion(out: &Path, seed: u64, epochs: usize) -> Result<(), Error> {
+    let config = microscope::zoo::train::TrainConfig {
+        seed,
+        epochs,
+        ..Default::default()
+    };
+    let (bytes, accuracy) =
+        microscope::zoo::train::train_fashion(&config, |line| eprintln!("{line}"))?;
+    std::fs::write(out, &bytes).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    println!(
+        "wrote {} ({} bytes, test accuracy {:.2}%)",
+        out.display(),
+        bytes.len(),
+        accuracy * 100.0
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Failures inside the tensor library are caught and reported as one line, never a backtrace.
@@ -165,6 +202,7 @@ fn main() -> ExitCode {
             out,
             device,
         } => eval(model, input, nodes, out, device),
+        Command::TrainFashion { out, seed, epochs } => train_fashion(out, *seed, *epochs),
     });
     let message = match result {
         Ok(Ok(())) => return ExitCode::SUCCESS,

@@ -1,12 +1,12 @@
 //! Importing models into a [`Network`]: ONNX files, parsed at run time.
 
+pub mod builder;
 pub mod naming;
 pub mod proto;
 pub mod tensor;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use prost::Message;
 
@@ -14,46 +14,6 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::network::{Attr, HostTensor, InputSpec, Network, Node};
 use naming::NodeInfo;
-
-/// A loaded model: its runtime graph and where it came from.
-#[derive(Clone, Debug)]
-pub struct Model {
-    network: Arc<Network>,
-    source: PathBuf,
-}
-
-impl Model {
-    /// Loads an ONNX file onto the CPU.
-    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
-        Self::load_on(path, Device::cpu())
-    }
-
-    /// Loads an ONNX file onto `device`.
-    pub fn load_on(path: impl AsRef<Path>, device: Device) -> Result<Model> {
-        let path = path.as_ref();
-        Ok(Model {
-            network: Arc::new(load_onnx(path, device)?),
-            source: path.to_path_buf(),
-        })
-    }
-
-    /// The same model on another device.
-    pub fn to(&self, device: Device) -> Result<Model> {
-        let net = load_onnx(&self.source, device)?;
-        Ok(Model {
-            network: Arc::new(net),
-            source: self.source.clone(),
-        })
-    }
-
-    pub fn network(&self) -> &Network {
-        &self.network
-    }
-
-    pub fn source(&self) -> &Path {
-        &self.source
-    }
-}
 
 /// Reads and parses an ONNX file into a [`Network`] on `device`.
 pub fn load_onnx(path: &Path, device: Device) -> Result<Network> {
@@ -194,7 +154,15 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
         });
     }
     let outputs = graph.output.iter().map(|o| o.name.clone()).collect();
-    Network::new(name, nodes, inputs, outputs, constants, aliases, device)
+    let metadata = model
+        .metadata_props
+        .iter()
+        .map(|m| (m.key.clone(), m.value.clone()))
+        .collect();
+    Ok(
+        Network::new(name, nodes, inputs, outputs, constants, aliases, device)?
+            .with_metadata(metadata),
+    )
 }
 
 fn convert_attr(a: &proto::AttributeProto) -> Result<Attr, String> {

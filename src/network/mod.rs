@@ -11,7 +11,7 @@ pub mod node;
 pub mod ops;
 pub mod value;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::OnceLock;
 
 use burn::prelude::*;
@@ -68,6 +68,15 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// Tracks `tensors` (plain-device weights by constant name) for a gradient run.
+    pub fn tracked(tensors: &HashMap<String, DynTensor>) -> Weights {
+        let tensors = tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), freeze(t).require_grad()))
+            .collect();
+        Weights { tensors }
+    }
+
     /// The tracked tensor of weight `name`; read its gradient with `tensor.grad(&grads)`.
     pub fn get(&self, name: &str) -> Option<&DynTensor> {
         self.tensors.get(name)
@@ -93,6 +102,7 @@ pub struct Network {
     names: HashMap<String, usize>,
     device: Device,
     shapes: OnceLock<Result<Vec<Vec<usize>>, String>>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl Network {
@@ -133,6 +143,7 @@ impl Network {
             names: HashMap::new(),
             device,
             shapes: OnceLock::new(),
+            metadata: BTreeMap::new(),
         };
         net.index(aliases)?;
         Ok(net)
@@ -174,6 +185,17 @@ impl Network {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Key/value metadata from the model file (class names, input normalization, provenance).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Attaches metadata (importers call this).
+    pub fn with_metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.metadata = metadata;
+        self
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -267,6 +289,15 @@ impl Network {
     /// Weights as untracked autodiff constants: what every gradient run uses by default.
     pub fn frozen_weights(&self) -> Weights {
         self.weights(freeze)
+    }
+
+    /// The float weights on the plain device, by constant name.
+    pub fn weight_tensors(&self) -> HashMap<String, DynTensor> {
+        let weights = self
+            .constants
+            .iter()
+            .filter_map(|(k, c)| c.device.clone().map(|d| (k.clone(), d)));
+        weights.collect()
     }
 
     fn weights(&self, wrap: impl Fn(&DynTensor) -> DynTensor) -> Weights {

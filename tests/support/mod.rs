@@ -101,6 +101,7 @@ pub fn model(
                 r#type: None,
             }],
         }),
+        metadata_props: Vec::new(),
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
             version: 13,

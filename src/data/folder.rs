@@ -1,0 +1,65 @@
+//! Image-folder datasets: `root/<class>/<image>.{png,jpg,jpeg}`.
+
+use std::path::Path;
+
+use super::{Dataset, Image};
+use crate::error::{Error, Result};
+
+pub fn load(root: &Path) -> Result<Dataset> {
+    let io = |path: &Path, source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut classes: Vec<_> = std::fs::read_dir(root)
+        .map_err(|e| io(root, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    classes.sort();
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let dir = root.join(class);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| io(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase());
+                matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            let decoded = image::open(&file).map_err(|e| Error::Format {
+                path: file.clone(),
+                reason: format!("cannot decode image: {e}"),
+            })?;
+            let (channels, pixels) = if decoded.color().has_color() {
+                (3, decoded.to_rgb8().into_raw())
+            } else {
+                (1, decoded.to_luma8().into_raw())
+            };
+            images.push(Image {
+                width: decoded.width() as usize,
+                height: decoded.height() as usize,
+                channels,
+                pixels,
+            });
+            labels.push(label);
+        }
+    }
+    if images.is_empty() {
+        return Err(Error::Message(format!(
+            "{}: no PNG or JPEG images in class sub-folders (expected {}/<class>/<image>.png)",
+            root.display(),
+            root.display()
+        )));
+    }
+    Ok(Dataset {
+        name: root.display().to_string(),
+        images,
+        labels,
+        classes,
+    })
+}

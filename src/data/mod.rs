@@ -1,0 +1,249 @@
+//! Datasets of labelled images: Fashion-MNIST (IDX files) and image folders (class = sub-folder).
+//!
+//! Images are kept as bytes in memory; [`Dataset::batch`] converts a range of them to a model's
+//! [`ImageSpec`] (channels, size, normalization) as a float tensor `[N, C, H, W]`.
+
+mod folder;
+mod idx;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use burn::DispatchDevice;
+
+use crate::error::{Error, Result};
+use crate::network::DynTensor;
+
+/// Where Debian's `dataset-fashion-mnist` package puts the files.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The environment variable that overrides [`FASHION_MNIST_DIR`].
+pub const FASHION_MNIST_ENV: &str = "MICROSCOPE_FASHION_MNIST";
+
+/// The ten Fashion-MNIST classes, in label order.
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// Which part of a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// One image: bytes in `[height, width, channels]` order (as decoders produce them).
+#[derive(Clone, Debug)]
+struct Image {
+    width: usize,
+    height: usize,
+    channels: usize,
+    pixels: Vec<u8>,
+}
+
+/// What a model expects as input: channels, size, and per-channel normalization applied to
+/// pixels in [0, 1] as `(x - mean) / std`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageSpec {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl ImageSpec {
+    /// Pixels in [0, 1], no normalization.
+    pub fn unit(channels: usize, height: usize, width: usize) -> Self {
+        Self {
+            channels,
+            height,
+            width,
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
+    }
+}
+
+/// A labelled image dataset held in memory.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    name: String,
+    images: Vec<Image>,
+    labels: Vec<usize>,
+    classes: Vec<String>,
+}
+
+impl Dataset {
+    /// Fashion-MNIST from `$MICROSCOPE_FASHION_MNIST`, else `/usr/share/datasets/fashion-mnist`.
+    pub fn fashion_mnist(split: Split) -> Result<Dataset> {
+        let dir = std::env::var_os(FASHION_MNIST_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR));
+        Self::fashion_mnist_in(&dir, split)
+    }
+
+    /// Fashion-MNIST from the IDX files (gzipped or not) in `dir`.
+    pub fn fashion_mnist_in(dir: &Path, split: Split) -> Result<Dataset> {
+        let prefix = match split {
+            Split::Train => "train",
+            Split::Test => "t10k",
+        };
+        let hint = |e: Error| {
+            Error::Message(format!(
+                "{e}. Fashion-MNIST is read from {} (Debian: `apt-get install dataset-fashion-mnist`; \
+                 or set {FASHION_MNIST_ENV} to a folder with the four IDX files)",
+                dir.display()
+            ))
+        };
+        let images = idx::read(&dir.join(format!("{prefix}-images-idx3-ubyte"))).map_err(hint)?;
+        let labels = idx::read(&dir.join(format!("{prefix}-labels-idx1-ubyte"))).map_err(hint)?;
+        let (n, h, w) = match images.dims[..] {
+            [n, h, w] => (n, h, w),
+            _ => {
+                return Err(hint(Error::Message(format!(
+                    "images have dims {:?}, want [N, H, W]",
+                    images.dims
+                ))))
+            }
+        };
+        if labels.dims != [n] || labels.data.iter().any(|&l| l >= 10) {
+            return Err(hint(Error::Message(format!(
+                "labels {:?} do not fit {n} images of 10 classes",
+                labels.dims
+            ))));
+        }
+        let images = images
+            .data
+            .chunks_exact(h * w)
+            .map(|px| Image {
+                width: w,
+                height: h,
+                channels: 1,
+                pixels: px.to_vec(),
+            })
+            .collect();
+        Ok(Dataset {
+            name: format!("fashion-mnist/{prefix}"),
+            images,
+            labels: labels.data.iter().map(|&l| l as usize).collect(),
+            classes: FASHION_CLASSES.iter().map(|c| c.to_string()).collect(),
+        })
+    }
+
+    /// PNG/JPEG images under `root/<class>/`, classes in sorted folder order.
+    pub fn image_folder(root: impl AsRef<Path>) -> Result<Dataset> {
+        folder::load(root.as_ref())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    pub fn labels(&self) -> &[usize] {
+        &self.labels
+    }
+
+    /// The first `n` items (or all of them).
+    pub fn take(mut self, n: usize) -> Dataset {
+        self.images.truncate(n);
+        self.labels.truncate(n);
+        self
+    }
+
+    /// Images `range` as a tensor `[N, C, H, W]` shaped and normalized to `spec`.
+    pub fn batch(
+        &self,
+        range: Range<usize>,
+        spec: &ImageSpec,
+        device: &DispatchDevice,
+    ) -> Result<DynTensor> {
+        let indices: Vec<usize> = range.collect();
+        self.gather(&indices, spec, device)
+    }
+
+    /// The images at `indices` as a tensor `[N, C, H, W]` shaped and normalized to `spec`.
+    pub fn gather(
+        &self,
+        indices: &[usize],
+        spec: &ImageSpec,
+        device: &DispatchDevice,
+    ) -> Result<DynTensor> {
+        let (c, h, w) = (spec.channels, spec.height, spec.width);
+        let mut data = Vec::with_capacity(indices.len() * c * h * w);
+        for &i in indices {
+            let img = self.images.get(i).ok_or_else(|| {
+                Error::Message(format!(
+                    "{}: item {i} out of {} images",
+                    self.name,
+                    self.len()
+                ))
+            })?;
+            data.extend(to_spec(img, spec));
+        }
+        Ok(DynTensor::from_host(
+            &data,
+            &[indices.len(), c, h, w],
+            device,
+        ))
+    }
+}
+
+/// Converts one image to `spec`: bilinear resize, channel conversion, `(x/255 - mean) / std`,
+/// laid out `[C, H, W]`.
+fn to_spec(img: &Image, spec: &ImageSpec) -> Vec<f32> {
+    let (h, w) = (spec.height, spec.width);
+    // Source coordinate of output pixel i (pixel centres aligned).
+    let coord = |i: usize, out: usize, inp: usize| -> (usize, usize, f32) {
+        let x = ((i as f32 + 0.5) * inp as f32 / out as f32 - 0.5).clamp(0.0, (inp - 1) as f32);
+        let x0 = x.floor() as usize;
+        (x0, (x0 + 1).min(inp - 1), x - x0 as f32)
+    };
+    let sample = |ch: usize, y: usize, x: usize| -> f32 {
+        let src_ch = ch.min(img.channels - 1);
+        img.pixels[(y * img.width + x) * img.channels + src_ch] as f32
+    };
+    let gray = spec.channels == 1 && img.channels >= 3;
+    let mut out = vec![0.0; spec.channels * h * w];
+    for oy in 0..h {
+        let (y0, y1, fy) = coord(oy, h, img.height);
+        for ox in 0..w {
+            let (x0, x1, fx) = coord(ox, w, img.width);
+            let at = |ch: usize| {
+                let top = sample(ch, y0, x0) * (1.0 - fx) + sample(ch, y0, x1) * fx;
+                let bottom = sample(ch, y1, x0) * (1.0 - fx) + sample(ch, y1, x1) * fx;
+                top * (1.0 - fy) + bottom * fy
+            };
+            for ch in 0..spec.channels {
+                let v = if gray {
+                    0.299 * at(0) + 0.587 * at(1) + 0.114 * at(2)
+                } else {
+                    at(ch)
+                };
+                out[(ch * h + oy) * w + ox] = (v / 255.0 - spec.mean[ch]) / spec.std[ch];
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,143 @@
+//! Writing ONNX models from code: the zoo's trainer exports its networks with this, and tests
+//! build small models with it.
+
+use prost::Message;
+
+use super::proto::*;
+use crate::network::{HostData, HostTensor};
+
+/// Accumulates nodes, initializers and metadata of a single-input model (opset 13).
+#[derive(Default)]
+pub struct OnnxBuilder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    metadata: Vec<StringStringEntryProto>,
+}
+
+/// An attribute value for [`OnnxBuilder::node`].
+pub enum AttrValue {
+    Int(i64),
+    Ints(Vec<i64>),
+    Float(f32),
+}
+
+impl OnnxBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A float32 graph input; a dimension of 0 or less is dynamic (`N`).
+    pub fn input(&mut self, name: &str, dims: &[i64]) -> &mut Self {
+        self.inputs.push(value_info(name, dims));
+        self
+    }
+
+    pub fn output(&mut self, name: &str) -> &mut Self {
+        self.outputs.push(ValueInfoProto {
+            name: name.into(),
+            r#type: None,
+        });
+        self
+    }
+
+    /// A float32 initializer.
+    pub fn initializer(&mut self, name: &str, tensor: &HostTensor) -> &mut Self {
+        let data = match &tensor.data {
+            HostData::F32(v) => v.clone(),
+            HostData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+        };
+        self.initializers.push(TensorProto {
+            dims: tensor.shape.iter().map(|&d| d as i64).collect(),
+            data_type: 1,
+            float_data: data,
+            name: name.into(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// A node whose output tensor has the node's own name.
+    pub fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: &[(&str, AttrValue)],
+    ) -> &mut Self {
+        let attribute = attrs
+            .iter()
+            .map(|(k, v)| {
+                let mut a = AttributeProto {
+                    name: k.to_string(),
+                    ..Default::default()
+                };
+                match v {
+                    AttrValue::Int(i) => (a.i, a.r#type) = (*i, 2),
+                    AttrValue::Ints(i) => (a.ints, a.r#type) = (i.clone(), 7),
+                    AttrValue::Float(f) => (a.f, a.r#type) = (*f, 1),
+                }
+                a
+            })
+            .collect();
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.to_string()],
+            name: name.into(),
+            op_type: op.into(),
+            attribute,
+            domain: String::new(),
+        });
+        self
+    }
+
+    /// A `key: value` entry of the model's metadata.
+    pub fn metadata(&mut self, key: &str, value: &str) -> &mut Self {
+        self.metadata.push(StringStringEntryProto {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// The serialized model.
+    pub fn to_bytes(&self, graph_name: &str) -> Vec<u8> {
+        ModelProto {
+            ir_version: 8,
+            producer_name: "microscope".into(),
+            graph: Some(GraphProto {
+                node: self.nodes.clone(),
+                name: graph_name.into(),
+                initializer: self.initializers.clone(),
+                input: self.inputs.clone(),
+                output: self.outputs.clone(),
+            }),
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            metadata_props: self.metadata.clone(),
+        }
+        .encode_to_vec()
+    }
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            dim_value: (d > 0).then_some(d),
+            dim_param: (d <= 0).then(|| "N".to_string()),
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim }),
+            }),
+        }),
+    }
+}

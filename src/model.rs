@@ -1,0 +1,134 @@
+//! `Model`: a loaded network plus what a user needs around it (name, classes, input spec).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::data::ImageSpec;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::import::{load_onnx, parse_onnx};
+use crate::network::Network;
+use crate::zoo;
+
+#[derive(Clone, Debug)]
+enum Source {
+    File(PathBuf),
+    Zoo(&'static str),
+}
+
+/// A loaded model: its runtime graph, where it came from, and its metadata.
+#[derive(Clone, Debug)]
+pub struct Model {
+    network: Arc<Network>,
+    source: Source,
+}
+
+impl Model {
+    /// Loads an ONNX file onto the CPU.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Self::load_on(path, Device::cpu())
+    }
+
+    /// Loads an ONNX file onto `device`.
+    pub fn load_on(path: impl AsRef<Path>, device: Device) -> Result<Model> {
+        let path = path.as_ref();
+        Ok(Model {
+            network: Arc::new(load_onnx(path, device)?),
+            source: Source::File(path.to_path_buf()),
+        })
+    }
+
+    /// A built-in model (see [`zoo::NAMES`]).
+    pub fn zoo(name: &str, device: Device) -> Result<Model> {
+        let (name, bytes) = zoo::bytes(name).ok_or_else(|| {
+            Error::Message(format!(
+                "zoo:{name}: no such built-in model (available: {})",
+                zoo::NAMES.join(", ")
+            ))
+        })?;
+        let network =
+            parse_onnx(bytes, name, device).map_err(|e| e.in_model(format!("zoo:{name}")))?;
+        Ok(Model {
+            network: Arc::new(network),
+            source: Source::Zoo(name),
+        })
+    }
+
+    /// `zoo:NAME` or a path to an `.onnx` file, as the command line accepts them.
+    pub fn open(spec: &str, device: Device) -> Result<Model> {
+        match spec.strip_prefix("zoo:") {
+            Some(name) => Self::zoo(name, device),
+            None => Self::load_on(spec, device),
+        }
+    }
+
+    /// The same model on another device.
+    pub fn to(&self, device: Device) -> Result<Model> {
+        match &self.source {
+            Source::File(path) => Self::load_on(path, device),
+            Source::Zoo(name) => Self::zoo(name, device),
+        }
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// `zoo:NAME` or the file path.
+    pub fn source(&self) -> String {
+        match &self.source {
+            Source::File(p) => p.display().to_string(),
+            Source::Zoo(name) => format!("zoo:{name}"),
+        }
+    }
+
+    /// Class names, when the model file carries them (metadata key `classes`, one per line).
+    pub fn classes(&self) -> Option<Vec<String>> {
+        self.network
+            .metadata()
+            .get("classes")
+            .map(|c| c.lines().map(str::to_string).collect())
+    }
+
+    /// The image input the model expects. Pixels are in [0, 1] unless the file's metadata says
+    /// otherwise (`input_mean`, `input_std`: comma-separated, one value per channel).
+    pub fn input_spec(&self) -> Result<ImageSpec> {
+        let input = self.network.image_input()?;
+        let dims: Vec<usize> = input.shape.iter().map(|d| d.unwrap_or(0)).collect();
+        let [_, c, h, w] = dims[..] else {
+            return Err(Error::Input {
+                name: input.name.clone(),
+                message: format!(
+                    "expected an image input [N, C, H, W], found rank {}",
+                    dims.len()
+                ),
+            });
+        };
+        if c == 0 || h == 0 || w == 0 {
+            return Err(Error::Input {
+                name: input.name.clone(),
+                message: "the channel and spatial sizes of the input must be fixed".into(),
+            });
+        }
+        let mut spec = ImageSpec::unit(c, h, w);
+        let meta = self.network.metadata();
+        let values = |key: &str, into: &mut Vec<f32>| -> Result<()> {
+            if let Some(text) = meta.get(key) {
+                let v: Vec<f32> = text
+                    .split(',')
+                    .filter_map(|x| x.trim().parse().ok())
+                    .collect();
+                if v.len() != c {
+                    return Err(Error::Message(format!(
+                        "metadata {key}={text:?} needs {c} values"
+                    )));
+                }
+                *into = v;
+            }
+            Ok(())
+        };
+        values("input_mean", &mut spec.mean)?;
+        values("input_std", &mut spec.std)?;
+        Ok(spec)
+    }
+}
