@@ -40,6 +40,9 @@ pub enum Error {
     /// A device that is not available in this build or on this machine.
     #[error("device {device}: {message}")]
     Device { device: String, message: String },
+    /// A computation stopped because its cancel flag was raised (e.g. a notebook interrupt).
+    #[error("{what}: cancelled at step {step}")]
+    Cancelled { what: String, step: usize },
     /// Anything else, with its own message.
     #[error("{0}")]
     Message(String),

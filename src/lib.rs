@@ -10,6 +10,7 @@ pub mod import;
 pub mod model;
 pub mod network;
 pub mod npy;
+pub mod technique;
 pub mod zoo;
 
 pub use device::Device;
@@ -22,7 +23,8 @@ pub mod prelude {
     pub use crate::data::{Dataset, Split};
     pub use crate::device::Device;
     pub use crate::error::{Error, Result};
-    pub use crate::model::Model;
+    pub use crate::model::{Model, Unit};
     pub use crate::network::{DynTensor, Network};
+    pub use crate::technique::{FeatureVis, Objective};
     pub use crate::zoo;
 }

@@ -7,7 +7,9 @@ use crate::data::ImageSpec;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::import::{load_onnx, parse_onnx};
-use crate::network::Network;
+use crate::network::{DynTensor, Network};
+use crate::technique::objective::{Activations, Objective};
+use crate::technique::render::as_4d;
 use crate::zoo;
 
 #[derive(Clone, Debug)]
@@ -130,5 +132,80 @@ impl Model {
         values("input_mean", &mut spec.mean)?;
         values("input_std", &mut spec.std)?;
         Ok(spec)
+    }
+}
+
+/// One unit (channel) of a layer of a model.
+#[derive(Clone, Debug)]
+pub struct Unit {
+    model: Model,
+    layer: String,
+    index: usize,
+}
+
+impl Unit {
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn layer(&self) -> &str {
+        &self.layer
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.layer, self.index)
+    }
+}
+
+impl Model {
+    /// Unit `index` of `layer` (a node name); fails naming the unit when it does not exist.
+    pub fn unit(&self, layer: &str, index: usize) -> Result<Unit> {
+        let node = self.network.node(layer)?;
+        let shape = self.network.output_shape(layer)?;
+        let units = shape.get(1).copied().unwrap_or(0);
+        if shape.len() < 2 || index >= units {
+            return Err(Error::Message(format!(
+                "unit {}:{index} does not exist: {} ({}) has output shape {shape:?}, units 0..{units}",
+                node.name, node.name, node.op
+            )));
+        }
+        Ok(Unit {
+            model: self.clone(),
+            layer: node.name.clone(),
+            index,
+        })
+    }
+
+    /// The mean activation of `units[i]` of `layer` on image `i` of `images` (`[N, C, H, W]` in
+    /// [0, 1], any size), on the plain device.
+    pub fn unit_activations(
+        &self,
+        layer: &str,
+        units: &[usize],
+        images: &DynTensor,
+    ) -> Result<Vec<f32>> {
+        let spec = self.input_spec()?;
+        let device = self.network.device().burn().clone();
+        let x = images.to_rank::<4>()?;
+        let mean =
+            burn::tensor::Tensor::<burn::Dispatch, 1>::from_floats(spec.mean.as_slice(), &device)
+                .reshape([1, spec.channels, 1, 1]);
+        let std =
+            burn::tensor::Tensor::<burn::Dispatch, 1>::from_floats(spec.std.as_slice(), &device)
+                .reshape([1, spec.channels, 1, 1]);
+        let x = DynTensor::new((x - mean) / std);
+        let input = self.network.image_input()?.name.clone();
+        let act = self
+            .network
+            .forward_any_size(&[(&input, x)], &[layer])?
+            .remove(0);
+        let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
+        Ok(DynTensor::new(Objective::channels(layer, units).eval(&acts)).to_vec())
     }
 }

@@ -250,6 +250,13 @@ impl Network {
         }
     }
 
+    /// The output shape of node `name` for a batch of 1 at the declared input size.
+    pub fn output_shape(&self, name: &str) -> Result<Vec<usize>> {
+        let node = self.node(name)?;
+        let index = self.names[&node.name];
+        Ok(self.shapes()?[index].clone())
+    }
+
     /// Number of parameters (elements of float constants) each node reads.
     pub fn param_count(&self, node: &Node) -> usize {
         node.inputs
@@ -340,6 +347,22 @@ impl Network {
         self.forward(&[(&input, DynTensor::new(x))], targets)
     }
 
+    /// [`Network::forward`] for images of any spatial size (e.g. feature visualization at 128 px
+    /// on a network declared for 224 px): the network must be fully convolutional up to
+    /// `targets`, or a node on the way fails with an error naming it.
+    pub fn forward_any_size(
+        &self,
+        feeds: &[(&str, DynTensor)],
+        targets: &[&str],
+    ) -> Result<Vec<DynTensor>> {
+        let feeds: Vec<(&str, Value)> = feeds
+            .iter()
+            .map(|(n, t)| (*n, Value::Device(t.clone())))
+            .collect();
+        let values = self.evaluate(&feeds, targets, None, true, &mut |_, _| {})?;
+        self.device_values(values, targets, &feeds)
+    }
+
     /// [`Network::forward`] with tracked weights (their gradients are then computed).
     pub fn forward_with(
         &self,
@@ -351,23 +374,31 @@ impl Network {
             .iter()
             .map(|(n, t)| (*n, Value::Device(t.clone())))
             .collect();
-        let values = self.evaluate(&feeds, targets, weights, &mut |_, _| {})?;
+        let values = self.evaluate(&feeds, targets, weights, false, &mut |_, _| {})?;
+        self.device_values(values, targets, &feeds)
+    }
+
+    /// Results as device tensors on the feeds' device (host results are uploaded).
+    fn device_values(
+        &self,
+        values: Vec<Value>,
+        targets: &[&str],
+        feeds: &[(&str, Value)],
+    ) -> Result<Vec<DynTensor>> {
+        let device = feeds
+            .iter()
+            .find_map(|(_, v)| match v {
+                Value::Device(d) => Some(d.device()),
+                Value::Host(_) => None,
+            })
+            .unwrap_or_else(|| self.device.burn().clone());
         values
             .into_iter()
             .zip(targets)
             .map(|(v, t)| match v {
                 Value::Device(d) => Ok(d),
-                Value::Host(h) => {
-                    let device = match feeds.first() {
-                        Some((_, Value::Device(d))) => d.device(),
-                        _ => self.device.burn().clone(),
-                    };
-                    if h.elem == Elem::Float || h.elem == Elem::Int {
-                        Ok(h.upload(&device))
-                    } else {
-                        Err(Error::Message(format!("{t} is not a float tensor")))
-                    }
-                }
+                Value::Host(h) if h.elem != Elem::Bool => Ok(h.upload(&device)),
+                Value::Host(_) => Err(Error::Message(format!("{t} is not a float tensor"))),
             })
             .collect()
     }
@@ -375,7 +406,7 @@ impl Network {
     /// Runs the network on host or device values and returns the values of `targets` as computed
     /// (shape-like results stay on the host).
     pub fn run(&self, feeds: &[(&str, Value)], targets: &[&str]) -> Result<Vec<Value>> {
-        self.evaluate(feeds, targets, None, &mut |_, _| {})
+        self.evaluate(feeds, targets, None, false, &mut |_, _| {})
     }
 
     /// Output shapes of every node (first output) for a batch of 1 at the declared input size.
@@ -399,7 +430,7 @@ impl Network {
                 feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
             let mut shapes = vec![Vec::new(); self.nodes.len()];
             let all: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-            self.evaluate(&feeds, &all, None, &mut |i, outs| {
+            self.evaluate(&feeds, &all, None, false, &mut |i, outs| {
                 shapes[i] = outs.first().map(Value::dims).unwrap_or_default();
             })
             .map(|_| shapes)
@@ -427,6 +458,7 @@ impl Network {
         feeds: &[(&str, Value)],
         targets: &[&str],
         weights: Option<&Weights>,
+        any_size: bool,
         observe: &mut dyn FnMut(usize, &[Value]),
     ) -> Result<Vec<Value>> {
         let wanted: Vec<String> = targets
@@ -444,7 +476,7 @@ impl Network {
         let mut env: HashMap<&str, Slot> = HashMap::new();
         for (name, value) in feeds {
             match self.inputs.iter().find(|i| i.name == *name) {
-                Some(spec) => check_input(spec, &value.dims())?,
+                Some(spec) => check_input(spec, &value.dims(), any_size)?,
                 // Feeding an intermediate tensor patches it: its producer is not run.
                 None if self.producer.contains_key(*name) => {}
                 None => {
@@ -608,15 +640,16 @@ fn guarded(node: &Node, f: impl FnOnce() -> Result<Vec<Value>>) -> Result<Vec<Va
 }
 
 /// Checks a fed value against the declared input shape; the first axis is the batch and may
-/// have any size.
-fn check_input(spec: &InputSpec, dims: &[usize]) -> Result<()> {
+/// have any size, and with `any_size` so may the spatial axes (from the third on).
+fn check_input(spec: &InputSpec, dims: &[usize], any_size: bool) -> Result<()> {
+    let free = |i: usize| i == 0 || (any_size && i >= 2);
     let fits = spec.shape.len() == dims.len()
         && spec
             .shape
             .iter()
             .zip(dims)
             .enumerate()
-            .all(|(i, (want, got))| i == 0 || want.is_none_or(|w| w == *got));
+            .all(|(i, (want, got))| free(i) || want.is_none_or(|w| w == *got));
     if fits {
         return Ok(());
     }

@@ -1,0 +1,138 @@
+//! `FeatureVis`: the image that most excites (or, negated, inhibits) a unit, rendered with
+//! Lucid's recipe: FFT parameterization, decorrelated colour, transformation robustness, Adam
+//! lr 0.05, 512 steps, 128 px (or the model's input size when smaller). One image per unit, all
+//! units of a call in one batch.
+
+use std::sync::atomic::AtomicBool;
+
+use super::objective::Objective;
+use super::render::{self, ParamKind, Progress, RenderConfig};
+use super::transform::standard_transforms;
+use crate::error::{Error, Result};
+use crate::model::{Model, Unit};
+use crate::network::DynTensor;
+
+/// Settings of a feature visualization (builder style).
+#[derive(Clone, Debug)]
+pub struct FeatureVis {
+    pub steps: usize,
+    pub seed: u64,
+    pub negative: bool,
+    pub learning_rate: f32,
+    /// Image size; `None`: 128 px, or the model's input size when that is smaller.
+    pub size: Option<usize>,
+    pub param: ParamKind,
+    /// Weight of Lucid's diversity term (0: off). Only meaningful for several images per unit.
+    pub diversity: f32,
+}
+
+impl Default for FeatureVis {
+    fn default() -> Self {
+        Self {
+            steps: 512,
+            seed: 0,
+            negative: false,
+            learning_rate: 0.05,
+            size: None,
+            param: ParamKind::Fft,
+            diversity: 0.0,
+        }
+    }
+}
+
+/// Rendered images, one per requested unit, with each unit's activation on its image.
+#[derive(Clone, Debug)]
+pub struct Visualization {
+    pub layer: String,
+    pub units: Vec<usize>,
+    /// `[N, C, H, W]` in [0, 1].
+    pub images: DynTensor,
+    /// Mean activation of unit `units[i]` on image `i` (no transforms).
+    pub activations: Vec<f32>,
+}
+
+impl FeatureVis {
+    pub fn steps(mut self, steps: usize) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    pub fn negative(mut self, negative: bool) -> Self {
+        self.negative = negative;
+        self
+    }
+
+    pub fn size(mut self, size: usize) -> Self {
+        self.size = Some(size);
+        self
+    }
+
+    pub fn param(mut self, param: ParamKind) -> Self {
+        self.param = param;
+        self
+    }
+
+    pub fn diversity(mut self, weight: f32) -> Self {
+        self.diversity = weight;
+        self
+    }
+
+    /// Visualizes one unit.
+    pub fn run(&self, unit: &Unit) -> Result<Visualization> {
+        self.run_units(unit.model(), unit.layer(), &[unit.index()])
+    }
+
+    /// Visualizes several units of one layer in one batch.
+    pub fn run_units(&self, model: &Model, layer: &str, units: &[usize]) -> Result<Visualization> {
+        self.run_with(model, layer, units, &mut |_| {}, None)
+    }
+
+    /// [`FeatureVis::run_units`] with progress reports and a cancel flag checked every step.
+    pub fn run_with(
+        &self,
+        model: &Model,
+        layer: &str,
+        units: &[usize],
+        progress: &mut dyn FnMut(Progress),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Visualization> {
+        for &u in units {
+            model.unit(layer, u)?;
+        }
+        if units.is_empty() {
+            return Err(Error::Message(format!("{layer}: no units to visualize")));
+        }
+        let spec = model.input_spec()?;
+        let size = self.size.unwrap_or(spec.height.min(spec.width).min(128));
+        let mut objective = Objective::channels(layer, units);
+        if self.negative {
+            objective = -objective;
+        }
+        if self.diversity != 0.0 {
+            objective = objective + Objective::diversity(layer) * self.diversity;
+        }
+        let config = RenderConfig {
+            steps: self.steps,
+            learning_rate: self.learning_rate,
+            seed: self.seed,
+            batch: units.len(),
+            size,
+            param: self.param,
+            transforms: standard_transforms(size),
+        };
+        let net = model.network();
+        let rendered = render::render(net, &spec, &objective, &config, progress, cancel)?;
+        let activations = model.unit_activations(layer, units, &rendered.images)?;
+        Ok(Visualization {
+            layer: layer.to_string(),
+            units: units.to_vec(),
+            images: rendered.images,
+            activations,
+        })
+    }
+}

@@ -1,0 +1,12 @@
+//! Techniques for looking inside a network, after Lucid's `optvis`: objectives, image
+//! parameterizations, transforms, and the render loop, composed into [`FeatureVis`].
+
+pub mod feature_vis;
+pub mod objective;
+pub mod param;
+pub mod render;
+pub mod transform;
+
+pub use feature_vis::{FeatureVis, Visualization};
+pub use objective::Objective;
+pub use render::{ParamKind, Progress};

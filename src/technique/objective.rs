@@ -1,0 +1,232 @@
+//! Objectives (Lucid's `objectives.py`): what feature visualization maximizes.
+//!
+//! An [`Objective`] is a named function from the activations of some layers to one value per
+//! image of the batch. Objectives combine with `+`, `-`, `* f32` and unary `-`.
+//!
+//! # Shapes
+//! Activations `[N, C, H, W]` (rank-2 outputs such as logits are viewed as `[N, C, 1, 1]`);
+//! objective values `[N]`.
+
+use std::collections::HashMap;
+use std::ops::{Add, Mul, Neg, Sub};
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::Dispatch;
+
+/// Activations of the layers an objective reads, by layer name.
+pub type Activations = HashMap<String, Tensor<Dispatch, 4>>;
+
+type Eval = dyn Fn(&Activations) -> Tensor<Dispatch, 1> + Send + Sync;
+
+/// A named, composable optimization target.
+#[derive(Clone)]
+pub struct Objective {
+    name: String,
+    layers: Vec<String>,
+    eval: Arc<Eval>,
+}
+
+impl std::fmt::Debug for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Objective {
+    fn new(
+        name: String,
+        layers: Vec<String>,
+        eval: impl Fn(&Activations) -> Tensor<Dispatch, 1> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            layers,
+            eval: Arc::new(eval),
+        }
+    }
+
+    /// Mean activation of channel `unit` of `layer`, for every image.
+    pub fn channel(layer: &str, unit: usize) -> Self {
+        Self::channels(layer, &[unit]).named(format!("channel({layer}:{unit})"))
+    }
+
+    /// Image `i` of the batch maximizes channel `units[i % len]` of `layer`: one unit per image.
+    pub fn channels(layer: &str, units: &[usize]) -> Self {
+        let (l, units) = (layer.to_string(), units.to_vec());
+        let name = format!("channels({layer}:{units:?})");
+        Self::new(name, vec![l.clone()], move |acts| {
+            let a = &acts[&l];
+            let [n, c, h, w] = a.dims();
+            let means = a.clone().reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);
+            pick(means, &units)
+        })
+    }
+
+    /// The activation of channel `unit` at the centre position of `layer`.
+    pub fn neuron(layer: &str, unit: usize) -> Self {
+        let l = layer.to_string();
+        Self::new(
+            format!("neuron({layer}:{unit})"),
+            vec![l.clone()],
+            move |acts| {
+                let a = &acts[&l];
+                let [n, _, h, w] = a.dims();
+                a.clone()
+                    .narrow(1, unit, 1)
+                    .narrow(2, h / 2, 1)
+                    .narrow(3, w / 2, 1)
+                    .reshape([n])
+            },
+        )
+    }
+
+    /// DeepDream: the mean of the squared activations of `layer`.
+    pub fn deepdream(layer: &str) -> Self {
+        let l = layer.to_string();
+        Self::new(
+            format!("deepdream({layer})"),
+            vec![l.clone()],
+            move |acts| {
+                let a = &acts[&l];
+                let n = a.dims()[0];
+                a.clone()
+                    .powi_scalar(2)
+                    .reshape([n as i32, -1])
+                    .mean_dim(1)
+                    .reshape([n])
+            },
+        )
+    }
+
+    /// The mean of `layer`'s activations projected on `direction` (one weight per channel).
+    pub fn direction(layer: &str, direction: &[f32]) -> Self {
+        let (l, d) = (layer.to_string(), direction.to_vec());
+        Self::new(
+            format!("direction({layer})"),
+            vec![l.clone()],
+            move |acts| {
+                let a = &acts[&l];
+                let [n, c, h, w] = a.dims();
+                let v = Tensor::<Dispatch, 4>::from_data(
+                    TensorData::new(d.clone(), [1, c, 1, 1]),
+                    &a.device(),
+                );
+                (a.clone() * v)
+                    .reshape([n, c * h * w])
+                    .mean_dim(1)
+                    .reshape([n])
+            },
+        )
+    }
+
+    /// Lucid's diversity term: minus the mean cosine similarity between an image's Gram matrix
+    /// of `layer` and every other image's, so images of a batch look different.
+    pub fn diversity(layer: &str) -> Self {
+        let l = layer.to_string();
+        Self::new(
+            format!("diversity({layer})"),
+            vec![l.clone()],
+            move |acts| {
+                let a = &acts[&l];
+                let [n, c, h, w] = a.dims();
+                let flat = a.clone().reshape([n, c, h * w]);
+                let gram = flat
+                    .clone()
+                    .matmul(flat.swap_dims(1, 2))
+                    .reshape([n, c * c]);
+                let norm = gram
+                    .clone()
+                    .powi_scalar(2)
+                    .sum_dim(1)
+                    .sqrt()
+                    .add_scalar(1e-8);
+                let unit = gram / norm;
+                let sim = unit.clone().matmul(unit.transpose()); // [n, n], diagonal = 1
+                let others = sim.sum_dim(1).reshape([n]).sub_scalar(1.0);
+                others.neg().div_scalar(n.max(2) as f32 - 1.0)
+            },
+        )
+    }
+
+    /// The same objective under another name.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The layers whose activations this objective reads.
+    pub fn layers(&self) -> &[String] {
+        &self.layers
+    }
+
+    /// One value per image of the batch.
+    pub fn eval(&self, acts: &Activations) -> Tensor<Dispatch, 1> {
+        (self.eval)(acts)
+    }
+
+    fn combine(
+        self,
+        other: Objective,
+        name: String,
+        f: fn(Tensor<Dispatch, 1>, Tensor<Dispatch, 1>) -> Tensor<Dispatch, 1>,
+    ) -> Objective {
+        let mut layers = self.layers.clone();
+        layers.extend(
+            other
+                .layers
+                .iter()
+                .filter(|l| !self.layers.contains(l))
+                .cloned(),
+        );
+        let (a, b) = (self.eval, other.eval);
+        Objective::new(name, layers, move |acts| f(a(acts), b(acts)))
+    }
+}
+
+/// Column `units[i % len]` of row `i` of `[N, C]`.
+fn pick(values: Tensor<Dispatch, 2>, units: &[usize]) -> Tensor<Dispatch, 1> {
+    let [n, _] = values.dims();
+    let idx: Vec<i32> = (0..n).map(|i| units[i % units.len()] as i32).collect();
+    let idx = Tensor::<Dispatch, 2, Int>::from_data(TensorData::new(idx, [n, 1]), &values.device());
+    values.gather(1, idx).reshape([n])
+}
+
+impl Add for Objective {
+    type Output = Objective;
+    fn add(self, rhs: Objective) -> Objective {
+        let name = format!("{} + {}", self.name, rhs.name);
+        self.combine(rhs, name, |a, b| a + b)
+    }
+}
+
+impl Sub for Objective {
+    type Output = Objective;
+    fn sub(self, rhs: Objective) -> Objective {
+        let name = format!("{} - {}", self.name, rhs.name);
+        self.combine(rhs, name, |a, b| a - b)
+    }
+}
+
+impl Mul<f32> for Objective {
+    type Output = Objective;
+    fn mul(self, k: f32) -> Objective {
+        let name = format!("{k} * {}", self.name);
+        let f = self.eval;
+        Objective::new(name, self.layers, move |acts| f(acts).mul_scalar(k))
+    }
+}
+
+impl Neg for Objective {
+    type Output = Objective;
+    fn neg(self) -> Objective {
+        let name = format!("-{}", self.name);
+        let f = self.eval;
+        Objective::new(name, self.layers, move |acts| f(acts).neg())
+    }
+}

@@ -1,0 +1,242 @@
+//! Image parameterizations: what the optimizer actually changes.
+//!
+//! [`FftImage`] (Lucid's `fft_image` + `to_valid_rgb`): a spectrum scaled by 1/frequency, turned
+//! into pixels by an inverse real 2-D DFT, colour-decorrelated with Lucid's colour correlation
+//! matrix when there are 3 channels, and squashed to [0, 1] with a sigmoid. [`PixelImage`]:
+//! free pixels through a sigmoid. Both hold one image per batch item.
+//!
+//! # Shapes
+//! spectrum: `[2, N, C, H, W/2+1]` (real, imaginary) · image: `[N, C, H, W]`
+
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::TensorData;
+use burn::{Dispatch, DispatchDevice};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// Lucid's square root of the ImageNet colour correlation matrix (rows: R, G, B).
+const COLOR_CORRELATION_SVD_SQRT: [[f32; 3]; 3] =
+    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]];
+
+/// `n` normal draws with standard deviation `std` (Box–Muller), from a seeded generator so the
+/// start point depends on the seed alone.
+fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let (u, v): (f32, f32) = (rng.random::<f32>().max(f32::MIN_POSITIVE), rng.random());
+            std * (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        })
+        .collect()
+}
+
+/// A parameterization maps its trainable tensor to images in [0, 1].
+pub trait Param {
+    /// The trainable tensor (a leaf; its gradient is read after `backward`).
+    fn tensor(&self) -> &Tensor<Dispatch, 5>;
+    /// Replaces the trainable tensor (after an optimizer step).
+    fn set_tensor(&mut self, t: Tensor<Dispatch, 5>);
+    /// The images `[N, C, H, W]` in [0, 1].
+    fn image(&self) -> Tensor<Dispatch, 4>;
+}
+
+/// Mixes channels with Lucid's normalized colour correlation (3 channels), or leaves them.
+fn decorrelate(x: Tensor<Dispatch, 4>) -> Tensor<Dispatch, 4> {
+    let [n, c, h, w] = x.dims();
+    if c != 3 {
+        return x;
+    }
+    let norm = (0..3)
+        .map(|j| {
+            (0..3)
+                .map(|i| COLOR_CORRELATION_SVD_SQRT[i][j].powi(2))
+                .sum::<f32>()
+                .sqrt()
+        })
+        .fold(0.0f32, f32::max);
+    let m: Vec<f32> = COLOR_CORRELATION_SVD_SQRT
+        .iter()
+        .flatten()
+        .map(|v| v / norm)
+        .collect();
+    let m = Tensor::<Dispatch, 2>::from_data(TensorData::new(m, [3, 3]), &x.device());
+    // rgb[o] = Σ_i M[o, i] x[i]
+    let flat = x.swap_dims(0, 1).reshape([3, n * h * w]);
+    m.matmul(flat).reshape([3, n, h, w]).swap_dims(0, 1)
+}
+
+/// An FFT-parameterized image batch (Lucid's default).
+pub struct FftImage {
+    spectrum: Tensor<Dispatch, 5>,
+    /// Inverse-DFT matrices: along W (cos, sin) `[W/2+1, W]` with the Hermitian weights and the
+    /// frequency scaling folded in per row; along H (cos, sin) `[H, H]`.
+    w_cos: Tensor<Dispatch, 2>,
+    w_sin: Tensor<Dispatch, 2>,
+    h_cos: Tensor<Dispatch, 2>,
+    h_sin: Tensor<Dispatch, 2>,
+    /// 1 / max(frequency, 1/max(H, W)), `[H, W/2+1]`.
+    scale: Tensor<Dispatch, 2>,
+    shape: [usize; 4],
+}
+
+impl FftImage {
+    /// A random spectrum (normal, std 0.01) for `n` images of `c × h × w`.
+    pub fn new(shape: [usize; 4], rng: &mut StdRng, device: &DispatchDevice) -> Self {
+        let [n, c, h, w] = shape;
+        let wf = w / 2 + 1;
+        let values = normal(rng, 2 * n * c * h * wf, 0.01);
+        let spectrum =
+            Tensor::<Dispatch, 5>::from_data(TensorData::new(values, [2, n, c, h, wf]), device);
+        let tau = std::f32::consts::TAU;
+        let mut w_cos = Vec::with_capacity(wf * w);
+        let mut w_sin = Vec::with_capacity(wf * w);
+        for v in 0..wf {
+            // irfft counts the conjugate half: every column but DC (and Nyquist, for even W) twice.
+            let weight = if v == 0 || (w % 2 == 0 && v == w / 2) {
+                1.0
+            } else {
+                2.0
+            };
+            for x in 0..w {
+                let a = tau * (v * x) as f32 / w as f32;
+                w_cos.push(weight * a.cos());
+                w_sin.push(weight * a.sin());
+            }
+        }
+        let mut h_cos = Vec::with_capacity(h * h);
+        let mut h_sin = Vec::with_capacity(h * h);
+        for y in 0..h {
+            for u in 0..h {
+                let a = tau * (u * y) as f32 / h as f32;
+                h_cos.push(a.cos());
+                h_sin.push(a.sin());
+            }
+        }
+        let floor = 1.0 / h.max(w) as f32;
+        let mut scale = Vec::with_capacity(h * wf);
+        for u in 0..h {
+            // numpy fftfreq: 0, 1, ..., then negative frequencies.
+            let fy = if u <= h / 2 {
+                u as f32
+            } else {
+                u as f32 - h as f32
+            } / h as f32;
+            for v in 0..wf {
+                let fx = v as f32 / w as f32;
+                scale.push(1.0 / (fy * fy + fx * fx).sqrt().max(floor));
+            }
+        }
+        let t = |data: Vec<f32>, s: [usize; 2]| {
+            Tensor::<Dispatch, 2>::from_data(TensorData::new(data, s), device)
+        };
+        Self {
+            spectrum,
+            w_cos: t(w_cos, [wf, w]),
+            w_sin: t(w_sin, [wf, w]),
+            h_cos: t(h_cos, [h, h]),
+            h_sin: t(h_sin, [h, h]),
+            scale: t(scale, [h, wf]),
+            shape,
+        }
+    }
+
+    /// The unconstrained image before colour mixing and the sigmoid, `[N, C, H, W]`.
+    fn pixels(&self) -> Tensor<Dispatch, 4> {
+        let [n, c, h, w] = self.shape;
+        let wf = w / 2 + 1;
+        let scale = self.scale.clone().reshape([1, 1, h, wf]);
+        let re = self.spectrum.clone().narrow(0, 0, 1).reshape([n, c, h, wf]) * scale.clone();
+        let im = self.spectrum.clone().narrow(0, 1, 1).reshape([n, c, h, wf]) * scale;
+        // Along W: Y = S · e^{+iθ}, as [N·C·H, wf] × [wf, W].
+        let (re, im) = (re.reshape([n * c * h, wf]), im.reshape([n * c * h, wf]));
+        let yr = re.clone().matmul(self.w_cos.clone()) - im.clone().matmul(self.w_sin.clone());
+        let yi = re.matmul(self.w_sin.clone()) + im.matmul(self.w_cos.clone());
+        // Along H: x = Re(Σ_u Y[u] e^{+iφ}), as [H, H] × [N·C, H, W] per image.
+        let yr = yr.reshape([n * c, h, w]);
+        let yi = yi.reshape([n * c, h, w]);
+        let hc = self.h_cos.clone().unsqueeze::<3>().expand([n * c, h, h]);
+        let hs = self.h_sin.clone().unsqueeze::<3>().expand([n * c, h, h]);
+        let x = hc.matmul(yr) - hs.matmul(yi);
+        // Lucid: irfft2 with 1/√(HW) normalization, then divided by 4.
+        x.reshape([n, c, h, w])
+            .div_scalar(((h * w) as f32).sqrt() * 4.0)
+    }
+}
+
+impl Param for FftImage {
+    fn tensor(&self) -> &Tensor<Dispatch, 5> {
+        &self.spectrum
+    }
+
+    fn set_tensor(&mut self, t: Tensor<Dispatch, 5>) {
+        self.spectrum = t;
+    }
+
+    fn image(&self) -> Tensor<Dispatch, 4> {
+        sigmoid(decorrelate(self.pixels()))
+    }
+}
+
+/// Free pixels (normal, std 0.01) through colour mixing and a sigmoid.
+pub struct PixelImage {
+    pixels: Tensor<Dispatch, 5>,
+    shape: [usize; 4],
+}
+
+impl PixelImage {
+    pub fn new(shape: [usize; 4], rng: &mut StdRng, device: &DispatchDevice) -> Self {
+        let [n, c, h, w] = shape;
+        let values = normal(rng, n * c * h * w, 0.01);
+        let pixels = Tensor::from_data(TensorData::new(values, [1, n, c, h, w]), device);
+        Self { pixels, shape }
+    }
+}
+
+impl Param for PixelImage {
+    fn tensor(&self) -> &Tensor<Dispatch, 5> {
+        &self.pixels
+    }
+
+    fn set_tensor(&mut self, t: Tensor<Dispatch, 5>) {
+        self.pixels = t;
+    }
+
+    fn image(&self) -> Tensor<Dispatch, 4> {
+        sigmoid(decorrelate(self.pixels.clone().reshape(self.shape)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inverse DFT reproduces a known cosine: a single real coefficient at (u, v) gives
+    /// cos(2π(uy/H + vx/W)) scaled as Lucid scales it.
+    #[test]
+    fn inverse_dft_of_a_single_frequency_is_a_cosine() {
+        let device = crate::Device::cpu().burn().clone();
+        let (h, w) = (8, 8);
+        let mut rng = rand::SeedableRng::seed_from_u64(0);
+        let mut p = FftImage::new([1, 1, h, w], &mut rng, &device);
+        let wf = w / 2 + 1;
+        let mut spec = vec![0.0f32; 2 * h * wf];
+        spec[wf + 2] = 1.0; // u = 1, v = 2
+        p.set_tensor(Tensor::from_data(
+            TensorData::new(spec, [2, 1, 1, h, wf]),
+            &device,
+        ));
+        let x: Vec<f32> = p.pixels().into_data().to_vec().unwrap();
+        let freq = ((1.0f32 / 8.0).powi(2) + (2.0f32 / 8.0).powi(2)).sqrt();
+        for y in 0..h {
+            for xx in 0..w {
+                let a = std::f32::consts::TAU * (y as f32 / 8.0 + 2.0 * xx as f32 / 8.0);
+                let want = 2.0 * a.cos() / freq / (8.0 * 4.0);
+                assert!(
+                    (x[y * w + xx] - want).abs() < 1e-4,
+                    "({y},{xx}): {} vs {want}",
+                    x[y * w + xx]
+                );
+            }
+        }
+    }
+}

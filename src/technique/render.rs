@@ -1,0 +1,148 @@
+//! The optimization loop (Lucid's `render.py`): Adam on an image parameterization so that the
+//! objective rises, with transformation robustness, a seed, progress reports and cancellation.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::prelude::*;
+use burn::Dispatch;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::objective::{Activations, Objective};
+use super::param::{FftImage, Param, PixelImage};
+use super::transform::{self, Transform};
+use crate::data::ImageSpec;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::network::{DynTensor, Network};
+
+/// Which parameterization to optimize.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamKind {
+    Fft,
+    Pixel,
+}
+
+/// Everything that defines a render besides the network and the objective.
+#[derive(Clone, Debug)]
+pub struct RenderConfig {
+    pub steps: usize,
+    pub learning_rate: f32,
+    pub seed: u64,
+    /// Images in the batch.
+    pub batch: usize,
+    /// Image height and width.
+    pub size: usize,
+    pub param: ParamKind,
+    pub transforms: Vec<Transform>,
+}
+
+/// One progress report: step (1-based), total steps, mean objective value over the batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    pub step: usize,
+    pub total: usize,
+    pub value: f32,
+}
+
+/// The optimized images `[N, C, H, W]` in [0, 1], on the plain device.
+pub struct Rendered {
+    pub images: DynTensor,
+}
+
+/// Optimizes `config.batch` images to maximize `objective` on `network`, whose image input
+/// expects `spec` (channels and normalization; the size is `config.size`).
+pub fn render(
+    network: &Network,
+    spec: &ImageSpec,
+    objective: &Objective,
+    config: &RenderConfig,
+    progress: &mut dyn FnMut(Progress),
+    cancel: Option<&AtomicBool>,
+) -> Result<Rendered> {
+    let device: &Device = network.device();
+    let ad = device.autodiff();
+    let input = network.image_input()?.name.clone();
+    let shape = [config.batch, spec.channels, config.size, config.size];
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut param: Box<dyn Param> = match config.param {
+        ParamKind::Fft => Box::new(FftImage::new(shape, &mut rng, &ad)),
+        ParamKind::Pixel => Box::new(PixelImage::new(shape, &mut rng, &ad)),
+    };
+    param.set_tensor(param.tensor().clone().require_grad());
+    let mean = Tensor::<Dispatch, 1>::from_floats(spec.mean.as_slice(), &ad).reshape([
+        1,
+        spec.channels,
+        1,
+        1,
+    ]);
+    let std = Tensor::<Dispatch, 1>::from_floats(spec.std.as_slice(), &ad).reshape([
+        1,
+        spec.channels,
+        1,
+        1,
+    ]);
+    let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
+    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let mut m: Option<Tensor<Dispatch, 5>> = None;
+    let mut v: Option<Tensor<Dispatch, 5>> = None;
+    for step in 1..=config.steps {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Error::Cancelled {
+                what: objective.name().to_string(),
+                step,
+            });
+        }
+        let image = transform::apply(&config.transforms, param.image(), &mut rng);
+        let x = (image - mean.clone()) / std.clone();
+        let acts = network.forward_any_size(&[(&input, DynTensor::new(x))], &layers)?;
+        let acts: Activations = layers
+            .iter()
+            .zip(acts)
+            .map(|(l, a)| Ok((l.to_string(), as_4d(a)?)))
+            .collect::<Result<_>>()?;
+        let values = objective.eval(&acts);
+        let value = DynTensor::new(values.clone().mean()).to_vec()[0];
+        let grads = values.sum().neg().backward();
+        let g = param.tensor().grad(&grads).ok_or_else(|| {
+            Error::Message(format!(
+                "{}: the objective does not depend on the image",
+                objective.name()
+            ))
+        })?;
+        // Adam, on the plain device.
+        let m1 = match m.take() {
+            Some(m) => m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1),
+            None => g.clone().mul_scalar(1.0 - b1),
+        };
+        let v1 = match v.take() {
+            Some(v) => v.mul_scalar(b2) + g.powi_scalar(2).mul_scalar(1.0 - b2),
+            None => g.powi_scalar(2).mul_scalar(1.0 - b2),
+        };
+        let (c1, c2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
+        let update = m1.clone().div_scalar(c1) / v1.clone().div_scalar(c2).sqrt().add_scalar(eps);
+        let next = param.tensor().clone().inner() - update.mul_scalar(config.learning_rate);
+        param.set_tensor(Tensor::from_inner(next).require_grad());
+        (m, v) = (Some(m1), Some(v1));
+        progress(Progress {
+            step,
+            total: config.steps,
+            value,
+        });
+    }
+    Ok(Rendered {
+        images: DynTensor::new(param.image().inner()),
+    })
+}
+
+/// Views an activation as `[N, C, H, W]` (`[N, C]` becomes `[N, C, 1, 1]`).
+pub(crate) fn as_4d(a: DynTensor) -> Result<Tensor<Dispatch, 4>> {
+    let d = a.dims();
+    match d.len() {
+        4 => a.to_rank::<4>(),
+        2 => a.to_rank::<2>().map(|t| t.reshape([d[0], d[1], 1, 1])),
+        _ => Err(Error::Message(format!(
+            "activation of shape {d:?} is not [N, C, H, W] or [N, C]"
+        ))),
+    }
+}

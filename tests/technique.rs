@@ -1,0 +1,137 @@
+//! Feature visualization on the built-in model, through the real render path.
+
+use std::sync::atomic::AtomicBool;
+
+use microscope::data::{Dataset, ImageSpec, Split};
+use microscope::technique::render::{render, ParamKind, RenderConfig};
+use microscope::technique::{FeatureVis, Objective};
+use microscope::{zoo, Device, Error};
+
+fn values_during(objective: &Objective, batch: usize) -> Vec<f32> {
+    let model = zoo::fashion().unwrap();
+    let config = RenderConfig {
+        steps: 6,
+        learning_rate: 0.05,
+        seed: 0,
+        batch,
+        size: 28,
+        param: ParamKind::Fft,
+        transforms: vec![],
+    };
+    let mut values = Vec::new();
+    render(
+        model.network(),
+        &model.input_spec().unwrap(),
+        objective,
+        &config,
+        &mut |p| values.push(p.value),
+        None,
+    )
+    .unwrap();
+    values
+}
+
+#[test]
+fn each_objective_rises_under_a_few_adam_steps() {
+    let direction: Vec<f32> = (0..64).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+    let cases = [
+        (Objective::channel("conv2", 3), 1),
+        (Objective::neuron("conv2", 3), 1),
+        (Objective::deepdream("conv2"), 1),
+        (Objective::direction("conv2", &direction), 1),
+        (
+            Objective::channels("conv3", &[1, 2]) + Objective::diversity("conv3") * 0.1,
+            2,
+        ),
+        (-Objective::channel("conv3", 5), 1),
+    ];
+    for (objective, batch) in cases {
+        let v = values_during(&objective, batch);
+        assert!(v.last() > v.first(), "{}: {v:?}", objective.name());
+    }
+}
+
+#[test]
+fn feature_visualization_beats_every_test_image() {
+    let model = zoo::fashion().unwrap();
+    let units: Vec<usize> = (0..12).collect();
+    let vis = FeatureVis::default()
+        .steps(256)
+        .seed(1)
+        .run_units(&model, "conv3", &units)
+        .unwrap();
+    assert_eq!(vis.images.dims(), vec![12, 1, 28, 28]);
+    // The strongest activation of each unit over the first 1000 test images.
+    let test = Dataset::fashion_mnist(Split::Test).unwrap().take(1000);
+    let x = test
+        .batch(0..1000, &ImageSpec::unit(1, 28, 28), Device::cpu().burn())
+        .unwrap();
+    let mut best = vec![f32::NEG_INFINITY; units.len()];
+    for (i, &u) in units.iter().enumerate() {
+        let per_image = model.unit_activations("conv3", &vec![u; 1000], &x).unwrap();
+        best[i] = per_image.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    }
+    let wins = units
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| vis.activations[*i] > best[*i])
+        .count();
+    for (i, u) in units.iter().enumerate() {
+        println!(
+            "conv3:{u}: feature vis {:.3}, best of 1000 test images {:.3}",
+            vis.activations[i], best[i]
+        );
+    }
+    assert!(
+        wins >= 8,
+        "feature visualization beat the dataset on only {wins} of 12 units"
+    );
+}
+
+#[test]
+fn same_seed_same_pixels() {
+    let model = zoo::fashion().unwrap();
+    let run = |seed| {
+        FeatureVis::default()
+            .steps(5)
+            .seed(seed)
+            .run_units(&model, "conv2", &[0, 1])
+            .unwrap()
+            .images
+            .to_vec()
+    };
+    let (a, b, c) = (run(4), run(4), run(5));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn negative_visualization_inhibits() {
+    let unit = zoo::fashion().unwrap().unit("conv3", 7).unwrap();
+    let positive = FeatureVis::default().steps(64).run(&unit).unwrap();
+    let negative = FeatureVis::default()
+        .steps(64)
+        .negative(true)
+        .run(&unit)
+        .unwrap();
+    assert!(negative.activations[0] < positive.activations[0]);
+}
+
+#[test]
+fn cancel_stops_the_render() {
+    let model = zoo::fashion().unwrap();
+    let cancel = AtomicBool::new(true);
+    let err = FeatureVis::default()
+        .run_with(&model, "conv1", &[0], &mut |_| {}, Some(&cancel))
+        .unwrap_err();
+    assert!(matches!(err, Error::Cancelled { step: 1, .. }), "{err}");
+}
+
+#[test]
+fn bad_units_are_named() {
+    let model = zoo::fashion().unwrap();
+    let err = model.unit("conv3", 64).unwrap_err().to_string();
+    assert!(err.contains("conv3:64") && err.contains("64"), "{err}");
+    let err = model.unit("conv9", 0).unwrap_err().to_string();
+    assert!(err.contains("conv9"), "{err}");
+}
