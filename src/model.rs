@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use burn::prelude::*;
+use burn::Dispatch;
+
 use crate::data::ImageSpec;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -182,6 +185,26 @@ impl Model {
         })
     }
 
+    /// Images in [0, 1] (`[N, C, H, W]`, any device) normalized as the model's input expects.
+    pub fn normalize(&self, images: &DynTensor) -> Result<DynTensor> {
+        let spec = self.input_spec()?;
+        let x = images.to_rank::<4>()?;
+        let c = spec.channels;
+        if x.dims()[1] != c {
+            return Err(Error::Message(format!(
+                "images have {} channels, {} takes {c}",
+                x.dims()[1],
+                self.source()
+            )));
+        }
+        let device = x.device();
+        let mean =
+            Tensor::<Dispatch, 1>::from_floats(spec.mean.as_slice(), &device).reshape([1, c, 1, 1]);
+        let std =
+            Tensor::<Dispatch, 1>::from_floats(spec.std.as_slice(), &device).reshape([1, c, 1, 1]);
+        Ok(DynTensor::new((x - mean) / std))
+    }
+
     /// The mean activation of `units[i]` of `layer` on image `i` of `images` (`[N, C, H, W]` in
     /// [0, 1], any size), on the plain device.
     pub fn unit_activations(
@@ -190,16 +213,7 @@ impl Model {
         units: &[usize],
         images: &DynTensor,
     ) -> Result<Vec<f32>> {
-        let spec = self.input_spec()?;
-        let device = self.network.device().burn().clone();
-        let x = images.to_rank::<4>()?;
-        let mean =
-            burn::tensor::Tensor::<burn::Dispatch, 1>::from_floats(spec.mean.as_slice(), &device)
-                .reshape([1, spec.channels, 1, 1]);
-        let std =
-            burn::tensor::Tensor::<burn::Dispatch, 1>::from_floats(spec.std.as_slice(), &device)
-                .reshape([1, spec.channels, 1, 1]);
-        let x = DynTensor::new((x - mean) / std);
+        let x = self.normalize(images)?;
         let input = self.network.image_input()?.name.clone();
         let act = self
             .network

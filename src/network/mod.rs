@@ -26,6 +26,17 @@ pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, MAX_RAN
 /// Constants up to this many elements keep a host copy (shape arithmetic reads them there).
 const HOST_COPY_LIMIT: usize = 4096;
 
+/// How [`Network::evaluate`] treats inputs and nonlinearities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Inputs must have the declared shape (any batch).
+    Strict,
+    /// Inputs may have any spatial size.
+    AnySize,
+    /// Any spatial size, and nonlinear ops replaced by linear stand-ins.
+    Linearized,
+}
+
 /// A graph input the caller feeds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InputSpec {
@@ -359,7 +370,23 @@ impl Network {
             .iter()
             .map(|(n, t)| (*n, Value::Device(t.clone())))
             .collect();
-        let values = self.evaluate(&feeds, targets, None, true, &mut |_, _| {})?;
+        let values = self.evaluate(&feeds, targets, None, Mode::AnySize, &mut |_, _| {})?;
+        self.device_values(values, targets, &feeds)
+    }
+
+    /// Runs `feeds` (typically a patched intermediate activation) to `targets` with every
+    /// nonlinearity replaced by its linear stand-in (ReLU → identity, max → average pooling),
+    /// as Circuits' expanded weights need.
+    pub fn forward_linearized(
+        &self,
+        feeds: &[(&str, DynTensor)],
+        targets: &[&str],
+    ) -> Result<Vec<DynTensor>> {
+        let feeds: Vec<(&str, Value)> = feeds
+            .iter()
+            .map(|(n, t)| (*n, Value::Device(t.clone())))
+            .collect();
+        let values = self.evaluate(&feeds, targets, None, Mode::Linearized, &mut |_, _| {})?;
         self.device_values(values, targets, &feeds)
     }
 
@@ -374,7 +401,7 @@ impl Network {
             .iter()
             .map(|(n, t)| (*n, Value::Device(t.clone())))
             .collect();
-        let values = self.evaluate(&feeds, targets, weights, false, &mut |_, _| {})?;
+        let values = self.evaluate(&feeds, targets, weights, Mode::Strict, &mut |_, _| {})?;
         self.device_values(values, targets, &feeds)
     }
 
@@ -406,7 +433,7 @@ impl Network {
     /// Runs the network on host or device values and returns the values of `targets` as computed
     /// (shape-like results stay on the host).
     pub fn run(&self, feeds: &[(&str, Value)], targets: &[&str]) -> Result<Vec<Value>> {
-        self.evaluate(feeds, targets, None, false, &mut |_, _| {})
+        self.evaluate(feeds, targets, None, Mode::Strict, &mut |_, _| {})
     }
 
     /// Output shapes of every node (first output) for a batch of 1 at the declared input size.
@@ -430,7 +457,7 @@ impl Network {
                 feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
             let mut shapes = vec![Vec::new(); self.nodes.len()];
             let all: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-            self.evaluate(&feeds, &all, None, false, &mut |i, outs| {
+            self.evaluate(&feeds, &all, None, Mode::Strict, &mut |i, outs| {
                 shapes[i] = outs.first().map(Value::dims).unwrap_or_default();
             })
             .map(|_| shapes)
@@ -458,9 +485,10 @@ impl Network {
         feeds: &[(&str, Value)],
         targets: &[&str],
         weights: Option<&Weights>,
-        any_size: bool,
+        mode: Mode,
         observe: &mut dyn FnMut(usize, &[Value]),
     ) -> Result<Vec<Value>> {
+        let any_size = mode != Mode::Strict;
         let wanted: Vec<String> = targets
             .iter()
             .map(|t| self.resolve(t))
@@ -536,7 +564,11 @@ impl Network {
                 inputs,
                 device: &device,
             };
-            let outs = guarded(node, || (self.kernels[i])(&ctx))?;
+            let kernel = match mode {
+                Mode::Linearized => ops::linearized(&node.op).unwrap_or(self.kernels[i]),
+                _ => self.kernels[i],
+            };
+            let outs = guarded(node, || kernel(&ctx))?;
             if outs.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {
                 return Err(node.error("produced fewer outputs than declared"));
             }

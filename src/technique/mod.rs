@@ -1,11 +1,15 @@
 //! Techniques for looking inside a network, after Lucid's `optvis`: objectives, image
 //! parameterizations, transforms, and the render loop, composed into [`FeatureVis`].
 
+pub mod attribution;
+pub mod dataset_examples;
+pub mod deepdream;
 pub mod feature_vis;
 pub mod objective;
 pub mod param;
 pub mod render;
 pub mod transform;
+pub mod weights;
 
 pub use feature_vis::{FeatureVis, Visualization};
 pub use objective::Objective;

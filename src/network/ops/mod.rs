@@ -196,6 +196,17 @@ pub fn lookup(op: &str) -> Option<OpFn> {
     })
 }
 
+/// The linear stand-in of a nonlinear op, for linearizing a path (Circuits' expanded weights):
+/// activations become the identity and max pooling becomes average pooling.
+pub fn linearized(op: &str) -> Option<OpFn> {
+    Some(match op {
+        "Relu" | "LeakyRelu" | "PRelu" | "Sigmoid" | "Tanh" | "Clip" | "HardSigmoid"
+        | "HardSwish" | "LRN" => elementwise::identity,
+        "MaxPool" => pool::average_pool,
+        _ => return None,
+    })
+}
+
 /// Every op type [`lookup`] knows, for error messages and `info`.
 pub const SUPPORTED: &[&str] = &[
     "Add",

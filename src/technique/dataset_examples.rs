@@ -1,0 +1,234 @@
+//! Dataset examples: for each unit, the inputs of a dataset that activate it most (top-k) and
+//! least (bottom-k), found in one streaming pass with O(k · units) memory, each with the crop
+//! of the input around the unit's strongest position and the unit's activation map.
+//!
+//! An input's score for a unit is the maximum of the unit's activation map over positions.
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Settings for [`DatasetExamples::run`].
+#[derive(Clone, Debug)]
+pub struct DatasetExamples {
+    /// How many top and bottom examples per unit.
+    pub k: usize,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Side of the square crop around the strongest position, in input pixels (clamped to the
+    /// input size).
+    pub crop: usize,
+}
+
+impl Default for DatasetExamples {
+    fn default() -> Self {
+        Self {
+            k: 9,
+            batch: 256,
+            crop: 16,
+        }
+    }
+}
+
+/// One dataset example of one unit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Example {
+    /// Index of the input in the dataset.
+    pub index: usize,
+    /// The unit's strongest (top) or weakest (bottom) activation on it.
+    pub score: f32,
+    /// Where in the activation map, (row, column).
+    pub position: (usize, usize),
+    /// The unit's activation map `[h, w]`, row-major.
+    pub heatmap: Vec<f32>,
+    /// The input around the position, `[C, crop, crop]` in [0, 1] (zero outside the image).
+    pub crop: Vec<f32>,
+}
+
+/// Top and bottom examples of one unit, strongest first / weakest first.
+#[derive(Clone, Debug)]
+pub struct UnitExamples {
+    pub unit: usize,
+    pub top: Vec<Example>,
+    pub bottom: Vec<Example>,
+}
+
+/// The k best entries seen so far, by a score comparison.
+struct Best {
+    k: usize,
+    entries: Vec<Example>,
+    higher: bool,
+}
+
+impl Best {
+    fn better(&self, a: f32, b: f32) -> bool {
+        if self.higher {
+            a > b
+        } else {
+            a < b
+        }
+    }
+
+    /// Whether a score would enter the list (so the caller only builds entries that do).
+    fn admits(&self, score: f32) -> bool {
+        self.entries.len() < self.k
+            || self
+                .entries
+                .last()
+                .is_some_and(|w| self.better(score, w.score))
+    }
+
+    fn offer(&mut self, e: Example) {
+        let at = self
+            .entries
+            .partition_point(|x| !self.better(e.score, x.score));
+        self.entries.insert(at, e);
+        self.entries.truncate(self.k);
+    }
+}
+
+impl DatasetExamples {
+    /// Scans `data` once and returns the examples of `units` of `layer`.
+    pub fn run(
+        &self,
+        model: &Model,
+        data: &Dataset,
+        layer: &str,
+        units: &[usize],
+    ) -> Result<Vec<UnitExamples>> {
+        for &u in units {
+            model.unit(layer, u)?;
+        }
+        if self.k == 0 || data.is_empty() {
+            return Err(Error::Message(format!(
+                "{}: nothing to scan (k = {}, {} images)",
+                data.name(),
+                self.k,
+                data.len()
+            )));
+        }
+        let net = model.network();
+        let spec = model.input_spec()?;
+        let device = net.device().burn().clone();
+        let input = net.image_input()?.name.clone();
+        let mut tops: Vec<Best> = units
+            .iter()
+            .map(|_| Best {
+                k: self.k,
+                entries: vec![],
+                higher: true,
+            })
+            .collect();
+        let mut bottoms: Vec<Best> = units
+            .iter()
+            .map(|_| Best {
+                k: self.k,
+                entries: vec![],
+                higher: false,
+            })
+            .collect();
+        let mut map_size = (0, 0);
+        for start in (0..data.len()).step_by(self.batch.max(1)) {
+            let end = (start + self.batch.max(1)).min(data.len());
+            let x = data.batch(start..end, &spec, &device)?;
+            let act = net
+                .forward(&[(&input, model.normalize(&x)?)], &[layer])?
+                .remove(0);
+            let d = act.dims();
+            let (c, h, w) = match d[..] {
+                [_, c, h, w] => (c, h, w),
+                [_, c] => (c, 1, 1),
+                _ => {
+                    return Err(Error::Message(format!(
+                        "{layer}: activation {d:?} has no units"
+                    )))
+                }
+            };
+            map_size = (h, w);
+            let values = act.to_vec();
+            for (i, item) in (start..end).enumerate() {
+                for (slot, &u) in units.iter().enumerate() {
+                    let map = &values[(i * c + u) * h * w..(i * c + u + 1) * h * w];
+                    let (arg_max, max) = extreme(map, f32::gt);
+                    let (arg_min, min) = extreme(map, f32::lt);
+                    let entry = |score: f32, at: usize| Example {
+                        index: item,
+                        score,
+                        position: (at / w, at % w),
+                        heatmap: map.to_vec(),
+                        crop: Vec::new(),
+                    };
+                    if tops[slot].admits(max) {
+                        tops[slot].offer(entry(max, arg_max));
+                    }
+                    if bottoms[slot].admits(min) {
+                        bottoms[slot].offer(entry(min, arg_min));
+                    }
+                }
+            }
+        }
+        let crop = self.crop.min(spec.height).min(spec.width).max(1);
+        let mut out = Vec::with_capacity(units.len());
+        for ((&unit, top), bottom) in units.iter().zip(tops).zip(bottoms) {
+            let finish = |mut list: Vec<Example>| -> Result<Vec<Example>> {
+                for e in &mut list {
+                    let image = data.batch(e.index..e.index + 1, &spec, &device)?.to_vec();
+                    e.crop = crop_around(
+                        &image,
+                        spec.channels,
+                        spec.height,
+                        spec.width,
+                        e.position,
+                        map_size,
+                        crop,
+                    );
+                }
+                Ok(list)
+            };
+            out.push(UnitExamples {
+                unit,
+                top: finish(top.entries)?,
+                bottom: finish(bottom.entries)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Index and value of the first extreme element under `better`.
+fn extreme(map: &[f32], better: fn(&f32, &f32) -> bool) -> (usize, f32) {
+    map.iter().enumerate().fold(
+        (0, map[0]),
+        |(bi, bv), (i, v)| if better(v, &bv) { (i, *v) } else { (bi, bv) },
+    )
+}
+
+/// The `[C, size, size]` window of an image `[C, H, W]` centred on the input point under
+/// activation position `pos` of a `map` grid.
+fn crop_around(
+    image: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    pos: (usize, usize),
+    map: (usize, usize),
+    size: usize,
+) -> Vec<f32> {
+    let centre =
+        |p: usize, m: usize, full: usize| ((p as f32 + 0.5) * full as f32 / m.max(1) as f32) as i64;
+    let (cy, cx) = (centre(pos.0, map.0, h), centre(pos.1, map.1, w));
+    let (y0, x0) = (cy - size as i64 / 2, cx - size as i64 / 2);
+    let mut out = vec![0.0; c * size * size];
+    for ch in 0..c {
+        for y in 0..size {
+            for x in 0..size {
+                let (sy, sx) = (y0 + y as i64, x0 + x as i64);
+                if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
+                    out[(ch * size + y) * size + x] =
+                        image[(ch * h + sy as usize) * w + sx as usize];
+                }
+            }
+        }
+    }
+    out
+}

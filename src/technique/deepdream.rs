@@ -1,0 +1,103 @@
+//! DeepDream: amplify whatever a layer sees in a given image, by gradient ascent on the mean
+//! squared activation of the layer, over octaves (from a coarse scale up to the image's own).
+
+use burn::prelude::*;
+use burn::Dispatch;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::objective::{Activations, Objective};
+use super::render::as_4d;
+use super::transform::warp;
+use crate::error::Result;
+use crate::model::Model;
+use crate::network::DynTensor;
+
+/// DeepDream settings.
+#[derive(Clone, Debug)]
+pub struct DeepDream {
+    pub octaves: usize,
+    /// Size ratio between successive octaves.
+    pub octave_scale: f32,
+    pub steps_per_octave: usize,
+    /// Step size on pixels in [0, 1], after normalizing the gradient by its mean magnitude.
+    pub step_size: f32,
+    /// Random shift (pixels) each step, for smoother results.
+    pub jitter: usize,
+    pub seed: u64,
+}
+
+impl Default for DeepDream {
+    fn default() -> Self {
+        Self {
+            octaves: 3,
+            octave_scale: 1.4,
+            steps_per_octave: 10,
+            step_size: 0.01,
+            jitter: 2,
+            seed: 0,
+        }
+    }
+}
+
+impl DeepDream {
+    /// Dreams `image` (`[1, C, H, W]` in [0, 1]) at `layer`; returns the image and the
+    /// objective before and after.
+    pub fn run(
+        &self,
+        model: &Model,
+        image: &DynTensor,
+        layer: &str,
+    ) -> Result<(DynTensor, f32, f32)> {
+        let net = model.network();
+        let objective = Objective::deepdream(layer);
+        let input = net.image_input()?.name.clone();
+        let value = |x: &DynTensor| -> Result<f32> {
+            let act = net
+                .forward_any_size(&[(&input, model.normalize(x)?)], &[layer])?
+                .remove(0);
+            let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
+            Ok(DynTensor::new(objective.eval(&acts)).to_vec()[0])
+        };
+        let before = value(image)?;
+        let original = image.to_rank::<4>()?;
+        let [_, _, h, w] = original.dims();
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut x = original.clone();
+        for octave in 0..self.octaves {
+            let scale = self
+                .octave_scale
+                .powi((self.octaves - 1 - octave) as i32)
+                .recip();
+            // Resize the current dream to this octave's size.
+            let target = (
+                (h as f32 * scale).round() as usize,
+                (w as f32 * scale).round() as usize,
+            );
+            let [_, _, ch, _] = x.dims();
+            x = warp(x, target.0 as f32 / ch as f32, 0.0);
+            for _ in 0..self.steps_per_octave {
+                let (dy, dx) = (
+                    rng.random_range(0..=self.jitter),
+                    rng.random_range(0..=self.jitter),
+                );
+                let leaf = Tensor::<Dispatch, 4>::from_inner(x.clone()).require_grad();
+                let shifted = leaf.clone().roll(&[dy as i64, dx as i64], &[2, 3]);
+                let act = net
+                    .forward_any_size(
+                        &[(&input, model.normalize(&DynTensor::new(shifted))?)],
+                        &[layer],
+                    )?
+                    .remove(0);
+                let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
+                let grads = objective.eval(&acts).sum().backward();
+                let Some(g) = leaf.grad(&grads) else { break };
+                let norm = g.clone().abs().mean().add_scalar(1e-8);
+                x = (x + g.div(norm.unsqueeze()).mul_scalar(self.step_size)).clamp(0.0, 1.0);
+            }
+        }
+        let dream = DynTensor::new(x);
+        let after = value(&dream)?;
+        Ok((dream, before, after))
+    }
+}

@@ -1,0 +1,95 @@
+//! Weights: first-layer filters as images, and expanded weights between the units of two
+//! layers (Circuits, "Visualizing Weights"): the path between them linearized (ReLU → identity,
+//! max → average pooling) and read off as the gradient of one output unit with respect to the
+//! input layer's activations.
+//!
+//! # Shapes
+//! filters `[O, I, kh, kw]` · expanded weights `[C_from, H_from, W_from]`
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::network::DynTensor;
+
+/// The first convolution's filters, each mapped to [0, 1] as `0.5 + w / (2 max|w|)`.
+pub fn first_layer_filters(model: &Model) -> Result<(String, DynTensor)> {
+    let net = model.network();
+    let conv = net
+        .nodes()
+        .iter()
+        .find(|n| n.op == "Conv")
+        .ok_or_else(|| Error::Message(format!("{}: no Conv node", model.source())))?;
+    let name = conv.inputs.get(1).cloned().unwrap_or_default();
+    let w = net
+        .constant(&name)
+        .ok_or_else(|| conv.error("the weight is not a constant"))?;
+    let data = w.to_f32();
+    let o = w.shape[0].max(1);
+    let per = data.len() / o;
+    let mut out = Vec::with_capacity(data.len());
+    for filter in data.chunks(per) {
+        let m = filter.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+        out.extend(filter.iter().map(|v| 0.5 + v / (2.0 * m)));
+    }
+    Ok((
+        conv.name.clone(),
+        DynTensor::from_host(&out, &w.shape, net.device().burn()),
+    ))
+}
+
+/// Expanded weights from every unit of layer `from` to unit `unit` of layer `to`, at the centre
+/// position of `to`: `[C_from, H_from, W_from]`, zero outside `unit`'s receptive field.
+pub fn expanded_weights(model: &Model, from: &str, to: &str, unit: usize) -> Result<DynTensor> {
+    let net = model.network();
+    model.unit(to, unit)?;
+    let source = net.node(from)?;
+    let shape = net.output_shape(from)?;
+    if shape.len() != 4 {
+        return Err(Error::Message(format!(
+            "{from}: expanded weights need a [N, C, H, W] layer, found {shape:?}"
+        )));
+    }
+    let device = net.device().autodiff();
+    let n: usize = shape.iter().product();
+    let a = DynTensor::from_host(&vec![0.0; n], &shape, &device).require_grad();
+    let out = net
+        .forward_linearized(&[(&source.outputs[0], a.clone())], &[to])?
+        .remove(0);
+    let d = out.dims();
+    let value = match d.len() {
+        4 => out
+            .to_rank::<4>()?
+            .narrow(1, unit, 1)
+            .narrow(2, d[2] / 2, 1)
+            .narrow(3, d[3] / 2, 1)
+            .sum(),
+        2 => out.to_rank::<2>()?.narrow(1, unit, 1).sum(),
+        _ => return Err(Error::Message(format!("{to}: output {d:?} has no units"))),
+    };
+    let grads = DynTensor::new(value).backward();
+    let g = a
+        .grad(&grads)
+        .ok_or_else(|| Error::Message(format!("{to} does not depend on {from}")))?;
+    Ok(g.reshape(&shape[1..]))
+}
+
+/// The units of `from` with the strongest expanded weights (L2 norm) to `to:unit`, strongest
+/// first, as (unit, norm, signed sum).
+pub fn strongest_inputs(weights: &DynTensor, k: usize) -> Vec<(usize, f32, f32)> {
+    let d = weights.dims();
+    let per: usize = d[1..].iter().product();
+    let data = weights.to_vec();
+    let mut rows: Vec<(usize, f32, f32)> = data
+        .chunks(per)
+        .enumerate()
+        .map(|(c, w)| {
+            (
+                c,
+                w.iter().map(|v| v * v).sum::<f32>().sqrt(),
+                w.iter().sum(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    rows.truncate(k);
+    rows
+}

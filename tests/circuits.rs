@@ -1,0 +1,256 @@
+//! Dataset examples, DeepDream, weights and attribution, checked against brute force and hand
+//! computation.
+
+use microscope::data::{Dataset, ImageSpec, Split};
+use microscope::import::builder::{AttrValue, OnnxBuilder};
+use microscope::model::Model;
+use microscope::network::HostTensor;
+use microscope::technique::attribution::{attribution, Target};
+use microscope::technique::dataset_examples::DatasetExamples;
+use microscope::technique::deepdream::DeepDream;
+use microscope::technique::weights::{expanded_weights, first_layer_filters, strongest_inputs};
+use microscope::{zoo, Device, DynTensor};
+
+/// Writes a model to a temporary file and loads it through the public path.
+fn model_from(bytes: Vec<u8>, name: &str) -> Model {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("circuits");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.onnx"));
+    std::fs::write(&path, bytes).unwrap();
+    Model::load(&path).unwrap()
+}
+
+#[test]
+fn dataset_examples_equal_a_brute_force_scan() {
+    let model = zoo::fashion().unwrap();
+    let data = Dataset::fashion_mnist(Split::Test).unwrap().take(300);
+    let units = [0, 5, 17, 63];
+    let found = DatasetExamples {
+        k: 4,
+        batch: 64,
+        crop: 10,
+    }
+    .run(&model, &data, "conv2", &units)
+    .unwrap();
+    // Brute force: every image's activation map, its max and min per unit.
+    let x = data
+        .batch(0..300, &ImageSpec::unit(1, 28, 28), Device::cpu().burn())
+        .unwrap();
+    let act = model
+        .network()
+        .forward(&[("image", model.normalize(&x).unwrap())], &["conv2"])
+        .unwrap()
+        .remove(0);
+    let (c, hw) = (act.dims()[1], act.dims()[2] * act.dims()[3]);
+    let v = act.to_vec();
+    for (slot, &u) in units.iter().enumerate() {
+        let mut scores: Vec<(usize, f32, f32)> = (0..300)
+            .map(|i| {
+                let map = &v[(i * c + u) * hw..(i * c + u + 1) * hw];
+                (
+                    i,
+                    map.iter().copied().fold(f32::MIN, f32::max),
+                    map.iter().copied().fold(f32::MAX, f32::min),
+                )
+            })
+            .collect();
+        scores.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top: Vec<usize> = scores[..4].iter().map(|s| s.0).collect();
+        scores.sort_by(|a, b| a.2.total_cmp(&b.2));
+        let bottom: Vec<usize> = scores[..4].iter().map(|s| s.0).collect();
+        let got = &found[slot];
+        assert_eq!(
+            got.top.iter().map(|e| e.index).collect::<Vec<_>>(),
+            top,
+            "unit {u} top"
+        );
+        assert_eq!(
+            got.bottom.iter().map(|e| e.index).collect::<Vec<_>>(),
+            bottom,
+            "unit {u} bottom"
+        );
+        let best = &got.top[0];
+        assert_eq!(best.heatmap.len(), hw);
+        let width = act.dims()[3];
+        assert_eq!(
+            best.heatmap[best.position.0 * width + best.position.1],
+            best.score
+        );
+        assert_eq!(best.crop.len(), 10 * 10);
+    }
+}
+
+#[test]
+fn dataset_examples_stream_the_full_test_set_in_bounded_memory() {
+    let model = zoo::fashion().unwrap();
+    let data = Dataset::fashion_mnist(Split::Test).unwrap();
+    let units: Vec<usize> = (0..64).collect();
+    let found = DatasetExamples {
+        k: 3,
+        batch: 500,
+        crop: 8,
+    }
+    .run(&model, &data, "conv3", &units)
+    .unwrap();
+    assert_eq!(found.len(), 64);
+    // Kept: k top and k bottom examples per unit, whatever the dataset size.
+    assert!(found
+        .iter()
+        .all(|u| u.top.len() == 3 && u.bottom.len() == 3));
+    assert!(found
+        .iter()
+        .all(|u| u.top[0].score >= u.top[2].score && u.bottom[0].score <= u.bottom[2].score));
+}
+
+#[test]
+fn deepdream_raises_its_objective() {
+    let model = zoo::fashion().unwrap();
+    let data = Dataset::fashion_mnist(Split::Test).unwrap().take(1);
+    let image = data
+        .batch(0..1, &ImageSpec::unit(1, 28, 28), Device::cpu().burn())
+        .unwrap();
+    let (dream, before, after) = DeepDream::default().run(&model, &image, "conv2").unwrap();
+    assert_eq!(dream.dims(), vec![1, 1, 28, 28]);
+    assert!(after > before, "deepdream objective {before} -> {after}");
+}
+
+/// x [1, 1, 2, 2] → conv "layer" (1×1, 1→2, weights w, no bias) → flatten → Gemm "out" (8→1).
+fn tiny_linear(w: [f32; 2], v: [f32; 8]) -> Model {
+    let mut b = OnnxBuilder::new();
+    b.input("x", &[1, 1, 2, 2])
+        .initializer("w", &HostTensor::f32(vec![2, 1, 1, 1], w.to_vec()))
+        .initializer("v", &HostTensor::f32(vec![1, 8], v.to_vec()))
+        .node("Conv", "layer", &["x", "w"], &[])
+        .node("Flatten", "flat", &["layer"], &[])
+        .node(
+            "Gemm",
+            "out",
+            &["flat", "v"],
+            &[("transB", AttrValue::Int(1))],
+        )
+        .output("out");
+    model_from(b.to_bytes("tiny"), "tiny_linear")
+}
+
+#[test]
+fn attribution_matches_a_hand_computed_case() {
+    let (w, v) = ([2.0, -1.0], [1.0, 2.0, 3.0, 4.0, 0.5, 0.25, -1.0, 2.0]);
+    let model = tiny_linear(w, v);
+    let x = [0.1f32, 0.2, 0.3, 0.4];
+    let image = DynTensor::from_host(&x, &[1, 1, 2, 2], Device::cpu().burn());
+    let map = attribution(
+        &model,
+        &image,
+        "layer",
+        &Target::Logit {
+            node: "out".into(),
+            index: 0,
+        },
+    )
+    .unwrap();
+    // activation a[c, p] = w[c] x[p]; gradient of out wrt a[c, p] = v[c·4 + p].
+    let a = |c: usize, p: usize| w[c] * x[p];
+    for p in 0..4 {
+        let want = a(0, p) * v[p] + a(1, p) * v[4 + p];
+        assert!(
+            (map.spatial[p] - want).abs() < 1e-6,
+            "position {p}: {} vs {want}",
+            map.spatial[p]
+        );
+    }
+    for c in 0..2 {
+        let want: f32 = (0..4).map(|p| a(c, p) * v[c * 4 + p]).sum();
+        assert!((map.channels[c] - want).abs() < 1e-6, "channel {c}");
+    }
+    // A linear path without bias: the attributions add up to the output.
+    let total: f32 = map.channels.iter().sum();
+    assert!((total - map.value).abs() < 1e-6, "{total} vs {}", map.value);
+}
+
+#[test]
+fn attribution_toward_a_class_on_the_builtin_model() {
+    let model = zoo::fashion().unwrap();
+    let data = Dataset::fashion_mnist(Split::Test).unwrap().take(1);
+    let image = data
+        .batch(0..1, &ImageSpec::unit(1, 28, 28), Device::cpu().burn())
+        .unwrap();
+    let label = data.labels()[0];
+    let map = attribution(
+        &model,
+        &image,
+        "conv3",
+        &Target::Logit {
+            node: "logits".into(),
+            index: label,
+        },
+    )
+    .unwrap();
+    assert_eq!((map.height, map.width, map.channels.len()), (7, 7, 64));
+    let unit = attribution(
+        &model,
+        &image,
+        "conv2",
+        &Target::Unit {
+            layer: "conv3".into(),
+            index: 4,
+        },
+    )
+    .unwrap();
+    assert_eq!(unit.channels.len(), 64);
+}
+
+/// x → conv a (1×1, 2→3) → relu → conv b (1×1, 3→4) → maxpool 1×1 → conv c (1×1, 4→2).
+#[test]
+fn expanded_weights_are_the_product_of_weight_matrices_on_a_linear_path() {
+    let wa: Vec<f32> = (0..6).map(|i| i as f32 * 0.3 - 0.7).collect();
+    let wb: Vec<f32> = (0..12).map(|i| (i * 5 % 7) as f32 * 0.2 - 0.5).collect();
+    let wc: Vec<f32> = (0..8).map(|i| (i * 3 % 5) as f32 * 0.4 - 0.9).collect();
+    let mut b = OnnxBuilder::new();
+    b.input("x", &[1, 2, 5, 5])
+        .initializer("wa", &HostTensor::f32(vec![3, 2, 1, 1], wa))
+        .initializer("wb", &HostTensor::f32(vec![4, 3, 1, 1], wb.clone()))
+        .initializer("wc", &HostTensor::f32(vec![2, 4, 1, 1], wc.clone()))
+        .node("Conv", "a", &["x", "wa"], &[])
+        .node("Relu", "a/relu", &["a"], &[])
+        .node("Conv", "b", &["a/relu", "wb"], &[])
+        .node(
+            "MaxPool",
+            "pool",
+            &["b"],
+            &[("kernel_shape", AttrValue::Ints(vec![1, 1]))],
+        )
+        .node("Conv", "c", &["pool", "wc"], &[])
+        .output("c");
+    let model = model_from(b.to_bytes("linear3"), "linear3");
+    for unit in 0..2 {
+        let e = expanded_weights(&model, "a", "c", unit).unwrap();
+        assert_eq!(e.dims(), vec![3, 5, 5]);
+        let v = e.to_vec();
+        for i in 0..3 {
+            // (Wc · Wb)[unit, i], at the centre; zero elsewhere (1×1 convolutions).
+            let want: f32 = (0..4).map(|k| wc[unit * 4 + k] * wb[k * 3 + i]).sum();
+            assert!(
+                (v[i * 25 + 12] - want).abs() < 1e-5,
+                "unit {unit} from {i}: {} vs {want}",
+                v[i * 25 + 12]
+            );
+            assert!(v[i * 25..i * 25 + 25]
+                .iter()
+                .enumerate()
+                .all(|(p, x)| p == 12 || *x == 0.0));
+        }
+    }
+    let strongest = strongest_inputs(&expanded_weights(&model, "a", "c", 0).unwrap(), 2);
+    assert_eq!(strongest.len(), 2);
+    assert!(strongest[0].1 >= strongest[1].1);
+}
+
+#[test]
+fn first_layer_filters_are_images() {
+    let model = zoo::fashion().unwrap();
+    let (layer, filters) = first_layer_filters(&model).unwrap();
+    assert_eq!(layer, "conv1");
+    assert_eq!(filters.dims(), vec![32, 1, 3, 3]);
+    let v = filters.to_vec();
+    assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+}
