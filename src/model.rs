@@ -9,8 +9,9 @@ use burn::Dispatch;
 use crate::data::ImageSpec;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::import::{load_onnx, parse_onnx};
+use crate::import::{parse_file, parse_onnx, read_file};
 use crate::network::{DynTensor, Network};
+use crate::technique::cache;
 use crate::technique::objective::{Activations, Objective};
 use crate::technique::render::as_4d;
 use crate::zoo;
@@ -26,6 +27,8 @@ enum Source {
 pub struct Model {
     network: Arc<Network>,
     source: Source,
+    /// SHA-256 of the model file: part of every cache key.
+    digest: String,
 }
 
 impl Model {
@@ -37,9 +40,11 @@ impl Model {
     /// Loads an ONNX file onto `device`.
     pub fn load_on(path: impl AsRef<Path>, device: Device) -> Result<Model> {
         let path = path.as_ref();
+        let bytes = read_file(path)?;
         Ok(Model {
-            network: Arc::new(load_onnx(path, device)?),
+            network: Arc::new(parse_file(path, &bytes, device)?),
             source: Source::File(path.to_path_buf()),
+            digest: cache::digest(&bytes),
         })
     }
 
@@ -56,6 +61,7 @@ impl Model {
         Ok(Model {
             network: Arc::new(network),
             source: Source::Zoo(name),
+            digest: cache::digest(bytes),
         })
     }
 
@@ -77,6 +83,11 @@ impl Model {
 
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// SHA-256 of the model file (hex).
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// `zoo:NAME` or the file path.

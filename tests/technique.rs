@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicBool;
 
 use microscope::data::{Dataset, ImageSpec, Split};
+use microscope::technique::cache::Cache;
 use microscope::technique::render::{render, ParamKind, RenderConfig};
 use microscope::technique::{FeatureVis, Objective};
 use microscope::{zoo, Device, Error};
@@ -56,6 +57,7 @@ fn feature_visualization_beats_every_test_image() {
     let model = zoo::fashion().unwrap();
     let units: Vec<usize> = (0..12).collect();
     let vis = FeatureVis::default()
+        .cache(None)
         .steps(256)
         .seed(1)
         .run_units(&model, "conv3", &units)
@@ -93,6 +95,7 @@ fn same_seed_same_pixels() {
     let model = zoo::fashion().unwrap();
     let run = |seed| {
         FeatureVis::default()
+            .cache(None)
             .steps(5)
             .seed(seed)
             .run_units(&model, "conv2", &[0, 1])
@@ -108,8 +111,13 @@ fn same_seed_same_pixels() {
 #[test]
 fn negative_visualization_inhibits() {
     let unit = zoo::fashion().unwrap().unit("conv3", 7).unwrap();
-    let positive = FeatureVis::default().steps(64).run(&unit).unwrap();
+    let positive = FeatureVis::default()
+        .cache(None)
+        .steps(64)
+        .run(&unit)
+        .unwrap();
     let negative = FeatureVis::default()
+        .cache(None)
         .steps(64)
         .negative(true)
         .run(&unit)
@@ -122,6 +130,7 @@ fn cancel_stops_the_render() {
     let model = zoo::fashion().unwrap();
     let cancel = AtomicBool::new(true);
     let err = FeatureVis::default()
+        .cache(None)
         .run_with(&model, "conv1", &[0], &mut |_| {}, Some(&cancel))
         .unwrap_err();
     assert!(matches!(err, Error::Cancelled { step: 1, .. }), "{err}");
@@ -134,4 +143,58 @@ fn bad_units_are_named() {
     assert!(err.contains("conv3:64") && err.contains("64"), "{err}");
     let err = model.unit("conv9", 0).unwrap_err().to_string();
     assert!(err.contains("conv9"), "{err}");
+}
+
+#[test]
+fn second_run_is_a_cache_hit_and_a_corrupt_entry_is_recomputed() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fv-cache");
+    let _ = std::fs::remove_dir_all(&dir);
+    let model = zoo::fashion().unwrap();
+    let fv = FeatureVis::default()
+        .steps(4)
+        .seed(9)
+        .cache(Some(Cache::at(&dir)));
+    let run = || {
+        let mut steps = 0;
+        let vis = fv
+            .run_with(&model, "conv2", &[3, 4], &mut |_| steps += 1, None)
+            .unwrap();
+        (steps, vis.images.to_vec(), vis.activations)
+    };
+    let first = run();
+    assert_eq!(first.0, 4, "computed");
+    let second = run();
+    assert_eq!(second.0, 0, "served from the cache");
+    assert_eq!(second.1, first.1);
+    assert_eq!(second.2, first.2);
+    // Damage the entry: it is detected, recomputed, and the same pixels come back.
+    let entry = walk(&dir).into_iter().next().expect("one cache entry");
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&entry, bytes).unwrap();
+    let third = run();
+    assert_eq!(third.0, 4, "recomputed");
+    assert_eq!(third.1, first.1);
+    // Another seed is another entry.
+    let other = fv
+        .clone()
+        .seed(10)
+        .run_units(&model, "conv2", &[3, 4])
+        .unwrap();
+    assert_ne!(other.images.to_vec(), first.1);
+    assert_eq!(walk(&dir).len(), 2);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -17,15 +17,25 @@ use naming::NodeInfo;
 
 /// Reads and parses an ONNX file into a [`Network`] on `device`.
 pub fn load_onnx(path: &Path, device: Device) -> Result<Network> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let bytes = read_file(path)?;
+    parse_file(path, &bytes, device)
+}
+
+/// The bytes of a model file.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// Parses the bytes of the file at `path`; errors name the file.
+pub fn parse_file(path: &Path, bytes: &[u8], device: Device) -> Result<Network> {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    parse_onnx(&bytes, &stem, device).map_err(|e| match e {
+    parse_onnx(bytes, &stem, device).map_err(|e| match e {
         Error::Format { reason, .. } => Error::Format {
             path: path.to_path_buf(),
             reason,

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::AtomicBool;
 
+use super::cache::{decode, encode, Cache};
 use super::objective::Objective;
 use super::render::{self, ParamKind, Progress, RenderConfig};
 use super::transform::standard_transforms;
@@ -24,6 +25,8 @@ pub struct FeatureVis {
     pub param: ParamKind,
     /// Weight of Lucid's diversity term (0: off). Only meaningful for several images per unit.
     pub diversity: f32,
+    /// Where results are cached (`None`: always compute).
+    pub cache: Option<Cache>,
 }
 
 impl Default for FeatureVis {
@@ -36,6 +39,7 @@ impl Default for FeatureVis {
             size: None,
             param: ParamKind::Fft,
             diversity: 0.0,
+            cache: Cache::default_location(),
         }
     }
 }
@@ -82,6 +86,29 @@ impl FeatureVis {
         self
     }
 
+    /// Uses `cache` for results (`None`: no caching).
+    pub fn cache(mut self, cache: Option<Cache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The cache key: everything the pixels depend on.
+    fn key(&self, model: &Model, layer: &str, units: &[usize], size: usize) -> String {
+        let parts = [
+            "feature-vis/1".to_string(),
+            model.digest().to_string(),
+            layer.to_string(),
+            format!("{units:?}"),
+            format!(
+                "{}/{}/{}/{}",
+                self.steps, self.seed, self.negative, self.learning_rate
+            ),
+            format!("{size}/{:?}/{}", self.param, self.diversity),
+            model.network().device().kind().to_string(),
+        ];
+        Cache::key(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// Visualizes one unit.
     pub fn run(&self, unit: &Unit) -> Result<Visualization> {
         self.run_units(unit.model(), unit.layer(), &[unit.index()])
@@ -125,9 +152,38 @@ impl FeatureVis {
             param: self.param,
             transforms: standard_transforms(size),
         };
-        let net = model.network();
-        let rendered = render::render(net, &spec, &objective, &config, progress, cancel)?;
+        let key = self.key(model, layer, units, size);
+        let device = model.network().device().burn().clone();
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&key))
+            .and_then(|bytes| decode(&bytes));
+        if let Some([(shape, pixels), (_, activations)]) = cached.as_deref() {
+            return Ok(Visualization {
+                layer: layer.to_string(),
+                units: units.to_vec(),
+                images: DynTensor::from_host(pixels, shape, &device),
+                activations: activations.clone(),
+            });
+        }
+        let rendered = render::render(
+            model.network(),
+            &spec,
+            &objective,
+            &config,
+            progress,
+            cancel,
+        )?;
         let activations = model.unit_activations(layer, units, &rendered.images)?;
+        if let Some(cache) = &self.cache {
+            let images = (rendered.images.dims(), rendered.images.to_vec());
+            // A cache that cannot be written only costs a recomputation next time.
+            let _ = cache.put(
+                &key,
+                &encode(&[images, (vec![activations.len()], activations.clone())]),
+            );
+        }
         Ok(Visualization {
             layer: layer.to_string(),
             units: units.to_vec(),

@@ -2,6 +2,7 @@
 //! parameterizations, transforms, and the render loop, composed into [`FeatureVis`].
 
 pub mod attribution;
+pub mod cache;
 pub mod dataset_examples;
 pub mod deepdream;
 pub mod feature_vis;
