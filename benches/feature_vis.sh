@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Feature visualization, GoogLeNet (light model, seeded random weights), inception_4a/output,
+# 8 units, 128 px: microscope's render loop next to the same loop in PyTorch (Lucent's recipe),
+# both on this machine's CPU in one run, with the ratio. Installs torch and onnx2torch into
+# .venv-bench (PyPI) the first time. Needs the fixtures from tests/run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=tests/fixtures/onnx/light-ref/light_inception_v1_random.onnx
+STEPS=${STEPS:-20}
+[ -f "$MODEL" ] || { echo "run tests/run.sh first (it builds $MODEL)" >&2; exit 2; }
+if [ ! -x .venv-bench/bin/python ]; then
+  python3 -m venv .venv-bench
+  .venv-bench/bin/pip install --quiet torch onnx2torch "onnx==1.23.2" numpy
+fi
+# The tensor microscope names inception_4a/output: the file's third Concat (3a, 3b, 4a).
+tensor=$(.venv-bench/bin/python -c "
+import onnx, sys
+g = onnx.load(sys.argv[1]).graph
+concats = [n for n in g.node if n.op_type == 'Concat']
+print(concats[2].output[0])
+" "$MODEL")
+ours=$(cargo bench --quiet --bench feature_vis_step -- "$MODEL" inception_4a/output "$STEPS")
+theirs=$(.venv-bench/bin/python benches/lucent_googlenet.py "$MODEL" "$tensor" "$STEPS")
+echo "$ours"
+echo "$theirs"
+awk -v m="$(echo "$ours" | awk '{print $2}')" -v t="$(echo "$theirs" | awk '{print $2}')" \
+  'BEGIN {printf "feature vis step: microscope %.1f ms, pytorch %.1f ms, pytorch/microscope = %.2f\n", m, t, t / m}'
