@@ -53,7 +53,7 @@ step "cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
 step "cargo check --features cuda (no GPU needed to compile)"
-CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000} cargo check --quiet --features cuda --lib --bins
+CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000} cargo check --quiet --features cuda --all-targets
 
 step "cargo test"
 cargo test --workspace -- --nocapture

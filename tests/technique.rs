@@ -198,3 +198,28 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// CPU and CUDA start from the same spectrum (drawn on the host from the seed) and take the same
+/// transform draws, so their images differ only by float32 rounding (reduction order, fused
+/// multiply-adds), amplified by 32 Adam steps. Adam's per-parameter step is at most about the
+/// learning rate, so a flipped near-zero gradient moves a spectrum coefficient by ≤ 0.05 per
+/// step; through the sigmoid that is a small change per pixel. The bound: mean |Δpixel| < 0.01
+/// and the unit's activation within 5% — visually the same image.
+#[cfg(feature = "cuda")]
+#[test]
+fn cpu_and_cuda_feature_visualizations_agree() {
+    let cpu = zoo::fashion().unwrap();
+    let gpu = cpu.to(Device::cuda(0).unwrap()).unwrap();
+    let fv = FeatureVis::default().cache(None).steps(32).seed(3);
+    let a = fv.run_units(&cpu, "conv3", &[0, 1, 2, 3]).unwrap();
+    let b = fv.run_units(&gpu, "conv3", &[0, 1, 2, 3]).unwrap();
+    let (pa, pb) = (a.images.to_vec(), b.images.to_vec());
+    let mean = pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f32>() / pa.len() as f32;
+    assert!(mean < 0.01, "mean |cpu - cuda| = {mean}");
+    for (x, y) in a.activations.iter().zip(&b.activations) {
+        assert!(
+            (x - y).abs() <= 0.05 * x.abs().max(1e-3),
+            "activation cpu {x}, cuda {y}"
+        );
+    }
+}
