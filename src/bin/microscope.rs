@@ -109,18 +109,8 @@ fn info(model: &Path) -> Result<(), Error> {
             .collect();
         println!("input  {} [{}]", i.name, dims.join(", "));
     }
-    println!(
-        "{:<a$}  {:<b$}  {:<c$}  {}",
-        header[0],
-        header[1],
-        header[2],
-        header[3],
-        a = w[0],
-        b = w[1],
-        c = w[2]
-    );
-    for r in &rows {
-        println!(
+    let line = |r: [&str; 4]| {
+        format!(
             "{:<a$}  {:<b$}  {:<c$}  {:>9}",
             r[0],
             r[1],
@@ -129,7 +119,11 @@ fn info(model: &Path) -> Result<(), Error> {
             a = w[0],
             b = w[1],
             c = w[2]
-        );
+        )
+    };
+    println!("{}", line(header));
+    for r in &rows {
+        println!("{}", line([&r[0], &r[1], &r[2], &r[3]]));
     }
     let total: usize = net.nodes().iter().map(|n| net.param_count(n)).sum();
     println!("{} nodes, {} parameters", net.nodes().len(), total);

@@ -366,12 +366,7 @@ impl Network {
         feeds: &[(&str, DynTensor)],
         targets: &[&str],
     ) -> Result<Vec<DynTensor>> {
-        let feeds: Vec<(&str, Value)> = feeds
-            .iter()
-            .map(|(n, t)| (*n, Value::Device(t.clone())))
-            .collect();
-        let values = self.evaluate(&feeds, targets, None, Mode::AnySize, &mut |_, _| {})?;
-        self.device_values(values, targets, &feeds)
+        self.forward_in(feeds, targets, None, Mode::AnySize)
     }
 
     /// Runs `feeds` (typically a patched intermediate activation) to `targets` with every
@@ -382,12 +377,7 @@ impl Network {
         feeds: &[(&str, DynTensor)],
         targets: &[&str],
     ) -> Result<Vec<DynTensor>> {
-        let feeds: Vec<(&str, Value)> = feeds
-            .iter()
-            .map(|(n, t)| (*n, Value::Device(t.clone())))
-            .collect();
-        let values = self.evaluate(&feeds, targets, None, Mode::Linearized, &mut |_, _| {})?;
-        self.device_values(values, targets, &feeds)
+        self.forward_in(feeds, targets, None, Mode::Linearized)
     }
 
     /// [`Network::forward`] with tracked weights (their gradients are then computed).
@@ -397,11 +387,21 @@ impl Network {
         targets: &[&str],
         weights: Option<&Weights>,
     ) -> Result<Vec<DynTensor>> {
+        self.forward_in(feeds, targets, weights, Mode::Strict)
+    }
+
+    fn forward_in(
+        &self,
+        feeds: &[(&str, DynTensor)],
+        targets: &[&str],
+        weights: Option<&Weights>,
+        mode: Mode,
+    ) -> Result<Vec<DynTensor>> {
         let feeds: Vec<(&str, Value)> = feeds
             .iter()
             .map(|(n, t)| (*n, Value::Device(t.clone())))
             .collect();
-        let values = self.evaluate(&feeds, targets, weights, Mode::Strict, &mut |_, _| {})?;
+        let values = self.evaluate(&feeds, targets, weights, mode, &mut |_, _| {})?;
         self.device_values(values, targets, &feeds)
     }
 
