@@ -141,6 +141,16 @@ fn eval(
     let model = load(model, device.clone())?;
     let net = model.network();
     let array = npy::read(input)?;
+    if array.shape.len() > microscope::network::MAX_RANK || array.data.is_empty() {
+        return Err(Error::Input {
+            name: input.display().to_string(),
+            message: format!(
+                "shape {:?} is not supported (rank 1 to {}, non-empty)",
+                array.shape,
+                microscope::network::MAX_RANK
+            ),
+        });
+    }
     let x = DynTensor::from_host(&array.data, &array.shape, device.burn());
     let spec = net.image_input()?.name.clone();
     let targets: Vec<String> = if nodes.is_empty() {

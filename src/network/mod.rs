@@ -55,7 +55,11 @@ struct Constant {
 impl Constant {
     fn new(host: HostTensor, device: &DispatchDevice) -> Self {
         let shape = host.shape.clone();
-        let on_device = (host.elem == Elem::Float && !host.is_empty()).then(|| host.upload(device));
+        // Tensors of a rank the device storage cannot hold stay on the host (an op that needs
+        // one on the device then fails with an error naming it).
+        let uploadable =
+            host.elem == Elem::Float && !host.is_empty() && host.shape.len() <= MAX_RANK;
+        let on_device = uploadable.then(|| host.upload(device));
         let keep_host = on_device.is_none() || host.len() <= HOST_COPY_LIMIT;
         Constant {
             host: keep_host.then_some(host),
@@ -436,7 +440,8 @@ impl Network {
         self.evaluate(feeds, targets, None, Mode::Strict, &mut |_, _| {})
     }
 
-    /// Output shapes of every node (first output) for a batch of 1 at the declared input size.
+    /// Output shapes of every node (first output) for a batch of 1 at the declared input size
+    /// (224 for dynamic spatial axes).
     /// Computed once with a forward pass on zeros and cached.
     pub fn shapes(&self) -> Result<&[Vec<usize>]> {
         let shapes = self.shapes.get_or_init(|| {
@@ -445,7 +450,13 @@ impl Network {
                 .inputs
                 .iter()
                 .map(|i| {
-                    let dims: Vec<usize> = i.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                    // Dynamic axes: a batch of 1, and 224 (ImageNet's size) for the others.
+                    let dims: Vec<usize> = i
+                        .shape
+                        .iter()
+                        .enumerate()
+                        .map(|(k, d)| d.unwrap_or(if k == 0 { 1 } else { 224 }))
+                        .collect();
                     let n = dims.iter().product();
                     (
                         i.name.clone(),
