@@ -23,7 +23,7 @@ pub mod prelude {
     pub use crate::data::{Dataset, Split};
     pub use crate::device::Device;
     pub use crate::error::{Error, Result};
-    pub use crate::model::{Model, Unit};
+    pub use crate::model::{Layer, Model, Unit};
     pub use crate::network::{DynTensor, Network};
     pub use crate::technique::{FeatureVis, Objective};
     pub use crate::zoo;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 use burn::Dispatch;
 
-use crate::data::ImageSpec;
+use crate::data::{Dataset, ImageSpec};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::import::{parse_file, parse_onnx, read_file};
@@ -29,6 +29,8 @@ pub struct Model {
     source: Source,
     /// SHA-256 of the model file: part of every cache key.
     digest: String,
+    /// The dataset attached with [`Model::with_dataset`] (for dataset examples).
+    dataset: Option<Arc<Dataset>>,
 }
 
 impl Model {
@@ -45,6 +47,7 @@ impl Model {
             network: Arc::new(parse_file(path, &bytes, device)?),
             source: Source::File(path.to_path_buf()),
             digest: cache::digest(&bytes),
+            dataset: None,
         })
     }
 
@@ -62,6 +65,7 @@ impl Model {
             network: Arc::new(network),
             source: Source::Zoo(name),
             digest: cache::digest(bytes),
+            dataset: None,
         })
     }
 
@@ -73,12 +77,40 @@ impl Model {
         }
     }
 
-    /// The same model on another device.
+    /// The same model on another device (an attached dataset stays attached).
     pub fn to(&self, device: Device) -> Result<Model> {
-        match &self.source {
-            Source::File(path) => Self::load_on(path, device),
-            Source::Zoo(name) => Self::zoo(name, device),
-        }
+        let mut moved = match &self.source {
+            Source::File(path) => Self::load_on(path, device)?,
+            Source::Zoo(name) => Self::zoo(name, device)?,
+        };
+        moved.dataset = self.dataset.clone();
+        Ok(moved)
+    }
+
+    /// The model with `dataset` attached: techniques that need inputs (dataset examples,
+    /// activation histograms) use it.
+    pub fn with_dataset(mut self, dataset: Dataset) -> Model {
+        self.dataset = Some(Arc::new(dataset));
+        self
+    }
+
+    /// The attached dataset, if any.
+    pub fn dataset(&self) -> Option<&Dataset> {
+        self.dataset.as_deref()
+    }
+
+    /// Layer (node) `name`: its op, output shape and number of units.
+    pub fn layer(&self, name: &str) -> Result<Layer> {
+        let node = self.network.node(name)?;
+        let shape = self.network.output_shape(name)?;
+        Ok(Layer {
+            model: self.clone(),
+            name: node.name.clone(),
+            op: node.op.clone(),
+            units: if shape.len() >= 2 { shape[1] } else { 0 },
+            shape,
+            params: self.network.param_count(node),
+        })
     }
 
     pub fn network(&self) -> &Network {
@@ -232,5 +264,30 @@ impl Model {
             .remove(0);
         let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
         Ok(DynTensor::new(Objective::channels(layer, units).eval(&acts)).to_vec())
+    }
+}
+
+/// One layer (node) of a model, as the layer card shows it.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    model: Model,
+    pub name: String,
+    pub op: String,
+    /// Output shape for a batch of 1 at the model's input size.
+    pub shape: Vec<usize>,
+    /// Channels of the output (the layer's units); 0 for outputs without a channel axis.
+    pub units: usize,
+    /// Parameters the node reads.
+    pub params: usize,
+}
+
+impl Layer {
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Unit `index` of this layer.
+    pub fn unit(&self, index: usize) -> Result<Unit> {
+        self.model.unit(&self.name, index)
     }
 }

@@ -223,3 +223,21 @@ fn cpu_and_cuda_feature_visualizations_agree() {
         );
     }
 }
+
+#[test]
+fn layers_and_attached_datasets() {
+    let model = zoo::fashion().unwrap();
+    let layer = model.layer("conv2").unwrap();
+    assert_eq!(
+        (layer.op.as_str(), layer.units, layer.params),
+        ("Conv", 64, 64 * 32 * 9 + 64)
+    );
+    assert_eq!(layer.shape, vec![1, 64, 14, 14]);
+    assert_eq!(layer.unit(63).unwrap().to_string(), "conv2:63");
+    assert!(layer.unit(64).is_err());
+    assert!(model.dataset().is_none());
+    let with = model.with_dataset(Dataset::fashion_mnist(Split::Test).unwrap().take(10));
+    assert_eq!(with.dataset().map(Dataset::len), Some(10));
+    let err = with.layer("conv7").unwrap_err().to_string();
+    assert!(err.contains("conv7"), "{err}");
+}
