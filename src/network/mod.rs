@@ -103,7 +103,6 @@ impl Weights {
 }
 
 /// A runtime graph of named nodes.
-#[derive(Debug)]
 pub struct Network {
     name: String,
     nodes: Vec<Node>,
@@ -118,6 +117,20 @@ pub struct Network {
     device: Device,
     shapes: OnceLock<Result<Vec<Vec<usize>>, String>>,
     metadata: BTreeMap<String, String>,
+}
+
+/// A summary: printing every weight of a model is never what a user wants.
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("name", &self.name)
+            .field("nodes", &self.nodes.len())
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("constants", &self.constants.len())
+            .field("device", &self.device.to_string())
+            .finish()
+    }
 }
 
 impl Network {
