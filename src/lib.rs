@@ -10,6 +10,7 @@ pub mod import;
 pub mod model;
 pub mod network;
 pub mod npy;
+pub mod optim;
 pub mod technique;
 pub mod zoo;
 

@@ -15,6 +15,7 @@ use crate::data::ImageSpec;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::network::{DynTensor, Network};
+use crate::optim::Adam;
 
 /// Which parameterization to optimize.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,9 +84,7 @@ pub fn render(
         1,
     ]);
     let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
-    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
-    let mut m: Option<Tensor<Dispatch, 5>> = None;
-    let mut v: Option<Tensor<Dispatch, 5>> = None;
+    let mut adam = Adam::new(config.learning_rate);
     for step in 1..=config.steps {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Cancelled {
@@ -110,20 +109,8 @@ pub fn render(
                 objective.name()
             ))
         })?;
-        // Adam, on the plain device.
-        let m1 = match m.take() {
-            Some(m) => m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1),
-            None => g.clone().mul_scalar(1.0 - b1),
-        };
-        let v1 = match v.take() {
-            Some(v) => v.mul_scalar(b2) + g.powi_scalar(2).mul_scalar(1.0 - b2),
-            None => g.powi_scalar(2).mul_scalar(1.0 - b2),
-        };
-        let (c1, c2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
-        let update = m1.clone().div_scalar(c1) / v1.clone().div_scalar(c2).sqrt().add_scalar(eps);
-        let next = param.tensor().clone().inner() - update.mul_scalar(config.learning_rate);
+        let next = adam.step(param.tensor().clone().inner(), g);
         param.set_tensor(Tensor::from_inner(next).require_grad());
-        (m, v) = (Some(m1), Some(v1));
         progress(Progress {
             step,
             total: config.steps,

@@ -27,7 +27,8 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::import::builder::{AttrValue, OnnxBuilder};
 use crate::import::parse_onnx;
-use crate::network::{DynTensor, HostTensor, Network, Weights};
+use crate::network::{DynTensor, HostTensor, Network, Weights, MAX_RANK};
+use crate::optim::Adam;
 
 /// Fashion-MNIST training-set mean and standard deviation of pixels in [0, 1].
 const MEAN: f32 = 0.2860;
@@ -174,12 +175,6 @@ fn cross_entropy(logits: Tensor<Dispatch, 2>, labels: &[usize]) -> Tensor<Dispat
         .div_scalar(n as f32)
 }
 
-/// Adam state for one parameter.
-struct Moments {
-    m: DynTensor,
-    v: DynTensor,
-}
-
 /// The fraction of `data` that `net` classifies correctly, evaluated in batches on `device`.
 pub fn accuracy(net: &Network, data: &Dataset, device: &Device) -> Result<f32> {
     let spec = ImageSpec::unit(1, 28, 28);
@@ -221,23 +216,13 @@ pub fn train_fashion(
     let net = parse_onnx(&fashion_onnx(&init, "initial"), "fashion", device.clone())?;
     let mut params = net.weight_tensors();
     params.retain(|k, _| !k.starts_with("normalize"));
-    let mut moments: HashMap<String, Moments> = params
-        .iter()
-        .map(|(k, p)| {
-            let zeros = p.clone().map(|t| t.zeros_like());
-            (
-                k.clone(),
-                Moments {
-                    m: zeros.clone(),
-                    v: zeros,
-                },
-            )
-        })
+    let mut optimizers: HashMap<String, Adam<MAX_RANK>> = params
+        .keys()
+        .map(|k| (k.clone(), Adam::new(config.learning_rate)))
         .collect();
     let spec = ImageSpec::unit(1, 28, 28);
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5eed);
-    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
-    let mut step = 0i32;
+    let mut step = 0usize;
     let started = Instant::now();
     for epoch in 0..config.epochs {
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -245,7 +230,7 @@ pub fn train_fashion(
         let mut running = 0.0;
         let limit = config
             .max_steps
-            .map_or(usize::MAX, |m| m.saturating_sub(step as usize));
+            .map_or(usize::MAX, |m| m.saturating_sub(step));
         for (b, chunk) in order.chunks(config.batch).take(limit).enumerate() {
             let x = train.gather(chunk, &spec, &ad)?;
             let labels: Vec<usize> = chunk.iter().map(|&i| train.labels()[i]).collect();
@@ -257,25 +242,16 @@ pub fn train_fashion(
             let loss_value = DynTensor::new(loss.clone()).to_vec()[0];
             let grads = loss.backward();
             step += 1;
-            let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
             for (name, p) in params.iter_mut() {
                 let Some(g) = weights.get(name).and_then(|w| w.grad(&grads)) else {
                     continue;
                 };
-                let mo = moments.get_mut(name).expect("moments for every parameter");
-                let g = g.into_storage();
-                let m = mo.m.clone().into_storage().mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
-                let v = mo.v.clone().into_storage().mul_scalar(b2)
-                    + g.powi_scalar(2).mul_scalar(1.0 - b2);
-                let update =
-                    m.clone().div_scalar(c1) / v.clone().div_scalar(c2).sqrt().add_scalar(eps);
+                let adam = optimizers
+                    .get_mut(name)
+                    .expect("an optimizer for every parameter");
                 let rank = p.rank();
-                *p = DynTensor::from_storage(
-                    p.clone().into_storage() - update.mul_scalar(config.learning_rate),
-                    rank,
-                );
-                mo.m = DynTensor::from_storage(m, rank);
-                mo.v = DynTensor::from_storage(v, rank);
+                let next = adam.step(p.clone().into_storage(), g.into_storage());
+                *p = DynTensor::from_storage(next, rank);
             }
             running += loss_value;
             if (b + 1) % 100 == 0 {
