@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=tests/fixtures/onnx/light-ref/light_inception_v1_random.onnx
 STEPS=${STEPS:-20}
+DEVICE=${DEVICE:-cpu}   # DEVICE=cuda with a build of `--features cuda` and a CUDA torch
 [ -f "$MODEL" ] || { echo "run tests/run.sh first (it builds $MODEL)" >&2; exit 2; }
 if [ ! -x .venv-bench/bin/python ]; then
   python3 -m venv .venv-bench
@@ -19,8 +20,11 @@ g = onnx.load(sys.argv[1]).graph
 concats = [n for n in g.node if n.op_type == 'Concat']
 print(concats[2].output[0])
 " "$MODEL")
-ours=$(cargo bench --quiet --bench feature_vis_step -- "$MODEL" inception_4a/output "$STEPS")
-theirs=$(.venv-bench/bin/python benches/lucent_googlenet.py "$MODEL" "$tensor" "$STEPS")
+features=""
+[ "$DEVICE" = cpu ] || features="--features cuda"
+# shellcheck disable=SC2086
+ours=$(cargo bench --quiet $features --bench feature_vis_step -- "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
+theirs=$(.venv-bench/bin/python benches/lucent_googlenet.py "$MODEL" "$tensor" "$STEPS" "$DEVICE")
 echo "$ours"
 echo "$theirs"
 awk -v m="$(echo "$ours" | awk '{print $2}')" -v t="$(echo "$theirs" | awk '{print $2}')" \

@@ -1,7 +1,7 @@
 //! ms per feature-visualization step: GoogLeNet (ONNX light model with seeded random weights),
 //! one mid layer, 8 units in one batch, 128 px, Lucid's FFT parameterization and transforms.
 //!
-//! usage: cargo bench --bench feature_vis_step -- MODEL.onnx [LAYER] [STEPS]
+//! usage: cargo bench --bench feature_vis_step -- MODEL.onnx [LAYER] [STEPS] [DEVICE]
 //! Prints `microscope_fv_step_ms MS`; `benches/feature_vis.sh` runs it next to a PyTorch loop
 //! doing what Lucent does and prints the ratio.
 
@@ -10,7 +10,7 @@ use std::time::Instant;
 use microscope::technique::render::{render, ParamKind, RenderConfig};
 use microscope::technique::transform::standard_transforms;
 use microscope::technique::Objective;
-use microscope::Model;
+use microscope::{Device, Model};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -25,7 +25,9 @@ fn main() {
         .map(String::as_str)
         .unwrap_or("inception_4a/output");
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
-    let model = Model::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let device = Device::parse(args.get(3).map(String::as_str).unwrap_or("cpu"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let model = Model::load_on(path, device).unwrap_or_else(|e| panic!("{e}"));
     let spec = model.input_spec().unwrap();
     let units: Vec<usize> = (0..8).collect();
     let objective = Objective::channels(layer, &units);

@@ -7,7 +7,7 @@ computing weight gradients (Lucent does not turn them off), and optimizes 8 unit
 Lucent's recipe: FFT parameterization with decorrelated colour, Adam lr 0.05, transforms pad 12,
 jitter 8, scale 0.90-1.10, rotate ±10°, jitter 4. Prints `torch_fv_step_ms MS`.
 
-usage: python lucent_googlenet.py MODEL.onnx TARGET_TENSOR [STEPS]
+usage: python lucent_googlenet.py MODEL.onnx TARGET_TENSOR [STEPS] [DEVICE]   (cpu or cuda)
 """
 
 import math
@@ -34,15 +34,15 @@ def truncated(path, target):
     return convert(out)
 
 
-def fft_image(batch, size):
+def fft_image(batch, size, device):
     freqs = np.sqrt(np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2)
-    scale = torch.tensor(1.0 / np.maximum(freqs, 1.0 / size), dtype=torch.float32)[None, None, :, :]
-    spectrum = (torch.randn(batch, 3, size, size // 2 + 1, 2) * 0.01).requires_grad_(True)
+    scale = torch.tensor(1.0 / np.maximum(freqs, 1.0 / size), dtype=torch.float32, device=device)[None, None]
+    spectrum = (torch.randn(batch, 3, size, size // 2 + 1, 2, device=device) * 0.01).requires_grad_(True)
+    m = torch.tensor(COLOR_SVD_SQRT / np.max(np.linalg.norm(COLOR_SVD_SQRT, axis=0)), device=device)
 
     def image():
         s = torch.view_as_complex(spectrum) * scale
         x = torch.fft.irfftn(s, s=(size, size), norm="ortho") / 4.0
-        m = torch.tensor(COLOR_SVD_SQRT / np.max(np.linalg.norm(COLOR_SVD_SQRT, axis=0)))
         x = torch.einsum("nchw,dc->ndhw", x, m)
         return torch.sigmoid(x)
 
@@ -58,6 +58,7 @@ def affine(x, scale, angle):
     theta = torch.tensor(
         [[math.cos(angle) / scale, -math.sin(angle) / scale, 0], [math.sin(angle) / scale, math.cos(angle) / scale, 0]],
         dtype=torch.float32,
+        device=x.device,
     )[None].repeat(x.shape[0], 1, 1)
     size = [x.shape[0], x.shape[1], round(x.shape[2] * scale), round(x.shape[3] * scale)]
     grid = F.affine_grid(theta, size, align_corners=False)
@@ -75,19 +76,22 @@ def transform(x):
 def main():
     path, target = sys.argv[1], sys.argv[2]
     steps = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
     torch.manual_seed(0)
     np.random.seed(0)
-    net = truncated(path, target).eval()
-    params, image = fft_image(8, 128)
+    net = truncated(path, target).eval().to(device)
+    params, image = fft_image(8, 128, device)
     opt = torch.optim.Adam(params, lr=0.05)
-    units = torch.arange(8)
+    units = torch.arange(8, device=device)
 
     def step():
         opt.zero_grad()
         act = net(transform(image()))
-        loss = -act[torch.arange(8), units].mean(dim=(1, 2)).sum()
+        loss = -act[torch.arange(8, device=device), units].mean(dim=(1, 2)).sum()
         loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     for _ in range(2):
         step()
