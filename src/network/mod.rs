@@ -672,9 +672,32 @@ fn freeze(d: &DynTensor) -> DynTensor {
     DynTensor::from_storage(value::Storage::from_inner(d.storage().clone()), d.rank())
 }
 
+thread_local! {
+    /// Whether this thread is inside [`guarded`], whose panics become errors (not printed).
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Wraps the process's panic hook once so panics caught by [`guarded`] print nothing: they
+/// reach the user as errors naming the node. Every other panic is reported as before.
+fn quiet_guarded_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(|g| g.get()) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs an operator, turning a panic inside the tensor library into an error that names the node.
 fn guarded(node: &Node, f: impl FnOnce() -> Result<Vec<Value>>) -> Result<Vec<Value>> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    quiet_guarded_panics();
+    let outer = GUARDED.with(|g| g.replace(true));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    match caught {
         Ok(result) => result,
         Err(payload) => {
             let text = payload
