@@ -263,7 +263,7 @@ impl Model {
             .forward_any_size(&[(&input, x)], &[layer])?
             .remove(0);
         let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
-        Ok(DynTensor::new(Objective::channels(layer, units).eval(&acts)).to_vec())
+        Ok(DynTensor::new(Objective::channels(layer, units).eval(&acts)?).to_vec())
     }
 }
 

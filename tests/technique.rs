@@ -241,3 +241,35 @@ fn layers_and_attached_datasets() {
     let err = with.layer("conv7").unwrap_err().to_string();
     assert!(err.contains("conv7"), "{err}");
 }
+
+#[test]
+fn objectives_that_do_not_fit_the_layer_are_errors_naming_them() {
+    let model = zoo::fashion().unwrap();
+    let config = RenderConfig {
+        steps: 1,
+        learning_rate: 0.05,
+        seed: 0,
+        batch: 1,
+        size: 28,
+        param: ParamKind::Fft,
+        transforms: vec![],
+    };
+    let spec = model.input_spec().unwrap();
+    for objective in [
+        Objective::neuron("conv2", 99),
+        Objective::direction("conv2", &[1.0, 2.0]),
+    ] {
+        let err = render(
+            model.network(),
+            &spec,
+            &objective,
+            &config,
+            &mut |_| {},
+            None,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{} should fail", objective.name()))
+        .to_string();
+        assert!(err.contains(objective.name()), "{err}");
+    }
+}

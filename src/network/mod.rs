@@ -693,29 +693,37 @@ fn quiet_guarded_panics() {
 
 /// Runs an operator, turning a panic inside the tensor library into an error that names the node.
 fn guarded(node: &Node, f: impl FnOnce() -> Result<Vec<Value>>) -> Result<Vec<Value>> {
+    guard(f, |reason| {
+        node.error(format!(
+            "the tensor backend rejected the operation: {reason}"
+        ))
+    })
+}
+
+/// Runs `f`, turning a panic inside the tensor library into the error `blame` builds from the
+/// panic's message. The panic itself prints nothing.
+pub(crate) fn guard<T>(
+    f: impl FnOnce() -> Result<T>,
+    blame: impl FnOnce(String) -> Error,
+) -> Result<T> {
     quiet_guarded_panics();
     let outer = GUARDED.with(|g| g.replace(true));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     GUARDED.with(|g| g.set(outer));
-    match caught {
-        Ok(result) => result,
-        Err(payload) => {
-            let text = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown failure");
-            let reason = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with("==="))
-                .collect::<Vec<_>>()
-                .join(" ");
-            Err(node.error(format!(
-                "the tensor backend rejected the operation: {reason}"
-            )))
-        }
-    }
+    caught.unwrap_or_else(|payload| {
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown failure");
+        let reason = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("==="))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Err(blame(reason))
+    })
 }
 
 /// Checks a fed value against the declared input shape; the first axis is the batch and may

@@ -8,6 +8,7 @@
 use super::render::as_4d;
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::network::value::Storage;
 use crate::network::DynTensor;
 
 /// What the attribution explains.
@@ -51,8 +52,7 @@ pub fn attribution(
         )));
     }
     // Feed the activation back as a leaf and differentiate the target with respect to it.
-    let ad = net.device().autodiff();
-    let leaf = DynTensor::from_host(&act.to_vec(), &dims, &ad).require_grad();
+    let leaf = act.clone().map(Storage::from_inner).require_grad();
     let tensor = net.node(layer)?.outputs[0].clone();
     let (target_node, index) = match target {
         Target::Logit { node, index } => (node.as_str(), *index),

@@ -57,7 +57,7 @@ impl DeepDream {
                 .forward_any_size(&[(&input, model.normalize(x)?)], &[layer])?
                 .remove(0);
             let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
-            Ok(DynTensor::new(objective.eval(&acts)).to_vec()[0])
+            Ok(DynTensor::new(objective.eval(&acts)?).to_vec()[0])
         };
         let before = value(image)?;
         let original = image.to_rank::<4>()?;
@@ -90,7 +90,7 @@ impl DeepDream {
                     )?
                     .remove(0);
                 let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
-                let grads = objective.eval(&acts).sum().backward();
+                let grads = objective.eval(&acts)?.sum().backward();
                 let Some(g) = leaf.grad(&grads) else { break };
                 let norm = g.clone().abs().mean().add_scalar(1e-8);
                 x = (x + g.div(norm.unsqueeze()).mul_scalar(self.step_size)).clamp(0.0, 1.0);

@@ -15,6 +15,9 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::Dispatch;
 
+use crate::error::{Error, Result};
+use crate::network::guard;
+
 /// Activations of the layers an objective reads, by layer name.
 pub type Activations = HashMap<String, Tensor<Dispatch, 4>>;
 
@@ -165,9 +168,21 @@ impl Objective {
         &self.layers
     }
 
-    /// One value per image of the batch.
-    pub fn eval(&self, acts: &Activations) -> Tensor<Dispatch, 1> {
-        (self.eval)(acts)
+    /// One value per image of the batch. A unit, layer or direction that does not fit the
+    /// activations is an error naming this objective.
+    pub fn eval(&self, acts: &Activations) -> Result<Tensor<Dispatch, 1>> {
+        for layer in &self.layers {
+            if !acts.contains_key(layer) {
+                return Err(Error::Message(format!(
+                    "objective {}: no activation of {layer}",
+                    self.name
+                )));
+            }
+        }
+        guard(
+            || Ok((self.eval)(acts)),
+            |reason| Error::Message(format!("objective {}: {reason}", self.name)),
+        )
     }
 
     fn combine(

@@ -100,7 +100,7 @@ pub fn render(
             .zip(acts)
             .map(|(l, a)| Ok((l.to_string(), as_4d(a)?)))
             .collect::<Result<_>>()?;
-        let values = objective.eval(&acts);
+        let values = objective.eval(&acts)?;
         let value = DynTensor::new(values.clone().mean()).to_vec()[0];
         let grads = values.sum().neg().backward();
         let g = param.tensor().grad(&grads).ok_or_else(|| {
