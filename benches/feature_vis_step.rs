@@ -28,7 +28,6 @@ fn main() {
     let device = Device::parse(args.get(3).map(String::as_str).unwrap_or("cpu"))
         .unwrap_or_else(|e| panic!("{e}"));
     let model = Model::load_on(path, device).unwrap_or_else(|e| panic!("{e}"));
-    let spec = model.input_spec().unwrap();
     let units: Vec<usize> = (0..8).collect();
     let objective = Objective::channels(layer, &units);
     let config = |steps| RenderConfig {
@@ -41,25 +40,9 @@ fn main() {
         transforms: standard_transforms(128),
     };
     // Warm up (allocations, kernels), then time a full run and divide.
-    render(
-        model.network(),
-        &spec,
-        &objective,
-        &config(2),
-        &mut |_| {},
-        None,
-    )
-    .unwrap();
+    render(&model, &objective, &config(2), &mut |_| {}, None).unwrap();
     let t = Instant::now();
-    render(
-        model.network(),
-        &spec,
-        &objective,
-        &config(steps),
-        &mut |_| {},
-        None,
-    )
-    .unwrap();
+    render(&model, &objective, &config(steps), &mut |_| {}, None).unwrap();
     let ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
     println!("microscope_fv_step_ms {ms:.1}");
 }

@@ -21,8 +21,7 @@ fn values_during(objective: &Objective, batch: usize) -> Vec<f32> {
     };
     let mut values = Vec::new();
     render(
-        model.network(),
-        &model.input_spec().unwrap(),
+        &model,
         objective,
         &config,
         &mut |p| values.push(p.value),
@@ -254,22 +253,14 @@ fn objectives_that_do_not_fit_the_layer_are_errors_naming_them() {
         param: ParamKind::Fft,
         transforms: vec![],
     };
-    let spec = model.input_spec().unwrap();
     for objective in [
         Objective::neuron("conv2", 99),
         Objective::direction("conv2", &[1.0, 2.0]),
     ] {
-        let err = render(
-            model.network(),
-            &spec,
-            &objective,
-            &config,
-            &mut |_| {},
-            None,
-        )
-        .err()
-        .unwrap_or_else(|| panic!("{} should fail", objective.name()))
-        .to_string();
+        let err = render(&model, &objective, &config, &mut |_| {}, None)
+            .err()
+            .unwrap_or_else(|| panic!("{} should fail", objective.name()))
+            .to_string();
         assert!(err.contains(objective.name()), "{err}");
     }
 }

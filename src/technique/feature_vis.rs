@@ -167,14 +167,7 @@ impl FeatureVis {
                 activations: activations.clone(),
             });
         }
-        let rendered = render::render(
-            model.network(),
-            &spec,
-            &objective,
-            &config,
-            progress,
-            cancel,
-        )?;
+        let rendered = render::render(model, &objective, &config, progress, cancel)?;
         let activations = model.unit_activations(layer, units, &rendered.images)?;
         if let Some(cache) = &self.cache {
             let images = (rendered.images.dims(), rendered.images.to_vec());

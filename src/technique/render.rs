@@ -11,10 +11,10 @@ use rand::SeedableRng;
 use super::objective::{Activations, Objective};
 use super::param::{FftImage, Param, PixelImage};
 use super::transform::{self, Transform};
-use crate::data::ImageSpec;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::network::{DynTensor, Network};
+use crate::model::Model;
+use crate::network::DynTensor;
 use crate::optim::Adam;
 
 /// Which parameterization to optimize.
@@ -51,16 +51,17 @@ pub struct Rendered {
     pub images: DynTensor,
 }
 
-/// Optimizes `config.batch` images to maximize `objective` on `network`, whose image input
-/// expects `spec` (channels and normalization; the size is `config.size`).
+/// Optimizes `config.batch` images of `config.size` pixels to maximize `objective` on `model`
+/// (images are normalized as the model's input expects).
 pub fn render(
-    network: &Network,
-    spec: &ImageSpec,
+    model: &Model,
     objective: &Objective,
     config: &RenderConfig,
     progress: &mut dyn FnMut(Progress),
     cancel: Option<&AtomicBool>,
 ) -> Result<Rendered> {
+    let network = model.network();
+    let spec = model.input_spec()?;
     let device: &Device = network.device();
     let ad = device.autodiff();
     let input = network.image_input()?.name.clone();
@@ -71,18 +72,6 @@ pub fn render(
         ParamKind::Pixel => Box::new(PixelImage::new(shape, &mut rng, &ad)),
     };
     param.set_tensor(param.tensor().clone().require_grad());
-    let mean = Tensor::<Dispatch, 1>::from_floats(spec.mean.as_slice(), &ad).reshape([
-        1,
-        spec.channels,
-        1,
-        1,
-    ]);
-    let std = Tensor::<Dispatch, 1>::from_floats(spec.std.as_slice(), &ad).reshape([
-        1,
-        spec.channels,
-        1,
-        1,
-    ]);
     let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
     let mut adam = Adam::new(config.learning_rate);
     for step in 1..=config.steps {
@@ -93,8 +82,8 @@ pub fn render(
             });
         }
         let image = transform::apply(&config.transforms, param.image(), &mut rng);
-        let x = (image - mean.clone()) / std.clone();
-        let acts = network.forward_any_size(&[(&input, DynTensor::new(x))], &layers)?;
+        let x = model.normalize(&DynTensor::new(image))?;
+        let acts = network.forward_any_size(&[(&input, x)], &layers)?;
         let acts: Activations = layers
             .iter()
             .zip(acts)
