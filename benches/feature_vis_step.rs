@@ -41,8 +41,26 @@ fn main() {
     };
     // Warm up (allocations, kernels), then time a full run and divide.
     render(&model, &objective, &config(2), &mut |_| {}, None).unwrap();
+    // Step times come from the progress callback; the second half shows the steady state (a
+    // GPU backend compiles and autotunes kernels for each new image size the random scale draws).
     let t = Instant::now();
-    render(&model, &objective, &config(steps), &mut |_| {}, None).unwrap();
+    let mut stamps = Vec::with_capacity(steps);
+    render(
+        &model,
+        &objective,
+        &config(steps),
+        &mut |_| stamps.push(t.elapsed().as_secs_f64()),
+        None,
+    )
+    .unwrap();
     let ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
     println!("microscope_fv_step_ms {ms:.1}");
+    if steps >= 4 {
+        let half = steps / 2;
+        let steady = (stamps[steps - 1] - stamps[half - 1]) * 1e3 / (steps - half) as f64;
+        eprintln!(
+            "microscope steady state (last {} steps): {steady:.1} ms/step",
+            steps - half
+        );
+    }
 }

@@ -125,9 +125,10 @@ fn run_case(dir: &Path) -> (String, Outcome) {
                 ));
             }
             let (g, w) = (got.to_f32(), want.to_f32());
+            let rtol = relative_tolerance(&op);
             for (k, (a, b)) in g.iter().zip(&w).enumerate() {
                 let close =
-                    (a - b).abs() <= 1e-5 + 1e-3 * b.abs() || (a.is_nan() && b.is_nan()) || a == b;
+                    (a - b).abs() <= 1e-5 + rtol * b.abs() || (a.is_nan() && b.is_nan()) || a == b;
                 if !close {
                     return Err(format!("{out}[{k}] = {a}, expected {b}"));
                 }
@@ -142,6 +143,37 @@ fn run_case(dir: &Path) -> (String, Outcome) {
             Err(e) => Outcome::Fail(e),
         },
     )
+}
+
+/// ONNX's own tolerance (1e-3 relative) everywhere, except on CUDA for the ops that run on
+/// tensor cores: burn's CUDA matmul and convolution kernels read float32 operands as TF32 (10
+/// mantissa bits, relative rounding 2^-11 ≈ 4.9e-4 per operand, as PyTorch does with
+/// `allow_tf32`), so a dot product of a few terms with cancellation lands within ~5e-3; 1e-2
+/// bounds that. Resize and LRN are matrix products here, so they share the bound.
+fn relative_tolerance(op: &str) -> f32 {
+    let tensor_cores = [
+        "MatMul",
+        "Gemm",
+        "Conv",
+        "ConvTranspose",
+        "Resize",
+        "Upsample",
+        "LRN",
+    ];
+    if support::test_device().kind() == "cuda" && tensor_cores.contains(&op) {
+        1e-2
+    } else {
+        1e-3
+    }
+}
+
+/// The panic message, for a case that panicked.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 #[test]
@@ -163,14 +195,20 @@ fn onnx_backend_node_tests() {
         "expected the generated node tests in {}",
         root.display()
     );
+    // MICROSCOPE_NODE_TESTS_ONLY=substring runs only the matching cases (for debugging).
+    if let Ok(only) = std::env::var("MICROSCOPE_NODE_TESTS_ONLY") {
+        dirs.retain(|d| d.to_string_lossy().contains(&only));
+    }
     let mut table: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut skipped = Vec::new();
     // Panics are caught per case and reported as failures; keep the log readable.
     std::panic::set_hook(Box::new(|_| {}));
     for dir in &dirs {
-        let (op, outcome) = std::panic::catch_unwind(|| run_case(dir))
-            .unwrap_or_else(|_| ("(panic)".into(), Outcome::Fail("panicked".into())));
+        let (op, outcome) = std::panic::catch_unwind(|| run_case(dir)).unwrap_or_else(|p| {
+            let why = format!("panicked: {}", panic_message(p.as_ref()));
+            ("(panic)".into(), Outcome::Fail(why))
+        });
         let row = table.entry(op).or_default();
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         match outcome {

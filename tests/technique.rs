@@ -199,28 +199,86 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// CPU and CUDA start from the same spectrum (drawn on the host from the seed) and take the same
-/// transform draws, so their images differ only by float32 rounding (reduction order, fused
-/// multiply-adds), amplified by 32 Adam steps. Adam's per-parameter step is at most about the
-/// learning rate, so a flipped near-zero gradient moves a spectrum coefficient by ≤ 0.05 per
-/// step; through the sigmoid that is a small change per pixel. The bound: mean |Δpixel| < 0.01
-/// and the unit's activation within 5% — visually the same image.
+/// transform draws, so their images differ only by arithmetic. On CUDA, burn's convolution and
+/// matmul kernels read float32 operands as TF32 (10 mantissa bits: relative rounding 2^-11 ≈
+/// 4.9e-4 per operand, as PyTorch with `allow_tf32`), so one forward pass agrees to ~1e-3 of the
+/// activation scale; the bound is 1e-2. Over 32 Adam steps those differences move near-zero
+/// gradients' signs, and Adam's normalized step (≈ lr = 0.05 per coefficient) turns that into
+/// visible but small pixel changes: the same pattern, not the same bits. So the images must be
+/// strongly correlated (Pearson r ≥ 0.9) with mean |Δpixel| ≤ 0.05 (pixels in [0, 1]), and
+/// each image must excite its unit as much: within 10% of the batch's largest activation (a
+/// relative bound per unit would be meaningless for units that end near zero). Same seed on
+/// CUDA twice: the same pixels.
 #[cfg(feature = "cuda")]
 #[test]
 fn cpu_and_cuda_feature_visualizations_agree() {
     let cpu = zoo::fashion().unwrap();
     let gpu = cpu.to(Device::cuda(0).unwrap()).unwrap();
+    // One forward pass on the same images (smooth patterns in [0, 1]).
+    let pixels: Vec<f32> = (0..16 * 28 * 28)
+        .map(|i| 0.5 + 0.5 * ((i % 28) as f32 * 0.3 + (i / 28) as f32 * 0.17).sin())
+        .collect();
+    let acts: Vec<Vec<f32>> = [&cpu, &gpu]
+        .iter()
+        .map(|m| {
+            let x = microscope::DynTensor::from_host(
+                &pixels,
+                &[16, 1, 28, 28],
+                m.network().device().burn(),
+            );
+            let input = m.network().image_input().unwrap().name.clone();
+            m.network()
+                .forward(&[(&input, m.normalize(&x).unwrap())], &["conv3"])
+                .unwrap()
+                .remove(0)
+                .to_vec()
+        })
+        .collect();
+    let scale = acts[0].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = acts[0]
+        .iter()
+        .zip(&acts[1])
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    println!("forward conv3: max |cpu - cuda| {worst} of scale {scale}");
+    assert!(
+        worst <= 1e-2 * scale,
+        "forward differs by {worst} (scale {scale})"
+    );
     let fv = FeatureVis::default().cache(None).steps(32).seed(3);
-    let a = fv.run_units(&cpu, "conv3", &[0, 1, 2, 3]).unwrap();
-    let b = fv.run_units(&gpu, "conv3", &[0, 1, 2, 3]).unwrap();
+    let units = [0, 1, 2, 3, 4, 5, 6, 7];
+    let a = fv.run_units(&cpu, "conv3", &units).unwrap();
+    let b = fv.run_units(&gpu, "conv3", &units).unwrap();
+    let again = fv.run_units(&gpu, "conv3", &units).unwrap();
     let (pa, pb) = (a.images.to_vec(), b.images.to_vec());
-    let mean = pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f32>() / pa.len() as f32;
-    assert!(mean < 0.01, "mean |cpu - cuda| = {mean}");
+    let n = pa.len() as f32;
+    let mean = pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f32>() / n;
+    let (ma, mb) = (pa.iter().sum::<f32>() / n, pb.iter().sum::<f32>() / n);
+    let cov: f32 = pa.iter().zip(&pb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f32 = pa.iter().map(|x| (x - ma) * (x - ma)).sum();
+    let vb: f32 = pb.iter().map(|y| (y - mb) * (y - mb)).sum();
+    let r = cov / (va * vb).sqrt();
+    println!(
+        "cpu vs cuda: mean |dpixel| {mean:.4}, pearson r {r:.4}, activations cpu {:?} cuda {:?}",
+        a.activations, b.activations
+    );
+    let repeat = pb
+        .iter()
+        .zip(again.images.to_vec())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    println!("cuda twice, same seed: max |dpixel| {repeat}");
+    assert!(
+        r >= 0.9 && mean <= 0.05,
+        "images differ: r {r}, mean {mean}"
+    );
+    let scale = a.activations.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     for (x, y) in a.activations.iter().zip(&b.activations) {
         assert!(
-            (x - y).abs() <= 0.05 * x.abs().max(1e-3),
-            "activation cpu {x}, cuda {y}"
+            (x - y).abs() <= 0.1 * scale,
+            "activation cpu {x}, cuda {y} (largest {scale})"
         );
     }
+    assert_eq!(repeat, 0.0, "same seed on CUDA gave different pixels");
 }
 
 #[test]
