@@ -29,6 +29,7 @@ fn dataset_examples_equal_a_brute_force_scan() {
         k: 4,
         batch: 64,
         crop: 10,
+        scores: true,
     }
     .run(&model, &data, "conv2", &units)
     .unwrap();
@@ -54,6 +55,8 @@ fn dataset_examples_equal_a_brute_force_scan() {
                 )
             })
             .collect();
+        let all: Vec<f32> = scores.iter().map(|s| s.1).collect();
+        assert_eq!(found[slot].scores, all, "unit {u}: every image's score");
         scores.sort_by(|a, b| b.1.total_cmp(&a.1));
         let top: Vec<usize> = scores[..4].iter().map(|s| s.0).collect();
         scores.sort_by(|a, b| a.2.total_cmp(&b.2));
@@ -89,6 +92,7 @@ fn dataset_examples_stream_the_full_test_set_in_bounded_memory() {
         k: 3,
         batch: 500,
         crop: 8,
+        scores: false,
     }
     .run(&model, &data, "conv3", &units)
     .unwrap();
@@ -96,7 +100,7 @@ fn dataset_examples_stream_the_full_test_set_in_bounded_memory() {
     // Kept: k top and k bottom examples per unit, whatever the dataset size.
     assert!(found
         .iter()
-        .all(|u| u.top.len() == 3 && u.bottom.len() == 3));
+        .all(|u| u.top.len() == 3 && u.bottom.len() == 3 && u.scores.is_empty()));
     assert!(found
         .iter()
         .all(|u| u.top[0].score >= u.top[2].score && u.bottom[0].score <= u.bottom[2].score));

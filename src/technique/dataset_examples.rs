@@ -4,7 +4,7 @@
 //!
 //! An input's score for a unit is the maximum of the unit's activation map over positions.
 
-use crate::data::Dataset;
+use crate::data::{Dataset, ImageSpec};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -18,6 +18,9 @@ pub struct DatasetExamples {
     /// Side of the square crop around the strongest position, in input pixels (clamped to the
     /// input size).
     pub crop: usize,
+    /// Also keep every input's score for every unit (O(inputs · units) memory), e.g. for an
+    /// activation histogram.
+    pub scores: bool,
 }
 
 impl Default for DatasetExamples {
@@ -26,6 +29,7 @@ impl Default for DatasetExamples {
             k: 9,
             batch: 256,
             crop: 16,
+            scores: false,
         }
     }
 }
@@ -39,8 +43,9 @@ pub struct Example {
     pub score: f32,
     /// Where in the activation map, (row, column).
     pub position: (usize, usize),
-    /// The unit's activation map `[h, w]`, row-major.
+    /// The unit's activation map `[h, w]`, row-major, and its (h, w).
     pub heatmap: Vec<f32>,
+    pub map: (usize, usize),
     /// The input around the position, `[C, crop, crop]` in [0, 1] (zero outside the image).
     pub crop: Vec<f32>,
 }
@@ -51,6 +56,8 @@ pub struct UnitExamples {
     pub unit: usize,
     pub top: Vec<Example>,
     pub bottom: Vec<Example>,
+    /// Each input's score, in dataset order, when [`DatasetExamples::scores`] is set.
+    pub scores: Vec<f32>,
 }
 
 /// The k best entries seen so far, by a score comparison.
@@ -108,7 +115,11 @@ impl DatasetExamples {
             )));
         }
         let net = model.network();
-        let spec = model.input_spec()?;
+        // Pixels in [0, 1] at the model's size; `Model::normalize` applies its mean and std.
+        let spec = {
+            let s = model.input_spec()?;
+            ImageSpec::unit(s.channels, s.height, s.width)
+        };
         let device = net.device().burn().clone();
         let input = net.image_input()?.name.clone();
         let mut tops: Vec<Best> = units
@@ -127,6 +138,7 @@ impl DatasetExamples {
                 higher: false,
             })
             .collect();
+        let mut scores: Vec<Vec<f32>> = vec![Vec::new(); units.len()];
         let mut map_size = (0, 0);
         for start in (0..data.len()).step_by(self.batch.max(1)) {
             let end = (start + self.batch.max(1)).min(data.len());
@@ -151,11 +163,15 @@ impl DatasetExamples {
                     let map = &values[(i * c + u) * h * w..(i * c + u + 1) * h * w];
                     let (arg_max, max) = extreme(map, f32::gt);
                     let (arg_min, min) = extreme(map, f32::lt);
+                    if self.scores {
+                        scores[slot].push(max);
+                    }
                     let entry = |score: f32, at: usize| Example {
                         index: item,
                         score,
                         position: (at / w, at % w),
                         heatmap: map.to_vec(),
+                        map: (h, w),
                         crop: Vec::new(),
                     };
                     if tops[slot].admits(max) {
@@ -169,7 +185,7 @@ impl DatasetExamples {
         }
         let crop = self.crop.min(spec.height).min(spec.width).max(1);
         let mut out = Vec::with_capacity(units.len());
-        for ((&unit, top), bottom) in units.iter().zip(tops).zip(bottoms) {
+        for (((&unit, top), bottom), scores) in units.iter().zip(tops).zip(bottoms).zip(scores) {
             let finish = |mut list: Vec<Example>| -> Result<Vec<Example>> {
                 for e in &mut list {
                     let image = data.batch(e.index..e.index + 1, &spec, &device)?.to_vec();
@@ -189,6 +205,7 @@ impl DatasetExamples {
                 unit,
                 top: finish(top.entries)?,
                 bottom: finish(bottom.entries)?,
+                scores,
             });
         }
         Ok(out)
