@@ -115,6 +115,40 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
             producer.insert(out, i);
         }
     }
+    // A node that kept a generic name but feeds only nodes of one block belongs to that block
+    // (e.g. the pool branch of an inception block): `inception_3a/maxpool`.
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (j, n) in nodes.iter().enumerate() {
+        for t in n.inputs {
+            if let Some(&p) = producer.get(t.as_str()) {
+                if p != j && !consumers[p].contains(&j) {
+                    consumers[p].push(j);
+                }
+            }
+        }
+    }
+    for i in 0..nodes.len() {
+        if derived[i] || consumers[i].is_empty() || !consumers[i].iter().all(|&c| derived[c]) {
+            continue;
+        }
+        let readers: Vec<&str> = consumers[i].iter().map(|&c| names[c].as_str()).collect();
+        let block = match readers[..] {
+            [one] => one.rsplit_once('/').map(|(b, _)| b.to_string()),
+            _ => common_block(&readers),
+        };
+        if let Some(block) = block {
+            let base = format!("{block}/{}", nodes[i].op.to_lowercase());
+            let mut name = base.clone();
+            let mut k = 2;
+            while used.contains(&name) {
+                name = format!("{base}_{k}");
+                k += 1;
+            }
+            used.remove(&names[i]);
+            used.insert(name.clone());
+            names[i] = name;
+        }
+    }
     names
 }
 
@@ -168,6 +202,8 @@ mod tests {
             (s(&["r2"]), s(&["r3"]), "Relu"),
             (s(&["r1", "r3"]), s(&["r4"]), "Concat"),
             (s(&["r4"]), s(&["r5"]), "MaxPool"),
+            (s(&["r5"]), s(&["r6"]), "MaxPool"),
+            (s(&["r6", "b/1x1_w_0"]), s(&["r7"]), "Conv"),
         ];
         let nodes: Vec<NodeInfo> = io
             .iter()
@@ -179,7 +215,7 @@ mod tests {
                 outputs: out,
             })
             .collect();
-        let params: HashMap<String, String> = ["a/1x1_w_0", "a/3x3_w_0"]
+        let params: HashMap<String, String> = ["a/1x1_w_0", "a/3x3_w_0", "b/1x1_w_0"]
             .iter()
             .map(|p| (p.to_string(), p.to_string()))
             .collect();
@@ -191,7 +227,9 @@ mod tests {
                 "a/3x3",
                 "a/3x3/relu",
                 "a/output",
-                "MaxPool_5"
+                "MaxPool_5",
+                "b/maxpool",
+                "b/1x1"
             ]
         );
     }
