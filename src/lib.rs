@@ -1,7 +1,8 @@
 //! microscope: look inside vision neural networks.
 //!
 //! Data flows one way through the module tree:
-//! [`import`] (ONNX files) → [`network`] (one runtime graph type on burn) → techniques → widgets.
+//! [`import`] (ONNX files) → [`network`] (one runtime graph type on burn) → [`technique`]s →
+//! [`widget`]s (self-contained HTML).
 
 pub mod data;
 pub mod device;
@@ -12,6 +13,7 @@ pub mod network;
 pub mod npy;
 pub mod optim;
 pub mod technique;
+pub mod widget;
 pub mod zoo;
 
 pub use device::Device;
@@ -27,5 +29,6 @@ pub mod prelude {
     pub use crate::model::{Layer, Model, Unit};
     pub use crate::network::{DynTensor, Network};
     pub use crate::technique::{FeatureVis, Objective};
+    pub use crate::widget::{Gallery, LayerGraph, UnitView, ViewOptions, Widget};
     pub use crate::zoo;
 }

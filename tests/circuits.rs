@@ -258,3 +258,37 @@ fn first_layer_filters_are_images() {
     let v = filters.to_vec();
     assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
 }
+
+#[test]
+fn previous_layer_is_the_nearest_layer_every_path_passes() {
+    use microscope::technique::weights::previous_layer;
+    let fashion = zoo::fashion().unwrap();
+    assert_eq!(
+        previous_layer(&fashion, "conv3").unwrap().as_deref(),
+        Some("conv2")
+    );
+    assert_eq!(
+        previous_layer(&fashion, "logits").unwrap().as_deref(),
+        Some("fc1")
+    );
+    assert_eq!(previous_layer(&fashion, "conv1").unwrap(), None);
+    let path = std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
+        })
+        .join("light/light_inception_v1.onnx");
+    let googlenet = microscope::Model::load(path).unwrap();
+    let prev = |l: &str| previous_layer(&googlenet, l).unwrap();
+    // Through the pool between blocks, to the previous block's output.
+    assert_eq!(
+        prev("inception_4a/output").as_deref(),
+        Some("inception_3b/output")
+    );
+    // Inside a branch, through the ReLU.
+    assert_eq!(
+        prev("inception_4a/3x3").as_deref(),
+        Some("inception_4a/3x3_reduce")
+    );
+    assert!(previous_layer(&googlenet, "no_such_layer").is_err());
+}

@@ -27,6 +27,14 @@ fn light(name: &str) -> PathBuf {
     root.join("light").join(format!("{name}.onnx"))
 }
 
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Exit code 2 and exactly one line on stderr that contains every `needle`.
 fn assert_clean_failure(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -48,11 +56,7 @@ fn assert_clean_failure(out: &Output, needles: &[&str]) {
 #[test]
 fn info_prints_readable_layer_table() {
     let out = microscope(&["info", light("light_inception_v1").to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     let row = text
         .lines()
@@ -91,11 +95,7 @@ fn eval_writes_requested_nodes() {
         "--out",
         out_dir.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(
         npy::read(&out_dir.join("pool1.npy")).unwrap().shape,
         vec![1, 3, 4, 4]
@@ -180,4 +180,40 @@ fn unknown_node_and_device() {
     let mut args = base.to_vec();
     args.extend([dir.to_str().unwrap(), "--device", "tpu"]);
     assert_clean_failure(&microscope(&args), &["tpu"]);
+}
+
+#[test]
+fn render_writes_the_notebook_widgets_as_standalone_pages() {
+    let graph = tmp("graph.html");
+    let out = microscope(&["render", "zoo:fashion", "--out", graph.to_str().unwrap()]);
+    assert_success(&out);
+    let html = std::fs::read_to_string(&graph).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("data-component=\"LayerGraph\"") && html.contains("\"conv3\""));
+    let unit = tmp("unit.html");
+    let out = microscope(&[
+        "render",
+        "zoo:fashion",
+        "--layer",
+        "conv2",
+        "--unit",
+        "3",
+        "--steps",
+        "8",
+        "--out",
+        unit.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    let html = std::fs::read_to_string(&unit).unwrap();
+    assert!(html.contains("data-component=\"UnitView\"") && html.contains("conv2:3"));
+    // Bad input: one line naming the unit or layer.
+    let page = unit.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--layer", "conv2", "--unit", "99"], "conv2:99"),
+        (vec!["--layer", "conv9"], "conv9"),
+    ] {
+        let mut all = vec!["render", "zoo:fashion", "--out", page];
+        all.extend(args);
+        assert_clean_failure(&microscope(&all), &[needle]);
+    }
 }

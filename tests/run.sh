@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of microscope. Installs what the tests need first, by itself:
-#   - Debian's dataset-fashion-mnist package (Fashion-MNIST IDX files);
+#   - Debian packages: dataset-fashion-mnist (Fashion-MNIST IDX files), chromium and nodejs/npm
+#     (widget behaviour in a real headless browser);
+#   - npm's playwright-core in tests/browser (drives that Chromium);
 #   - a Python venv (.venv) with the pinned onnx wheel, onnxruntime and numpy (reference data only);
 #   - ONNX's backend node tests, generated from the onnx wheel's own case definitions;
 #   - the nine ONNX light models from that wheel, plus seeded random-weight copies and
@@ -19,13 +21,21 @@ ConstantOfShape Shape Gather Slice Cast Pad Resize Upsample Sum Mean ReduceMean"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "Debian packages: dataset-fashion-mnist"
-if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+step "Debian packages: dataset-fashion-mnist, chromium, nodejs, npm"
+missing=()
+[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q dataset-fashion-mnist
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
 fi
+
+step "npm: playwright-core (tests/browser)"
+(cd tests/browser && npm ci --no-audit --no-fund --silent)
 
 step "python venv with onnx==$ONNX_VERSION, onnxruntime, numpy"
 if [ ! -x "$VENV/bin/python" ]; then

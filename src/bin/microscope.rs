@@ -1,4 +1,4 @@
-//! The `microscope` command line: `info` and `eval` (see DESIGN.md for the contract).
+//! The `microscope` command line: `info`, `eval` and `render` (see DESIGN.md for the contract).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +37,31 @@ enum Command {
         /// Output directory; files are named after the node with [A-Za-z0-9_.-] kept, others → _.
         #[arg(long)]
         out: PathBuf,
+        /// cpu or cuda[:N].
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Write the widget the notebook shows as a standalone HTML page: the layer graph, a layer's
+    /// gallery (--layer), or one unit's view (--layer and --unit).
+    Render {
+        /// An .onnx file or zoo:NAME.
+        model: PathBuf,
+        /// The page to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        layer: Option<String>,
+        #[arg(long, requires = "layer")]
+        unit: Option<usize>,
+        /// Feature-visualization steps.
+        #[arg(long, default_value_t = 512)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Dataset for dataset examples and the histogram: `fashion-mnist` (test split) or a
+        /// folder of class folders of images.
+        #[arg(long)]
+        dataset: Option<String>,
         /// cpu or cuda[:N].
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -172,6 +197,76 @@ fn eval(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn render(
+    model: &Path,
+    out: &Path,
+    layer: Option<&str>,
+    unit: Option<usize>,
+    steps: usize,
+    seed: u64,
+    dataset: Option<&str>,
+    device: &str,
+) -> Result<(), Error> {
+    use microscope::data::{Dataset, Split};
+    use microscope::widget::{GalleryOptions, ViewOptions, Widget};
+    let mut model = load(model, Device::parse(device)?)?;
+    if let Some(d) = dataset {
+        let data = if d == "fashion-mnist" {
+            Dataset::fashion_mnist(Split::Test)?
+        } else {
+            Dataset::image_folder(d)?
+        };
+        model = model.with_dataset(data);
+    }
+    let fv = microscope::technique::FeatureVis::default()
+        .steps(steps)
+        .seed(seed);
+    let (title, html) = match (layer, unit) {
+        (None, _) => (model.source(), model.graph()?.to_page(&model.source())),
+        (Some(l), None) => {
+            let options = GalleryOptions {
+                feature_vis: fv,
+                ..Default::default()
+            };
+            let mut shown = -1;
+            let g = model.layer(l)?.gallery_with(
+                &options,
+                &mut |p| {
+                    let percent = (100.0 * p.fraction()) as i32;
+                    if percent != shown {
+                        shown = percent;
+                        eprint!("\rgallery {percent:3}%");
+                    }
+                },
+                None,
+            )?;
+            eprintln!();
+            (
+                format!("{l} gallery"),
+                g.to_page(&format!("{l} · {}", model.source())),
+            )
+        }
+        (Some(l), Some(u)) => {
+            let options = ViewOptions {
+                feature_vis: fv,
+                ..Default::default()
+            };
+            let v = model.unit(l, u)?.view_with(&options)?;
+            (
+                format!("{l}:{u}"),
+                v.to_page(&format!("{l}:{u} · {}", model.source())),
+            )
+        }
+    };
+    std::fs::write(out, html).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    println!("wrote {} ({title})", out.display());
+    Ok(())
+}
+
 fn train_fashion(out: &Path, seed: u64, epochs: usize) -> Result<(), Error> {
     let config = microscope::zoo::train::TrainConfig {
         seed,
@@ -207,6 +302,25 @@ fn main() -> ExitCode {
             device,
         } => eval(model, input, nodes, out, device),
         Command::TrainFashion { out, seed, epochs } => train_fashion(out, *seed, *epochs),
+        Command::Render {
+            model,
+            out,
+            layer,
+            unit,
+            steps,
+            seed,
+            dataset,
+            device,
+        } => render(
+            model,
+            out,
+            layer.as_deref(),
+            *unit,
+            *steps,
+            *seed,
+            dataset.as_deref(),
+            device,
+        ),
     });
     let message = match result {
         Ok(Ok(())) => return ExitCode::SUCCESS,

@@ -93,3 +93,82 @@ pub fn strongest_inputs(weights: &DynTensor, k: usize) -> Vec<(usize, f32, f32)>
     rows.truncate(k);
     rows
 }
+
+/// Ops whose output is a "layer" in the Circuits sense: a set of units computed from the layer
+/// before. Elementwise ops, normalizations and pooling in between are looked through.
+const LAYER_OPS: [&str; 7] = [
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Concat",
+    "Add",
+    "Sum",
+];
+
+/// The layer every path into `layer` passes through last (its nearest dominator whose op is in
+/// [`LAYER_OPS`] and whose output has units), e.g. `conv2` for `conv3` through a ReLU and a
+/// pool, or the previous block's output for an inception block. `None` for the first layer.
+pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
+    let net = model.network();
+    let target = net.node(layer)?.name.clone();
+    let nodes = net.nodes();
+    let root = nodes.len();
+    let mut producer = std::collections::HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for t in &n.outputs {
+            producer.insert(t.as_str(), i);
+        }
+    }
+    // Immediate dominators over the node order (topological), graph inputs joined at `root`.
+    let mut idom = vec![root; root + 1];
+    let mut depth = vec![0usize; root + 1];
+    for (v, n) in nodes.iter().enumerate() {
+        let mut preds = n
+            .inputs
+            .iter()
+            .filter_map(|t| producer.get(t.as_str()).copied());
+        let reads_input = n
+            .inputs
+            .iter()
+            .any(|t| net.inputs().iter().any(|i| &i.name == t));
+        let mut d = if reads_input {
+            Some(root)
+        } else {
+            preds.next()
+        };
+        for p in preds {
+            let (mut a, mut b) = (d.unwrap_or(p), p);
+            while a != b {
+                while depth[a] > depth[b] {
+                    a = idom[a];
+                }
+                while depth[b] > depth[a] {
+                    b = idom[b];
+                }
+                if a != b {
+                    a = idom[a];
+                    b = idom[b];
+                }
+            }
+            d = Some(a);
+        }
+        idom[v] = d.unwrap_or(root);
+        depth[v] = depth[idom[v]] + 1;
+        if n.name == target {
+            let mut at = idom[v];
+            while at != root {
+                let candidate = &nodes[at];
+                let has_units = net
+                    .output_shape(&candidate.name)
+                    .is_ok_and(|s| s.len() >= 2 && s[1] > 0);
+                if LAYER_OPS.contains(&candidate.op.as_str()) && has_units {
+                    return Ok(Some(candidate.name.clone()));
+                }
+                at = idom[at];
+            }
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}

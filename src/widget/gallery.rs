@@ -1,0 +1,231 @@
+//! `Gallery`: a feature visualization of every unit of a layer (what `layer.gallery()` shows),
+//! computed in batches, with each unit's activation on its image. Also `LayerCard`, the short
+//! summary a `Layer` displays as.
+
+use serde::Serialize;
+
+use super::image::{thumbnail, Planar};
+use crate::error::{Error, Result};
+use crate::model::Layer;
+use crate::technique::FeatureVis;
+
+/// How a gallery is computed.
+#[derive(Clone, Debug)]
+pub struct GalleryOptions {
+    pub feature_vis: FeatureVis,
+    /// Units optimized together in one batch.
+    pub batch: usize,
+    /// Thumbnail side in pixels.
+    pub thumbnail: usize,
+    /// Which units (default: all of the layer's).
+    pub units: Option<Vec<usize>>,
+}
+
+impl Default for GalleryOptions {
+    fn default() -> Self {
+        Self {
+            feature_vis: FeatureVis::default(),
+            batch: 32,
+            thumbnail: 64,
+            units: None,
+        }
+    }
+}
+
+/// Progress of a gallery being computed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GalleryProgress {
+    /// Units finished so far.
+    pub done: usize,
+    pub total: usize,
+    /// Units in the batch in progress.
+    pub batch: usize,
+    /// Step of the batch in progress, of `steps`.
+    pub step: usize,
+    pub steps: usize,
+}
+
+impl GalleryProgress {
+    /// Fraction of the work done, in [0, 1].
+    pub fn fraction(&self) -> f32 {
+        let in_batch = self.batch as f32 * self.step as f32 / self.steps.max(1) as f32;
+        ((self.done as f32 + in_batch) / self.total.max(1) as f32).min(1.0)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GalleryUnit {
+    pub index: usize,
+    /// Thumbnail PNG (`None`: not computed).
+    pub image: Option<String>,
+    /// The unit's mean activation on its visualization.
+    pub activation: Option<f32>,
+}
+
+/// The gallery of one layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gallery {
+    pub model: String,
+    pub layer: String,
+    pub op: String,
+    pub shape: Vec<usize>,
+    pub units: Vec<GalleryUnit>,
+    pub thumbnail: usize,
+    pub steps: usize,
+    pub seed: u64,
+}
+
+impl Layer {
+    /// The gallery of every unit, with default settings.
+    pub fn gallery(&self) -> Result<Gallery> {
+        self.gallery_with(&GalleryOptions::default(), &mut |_| {}, None)
+    }
+
+    /// The gallery with `options`, reporting progress; stops with [`Error::Cancelled`] when
+    /// `cancel` is set.
+    pub fn gallery_with(
+        &self,
+        options: &GalleryOptions,
+        progress: &mut dyn FnMut(GalleryProgress),
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Gallery> {
+        if self.units == 0 {
+            return Err(Error::Message(format!(
+                "{} ({}) has output shape {:?}: no units to show",
+                self.name, self.op, self.shape
+            )));
+        }
+        let all: Vec<usize> = match &options.units {
+            Some(u) => u.clone(),
+            None => (0..self.units).collect(),
+        };
+        let fv = &options.feature_vis;
+        let mut units = Vec::with_capacity(all.len());
+        for chunk in all.chunks(options.batch.max(1)) {
+            let done = units.len();
+            let v = fv.run_with(
+                self.model(),
+                &self.name,
+                chunk,
+                &mut |p| {
+                    progress(GalleryProgress {
+                        done,
+                        total: all.len(),
+                        batch: chunk.len(),
+                        step: p.step,
+                        steps: p.total,
+                    })
+                },
+                cancel,
+            )?;
+            let d = v.images.dims();
+            let per = d[1] * d[2] * d[3];
+            let pixels = v.images.to_vec();
+            for (i, (&index, &a)) in chunk.iter().zip(&v.activations).enumerate() {
+                let image = Planar {
+                    data: &pixels[i * per..(i + 1) * per],
+                    channels: d[1],
+                    height: d[2],
+                    width: d[3],
+                };
+                units.push(GalleryUnit {
+                    index,
+                    image: Some(thumbnail(&image, options.thumbnail)),
+                    activation: Some(a),
+                });
+            }
+        }
+        progress(GalleryProgress {
+            done: all.len(),
+            total: all.len(),
+            batch: 0,
+            step: 0,
+            steps: 1,
+        });
+        Ok(Gallery {
+            model: self.model().source(),
+            layer: self.name.clone(),
+            op: self.op.clone(),
+            shape: self.shape.clone(),
+            units,
+            thumbnail: options.thumbnail,
+            steps: fv.steps,
+            seed: fv.seed,
+        })
+    }
+}
+
+impl Gallery {
+    /// The plain-text summary (the `text/plain` fallback).
+    pub fn summary(&self) -> String {
+        let mut best: Vec<&GalleryUnit> = self
+            .units
+            .iter()
+            .filter(|u| u.activation.is_some())
+            .collect();
+        best.sort_by(|a, b| {
+            b.activation
+                .unwrap_or(0.0)
+                .total_cmp(&a.activation.unwrap_or(0.0))
+        });
+        let top: Vec<String> = best
+            .iter()
+            .take(5)
+            .map(|u| format!("{} ({:.3})", u.index, u.activation.unwrap_or(0.0)))
+            .collect();
+        format!(
+            "Gallery of {} ({}, {:?}) in {}: {} units, feature visualization {} steps, seed {}; \
+             strongest: {}\n",
+            self.layer,
+            self.op,
+            self.shape,
+            self.model,
+            self.units.len(),
+            self.steps,
+            self.seed,
+            top.join(", ")
+        )
+    }
+}
+
+/// A layer's summary card: name, op, output shape, units, parameters.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerCard {
+    pub model: String,
+    pub layer: String,
+    pub op: String,
+    pub shape: Vec<usize>,
+    pub units: usize,
+    pub params: usize,
+    pub code: String,
+}
+
+impl Layer {
+    /// The card a layer displays as.
+    pub fn card(&self) -> LayerCard {
+        LayerCard {
+            model: self.model().source(),
+            layer: self.name.clone(),
+            op: self.op.clone(),
+            shape: self.shape.clone(),
+            units: self.units,
+            params: self.params,
+            code: format!("model.layer({:?})?.gallery()?", self.name),
+        }
+    }
+
+    /// Rich display in evcxr-based notebooks.
+    pub fn evcxr_display(&self) {
+        super::evcxr_print(&self.card());
+    }
+}
+
+impl LayerCard {
+    /// The plain-text summary (the `text/plain` fallback).
+    pub fn summary(&self) -> String {
+        format!(
+            "Layer {} ({}) of {}: output {:?}, {} units, {} parameters\n",
+            self.layer, self.op, self.model, self.shape, self.units, self.params
+        )
+    }
+}

@@ -1,0 +1,105 @@
+//! The HTML around a component: root element, JSON props, the embedded scripts and styles.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::assets;
+
+/// A root id unique within a page and across kernel restarts: process start time, process id
+/// and a counter.
+pub fn fresh_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (u64::from(std::process::id()) << 32)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("microscope-{:x}-{n}", start & 0xffff_ffff_ffff)
+}
+
+/// JSON that is safe inside a `<script>` element: `<`, `>` and `&` become `\u` escapes, so no
+/// string can close the element or open a comment.
+pub fn script_json(value: &serde_json::Value) -> String {
+    let text = serde_json::to_string(value).expect("JSON values always serialize");
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text escaped for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One widget: its root, its props, and the script that draws it. Self-contained: the styles and
+/// the component library travel with every output, so an output still works alone in exported
+/// HTML; the library loads once per page.
+pub fn fragment(component: &str, props: &serde_json::Value, id: &str) -> String {
+    let id = escape(id);
+    format!(
+        "<div id=\"{id}\" class=\"microscope-root\" data-component=\"{component}\">\
+         <div class=\"ms-loading\">microscope widget: needs JavaScript (trust the notebook)</div></div>\n\
+         <style>{css}</style>\n\
+         <script type=\"application/json\" id=\"{id}-props\">{props}</script>\n\
+         <script>{lib}\n\
+         window.microscope.mount(\"{id}\", \"{component}\");</script>\n",
+        css = assets::CSS,
+        props = script_json(props),
+        lib = assets::library(),
+    )
+}
+
+/// A standalone page with one or more fragments.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n<style>body {{ margin: 16px; font-family: system-ui, sans-serif; }}\n\
+         @media (prefers-color-scheme: dark) {{ body {{ background: #111; color: #ddd; }} }}</style>\n\
+         </head>\n<body>\n{body}</body>\n</html>\n",
+        escape(title)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_cannot_close_its_script_element() {
+        let v = serde_json::json!({"name": "</script><script>alert(1)</script><!--"});
+        let s = script_json(&v);
+        assert!(!s.contains('<') && !s.contains('>'));
+        let back: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        assert_ne!(fresh_id(), fresh_id());
+    }
+}

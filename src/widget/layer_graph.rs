@@ -1,0 +1,283 @@
+//! `LayerGraph`: the whole network as a top-to-bottom drawing (what displaying a `Model` shows).
+//!
+//! Nodes whose names share a first path segment (`inception_4a/1x1`, `inception_4a/output`)
+//! form a group that is drawn collapsed as one box and expands in place. The layout is computed
+//! here: the collapsed graph gets ranks and x positions, and each group gets its own internal
+//! layout; the component only stacks rows, growing a row where a group is expanded.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::layout::{layered, Placed};
+use crate::error::Result;
+use crate::model::Model;
+
+/// Size of one node box (and of a collapsed group), in SVG units.
+pub const NODE_W: f32 = 168.0;
+pub const NODE_H: f32 = 42.0;
+/// Vertical gap between ranks, and padding inside an expanded group (below its title bar).
+pub const RANK_GAP: f32 = 34.0;
+pub const GROUP_PAD: f32 = 14.0;
+pub const GROUP_TITLE: f32 = 22.0;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GraphNode {
+    pub name: String,
+    pub op: String,
+    /// Output shape at batch 1, e.g. `[1, 64, 7, 7]`.
+    pub shape: Vec<usize>,
+    pub params: usize,
+    /// Indices of the nodes whose outputs this node reads.
+    pub inputs: Vec<usize>,
+    /// The group it belongs to, if any.
+    pub group: Option<usize>,
+    /// Centre inside its expanded group (group-relative), when grouped.
+    pub gx: f32,
+    pub gy: f32,
+    /// The notebook code that opens this layer.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Group {
+    pub name: String,
+    pub members: Vec<usize>,
+    /// Size when expanded.
+    pub width: f32,
+    pub height: f32,
+}
+
+/// A box of the collapsed drawing: a node outside any group, or a whole group.
+#[derive(Clone, Debug, Serialize)]
+pub struct Item {
+    /// `"node"` or `"group"`.
+    pub kind: &'static str,
+    /// Index into `nodes` or `groups`.
+    pub index: usize,
+    pub rank: usize,
+    /// Centre x in the collapsed drawing.
+    pub x: f32,
+}
+
+/// The layer graph of a model.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerGraph {
+    pub model: String,
+    pub nodes: Vec<GraphNode>,
+    pub groups: Vec<Group>,
+    pub items: Vec<Item>,
+    pub node_size: [f32; 2],
+    pub rank_gap: f32,
+    pub group_pad: f32,
+    pub group_title: f32,
+}
+
+impl LayerGraph {
+    pub fn new(model: &Model) -> Result<LayerGraph> {
+        let net = model.network();
+        let shapes = net.shapes()?;
+        // Graph inputs are drawn as nodes of their own, above everything that reads them.
+        let mut nodes: Vec<GraphNode> = Vec::new();
+        let mut producer: HashMap<&str, usize> = HashMap::new();
+        for input in net.inputs() {
+            producer.insert(&input.name, nodes.len());
+            nodes.push(GraphNode {
+                name: input.name.clone(),
+                op: "Input".into(),
+                shape: input.shape.iter().map(|d| d.unwrap_or(1)).collect(),
+                params: 0,
+                inputs: vec![],
+                group: None,
+                gx: 0.0,
+                gy: 0.0,
+                code: String::new(),
+            });
+        }
+        for (node, shape) in net.nodes().iter().zip(shapes) {
+            let inputs = node
+                .inputs
+                .iter()
+                .filter_map(|t| producer.get(t.as_str()).copied())
+                .collect();
+            for t in &node.outputs {
+                producer.insert(t, nodes.len());
+            }
+            nodes.push(GraphNode {
+                name: node.name.clone(),
+                op: node.op.clone(),
+                shape: shape.clone(),
+                params: net.param_count(node),
+                inputs,
+                group: None,
+                gx: 0.0,
+                gy: 0.0,
+                code: format!("model.layer({:?})?", node.name),
+            });
+        }
+        let mut groups = candidate_groups(&nodes);
+        // Grouping must keep the drawing acyclic (a group whose members are joined through an
+        // outside node would not be); dissolve the largest offending group until it is.
+        let (items, placed) = loop {
+            let (items, edges) = collapsed(&nodes, &groups);
+            let widths = vec![NODE_W; items.len()];
+            if let Some(placed) = layered(&widths, &edges) {
+                break (items, placed);
+            }
+            let largest = (0..groups.len())
+                .max_by_key(|&g| groups[g].len())
+                .unwrap_or(0);
+            groups.remove(largest);
+        };
+        let mut out_groups = Vec::with_capacity(groups.len());
+        for (g, members) in groups.iter().enumerate() {
+            let (width, height) = lay_out_group(&mut nodes, members, g);
+            out_groups.push(Group {
+                name: group_name(&nodes[members[0]].name).to_string(),
+                members: members.clone(),
+                width,
+                height,
+            });
+        }
+        let items = items
+            .into_iter()
+            .zip(placed)
+            .map(|((kind, index), Placed { rank, x })| Item {
+                kind,
+                index,
+                rank,
+                x,
+            })
+            .collect();
+        Ok(LayerGraph {
+            model: model.source(),
+            nodes,
+            groups: out_groups,
+            items,
+            node_size: [NODE_W, NODE_H],
+            rank_gap: RANK_GAP,
+            group_pad: GROUP_PAD,
+            group_title: GROUP_TITLE,
+        })
+    }
+}
+
+/// `inception_4a` for `inception_4a/1x1`; the whole name when it has no `/`.
+fn group_name(name: &str) -> &str {
+    name.split('/').next().unwrap_or(name)
+}
+
+/// Nodes sharing a first path segment, for segments shared by at least two nodes with a `/`.
+fn candidate_groups(nodes: &[GraphNode]) -> Vec<Vec<usize>> {
+    let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if n.op != "Input" && n.name.contains('/') {
+            by_name.entry(group_name(&n.name)).or_default().push(i);
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = by_name.into_values().filter(|m| m.len() >= 2).collect();
+    groups.sort_by_key(|m| m[0]);
+    groups
+}
+
+/// The boxes of the collapsed drawing and the edges between them.
+#[allow(clippy::type_complexity)]
+fn collapsed(
+    nodes: &[GraphNode],
+    groups: &[Vec<usize>],
+) -> (Vec<(&'static str, usize)>, Vec<(usize, usize)>) {
+    let mut item_of = vec![usize::MAX; nodes.len()];
+    let mut items = Vec::new();
+    let mut group_item = HashMap::new();
+    let mut group_of = vec![None; nodes.len()];
+    for (g, members) in groups.iter().enumerate() {
+        for &m in members {
+            group_of[m] = Some(g);
+        }
+    }
+    for i in 0..nodes.len() {
+        item_of[i] = match group_of[i] {
+            Some(g) => *group_item.entry(g).or_insert_with(|| {
+                items.push(("group", g));
+                items.len() - 1
+            }),
+            None => {
+                items.push(("node", i));
+                items.len() - 1
+            }
+        };
+    }
+    let mut edges = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for &p in &n.inputs {
+            let (a, b) = (item_of[p], item_of[i]);
+            if a != b {
+                edges.push((a, b));
+            }
+        }
+    }
+    (items, edges)
+}
+
+/// Lays out a group's members inside it; returns the expanded group's size.
+fn lay_out_group(nodes: &mut [GraphNode], members: &[usize], g: usize) -> (f32, f32) {
+    let local: HashMap<usize, usize> = members.iter().enumerate().map(|(l, &m)| (m, l)).collect();
+    let mut edges = Vec::new();
+    for (l, &m) in members.iter().enumerate() {
+        for p in &nodes[m].inputs {
+            if let Some(&pl) = local.get(p) {
+                edges.push((pl, l));
+            }
+        }
+    }
+    let widths = vec![NODE_W; members.len()];
+    // Members of a group come from an acyclic graph, so their subgraph is acyclic too.
+    let placed = layered(&widths, &edges).unwrap_or_else(|| {
+        (0..members.len())
+            .map(|i| Placed {
+                rank: i,
+                x: NODE_W / 2.0,
+            })
+            .collect()
+    });
+    let mut width: f32 = 0.0;
+    let mut ranks = 0;
+    for (&m, p) in members.iter().zip(&placed) {
+        let node = &mut nodes[m];
+        node.group = Some(g);
+        node.gx = GROUP_PAD + p.x;
+        node.gy = GROUP_TITLE + GROUP_PAD + p.rank as f32 * (NODE_H + RANK_GAP) + NODE_H / 2.0;
+        width = width.max(p.x + NODE_W / 2.0);
+        ranks = ranks.max(p.rank + 1);
+    }
+    (
+        width + 2.0 * GROUP_PAD,
+        GROUP_TITLE + 2.0 * GROUP_PAD + ranks as f32 * (NODE_H + RANK_GAP) - RANK_GAP,
+    )
+}
+
+impl LayerGraph {
+    /// The plain-text summary (the `text/plain` fallback).
+    pub fn summary(&self) -> String {
+        let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
+        for n in &self.nodes {
+            *ops.entry(&n.op).or_default() += 1;
+        }
+        let ops: Vec<String> = ops.iter().map(|(op, k)| format!("{op} {k}")).collect();
+        let mut s = format!(
+            "LayerGraph of {}: {} nodes in {} groups ({})\n",
+            self.model,
+            self.nodes.len(),
+            self.groups.len(),
+            ops.join(", ")
+        );
+        const SHOWN: usize = 24;
+        for n in self.nodes.iter().take(SHOWN) {
+            s.push_str(&format!("  {:<32} {:<20} {:?}\n", n.name, n.op, n.shape));
+        }
+        if self.nodes.len() > SHOWN {
+            s.push_str(&format!("  … {} more\n", self.nodes.len() - SHOWN));
+        }
+        s
+    }
+}

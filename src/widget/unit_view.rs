@@ -1,0 +1,533 @@
+//! `UnitView`: everything about one unit, one tab per technique (what `unit.view()` shows).
+//!
+//! A technique that cannot run for this unit (no dataset attached, an op the linearized path
+//! does not support) gives a tab that says why, not a failed view.
+
+use serde::Serialize;
+
+use super::image::{heatmap, png, thumbnail, Planar, Scale};
+use super::plot::histogram_svg;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{Model, Unit};
+use crate::network::DynTensor;
+use crate::technique::attribution::{attribution, Target};
+use crate::technique::dataset_examples::{DatasetExamples, Example, UnitExamples};
+use crate::technique::deepdream::DeepDream;
+use crate::technique::weights::{
+    expanded_weights, first_layer_filters, previous_layer, strongest_inputs,
+};
+use crate::technique::{FeatureVis, Visualization};
+
+/// What a unit view computes, and how.
+#[derive(Clone, Debug)]
+pub struct ViewOptions {
+    pub feature_vis: FeatureVis,
+    /// Images in the diversity tab (0: none).
+    pub diversity_samples: usize,
+    /// Weight of the diversity term for those samples.
+    pub diversity_weight: f32,
+    /// Top and bottom dataset examples shown.
+    pub examples: usize,
+    pub deepdream: DeepDream,
+    /// How many of the previous layer's strongest units the weights tab shows.
+    pub weights: usize,
+    /// The image for the attribution tab (`[1, C, H, W]` in [0, 1]); by default the unit's top
+    /// dataset example, or its feature visualization without a dataset.
+    pub attribution_image: Option<DynTensor>,
+}
+
+impl Default for ViewOptions {
+    fn default() -> Self {
+        Self {
+            feature_vis: FeatureVis::default(),
+            diversity_samples: 4,
+            diversity_weight: 1.0,
+            examples: 6,
+            deepdream: DeepDream::default(),
+            weights: 8,
+            attribution_image: None,
+        }
+    }
+}
+
+/// One image of a tab, with a caption.
+#[derive(Clone, Debug, Serialize)]
+pub struct Picture {
+    pub src: String,
+    pub caption: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExampleCard {
+    /// The crop around the strongest position.
+    pub crop: String,
+    /// The whole input, and the unit's activation map over it.
+    pub image: String,
+    pub heatmap: String,
+    pub score: f32,
+    pub index: usize,
+    pub label: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WeightCard {
+    pub unit: usize,
+    /// Expanded weights to this unit, cropped to the receptive field (diverging colours).
+    pub weights: String,
+    /// The source unit's feature visualization, when computed.
+    pub feature_vis: Option<String>,
+    pub norm: f32,
+    pub sum: f32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelScore {
+    pub unit: usize,
+    pub score: f32,
+}
+
+/// A tab's content.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind")]
+pub enum Body {
+    FeatureVis {
+        positive: Picture,
+        negative: Picture,
+        diversity: Vec<Picture>,
+    },
+    DatasetExamples {
+        top: Vec<ExampleCard>,
+        bottom: Vec<ExampleCard>,
+    },
+    DeepDream {
+        before: Picture,
+        after: Picture,
+    },
+    Weights {
+        from: Option<String>,
+        cards: Vec<WeightCard>,
+    },
+    Attribution {
+        image: Picture,
+        spatial: String,
+        at: String,
+        value: f32,
+        channels: Vec<ChannelScore>,
+    },
+    Histogram {
+        svg: String,
+        count: usize,
+        mean: f32,
+        max: f32,
+    },
+    /// Not computed; `reason` says why or what to do.
+    Unavailable {
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Tab {
+    pub id: &'static str,
+    pub title: &'static str,
+    /// One line: what the technique shows.
+    pub about: String,
+    pub body: Body,
+}
+
+/// The unit view of one unit.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitView {
+    pub model: String,
+    pub layer: String,
+    pub op: String,
+    pub unit: usize,
+    pub units: usize,
+    pub tabs: Vec<Tab>,
+    pub code: String,
+}
+
+fn planar<'a>(data: &'a [f32], dims: &[usize]) -> Planar<'a> {
+    let n = dims.len();
+    Planar {
+        data,
+        channels: if n >= 3 { dims[n - 3] } else { 1 },
+        height: dims[n.saturating_sub(2)],
+        width: dims[n - 1],
+    }
+}
+
+/// Image `i` of a `[N, C, H, W]` tensor as a PNG.
+fn image_png(images: &DynTensor, i: usize) -> String {
+    let d = images.dims();
+    let per = d[1] * d[2] * d[3];
+    let all = images.to_vec();
+    png(&planar(&all[i * per..(i + 1) * per], &d[1..]))
+}
+
+fn tab(id: &'static str, title: &'static str, about: String, body: Result<Body>) -> Tab {
+    Tab {
+        id,
+        title,
+        about,
+        body: body.unwrap_or_else(|e| Body::Unavailable {
+            reason: e.to_string(),
+        }),
+    }
+}
+
+impl Unit {
+    /// The unit view with default options.
+    pub fn view(&self) -> Result<UnitView> {
+        self.view_with(&ViewOptions::default())
+    }
+
+    /// The unit view, computing each tab with `options`.
+    pub fn view_with(&self, options: &ViewOptions) -> Result<UnitView> {
+        let model = self.model();
+        let layer = model.layer(self.layer())?;
+        let (name, u) = (self.layer(), self.index());
+        let fv = &options.feature_vis;
+        let positive = fv.run(self)?;
+        let examples = model
+            .dataset()
+            .map(|data| unit_examples(model, data, name, u, options.examples))
+            .transpose()?;
+        let top_image = match (&examples, model.dataset()) {
+            (Some(ex), Some(data)) => ex.top.first().map(|e| input_image(model, data, e.index)),
+            _ => None,
+        }
+        .transpose()?;
+        let mut tabs = vec![tab(
+            "feature-vis",
+            "Feature visualization",
+            format!(
+                "Images optimized to excite (positive) or inhibit (negative) {self}, from noise \
+                 ({} steps, seed {}).",
+                fv.steps, fv.seed
+            ),
+            feature_vis_tab(self, options, &positive),
+        )];
+        tabs.push(tab(
+            "dataset-examples",
+            "Dataset examples",
+            "The inputs of the attached dataset that activate the unit most and least, cropped \
+             around the strongest position; toggle heatmaps to see where it fires."
+                .into(),
+            match (&examples, model.dataset()) {
+                (Some(ex), Some(data)) => examples_tab(model, data, ex),
+                _ => Ok(no_dataset()),
+            },
+        ));
+        let dream_source = match &top_image {
+            Some(x) => x.clone(),
+            None => positive.images.clone(),
+        };
+        tabs.push(tab(
+            "deepdream",
+            "DeepDream",
+            format!(
+                "Gradient ascent on the mean square of {name} from an input image, over {} \
+                 octaves: what the whole layer amplifies.",
+                options.deepdream.octaves
+            ),
+            deepdream_tab(model, options, &dream_source, name),
+        ));
+        tabs.push(tab(
+            "weights",
+            "Weights",
+            "Expanded weights from the previous layer's strongest units: the linear path between \
+             them (ReLU as identity, max pool as average pool); red excites, blue inhibits."
+                .into(),
+            weights_tab(self, options),
+        ));
+        let attribution_source = options
+            .attribution_image
+            .clone()
+            .or(top_image)
+            .unwrap_or_else(|| positive.images.clone());
+        tabs.push(tab(
+            "attribution",
+            "Attribution",
+            "Activation × gradient toward this unit at the previous layer: where in the image, \
+             and through which units, its activation comes from."
+                .into(),
+            attribution_tab(self, &attribution_source),
+        ));
+        tabs.push(tab(
+            "histogram",
+            "Histogram",
+            "The unit's strongest activation on each input of the attached dataset.".into(),
+            match &examples {
+                Some(ex) => Ok(histogram_tab(&ex.scores)),
+                None => Ok(no_dataset()),
+            },
+        ));
+        Ok(UnitView {
+            model: model.source(),
+            layer: name.to_string(),
+            op: layer.op,
+            unit: u,
+            units: layer.units,
+            tabs,
+            code: format!("model.unit({name:?}, {u})?.view()?"),
+        })
+    }
+}
+
+fn no_dataset() -> Body {
+    Body::Unavailable {
+        reason: "No dataset attached: use model.with_dataset(Dataset::…) first.".into(),
+    }
+}
+
+fn unit_examples(
+    model: &Model,
+    data: &Dataset,
+    layer: &str,
+    unit: usize,
+    k: usize,
+) -> Result<UnitExamples> {
+    let settings = DatasetExamples {
+        k: k.max(1),
+        scores: true,
+        ..DatasetExamples::default()
+    };
+    settings
+        .run(model, data, layer, &[unit])?
+        .pop()
+        .ok_or_else(|| Error::Message(format!("{layer}:{unit}: no dataset examples")))
+}
+
+/// Input `index` of `data` as pixels in [0, 1] at the model's size, `[1, C, H, W]`.
+fn input_image(model: &Model, data: &Dataset, index: usize) -> Result<DynTensor> {
+    let s = model.input_spec()?;
+    let spec = crate::data::ImageSpec::unit(s.channels, s.height, s.width);
+    data.batch(index..index + 1, &spec, model.network().device().burn())
+}
+
+fn feature_vis_tab(unit: &Unit, options: &ViewOptions, positive: &Visualization) -> Result<Body> {
+    let fv = &options.feature_vis;
+    let negative = fv.clone().negative(true).run(unit)?;
+    let mut diversity = Vec::new();
+    if options.diversity_samples > 1 {
+        let units = vec![unit.index(); options.diversity_samples];
+        let v = fv.clone().diversity(options.diversity_weight).run_units(
+            unit.model(),
+            unit.layer(),
+            &units,
+        )?;
+        for (i, a) in v.activations.iter().enumerate() {
+            diversity.push(Picture {
+                src: image_png(&v.images, i),
+                caption: format!("activation {a:.3}"),
+            });
+        }
+    }
+    Ok(Body::FeatureVis {
+        positive: Picture {
+            src: image_png(&positive.images, 0),
+            caption: format!("positive · activation {:.3}", positive.activations[0]),
+        },
+        negative: Picture {
+            src: image_png(&negative.images, 0),
+            caption: format!("negative · activation {:.3}", negative.activations[0]),
+        },
+        diversity,
+    })
+}
+
+fn example_cards(model: &Model, data: &Dataset, list: &[Example]) -> Result<Vec<ExampleCard>> {
+    let spec = model.input_spec()?;
+    let crop_side = ((list.first().map_or(0, |e| e.crop.len()) / spec.channels.max(1)) as f32)
+        .sqrt()
+        .round() as usize;
+    list.iter()
+        .map(|e| {
+            let full = input_image(model, data, e.index)?;
+            let pixels = full.to_vec();
+            let (mh, mw) = e.map;
+            let side = spec.height.max(spec.width).min(112);
+            Ok(ExampleCard {
+                crop: png(&Planar {
+                    data: &e.crop,
+                    channels: spec.channels,
+                    height: crop_side,
+                    width: crop_side,
+                }),
+                image: thumbnail(&planar(&pixels, &full.dims()[1..]), side),
+                heatmap: heatmap(&e.heatmap, mh, mw, Scale::Heat),
+                score: e.score,
+                index: e.index,
+                label: data
+                    .labels()
+                    .get(e.index)
+                    .and_then(|&l| data.classes().get(l))
+                    .cloned(),
+            })
+        })
+        .collect()
+}
+
+fn examples_tab(model: &Model, data: &Dataset, ex: &UnitExamples) -> Result<Body> {
+    Ok(Body::DatasetExamples {
+        top: example_cards(model, data, &ex.top)?,
+        bottom: example_cards(model, data, &ex.bottom)?,
+    })
+}
+
+fn deepdream_tab(
+    model: &Model,
+    options: &ViewOptions,
+    image: &DynTensor,
+    layer: &str,
+) -> Result<Body> {
+    let first = DynTensor::new(image.to_rank::<4>()?.narrow(0, 0, 1));
+    let (dream, before, after) = options.deepdream.run(model, &first, layer)?;
+    Ok(Body::DeepDream {
+        before: Picture {
+            src: image_png(&first, 0),
+            caption: format!("input · objective {before:.3}"),
+        },
+        after: Picture {
+            src: image_png(&dream, 0),
+            caption: format!("dream · objective {after:.3}"),
+        },
+    })
+}
+
+/// The bounding box of the non-zero entries of a `[h, w]` map (the receptive field).
+fn support(map: &[f32], h: usize, w: usize) -> (usize, usize, usize, usize) {
+    let (mut y0, mut y1, mut x0, mut x1) = (h, 0, w, 0);
+    for y in 0..h {
+        for x in 0..w {
+            if map[y * w + x] != 0.0 {
+                (y0, y1, x0, x1) = (y0.min(y), y1.max(y), x0.min(x), x1.max(x));
+            }
+        }
+    }
+    if y0 > y1 {
+        (0, h - 1, 0, w - 1)
+    } else {
+        (y0, y1, x0, x1)
+    }
+}
+
+fn weights_tab(unit: &Unit, options: &ViewOptions) -> Result<Body> {
+    let model = unit.model();
+    let Some(from) = previous_layer(model, unit.layer())? else {
+        // The first layer: its weights are the filter itself, drawn as an image.
+        let (conv, filters) = first_layer_filters(model)?;
+        if conv != unit.layer() {
+            return Err(Error::Message(format!(
+                "{unit}: no previous layer to expand weights from"
+            )));
+        }
+        let d = filters.dims();
+        let per: usize = d[1..].iter().product();
+        let all = filters.to_vec();
+        let f = &all[unit.index() * per..(unit.index() + 1) * per];
+        return Ok(Body::Weights {
+            from: None,
+            cards: vec![WeightCard {
+                unit: unit.index(),
+                weights: png(&planar(f, &d[1..])),
+                feature_vis: None,
+                norm: f.iter().map(|v| (v - 0.5) * (v - 0.5)).sum::<f32>().sqrt(),
+                sum: f.iter().map(|v| v - 0.5).sum(),
+            }],
+        });
+    };
+    let w = expanded_weights(model, &from, unit.layer(), unit.index())?;
+    let d = w.dims(); // [C, H, W]
+    let data = w.to_vec();
+    let strongest = strongest_inputs(&w, options.weights);
+    let sources: Vec<usize> = strongest.iter().map(|s| s.0).collect();
+    let fv = if sources.is_empty() {
+        None
+    } else {
+        Some(options.feature_vis.run_units(model, &from, &sources)?)
+    };
+    let plane = d[1] * d[2];
+    let cards = strongest
+        .iter()
+        .enumerate()
+        .map(|(i, &(c, norm, sum))| {
+            let map = &data[c * plane..(c + 1) * plane];
+            let (y0, y1, x0, x1) = support(map, d[1], d[2]);
+            let width = d[2];
+            let cropped: Vec<f32> = (y0..=y1)
+                .flat_map(|y| (x0..=x1).map(move |x| map[y * width + x]))
+                .collect();
+            WeightCard {
+                unit: c,
+                weights: heatmap(&cropped, y1 - y0 + 1, x1 - x0 + 1, Scale::Diverging),
+                feature_vis: fv.as_ref().map(|v| image_png(&v.images, i)),
+                norm,
+                sum,
+            }
+        })
+        .collect();
+    Ok(Body::Weights {
+        from: Some(from),
+        cards,
+    })
+}
+
+fn attribution_tab(unit: &Unit, image: &DynTensor) -> Result<Body> {
+    let model = unit.model();
+    let image = DynTensor::new(image.to_rank::<4>()?.narrow(0, 0, 1));
+    let at = previous_layer(model, unit.layer())?.unwrap_or_else(|| unit.layer().to_string());
+    let target = Target::Unit {
+        layer: unit.layer().to_string(),
+        index: unit.index(),
+    };
+    let map = attribution(model, &image, &at, &target)?;
+    let mut channels: Vec<ChannelScore> = map
+        .channels
+        .iter()
+        .enumerate()
+        .map(|(unit, &score)| ChannelScore { unit, score })
+        .collect();
+    channels.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
+    channels.truncate(8);
+    Ok(Body::Attribution {
+        image: Picture {
+            src: image_png(&image, 0),
+            caption: format!("{unit} = {:.3} on this image", map.value),
+        },
+        spatial: heatmap(&map.spatial, map.height, map.width, Scale::Diverging),
+        at,
+        value: map.value,
+        channels,
+    })
+}
+
+fn histogram_tab(scores: &[f32]) -> Body {
+    let count = scores.len();
+    Body::Histogram {
+        svg: histogram_svg(scores, "strongest activation", 520, 240),
+        count,
+        mean: scores.iter().sum::<f32>() / count.max(1) as f32,
+        max: scores.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    }
+}
+
+impl UnitView {
+    /// The plain-text summary (the `text/plain` fallback).
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "UnitView of {}:{} ({}, unit {} of {}) in {}\n",
+            self.layer, self.unit, self.op, self.unit, self.units, self.model
+        );
+        for t in &self.tabs {
+            let state = match &t.body {
+                Body::Unavailable { reason } => format!("unavailable: {reason}"),
+                _ => "computed".into(),
+            };
+            s.push_str(&format!("  {:<22} {state}\n", t.title));
+        }
+        s
+    }
+}

@@ -1,0 +1,161 @@
+// Behaviour of the widget pages written by tests/widgets.rs, in headless Chromium:
+//   node widgets.mjs PAGES_DIR SCREENSHOTS_DIR
+// Checks: the graph renders every node and shows a clicked node's name and shape; search marks
+// matches; each unit-view tab shows its own panel; gallery hover enlarges and sorting sorts; no
+// page logs a console error or fetches anything from the network; hostile node names render as
+// text and run nothing. Saves light and dark screenshots of the three widgets.
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import path from "node:path";
+
+const [pages, shots] = process.argv.slice(2);
+const manifest = JSON.parse(fs.readFileSync(path.join(pages, "manifest.json"), "utf8"));
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+});
+let failed = 0;
+function check(ok, what) {
+  console.log((ok ? "ok   " : "FAIL ") + what);
+  if (!ok) failed += 1;
+}
+
+async function open(file, scheme) {
+  const context = await browser.newContext({ colorScheme: scheme, viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (m) => { if (m.type() === "error") problems.push("console: " + m.text()); });
+  page.on("pageerror", (e) => problems.push("page error: " + e.message));
+  page.on("request", (r) => {
+    const u = r.url();
+    if (!u.startsWith("file:") && !u.startsWith("data:")) problems.push("network request: " + u);
+  });
+  await page.goto("file://" + path.resolve(pages, file));
+  await page.waitForSelector(".microscope-root > :not(.ms-loading)");
+  return { page, problems, context };
+}
+
+async function done(file, o) {
+  check(o.problems.length === 0, `${file}: no console errors or network requests ${o.problems.join("; ")}`);
+  await o.context.close();
+}
+
+async function shot(o, name, scheme) {
+  await o.page.waitForTimeout(150);
+  await o.page.screenshot({ path: path.join(shots, `${name}-${scheme}.png`), fullPage: true });
+}
+
+// Layer graph: GoogLeNet and DenseNet-121.
+for (const scheme of ["light", "dark"]) {
+  const o = await open("graph.html", scheme);
+  const { page } = o;
+  if (scheme === "light") {
+    const want = manifest["graph.html"].nodes;
+    await page.click(".ms-expand-all");
+    check((await page.locator(".ms-node").count()) === want, `graph: all ${want} nodes drawn after expand all`);
+    const probe = manifest.probe;
+    await page.click("text=fit");
+    await page.locator(`.ms-node[data-name="${probe.name}"]`).click();
+    check((await page.textContent(".ms-selected-name")) === probe.name, `graph: clicking ${probe.name} shows its name`);
+    check((await page.textContent(".ms-selected-shape")) === probe.shape, `graph: ... and its shape ${probe.shape}`);
+    const code = await page.textContent(".ms-side code");
+    check(code === `model.layer("${probe.name}")?`, `graph: ... and the code to open it (${code})`);
+    await page.click(".ms-collapse-all");
+    const collapsed = await page.locator(".ms-node").count();
+    check(collapsed < want, `graph: collapse all leaves ${collapsed} of ${want} nodes visible`);
+    await page.fill("input[type=search]", "inception_4a");
+    check((await page.locator(".ms-match").count()) > 0, "graph: search marks matching nodes");
+    await page.locator(".ms-results li").first().click();
+    check((await page.textContent(".ms-selected-name")).startsWith("inception_4a"), "graph: clicking a search result selects it");
+    const before = await page.getAttribute(".ms-canvas svg > g", "transform");
+    await page.mouse.move(500, 400);
+    await page.mouse.wheel(0, -300);
+    const after = await page.getAttribute(".ms-canvas svg > g", "transform");
+    check(before !== after, "graph: the wheel zooms");
+    await page.fill("input[type=search]", "");
+    await page.click(".ms-collapse-all");
+  }
+  // The picture: one block expanded, one node selected.
+  await page.locator('.ms-group[data-name="inception_3a"]').click();
+  await page.locator('.ms-node[data-name="inception_3a/3x3"]').click();
+  check((await page.locator(".ms-node").count()) > 20, `graph (${scheme}): expanding a group shows its nodes`);
+  await page.mouse.move(0, 0);
+  await shot(o, "graph", scheme);
+  await done("graph.html", o);
+}
+{
+  const t0 = Date.now();
+  const o = await open("graph_densenet.html", "light");
+  await o.page.click(".ms-expand-all");
+  const want = manifest["graph_densenet.html"].nodes;
+  check((await o.page.locator(".ms-node").count()) === want, `densenet graph: all ${want} nodes drawn after expand all (${Date.now() - t0} ms)`);
+  await done("graph_densenet.html", o);
+}
+
+// Gallery.
+for (const scheme of ["light", "dark"]) {
+  const o = await open("gallery.html", scheme);
+  const { page } = o;
+  if (scheme === "light") {
+    const cell = page.locator(".ms-cell").first();
+    const small = await cell.boundingBox();
+    await cell.hover();
+    await page.waitForTimeout(400);
+    const large = await cell.boundingBox();
+    check(large.width > small.width * 1.5, `gallery: hover enlarges a cell (${small.width} → ${large.width} px)`);
+    await page.mouse.move(0, 0);
+    await page.selectOption(".ms-sort", "activation");
+    const acts = await page.$$eval(".ms-cell .ms-label", (ls) => ls.map((l) => parseFloat(l.textContent.split("·")[1])));
+    check(acts.every((a, i) => i === 0 || acts[i - 1] >= a), "gallery: sort by activation orders cells highest first");
+    await page.selectOption(".ms-sort", "index");
+    const idx = await page.$$eval(".ms-cell", (cs) => cs.map((c) => Number(c.dataset.unit)));
+    check(idx.every((u, i) => i === 0 || idx[i - 1] < u), "gallery: sort by index restores unit order");
+    await page.locator('.ms-cell[data-unit="5"]').click();
+    check((await page.textContent(".ms-detail-title")) === "conv3:5", "gallery: clicking a unit opens its details inline");
+    await page.locator('.ms-cell[data-unit="5"]').click();
+  }
+  await page.locator('.ms-cell[data-unit="7"]').click();
+  await page.mouse.move(0, 0);
+  await page.waitForTimeout(300);
+  await shot(o, "gallery", scheme);
+  await done("gallery.html", o);
+}
+
+// Unit view: every tab shows its own panel.
+for (const scheme of ["light", "dark"]) {
+  const o = await open("unit.html", scheme);
+  const { page } = o;
+  if (scheme === "light") {
+    for (const id of manifest.tabs) {
+      await page.click(`.ms-tab[data-tab="${id}"]`);
+      const shown = await page.$$eval(".ms-panel", (ps) => ps.filter((p) => !p.hidden).map((p) => p.dataset.tab));
+      check(shown.length === 1 && shown[0] === id, `unit view: tab ${id} shows only its panel (${shown})`);
+      check(await page.locator(`.ms-panel[data-tab="${id}"] .ms-unavailable`).count() === 0, `unit view: tab ${id} has content`);
+    }
+    await page.click('.ms-tab[data-tab="dataset-examples"]');
+    await page.check(".ms-heat-toggle");
+    check(await page.locator(".ms-example .ms-overlay:visible").count() > 0, "unit view: the heatmap toggle shows whole inputs with heatmaps");
+    await page.click('.ms-tab[data-tab="feature-vis"]');
+  }
+  await shot(o, "unit", scheme);
+  await done("unit.html", o);
+}
+
+// Hostile names: shown as text, never run.
+for (const file of ["hostile_graph.html", "hostile_unit.html"]) {
+  const o = await open(file, "light");
+  const { page } = o;
+  if (file === "hostile_graph.html") await page.click(".ms-expand-all");
+  await page.waitForTimeout(200);
+  const pwned = await page.evaluate(() => window.__pwned);
+  check(pwned === undefined, `${file}: no script from node names ran`);
+  check((await page.locator("img[src=x], b[onmouseover]").count()) === 0, `${file}: no element from node names exists`);
+  const text = await page.evaluate(() => document.body.innerText + Array.from(document.querySelectorAll("title")).map((t) => t.textContent).join(" "));
+  const shown = manifest.hostile.filter((h) => text.includes(h) || text.includes(h.slice(0, 20)));
+  check(shown.length > 0, `${file}: the names appear as text (${shown.length} of ${manifest.hostile.length})`);
+  await done(file, o);
+}
+
+await browser.close();
+console.log(failed ? `${failed} browser checks failed` : "all browser checks passed");
+process.exit(failed ? 1 : 0);

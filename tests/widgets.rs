@@ -1,0 +1,402 @@
+//! Widgets: snapshot tests of the generated HTML (fixed ids), the payload budget, and behaviour
+//! in headless Chromium (driven by `tests/browser/widgets.mjs` through playwright-core), which
+//! also saves screenshots of every widget in light and dark under `target/screenshots/`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use microscope::data::{Dataset, Split};
+use microscope::technique::dataset_examples::DatasetExamples;
+use microscope::technique::FeatureVis;
+use microscope::widget::gallery::{GalleryOptions, GalleryUnit};
+use microscope::widget::unit_view::{Body, Picture, Tab};
+use microscope::widget::{Gallery, LayerGraph, UnitView, ViewOptions, Widget};
+use microscope::{zoo, Model};
+use support::{model, node, random, value_info};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn onnx_fixtures() -> PathBuf {
+    std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("tests/fixtures/onnx"))
+}
+
+/// Compares `html` with `tests/snapshots/NAME.html`; `UPDATE_SNAPSHOTS=1` rewrites it. The
+/// embedded stylesheet and component library are verbatim copies of `widgets/` (compiled in);
+/// the snapshot names them instead of repeating them.
+fn snapshot(name: &str, html: &str) {
+    use microscope::widget::assets;
+    assert_eq!(
+        html.matches(assets::CSS).count(),
+        1,
+        "{name}: one embedded stylesheet"
+    );
+    assert_eq!(
+        html.matches(&assets::library()).count(),
+        1,
+        "{name}: one embedded library"
+    );
+    let html = html
+        .replace(assets::CSS, "/* widgets/microscope.css */")
+        .replace(
+            &assets::library(),
+            "/* widgets/*.js (microscope::widget::assets::library) */",
+        );
+    let path = root().join("tests/snapshots").join(format!("{name}.html"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, html).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    if want != html {
+        let html = html.as_str();
+        let line = want
+            .lines()
+            .zip(html.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(want.lines().count().min(html.lines().count()));
+        panic!(
+            "{name}: generated HTML differs from {} at line {} (UPDATE_SNAPSHOTS=1 to accept)",
+            path.display(),
+            line + 1
+        );
+    }
+}
+
+/// A tiny gallery and unit view with fixed content (no optimization), for snapshots.
+fn fixed_gallery() -> Gallery {
+    let tile = |v: f32| {
+        microscope::widget::image::png(&microscope::widget::image::Planar {
+            data: &[v, 1.0 - v, v, 1.0 - v],
+            channels: 1,
+            height: 2,
+            width: 2,
+        })
+    };
+    Gallery {
+        model: "zoo:fashion".into(),
+        layer: "conv3".into(),
+        op: "Conv".into(),
+        shape: vec![1, 64, 7, 7],
+        units: vec![
+            GalleryUnit {
+                index: 0,
+                image: Some(tile(0.2)),
+                activation: Some(1.5),
+            },
+            GalleryUnit {
+                index: 1,
+                image: None,
+                activation: None,
+            },
+        ],
+        thumbnail: 64,
+        steps: 512,
+        seed: 0,
+    }
+}
+
+fn fixed_unit_view() -> UnitView {
+    let pic = Picture {
+        src: microscope::widget::image::heatmap(
+            &[0.0, 1.0, -1.0, 0.5],
+            2,
+            2,
+            microscope::widget::image::Scale::Heat,
+        ),
+        caption: "positive · activation 1.000".into(),
+    };
+    UnitView {
+        model: "zoo:fashion".into(),
+        layer: "conv3".into(),
+        op: "Conv".into(),
+        unit: 7,
+        units: 64,
+        tabs: vec![
+            Tab {
+                id: "feature-vis",
+                title: "Feature visualization",
+                about: "Images optimized to excite or inhibit the unit.".into(),
+                body: Body::FeatureVis {
+                    positive: pic.clone(),
+                    negative: pic,
+                    diversity: vec![],
+                },
+            },
+            Tab {
+                id: "dataset-examples",
+                title: "Dataset examples",
+                about: "Inputs that activate the unit most and least.".into(),
+                body: Body::Unavailable {
+                    reason: "No dataset attached".into(),
+                },
+            },
+        ],
+        code: "model.unit(\"conv3\", 7)?.view()?".into(),
+    }
+}
+
+#[test]
+fn snapshots_of_the_generated_html() {
+    let graph = LayerGraph::new(&zoo::fashion().unwrap()).unwrap();
+    snapshot(
+        "layer_graph_fashion",
+        &graph.to_html_with_id("microscope-test"),
+    );
+    snapshot(
+        "gallery_fixed",
+        &fixed_gallery().to_html_with_id("microscope-test"),
+    );
+    snapshot(
+        "unit_view_fixed",
+        &fixed_unit_view().to_html_with_id("microscope-test"),
+    );
+    // Text fallbacks say what the widget holds.
+    assert!(graph.text().starts_with("LayerGraph of zoo:fashion:"));
+    assert!(fixed_gallery().text().contains("2 units"));
+    assert!(fixed_unit_view().text().contains("Dataset examples"));
+}
+
+#[test]
+fn every_output_has_a_unique_root_id() {
+    let g = fixed_gallery();
+    let (a, b) = (g.to_html(), g.to_html());
+    let id = |h: &str| h.split('"').nth(1).unwrap().to_string();
+    assert_ne!(id(&a), id(&b));
+    assert!(id(&a).starts_with("microscope-"));
+}
+
+#[test]
+fn layer_graph_groups_inception_blocks_and_lays_out_without_overlap() {
+    let path = onnx_fixtures().join("light/light_inception_v1.onnx");
+    let model = Model::load(&path)
+        .unwrap_or_else(|e| panic!("{e}; run tests/run.sh to install the ONNX fixtures"));
+    let g = LayerGraph::new(&model).unwrap();
+    assert_eq!(g.nodes.len(), model.network().nodes().len() + 1);
+    let names: Vec<&str> = g.groups.iter().map(|x| x.name.as_str()).collect();
+    for block in ["inception_3a", "inception_4a", "inception_5b"] {
+        assert!(names.contains(&block), "{block} not among {names:?}");
+    }
+    // Every box of a rank is at least a box width apart from the next.
+    let mut by_rank: std::collections::BTreeMap<usize, Vec<f32>> = Default::default();
+    for it in &g.items {
+        by_rank.entry(it.rank).or_default().push(it.x);
+    }
+    for xs in by_rank.values_mut() {
+        xs.sort_by(f32::total_cmp);
+        for w in xs.windows(2) {
+            assert!(w[1] - w[0] >= microscope::widget::layer_graph::NODE_W - 1e-3);
+        }
+    }
+    // Collapsed, GoogLeNet is a short column of blocks, not a wall of 150 nodes.
+    assert!(g.items.len() < 40, "{} boxes collapsed", g.items.len());
+}
+
+#[test]
+fn a_512_unit_gallery_at_64_px_fits_the_payload_budget() {
+    // One 3×3 convolution with 512 units on a 64 px RGB input: its feature visualizations are
+    // noisy, hard-to-compress images (the worst case for the budget).
+    let bytes = model(
+        vec![node("Conv", "conv", &["x", "w", "b"], &["y"], vec![])],
+        vec![
+            random("w", &[512, 3, 3, 3], 7, 0.5),
+            random("b", &[512], 8, 0.1),
+        ],
+        value_info("x", &[1, 3, 64, 64]),
+        "y",
+    );
+    let dir = std::env::temp_dir().join(format!("microscope-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wide.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    let model = Model::load(&path).unwrap();
+    let options = GalleryOptions {
+        feature_vis: FeatureVis::default().steps(4).cache(None),
+        batch: 128,
+        thumbnail: 64,
+        units: None,
+    };
+    let gallery = model
+        .layer("conv")
+        .unwrap()
+        .gallery_with(&options, &mut |_| {}, None)
+        .unwrap();
+    assert_eq!(gallery.units.len(), 512);
+    let html = gallery.to_html();
+    println!("512-unit gallery at 64 px: {} bytes", html.len());
+    assert!(html.len() < 5_000_000, "{} bytes", html.len());
+}
+
+/// The hostile names of [`hostile_model`]: markup and script in node names.
+const HOSTILE: [&str; 3] = [
+    "<img src=x onerror=\"window.__pwned=1\">conv",
+    "</script><script>window.__pwned=2</script>",
+    "block/<b onmouseover=alert(3)>bold</b>",
+];
+
+/// A small conv net whose node names are HTML and script.
+fn hostile_model(dir: &Path) -> Model {
+    let bytes = model(
+        vec![
+            node(
+                "Conv",
+                HOSTILE[0],
+                &["x", "w1", "b1"],
+                &["c1"],
+                vec![support::ints("pads", &[1, 1, 1, 1])],
+            ),
+            node("Relu", HOSTILE[1], &["c1"], &["r1"], vec![]),
+            node("Conv", HOSTILE[2], &["r1", "w2", "b2"], &["c2"], vec![]),
+            node("Relu", "block/relu", &["c2"], &["r2"], vec![]),
+        ],
+        vec![
+            random("w1", &[4, 3, 3, 3], 1, 0.5),
+            random("b1", &[4], 2, 0.1),
+            random("w2", &[4, 4, 3, 3], 3, 0.5),
+            random("b2", &[4], 4, 0.1),
+        ],
+        value_info("x", &[1, 3, 16, 16]),
+        "r2",
+    );
+    let path = dir.join("hostile.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    Model::load(&path).unwrap()
+}
+
+#[test]
+fn widgets_work_in_chromium() {
+    let browser = root().join("tests/browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed in {}; run tests/run.sh",
+        browser.display()
+    );
+    let target = root().join("target");
+    let pages = target.join("widget-pages");
+    let shots = target.join("screenshots");
+    std::fs::create_dir_all(&pages).unwrap();
+    std::fs::create_dir_all(&shots).unwrap();
+    let write = |name: &str, title: &str, w: &dyn Widget| {
+        std::fs::write(pages.join(name), w.to_page(title)).unwrap();
+    };
+    // The layer graphs of GoogLeNet and DenseNet-121 (light models).
+    let mut manifest = serde_json::Map::new();
+    for (file, name) in [
+        ("graph.html", "light_inception_v1"),
+        ("graph_densenet.html", "light_densenet121"),
+    ] {
+        let model = Model::load(onnx_fixtures().join(format!("light/{name}.onnx")))
+            .unwrap_or_else(|e| panic!("{e}; run tests/run.sh to install the ONNX fixtures"));
+        let g = LayerGraph::new(&model).unwrap();
+        manifest.insert(file.into(), serde_json::json!({ "nodes": g.nodes.len() }));
+        write(file, name, &g);
+    }
+    let googlenet = Model::load(onnx_fixtures().join("light/light_inception_v1.onnx")).unwrap();
+    let probe = "inception_4a/1x1";
+    let shape = googlenet.layer(probe).unwrap().shape;
+    manifest.insert(
+        "probe".into(),
+        serde_json::json!({ "name": probe, "shape": shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×") }),
+    );
+    // The built-in model's gallery and one unit's view, with a dataset attached.
+    let fashion = zoo::fashion()
+        .unwrap()
+        .with_dataset(Dataset::fashion_mnist(Split::Test).unwrap().take(500));
+    let fv = FeatureVis::default().steps(48).cache(None);
+    let gallery = fashion
+        .layer("conv3")
+        .unwrap()
+        .gallery_with(
+            &GalleryOptions {
+                feature_vis: fv.clone(),
+                ..Default::default()
+            },
+            &mut |_| {},
+            None,
+        )
+        .unwrap();
+    write("gallery.html", "conv3 gallery", &gallery);
+    let options = ViewOptions {
+        feature_vis: fv.clone(),
+        ..Default::default()
+    };
+    let view = fashion
+        .unit("conv3", 7)
+        .unwrap()
+        .view_with(&options)
+        .unwrap();
+    let tabs: Vec<&str> = view.tabs.iter().map(|t| t.id).collect();
+    manifest.insert("tabs".into(), serde_json::json!(tabs));
+    for t in &view.tabs {
+        assert!(
+            !matches!(t.body, Body::Unavailable { .. }),
+            "tab {} unavailable: {:?}",
+            t.id,
+            t.body
+        );
+    }
+    write("unit.html", "conv3:7", &view);
+    // Hostile names: the graph and a unit view of a model whose node names are markup.
+    let dir = std::env::temp_dir().join(format!("microscope-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hostile = hostile_model(&dir);
+    write(
+        "hostile_graph.html",
+        "hostile",
+        &LayerGraph::new(&hostile).unwrap(),
+    );
+    let unit = hostile.unit(HOSTILE[2], 1).unwrap();
+    let hostile_view = unit
+        .view_with(&ViewOptions {
+            feature_vis: FeatureVis::default().steps(4).cache(None),
+            ..Default::default()
+        })
+        .unwrap();
+    write("hostile_unit.html", "hostile unit", &hostile_view);
+    manifest.insert("hostile".into(), serde_json::json!(HOSTILE));
+    std::fs::write(
+        pages.join("manifest.json"),
+        serde_json::Value::Object(manifest).to_string(),
+    )
+    .unwrap();
+    // Dataset examples come from the attached dataset: sanity-check the scan the view used.
+    let direct = DatasetExamples {
+        k: 6,
+        ..Default::default()
+    }
+    .run(&fashion, fashion.dataset().unwrap(), "conv3", &[7])
+    .unwrap();
+    match &view.tabs[1].body {
+        Body::DatasetExamples { top, .. } => {
+            let got: Vec<usize> = top.iter().map(|e| e.index).collect();
+            let want: Vec<usize> = direct[0].top.iter().map(|e| e.index).collect();
+            assert_eq!(got, want);
+        }
+        other => panic!("dataset examples tab: {other:?}"),
+    }
+    let out = Command::new("node")
+        .arg(browser.join("widgets.mjs"))
+        .arg(&pages)
+        .arg(&shots)
+        .output()
+        .expect("node is installed (tests/run.sh installs it)");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser checks failed");
+    for name in ["graph", "gallery", "unit"] {
+        for scheme in ["light", "dark"] {
+            assert!(shots.join(format!("{name}-{scheme}.png")).exists());
+        }
+    }
+}
