@@ -8,6 +8,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod import;
+pub mod interrupt;
 pub mod model;
 pub mod network;
 pub mod npy;
@@ -29,6 +30,9 @@ pub mod prelude {
     pub use crate::model::{Layer, Model, Unit};
     pub use crate::network::{DynTensor, Network};
     pub use crate::technique::{FeatureVis, Objective};
-    pub use crate::widget::{Gallery, LayerGraph, UnitView, ViewOptions, Widget};
+    pub use crate::technique::{DatasetExamples, ParamKind};
+    pub use crate::widget::{
+        display, Gallery, GalleryOptions, Images, LayerGraph, UnitView, ViewOptions, Widget,
+    };
     pub use crate::zoo;
 }

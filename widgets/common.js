@@ -81,3 +81,21 @@ microscope.components.LayerCard = function (root, p) {
     ]),
   );
 };
+
+microscope.components.Images = function (root, p) {
+  const el = microscope.el;
+  root.appendChild(el("div", { class: "ms-title", text: p.title }));
+  root.appendChild(el("div", { class: "ms-figs" }, p.pictures.map((pic) =>
+    el("figure", {}, [microscope.image(pic.src, p.size, pic.caption), el("figcaption", { text: pic.caption })]))));
+};
+
+microscope.components.Progress = function (root, p) {
+  const el = microscope.el;
+  const bar = el("div", { class: "ms-progress", role: "progressbar", "aria-valuenow": Math.round(100 * p.fraction) }, [el("div", {})]);
+  bar.firstChild.style.width = (100 * p.fraction).toFixed(1) + "%";
+  root.appendChild(el("div", { class: "ms-bar" }, [
+    el("span", { text: p.label }),
+    el("span", { class: "ms-muted", text: Math.round(100 * p.fraction) + "% " + p.detail }),
+  ]));
+  root.appendChild(bar);
+};

@@ -141,6 +141,12 @@ impl DatasetExamples {
         let mut scores: Vec<Vec<f32>> = vec![Vec::new(); units.len()];
         let mut map_size = (0, 0);
         for start in (0..data.len()).step_by(self.batch.max(1)) {
+            if crate::interrupt::requested() {
+                return Err(Error::Cancelled {
+                    what: format!("dataset examples of {layer}"),
+                    step: start,
+                });
+            }
             let end = (start + self.batch.max(1)).min(data.len());
             let x = data.batch(start..end, &spec, &device)?;
             let act = net

@@ -76,7 +76,13 @@ impl DeepDream {
             );
             let [_, _, ch, _] = x.dims();
             x = warp(x, target.0 as f32 / ch as f32, 0.0);
-            for _ in 0..self.steps_per_octave {
+            for step in 0..self.steps_per_octave {
+                if crate::interrupt::requested() {
+                    return Err(crate::error::Error::Cancelled {
+                        what: format!("deepdream({layer})"),
+                        step: octave * self.steps_per_octave + step,
+                    });
+                }
                 let (dy, dx) = (
                     rng.random_range(0..=self.jitter),
                     rng.random_range(0..=self.jitter),

@@ -12,6 +12,7 @@ pub mod render;
 pub mod transform;
 pub mod weights;
 
+pub use dataset_examples::DatasetExamples;
 pub use feature_vis::{FeatureVis, Visualization};
 pub use objective::Objective;
 pub use render::{ParamKind, Progress};

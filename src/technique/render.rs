@@ -75,7 +75,7 @@ pub fn render(
     let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
     let mut adam = Adam::new(config.learning_rate);
     for step in 1..=config.steps {
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) || crate::interrupt::requested() {
             return Err(Error::Cancelled {
                 what: objective.name().to_string(),
                 step,

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::image::{thumbnail, Planar};
+use super::progress::ProgressDisplay;
 use crate::error::{Error, Result};
 use crate::model::Layer;
 use crate::technique::FeatureVis;
@@ -76,9 +77,25 @@ pub struct Gallery {
 }
 
 impl Layer {
-    /// The gallery of every unit, with default settings.
+    /// The gallery of every unit, with default settings and a live progress bar.
     pub fn gallery(&self) -> Result<Gallery> {
-        self.gallery_with(&GalleryOptions::default(), &mut |_| {}, None)
+        self.gallery_using(&FeatureVis::default())
+    }
+
+    /// The gallery of every unit, visualized with `feature_vis`, with a live progress bar.
+    pub fn gallery_using(&self, feature_vis: &FeatureVis) -> Result<Gallery> {
+        let options = GalleryOptions {
+            feature_vis: feature_vis.clone(),
+            ..GalleryOptions::default()
+        };
+        let mut bar = ProgressDisplay::start(&format!("gallery of {}", self.name));
+        let gallery = self.gallery_with(
+            &options,
+            &mut |p| bar.set(p.fraction(), &format!("{} of {} units", p.done, p.total)),
+            None,
+        )?;
+        bar.finish(&format!("{} units", gallery.units.len()));
+        Ok(gallery)
     }
 
     /// The gallery with `options`, reporting progress; stops with [`Error::Cancelled`] when

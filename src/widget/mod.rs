@@ -10,12 +10,16 @@ pub mod assets;
 pub mod gallery;
 mod html;
 pub mod image;
+pub mod images;
 pub mod layer_graph;
 pub mod layout;
 pub mod plot;
+pub mod progress;
 pub mod unit_view;
 
 pub use gallery::{Gallery, GalleryOptions, LayerCard};
+pub use images::Images;
+pub use progress::{Progress, ProgressDisplay};
 pub use layer_graph::LayerGraph;
 pub use unit_view::{UnitView, ViewOptions};
 
@@ -82,7 +86,9 @@ widget!(
     LayerGraph => "LayerGraph",
     Gallery => "Gallery",
     UnitView => "UnitView",
-    LayerCard => "LayerCard"
+    LayerCard => "LayerCard",
+    Images => "Images",
+    Progress => "Progress"
 );
 
 macro_rules! evcxr_display {
@@ -96,7 +102,33 @@ macro_rules! evcxr_display {
     )*};
 }
 
-evcxr_display!(LayerGraph, Gallery, UnitView, LayerCard);
+evcxr_display!(LayerGraph, Gallery, UnitView, LayerCard, Images);
+
+/// Shows a widget now, in the middle of a cell. Under the microscope kernel this is a
+/// `display_data` message of its own (several per cell are fine); elsewhere it prints the
+/// evcxr content block.
+pub fn display(widget: &dyn Widget) {
+    if let Some(line) = kernel_line(widget, None, false) {
+        println!("{line}");
+    } else {
+        evcxr_print(widget);
+    }
+}
+
+/// The line the microscope kernel turns into a `display_data` (or, with `update`, an
+/// `update_display_data`) message, when running under it (`MICROSCOPE_KERNEL` is set).
+pub(crate) fn kernel_line(widget: &dyn Widget, display_id: Option<&str>, update: bool) -> Option<String> {
+    std::env::var_os("MICROSCOPE_KERNEL")?;
+    let message = serde_json::json!({
+        "data": { "text/html": widget.to_html(), "text/plain": widget.text() },
+        "display_id": display_id,
+        "update": update,
+    });
+    Some(format!("{KERNEL_MARKER}{message}"))
+}
+
+/// Prefix of the display lines the microscope kernel reads from a cell's stdout.
+pub const KERNEL_MARKER: &str = "\u{1b}[microscope-display]";
 
 impl crate::model::Model {
     /// The layer graph of this model.

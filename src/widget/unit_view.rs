@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::image::{heatmap, png, thumbnail, Planar, Scale};
 use super::plot::histogram_svg;
+use super::progress::ProgressDisplay;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Model, Unit};
@@ -183,13 +184,34 @@ impl Unit {
         self.view_with(&ViewOptions::default())
     }
 
-    /// The unit view, computing each tab with `options`.
+    /// The unit view with feature visualizations made by `feature_vis`.
+    pub fn view_using(&self, feature_vis: &FeatureVis) -> Result<UnitView> {
+        self.view_with(&ViewOptions {
+            feature_vis: feature_vis.clone(),
+            ..ViewOptions::default()
+        })
+    }
+
+    /// The unit view, computing each tab with `options`, with a live progress bar.
     pub fn view_with(&self, options: &ViewOptions) -> Result<UnitView> {
+        let mut bar = ProgressDisplay::start(&format!("unit view of {self}"));
+        let view = self.compute_view(options, &mut |fraction, stage| bar.set(fraction, stage))?;
+        bar.finish("6 tabs");
+        Ok(view)
+    }
+
+    fn compute_view(
+        &self,
+        options: &ViewOptions,
+        stage: &mut dyn FnMut(f32, &str),
+    ) -> Result<UnitView> {
         let model = self.model();
         let layer = model.layer(self.layer())?;
         let (name, u) = (self.layer(), self.index());
         let fv = &options.feature_vis;
+        stage(0.0, "feature visualization");
         let positive = fv.run(self)?;
+        stage(0.2, "dataset examples");
         let examples = model
             .dataset()
             .map(|data| unit_examples(model, data, name, u, options.examples))
@@ -199,6 +221,7 @@ impl Unit {
             _ => None,
         }
         .transpose()?;
+        stage(0.3, "negative and diverse feature visualizations");
         let mut tabs = vec![tab(
             "feature-vis",
             "Feature visualization",
@@ -220,6 +243,7 @@ impl Unit {
                 _ => Ok(no_dataset()),
             },
         ));
+        stage(0.55, "deepdream");
         let dream_source = match &top_image {
             Some(x) => x.clone(),
             None => positive.images.clone(),
@@ -234,6 +258,7 @@ impl Unit {
             ),
             deepdream_tab(model, options, &dream_source, name),
         ));
+        stage(0.7, "weights");
         tabs.push(tab(
             "weights",
             "Weights",
@@ -242,6 +267,7 @@ impl Unit {
                 .into(),
             weights_tab(self, options),
         ));
+        stage(0.9, "attribution");
         let attribution_source = options
             .attribution_image
             .clone()

@@ -1,0 +1,81 @@
+//! `Images`: a captioned strip of images (a feature visualization's results, dataset crops,
+//! filters), what a `Visualization` displays as.
+
+use serde::Serialize;
+
+use super::image::{png, Planar};
+use super::unit_view::Picture;
+use crate::network::DynTensor;
+use crate::technique::Visualization;
+
+/// A titled row of captioned images, drawn at `size` px.
+#[derive(Clone, Debug, Serialize)]
+pub struct Images {
+    pub title: String,
+    pub pictures: Vec<Picture>,
+    pub size: usize,
+}
+
+impl Images {
+    /// Every image of a `[N, C, H, W]` tensor in [0, 1], captioned by `captions` (by index when
+    /// there are fewer captions than images).
+    pub fn from_tensor(title: &str, images: &DynTensor, captions: &[String]) -> Images {
+        let d = images.dims();
+        let pixels = images.to_vec();
+        let per: usize = d[1..].iter().product();
+        let pictures = (0..d[0])
+            .map(|i| Picture {
+                src: png(&Planar {
+                    data: &pixels[i * per..(i + 1) * per],
+                    channels: d[1],
+                    height: d[2],
+                    width: d[3],
+                }),
+                caption: captions.get(i).cloned().unwrap_or_else(|| format!("#{i}")),
+            })
+            .collect();
+        Images {
+            title: title.to_string(),
+            pictures,
+            size: 128,
+        }
+    }
+
+    /// Draws the images at `size` px.
+    pub fn size(mut self, size: usize) -> Images {
+        self.size = size;
+        self
+    }
+
+    pub fn summary(&self) -> String {
+        let captions: Vec<&str> = self.pictures.iter().map(|p| p.caption.as_str()).collect();
+        format!(
+            "{}: {} images ({})\n",
+            self.title,
+            self.pictures.len(),
+            captions.join(", ")
+        )
+    }
+}
+
+impl Visualization {
+    /// The images with each unit and its activation as the caption.
+    pub fn images(&self) -> Images {
+        let captions: Vec<String> = self
+            .units
+            .iter()
+            .zip(&self.activations)
+            .map(|(u, a)| format!("{}:{u} · {a:.3}", self.layer))
+            .collect();
+        Images::from_tensor(
+            &format!("feature visualization of {}", self.layer),
+            &self.images,
+            &captions,
+        )
+    }
+
+    /// Rich display in evcxr-based notebooks.
+    pub fn evcxr_display(&self) {
+        super::evcxr_print(&self.images());
+    }
+}
