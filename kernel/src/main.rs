@@ -1,1 +1,123 @@
-fn main() {}
+//! `microscope-kernel`: the Jupyter kernel of microscope.
+//!
+//! - `microscope-kernel install [--user | --prefix DIR] [--cuda]` registers the kernelspec
+//!   `microscope` ("Rust · microscope") and prebuilds the preloaded crate's dependency graph into
+//!   a template build directory next to it.
+//! - `microscope-kernel run --connection-file FILE` is what Jupyter starts (see kernel.json).
+//!
+//! See HOW_IT_WORKS.md for the pipeline.
+
+mod eval;
+mod install;
+mod kernel;
+mod wire;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The variable naming the interrupt file (`microscope::interrupt::ENV`).
+pub const INTERRUPT_ENV: &str = "MICROSCOPE_INTERRUPT_FILE";
+
+#[derive(Parser)]
+#[command(
+    name = "microscope-kernel",
+    version,
+    about = "The microscope Jupyter kernel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register the kernelspec and prebuild the crate it preloads.
+    Install {
+        /// Install for this user (the default).
+        #[arg(long, conflicts_with = "prefix")]
+        user: bool,
+        /// Install under DIR/share/jupyter/kernels (like ipykernel's --prefix).
+        #[arg(long)]
+        prefix: Option<PathBuf>,
+        /// Preload microscope with its `cuda` feature.
+        #[arg(long)]
+        cuda: bool,
+        /// Skip the prebuild (the first kernel then compiles everything).
+        #[arg(long)]
+        no_prebuild: bool,
+    },
+    /// Run the kernel (Jupyter calls this).
+    Run {
+        #[arg(long)]
+        connection_file: PathBuf,
+        /// Template build directory made at install.
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// Features of the microscope crate to preload, comma-separated.
+        #[arg(long, default_value = "")]
+        features: String,
+    },
+}
+
+fn main() -> ExitCode {
+    // When evcxr starts this binary as its evaluation process, this call never returns.
+    evcxr::runtime_hook();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Install {
+            user: _,
+            prefix,
+            cuda,
+            no_prebuild,
+        } => install::install(prefix.as_deref(), cuda, !no_prebuild),
+        Command::Run {
+            connection_file,
+            template,
+            features,
+        } => run(connection_file, template, &features),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("microscope-kernel: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(connection_file: PathBuf, template: Option<PathBuf>, features: &str) -> anyhow::Result<()> {
+    let connection = wire::Connection::read(&connection_file)?;
+    let features: Vec<String> = features
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect();
+    // This kernel's own build directory, filled from the template by the evaluation thread;
+    // the environment is set before any thread starts.
+    let work = install::fresh_work_dir()?;
+    let interrupt_file = work.join("interrupt");
+    std::env::set_var("EVCXR_TMPDIR", work.join("evcxr"));
+    std::env::set_var("MICROSCOPE_KERNEL", "1");
+    std::env::set_var(INTERRUPT_ENV, &interrupt_file);
+    let preload = eval::Preload {
+        crate_dir: install::crate_dir(),
+        features,
+        opt_level: install::OPT_LEVEL.into(),
+        template,
+        work_dir: work.join("evcxr"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(kernel::serve(kernel::Config {
+        connection,
+        preload,
+        interrupt_file,
+        work_dir: work.clone(),
+    }));
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}

@@ -19,8 +19,8 @@ pub mod unit_view;
 
 pub use gallery::{Gallery, GalleryOptions, LayerCard};
 pub use images::Images;
-pub use progress::{Progress, ProgressDisplay};
 pub use layer_graph::LayerGraph;
+pub use progress::{Progress, ProgressDisplay};
 pub use unit_view::{UnitView, ViewOptions};
 
 /// A displayable widget: a front-end component and its props.
@@ -117,7 +117,11 @@ pub fn display(widget: &dyn Widget) {
 
 /// The line the microscope kernel turns into a `display_data` (or, with `update`, an
 /// `update_display_data`) message, when running under it (`MICROSCOPE_KERNEL` is set).
-pub(crate) fn kernel_line(widget: &dyn Widget, display_id: Option<&str>, update: bool) -> Option<String> {
+pub(crate) fn kernel_line(
+    widget: &dyn Widget,
+    display_id: Option<&str>,
+    update: bool,
+) -> Option<String> {
     std::env::var_os("MICROSCOPE_KERNEL")?;
     let message = serde_json::json!({
         "data": { "text/html": widget.to_html(), "text/plain": widget.text() },

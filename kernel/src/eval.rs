@@ -1,0 +1,363 @@
+//! The evaluation thread: owns evcxr's `CommandContext` (which compiles each cell and runs it in
+//! a child process that keeps the variables), preloads the microscope crate, and serves
+//! execute, complete and inspect requests in order. Cells sent while the preload runs wait for
+//! it in the queue.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::{mpsc, Arc, Mutex};
+
+use evcxr::{CommandContext, Error};
+use tokio::sync::oneshot;
+
+/// Which stream a line of cell output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A finished execution.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Rich output of the cell's last expression, by MIME type (may be empty).
+    Ok(HashMap<String, String>),
+    Error {
+        ename: String,
+        evalue: String,
+        traceback: Vec<String>,
+    },
+}
+
+pub enum Request {
+    Execute {
+        code: String,
+        /// The request's header: the parent of everything the cell prints.
+        parent: serde_json::Value,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Complete {
+        code: String,
+        /// Byte offset.
+        cursor: usize,
+        reply: oneshot::Sender<(Vec<String>, usize, usize)>,
+    },
+    Inspect {
+        code: String,
+        cursor: usize,
+        reply: oneshot::Sender<Option<String>>,
+    },
+}
+
+/// Handle to the evaluation thread.
+#[derive(Clone)]
+pub struct Evaluator {
+    requests: mpsc::Sender<Request>,
+    pub state: Arc<Shared>,
+}
+
+/// What the kernel's other tasks may look at while a cell runs.
+#[derive(Default)]
+pub struct Shared {
+    /// The child process running the cells, once started (for the interrupt fallback).
+    pub child: Mutex<Option<Arc<Mutex<Child>>>>,
+    /// Header of the request being executed (parent of its output), `Null` between cells.
+    pub parent: Mutex<serde_json::Value>,
+    /// Counts finished executions; with `parent` it tells whether a cell is still the same one.
+    pub finished: std::sync::atomic::AtomicU64,
+}
+
+/// How the kernel preloads its crate.
+#[derive(Clone, Debug)]
+pub struct Preload {
+    /// Where the microscope crate's sources are (its Cargo.toml).
+    pub crate_dir: PathBuf,
+    pub features: Vec<String>,
+    /// evcxr optimization level for cells and dependencies.
+    pub opt_level: String,
+    /// Prebuilt evcxr directory to start from (see `install`).
+    pub template: Option<PathBuf>,
+    /// This kernel's evcxr directory (`EVCXR_TMPDIR`).
+    pub work_dir: PathBuf,
+}
+
+impl Preload {
+    /// The cell that sets the kernel up: fixed linker and optimization level (so a later install
+    /// of lld or mold cannot change the build and trigger a rebuild), cargo offline (everything
+    /// was fetched when the template was built; no index updates at start), the crate, its
+    /// prelude. The crate is also built as a `dylib` (see its Cargo.toml), so every cell links
+    /// the same copy of burn's global state (autodiff graph, tensor ids): statically linked, each
+    /// cell would carry its own, and tensors made in one cell would collide with the next's.
+    pub fn code(&self) -> String {
+        let features = if self.features.is_empty() {
+            String::new()
+        } else {
+            let quoted: Vec<String> = self.features.iter().map(|f| format!("{f:?}")).collect();
+            format!(", features = [{}]", quoted.join(", "))
+        };
+        format!(
+            ":linker system\n:opt {}\n:offline 1\n:dep microscope = {{ path = {:?}{features} }}\nuse microscope::prelude::*;\n",
+            self.opt_level,
+            self.crate_dir.display().to_string(),
+        )
+    }
+}
+
+impl Evaluator {
+    /// Starts the thread. `on_line` receives every line the cells print, as it is printed,
+    /// with the header of the request that printed it. Before each cell the interrupt file is
+    /// removed, so an interrupt only stops the cell it was meant for.
+    pub fn start(
+        preload: Preload,
+        interrupt_file: PathBuf,
+        on_line: impl Fn(&serde_json::Value, Stream, String) + Send + Sync + 'static,
+    ) -> Evaluator {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let state = Arc::new(Shared::default());
+        let shared = state.clone();
+        let sink: LineSink = Arc::new(move |stream, line| {
+            let parent = shared.parent.lock().unwrap().clone();
+            on_line(&parent, stream, line)
+        });
+        let shared = state.clone();
+        std::thread::Builder::new()
+            .name("evcxr".into())
+            .spawn(move || run(preload, interrupt_file, rx, shared, sink))
+            .expect("spawning the evaluation thread");
+        Evaluator {
+            requests: tx,
+            state,
+        }
+    }
+
+    pub fn send(&self, request: Request) {
+        // The thread only stops with the process.
+        let _ = self.requests.send(request);
+    }
+}
+
+type LineSink = Arc<dyn Fn(Stream, String) + Send + Sync>;
+
+fn run(
+    preload: Preload,
+    interrupt_file: PathBuf,
+    requests: mpsc::Receiver<Request>,
+    shared: Arc<Shared>,
+    on_line: LineSink,
+) {
+    let clock = std::time::Instant::now();
+    let log = |what: &str| {
+        if std::env::var_os("MICROSCOPE_KERNEL_TIMING").is_some() {
+            eprintln!(
+                "microscope kernel: {what} at {:.2} s",
+                clock.elapsed().as_secs_f64()
+            );
+        }
+    };
+    if let Some(template) = preload.template.as_ref().filter(|t| t.exists()) {
+        if !preload.work_dir.exists() {
+            if let Err(e) = crate::install::copy_template(template, &preload.work_dir) {
+                on_line(
+                    Stream::Stderr,
+                    format!("microscope kernel: {e:#}; building from scratch"),
+                );
+            }
+        }
+    }
+    let started = CommandContext::new().map(|(ctx, outputs)| {
+        for (stream, rx) in [
+            (Stream::Stdout, outputs.stdout),
+            (Stream::Stderr, outputs.stderr),
+        ] {
+            let sink = on_line.clone();
+            std::thread::spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    sink(stream, line);
+                }
+            });
+        }
+        ctx
+    });
+    let mut ctx = match started {
+        Ok(ctx) => Some(ctx),
+        Err(e) => {
+            on_line(
+                Stream::Stderr,
+                format!("microscope kernel: evcxr did not start: {e}"),
+            );
+            None
+        }
+    };
+    log("evcxr started");
+    let timing = std::env::var_os("MICROSCOPE_KERNEL_TIMING").is_some();
+    let mut preload_error = None;
+    if let Some(c) = ctx.as_mut() {
+        *shared.child.lock().unwrap() = Some(c.process_handle());
+        if timing {
+            let _ = c.execute(":timing");
+        }
+        match c.execute(&preload.code()) {
+            Ok(out) => log_phases(&out),
+            Err(e) => preload_error = Some(format!("preloading the microscope crate failed: {e}")),
+        }
+        // evcxr infers variable types with rust-analyzer, which indexes the whole dependency
+        // graph the first time it looks at a cell using the crate (tens of seconds). Do that
+        // here, in the background, rather than in the user's first cell.
+        if preload_error.is_none() {
+            if let Ok(out) = c.execute(WARM_UP) {
+                log_phases(&out);
+            }
+        }
+    }
+    log("preload done");
+    for request in requests {
+        match request {
+            Request::Execute {
+                code,
+                parent,
+                reply,
+            } => {
+                let _ = std::fs::remove_file(&interrupt_file);
+                *shared.parent.lock().unwrap() = parent;
+                let outcome = match (&mut ctx, &preload_error) {
+                    (_, Some(e)) => error_outcome("PreloadError", e.clone()),
+                    (None, None) => error_outcome("KernelError", "evcxr did not start".into()),
+                    (Some(c), None) => {
+                        let result = c.execute(&code);
+                        *shared.child.lock().unwrap() = Some(c.process_handle());
+                        match result {
+                            Ok(out) => {
+                                log_phases(&out);
+                                Outcome::Ok(out.content_by_mime_type)
+                            }
+                            Err(e) => outcome_of(e),
+                        }
+                    }
+                };
+                // Lines already received are forwarded by the reader threads within
+                // microseconds; give them that time so outputs precede the result.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                *shared.parent.lock().unwrap() = serde_json::Value::Null;
+                shared
+                    .finished
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = reply.send(outcome);
+            }
+            Request::Complete {
+                code,
+                cursor,
+                reply,
+            } => {
+                let result = ctx
+                    .as_mut()
+                    .and_then(|c| c.completions(&code, cursor).ok())
+                    .map(|c| {
+                        let matches = c.completions.into_iter().map(|m| m.code).collect();
+                        (matches, c.start_offset, c.end_offset)
+                    })
+                    .unwrap_or((Vec::new(), cursor, cursor));
+                let _ = reply.send(result);
+            }
+            Request::Inspect {
+                code,
+                cursor,
+                reply,
+            } => {
+                let text = ctx
+                    .as_mut()
+                    .and_then(|c| c.hover_at(&code, cursor).ok())
+                    .map(|(signature, docs)| {
+                        if docs.is_empty() {
+                            signature
+                        } else {
+                            format!("{signature}\n\n{docs}")
+                        }
+                    })
+                    .filter(|t| !t.trim().is_empty());
+                let _ = reply.send(text);
+            }
+        }
+    }
+}
+
+/// With `MICROSCOPE_KERNEL_TIMING` set, evcxr's per-phase timings go to the kernel's stderr.
+fn log_phases(out: &evcxr::EvalOutputs) {
+    if std::env::var_os("MICROSCOPE_KERNEL_TIMING").is_none() {
+        return;
+    }
+    for p in &out.phases {
+        eprintln!(
+            "microscope kernel: phase {} {:.2} s",
+            p.name,
+            p.duration.as_secs_f64()
+        );
+    }
+}
+
+/// The cell run at install time after the preload: it compiles and links a cell that uses the
+/// crate, so the template holds every artifact a first widget cell needs.
+const WARM_UP: &str = "let microscope_warm_up = zoo::fashion()?.graph()?.to_html().len();";
+
+/// Builds the template: preload and warm-up, printing what the compiler prints.
+pub fn prebuild(preload: &Preload) -> anyhow::Result<()> {
+    let (mut ctx, outputs) =
+        CommandContext::new().map_err(|e| anyhow::anyhow!("starting evcxr: {e}"))?;
+    for rx in [outputs.stdout, outputs.stderr] {
+        std::thread::spawn(move || {
+            while let Ok(line) = rx.recv() {
+                eprintln!("{line}");
+            }
+        });
+    }
+    for code in [preload.code(), WARM_UP.to_string()] {
+        ctx.execute(&code)
+            .map_err(|e| anyhow::anyhow!("prebuild cell `{}` failed: {e}", code.trim()))?;
+    }
+    Ok(())
+}
+
+fn error_outcome(ename: &str, evalue: String) -> Outcome {
+    Outcome::Error {
+        ename: ename.into(),
+        traceback: evalue.lines().map(str::to_string).collect(),
+        evalue,
+    }
+}
+
+/// An evcxr error as a Jupyter error: compiler messages keep their rendering (with the
+/// offending code and the compiler's explanation).
+fn outcome_of(e: Error) -> Outcome {
+    match e {
+        Error::CompilationErrors(errors) => {
+            let evalue = errors
+                .first()
+                .map(|e| e.message())
+                .unwrap_or_else(|| "compilation failed".into());
+            let traceback = errors
+                .iter()
+                .flat_map(|e| {
+                    let text = e.rendered();
+                    let text = if text.trim().is_empty() {
+                        e.message()
+                    } else {
+                        text
+                    };
+                    text.lines().map(str::to_string).collect::<Vec<_>>()
+                })
+                .collect();
+            Outcome::Error {
+                ename: "CompilationError".into(),
+                evalue,
+                traceback,
+            }
+        }
+        Error::SubprocessTerminated(message) => error_outcome(
+            "EvaluationProcessRestarted",
+            format!(
+                "{message}\nThe evaluation process stopped; variables defined so far are lost."
+            ),
+        ),
+        other => error_outcome("Error", other.to_string()),
+    }
+}

@@ -1,0 +1,150 @@
+//! Installing the kernelspec, and the template build directory that makes kernels start fast.
+//!
+//! `install` copies this binary next to a `kernel.json` and prebuilds, once, everything a cell
+//! links against (burn, the microscope crate, evcxr's own runtime crate) in a template evcxr
+//! directory. Each kernel starts from a copy of that template (`cp -a`: timestamps kept, so
+//! cargo sees every dependency as fresh), never from a live directory another kernel uses.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::eval::{self, Preload};
+
+/// Kernelspec name and display name.
+pub const NAME: &str = "microscope";
+pub const DISPLAY_NAME: &str = "Rust · microscope";
+
+/// Optimization level for cells and everything they link (evcxr's `:opt`): techniques run
+/// optimized, and a cell's own code compiles in well under a second.
+pub const OPT_LEVEL: &str = "2";
+
+/// The microscope crate this kernel preloads: the workspace it was built in.
+pub fn crate_dir() -> PathBuf {
+    let kernel = Path::new(env!("CARGO_MANIFEST_DIR"));
+    kernel.parent().unwrap_or(kernel).to_path_buf()
+}
+
+const WORK_PREFIX: &str = "microscope-kernel-";
+
+/// A new, empty directory for one kernel's build. Directories left by kernels that were killed
+/// (their process is gone) are removed first: each holds a copy of the template.
+pub fn fresh_work_dir() -> Result<PathBuf> {
+    remove_stale_work_dirs();
+    let dir = std::env::temp_dir().join(format!(
+        "{WORK_PREFIX}{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn remove_stale_work_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix(WORK_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Where Jupyter looks for this user's kernels.
+fn user_kernels_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("JUPYTER_DATA_DIR") {
+        return Ok(PathBuf::from(d).join("kernels"));
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return Ok(PathBuf::from(d).join("jupyter/kernels"));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; use --prefix")?;
+    Ok(PathBuf::from(home).join(".local/share/jupyter/kernels"))
+}
+
+/// Copies the template into `dest` keeping timestamps (reflinks where the file system has them).
+pub fn copy_template(template: &Path, dest: &Path) -> Result<()> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let status = Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(template)
+        .arg(dest)
+        .status()
+        .context("running cp")?;
+    if !status.success() {
+        bail!(
+            "copying {} to {} failed",
+            template.display(),
+            dest.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn install(prefix: Option<&Path>, cuda: bool, prebuild: bool) -> Result<()> {
+    let dir = match prefix {
+        Some(p) => p.join("share/jupyter/kernels"),
+        None => user_kernels_dir()?,
+    }
+    .join(NAME);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The binary travels with the kernelspec (a later `cargo clean` must not break it); write
+    // it beside and rename, since a running kernel may be using the old one.
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let bin = dir.join("microscope-kernel");
+    let staged = dir.join(".microscope-kernel.new");
+    std::fs::copy(&exe, &staged).with_context(|| format!("copying {}", exe.display()))?;
+    std::fs::rename(&staged, &bin)?;
+    let template = dir.join("template");
+    let features = if cuda { "cuda" } else { "" };
+    let spec = json!({
+        "argv": [bin, "run", "--connection-file", "{connection_file}",
+                 "--template", template, "--features", features],
+        "display_name": DISPLAY_NAME,
+        "language": "rust",
+        "interrupt_mode": "message",
+        "metadata": { "debugger": false },
+    });
+    std::fs::write(
+        dir.join("kernel.json"),
+        serde_json::to_string_pretty(&spec)?,
+    )?;
+    println!(
+        "installed kernelspec {NAME} ({DISPLAY_NAME}) in {}",
+        dir.display()
+    );
+    if !prebuild {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let _ = std::fs::remove_dir_all(&template);
+    println!(
+        "prebuilding the microscope crate and its dependencies into {} (once; minutes on a small machine)…",
+        template.display()
+    );
+    std::env::set_var("EVCXR_TMPDIR", &template);
+    let preload = Preload {
+        crate_dir: crate_dir(),
+        features: if cuda { vec!["cuda".into()] } else { vec![] },
+        opt_level: OPT_LEVEL.into(),
+        template: None,
+        work_dir: template.clone(),
+    };
+    eval::prebuild(&preload)?;
+    println!("prebuilt in {:.0} s", start.elapsed().as_secs_f64());
+    Ok(())
+}

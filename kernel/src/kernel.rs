@@ -1,0 +1,482 @@
+//! The kernel: binds the five Jupyter sockets and answers requests. Shell requests are handled
+//! as they arrive (kernel_info at once, even while the preload compiles); executions queue on the
+//! evaluation thread in order. Control (interrupt, shutdown) runs beside it. Everything a cell
+//! prints goes out on iopub as it is printed: plain lines as `stream`, display lines from the
+//! microscope crate as `display_data` / `update_display_data`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use zeromq::{PubSocket, RepSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+use crate::eval::{Evaluator, Outcome, Preload, Request, Stream};
+use crate::wire::{header, Connection, Message, Signer, PROTOCOL_VERSION};
+
+/// Prefix of a display line printed by the microscope crate (`microscope::widget::KERNEL_MARKER`).
+pub const DISPLAY_MARKER: &str = "\u{1b}[microscope-display]";
+
+/// How long an interrupted cell may take to stop by itself before its process is killed.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+
+pub struct Config {
+    pub connection: Connection,
+    pub preload: Preload,
+    pub interrupt_file: PathBuf,
+    /// This kernel's own directory (removed at shutdown).
+    pub work_dir: PathBuf,
+}
+
+/// Outgoing iopub traffic, in order.
+#[derive(Clone)]
+struct Iopub {
+    tx: mpsc::UnboundedSender<Message>,
+    session: String,
+}
+
+impl Iopub {
+    fn send(&self, parent: &Value, msg_type: &str, content: Value) {
+        let topic = format!("kernel.microscope.{msg_type}");
+        let _ = self.tx.send(Message {
+            identities: vec![Bytes::from(topic)],
+            header: header(msg_type, &self.session),
+            parent_header: if parent.is_null() {
+                json!({})
+            } else {
+                parent.clone()
+            },
+            metadata: json!({}),
+            content,
+            buffers: Vec::new(),
+        });
+    }
+
+    fn status(&self, parent: &Value, state: &str) {
+        self.send(parent, "status", json!({ "execution_state": state }));
+    }
+}
+
+/// A line a cell printed, as the iopub message it becomes.
+fn line_message(stream: Stream, line: &str) -> (String, Value) {
+    if let Some(json_text) = line.strip_prefix(DISPLAY_MARKER) {
+        if let Ok(v) = serde_json::from_str::<Value>(json_text) {
+            let update = v["update"].as_bool().unwrap_or(false);
+            let id = v["display_id"].as_str().map(str::to_string);
+            let mut content = json!({ "data": v["data"], "metadata": {}, "transient": {} });
+            if let Some(id) = &id {
+                content["transient"] = json!({ "display_id": id });
+            }
+            let kind = if update && id.is_some() {
+                "update_display_data"
+            } else {
+                "display_data"
+            };
+            return (kind.into(), content);
+        }
+    }
+    let name = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    (
+        "stream".into(),
+        json!({ "name": name, "text": format!("{line}\n") }),
+    )
+}
+
+pub async fn serve(config: Config) -> Result<()> {
+    let conn = &config.connection;
+    let signer = Signer::new(&conn.key);
+    let session = uuid::Uuid::new_v4().to_string();
+    let mut shell = RouterSocket::new();
+    let mut control = RouterSocket::new();
+    let mut iopub_socket = PubSocket::new();
+    let mut stdin = RouterSocket::new();
+    let mut heartbeat = RepSocket::new();
+    for (socket, port) in [
+        (&mut shell, conn.shell_port),
+        (&mut control, conn.control_port),
+        (&mut stdin, conn.stdin_port),
+    ] {
+        socket
+            .bind(&conn.endpoint(port))
+            .await
+            .with_context(|| format!("binding port {port}"))?;
+    }
+    iopub_socket
+        .bind(&conn.endpoint(conn.iopub_port))
+        .await
+        .context("binding iopub")?;
+    heartbeat
+        .bind(&conn.endpoint(conn.hb_port))
+        .await
+        .context("binding heartbeat")?;
+
+    let (pub_tx, mut pub_rx) = mpsc::unbounded_channel::<Message>();
+    let publish_signer = signer.clone();
+    tokio::spawn(async move {
+        while let Some(m) = pub_rx.recv().await {
+            if let Ok(z) = ZmqMessage::try_from(m.frames(&publish_signer)) {
+                let _ = iopub_socket.send(z).await;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok(ping) = heartbeat.recv().await {
+            let _ = heartbeat.send(ping).await;
+        }
+    });
+    // Keep the stdin socket alive (input requests are not supported).
+    tokio::spawn(async move { while stdin.recv().await.is_ok() {} });
+
+    let iopub = Iopub {
+        tx: pub_tx,
+        session: session.clone(),
+    };
+    iopub.status(&Value::Null, "starting");
+    let sink = iopub.clone();
+    let evaluator = Evaluator::start(
+        config.preload.clone(),
+        config.interrupt_file.clone(),
+        move |parent, stream, line| {
+            let (kind, content) = line_message(stream, &line);
+            sink.send(parent, &kind, content);
+        },
+    );
+
+    let (shell_tx, mut shell_rx) = mpsc::unbounded_channel::<Vec<Bytes>>();
+    let (mut shell_send, mut shell_recv) = shell.split();
+    tokio::spawn(async move {
+        while let Some(frames) = shell_rx.recv().await {
+            if let Ok(z) = ZmqMessage::try_from(frames) {
+                let _ = shell_send.send(z).await;
+            }
+        }
+    });
+
+    // Control: kernel_info, interrupt, shutdown.
+    let control_evaluator = evaluator.clone();
+    let control_signer = signer.clone();
+    let control_iopub = iopub.clone();
+    let interrupt_file = config.interrupt_file.clone();
+    let work_dir = config.work_dir.clone();
+    tokio::spawn(async move {
+        while let Ok(z) = control.recv().await {
+            let Ok(request) = Message::parse(z.into_vec(), &control_signer) else {
+                continue;
+            };
+            control_iopub.status(&request.header, "busy");
+            let reply = match request.msg_type() {
+                "kernel_info_request" => {
+                    Message::reply_to(&request, "kernel_info_reply", kernel_info())
+                }
+                "interrupt_request" => {
+                    interrupt(&control_evaluator, &interrupt_file);
+                    Message::reply_to(&request, "interrupt_reply", json!({ "status": "ok" }))
+                }
+                "shutdown_request" => {
+                    let restart = request.content["restart"].as_bool().unwrap_or(false);
+                    let reply = Message::reply_to(
+                        &request,
+                        "shutdown_reply",
+                        json!({ "status": "ok", "restart": restart }),
+                    );
+                    if let Ok(z) = ZmqMessage::try_from(reply.frames(&control_signer)) {
+                        let _ = control.send(z).await;
+                    }
+                    control_iopub.status(&request.header, "idle");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    shutdown(&control_evaluator, &work_dir);
+                }
+                other => Message::reply_to(
+                    &request,
+                    &other.replace("_request", "_reply"),
+                    json!({ "status": "ok" }),
+                ),
+            };
+            if let Ok(z) = ZmqMessage::try_from(reply.frames(&control_signer)) {
+                let _ = control.send(z).await;
+            }
+            control_iopub.status(&request.header, "idle");
+        }
+    });
+
+    let execution_count = Arc::new(AtomicU64::new(0));
+    loop {
+        let z = shell_recv.recv().await.context("shell socket closed")?;
+        let request = match Message::parse(z.into_vec(), &signer) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("microscope kernel: dropped a shell message: {e}");
+                continue;
+            }
+        };
+        let shell_tx = shell_tx.clone();
+        let iopub = iopub.clone();
+        let signer = signer.clone();
+        let evaluator = evaluator.clone();
+        let count = execution_count.clone();
+        // Each request is answered by its own task; executions still run one at a time, in
+        // order, because the evaluation thread takes them from one queue.
+        let (accepted_tx, accepted_rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            iopub.status(&request.header, "busy");
+            let reply = handle(&request, &iopub, &evaluator, &count, accepted_tx).await;
+            let _ = shell_tx.send(reply.frames(&signer));
+            iopub.status(&request.header, "idle");
+        });
+        // Wait until the request is queued, so queue order is arrival order.
+        let _ = accepted_rx.await;
+    }
+}
+
+async fn handle(
+    request: &Message,
+    iopub: &Iopub,
+    evaluator: &Evaluator,
+    count: &AtomicU64,
+    accepted: oneshot::Sender<()>,
+) -> Message {
+    let c = &request.content;
+    match request.msg_type() {
+        "kernel_info_request" => {
+            let _ = accepted.send(());
+            Message::reply_to(request, "kernel_info_reply", kernel_info())
+        }
+        "execute_request" => {
+            let code = c["code"].as_str().unwrap_or("").to_string();
+            let silent = c["silent"].as_bool().unwrap_or(false);
+            let store = c["store_history"].as_bool().unwrap_or(true) && !silent;
+            let n = if store {
+                count.fetch_add(1, Ordering::SeqCst) + 1
+            } else {
+                count.load(Ordering::SeqCst)
+            };
+            if !silent {
+                iopub.send(
+                    &request.header,
+                    "execute_input",
+                    json!({ "code": code, "execution_count": n }),
+                );
+            }
+            let (tx, rx) = oneshot::channel();
+            evaluator.send(Request::Execute {
+                code,
+                parent: request.header.clone(),
+                reply: tx,
+            });
+            let _ = accepted.send(());
+            let outcome = rx.await.unwrap_or(Outcome::Error {
+                ename: "KernelError".into(),
+                evalue: "the evaluation thread stopped".into(),
+                traceback: vec![],
+            });
+            match outcome {
+                Outcome::Ok(data) => {
+                    if !data.is_empty() && !silent {
+                        iopub.send(
+                            &request.header,
+                            "execute_result",
+                            json!({ "execution_count": n, "data": data, "metadata": {} }),
+                        );
+                    }
+                    Message::reply_to(
+                        request,
+                        "execute_reply",
+                        json!({ "status": "ok", "execution_count": n, "user_expressions": {}, "payload": [] }),
+                    )
+                }
+                Outcome::Error {
+                    ename,
+                    evalue,
+                    traceback,
+                } => {
+                    let content =
+                        json!({ "ename": ename, "evalue": evalue, "traceback": traceback });
+                    iopub.send(&request.header, "error", content.clone());
+                    let mut reply = content;
+                    reply["status"] = json!("error");
+                    reply["execution_count"] = json!(n);
+                    Message::reply_to(request, "execute_reply", reply)
+                }
+            }
+        }
+        "complete_request" => {
+            let code = c["code"].as_str().unwrap_or("").to_string();
+            let cursor = byte_offset(&code, c["cursor_pos"].as_u64().unwrap_or(0) as usize);
+            let (tx, rx) = oneshot::channel();
+            evaluator.send(Request::Complete {
+                code: code.clone(),
+                cursor,
+                reply: tx,
+            });
+            let _ = accepted.send(());
+            let (matches, start, end) = rx.await.unwrap_or((vec![], cursor, cursor));
+            Message::reply_to(
+                request,
+                "complete_reply",
+                json!({
+                    "status": "ok",
+                    "matches": matches,
+                    "cursor_start": char_offset(&code, start),
+                    "cursor_end": char_offset(&code, end),
+                    "metadata": {},
+                }),
+            )
+        }
+        "inspect_request" => {
+            let code = c["code"].as_str().unwrap_or("").to_string();
+            let cursor = byte_offset(&code, c["cursor_pos"].as_u64().unwrap_or(0) as usize);
+            let (tx, rx) = oneshot::channel();
+            evaluator.send(Request::Inspect {
+                code,
+                cursor,
+                reply: tx,
+            });
+            let _ = accepted.send(());
+            let text = rx.await.ok().flatten();
+            Message::reply_to(
+                request,
+                "inspect_reply",
+                json!({
+                    "status": "ok",
+                    "found": text.is_some(),
+                    "data": text.map(|t| json!({ "text/plain": t })).unwrap_or(json!({})),
+                    "metadata": {},
+                }),
+            )
+        }
+        "is_complete_request" => {
+            let _ = accepted.send(());
+            Message::reply_to(request, "is_complete_reply", json!({ "status": "unknown" }))
+        }
+        "history_request" => {
+            let _ = accepted.send(());
+            Message::reply_to(
+                request,
+                "history_reply",
+                json!({ "status": "ok", "history": [] }),
+            )
+        }
+        "comm_info_request" => {
+            let _ = accepted.send(());
+            Message::reply_to(
+                request,
+                "comm_info_reply",
+                json!({ "status": "ok", "comms": {} }),
+            )
+        }
+        other => {
+            let _ = accepted.send(());
+            let kind = other
+                .strip_suffix("_request")
+                .map(|k| format!("{k}_reply"))
+                .unwrap_or_else(|| "error_reply".into());
+            Message::reply_to(
+                request,
+                &kind,
+                json!({ "status": "error", "ename": "NotSupported", "evalue": format!("{other} is not supported"), "traceback": [] }),
+            )
+        }
+    }
+}
+
+fn kernel_info() -> Value {
+    json!({
+        "status": "ok",
+        "protocol_version": PROTOCOL_VERSION,
+        "implementation": "microscope-kernel",
+        "implementation_version": env!("CARGO_PKG_VERSION"),
+        "language_info": {
+            "name": "rust",
+            "version": "",
+            "mimetype": "text/rust",
+            "file_extension": ".rs",
+            "pygments_lexer": "rust",
+            "codemirror_mode": "rust",
+        },
+        "banner": "microscope: look inside vision neural networks (Rust, evcxr)",
+        "help_links": [],
+    })
+}
+
+/// Asks the running cell to stop: microscope computations check the interrupt file every step
+/// and return an error, keeping the process and its variables. A cell that does not stop within
+/// the grace period (code that never checks) has its process killed, as evcxr does.
+fn interrupt(evaluator: &Evaluator, file: &PathBuf) {
+    let state = evaluator.state.clone();
+    if state.parent.lock().unwrap().is_null() {
+        return;
+    }
+    let _ = std::fs::write(file, b"interrupt");
+    let generation = state.finished.load(Ordering::SeqCst);
+    std::thread::spawn(move || {
+        std::thread::sleep(INTERRUPT_GRACE);
+        if state.finished.load(Ordering::SeqCst) == generation
+            && !state.parent.lock().unwrap().is_null()
+        {
+            if let Some(child) = state.child.lock().unwrap().as_ref() {
+                let _ = child.lock().unwrap().kill();
+            }
+        }
+    });
+}
+
+fn shutdown(evaluator: &Evaluator, work_dir: &std::path::Path) -> ! {
+    if let Some(child) = evaluator.state.child.lock().unwrap().as_ref() {
+        let _ = child.lock().unwrap().kill();
+    }
+    let _ = std::fs::remove_dir_all(work_dir);
+    std::process::exit(0)
+}
+
+/// Jupyter counts cursor positions in Unicode code points; evcxr in bytes.
+fn byte_offset(code: &str, chars: usize) -> usize {
+    code.char_indices()
+        .nth(chars)
+        .map_or(code.len(), |(b, _)| b)
+}
+
+fn char_offset(code: &str, bytes: usize) -> usize {
+    code[..bytes.min(code.len())].chars().count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_lines_become_display_messages() {
+        let line = format!(
+            "{DISPLAY_MARKER}{}",
+            json!({"data": {"text/plain": "x"}, "display_id": "d1", "update": true})
+        );
+        let (kind, content) = line_message(Stream::Stdout, &line);
+        assert_eq!(kind, "update_display_data");
+        assert_eq!(content["transient"]["display_id"], "d1");
+        assert_eq!(content["data"]["text/plain"], "x");
+        let (kind, content) = line_message(Stream::Stderr, "plain text");
+        assert_eq!(kind, "stream");
+        assert_eq!(content["name"], "stderr");
+        assert_eq!(content["text"], "plain text\n");
+    }
+
+    #[test]
+    fn cursor_offsets_convert_between_chars_and_bytes() {
+        let code = "let é = 1; x";
+        assert_eq!(byte_offset(code, 5), 6);
+        assert_eq!(char_offset(code, 6), 5);
+        assert_eq!(byte_offset(code, 100), code.len());
+    }
+
+    #[test]
+    fn the_marker_is_the_one_the_crate_prints() {
+        assert_eq!(DISPLAY_MARKER, microscope::widget::KERNEL_MARKER);
+        assert_eq!(crate::INTERRUPT_ENV, microscope::interrupt::ENV);
+    }
+}
