@@ -36,6 +36,26 @@ microscope.components.Gallery = function (root, p) {
     return cell;
   });
 
+  // The unit's view, inline: the tabs of a unit view, with what the gallery computed (the
+  // feature visualization) and, for the other techniques, the code that computes them.
+  function view(u) {
+    const code = "model.unit(" + JSON.stringify(p.layer) + ", " + u.index + ")?.view()?";
+    const later = (what) => ({ kind: "Unavailable", reason: what + " is not part of the gallery: run " + code + " to compute every tab." });
+    const tab = (id, title, about, body) => ({ id, title, about, body });
+    return {
+      model: p.model, layer: p.layer, op: p.op, unit: u.index, units: p.units.length, code,
+      tabs: [
+        tab("feature-vis", "Feature visualization", "The image optimized to excite " + p.layer + ":" + u.index + " (" + p.steps + " steps, seed " + p.seed + ").",
+          u.image ? { kind: "Pictures", pictures: [{ src: u.image, caption: "activation " + microscope.fmt(u.activation) }] }
+            : { kind: "Unavailable", reason: "Not computed yet: run the cell to compute it." }),
+        tab("dataset-examples", "Dataset examples", "The inputs that activate the unit most and least.", later("Dataset examples")),
+        tab("deepdream", "DeepDream", "What the layer amplifies in an input image.", later("DeepDream")),
+        tab("weights", "Weights", "Expanded weights from the previous layer's strongest units.", later("Weights")),
+        tab("attribution", "Attribution", "Where in an image, and through which units, the activation comes from.", later("Attribution")),
+      ],
+    };
+  }
+
   function show(u, cell) {
     if (open) open.classList.remove("ms-open");
     if (open === cell) { open = null; detail.hidden = true; return; }
@@ -43,13 +63,7 @@ microscope.components.Gallery = function (root, p) {
     cell.classList.add("ms-open");
     detail.hidden = false;
     detail.textContent = "";
-    detail.appendChild(el("div", { class: "ms-bar" }, [
-      el("span", { class: "ms-title ms-detail-title", text: p.layer + ":" + u.index }),
-      el("span", { class: "ms-muted", text: u.activation === null ? "not computed: run the cell to compute" : "activation " + microscope.fmt(u.activation) + " on its feature visualization" }),
-    ]));
-    if (u.image) detail.appendChild(microscope.image(u.image, 192, "unit " + u.index));
-    detail.appendChild(el("div", { class: "ms-muted", text: "all techniques for this unit:" }));
-    detail.appendChild(microscope.code("model.unit(" + JSON.stringify(p.layer) + ", " + u.index + ")?.view()?"));
+    detail.appendChild(microscope.unitView(view(u)));
   }
 
   function order() {

@@ -31,6 +31,7 @@ microscope.unitView = function (p) {
       ]);
     },
     DeepDream: (b) => el("div", { class: "ms-figs" }, [fig(b.before, big), fig(b.after, big)]),
+    Pictures: (b) => el("div", { class: "ms-figs" }, b.pictures.map((pic) => fig(pic, big))),
     Weights: (b) => el("div", {}, [
       el("div", { class: "ms-muted", text: b.from ? "from " + b.from + " (strongest first: unit, L2 norm, sum)" : "first layer: the unit's filter" }),
       el("div", { class: "ms-figs" }, b.cards.map((c) => el("figure", { class: "ms-weight" }, [

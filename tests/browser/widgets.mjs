@@ -111,7 +111,11 @@ for (const scheme of ["light", "dark"]) {
     const idx = await page.$$eval(".ms-cell", (cs) => cs.map((c) => Number(c.dataset.unit)));
     check(idx.every((u, i) => i === 0 || idx[i - 1] < u), "gallery: sort by index restores unit order");
     await page.locator('.ms-cell[data-unit="5"]').click();
-    check((await page.textContent(".ms-detail-title")) === "conv3:5", "gallery: clicking a unit opens its details inline");
+    check((await page.textContent(".ms-gallery-detail .ms-title")) === "conv3:5", "gallery: clicking a unit opens its details inline");
+    check(await page.locator(".ms-gallery-detail .ms-tab").count() >= 5, "gallery: ... as a unit view with its technique tabs");
+    await page.click('.ms-gallery-detail .ms-tab[data-tab="weights"]');
+    check((await page.textContent('.ms-gallery-detail .ms-panel[data-tab="weights"]')).includes('model.unit("conv3", 5)?.view()?'),
+      "gallery: ... whose tabs the gallery did not compute say how to compute them");
     await page.locator('.ms-cell[data-unit="5"]').click();
   }
   await page.locator('.ms-cell[data-unit="7"]').click();
