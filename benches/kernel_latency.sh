@@ -22,10 +22,13 @@ JSON
 export JUPYTER_PATH="$PWD/$OUT/prefix/share/jupyter"
 preload=":linker system
 :opt 2
+:offline 1
 :dep microscope = { path = \"$PWD\" }
 use microscope::prelude::*;"
-# Stock evcxr builds its dependencies in its own directory; prebuild them once (as our install
-# does), so both kernels are measured from a prebuilt state.
+# Stock evcxr builds its dependencies in its own directory, a fresh one per kernel unless
+# EVCXR_TMPDIR names one; give it a persistent one and prebuild it once (as our install does),
+# so both kernels are measured from a prebuilt state (stock evcxr's best case).
+export EVCXR_TMPDIR="$PWD/$OUT/evcxr-tmp"
 .venv/bin/python benches/kernel_latency.py evcxr "$preload" >/dev/null
 .venv/bin/python benches/kernel_latency.py microscope
-EVCXR_TMPDIR="$PWD/$OUT/evcxr-tmp" .venv/bin/python benches/kernel_latency.py evcxr "$preload"
+.venv/bin/python benches/kernel_latency.py evcxr "$preload"

@@ -22,7 +22,7 @@ use crate::wire::{header, Connection, Message, Signer, PROTOCOL_VERSION};
 pub const DISPLAY_MARKER: &str = "\u{1b}[microscope-display]";
 
 /// How long an interrupted cell may take to stop by itself before its process is killed.
-const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Config {
     pub connection: Connection,

@@ -64,6 +64,7 @@ enum Command {
 fn main() -> ExitCode {
     // When evcxr starts this binary as its evaluation process, this call never returns.
     evcxr::runtime_hook();
+    drop_workspace_library_paths();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Install {
@@ -84,6 +85,23 @@ fn main() -> ExitCode {
             eprintln!("microscope-kernel: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `cargo run` and `cargo test` put this workspace's `target/*/deps` on `LD_LIBRARY_PATH`, where
+/// the crate's own `dylib` (built with other settings) would shadow the one the cells link
+/// against, and their shared objects would fail to load. Other entries (CUDA's, say) stay.
+fn drop_workspace_library_paths() {
+    let Some(paths) = std::env::var_os("LD_LIBRARY_PATH") else {
+        return;
+    };
+    let target = install::crate_dir().join("target");
+    let kept: Vec<PathBuf> = std::env::split_paths(&paths)
+        .filter(|p| !p.starts_with(&target))
+        .collect();
+    match std::env::join_paths(&kept) {
+        Ok(joined) if !kept.is_empty() => std::env::set_var("LD_LIBRARY_PATH", joined),
+        _ => std::env::remove_var("LD_LIBRARY_PATH"),
     }
 }
 
