@@ -4,6 +4,8 @@
 
 use base64::Engine;
 
+use crate::network::DynTensor;
+
 /// Pixels `[C, H, W]` in [0, 1], planar. One channel is grey, three are RGB; other channel
 /// counts show their first channel.
 #[derive(Clone, Debug)]
@@ -99,6 +101,29 @@ pub fn png(image: &Planar) -> String {
         None,
         &image.rgb(),
     ))
+}
+
+/// Every image of a tensor of images in [0, 1] as a PNG data URL: `[N, C, H, W]` (leading axes
+/// beyond N are folded into N), `[C, H, W]` or `[H, W]` for one image. Other ranks hold no image.
+pub fn pngs(images: &DynTensor) -> Vec<String> {
+    let d = images.dims();
+    let (n, c, h, w) = match d[..] {
+        [h, w] => (1, 1, h, w),
+        [.., c, h, w] => (d[..d.len() - 3].iter().product(), c, h, w),
+        _ => return Vec::new(),
+    };
+    let pixels = images.to_vec();
+    let per = c * h * w;
+    (0..n)
+        .map(|i| {
+            png(&Planar {
+                data: &pixels[i * per..(i + 1) * per],
+                channels: c,
+                height: h,
+                width: w,
+            })
+        })
+        .collect()
 }
 
 /// A thumbnail PNG data URL, `size`×`size`, with a 256-colour palette (grey images stay grey).
@@ -224,6 +249,20 @@ mod tests {
                 &buf[..3]
             );
         }
+    }
+
+    #[test]
+    fn tensors_of_any_image_rank_become_pngs_and_others_none() {
+        let device = crate::Device::cpu();
+        let t = |shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            DynTensor::from_host(&vec![0.5; n], shape, device.burn())
+        };
+        assert_eq!(pngs(&t(&[3, 1, 4, 4])).len(), 3);
+        assert_eq!(pngs(&t(&[2, 3, 1, 4, 4])).len(), 6);
+        assert_eq!(pngs(&t(&[3, 4, 4])).len(), 1);
+        assert_eq!(pngs(&t(&[4, 4])).len(), 1);
+        assert!(pngs(&t(&[16])).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::image::{png, Planar};
+use super::image::pngs;
 use super::unit_view::Picture;
 use crate::network::DynTensor;
 use crate::technique::Visualization;
@@ -17,20 +17,14 @@ pub struct Images {
 }
 
 impl Images {
-    /// Every image of a `[N, C, H, W]` tensor in [0, 1], captioned by `captions` (by index when
-    /// there are fewer captions than images).
+    /// Every image of a `[N, C, H, W]` tensor in [0, 1] (see [`pngs`] for other ranks), captioned
+    /// by `captions` (by index when there are fewer captions than images).
     pub fn from_tensor(title: &str, images: &DynTensor, captions: &[String]) -> Images {
-        let d = images.dims();
-        let pixels = images.to_vec();
-        let per: usize = d[1..].iter().product();
-        let pictures = (0..d[0])
-            .map(|i| Picture {
-                src: png(&Planar {
-                    data: &pixels[i * per..(i + 1) * per],
-                    channels: d[1],
-                    height: d[2],
-                    width: d[3],
-                }),
+        let pictures = pngs(images)
+            .into_iter()
+            .enumerate()
+            .map(|(i, src)| Picture {
+                src,
                 caption: captions.get(i).cloned().unwrap_or_else(|| format!("#{i}")),
             })
             .collect();

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::image::{heatmap, png, thumbnail, Planar, Scale};
+use super::image::{heatmap, png, pngs, thumbnail, Planar, Scale};
 use super::plot::histogram_svg;
 use super::progress::ProgressDisplay;
 use crate::data::Dataset;
@@ -159,12 +159,9 @@ fn planar<'a>(data: &'a [f32], dims: &[usize]) -> Planar<'a> {
     }
 }
 
-/// Image `i` of a `[N, C, H, W]` tensor as a PNG.
-fn image_png(images: &DynTensor, i: usize) -> String {
-    let d = images.dims();
-    let per = d[1] * d[2] * d[3];
-    let all = images.to_vec();
-    png(&planar(&all[i * per..(i + 1) * per], &d[1..]))
+/// The first image of a tensor of images as a PNG.
+fn first_png(images: &DynTensor) -> String {
+    pngs(images).into_iter().next().unwrap_or_default()
 }
 
 fn tab(id: &'static str, title: &'static str, about: String, body: Result<Body>) -> Tab {
@@ -344,20 +341,20 @@ fn feature_vis_tab(unit: &Unit, options: &ViewOptions, positive: &Visualization)
             unit.layer(),
             &units,
         )?;
-        for (i, a) in v.activations.iter().enumerate() {
+        for (src, a) in pngs(&v.images).into_iter().zip(&v.activations) {
             diversity.push(Picture {
-                src: image_png(&v.images, i),
+                src,
                 caption: format!("activation {a:.3}"),
             });
         }
     }
     Ok(Body::FeatureVis {
         positive: Picture {
-            src: image_png(&positive.images, 0),
+            src: first_png(&positive.images),
             caption: format!("positive · activation {:.3}", positive.activations[0]),
         },
         negative: Picture {
-            src: image_png(&negative.images, 0),
+            src: first_png(&negative.images),
             caption: format!("negative · activation {:.3}", negative.activations[0]),
         },
         diversity,
@@ -413,11 +410,11 @@ fn deepdream_tab(
     let (dream, before, after) = options.deepdream.run(model, &first, layer)?;
     Ok(Body::DeepDream {
         before: Picture {
-            src: image_png(&first, 0),
+            src: first_png(&first),
             caption: format!("input · objective {before:.3}"),
         },
         after: Picture {
-            src: image_png(&dream, 0),
+            src: first_png(&dream),
             caption: format!("dream · objective {after:.3}"),
         },
     })
@@ -470,10 +467,15 @@ fn weights_tab(unit: &Unit, options: &ViewOptions) -> Result<Body> {
     let data = w.to_vec();
     let strongest = strongest_inputs(&w, options.weights);
     let sources: Vec<usize> = strongest.iter().map(|s| s.0).collect();
-    let fv = if sources.is_empty() {
-        None
+    let fv_images = if sources.is_empty() {
+        Vec::new()
     } else {
-        Some(options.feature_vis.run_units(model, &from, &sources)?)
+        pngs(
+            &options
+                .feature_vis
+                .run_units(model, &from, &sources)?
+                .images,
+        )
     };
     let plane = d[1] * d[2];
     let cards = strongest
@@ -489,7 +491,7 @@ fn weights_tab(unit: &Unit, options: &ViewOptions) -> Result<Body> {
             WeightCard {
                 unit: c,
                 weights: heatmap(&cropped, y1 - y0 + 1, x1 - x0 + 1, Scale::Diverging),
-                feature_vis: fv.as_ref().map(|v| image_png(&v.images, i)),
+                feature_vis: fv_images.get(i).cloned(),
                 norm,
                 sum,
             }
@@ -520,7 +522,7 @@ fn attribution_tab(unit: &Unit, image: &DynTensor) -> Result<Body> {
     channels.truncate(8);
     Ok(Body::Attribution {
         image: Picture {
-            src: image_png(&image, 0),
+            src: first_png(&image),
             caption: format!("{unit} = {:.3} on this image", map.value),
         },
         spatial: heatmap(&map.spatial, map.height, map.width, Scale::Diverging),
