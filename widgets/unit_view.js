@@ -1,7 +1,11 @@
 // UnitView: one unit, one tab per technique. Also used inside a Gallery for the unit a user
 // clicks (with the tabs that gallery computed).
+//
+// A tab whose body is `Later` was not computed. With `load` (a live kernel), opening it calls
+// `load(tabId, set)`, and `set(body)` replaces its content (a `Progress` body while it runs);
+// without, it says how to compute it.
 
-microscope.unitView = function (p) {
+microscope.unitView = function (p, load) {
   const el = microscope.el;
   const fig = (pic, size) => el("figure", {}, [microscope.image(pic.src, size, pic.caption), el("figcaption", { text: pic.caption })]);
   const big = 160;
@@ -55,23 +59,42 @@ microscope.unitView = function (p) {
       return el("div", {}, [box, el("div", { class: "ms-muted", text: b.count + " inputs · mean " + microscope.fmt(b.mean) + " · max " + microscope.fmt(b.max) })]);
     },
     Unavailable: (b) => el("div", { class: "ms-muted ms-unavailable", text: b.reason }),
+    Later: (b) => el("div", { class: "ms-muted ms-unavailable ms-later", text: b.reason }),
+    Progress: (b) => {
+      const bar = microscope.progress();
+      bar.set(b.fraction, b.label);
+      return bar;
+    },
   };
+  const body = (b) => (render[b.kind] || render.Unavailable)(b);
 
   const tabs = el("div", { class: "ms-tabs", role: "tablist" });
   const panels = el("div", {});
   const buttons = [];
   p.tabs.forEach((t, i) => {
+    let content = body(t.body);
     const panel = el("div", { class: "ms-panel", role: "tabpanel", "data-tab": t.id, hidden: i !== 0 }, [
       el("p", { class: "ms-about", text: t.about }),
-      (render[t.body.kind] || render.Unavailable)(t.body),
+      content,
     ]);
+    const set = (b) => {
+      t.body = b;
+      const next = body(b);
+      panel.replaceChild(next, content);
+      content = next;
+    };
+    const open = () => {
+      if (load && t.body.kind === "Later") load(t.id, set);
+    };
     const button = el("button", { class: "ms-tab", role: "tab", "data-tab": t.id, "aria-selected": i === 0 ? "true" : "false", text: t.title });
     button.addEventListener("click", () => {
       buttons.forEach((b) => b.setAttribute("aria-selected", "false"));
       Array.from(panels.children).forEach((x) => { x.hidden = true; });
       button.setAttribute("aria-selected", "true");
       panel.hidden = false;
+      open();
     });
+    if (i === 0) setTimeout(open, 0);
     buttons.push(button);
     tabs.appendChild(button);
     panels.appendChild(panel);

@@ -40,6 +40,9 @@ pub fn fresh_work_dir() -> Result<PathBuf> {
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Private: it holds the bridge socket (live widgets) and the interrupt file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     Ok(dir)
 }
 
@@ -62,16 +65,49 @@ fn remove_stale_work_dirs() {
     }
 }
 
-/// Where Jupyter looks for this user's kernels.
-fn user_kernels_dir() -> Result<PathBuf> {
+/// This user's Jupyter data directory (kernels, labextensions).
+fn user_data_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("JUPYTER_DATA_DIR") {
-        return Ok(PathBuf::from(d).join("kernels"));
+        return Ok(PathBuf::from(d));
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
-        return Ok(PathBuf::from(d).join("jupyter/kernels"));
+        return Ok(PathBuf::from(d).join("jupyter"));
     }
     let home = std::env::var_os("HOME").context("HOME is not set; use --prefix")?;
-    Ok(PathBuf::from(home).join(".local/share/jupyter/kernels"))
+    Ok(PathBuf::from(home).join(".local/share/jupyter"))
+}
+
+/// The front-end extension that lets widgets reach their kernel (live widgets).
+const EXTENSION_NAME: &str = "microscope-jupyter";
+const EXTENSION_JS: &str = include_str!("../../widgets/jupyter/extension.js");
+
+/// Writes the front-end extension into `data/labextensions`, where JupyterLab 4 and Notebook 7
+/// find prebuilt extensions. The script's name carries a hash of its content, so a browser
+/// never runs a cached older copy.
+fn install_extension(data: &Path) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let dir = data.join("labextensions").join(EXTENSION_NAME);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("static"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let hash: String = Sha256::digest(EXTENSION_JS.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let script = format!("static/remoteEntry.{hash}.js");
+    std::fs::write(dir.join(&script), EXTENSION_JS)?;
+    let package = json!({
+        "name": EXTENSION_NAME,
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "Lets microscope widgets reach the kernel of their notebook (live widgets).",
+        "jupyterlab": { "_build": { "load": script, "extension": "./extension" } },
+    });
+    std::fs::write(
+        dir.join("package.json"),
+        serde_json::to_string_pretty(&package)?,
+    )?;
+    Ok(dir)
 }
 
 /// Copies the template into `dest` keeping timestamps (reflinks where the file system has them).
@@ -96,11 +132,19 @@ pub fn copy_template(template: &Path, dest: &Path) -> Result<()> {
 }
 
 pub fn install(prefix: Option<&Path>, cuda: bool, prebuild: bool) -> Result<()> {
-    let dir = match prefix {
-        Some(p) => p.join("share/jupyter/kernels"),
-        None => user_kernels_dir()?,
-    }
-    .join(NAME);
+    let data = match prefix {
+        // kernel.json names the binary and template by absolute path.
+        Some(p) => std::path::absolute(p)
+            .with_context(|| format!("resolving {}", p.display()))?
+            .join("share/jupyter"),
+        None => user_data_dir()?,
+    };
+    let extension = install_extension(&data)?;
+    println!(
+        "installed the front-end extension {EXTENSION_NAME} in {}",
+        extension.display()
+    );
+    let dir = data.join("kernels").join(NAME);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // The binary travels with the kernelspec (a later `cargo clean` must not break it); write
     // it beside and rename, since a running kernel may be using the old one.

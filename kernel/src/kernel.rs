@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use zeromq::{PubSocket, RepSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
+use crate::bridge::{self, Bridge, Incoming};
 use crate::eval::{Evaluator, Outcome, Preload, Request, Stream};
 use crate::wire::{header, Connection, Message, Signer, PROTOCOL_VERSION};
 
@@ -30,6 +31,9 @@ pub struct Config {
     pub interrupt_file: PathBuf,
     /// This kernel's own directory (removed at shutdown).
     pub work_dir: PathBuf,
+    /// The socket of the bridge to the evaluation process, and the secret it must present.
+    pub bridge_socket: PathBuf,
+    pub bridge_token: String,
 }
 
 /// Outgoing iopub traffic, in order.
@@ -149,6 +153,19 @@ pub async fn serve(config: Config) -> Result<()> {
         },
     );
 
+    let comm_sink = iopub.clone();
+    let bridge = Bridge::listen(
+        &config.bridge_socket,
+        config.bridge_token.clone(),
+        move |m: Incoming| {
+            comm_sink.send(
+                &m.parent,
+                "comm_msg",
+                json!({ "comm_id": m.comm, "data": m.data }),
+            )
+        },
+    )?;
+
     let (shell_tx, mut shell_rx) = mpsc::unbounded_channel::<Vec<Bytes>>();
     let (mut shell_send, mut shell_recv) = shell.split();
     tokio::spawn(async move {
@@ -220,14 +237,17 @@ pub async fn serve(config: Config) -> Result<()> {
         let iopub = iopub.clone();
         let signer = signer.clone();
         let evaluator = evaluator.clone();
+        let bridge = bridge.clone();
         let count = execution_count.clone();
         // Each request is answered by its own task; executions still run one at a time, in
         // order, because the evaluation thread takes them from one queue.
         let (accepted_tx, accepted_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             iopub.status(&request.header, "busy");
-            let reply = handle(&request, &iopub, &evaluator, &count, accepted_tx).await;
-            let _ = shell_tx.send(reply.frames(&signer));
+            let reply = handle(&request, &iopub, &evaluator, &bridge, &count, accepted_tx).await;
+            if let Some(reply) = reply {
+                let _ = shell_tx.send(reply.frames(&signer));
+            }
             iopub.status(&request.header, "idle");
         });
         // Wait until the request is queued, so queue order is arrival order.
@@ -235,15 +255,24 @@ pub async fn serve(config: Config) -> Result<()> {
     }
 }
 
+/// Answers one shell request (comm messages get no reply).
 async fn handle(
     request: &Message,
     iopub: &Iopub,
     evaluator: &Evaluator,
+    bridge: &Bridge,
     count: &AtomicU64,
     accepted: oneshot::Sender<()>,
-) -> Message {
+) -> Option<Message> {
     let c = &request.content;
-    match request.msg_type() {
+    if let Some(kind) = request.msg_type().strip_prefix("comm_") {
+        if kind != "info_request" {
+            let _ = accepted.send(());
+            comm(kind, request, iopub, bridge);
+            return None;
+        }
+    }
+    Some(match request.msg_type() {
         "kernel_info_request" => {
             let _ = accepted.send(());
             Message::reply_to(request, "kernel_info_reply", kernel_info())
@@ -365,10 +394,20 @@ async fn handle(
         }
         "comm_info_request" => {
             let _ = accepted.send(());
+            let wanted = c["target_name"].as_str().unwrap_or(bridge::TARGET);
+            let comms: serde_json::Map<String, Value> = if wanted == bridge::TARGET {
+                bridge
+                    .comms()
+                    .into_iter()
+                    .map(|id| (id, json!({ "target_name": bridge::TARGET })))
+                    .collect()
+            } else {
+                serde_json::Map::new()
+            };
             Message::reply_to(
                 request,
                 "comm_info_reply",
-                json!({ "status": "ok", "comms": {} }),
+                json!({ "status": "ok", "comms": comms }),
             )
         }
         other => {
@@ -383,6 +422,35 @@ async fn handle(
                 json!({ "status": "error", "ename": "NotSupported", "evalue": format!("{other} is not supported"), "traceback": [] }),
             )
         }
+    })
+}
+
+/// `comm_open`, `comm_msg`, `comm_close` from the frontend. Comms to the `microscope` target go
+/// over the bridge; a comm to any other target is closed at once, as the protocol asks.
+fn comm(kind: &str, request: &Message, iopub: &Iopub, bridge: &Bridge) {
+    let c = &request.content;
+    let Some(id) = c["comm_id"].as_str() else {
+        return;
+    };
+    let data = &c["data"];
+    match kind {
+        "open" if c["target_name"] == bridge::TARGET => {
+            if let Some(answer) = bridge.open(id, &request.header, data) {
+                iopub.send(
+                    &request.header,
+                    "comm_msg",
+                    json!({ "comm_id": id, "data": answer }),
+                );
+            }
+        }
+        "open" => iopub.send(
+            &request.header,
+            "comm_close",
+            json!({ "comm_id": id, "data": {} }),
+        ),
+        "msg" => bridge.message(id, &request.header, data),
+        "close" => bridge.close(id),
+        _ => {}
     }
 }
 
@@ -478,5 +546,7 @@ mod tests {
     fn the_marker_is_the_one_the_crate_prints() {
         assert_eq!(DISPLAY_MARKER, microscope::widget::KERNEL_MARKER);
         assert_eq!(crate::INTERRUPT_ENV, microscope::interrupt::ENV);
+        assert_eq!(crate::BRIDGE_ENV, microscope::widget::live::BRIDGE_ENV);
+        assert_eq!(crate::BRIDGE_TOKEN_ENV, microscope::widget::live::TOKEN_ENV);
     }
 }

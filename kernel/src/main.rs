@@ -7,6 +7,7 @@
 //!
 //! See HOW_IT_WORKS.md for the pipeline.
 
+mod bridge;
 mod eval;
 mod install;
 mod kernel;
@@ -19,6 +20,9 @@ use clap::{Parser, Subcommand};
 
 /// The variable naming the interrupt file (`microscope::interrupt::ENV`).
 pub const INTERRUPT_ENV: &str = "MICROSCOPE_INTERRUPT_FILE";
+/// The variables naming the bridge socket and its secret (`microscope::widget::live`).
+pub const BRIDGE_ENV: &str = "MICROSCOPE_BRIDGE";
+pub const BRIDGE_TOKEN_ENV: &str = "MICROSCOPE_BRIDGE_TOKEN";
 
 #[derive(Parser)]
 #[command(
@@ -119,6 +123,11 @@ fn run(connection_file: PathBuf, template: Option<PathBuf>, features: &str) -> a
     std::env::set_var("EVCXR_TMPDIR", work.join("evcxr"));
     std::env::set_var("MICROSCOPE_KERNEL", "1");
     std::env::set_var(INTERRUPT_ENV, &interrupt_file);
+    // The evaluation process finds the bridge (live widgets) through these.
+    let bridge_socket = work.join("bridge.sock");
+    let bridge_token = uuid::Uuid::new_v4().simple().to_string();
+    std::env::set_var(BRIDGE_ENV, &bridge_socket);
+    std::env::set_var(BRIDGE_TOKEN_ENV, &bridge_token);
     let preload = eval::Preload {
         crate_dir: install::crate_dir(),
         features,
@@ -135,6 +144,8 @@ fn run(connection_file: PathBuf, template: Option<PathBuf>, features: &str) -> a
         preload,
         interrupt_file,
         work_dir: work.clone(),
+        bridge_socket,
+        bridge_token,
     }));
     let _ = std::fs::remove_dir_all(&work);
     result

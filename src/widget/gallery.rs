@@ -54,7 +54,7 @@ impl GalleryProgress {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct GalleryUnit {
     pub index: usize,
     /// Thumbnail PNG (`None`: not computed).
@@ -74,6 +74,8 @@ pub struct Gallery {
     pub thumbnail: usize,
     pub steps: usize,
     pub seed: u64,
+    /// How the widget reaches the kernel that made it (under the microscope kernel only).
+    pub live: Option<super::live::Live>,
 }
 
 impl Layer {
@@ -84,8 +86,28 @@ impl Layer {
 
     /// The gallery of every unit, visualized with `feature_vis`, with a live progress bar.
     pub fn gallery_using(&self, feature_vis: &FeatureVis) -> Result<Gallery> {
+        self.gallery_showing(None, feature_vis)
+    }
+
+    /// A gallery of every unit that computes only `units` now. Under the microscope kernel the
+    /// others are computed when clicked (or all at once with the gallery's button), in the
+    /// background, with the same settings; elsewhere they show as not computed.
+    pub fn gallery_of(
+        &self,
+        units: impl IntoIterator<Item = usize>,
+        feature_vis: &FeatureVis,
+    ) -> Result<Gallery> {
+        self.gallery_showing(Some(units.into_iter().collect()), feature_vis)
+    }
+
+    fn gallery_showing(
+        &self,
+        units: Option<Vec<usize>>,
+        feature_vis: &FeatureVis,
+    ) -> Result<Gallery> {
         let options = GalleryOptions {
             feature_vis: feature_vis.clone(),
+            units,
             ..GalleryOptions::default()
         };
         let mut bar = ProgressDisplay::start(&format!("gallery of {}", self.name));
@@ -94,12 +116,14 @@ impl Layer {
             &mut |p| bar.set(p.fraction(), &format!("{} of {} units", p.done, p.total)),
             None,
         )?;
-        bar.finish(&format!("{} units", gallery.units.len()));
+        let computed = gallery.units.iter().filter(|u| u.image.is_some()).count();
+        bar.finish(&format!("{computed} units"));
         Ok(gallery)
     }
 
     /// The gallery with `options`, reporting progress; stops with [`Error::Cancelled`] when
-    /// `cancel` is set.
+    /// `cancel` is set. Every unit of the layer is listed; those outside `options.units` are
+    /// left to compute later.
     pub fn gallery_with(
         &self,
         options: &GalleryOptions,
@@ -112,14 +136,58 @@ impl Layer {
                 self.name, self.op, self.shape
             )));
         }
-        let all: Vec<usize> = match &options.units {
+        let wanted: Vec<usize> = match &options.units {
             Some(u) => u.clone(),
             None => (0..self.units).collect(),
         };
+        if let Some(&bad) = wanted.iter().find(|&&u| u >= self.units) {
+            return Err(Error::Message(format!(
+                "{}:{bad}: no such unit ({} has {} units)",
+                self.name, self.name, self.units
+            )));
+        }
+        let mut units: Vec<GalleryUnit> = (0..self.units)
+            .map(|index| GalleryUnit {
+                index,
+                image: None,
+                activation: None,
+            })
+            .collect();
+        self.gallery_units(options, &wanted, progress, cancel, &mut |batch| {
+            for u in batch {
+                let index = u.index;
+                units[index] = u;
+            }
+        })?;
+        Ok(Gallery {
+            model: self.model().source(),
+            layer: self.name.clone(),
+            op: self.op.clone(),
+            shape: self.shape.clone(),
+            units,
+            thumbnail: options.thumbnail,
+            steps: options.feature_vis.steps,
+            seed: options.feature_vis.seed,
+            live: super::live::register(super::live::Source::Gallery {
+                layer: self.clone(),
+                options: options.clone(),
+            }),
+        })
+    }
+
+    /// Computes the gallery cells of `units` in batches of `options.batch`, handing each batch
+    /// to `on_batch` as soon as it is done.
+    pub(crate) fn gallery_units(
+        &self,
+        options: &GalleryOptions,
+        units: &[usize],
+        progress: &mut dyn FnMut(GalleryProgress),
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+        on_batch: &mut dyn FnMut(Vec<GalleryUnit>),
+    ) -> Result<()> {
         let fv = &options.feature_vis;
-        let mut units = Vec::with_capacity(all.len());
-        for chunk in all.chunks(options.batch.max(1)) {
-            let done = units.len();
+        let mut done = 0;
+        for chunk in units.chunks(options.batch.max(1)) {
             let v = fv.run_with(
                 self.model(),
                 &self.name,
@@ -127,7 +195,7 @@ impl Layer {
                 &mut |p| {
                     progress(GalleryProgress {
                         done,
-                        total: all.len(),
+                        total: units.len(),
                         batch: chunk.len(),
                         step: p.step,
                         steps: p.total,
@@ -138,37 +206,35 @@ impl Layer {
             let d = v.images.dims();
             let per = d[1] * d[2] * d[3];
             let pixels = v.images.to_vec();
-            for (i, (&index, &a)) in chunk.iter().zip(&v.activations).enumerate() {
-                let image = Planar {
-                    data: &pixels[i * per..(i + 1) * per],
-                    channels: d[1],
-                    height: d[2],
-                    width: d[3],
-                };
-                units.push(GalleryUnit {
-                    index,
-                    image: Some(thumbnail(&image, options.thumbnail)),
-                    activation: Some(a),
-                });
-            }
+            let batch = chunk
+                .iter()
+                .zip(&v.activations)
+                .enumerate()
+                .map(|(i, (&index, &a))| {
+                    let image = Planar {
+                        data: &pixels[i * per..(i + 1) * per],
+                        channels: d[1],
+                        height: d[2],
+                        width: d[3],
+                    };
+                    GalleryUnit {
+                        index,
+                        image: Some(thumbnail(&image, options.thumbnail)),
+                        activation: Some(a),
+                    }
+                })
+                .collect();
+            done += chunk.len();
+            on_batch(batch);
         }
         progress(GalleryProgress {
-            done: all.len(),
-            total: all.len(),
+            done: units.len(),
+            total: units.len(),
             batch: 0,
             step: 0,
             steps: 1,
         });
-        Ok(Gallery {
-            model: self.model().source(),
-            layer: self.name.clone(),
-            op: self.op.clone(),
-            shape: self.shape.clone(),
-            units,
-            thumbnail: options.thumbnail,
-            steps: fv.steps,
-            seed: fv.seed,
-        })
+        Ok(())
     }
 }
 
@@ -190,9 +256,10 @@ impl Gallery {
             .take(5)
             .map(|u| format!("{} ({:.3})", u.index, u.activation.unwrap_or(0.0)))
             .collect();
+        let computed = best.len();
         format!(
-            "Gallery of {} ({}, {:?}) in {}: {} units, feature visualization {} steps, seed {}; \
-             strongest: {}\n",
+            "Gallery of {} ({}, {:?}) in {}: {} units ({computed} computed), feature \
+             visualization {} steps, seed {}; strongest: {}\n",
             self.layer,
             self.op,
             self.shape,

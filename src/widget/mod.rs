@@ -13,6 +13,7 @@ pub mod image;
 pub mod images;
 pub mod layer_graph;
 pub mod layout;
+pub mod live;
 pub mod plot;
 pub mod progress;
 pub mod unit_view;

@@ -164,14 +164,162 @@ fn first_png(images: &DynTensor) -> String {
     pngs(images).into_iter().next().unwrap_or_default()
 }
 
-fn tab(id: &'static str, title: &'static str, about: String, body: Result<Body>) -> Tab {
-    Tab {
-        id,
-        title,
-        about,
-        body: body.unwrap_or_else(|e| Body::Unavailable {
-            reason: e.to_string(),
-        }),
+/// The tabs of a unit view, in order: `(id, title)`.
+pub const TABS: [(&str, &str); 6] = [
+    ("feature-vis", "Feature visualization"),
+    ("dataset-examples", "Dataset examples"),
+    ("deepdream", "DeepDream"),
+    ("weights", "Weights"),
+    ("attribution", "Attribution"),
+    ("histogram", "Histogram"),
+];
+
+/// What several tabs share, computed once and only when a tab needs it: the positive feature
+/// visualization, the dataset examples, the top example as an image.
+struct TabContext<'a> {
+    unit: &'a Unit,
+    options: &'a ViewOptions,
+    positive: Option<Visualization>,
+    examples: Option<Option<UnitExamples>>,
+}
+
+impl<'a> TabContext<'a> {
+    fn new(unit: &'a Unit, options: &'a ViewOptions) -> Self {
+        Self {
+            unit,
+            options,
+            positive: None,
+            examples: None,
+        }
+    }
+
+    fn positive(&mut self) -> Result<&Visualization> {
+        if self.positive.is_none() {
+            self.positive = Some(self.options.feature_vis.run(self.unit)?);
+        }
+        Ok(self.positive.as_ref().expect("just computed"))
+    }
+
+    fn examples(&mut self) -> Result<Option<&UnitExamples>> {
+        if self.examples.is_none() {
+            let model = self.unit.model();
+            let ex = model
+                .dataset()
+                .map(|data| {
+                    unit_examples(
+                        model,
+                        data,
+                        self.unit.layer(),
+                        self.unit.index(),
+                        self.options.examples,
+                    )
+                })
+                .transpose()?;
+            self.examples = Some(ex);
+        }
+        Ok(self.examples.as_ref().and_then(Option::as_ref))
+    }
+
+    /// The unit's top dataset example as an image, or else its positive feature visualization.
+    fn source_image(&mut self) -> Result<DynTensor> {
+        let model = self.unit.model().clone();
+        let top = self
+            .examples()?
+            .and_then(|ex| ex.top.first())
+            .map(|e| e.index);
+        match (top, model.dataset()) {
+            (Some(index), Some(data)) => input_image(&model, data, index),
+            _ => Ok(self.positive()?.images.clone()),
+        }
+    }
+
+    /// Tab `id`. A technique that fails for this unit gives a tab saying why; a cancelled
+    /// computation stops the whole view.
+    fn tab(&mut self, id: &str) -> Result<Tab> {
+        let unit = self.unit;
+        let (name, options) = (unit.layer(), self.options);
+        let model = unit.model().clone();
+        let (about, body) = match id {
+            "feature-vis" => {
+                let fv = &options.feature_vis;
+                let about = format!(
+                    "Images optimized to excite (positive) or inhibit (negative) {unit}, from \
+                     noise ({} steps, seed {}).",
+                    fv.steps, fv.seed
+                );
+                let body = match self.positive() {
+                    Ok(p) => feature_vis_tab(unit, options, &p.clone()),
+                    Err(e) => Err(e),
+                };
+                (about, body)
+            }
+            "dataset-examples" => (
+                "The inputs of the attached dataset that activate the unit most and least, \
+                 cropped around the strongest position; toggle heatmaps to see where it fires."
+                    .into(),
+                match (self.examples(), model.dataset()) {
+                    (Ok(Some(ex)), Some(data)) => examples_tab(&model, data, ex),
+                    (Err(e), _) => Err(e),
+                    _ => Ok(no_dataset()),
+                },
+            ),
+            "deepdream" => (
+                format!(
+                    "Gradient ascent on the mean square of {name} from an input image, over {} \
+                     octaves: what the whole layer amplifies.",
+                    options.deepdream.octaves
+                ),
+                self.source_image()
+                    .and_then(|image| deepdream_tab(&model, options, &image, name)),
+            ),
+            "weights" => (
+                "Expanded weights from the previous layer's strongest units: the linear path \
+                 between them (ReLU as identity, max pool as average pool); red excites, blue \
+                 inhibits."
+                    .into(),
+                weights_tab(unit, options),
+            ),
+            "attribution" => (
+                "Activation × gradient toward this unit at the previous layer: where in the \
+                 image, and through which units, its activation comes from."
+                    .into(),
+                match options.attribution_image.clone() {
+                    Some(image) => Ok(image),
+                    None => self.source_image(),
+                }
+                .and_then(|image| attribution_tab(unit, &image)),
+            ),
+            "histogram" => (
+                "The unit's strongest activation on each input of the attached dataset.".into(),
+                self.examples().map(|ex| match ex {
+                    Some(ex) => histogram_tab(&ex.scores),
+                    None => no_dataset(),
+                }),
+            ),
+            other => {
+                return Err(Error::Message(format!(
+                    "no tab {other:?} in a unit view (tabs: {})",
+                    TABS.map(|t| t.0).join(", ")
+                )))
+            }
+        };
+        let (id, title) = TABS
+            .into_iter()
+            .find(|t| t.0 == id)
+            .expect("every matched id is in TABS");
+        let body = match body {
+            Ok(b) => b,
+            Err(e @ Error::Cancelled { .. }) => return Err(e),
+            Err(e) => Body::Unavailable {
+                reason: e.to_string(),
+            },
+        };
+        Ok(Tab {
+            id,
+            title,
+            about,
+            body,
+        })
     }
 }
 
@@ -197,6 +345,12 @@ impl Unit {
         Ok(view)
     }
 
+    /// One tab of the unit view (`id` from [`TABS`]), computed alone: what a live widget asks
+    /// for when a tab is opened.
+    pub fn view_tab(&self, id: &str, options: &ViewOptions) -> Result<Tab> {
+        TabContext::new(self, options).tab(id)
+    }
+
     fn compute_view(
         &self,
         options: &ViewOptions,
@@ -205,88 +359,15 @@ impl Unit {
         let model = self.model();
         let layer = model.layer(self.layer())?;
         let (name, u) = (self.layer(), self.index());
-        let fv = &options.feature_vis;
-        stage(0.0, "feature visualization");
-        let positive = fv.run(self)?;
-        stage(0.2, "dataset examples");
-        let examples = model
-            .dataset()
-            .map(|data| unit_examples(model, data, name, u, options.examples))
-            .transpose()?;
-        let top_image = match (&examples, model.dataset()) {
-            (Some(ex), Some(data)) => ex.top.first().map(|e| input_image(model, data, e.index)),
-            _ => None,
+        let mut context = TabContext::new(self, options);
+        let mut tabs = Vec::with_capacity(TABS.len());
+        let weight = [0.3, 0.25, 0.15, 0.15, 0.1, 0.05];
+        let mut done = 0.0;
+        for ((id, title), w) in TABS.into_iter().zip(weight) {
+            stage(done, &title.to_lowercase());
+            tabs.push(context.tab(id)?);
+            done += w;
         }
-        .transpose()?;
-        stage(0.3, "negative and diverse feature visualizations");
-        let mut tabs = vec![tab(
-            "feature-vis",
-            "Feature visualization",
-            format!(
-                "Images optimized to excite (positive) or inhibit (negative) {self}, from noise \
-                 ({} steps, seed {}).",
-                fv.steps, fv.seed
-            ),
-            feature_vis_tab(self, options, &positive),
-        )];
-        tabs.push(tab(
-            "dataset-examples",
-            "Dataset examples",
-            "The inputs of the attached dataset that activate the unit most and least, cropped \
-             around the strongest position; toggle heatmaps to see where it fires."
-                .into(),
-            match (&examples, model.dataset()) {
-                (Some(ex), Some(data)) => examples_tab(model, data, ex),
-                _ => Ok(no_dataset()),
-            },
-        ));
-        stage(0.55, "deepdream");
-        let dream_source = match &top_image {
-            Some(x) => x.clone(),
-            None => positive.images.clone(),
-        };
-        tabs.push(tab(
-            "deepdream",
-            "DeepDream",
-            format!(
-                "Gradient ascent on the mean square of {name} from an input image, over {} \
-                 octaves: what the whole layer amplifies.",
-                options.deepdream.octaves
-            ),
-            deepdream_tab(model, options, &dream_source, name),
-        ));
-        stage(0.7, "weights");
-        tabs.push(tab(
-            "weights",
-            "Weights",
-            "Expanded weights from the previous layer's strongest units: the linear path between \
-             them (ReLU as identity, max pool as average pool); red excites, blue inhibits."
-                .into(),
-            weights_tab(self, options),
-        ));
-        stage(0.9, "attribution");
-        let attribution_source = options
-            .attribution_image
-            .clone()
-            .or(top_image)
-            .unwrap_or_else(|| positive.images.clone());
-        tabs.push(tab(
-            "attribution",
-            "Attribution",
-            "Activation × gradient toward this unit at the previous layer: where in the image, \
-             and through which units, its activation comes from."
-                .into(),
-            attribution_tab(self, &attribution_source),
-        ));
-        tabs.push(tab(
-            "histogram",
-            "Histogram",
-            "The unit's strongest activation on each input of the attached dataset.".into(),
-            match &examples {
-                Some(ex) => Ok(histogram_tab(&ex.scores)),
-                None => Ok(no_dataset()),
-            },
-        ));
         Ok(UnitView {
             model: model.source(),
             layer: name.to_string(),

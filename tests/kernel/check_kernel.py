@@ -10,15 +10,21 @@ Checks:
   - a gallery's progress bar arrives as display_data and then update_display_data (same id);
   - an interrupt during a long feature visualization returns control within seconds and keeps
     the variables;
+  - live widgets over comms (target `microscope`): a gallery with 8 computed units answers a
+    request for an uncomputed unit with its image; a long request keeps running while other
+    cells execute, and stops within a second when cancelled, or when its comm closes;
   - nbconvert --execute of the tour writes an HTML page (checked in Chromium by the caller).
 Executed notebooks and the HTML go to OUT_DIR.
 """
 
+import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import time
+import uuid
 
 import jupyter_client
 import nbformat
@@ -64,6 +70,12 @@ class Session:
 
     def __init__(self):
         self.km, self.kc = jupyter_client.manager.start_new_kernel(kernel_name=KERNEL, startup_timeout=600)
+        self.stash = []  # iopub messages read while waiting for something else
+
+    def iopub(self, timeout):
+        if self.stash:
+            return self.stash.pop(0)
+        return self.kc.get_iopub_msg(timeout=timeout)
 
     def execute(self, code, timeout=600, on_iopub=None):
         msg_id = self.kc.execute(code)
@@ -75,6 +87,8 @@ class Session:
             except queue.Empty:
                 raise TimeoutError(f"no idle status for {code!r}")
             if m["parent_header"].get("msg_id") != msg_id:
+                if m["msg_type"] in ("comm_msg", "comm_close"):
+                    self.stash.append(m)
                 continue
             got.append(m)
             if on_iopub:
@@ -83,6 +97,21 @@ class Session:
                 break
         reply = self.kc.get_shell_msg(timeout=60)
         return reply["content"], got
+
+    def comm(self, msg_type, content):
+        self.kc.shell_channel.send(self.kc.session.msg(msg_type, content))
+
+    def comm_wait(self, comm_id, pred, timeout=300):
+        """The first comm message on `comm_id` whose data satisfies `pred` (others are dropped)."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                m = self.iopub(timeout=max(0.1, deadline - time.time()))
+            except queue.Empty:
+                return None
+            if m["msg_type"] in ("comm_msg", "comm_close") and m["content"].get("comm_id") == comm_id:
+                if m["msg_type"] == "comm_close" or pred(m["content"]["data"]):
+                    return m
 
     def close(self):
         self.kc.stop_channels()
@@ -154,11 +183,80 @@ def check_session():
         check(bool(results) and results[0]["content"]["data"]["text/plain"].strip() == "42",
               "variables survive the interrupt")
 
+        check_live(s)
+
         # Completion, as evcxr provides it.
         c = s.kc.complete("zoo::fa", 7, reply=True, timeout=120)["content"]
         check("fashion" in " ".join(c["matches"]), f"completion offers zoo::fashion ({c['matches'][:5]})")
     finally:
         s.close()
+
+
+def live_props(msgs):
+    """The `live` handle in the props of the last widget among `msgs`."""
+    for m in reversed(msgs):
+        html = m["content"].get("data", {}).get("text/html", "")
+        found = re.search(r'<script type="application/json" id="[^"]+-props">(.*?)</script>', html, re.S)
+        if found:
+            return json.loads(found.group(1)).get("live")
+    return None
+
+
+def check_live(s):
+    kind = lambda k: (lambda d: d.get("kind") == k)
+    reply, msgs = s.execute('let live_layer = zoo::fashion()?.layer("conv3")?;\n'
+                            'live_layer.gallery_of(0..8, &FeatureVis::default().steps(32).cache(None))?')
+    live = live_props(msgs)
+    check(reply["status"] == "ok" and bool(live), f"a gallery shown by the kernel carries a live handle ({live})")
+    if not live:
+        return
+    a = uuid.uuid4().hex
+    s.comm("comm_open", {"comm_id": a, "target_name": "microscope", "data": live})
+    hello = s.comm_wait(a, kind("hello"), timeout=60)
+    check(bool(hello) and hello["content"]["data"].get("ok") is True, "its comm opens and the kernel knows the widget")
+    s.comm("comm_msg", {"comm_id": a, "data": {"request": 1, "op": "units", "units": [12]}})
+    got = s.comm_wait(a, kind("units"), timeout=300)
+    cell = got["content"]["data"]["units"][0] if got and got["msg_type"] == "comm_msg" else {}
+    check(cell.get("index") == 12 and str(cell.get("image", "")).startswith("data:image/png;base64,")
+          and cell.get("activation") is not None,
+          "an uncomputed unit requested over the comm comes back with its image and activation")
+    done = s.comm_wait(a, kind("done"), timeout=60)
+    check(bool(done) and done["content"]["data"].get("request") == 1, "... and the request ends with done")
+
+    reply, msgs = s.execute('live_layer.gallery_of([], &FeatureVis::default().steps(1_000_000).cache(None))?')
+    slow = live_props(msgs)
+    b = uuid.uuid4().hex
+    s.comm("comm_open", {"comm_id": b, "target_name": "microscope", "data": slow})
+    s.comm_wait(b, kind("hello"), timeout=60)
+    s.comm("comm_msg", {"comm_id": b, "data": {"request": 1, "op": "units", "units": [0]}})
+    progress = s.comm_wait(b, kind("progress"), timeout=60)
+    check(bool(progress), "a long request reports progress")
+    reply, msgs = s.execute("kept + 1")
+    results = [m for m in msgs if m["msg_type"] == "execute_result"]
+    ended = [m for m in s.stash if m["content"].get("comm_id") == b and m["content"]["data"].get("kind") in ("done", "cancelled", "error")]
+    check(bool(results) and results[0]["content"]["data"]["text/plain"].strip() == "42" and not ended,
+          "a cell runs while the request runs")
+    t0 = time.time()
+    s.comm("comm_msg", {"comm_id": b, "data": {"op": "cancel"}})
+    stopped = s.comm_wait(b, kind("cancelled"), timeout=30)
+    waited = time.time() - t0
+    check(bool(stopped) and waited < 1.0, f"cancelling stops it in {waited:.2f} s")
+
+    s.comm("comm_msg", {"comm_id": b, "data": {"request": 2, "op": "units", "units": [1]}})
+    s.comm_wait(b, kind("progress"), timeout=60)
+    s.comm("comm_close", {"comm_id": b, "data": {}})
+    # Requests run one at a time: this one finishes only if closing the comm stopped the other.
+    t0 = time.time()
+    s.comm("comm_msg", {"comm_id": a, "data": {"request": 2, "op": "units", "units": [13]}})
+    done = s.comm_wait(a, kind("done"), timeout=120)
+    check(bool(done), f"closing a comm cancels its request (the next one finished in {time.time() - t0:.1f} s)")
+
+    info = s.kc.comm_info(target_name="microscope", reply=True, timeout=30)["content"]
+    check(a in info.get("comms", {}) and b not in info.get("comms", {}), "comm_info lists the open comms")
+    other = uuid.uuid4().hex
+    s.comm("comm_open", {"comm_id": other, "target_name": "not-microscope", "data": {}})
+    closed = s.comm_wait(other, lambda d: False, timeout=30)
+    check(bool(closed) and closed["msg_type"] == "comm_close", "a comm to an unknown target is closed")
 
 
 def export_tour(src, out):
