@@ -4,7 +4,8 @@
 #     (widget behaviour in a real headless browser);
 #   - npm's playwright-core in tests/browser (drives that Chromium);
 #   - a Python venv (.venv) with the pinned onnx wheel, onnxruntime and numpy (reference data), and
-#     jupyter_client, nbclient, nbconvert (the kernel tests drive the kernel through them);
+#     jupyter_client, nbclient, nbconvert and JupyterLab (the kernel tests drive the kernel through
+#     them, and live widgets through JupyterLab in Chromium);
 #   - ONNX's backend node tests, generated from the onnx wheel's own case definitions;
 #   - the nine ONNX light models from that wheel, plus seeded random-weight copies and
 #     onnxruntime's intermediate outputs for them.
@@ -38,12 +39,12 @@ fi
 step "npm: playwright-core (tests/browser)"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 
-step "python venv with onnx==$ONNX_VERSION, onnxruntime, numpy, jupyter_client, nbclient, nbconvert"
+step "python venv with onnx==$ONNX_VERSION, onnxruntime, numpy, jupyter_client, nbclient, nbconvert, jupyterlab"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-  "onnx==$ONNX_VERSION" onnxruntime numpy jupyter_client nbclient nbconvert nbformat
+  "onnx==$ONNX_VERSION" onnxruntime numpy jupyter_client nbclient nbconvert nbformat jupyterlab
 
 stamp="$FIX/.stamp-$ONNX_VERSION"
 if [ ! -f "$stamp" ]; then

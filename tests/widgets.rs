@@ -11,6 +11,7 @@ use microscope::data::{Dataset, Split};
 use microscope::technique::dataset_examples::DatasetExamples;
 use microscope::technique::FeatureVis;
 use microscope::widget::gallery::{GalleryOptions, GalleryUnit};
+use microscope::widget::live::Live;
 use microscope::widget::unit_view::{Body, Picture, Tab};
 use microscope::widget::{Gallery, LayerGraph, UnitView, ViewOptions, Widget};
 use microscope::{zoo, Model};
@@ -104,6 +105,10 @@ fn fixed_gallery() -> Gallery {
         thumbnail: 64,
         steps: 512,
         seed: 0,
+        live: Some(Live {
+            session: "session-1".into(),
+            widget: "w0".into(),
+        }),
     }
 }
 

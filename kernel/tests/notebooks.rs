@@ -1,6 +1,8 @@
 //! The kernel as a user meets it: installed into a temporary prefix (with the prebuilt
 //! template), then driven by real Jupyter (`tests/kernel/check_kernel.py`: jupyter_client,
-//! nbclient, nbconvert from the test venv), and the exported tour opened in headless Chromium.
+//! nbclient, nbconvert from the test venv), the exported tour opened in headless Chromium, and
+//! the tour run in a real JupyterLab in Chromium, clicking its live gallery
+//! (`tests/browser/jupyterlab.mjs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +12,74 @@ fn root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// A child process killed when dropped (the JupyterLab server, even when a check fails).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the tour in JupyterLab (from the test venv, with the kernel and its front-end extension
+/// from `prefix`) and clicks its live gallery. The notebook is a copy: JupyterLab saves.
+fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, target: &Path) {
+    let dir = target.join("jupyterlab-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    let notebooks = dir.join("notebooks");
+    std::fs::create_dir_all(&notebooks).unwrap();
+    std::fs::copy(
+        root.join("notebooks/01-tour.ipynb"),
+        notebooks.join("01-tour.ipynb"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let log = std::fs::File::create(dir.join("jupyterlab.log")).unwrap();
+    let _server = Server(
+        Command::new(python)
+            .args(["-m", "jupyterlab", "--no-browser", "--allow-root"])
+            .arg("--ServerApp.ip=127.0.0.1")
+            .arg(format!("--ServerApp.port={port}"))
+            .arg(format!("--IdentityProvider.token={token}"))
+            .arg(format!("--ServerApp.root_dir={}", notebooks.display()))
+            .arg("--LabApp.expose_app_in_browser=True")
+            .arg("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
+            .env("JUPYTER_PATH", prefix.join("share/jupyter"))
+            .env("JUPYTER_CONFIG_DIR", dir.join("config"))
+            .env("JUPYTER_DATA_DIR", dir.join("data"))
+            .env("MICROSCOPE_CACHE", cache)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting JupyterLab from the test venv"),
+    );
+    let status = Command::new("node")
+        .arg(root.join("tests/browser/jupyterlab.mjs"))
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg(&token)
+        .arg("01-tour.ipynb")
+        .arg(target.join("screenshots"))
+        .status()
+        .expect("running node");
+    assert!(
+        status.success(),
+        "live widgets in JupyterLab failed (server log: {})",
+        dir.join("jupyterlab.log").display()
+    );
 }
 
 fn run(cmd: &mut Command, what: &str) {
@@ -62,4 +132,5 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
             .arg(target.join("screenshots")),
         "exported tour in Chromium",
     );
+    jupyterlab_live(&root, &python, &prefix, &cache, &target);
 }

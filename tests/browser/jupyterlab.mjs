@@ -1,0 +1,85 @@
+// Live widgets in JupyterLab: a real JupyterLab server (from the test venv, with the microscope
+// kernel and its front-end extension installed into a temporary prefix) opened in headless
+// Chromium. Runs the tour notebook, then clicks a unit of its live gallery that was not
+// computed and waits for the kernel to fill in its feature visualization; opens a tab of that
+// unit's view that was not computed either and waits for it. Also checks that every microscope
+// widget of the tour mounted in JupyterLab.
+//   node jupyterlab.mjs BASE_URL TOKEN NOTEBOOK SCREENSHOTS_DIR
+import { chromium } from "playwright-core";
+import path from "node:path";
+
+const [base, token, notebook, shots] = process.argv.slice(2);
+let failed = 0;
+const check = (ok, what) => { console.log((ok ? "ok   " : "FAIL ") + what); if (!ok) failed += 1; };
+const t0 = Date.now();
+const since = () => ((Date.now() - t0) / 1000).toFixed(0) + " s";
+
+// The server is starting: wait until it answers.
+for (let i = 0; ; i++) {
+  try {
+    const r = await fetch(`${base}/api/status?token=${token}`);
+    if (r.ok) break;
+  } catch (e) { /* not up yet */ }
+  if (i > 120) { console.log("FAIL JupyterLab did not start"); process.exit(1); }
+  await new Promise((r) => setTimeout(r, 500));
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+});
+const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+const problems = [];
+page.on("pageerror", (e) => problems.push("page error: " + e.message));
+page.on("console", (m) => {
+  if (m.type() === "error" && /microscope/i.test(m.text())) problems.push("console: " + m.text());
+});
+try {
+  await page.goto(`${base}/lab/tree/${notebook}?token=${token}`, { waitUntil: "load" });
+  // JupyterLab exposes its app (server started with --LabApp.expose_app_in_browser).
+  await page.waitForFunction(() => {
+    const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  }, null, { timeout: 120000 });
+  check(await page.evaluate(() => !!window.microscopeJupyter), "the microscope front-end extension is loaded");
+  await page.evaluate(() => window.jupyterapp.commands.execute("notebook:run-all-cells"));
+  // The tour's partly computed gallery (its full gallery is connected too, with nothing to do).
+  const gallery = page.locator('.microscope-root[data-component="Gallery"][data-live="connected"]')
+    .filter({ has: page.locator(".ms-empty") });
+  await gallery.first().waitFor({ timeout: 900000 });
+  check(true, `after running the tour (${since()}), its live gallery is connected to the kernel`);
+  // Wait for the last cell to finish, then look at every widget.
+  await page.waitForFunction(() => {
+    const w = window.jupyterapp.shell.currentWidget;
+    return w.sessionContext.session.kernel.status === "idle";
+  }, null, { timeout: 600000 });
+  const roots = await page.locator(".microscope-root").count();
+  const waiting = await page.locator(".microscope-root .ms-loading, .microscope-root .ms-error").count();
+  check(roots >= 5 && waiting === 0, `JupyterLab: all ${roots} microscope widgets of the tour mounted`);
+
+  const live = gallery.first();
+  const empty = live.locator(".ms-cell:has(.ms-empty)");
+  const before = await empty.count();
+  const cell = empty.first();
+  const unit = await cell.getAttribute("data-unit");
+  await cell.scrollIntoViewIfNeeded();
+  await cell.click();
+  const unitCell = live.locator(`.ms-cell[data-unit="${unit}"]`);
+  await unitCell.locator("img").waitFor({ timeout: 300000 });
+  const after = await empty.count();
+  check(after === before - 1, `clicking uncomputed unit ${unit} computes its feature visualization (${since()})`);
+  const shown = live.locator('.ms-gallery-detail .ms-panel[data-tab="feature-vis"] img');
+  await shown.first().waitFor({ timeout: 60000 });
+  check(true, "... and its inline view shows the image");
+  await live.locator('.ms-gallery-detail .ms-tab[data-tab="weights"]').click();
+  await live.locator('.ms-gallery-detail .ms-panel[data-tab="weights"] .ms-weight').first().waitFor({ timeout: 300000 });
+  check(true, `opening its Weights tab computes the expanded weights in the kernel (${since()})`);
+  await live.scrollIntoViewIfNeeded();
+  await page.screenshot({ path: path.join(shots, "jupyterlab-live.png") });
+} catch (e) {
+  check(false, "JupyterLab live widgets: " + e.message.split("\n")[0]);
+  await page.screenshot({ path: path.join(shots, "jupyterlab-failure.png") }).catch(() => {});
+}
+check(problems.length === 0, `no page errors ${problems.join("; ")}`);
+await browser.close();
+process.exit(failed ? 1 : 0);
