@@ -31,5 +31,7 @@ if [ "$headless" = 1 ]; then
     --ExecutePreprocessor.timeout=1800 --output-dir notebooks notebooks/01-tour.ipynb
   echo "wrote notebooks/01-tour.html"
 else
-  exec "${jupyter[@]}" lab notebooks/01-tour.ipynb
+  root=()
+  [ "$(id -u)" = 0 ] && root=(--allow-root)   # JupyterLab refuses root without it
+  exec "${jupyter[@]}" lab "${root[@]}" notebooks/01-tour.ipynb
 fi

@@ -199,5 +199,39 @@ fn a_gallery_computes_what_it_lacks_over_the_bridge() {
         "after closing a comm, the next request finished in {:?}",
         asked.elapsed()
     );
+
+    // A layer graph hands out live galleries of its layers.
+    let graph = model.graph().unwrap();
+    let graph_live = graph.live.clone().expect("a live graph");
+    let open = json!({"session": graph_live.session, "widget": graph_live.widget});
+    kernel.send(json!({"comm": "g", "open": open}));
+    assert_eq!(kernel.next("g")["ok"], true);
+    kernel.send(json!({"comm": "g", "msg": {"request": 1, "op": "gallery", "layer": "conv1"}}));
+    let got = kernel.until_end("g", 1);
+    let shown = got
+        .iter()
+        .find(|m| kind(m) == "gallery")
+        .expect("a gallery");
+    let units = shown["gallery"]["units"].as_array().unwrap();
+    assert_eq!(units.len(), model.layer("conv1").unwrap().units);
+    assert!(
+        units.iter().all(|u| u["image"].is_null()),
+        "nothing computed yet"
+    );
+    let inner = json!({
+        "session": shown["gallery"]["live"]["session"],
+        "widget": shown["gallery"]["live"]["widget"],
+    });
+    kernel.send(json!({"comm": "h", "open": inner}));
+    assert_eq!(kernel.next("h")["ok"], true);
+    kernel.send(json!({"comm": "h", "msg": {"request": 1, "op": "units", "units": [0, 1]}}));
+    let got = kernel.until_end("h", 1);
+    assert_eq!(kind(got.last().unwrap()), "done", "{got:?}");
+    kernel.send(json!({"comm": "g", "msg": {"request": 2, "op": "gallery", "layer": "nope"}}));
+    let got = kernel.until_end("g", 2);
+    assert!(got.last().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .contains("nope"));
     let _ = std::fs::remove_dir_all(&dir);
 }

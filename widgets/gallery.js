@@ -134,8 +134,8 @@ microscope.components.Gallery = function (root, p) {
     detail.appendChild(microscope.unitView(view(u), channel ? load(u) : null));
   }
 
-  rest.addEventListener("click", () => {
-    const todo = missing().map((u) => u.index);
+  // Computes `todo` (unit indices) in the kernel; cells fill in batch by batch.
+  function compute(todo) {
     if (!channel || !todo.length) return;
     bar.hidden = false;
     stop.hidden = false;
@@ -149,7 +149,8 @@ microscope.components.Gallery = function (root, p) {
       else if (d.kind === "cancelled") end("stopped");
       else if (d.kind === "error") end(d.message);
     });
-  });
+  }
+  rest.addEventListener("click", () => compute(missing().map((u) => u.index)));
   stop.addEventListener("click", () => channel && channel.cancel());
 
   function order() {
@@ -175,6 +176,8 @@ microscope.components.Gallery = function (root, p) {
       cells.forEach((c, i) => drawCell(c, p.units[i]));
       updateStatus();
       if (open && openUnit) show(openUnit, open, true);
+      // A gallery opened from a layer graph starts with its first units.
+      if (channel && p.start) compute(p.start.filter((i) => p.units[i] && !p.units[i].image));
     });
   } else {
     root.dataset.live = "offline";

@@ -35,8 +35,40 @@ microscope.components.LayerGraph = function (root, p) {
   svg.appendChild(viewport);
   const canvas = el("div", { class: "ms-canvas" }, [svg]);
   const side = el("div", { class: "ms-side" });
+  const below = el("div", { class: "ms-graph-gallery" });
   root.appendChild(bar);
   root.appendChild(el("div", { class: "ms-graph" }, [canvas, side]));
+  root.appendChild(below);
+
+  // Live (see live.js): a selected layer's gallery is computed in the kernel, shown below.
+  let channel = null;
+  if (p.live) {
+    microscope.connect(root, p.live).then((r) => {
+      channel = r.channel || null;
+      root.dataset.live = channel ? "connected" : "offline";
+      details();
+    });
+  } else {
+    root.dataset.live = "offline";
+  }
+  function gallery(n) {
+    below.textContent = "";
+    const progress = microscope.progress();
+    progress.set(null, "preparing the gallery of " + n.name);
+    below.appendChild(progress);
+    channel.request({ op: "gallery", layer: n.name }, (d) => {
+      if (d.kind === "gallery") {
+        below.textContent = "";
+        const box = el("div", { class: "ms-detail" });
+        below.appendChild(box);
+        d.gallery.start = d.gallery.units.slice(0, 8).map((u) => u.index);
+        microscope.components.Gallery(box, d.gallery);
+      } else if (d.kind === "error") {
+        below.textContent = "";
+        below.appendChild(el("div", { class: "ms-error", text: d.message }));
+      }
+    });
+  }
 
   let pos = []; // node index -> {x, y} centre of what shows it (itself, or its collapsed group)
   let visible = []; // node index -> bool (drawn as its own box)
@@ -214,6 +246,13 @@ microscope.components.LayerGraph = function (root, p) {
     if (n.code) {
       side.appendChild(el("div", { class: "ms-muted", text: "open it in the notebook" }));
       side.appendChild(microscope.code(n.code));
+    }
+    if (channel && n.code && n.shape.length >= 2 && n.shape[1] > 0) {
+      side.appendChild(el("button", {
+        class: "ms-graph-gallery-button", text: "show its gallery below",
+        title: "computes the feature visualizations of its first units in the kernel; click a unit for more",
+        onclick: () => gallery(n),
+      }));
     }
   }
 

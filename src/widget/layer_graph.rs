@@ -71,6 +71,9 @@ pub struct LayerGraph {
     pub rank_gap: f32,
     pub group_pad: f32,
     pub group_title: f32,
+    /// How the widget reaches the kernel that made it (under the microscope kernel only): a
+    /// clicked layer's gallery is then computed on request.
+    pub live: Option<super::live::Live>,
 }
 
 impl LayerGraph {
@@ -158,6 +161,9 @@ impl LayerGraph {
             rank_gap: RANK_GAP,
             group_pad: GROUP_PAD,
             group_title: GROUP_TITLE,
+            live: super::live::register(super::live::Source::Model {
+                model: model.clone(),
+            }),
         })
     }
 }

@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use super::gallery::GalleryOptions;
 use super::unit_view::ViewOptions;
 use crate::error::{Error, Result};
-use crate::model::Layer;
+use crate::model::{Layer, Model};
 
 /// The variable naming the kernel's socket.
 pub const BRIDGE_ENV: &str = "MICROSCOPE_BRIDGE";
@@ -50,6 +50,9 @@ pub struct Live {
 /// What a live widget was made from: what its requests compute against.
 #[derive(Clone, Debug)]
 pub(crate) enum Source {
+    /// A layer graph: galleries of its layers.
+    Model { model: Model },
+    /// A gallery: its units, and the tabs of their views.
     Gallery {
         layer: Layer,
         options: GalleryOptions,
@@ -254,7 +257,13 @@ impl Throttle {
 }
 
 /// Computes what one request asks of a widget's source, handing each part to `reply` as soon
-/// as it is done. Ops of a gallery:
+/// as it is done.
+///
+/// Ops of a layer graph:
+/// - `gallery` `{layer}`: a gallery of that layer with nothing computed yet (default settings),
+///   live itself, as a `gallery` message; the widget then asks it for units.
+///
+/// Ops of a gallery:
 /// - `units` `{units: [i, …]}`: those units' cells, one `units` message per finished batch;
 /// - `tab` `{unit, tab}`: one tab of that unit's view (`tab` ids of [`super::unit_view::TABS`]).
 pub(crate) fn answer(
@@ -263,7 +272,10 @@ pub(crate) fn answer(
     cancel: &AtomicBool,
     reply: &dyn Fn(Value),
 ) -> Result<()> {
-    let Source::Gallery { layer, options } = source;
+    let (layer, options) = match source {
+        Source::Gallery { layer, options } => (layer, options),
+        Source::Model { model } => return answer_graph(model, data, reply),
+    };
     let unit_arg = |v: &Value| -> Result<usize> {
         v.as_u64()
             .map(|u| u as usize)
@@ -315,6 +327,25 @@ pub(crate) fn answer(
         }
         other => Err(Error::Message(format!(
             "a gallery cannot answer {other:?} (ops: units, tab, cancel)"
+        ))),
+    }
+}
+
+fn answer_graph(model: &Model, data: &Value, reply: &dyn Fn(Value)) -> Result<()> {
+    match data["op"].as_str().unwrap_or_default() {
+        "gallery" => {
+            let name = data["layer"].as_str().unwrap_or_default();
+            let layer = model.layer(name)?;
+            let options = GalleryOptions {
+                units: Some(Vec::new()),
+                ..GalleryOptions::default()
+            };
+            let gallery = layer.gallery_with(&options, &mut |_| {}, None)?;
+            reply(json!({ "kind": "gallery", "gallery": gallery }));
+            Ok(())
+        }
+        other => Err(Error::Message(format!(
+            "a layer graph cannot answer {other:?} (ops: gallery, cancel)"
         ))),
     }
 }

@@ -2,8 +2,9 @@
 // kernel and its front-end extension installed into a temporary prefix) opened in headless
 // Chromium. Runs the tour notebook, then clicks a unit of its live gallery that was not
 // computed and waits for the kernel to fill in its feature visualization; opens a tab of that
-// unit's view that was not computed either and waits for it. Also checks that every microscope
-// widget of the tour mounted in JupyterLab.
+// unit's view that was not computed either and waits for it; selects a layer in the graph and
+// asks for its gallery. Also checks that every microscope widget of the tour mounted in
+// JupyterLab.
 //   node jupyterlab.mjs BASE_URL TOKEN NOTEBOOK SCREENSHOTS_DIR
 import { chromium } from "playwright-core";
 import path from "node:path";
@@ -76,6 +77,20 @@ try {
   check(true, `opening its Weights tab computes the expanded weights in the kernel (${since()})`);
   await live.scrollIntoViewIfNeeded();
   await page.screenshot({ path: path.join(shots, "jupyterlab-live.png") });
+
+  // The layer graph: select a layer, ask for its gallery, see its first units computed.
+  const graph = page.locator('.microscope-root[data-component="LayerGraph"][data-live="connected"]').first();
+  await graph.scrollIntoViewIfNeeded();
+  await graph.locator('.ms-node[data-name="conv1"]').click();
+  await graph.locator(".ms-graph-gallery-button").click();
+  await page.waitForFunction(() => {
+    const g = document.querySelector('.microscope-root[data-component="LayerGraph"] .ms-graph-gallery');
+    return g && g.querySelectorAll(".ms-cell img").length >= 8;
+  }, null, { timeout: 300000 });
+  const shownCells = await graph.locator(".ms-graph-gallery .ms-cell").count();
+  check(shownCells === 32, `a layer selected in the graph shows its gallery of ${shownCells} units, the first 8 computed in the kernel (${since()})`);
+  await graph.locator(".ms-graph-gallery").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: path.join(shots, "jupyterlab-graph-gallery.png") });
 } catch (e) {
   check(false, "JupyterLab live widgets: " + e.message.split("\n")[0]);
   await page.screenshot({ path: path.join(shots, "jupyterlab-failure.png") }).catch(() => {});
