@@ -4,7 +4,7 @@
 #     (widget behaviour in a real headless browser);
 #   - npm's playwright-core in tests/browser (drives that Chromium);
 #   - a Python venv (.venv) with the pinned onnx wheel, onnxruntime and numpy (reference data), and
-#     jupyter_client, nbclient, nbconvert and JupyterLab (the kernel tests drive the kernel through
+#     jupyter_client, nbclient, nbconvert, JupyterLab and Notebook 7 (the kernel tests drive the kernel through
 #     them, and live widgets through JupyterLab in Chromium);
 #   - ONNX's backend node tests, generated from the onnx wheel's own case definitions;
 #   - the nine ONNX light models from that wheel, plus seeded random-weight copies and
@@ -39,12 +39,12 @@ fi
 step "npm: playwright-core (tests/browser)"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 
-step "python venv with onnx==$ONNX_VERSION, onnxruntime, numpy, jupyter_client, nbclient, nbconvert, jupyterlab"
+step "python venv with onnx==$ONNX_VERSION, onnxruntime, numpy, jupyter_client, nbclient, nbconvert, jupyterlab, notebook"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-  "onnx==$ONNX_VERSION" onnxruntime numpy jupyter_client nbclient nbconvert nbformat jupyterlab
+  "onnx==$ONNX_VERSION" onnxruntime numpy jupyter_client nbclient nbconvert nbformat jupyterlab notebook
 
 stamp="$FIX/.stamp-$ONNX_VERSION"
 if [ ! -f "$stamp" ]; then

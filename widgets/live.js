@@ -71,8 +71,10 @@ microscope.progress = function () {
   const node = el("div", { class: "ms-live-progress" }, [label, bar]);
   node.set = (fraction, text) => {
     label.textContent = text || "";
-    bar.classList.toggle("ms-indeterminate", fraction === null || fraction === undefined);
-    if (fraction !== null && fraction !== undefined) {
+    const unknown = fraction === null || fraction === undefined;
+    bar.classList.toggle("ms-indeterminate", unknown);
+    if (unknown) fill.style.width = "";
+    else {
       fill.style.width = (100 * Math.max(0, Math.min(1, fraction))).toFixed(1) + "%";
       bar.setAttribute("aria-valuenow", Math.round(100 * fraction));
     }

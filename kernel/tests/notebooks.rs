@@ -24,18 +24,17 @@ impl Drop for Server {
     }
 }
 
-/// Runs the tour in JupyterLab (from the test venv, with the kernel and its front-end extension
-/// from `prefix`) and clicks its live gallery. The notebook is a copy: JupyterLab saves.
+/// Runs the tour in JupyterLab and in Notebook 7 (from the test venv, with the kernel and its
+/// front-end extension from `prefix`) and clicks its live widgets. The notebooks are copies
+/// (one per front end, each with its own kernel): the front ends save.
 fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, target: &Path) {
     let dir = target.join("jupyterlab-test");
     let _ = std::fs::remove_dir_all(&dir);
     let notebooks = dir.join("notebooks");
     std::fs::create_dir_all(&notebooks).unwrap();
-    std::fs::copy(
-        root.join("notebooks/01-tour.ipynb"),
-        notebooks.join("01-tour.ipynb"),
-    )
-    .unwrap();
+    for name in ["01-tour.ipynb", "01-tour-notebook7.ipynb"] {
+        std::fs::copy(root.join("notebooks/01-tour.ipynb"), notebooks.join(name)).unwrap();
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -57,6 +56,7 @@ fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, targ
             .arg(format!("--IdentityProvider.token={token}"))
             .arg(format!("--ServerApp.root_dir={}", notebooks.display()))
             .arg("--LabApp.expose_app_in_browser=True")
+            .arg("--JupyterNotebookApp.expose_app_in_browser=True")
             .arg("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
             .env("JUPYTER_PATH", prefix.join("share/jupyter"))
             .env("JUPYTER_CONFIG_DIR", dir.join("config"))
@@ -67,19 +67,25 @@ fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, targ
             .spawn()
             .expect("starting JupyterLab from the test venv"),
     );
-    let status = Command::new("node")
-        .arg(root.join("tests/browser/jupyterlab.mjs"))
-        .arg(format!("http://127.0.0.1:{port}"))
-        .arg(&token)
-        .arg("01-tour.ipynb")
-        .arg(target.join("screenshots"))
-        .status()
-        .expect("running node");
-    assert!(
-        status.success(),
-        "live widgets in JupyterLab failed (server log: {})",
-        dir.join("jupyterlab.log").display()
-    );
+    for (page, label) in [
+        ("lab/tree/01-tour.ipynb", "JupyterLab"),
+        ("notebooks/01-tour-notebook7.ipynb", "Notebook 7"),
+    ] {
+        let status = Command::new("node")
+            .arg(root.join("tests/browser/jupyterlab.mjs"))
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg(&token)
+            .arg(page)
+            .arg(label)
+            .arg(target.join("screenshots"))
+            .status()
+            .expect("running node");
+        assert!(
+            status.success(),
+            "live widgets in {label} failed (server log: {})",
+            dir.join("jupyterlab.log").display()
+        );
+    }
 }
 
 fn run(cmd: &mut Command, what: &str) {

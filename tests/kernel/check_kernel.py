@@ -12,7 +12,8 @@ Checks:
     the variables;
   - live widgets over comms (target `microscope`): a gallery with 8 computed units answers a
     request for an uncomputed unit with its image; a long request keeps running while other
-    cells execute, and stops within a second when cancelled, or when its comm closes;
+    cells execute, and stops within a second when cancelled, or when its comm closes; after a
+    restart the kernel tells an old widget to run its cell again;
   - nbconvert --execute of the tour writes an HTML page (checked in Chromium by the caller).
 Executed notebooks and the HTML go to OUT_DIR.
 """
@@ -183,11 +184,22 @@ def check_session():
         check(bool(results) and results[0]["content"]["data"]["text/plain"].strip() == "42",
               "variables survive the interrupt")
 
-        check_live(s)
+        live = check_live(s)
 
         # Completion, as evcxr provides it.
         c = s.kc.complete("zoo::fa", 7, reply=True, timeout=120)["content"]
         check("fashion" in " ".join(c["matches"]), f"completion offers zoo::fashion ({c['matches'][:5]})")
+
+        # After a restart, a widget shown before finds no one who knows it, and says so.
+        if live:
+            s.km.restart_kernel(now=True)
+            s.kc.wait_for_ready(timeout=120)
+            c = uuid.uuid4().hex
+            s.comm("comm_open", {"comm_id": c, "target_name": "microscope", "data": live})
+            hello = s.comm_wait(c, lambda d: d.get("kind") == "hello", timeout=60)
+            data = hello["content"]["data"] if hello and hello["msg_type"] == "comm_msg" else {}
+            check(data.get("ok") is False and "run the cell" in data.get("reason", ""),
+                  f"after a restart, an old widget is told to run its cell again ({data.get('reason')!r})")
     finally:
         s.close()
 
@@ -209,7 +221,7 @@ def check_live(s):
     live = live_props(msgs)
     check(reply["status"] == "ok" and bool(live), f"a gallery shown by the kernel carries a live handle ({live})")
     if not live:
-        return
+        return None
     a = uuid.uuid4().hex
     s.comm("comm_open", {"comm_id": a, "target_name": "microscope", "data": live})
     hello = s.comm_wait(a, kind("hello"), timeout=60)
@@ -257,6 +269,7 @@ def check_live(s):
     s.comm("comm_open", {"comm_id": other, "target_name": "not-microscope", "data": {}})
     closed = s.comm_wait(other, lambda d: False, timeout=30)
     check(bool(closed) and closed["msg_type"] == "comm_close", "a comm to an unknown target is closed")
+    return live
 
 
 def export_tour(src, out):
