@@ -31,6 +31,7 @@ pub mod prelude {
     pub use crate::network::{DynTensor, Network};
     pub use crate::technique::{DatasetExamples, ParamKind};
     pub use crate::technique::{FeatureVis, Objective};
+    pub use crate::widget::DebugDisplay as _;
     pub use crate::widget::{
         display, Gallery, GalleryOptions, Images, LayerGraph, UnitView, ViewOptions, Widget,
     };

@@ -105,6 +105,22 @@ macro_rules! evcxr_display {
 
 evcxr_display!(LayerGraph, Gallery, UnitView, LayerCard, Images);
 
+/// Shows any `Debug` value the way evcxr shows a cell's last value when it has no rich display
+/// (`{:?}` as text/plain). evcxr first compiles a cell as if its last value had an
+/// `evcxr_display` method and, when it has none, compiles it again with `{:?}`. With this trait
+/// in scope (the prelude imports it) every `Debug` value has the method, so such a cell compiles
+/// once: about half the time of a warm cell ending in a number or a string. Widgets' own
+/// `evcxr_display` methods are inherent, so they still take precedence.
+pub trait DebugDisplay {
+    fn evcxr_display(&self);
+}
+
+impl<T: std::fmt::Debug + ?Sized> DebugDisplay for T {
+    fn evcxr_display(&self) {
+        println!("EVCXR_BEGIN_CONTENT text/plain\n{self:?}\nEVCXR_END_CONTENT");
+    }
+}
+
 /// Shows a widget now, in the middle of a cell. Under the microscope kernel this is a
 /// `display_data` message of its own (several per cell are fine); elsewhere it prints the
 /// evcxr content block.
