@@ -66,6 +66,43 @@ pub struct Shared {
     pub parent: Mutex<serde_json::Value>,
     /// Counts finished executions; with `parent` it tells whether a cell is still the same one.
     pub finished: std::sync::atomic::AtomicU64,
+    /// Lines the running cell printed to stderr in the last moments, held back briefly: if the
+    /// cell then stops at a `?`, they are its error message and become the `error` output.
+    held: Mutex<Vec<(std::time::Instant, String)>>,
+    /// The running cell stopped at a `?` (the evaluation process said so).
+    user_error: Mutex<Option<Vec<String>>>,
+}
+
+/// What the evaluation process prints (on its stdout, right after evcxr's own marker) when a
+/// `?` in a cell returned an error: see `relay_user_errors` in main.rs.
+pub const USER_ERROR_MARKER: &str = "\u{1b}[microscope-user-error]";
+
+/// How long stderr lines are held back before they are shown.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Shared {
+    /// Sends held stderr lines: those older than `HOLD`, or all of them.
+    fn release(&self, all: bool, on_line: &dyn Fn(&serde_json::Value, Stream, String)) {
+        let ready: Vec<String> = {
+            let mut held = self.held.lock().unwrap();
+            let keep = if all {
+                0
+            } else {
+                held.iter()
+                    .rev()
+                    .take_while(|(t, _)| t.elapsed() < HOLD)
+                    .count()
+            };
+            let n = held.len() - keep;
+            held.drain(..n).map(|(_, l)| l).collect()
+        };
+        if !ready.is_empty() {
+            let parent = self.parent.lock().unwrap().clone();
+            for line in ready {
+                on_line(&parent, Stream::Stderr, line);
+            }
+        }
+    }
 }
 
 /// How the kernel preloads its crate.
@@ -115,15 +152,47 @@ impl Evaluator {
     ) -> Evaluator {
         let (tx, rx) = mpsc::channel::<Request>();
         let state = Arc::new(Shared::default());
+        let on_line: Forward = Arc::new(on_line);
         let shared = state.clone();
-        let sink: LineSink = Arc::new(move |stream, line| {
-            let parent = shared.parent.lock().unwrap().clone();
-            on_line(&parent, stream, line)
+        let forward = on_line.clone();
+        // stderr is held back briefly (see `Shared::held`); stdout goes out at once, after the
+        // stderr lines printed before it.
+        let sink: LineSink = Arc::new(move |stream, line| match stream {
+            Stream::Stderr => shared
+                .held
+                .lock()
+                .unwrap()
+                .push((std::time::Instant::now(), line)),
+            Stream::Stdout if line == USER_ERROR_MARKER => {
+                let message: Vec<String> = shared
+                    .held
+                    .lock()
+                    .unwrap()
+                    .drain(..)
+                    .map(|(_, l)| l)
+                    .collect();
+                *shared.user_error.lock().unwrap() = Some(message);
+            }
+            Stream::Stdout => {
+                shared.release(true, &*forward);
+                let parent = shared.parent.lock().unwrap().clone();
+                forward(&parent, stream, line)
+            }
         });
+        let shared = state.clone();
+        let forward = on_line.clone();
+        std::thread::Builder::new()
+            .name("stderr".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                shared.release(false, &*forward);
+            })
+            .expect("spawning the stderr thread");
+        let sink_for_cells = on_line.clone();
         let shared = state.clone();
         std::thread::Builder::new()
             .name("evcxr".into())
-            .spawn(move || run(preload, interrupt_file, rx, shared, sink))
+            .spawn(move || run(preload, interrupt_file, rx, shared, sink, sink_for_cells))
             .expect("spawning the evaluation thread");
         Evaluator {
             requests: tx,
@@ -139,12 +208,16 @@ impl Evaluator {
 
 type LineSink = Arc<dyn Fn(Stream, String) + Send + Sync>;
 
+/// Sends one line of a cell's output, with the header of the request that printed it.
+type Forward = Arc<dyn Fn(&serde_json::Value, Stream, String) + Send + Sync>;
+
 fn run(
     preload: Preload,
     interrupt_file: PathBuf,
     requests: mpsc::Receiver<Request>,
     shared: Arc<Shared>,
     on_line: LineSink,
+    forward: Forward,
 ) {
     let clock = std::time::Instant::now();
     let log = |what: &str| {
@@ -219,6 +292,8 @@ fn run(
                 reply,
             } => {
                 let _ = std::fs::remove_file(&interrupt_file);
+                shared.release(true, &*forward);
+                *shared.user_error.lock().unwrap() = None;
                 *shared.parent.lock().unwrap() = parent;
                 let outcome = match (&mut ctx, &preload_error) {
                     (_, Some(e)) => error_outcome("PreloadError", e.clone()),
@@ -238,6 +313,25 @@ fn run(
                 // Lines already received are forwarded by the reader threads within
                 // microseconds; give them that time so outputs precede the result.
                 std::thread::sleep(std::time::Duration::from_millis(5));
+                // A cell that stopped at `?` is an error, whose message is what it printed to
+                // stderr just before (evcxr prints the error there).
+                let outcome = match (outcome, shared.user_error.lock().unwrap().take()) {
+                    (Outcome::Ok(_), Some(lines)) => {
+                        let text = lines.join("\n");
+                        let evalue = if text.trim().is_empty() {
+                            "the cell stopped at `?` with an error".to_string()
+                        } else {
+                            text
+                        };
+                        Outcome::Error {
+                            ename: "Error".into(),
+                            traceback: vec![format!("Error: {evalue}")],
+                            evalue,
+                        }
+                    }
+                    (outcome, _) => outcome,
+                };
+                shared.release(true, &*forward);
                 *shared.parent.lock().unwrap() = serde_json::Value::Null;
                 shared
                     .finished

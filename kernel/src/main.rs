@@ -66,6 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    relay_user_errors();
     // When evcxr starts this binary as its evaluation process, this call never returns.
     evcxr::runtime_hook();
     drop_workspace_library_paths();
@@ -90,6 +91,50 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// In the evaluation process (evcxr's runtime: this binary started with `EVCXR_IS_RUNTIME`),
+/// passes stdout on through a pipe, adding [`eval::USER_ERROR_MARKER`] after evcxr's own marker
+/// for a `?` that stopped a cell. evcxr consumes its marker itself and reports the cell as a
+/// success; with ours the kernel can report it as the error it is.
+fn relay_user_errors() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::FromRawFd;
+    if std::env::var_os("EVCXR_IS_RUNTIME").is_none() {
+        return;
+    }
+    let mut fds = [0i32; 2];
+    // SAFETY: plain POSIX calls on descriptors this function owns; fd 1 is replaced by the
+    // pipe's write end before any thread writes to it, and the original stdout stays open
+    // (`original`) for the relay.
+    let (reader, original) = unsafe {
+        if libc::pipe(fds.as_mut_ptr()) != 0 {
+            return;
+        }
+        let original = libc::dup(1);
+        if original < 0 || libc::dup2(fds[1], 1) < 0 {
+            return;
+        }
+        libc::close(fds[1]);
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(original),
+        )
+    };
+    std::thread::spawn(move || {
+        let mut out = std::io::LineWriter::new(original);
+        for line in BufReader::new(reader).split(b'\n') {
+            let Ok(line) = line else { break };
+            let marker = line == b"EVCXR_ERROR_OCCURRED";
+            let mut ok = out.write_all(&line).and_then(|_| out.write_all(b"\n"));
+            if marker {
+                ok = ok.and_then(|_| writeln!(out, "{}", eval::USER_ERROR_MARKER));
+            }
+            if ok.and_then(|_| out.flush()).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// `cargo run` and `cargo test` put this workspace's `target/*/deps` on `LD_LIBRARY_PATH`, where

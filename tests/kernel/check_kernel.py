@@ -6,7 +6,8 @@ Expects the kernelspec `microscope` on JUPYTER_PATH (tests install it into a tem
 Checks:
   - every notebook runs through nbclient without errors, and each shows widgets (display_data or
     execute_result with text/html holding a microscope root, and text/plain);
-  - a failing cell reports a readable error, and the next cell still sees earlier variables;
+  - a failing cell reports a readable error (a `?` that fails is an error, its message shown
+    once), and the next cell still sees earlier variables;
   - a gallery's progress bar arrives as display_data and then update_display_data (same id);
   - an interrupt during a long feature visualization returns control within seconds and keeps
     the variables;
@@ -145,7 +146,13 @@ def check_session():
         check(bool(err) and "mismatched types" in text_of(err), "... with the compiler's message")
 
         reply, msgs = s.execute("let m = zoo::fashion()?; m.layer(\"no_such_layer\")?;")
-        check("no_such_layer" in text_of(msgs), f"a failing `?` says what failed: {text_of(msgs).strip()[:120]!r}")
+        err = [m for m in msgs if m["msg_type"] == "error"]
+        streams = [m for m in msgs if m["msg_type"] == "stream"]
+        check(reply["status"] == "error" and len(err) == 1 and "no_such_layer" in err[0]["content"]["evalue"],
+              f"a `?` that fails is an error reply and one error output saying what failed: {text_of(err).strip()[:120]!r}")
+        check(not any("no_such_layer" in m["content"]["text"] for m in streams), "... shown once (not also as stderr)")
+        reply, msgs = s.execute("eprintln!(\"a warning\"); let fine = 1;")
+        check(reply["status"] == "ok" and "a warning" in text_of(msgs), "a cell that prints to stderr and succeeds is ok, its text shown")
 
         reply, msgs = s.execute("kept + 1")
         results = [m for m in msgs if m["msg_type"] == "execute_result"]
