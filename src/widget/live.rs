@@ -229,13 +229,24 @@ impl Bridge {
             reply(json!({ "kind": "cancelled" }));
             return;
         }
-        let result = crate::interrupt::with_cancel(job.cancel.clone(), || {
-            answer(&job.source, &job.data, &job.cancel, &reply)
-        });
+        // A panic in a technique must not take the worker (and every later request) with it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::interrupt::with_cancel(job.cancel.clone(), || {
+                answer(&job.source, &job.data, &job.cancel, &reply)
+            })
+        }));
         match result {
-            Ok(()) => reply(json!({ "kind": "done" })),
-            Err(Error::Cancelled { .. }) => reply(json!({ "kind": "cancelled" })),
-            Err(e) => reply(json!({ "kind": "error", "message": e.to_string() })),
+            Ok(Ok(())) => reply(json!({ "kind": "done" })),
+            Ok(Err(Error::Cancelled { .. })) => reply(json!({ "kind": "cancelled" })),
+            Ok(Err(e)) => reply(json!({ "kind": "error", "message": e.to_string() })),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic");
+                reply(json!({ "kind": "error", "message": format!("internal error: {what}") }))
+            }
         }
     }
 }
