@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Child;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 
 use evcxr::{CommandContext, Error};
@@ -69,8 +70,9 @@ pub struct Shared {
     /// Lines the running cell printed to stderr in the last moments, held back briefly: if the
     /// cell then stops at a `?`, they are its error message and become the `error` output.
     held: Mutex<Vec<(std::time::Instant, String)>>,
-    /// The running cell stopped at a `?` (the evaluation process said so).
-    user_error: Mutex<Option<Vec<String>>>,
+    /// The running cell stopped at a `?` (the evaluation process said so); held lines then
+    /// stay held until the cell's end, where they become its error message.
+    user_error: std::sync::atomic::AtomicBool,
 }
 
 /// What the evaluation process prints (on its stdout, right after evcxr's own marker) when a
@@ -81,6 +83,25 @@ pub const USER_ERROR_MARKER: &str = "\u{1b}[microscope-user-error]";
 const HOLD: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Shared {
+    /// The message of a cell that stopped at `?`: the stderr lines held since just before.
+    /// evcxr reads the evaluation process's stdout and stderr on separate threads, so the
+    /// message may arrive a little after the marker: wait for it (briefly).
+    fn error_message(&self) -> Vec<String> {
+        let start = std::time::Instant::now();
+        while self.held.lock().unwrap().is_empty()
+            && start.elapsed() < std::time::Duration::from_millis(500)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        self.held
+            .lock()
+            .unwrap()
+            .drain(..)
+            .map(|(_, l)| l)
+            .collect()
+    }
+
     /// Sends held stderr lines: those older than `HOLD`, or all of them.
     fn release(&self, all: bool, on_line: &dyn Fn(&serde_json::Value, Stream, String)) {
         let ready: Vec<String> = {
@@ -164,17 +185,12 @@ impl Evaluator {
                 .unwrap()
                 .push((std::time::Instant::now(), line)),
             Stream::Stdout if line == USER_ERROR_MARKER => {
-                let message: Vec<String> = shared
-                    .held
-                    .lock()
-                    .unwrap()
-                    .drain(..)
-                    .map(|(_, l)| l)
-                    .collect();
-                *shared.user_error.lock().unwrap() = Some(message);
+                shared.user_error.store(true, Ordering::SeqCst)
             }
             Stream::Stdout => {
-                shared.release(true, &*forward);
+                if !shared.user_error.load(Ordering::SeqCst) {
+                    shared.release(true, &*forward);
+                }
                 let parent = shared.parent.lock().unwrap().clone();
                 forward(&parent, stream, line)
             }
@@ -185,7 +201,9 @@ impl Evaluator {
             .name("stderr".into())
             .spawn(move || loop {
                 std::thread::sleep(std::time::Duration::from_millis(20));
-                shared.release(false, &*forward);
+                if !shared.user_error.load(Ordering::SeqCst) {
+                    shared.release(false, &*forward);
+                }
             })
             .expect("spawning the stderr thread");
         let sink_for_cells = on_line.clone();
@@ -293,7 +311,7 @@ fn run(
             } => {
                 let _ = std::fs::remove_file(&interrupt_file);
                 shared.release(true, &*forward);
-                *shared.user_error.lock().unwrap() = None;
+                shared.user_error.store(false, Ordering::SeqCst);
                 *shared.parent.lock().unwrap() = parent;
                 let outcome = match (&mut ctx, &preload_error) {
                     (_, Some(e)) => error_outcome("PreloadError", e.clone()),
@@ -315,8 +333,9 @@ fn run(
                 std::thread::sleep(std::time::Duration::from_millis(5));
                 // A cell that stopped at `?` is an error, whose message is what it printed to
                 // stderr just before (evcxr prints the error there).
-                let outcome = match (outcome, shared.user_error.lock().unwrap().take()) {
-                    (Outcome::Ok(_), Some(lines)) => {
+                let outcome = match outcome {
+                    Outcome::Ok(_) if shared.user_error.load(Ordering::SeqCst) => {
+                        let lines = shared.error_message();
                         let text = lines.join("\n");
                         let evalue = if text.trim().is_empty() {
                             "the cell stopped at `?` with an error".to_string()
@@ -329,8 +348,9 @@ fn run(
                             evalue,
                         }
                     }
-                    (outcome, _) => outcome,
+                    outcome => outcome,
                 };
+                shared.user_error.store(false, Ordering::SeqCst);
                 shared.release(true, &*forward);
                 *shared.parent.lock().unwrap() = serde_json::Value::Null;
                 shared
