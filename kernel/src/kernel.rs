@@ -153,6 +153,26 @@ pub async fn serve(config: Config) -> Result<()> {
         },
     );
 
+    // Like ipykernel: when the process that started this kernel is gone (Jupyter says it
+    // watches, with `JPY_PARENT_PID`), shut down rather than live on as an orphan holding its
+    // evaluation process, its memory and its build directory. The parent is the one this
+    // process had at start (a wrapper script in kernel.json would be that parent).
+    if std::env::var_os("JPY_PARENT_PID").is_some() {
+        // SAFETY: getppid has no preconditions and cannot fail.
+        let parent = unsafe { libc::getppid() };
+        let evaluator = evaluator.clone();
+        let work_dir = config.work_dir.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // SAFETY: as above.
+                if unsafe { libc::getppid() } != parent {
+                    shutdown(&evaluator, &work_dir);
+                }
+            }
+        });
+    }
+
     let comm_sink = iopub.clone();
     let bridge = Bridge::listen(
         &config.bridge_socket,

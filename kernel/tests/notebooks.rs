@@ -18,7 +18,18 @@ fn root() -> PathBuf {
 struct Server(std::process::Child);
 
 impl Drop for Server {
+    /// Stops the server as Ctrl-C would (it shuts its kernels down), killing it only if it
+    /// has not exited after 20 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
