@@ -60,25 +60,28 @@ impl Bridge {
         let accepting = bridge.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (read, mut write) = stream.into_split();
-                let mut lines = BufReader::new(read).lines();
-                // The first line must be the secret; anything else is dropped.
-                match lines.next_line().await {
-                    Ok(Some(first)) if first == token => {}
-                    _ => continue,
-                }
-                let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-                *accepting.inner.peer.lock().unwrap() = Some(tx);
-                tokio::spawn(async move {
-                    while let Some(line) = rx.recv().await {
-                        if write.write_all(line.as_bytes()).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                let reading = accepting.clone();
+                // Each connection on its own task: one that never sends its first line must
+                // not hold up the next.
+                let accepting = accepting.clone();
                 let on_message = on_message.clone();
+                let token = token.clone();
                 tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    // The first line must be the secret; anything else is dropped.
+                    match lines.next_line().await {
+                        Ok(Some(first)) if first == token => {}
+                        _ => return,
+                    }
+                    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+                    *accepting.inner.peer.lock().unwrap() = Some(tx);
+                    tokio::spawn(async move {
+                        while let Some(line) = rx.recv().await {
+                            if write.write_all(line.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
                     while let Ok(Some(line)) = lines.next_line().await {
                         let Ok(m) = serde_json::from_str::<Value>(&line) else {
                             continue;
@@ -86,7 +89,7 @@ impl Bridge {
                         let Some(comm) = m["comm"].as_str() else {
                             continue;
                         };
-                        let parent = reading.inner.comms.lock().unwrap().get(comm).cloned();
+                        let parent = accepting.inner.comms.lock().unwrap().get(comm).cloned();
                         if let Some(parent) = parent {
                             on_message(Incoming {
                                 comm: comm.to_string(),

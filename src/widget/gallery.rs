@@ -18,7 +18,8 @@ pub struct GalleryOptions {
     pub batch: usize,
     /// Thumbnail side in pixels.
     pub thumbnail: usize,
-    /// Which units (default: all of the layer's).
+    /// Which units to compute now (default: all of the layer's). Every unit is listed either
+    /// way; the others are left for a live widget to compute on request.
     pub units: Option<Vec<usize>>,
 }
 
@@ -54,7 +55,7 @@ impl GalleryProgress {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize)]
 pub struct GalleryUnit {
     pub index: usize,
     /// Thumbnail PNG (`None`: not computed).
