@@ -2,7 +2,8 @@
 # Kernel latencies (ready, first widget cell, warm cell) of the microscope kernel next to stock
 # evcxr_jupyter with the same preload, measured in the same run. Installs both into
 # target/latency (evcxr_jupyter with `cargo install`, the first time: several minutes), runs
-# each kernel once from its installed state, prints both lines of JSON.
+# each kernel from its installed state, prints a line of JSON per kernel start: microscope's
+# first kernel after install and a restart (both from warm spares), microscope cold, stock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/latency
@@ -29,6 +30,10 @@ use microscope::prelude::*;"
 # EVCXR_TMPDIR names one; give it a persistent one and prebuild it once (as our install does),
 # so both kernels are measured from a prebuilt state (stock evcxr's best case).
 export EVCXR_TMPDIR="$PWD/$OUT/evcxr-tmp"
-.venv/bin/python benches/kernel_latency.py evcxr "$preload" >/dev/null
-.venv/bin/python benches/kernel_latency.py microscope
-.venv/bin/python benches/kernel_latency.py evcxr "$preload"
+.venv/bin/python benches/kernel_latency.py evcxr "stock evcxr_jupyter (prebuilding)" --preload "$preload" >/dev/null
+# The kernel a user meets after install (the spare install left, preloaded by now), then a
+# restart after a quiet minute (the spare that kernel left).
+.venv/bin/python benches/kernel_latency.py microscope "microscope, first kernel after install" --wait-spare --restart-after 60
+# Without spares: the kernel preloads itself.
+MICROSCOPE_SPARE_IDLE_S=0 .venv/bin/python benches/kernel_latency.py microscope "microscope, cold (spares off)"
+.venv/bin/python benches/kernel_latency.py evcxr "stock evcxr_jupyter" --preload "$preload"

@@ -67,6 +67,8 @@ pub struct Shared {
     pub parent: Mutex<serde_json::Value>,
     /// Counts finished executions; with `parent` it tells whether a cell is still the same one.
     pub finished: std::sync::atomic::AtomicU64,
+    /// The preload is over (whether it worked or not).
+    pub preloaded: std::sync::atomic::AtomicBool,
     /// Lines the running cell printed to stderr in the last moments, held back briefly: if the
     /// cell then stops at a `?`, they are its error message and become the `error` output.
     held: Mutex<Vec<(std::time::Instant, String)>>,
@@ -138,6 +140,10 @@ pub struct Preload {
     pub template: Option<PathBuf>,
     /// This kernel's evcxr directory (`EVCXR_TMPDIR`).
     pub work_dir: PathBuf,
+    /// Preload at the lowest CPU priority, on a thread of its own (a spare's, which runs beside
+    /// the kernels in use). The evaluation process is started before, at normal priority, so
+    /// cells run at normal priority once the spare is adopted.
+    pub background: bool,
 }
 
 impl Preload {
@@ -288,19 +294,20 @@ fn run(
         if timing {
             let _ = c.execute(":timing");
         }
-        match c.execute(&preload.code()) {
-            Ok(out) => log_phases(&out),
-            Err(e) => preload_error = Some(format!("preloading the microscope crate failed: {e}")),
-        }
-        // evcxr infers variable types with rust-analyzer, which indexes the whole dependency
-        // graph the first time it looks at a cell using the crate (tens of seconds). Do that
-        // here, in the background, rather than in the user's first cell.
-        if preload_error.is_none() {
-            if let Ok(out) = c.execute(WARM_UP) {
-                log_phases(&out);
-            }
-        }
+        preload_error = if preload.background {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    lowest_priority();
+                    preload_cells(c, &preload)
+                })
+                .join()
+                .unwrap_or_else(|_| Some("preloading the microscope crate panicked".into()))
+            })
+        } else {
+            preload_cells(c, &preload)
+        };
     }
+    shared.preloaded.store(true, Ordering::SeqCst);
     log("preload done");
     for request in requests {
         match request {
@@ -392,6 +399,30 @@ fn run(
                 let _ = reply.send(text);
             }
         }
+    }
+}
+
+/// The preload cell, then the warm-up: evcxr infers variable types with rust-analyzer, which
+/// indexes the whole dependency graph the first time it looks at a cell using the crate (tens
+/// of seconds). Do that here, in the background, rather than in the user's first cell.
+fn preload_cells(c: &mut CommandContext, preload: &Preload) -> Option<String> {
+    match c.execute(&preload.code()) {
+        Ok(out) => log_phases(&out),
+        Err(e) => return Some(format!("preloading the microscope crate failed: {e}")),
+    }
+    if let Ok(out) = c.execute(WARM_UP) {
+        log_phases(&out);
+    }
+    None
+}
+
+/// Nice 19 for the calling thread (on Linux a thread's priority is its own) and for the
+/// processes it starts (cargo, rustc).
+fn lowest_priority() {
+    // SAFETY: plain syscalls on the calling thread; failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
     }
 }
 

@@ -171,22 +171,39 @@ pub fn install(prefix: Option<&Path>, cuda: bool, prebuild: bool) -> Result<()> 
         "installed kernelspec {NAME} ({DISPLAY_NAME}) in {}",
         dir.display()
     );
-    if !prebuild {
+    if prebuild {
+        prebuild_template(&template, cuda)?;
+    }
+    // The first kernel need not wait for rust-analyzer's indexing either (see spare.rs).
+    if !template.exists() {
         return Ok(());
     }
+    if let Some(pid) = crate::spare::spawn(&bin, Some(&template), features) {
+        println!(
+            "started a spare kernel (pid {pid}) that preloads in the background: the next kernel \
+             starts from it (unused, it exits after {} seconds, default 600; 0 turns spares off)",
+            crate::spare::IDLE_ENV
+        );
+    }
+    Ok(())
+}
+
+/// Builds the template: the preload and a warm-up cell, compiled once.
+fn prebuild_template(template: &Path, cuda: bool) -> Result<()> {
     let start = Instant::now();
-    let _ = std::fs::remove_dir_all(&template);
+    let _ = std::fs::remove_dir_all(template);
     println!(
         "prebuilding the microscope crate and its dependencies into {} (once; minutes on a small machine)…",
         template.display()
     );
-    std::env::set_var("EVCXR_TMPDIR", &template);
+    std::env::set_var("EVCXR_TMPDIR", template);
     let preload = Preload {
         crate_dir: crate_dir(),
         features: if cuda { vec!["cuda".into()] } else { vec![] },
         opt_level: OPT_LEVEL.into(),
         template: None,
-        work_dir: template.clone(),
+        work_dir: template.to_path_buf(),
+        background: false,
     };
     eval::prebuild(&preload)?;
     println!("prebuilt in {:.0} s", start.elapsed().as_secs_f64());

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -27,7 +27,6 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Config {
     pub connection: Connection,
-    pub preload: Preload,
     pub interrupt_file: PathBuf,
     /// This kernel's own directory (removed at shutdown).
     pub work_dir: PathBuf,
@@ -93,7 +92,45 @@ fn line_message(stream: Stream, line: &str) -> (String, Value) {
     )
 }
 
-pub async fn serve(config: Config) -> Result<()> {
+/// Binds `endpoint`, waiting a little while it is in use: on a restart Jupyter reuses the
+/// ports, and when this kernel is a spare (spare.rs) the kernel before it may still be exiting.
+async fn bind(socket: &mut impl Socket, endpoint: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match socket.bind(endpoint).await {
+            Ok(_) => return Ok(()),
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding {endpoint}")),
+        }
+    }
+}
+
+/// Where the evaluation thread's lines go: the kernel's iopub once it serves, stderr before
+/// (a spare's preload).
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Option<Iopub>>>);
+
+/// Starts the evaluation thread (and with it the preload).
+pub fn start_evaluator(preload: Preload, interrupt_file: PathBuf) -> (Evaluator, Lines) {
+    let lines = Lines::default();
+    let sink = lines.clone();
+    let evaluator = Evaluator::start(
+        preload,
+        interrupt_file,
+        move |parent, stream, line| match sink.0.lock().unwrap().as_ref() {
+            Some(iopub) => {
+                let (kind, content) = line_message(stream, &line);
+                iopub.send(parent, &kind, content);
+            }
+            None => eprintln!("{line}"),
+        },
+    );
+    (evaluator, lines)
+}
+
+pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result<()> {
     let conn = &config.connection;
     let signer = Signer::new(&conn.key);
     let session = uuid::Uuid::new_v4().to_string();
@@ -107,19 +144,10 @@ pub async fn serve(config: Config) -> Result<()> {
         (&mut control, conn.control_port),
         (&mut stdin, conn.stdin_port),
     ] {
-        socket
-            .bind(&conn.endpoint(port))
-            .await
-            .with_context(|| format!("binding port {port}"))?;
+        bind(socket, &conn.endpoint(port)).await?;
     }
-    iopub_socket
-        .bind(&conn.endpoint(conn.iopub_port))
-        .await
-        .context("binding iopub")?;
-    heartbeat
-        .bind(&conn.endpoint(conn.hb_port))
-        .await
-        .context("binding heartbeat")?;
+    bind(&mut iopub_socket, &conn.endpoint(conn.iopub_port)).await?;
+    bind(&mut heartbeat, &conn.endpoint(conn.hb_port)).await?;
 
     let (pub_tx, mut pub_rx) = mpsc::unbounded_channel::<Message>();
     let publish_signer = signer.clone();
@@ -143,15 +171,7 @@ pub async fn serve(config: Config) -> Result<()> {
         session: session.clone(),
     };
     iopub.status(&Value::Null, "starting");
-    let sink = iopub.clone();
-    let evaluator = Evaluator::start(
-        config.preload.clone(),
-        config.interrupt_file.clone(),
-        move |parent, stream, line| {
-            let (kind, content) = line_message(stream, &line);
-            sink.send(parent, &kind, content);
-        },
-    );
+    *lines.0.lock().unwrap() = Some(iopub.clone());
 
     // Like ipykernel: when the process that started this kernel is gone (Jupyter says it
     // watches, with `JPY_PARENT_PID`), shut down rather than live on as an orphan holding its
@@ -515,11 +535,23 @@ fn interrupt(evaluator: &Evaluator, file: &PathBuf) {
     });
 }
 
-fn shutdown(evaluator: &Evaluator, work_dir: &std::path::Path) -> ! {
+/// Stops the evaluation process, exits. The kernel's directory (a copy of the template) is
+/// removed by a process of its own, so that the ports are free at once for the kernel after
+/// this one (a restart reuses them); one left behind is removed by the next kernel's start.
+pub fn shutdown(evaluator: &Evaluator, work_dir: &std::path::Path) -> ! {
     if let Some(child) = evaluator.state.child.lock().unwrap().as_ref() {
         let _ = child.lock().unwrap().kill();
     }
-    let _ = std::fs::remove_dir_all(work_dir);
+    let removing = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(work_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if removing.is_err() {
+        let _ = std::fs::remove_dir_all(work_dir);
+    }
     std::process::exit(0)
 }
 

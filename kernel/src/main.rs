@@ -3,7 +3,10 @@
 //! - `microscope-kernel install [--user | --prefix DIR] [--cuda]` registers the kernelspec
 //!   `microscope` ("Rust · microscope") and prebuilds the preloaded crate's dependency graph into
 //!   a template build directory next to it.
-//! - `microscope-kernel run --connection-file FILE` is what Jupyter starts (see kernel.json).
+//! - `microscope-kernel run --connection-file FILE` is what Jupyter starts (see kernel.json). It
+//!   hands the connection file to a waiting spare kernel when there is one (spare.rs), else it is
+//!   the kernel itself.
+//! - `microscope-kernel spare` is such a spare, started by `install` and by kernels.
 //!
 //! See HOW_IT_WORKS.md for the pipeline.
 
@@ -11,6 +14,7 @@ mod bridge;
 mod eval;
 mod install;
 mod kernel;
+mod spare;
 mod wire;
 
 use std::path::PathBuf;
@@ -63,6 +67,19 @@ enum Command {
         #[arg(long, default_value = "")]
         features: String,
     },
+    /// A warm spare kernel: preloads, then waits for `run` to hand it a connection file (see
+    /// spare.rs). Started by `install` and by kernels, not by hand.
+    #[command(hide = true)]
+    Spare {
+        #[arg(long)]
+        template: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        features: String,
+        /// The process that started this spare: it waits for `MICROSCOPE_SPARE_IDLE_S` after
+        /// that one is gone.
+        #[arg(long)]
+        spawner: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,7 +99,18 @@ fn main() -> ExitCode {
             connection_file,
             template,
             features,
-        } => run(connection_file, template, &features),
+        } => match spare::adopt(&connection_file, template.as_deref(), &features) {
+            Some(stream) => {
+                spare::follow(stream);
+                Ok(())
+            }
+            None => run(connection_file, template, &features),
+        },
+        Command::Spare {
+            template,
+            features,
+            spawner,
+        } => spare::serve(template, features, spawner),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,15 +182,29 @@ fn drop_workspace_library_paths() {
     }
 }
 
-fn run(connection_file: PathBuf, template: Option<PathBuf>, features: &str) -> anyhow::Result<()> {
-    let connection = wire::Connection::read(&connection_file)?;
+/// A kernel's own directory and settings, made before any thread starts (they go into the
+/// environment the evaluation process inherits).
+pub struct Prepared {
+    pub preload: eval::Preload,
+    pub work_dir: PathBuf,
+    pub interrupt_file: PathBuf,
+    pub bridge_socket: PathBuf,
+    pub bridge_token: String,
+}
+
+/// Sets up a kernel's build directory (filled from the template by the evaluation thread) and
+/// the variables its evaluation process finds the interrupt file and the bridge by.
+/// `background`: preload at the lowest CPU priority (a spare's).
+pub fn prepare(
+    template: Option<PathBuf>,
+    features: &str,
+    background: bool,
+) -> anyhow::Result<Prepared> {
     let features: Vec<String> = features
         .split(',')
         .filter(|f| !f.is_empty())
         .map(str::to_string)
         .collect();
-    // This kernel's own build directory, filled from the template by the evaluation thread;
-    // the environment is set before any thread starts.
     let work = install::fresh_work_dir()?;
     let interrupt_file = work.join("interrupt");
     std::env::set_var("EVCXR_TMPDIR", work.join("evcxr"));
@@ -179,19 +221,52 @@ fn run(connection_file: PathBuf, template: Option<PathBuf>, features: &str) -> a
         opt_level: install::OPT_LEVEL.into(),
         template,
         work_dir: work.join("evcxr"),
+        background,
     };
+    Ok(Prepared {
+        preload,
+        work_dir: work,
+        interrupt_file,
+        bridge_socket,
+        bridge_token,
+    })
+}
+
+/// A kernel started cold: no spare took its connection file. It leaves a spare for the next.
+fn run(connection_file: PathBuf, template: Option<PathBuf>, features: &str) -> anyhow::Result<()> {
+    let connection = wire::Connection::read(&connection_file)?;
+    let prepared = prepare(template.clone(), features, false)?;
+    let (evaluator, lines) =
+        kernel::start_evaluator(prepared.preload.clone(), prepared.interrupt_file.clone());
+    if let Ok(exe) = std::env::current_exe() {
+        spare::spawn_when_quiet(exe, template, features.to_string(), evaluator.state.clone());
+    }
+    serve_kernel(connection, prepared, evaluator, lines)
+}
+
+/// Serves Jupyter on `connection` until shutdown, then removes the kernel's directory.
+pub fn serve_kernel(
+    connection: wire::Connection,
+    prepared: Prepared,
+    evaluator: eval::Evaluator,
+    lines: kernel::Lines,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(kernel::serve(kernel::Config {
-        connection,
-        preload,
-        interrupt_file,
-        work_dir: work.clone(),
-        bridge_socket,
-        bridge_token,
-    }));
+    let work = prepared.work_dir.clone();
+    let result = runtime.block_on(kernel::serve(
+        kernel::Config {
+            connection,
+            interrupt_file: prepared.interrupt_file,
+            work_dir: prepared.work_dir,
+            bridge_socket: prepared.bridge_socket,
+            bridge_token: prepared.bridge_token,
+        },
+        evaluator,
+        lines,
+    ));
     let _ = std::fs::remove_dir_all(&work);
     result
 }

@@ -73,6 +73,7 @@ fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, targ
             .env("JUPYTER_CONFIG_DIR", dir.join("config"))
             .env("JUPYTER_DATA_DIR", dir.join("data"))
             .env("MICROSCOPE_CACHE", cache)
+            .env(SPARE_IDLE.0, SPARE_IDLE.1)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -99,6 +100,10 @@ fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, targ
     }
 }
 
+/// Spare kernels (kernel/src/spare.rs) left by the test's kernels exit two minutes after them,
+/// rather than ten.
+const SPARE_IDLE: (&str, &str) = ("MICROSCOPE_SPARE_IDLE_S", "120");
+
 fn run(cmd: &mut Command, what: &str) {
     let status = cmd.status().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(status.success(), "{what} failed ({status})");
@@ -122,7 +127,8 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
     run(
         Command::new(env!("CARGO_BIN_EXE_microscope-kernel"))
             .args(["install", "--prefix"])
-            .arg(&prefix),
+            .arg(&prefix)
+            .env(SPARE_IDLE.0, SPARE_IDLE.1),
         "microscope-kernel install",
     );
     println!(
@@ -136,6 +142,7 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
             .arg(&out)
             .env("JUPYTER_PATH", prefix.join("share/jupyter"))
             .env("MICROSCOPE_CACHE", &cache)
+            .env(SPARE_IDLE.0, SPARE_IDLE.1)
             .env(
                 "MICROSCOPE_LIGHT_MODELS",
                 root.join("tests/fixtures/onnx/light"),

@@ -15,6 +15,8 @@ Checks:
     request for an uncomputed unit with its image; a long request keeps running while other
     cells execute, and stops within a second when cancelled, or when its comm closes; after a
     restart the kernel tells an old widget to run its cell again;
+  - `install` leaves a spare kernel; the next kernel is that spare, with the started process's
+    environment and working directory, and ends with it;
   - nbconvert --execute of the tour writes an HTML page (checked in Chromium by the caller).
 Executed notebooks and the HTML go to OUT_DIR.
 """
@@ -31,6 +33,8 @@ import uuid
 import jupyter_client
 import nbformat
 from nbclient import NotebookClient
+
+from spares import wait_for_spare
 
 KERNEL = "microscope"
 failed = 0
@@ -70,8 +74,8 @@ def run_notebooks(src, out):
 class Session:
     """One kernel, driven message by message."""
 
-    def __init__(self):
-        self.km, self.kc = jupyter_client.manager.start_new_kernel(kernel_name=KERNEL, startup_timeout=600)
+    def __init__(self, **start):
+        self.km, self.kc = jupyter_client.manager.start_new_kernel(kernel_name=KERNEL, startup_timeout=600, **start)
         self.stash = []  # iopub messages read while waiting for something else
 
     def iopub(self, timeout):
@@ -133,8 +137,50 @@ def text_of(msgs):
     return "".join(parts)
 
 
+def check_spare(out):
+    """`install` leaves a spare kernel; the next kernel Jupyter starts is that spare, with the
+    started process's environment and working directory, and it ends with that process."""
+    start = time.time()
+    ready = wait_for_spare(KERNEL)
+    check(ready, f"install leaves a spare kernel that preloads ({time.time() - start:.0f} s until it is ready)")
+    if not ready:
+        return
+    cwd = os.path.realpath(os.path.join(out, "spare-cwd"))
+    os.makedirs(cwd, exist_ok=True)
+    env = dict(os.environ, MICROSCOPE_SPARE_CHECK="handed over")
+    start = time.time()
+    s = Session(env=env, cwd=cwd)
+    server = None
+    try:
+        reply, msgs = s.execute("(std::os::unix::process::parent_id(), "
+                                "std::env::var(\"MICROSCOPE_SPARE_CHECK\").unwrap_or_default(), "
+                                "std::env::current_dir()?.display().to_string())")
+        text = text_of(msgs)
+        check(reply["status"] == "ok" and "handed over" in text and cwd in text,
+              f"the kernel started from the spare sees the started process's environment and working directory "
+              f"({time.time() - start:.1f} s from start to this cell's result: {text.strip()!r})")
+        m = re.search(r"\((\d+),", text)
+        server = int(m.group(1)) if m else None
+        started = s.km.provisioner.pid
+        check(server is not None and server != started,
+              f"... and is the spare (cells run under process {server}, not under the started process {started})")
+        t0 = time.time()
+        reply, msgs = s.execute("zoo::fashion()?")
+        check(reply["status"] == "ok" and any("microscope-root" in m["content"].get("data", {}).get("text/html", "")
+                                              for m in msgs if m["msg_type"] == "execute_result"),
+              f"... and shows a widget at once ({time.time() - t0:.1f} s)")
+    finally:
+        s.close()
+    if server:
+        deadline = time.time() + 10
+        while os.path.exists(f"/proc/{server}") and time.time() < deadline:
+            time.sleep(0.2)
+        check(not os.path.exists(f"/proc/{server}"), "shutting that kernel down ends the spare that served it")
+
+
 def check_session():
-    s = Session()
+    # Spares off: this kernel starts cold and preloads itself.
+    s = Session(env=dict(os.environ, MICROSCOPE_SPARE_IDLE_S="0"))
     try:
         start = time.time()
         reply, msgs = s.execute("let kept = 41;")
@@ -291,6 +337,7 @@ def export_tour(src, out):
 def main():
     src, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
+    check_spare(out)
     check_session()
     run_notebooks(src, out)
     export_tour(src, out)
