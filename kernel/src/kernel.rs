@@ -92,6 +92,24 @@ fn line_message(stream: Stream, line: &str) -> (String, Value) {
     )
 }
 
+/// Like ipykernel: when Jupyter says it watches (`JPY_PARENT_PID` is set), calls `gone` once
+/// the process that started this one has exited. The parent is the one this process has now (a
+/// wrapper script in kernel.json would be that parent).
+pub fn when_parent_gone(gone: impl FnOnce() + Send + 'static) {
+    if std::env::var_os("JPY_PARENT_PID").is_none() {
+        return;
+    }
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getppid() };
+    std::thread::spawn(move || {
+        // SAFETY: as above.
+        while unsafe { libc::getppid() } == parent {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        gone();
+    });
+}
+
 /// Binds `endpoint`, waiting a little while it is in use: on a restart Jupyter reuses the
 /// ports, and when this kernel is a spare (spare.rs) the kernel before it may still be exiting.
 async fn bind(socket: &mut impl Socket, endpoint: &str) -> Result<()> {
@@ -173,25 +191,10 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
     iopub.status(&Value::Null, "starting");
     *lines.0.lock().unwrap() = Some(iopub.clone());
 
-    // Like ipykernel: when the process that started this kernel is gone (Jupyter says it
-    // watches, with `JPY_PARENT_PID`), shut down rather than live on as an orphan holding its
-    // evaluation process, its memory and its build directory. The parent is the one this
-    // process had at start (a wrapper script in kernel.json would be that parent).
-    if std::env::var_os("JPY_PARENT_PID").is_some() {
-        // SAFETY: getppid has no preconditions and cannot fail.
-        let parent = unsafe { libc::getppid() };
-        let evaluator = evaluator.clone();
-        let work_dir = config.work_dir.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                // SAFETY: as above.
-                if unsafe { libc::getppid() } != parent {
-                    shutdown(&evaluator, &work_dir);
-                }
-            }
-        });
-    }
+    // Shut down rather than live on as an orphan holding its evaluation process, its memory
+    // and its build directory.
+    let (orphan_evaluator, work_dir) = (evaluator.clone(), config.work_dir.clone());
+    when_parent_gone(move || shutdown(&orphan_evaluator, &work_dir));
 
     let comm_sink = iopub.clone();
     let bridge = Bridge::listen(

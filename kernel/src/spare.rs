@@ -194,17 +194,7 @@ fn read_line(stream: &mut UnixStream) -> Option<String> {
 /// kernel prints to stderr, and returns when the kernel has exited. Exits (and so shuts the
 /// kernel down) when the process that started it is gone, as a kernel would.
 pub fn follow(mut stream: UnixStream) {
-    if std::env::var_os("JPY_PARENT_PID").is_some() {
-        // SAFETY: getppid has no preconditions and cannot fail.
-        let parent = unsafe { libc::getppid() };
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1));
-            // SAFETY: as above.
-            if unsafe { libc::getppid() } != parent {
-                std::process::exit(0);
-            }
-        });
-    }
+    kernel::when_parent_gone(|| std::process::exit(0));
     let _ = std::io::copy(&mut stream, &mut std::io::stderr());
 }
 
@@ -331,10 +321,14 @@ pub fn serve(template: Option<PathBuf>, features: String, spawner: u32) -> Resul
         // SAFETY: kill with signal 0 only checks that the process exists.
         let spawner_alive = unsafe { libc::kill(spawner as libc::pid_t, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        // A spare whose template was removed (its kernelspec uninstalled) is of no use either.
         let template_gone = template.as_ref().is_some_and(|t| !t.exists());
         if spawner_alive {
             orphaned = None;
-        } else if orphaned.get_or_insert_with(Instant::now).elapsed() > idle || template_gone {
+        }
+        let unused_too_long =
+            !spawner_alive && orphaned.get_or_insert_with(Instant::now).elapsed() > idle;
+        if unused_too_long || template_gone {
             eprintln!("microscope spare {key}: not needed; exiting");
             let _ = std::fs::remove_file(&socket);
             let _ = std::fs::remove_file(dir.join(format!("{key}.log")));
