@@ -23,6 +23,21 @@ ConstantOfShape Shape Gather Slice Cast Pad Resize Upsample Sum Mean ReduceMean"
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A first run writes about NEED_GB GB here (build, venv, fixtures, the kernels' work directories);
+# a full disk shows up as a linker's bus error or a dead kernel, so say up front how much is free,
+# and on the way out, what the run left.
+NEED_GB=9
+free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
+step "disk: ${free_gb} GB free here; a first run needs about ${NEED_GB} GB"
+if [ "$free_gb" -lt "$NEED_GB" ]; then
+  echo "warning: less than ${NEED_GB} GB free: the build or the kernel tests may run out of space" >&2
+fi
+disk_report() {
+  step "disk: $(df -Ph . | awk 'NR == 2 {print $4}') free after the run; it uses:"
+  du -sh target .venv tests/fixtures tests/browser/node_modules 2>/dev/null || true
+}
+trap disk_report EXIT
+
 step "Debian packages: dataset-fashion-mnist, chromium, nodejs, npm"
 missing=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
