@@ -58,9 +58,16 @@ pub fn lrn(ctx: &Ctx) -> Result<Vec<Value>> {
         ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
     );
     let denom = DynTensor::new(sum).reshape(&dims).map(|s| {
-        s.mul_scalar(alpha / size as f32)
-            .add_scalar(bias)
-            .powf_scalar(beta)
+        let base = s.mul_scalar(alpha / size as f32).add_scalar(bias);
+        if beta == 0.75 {
+            // Every LRN in the common models (AlexNet, GoogLeNet, ZFNet) uses beta = 0.75:
+            // base^0.75 = sqrt(base * sqrt(base)), two square roots instead of a power, forward
+            // and in the gradient.
+            let root = base.clone().sqrt();
+            (base * root).sqrt()
+        } else {
+            base.powf_scalar(beta)
+        }
     });
     let rank = dims.len();
     let y = x.into_storage() / denom.into_storage();
