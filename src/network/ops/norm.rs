@@ -57,17 +57,15 @@ pub fn lrn(ctx: &Ctx) -> Result<Vec<Value>> {
         None,
         ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
     );
+    // base^beta as exp(beta · ln base): the gradients of exp and ln are a product and a quotient,
+    // where powf's gradient is a second powf (burn's sqrt too), the most expensive elementwise
+    // op on the CPU.
     let denom = DynTensor::new(sum).reshape(&dims).map(|s| {
-        let base = s.mul_scalar(alpha / size as f32).add_scalar(bias);
-        if beta == 0.75 {
-            // Every LRN in the common models (AlexNet, GoogLeNet, ZFNet) uses beta = 0.75:
-            // base^0.75 = sqrt(base * sqrt(base)), two square roots instead of a power, forward
-            // and in the gradient.
-            let root = base.clone().sqrt();
-            (base * root).sqrt()
-        } else {
-            base.powf_scalar(beta)
-        }
+        s.mul_scalar(alpha / size as f32)
+            .add_scalar(bias)
+            .log()
+            .mul_scalar(beta)
+            .exp()
     });
     let rank = dims.len();
     let y = x.into_storage() / denom.into_storage();
