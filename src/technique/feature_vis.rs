@@ -95,7 +95,8 @@ impl FeatureVis {
     /// The cache key: everything the pixels depend on.
     fn key(&self, model: &Model, layer: &str, units: &[usize], size: usize) -> String {
         let parts = [
-            "feature-vis/1".to_string(),
+            // Bumped when the pixels a seed gives change (2: one resampling for scale and rotation).
+            "feature-vis/2".to_string(),
             model.digest().to_string(),
             layer.to_string(),
             format!("{units:?}"),
