@@ -26,7 +26,7 @@ step() { printf '\n== %s\n' "$*"; }
 # A first run writes about NEED_GB GB here (build, venv, fixtures, the kernels' work directories);
 # a full disk shows up as a linker's bus error or a dead kernel, so say up front how much is free,
 # and on the way out, what the run left.
-NEED_GB=9
+NEED_GB=8
 free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
 step "disk: ${free_gb} GB free here; a first run needs about ${NEED_GB} GB"
 if [ "$free_gb" -lt "$NEED_GB" ]; then
