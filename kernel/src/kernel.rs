@@ -542,9 +542,16 @@ fn interrupt(evaluator: &Evaluator, file: &PathBuf) {
 /// removed by a process of its own, so that the ports are free at once for the kernel after
 /// this one (a restart reuses them); one left behind is removed by the next kernel's start.
 pub fn shutdown(evaluator: &Evaluator, work_dir: &std::path::Path) -> ! {
-    if let Some(child) = evaluator.state.child.lock().unwrap().as_ref() {
-        let _ = child.lock().unwrap().kill();
+    // A poisoned lock still holds the child: kill it all the same.
+    let child = evaluator
+        .state
+        .child
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(child) = child.as_ref() {
+        let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
     }
+    close_sockets();
     let removing = std::process::Command::new("rm")
         .arg("-rf")
         .arg(work_dir)
@@ -556,6 +563,31 @@ pub fn shutdown(evaluator: &Evaluator, work_dir: &std::path::Path) -> ! {
         let _ = std::fs::remove_dir_all(work_dir);
     }
     std::process::exit(0)
+}
+
+/// Closes every socket of this process now. Exiting frees the process's memory (gigabytes for a
+/// kernel) before the OS closes its files, which kept a kernel's connections open for a while
+/// after it decided to go: when Jupyter killed the stand-in of an adopted spare (spare.rs) and
+/// started the next kernel, the client's first request still reached this one and was lost.
+fn close_sockets() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<libc::c_int> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        // SAFETY: fstat writes into a zeroed stat it is given; shutdown and close take any fd
+        // (an fd closed meanwhile only makes them fail). Nothing uses these sockets after this:
+        // the process exits next.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+                libc::close(fd);
+            }
+        }
+    }
 }
 
 /// Jupyter counts cursor positions in Unicode code points; evcxr in bytes.

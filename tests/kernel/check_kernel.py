@@ -169,6 +169,32 @@ def check_spare(out):
         check(reply["status"] == "ok" and any("microscope-root" in m["content"].get("data", {}).get("text/html", "")
                                               for m in msgs if m["msg_type"] == "execute_result"),
               f"... and shows a widget at once ({time.time() - t0:.1f} s)")
+        # Once quiet, this kernel leaves a spare; a kill-restart (Jupyter's "restart" of a stuck
+        # kernel) starts from it, and the client's first request must reach the new kernel, not
+        # the old one on its way out.
+        if wait_for_spare(KERNEL):
+            s.km.restart_kernel(now=True)
+            t0 = time.time()
+            msg_id = s.kc.kernel_info()
+            answered = None
+            while answered is None and time.time() < t0 + 5:
+                try:
+                    m = s.kc.get_shell_msg(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if m["parent_header"].get("msg_id") == msg_id:
+                    answered = time.time() - t0
+            check(answered is not None, f"after a kill-restart onto the spare it left, the first kernel_info is answered "
+                                        f"({answered if answered is None else f'{answered:.2f} s'}, limit 5 s)")
+            s.kc.wait_for_ready(timeout=60)
+            reply, msgs = s.execute("std::os::unix::process::parent_id()")
+            now_serving = text_of(msgs).strip()
+            restarted = s.km.provisioner.pid
+            check(reply["status"] == "ok" and now_serving not in ("", str(server), str(restarted)),
+                  f"... and the restarted kernel is that spare (cells run under process {now_serving}, "
+                  f"not the old kernel {server} nor the started process {restarted})")
+        else:
+            check(False, "the kernel from the spare leaves a spare of its own once quiet")
     finally:
         s.close()
     if server:
