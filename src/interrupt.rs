@@ -35,6 +35,20 @@ pub fn requested() -> bool {
     }
 }
 
+/// This thread's cancel flag inside [`with_cancel`]. Work moved to another thread takes it along
+/// through [`within`], so that the move changes nothing about what stops it.
+pub(crate) fn scope() -> Option<Arc<AtomicBool>> {
+    SCOPE.with(|s| s.borrow().clone())
+}
+
+/// Runs `f` under `scope` (taken with [`scope`] on another thread), or as is when there is none.
+pub(crate) fn within<R>(scope: Option<Arc<AtomicBool>>, f: impl FnOnce() -> R) -> R {
+    match scope {
+        Some(flag) => with_cancel(flag, f),
+        None => f(),
+    }
+}
+
 /// Runs `f` with `flag` as this thread's cancel signal (in place of the interrupt file).
 pub fn with_cancel<R>(flag: Arc<AtomicBool>, f: impl FnOnce() -> R) -> R {
     let previous = SCOPE.with(|s| s.borrow_mut().replace(flag));
@@ -60,5 +74,21 @@ mod tests {
         flag.store(true, Ordering::Relaxed);
         assert!(with_cancel(flag.clone(), requested));
         assert!(!requested() || file().is_some());
+    }
+
+    #[test]
+    fn a_scope_flag_travels_with_work_moved_to_the_cpu_pool() {
+        let flag = Arc::new(AtomicBool::new(true));
+        let device = crate::device::Device::cpu();
+        let seen = with_cancel(flag, || {
+            crate::device::on_cpu_pool(device.burn(), || {
+                (std::thread::current().name().map(String::from), requested())
+            })
+        });
+        assert!(seen.0.is_some_and(|n| n.starts_with("microscope-cpu-")));
+        assert!(
+            seen.1,
+            "the cancel flag set on the calling thread is seen in the pool"
+        );
     }
 }

@@ -414,6 +414,18 @@ impl Network {
         weights: Option<&Weights>,
         mode: Mode,
     ) -> Result<Vec<DynTensor>> {
+        crate::device::on_cpu_pool(self.device.burn(), || {
+            self.forward_on_this_thread(feeds, targets, weights, mode)
+        })
+    }
+
+    fn forward_on_this_thread(
+        &self,
+        feeds: &[(&str, DynTensor)],
+        targets: &[&str],
+        weights: Option<&Weights>,
+        mode: Mode,
+    ) -> Result<Vec<DynTensor>> {
         let feeds: Vec<(&str, Value)> = feeds
             .iter()
             .map(|(n, t)| (*n, Value::Device(t.clone())))

@@ -6,6 +6,7 @@
 //! image `[1, C, H, W]` in [0, 1] · spatial map `[h, w]` · channel scores `[c]` of the layer.
 
 use super::render::as_4d;
+use crate::device::on_cpu_pool;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::value::Storage;
@@ -36,6 +37,17 @@ pub struct AttributionMap {
 
 /// Activation × gradient at `layer` for `target` on `image` (pixels in [0, 1]).
 pub fn attribution(
+    model: &Model,
+    image: &DynTensor,
+    layer: &str,
+    target: &Target,
+) -> Result<AttributionMap> {
+    on_cpu_pool(model.network().device().burn(), || {
+        attribution_here(model, image, layer, target)
+    })
+}
+
+fn attribution_here(
     model: &Model,
     image: &DynTensor,
     layer: &str,

@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use super::objective::{Activations, Objective};
 use super::render::as_4d;
 use super::transform::warp;
+use crate::device::on_cpu_pool;
 use crate::error::Result;
 use crate::model::Model;
 use crate::network::DynTensor;
@@ -44,6 +45,17 @@ impl DeepDream {
     /// Dreams `image` (`[1, C, H, W]` in [0, 1]) at `layer`; returns the image and the
     /// objective before and after.
     pub fn run(
+        &self,
+        model: &Model,
+        image: &DynTensor,
+        layer: &str,
+    ) -> Result<(DynTensor, f32, f32)> {
+        on_cpu_pool(model.network().device().burn(), || {
+            self.run_here(model, image, layer)
+        })
+    }
+
+    fn run_here(
         &self,
         model: &Model,
         image: &DynTensor,

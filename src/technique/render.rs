@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use super::objective::{Activations, Objective};
 use super::param::{FftImage, Param, PixelImage};
 use super::transform::{self, Transform};
-use crate::device::Device;
+use crate::device::{on_cpu_pool, Device};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::DynTensor;
@@ -67,7 +67,7 @@ pub fn render(
     let input = network.image_input()?.name.clone();
     let shape = [config.batch, spec.channels, config.size, config.size];
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut param: Box<dyn Param> = match config.param {
+    let mut param: Box<dyn Param + Send> = match config.param {
         ParamKind::Fft => Box::new(FftImage::new(shape, &mut rng, &ad)),
         ParamKind::Pixel => Box::new(PixelImage::new(shape, &mut rng, &ad)),
     };
@@ -81,25 +81,30 @@ pub fn render(
                 step,
             });
         }
-        let image = transform::apply(&config.transforms, param.image(), &mut rng);
-        let x = model.normalize(&DynTensor::new(image))?;
-        let acts = network.forward_any_size(&[(&input, x)], &layers)?;
-        let acts: Activations = layers
-            .iter()
-            .zip(acts)
-            .map(|(l, a)| Ok((l.to_string(), as_4d(a)?)))
-            .collect::<Result<_>>()?;
-        let values = objective.eval(&acts)?;
-        let value = DynTensor::new(values.clone().mean()).to_vec()[0];
-        let grads = values.sum().neg().backward();
-        let g = param.tensor().grad(&grads).ok_or_else(|| {
-            Error::Message(format!(
-                "{}: the objective does not depend on the image",
-                objective.name()
-            ))
+        // The step runs on the CPU pool's thread (see `on_cpu_pool`); progress and cancellation
+        // stay on the caller's.
+        let value = on_cpu_pool(device.burn(), || -> Result<f32> {
+            let image = transform::apply(&config.transforms, param.image(), &mut rng);
+            let x = model.normalize(&DynTensor::new(image))?;
+            let acts = network.forward_any_size(&[(&input, x)], &layers)?;
+            let acts: Activations = layers
+                .iter()
+                .zip(acts)
+                .map(|(l, a)| Ok((l.to_string(), as_4d(a)?)))
+                .collect::<Result<_>>()?;
+            let values = objective.eval(&acts)?;
+            let value = DynTensor::new(values.clone().mean()).to_vec()[0];
+            let grads = values.sum().neg().backward();
+            let g = param.tensor().grad(&grads).ok_or_else(|| {
+                Error::Message(format!(
+                    "{}: the objective does not depend on the image",
+                    objective.name()
+                ))
+            })?;
+            let next = adam.step(param.tensor().clone().inner(), g);
+            param.set_tensor(Tensor::from_inner(next).require_grad());
+            Ok(value)
         })?;
-        let next = adam.step(param.tensor().clone().inner(), g);
-        param.set_tensor(Tensor::from_inner(next).require_grad());
         progress(Progress {
             step,
             total: config.steps,

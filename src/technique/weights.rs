@@ -6,6 +6,7 @@
 //! # Shapes
 //! filters `[O, I, kh, kw]` · expanded weights `[C_from, H_from, W_from]`
 
+use crate::device::on_cpu_pool;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::DynTensor;
@@ -39,6 +40,12 @@ pub fn first_layer_filters(model: &Model) -> Result<(String, DynTensor)> {
 /// Expanded weights from every unit of layer `from` to unit `unit` of layer `to`, at the centre
 /// position of `to`: `[C_from, H_from, W_from]`, zero outside `unit`'s receptive field.
 pub fn expanded_weights(model: &Model, from: &str, to: &str, unit: usize) -> Result<DynTensor> {
+    on_cpu_pool(model.network().device().burn(), || {
+        expanded_weights_here(model, from, to, unit)
+    })
+}
+
+fn expanded_weights_here(model: &Model, from: &str, to: &str, unit: usize) -> Result<DynTensor> {
     let net = model.network();
     model.unit(to, unit)?;
     let source = net.node(from)?;

@@ -23,7 +23,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::data::{Dataset, ImageSpec, FASHION_CLASSES};
-use crate::device::Device;
+use crate::device::{on_cpu_pool, Device};
 use crate::error::Result;
 use crate::import::builder::{AttrValue, OnnxBuilder};
 use crate::import::parse_onnx;
@@ -234,25 +234,29 @@ pub fn train_fashion(
         for (b, chunk) in order.chunks(config.batch).take(limit).enumerate() {
             let x = train.gather(chunk, &spec, &ad)?;
             let labels: Vec<usize> = chunk.iter().map(|&i| train.labels()[i]).collect();
-            let weights = Weights::tracked(&params);
-            let logits = net
-                .forward_with(&[("image", x)], &["logits"], Some(&weights))?
-                .remove(0);
-            let loss = cross_entropy(logits.to_rank::<2>()?, &labels);
-            let loss_value = DynTensor::new(loss.clone()).to_vec()[0];
-            let grads = loss.backward();
+            // The step runs on the CPU pool's thread (see `on_cpu_pool`).
+            let loss_value = on_cpu_pool(device.burn(), || -> Result<f32> {
+                let weights = Weights::tracked(&params);
+                let logits = net
+                    .forward_with(&[("image", x)], &["logits"], Some(&weights))?
+                    .remove(0);
+                let loss = cross_entropy(logits.to_rank::<2>()?, &labels);
+                let loss_value = DynTensor::new(loss.clone()).to_vec()[0];
+                let grads = loss.backward();
+                for (name, p) in params.iter_mut() {
+                    let Some(g) = weights.get(name).and_then(|w| w.grad(&grads)) else {
+                        continue;
+                    };
+                    let adam = optimizers
+                        .get_mut(name)
+                        .expect("an optimizer for every parameter");
+                    let rank = p.rank();
+                    let next = adam.step(p.clone().into_storage(), g.into_storage());
+                    *p = DynTensor::from_storage(next, rank);
+                }
+                Ok(loss_value)
+            })?;
             step += 1;
-            for (name, p) in params.iter_mut() {
-                let Some(g) = weights.get(name).and_then(|w| w.grad(&grads)) else {
-                    continue;
-                };
-                let adam = optimizers
-                    .get_mut(name)
-                    .expect("an optimizer for every parameter");
-                let rank = p.rank();
-                let next = adam.step(p.clone().into_storage(), g.into_storage());
-                *p = DynTensor::from_storage(next, rank);
-            }
             running += loss_value;
             if (b + 1) % 100 == 0 {
                 progress(&format!(
