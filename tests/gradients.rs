@@ -98,3 +98,71 @@ fn forward_stops_at_the_last_needed_node() {
         .to_string();
     assert!(err.contains("conv2"), "{err}");
 }
+
+#[test]
+fn max_pool_values_and_gradient_match_burns_kernel() {
+    use burn::tensor::{module, Tensor, TensorData};
+    use burn::Dispatch;
+    // GoogLeNet's two pools: 3×3 stride 1 pad 1 (overlapping windows) and 3×3 stride 2. Values
+    // come from a small set, so windows tie often: the gradient must go to the first maximum.
+    let (n, c, h, w) = (2, 3, 11, 13);
+    let data: Vec<f32> = (0..n * c * h * w)
+        .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+        .collect();
+    let device = Device::cpu().autodiff();
+    for (stride, pad) in [(1i64, 1i64), (2, 0)] {
+        let bytes = support::model(
+            vec![support::node(
+                "MaxPool",
+                "pool",
+                &["x"],
+                &["y"],
+                vec![
+                    support::ints("kernel_shape", &[3, 3]),
+                    support::ints("strides", &[stride, stride]),
+                    support::ints("pads", &[pad; 4]),
+                ],
+            )],
+            vec![],
+            support::value_info("x", &[0, 3, 0, 0]),
+            "y",
+        );
+        let net = parse_onnx(&bytes, "pool", Device::cpu()).unwrap();
+        let x = DynTensor::from_host(&data, &[n, c, h, w], &device).require_grad();
+        let ours = net
+            .forward(&[("x", x.clone())], &["pool"])
+            .unwrap()
+            .remove(0)
+            .to_rank::<4>()
+            .unwrap();
+        let leaf =
+            Tensor::<Dispatch, 4>::from_data(TensorData::new(data.clone(), [n, c, h, w]), &device)
+                .require_grad();
+        let (s, p) = (stride as usize, pad as usize);
+        let theirs = module::max_pool2d(leaf.clone(), [3, 3], [s, s], [p, p], [1, 1], false);
+        assert_eq!(ours.dims(), theirs.dims(), "stride {stride}");
+        let (ov, tv) = (
+            ours.to_data().to_vec::<f32>().unwrap(),
+            theirs.to_data().to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(ov, tv, "values, stride {stride}");
+        // Weigh each output differently, so that a gradient sent to the wrong input shows.
+        let weights: Vec<f32> = (0..ov.len()).map(|i| 1.0 + (i % 7) as f32).collect();
+        let weigh = |y: Tensor<Dispatch, 4>| {
+            let wt = Tensor::<Dispatch, 4>::from_data(
+                TensorData::new(weights.clone(), y.dims()),
+                &device,
+            );
+            DynTensor::new((y * wt).sum())
+        };
+        let ours_grad = x.grad(&weigh(ours).backward()).unwrap().to_vec();
+        let theirs_grad = leaf
+            .grad(&weigh(theirs).backward())
+            .unwrap()
+            .to_data()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(ours_grad, theirs_grad, "gradient, stride {stride}");
+        assert!(ours_grad.iter().filter(|&&g| g != 0.0).count() > n * c * 4);
+    }
+}

@@ -7,6 +7,7 @@
 mod conv;
 mod elementwise;
 mod linear;
+mod max_pool_cpu;
 mod norm;
 mod pool;
 mod reduce;

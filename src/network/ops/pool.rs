@@ -11,7 +11,9 @@ use burn::tensor::ops::ConvOptions;
 use burn::Dispatch;
 
 use super::conv::{as_4d, lift_2d, pad_4d, squeeze_1d, Window};
+use super::max_pool_cpu;
 use super::{Ctx, Value};
+use crate::device::is_cpu;
 use crate::error::Result;
 use crate::network::value::DynTensor;
 
@@ -81,6 +83,29 @@ pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
     }
     let p = plan(ctx, &dims)?;
     let (begin, end) = (lift_2d(&p.win.begin, 0), padded_ends(&p));
+    if is_cpu(ctx.device) {
+        let x4 = as_4d(&x)?;
+        let [_, _, h, w] = x4.dims();
+        let (kernel, strides) = (lift_2d(&p.win.kernel, 1), lift_2d(&p.win.strides, 1));
+        let dilations = lift_2d(&p.win.dilations, 1);
+        let out = [0, 1].map(|i| {
+            let span = (kernel[i] - 1) * dilations[i] + 1;
+            ([h, w][i] + begin[i] + end[i] - span) / strides[i] + 1
+        });
+        let g = max_pool_cpu::Geometry {
+            kernel,
+            strides,
+            dilations,
+            begin,
+            out,
+        };
+        if let Some(y) = max_pool_cpu::max_pool(&x4, &g) {
+            return Ok(vec![Value::Device(squeeze_1d(
+                DynTensor::new(y),
+                dims.len(),
+            ))]);
+        }
+    }
     // burn pads symmetrically by itself (and faster than an explicit pad); other cases are
     // padded here with -inf first.
     let (xp, padding) = if begin == end {
