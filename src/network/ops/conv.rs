@@ -144,18 +144,16 @@ pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
     };
     let y = match xd.len() {
         3 | 4 => {
-            let x4 = pad_4d(
-                as_4d(&x)?,
-                lift_2d(&win.begin, 0),
-                lift_2d(&win.end, 0),
-                0.0,
-            );
-            let opts = ConvOptions::new(
-                lift_2d(&win.strides, 1),
-                [0, 0],
-                lift_2d(&win.dilations, 1),
-                groups,
-            );
+            let (begin, end) = (lift_2d(&win.begin, 0), lift_2d(&win.end, 0));
+            let (strides, dilations) = (lift_2d(&win.strides, 1), lift_2d(&win.dilations, 1));
+            // burn pads symmetrically inside its kernels (no padded copy of the input, and no
+            // strided slice of the gradient on the way back); other cases are padded here.
+            let (x4, padding) = if begin == end {
+                (as_4d(&x)?, begin)
+            } else {
+                (pad_4d(as_4d(&x)?, begin, end, 0.0), [0, 0])
+            };
+            let opts = ConvOptions::new(strides, padding, dilations, groups);
             let y = module::conv2d(x4, as_4d(&w)?, bias, opts);
             squeeze_1d(DynTensor::new(y), xd.len())
         }
