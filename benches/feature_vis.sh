@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Feature visualization, GoogLeNet (light model, seeded random weights), inception_4a/output,
 # 8 units, 128 px: microscope's render loop next to the same loop in PyTorch (Lucent's recipe),
-# both on this machine's CPU in one run, with the ratio. Installs torch and onnx2torch into
-# .venv-bench (PyPI) the first time. Needs the fixtures from tests/run.sh.
+# both on this machine's CPU in one run, with the ratios. PyTorch runs twice: as Lucent does (the
+# whole network forward, weight gradients on) and cut at the target layer (a stronger baseline).
+# Installs torch and onnx2torch into .venv-bench (PyPI) the first time. Needs the fixtures from
+# tests/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=tests/fixtures/onnx/light-ref/light_inception_v1_random.onnx
@@ -24,8 +26,12 @@ features=""
 [ "$DEVICE" = cpu ] || features="--features cuda"
 # shellcheck disable=SC2086
 ours=$(cargo bench --quiet $features --bench feature_vis_step -- "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
-theirs=$(.venv-bench/bin/python benches/lucent_googlenet.py "$MODEL" "$tensor" "$STEPS" "$DEVICE")
+theirs=$(.venv-bench/bin/python benches/lucent_googlenet.py "$MODEL" "$tensor" "$STEPS" "$DEVICE" both)
 echo "$ours"
 echo "$theirs"
-awk -v m="$(echo "$ours" | awk '{print $2}')" -v t="$(echo "$theirs" | awk '{print $2}')" \
-  'BEGIN {printf "feature vis step: microscope %.1f ms, pytorch %.1f ms, pytorch/microscope = %.2f\n", m, t, t / m}'
+m=$(echo "$ours" | awk '{print $2}')
+for mode in lucent truncated; do
+  t=$(echo "$theirs" | awk -v m="$mode" '$2 == m {print $3}')
+  awk -v m="$m" -v t="$t" -v mode="$mode" \
+    'BEGIN {printf "feature vis step: microscope %.1f ms, pytorch (%s) %.1f ms, pytorch/microscope = %.2f\n", m, mode, t, t / m}'
+done

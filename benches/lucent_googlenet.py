@@ -1,13 +1,19 @@
 """The feature-visualization loop as Lucent runs it, in PyTorch, for a like-for-like timing.
 
-Builds GoogLeNet from the same ONNX file (onnx2torch), cut at the target layer (the model's
-fixed 7×7 average pool cannot run at 128 px, so the graph is extracted from the input to the
-target tensor, which also spares PyTorch the layers above it), keeps PyTorch's default of
-computing weight gradients (Lucent does not turn them off), and optimizes 8 units at 128 px with
-Lucent's recipe: FFT parameterization with decorrelated colour, Adam lr 0.05, transforms pad 12,
-jitter 8, scale 0.90-1.10, rotate ±10°, jitter 4. Prints `torch_fv_step_ms MS`.
+Builds GoogLeNet from the same ONNX file (onnx2torch), keeps PyTorch's default of computing weight
+gradients (Lucent does not turn them off), and optimizes 8 units at 128 px with Lucent's recipe:
+FFT parameterization with decorrelated colour, Adam lr 0.05, transforms pad 12, jitter 8, scale
+0.90-1.10, rotate ±10°, jitter 4. Prints `torch_fv_step_ms MODE MS`.
 
-usage: python lucent_googlenet.py MODEL.onnx TARGET_TENSOR [STEPS] [DEVICE]   (cpu or cuda)
+MODE says how much of the network runs:
+- `lucent`: what Lucent does. Its `render_vis` runs the whole model forward and reads the target
+  layer from a hook. The model's fixed 7×7 average pool cannot run at 128 px, so the graph is cut
+  just before it: everything up to inception_5b's output runs, and the loss reads the target.
+- `truncated`: only the subgraph from the input to the target tensor (what microscope runs); a
+  stronger baseline than Lucent itself.
+
+usage: python lucent_googlenet.py MODEL.onnx TARGET_TENSOR [STEPS] [DEVICE] [MODE]
+       (DEVICE: cpu or cuda; MODE: lucent (default), truncated or both)
 """
 
 import math
@@ -25,13 +31,21 @@ from onnx2torch import convert
 COLOR_SVD_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
 
 
-def truncated(path, target):
+def extracted(path, outputs):
+    """The ONNX graph from the image input to `outputs`, as a torch module returning them all."""
     model = onnx.load(path)
     inits = {i.name for i in model.graph.initializer}
     (data,) = [i.name for i in model.graph.input if i.name not in inits]
     out = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False).name
-    onnx.utils.extract_model(path, out, [data], [target], check_model=False)
+    onnx.utils.extract_model(path, out, [data], outputs, check_model=False)
     return convert(out)
+
+
+def last_computable(path):
+    """The input of the final global average pool: the deepest tensor a 128 px image reaches."""
+    graph = onnx.load(path).graph
+    (pool,) = [n for n in graph.node if n.op_type == "AveragePool"][-1:]
+    return pool.input[0]
 
 
 def fft_image(batch, size, device):
@@ -73,20 +87,17 @@ def transform(x):
     return jitter(x, 4)
 
 
-def main():
-    path, target = sys.argv[1], sys.argv[2]
-    steps = int(sys.argv[3]) if len(sys.argv) > 3 else 20
-    device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
+def time_steps(net, device, steps, target_index):
     torch.manual_seed(0)
     np.random.seed(0)
-    net = truncated(path, target).eval().to(device)
     params, image = fft_image(8, 128, device)
     opt = torch.optim.Adam(params, lr=0.05)
     units = torch.arange(8, device=device)
 
     def step():
         opt.zero_grad()
-        act = net(transform(image()))
+        out = net(transform(image()))
+        act = out[target_index] if isinstance(out, (tuple, list)) else out
         loss = -act[torch.arange(8, device=device), units].mean(dim=(1, 2)).sum()
         loss.backward()
         opt.step()
@@ -98,7 +109,23 @@ def main():
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    print(f"torch_fv_step_ms {(time.perf_counter() - start) * 1e3 / steps:.1f}")
+    return (time.perf_counter() - start) * 1e3 / steps
+
+
+def main():
+    path, target = sys.argv[1], sys.argv[2]
+    steps = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
+    mode = sys.argv[5] if len(sys.argv) > 5 else "lucent"
+    modes = ["lucent", "truncated"] if mode == "both" else [mode]
+    for m in modes:
+        if m == "lucent":
+            net = extracted(path, [target, last_computable(path)]).eval().to(device)
+        elif m == "truncated":
+            net = extracted(path, [target]).eval().to(device)
+        else:
+            sys.exit(f"unknown mode {m!r}: lucent, truncated or both")
+        print(f"torch_fv_step_ms {m} {time_steps(net, device, steps, 0):.1f}", flush=True)
 
 
 if __name__ == "__main__":
