@@ -240,6 +240,18 @@ impl Model {
                 self.source()
             )));
         }
+        // One mean and one std for every channel (the common case, [0, 1] pixels included):
+        // scalar passes, or none, instead of per-channel broadcasts.
+        let same = |v: &[f32]| v.windows(2).all(|w| w[0] == w[1]);
+        if let (Some(&m), Some(&s), true) = (
+            spec.mean.first(),
+            spec.std.first(),
+            same(&spec.mean) && same(&spec.std),
+        ) {
+            let x = if m == 0.0 { x } else { x.sub_scalar(m) };
+            let x = if s == 1.0 { x } else { x.div_scalar(s) };
+            return Ok(DynTensor::new(x));
+        }
         let device = x.device();
         let mean =
             Tensor::<Dispatch, 1>::from_floats(spec.mean.as_slice(), &device).reshape([1, c, 1, 1]);
