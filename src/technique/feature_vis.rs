@@ -96,7 +96,7 @@ impl FeatureVis {
     fn key(&self, model: &Model, layer: &str, units: &[usize], size: usize) -> String {
         let parts = [
             // Bumped when the pixels a seed gives change (2: one resampling for scale and rotation).
-            "feature-vis/2".to_string(),
+            "feature-vis/3".to_string(),
             model.digest().to_string(),
             layer.to_string(),
             format!("{units:?}"),

@@ -60,9 +60,11 @@ fn decorrelate(x: Tensor<Dispatch, 4>) -> Tensor<Dispatch, 4> {
         .map(|v| v / norm)
         .collect();
     let m = Tensor::<Dispatch, 2>::from_data(TensorData::new(m, [3, 3]), &x.device());
-    // rgb[o] = Σ_i M[o, i] x[i]
-    let flat = x.swap_dims(0, 1).reshape([3, n * h * w]);
-    m.matmul(flat).reshape([3, n, h, w]).swap_dims(0, 1)
+    // rgb[o] = Σ_i M[o, i] x[i], one [3, 3] × [3, H·W] product per image: no transposed copies.
+    m.unsqueeze::<3>()
+        .expand([n, 3, 3])
+        .matmul(x.reshape([n, 3, h * w]))
+        .reshape([n, c, h, w])
 }
 
 /// An FFT-parameterized image batch (Lucid's default).
@@ -74,8 +76,9 @@ pub struct FftImage {
     w_sin: Tensor<Dispatch, 2>,
     h_cos: Tensor<Dispatch, 2>,
     h_sin: Tensor<Dispatch, 2>,
-    /// 1 / max(frequency, 1/max(H, W)), `[H, W/2+1]`.
-    scale: Tensor<Dispatch, 2>,
+    /// 1 / max(frequency, 1/max(H, W)) for both halves of every spectrum, `[2, N, C, H, W/2+1]`
+    /// (a full-size factor: one contiguous product instead of two broadcasts).
+    scale: Tensor<Dispatch, 5>,
     shape: [usize; 4],
 }
 
@@ -103,13 +106,15 @@ impl FftImage {
                 w_sin.push(weight * a.sin());
             }
         }
+        // Lucid: irfft2 with 1/√(HW) normalization, then divided by 4; folded in here.
+        let norm = ((h * w) as f32).sqrt() * 4.0;
         let mut h_cos = Vec::with_capacity(h * h);
         let mut h_sin = Vec::with_capacity(h * h);
         for y in 0..h {
             for u in 0..h {
                 let a = tau * (u * y) as f32 / h as f32;
-                h_cos.push(a.cos());
-                h_sin.push(a.sin());
+                h_cos.push(a.cos() / norm);
+                h_sin.push(a.sin() / norm);
             }
         }
         let floor = 1.0 / h.max(w) as f32;
@@ -126,6 +131,12 @@ impl FftImage {
                 scale.push(1.0 / (fy * fy + fx * fx).sqrt().max(floor));
             }
         }
+        let scale: Vec<f32> = scale
+            .iter()
+            .copied()
+            .cycle()
+            .take(2 * n * c * h * wf)
+            .collect();
         let t = |data: Vec<f32>, s: [usize; 2]| {
             Tensor::<Dispatch, 2>::from_data(TensorData::new(data, s), device)
         };
@@ -135,7 +146,7 @@ impl FftImage {
             w_sin: t(w_sin, [wf, w]),
             h_cos: t(h_cos, [h, h]),
             h_sin: t(h_sin, [h, h]),
-            scale: t(scale, [h, wf]),
+            scale: Tensor::from_data(TensorData::new(scale, [2, n, c, h, wf]), device),
             shape,
         }
     }
@@ -144,11 +155,10 @@ impl FftImage {
     fn pixels(&self) -> Tensor<Dispatch, 4> {
         let [n, c, h, w] = self.shape;
         let wf = w / 2 + 1;
-        let scale = self.scale.clone().reshape([1, 1, h, wf]);
-        let re = self.spectrum.clone().narrow(0, 0, 1).reshape([n, c, h, wf]) * scale.clone();
-        let im = self.spectrum.clone().narrow(0, 1, 1).reshape([n, c, h, wf]) * scale;
+        let scaled = self.spectrum.clone() * self.scale.clone();
         // Along W: Y = S · e^{+iθ}, as [N·C·H, wf] × [wf, W].
-        let (re, im) = (re.reshape([n * c * h, wf]), im.reshape([n * c * h, wf]));
+        let re = scaled.clone().narrow(0, 0, 1).reshape([n * c * h, wf]);
+        let im = scaled.narrow(0, 1, 1).reshape([n * c * h, wf]);
         let yr = re.clone().matmul(self.w_cos.clone()) - im.clone().matmul(self.w_sin.clone());
         let yi = re.matmul(self.w_sin.clone()) + im.matmul(self.w_cos.clone());
         // Along H: x = Re(Σ_u Y[u] e^{+iφ}), as [H, H] × [N·C, H, W] per image.
@@ -157,9 +167,7 @@ impl FftImage {
         let hc = self.h_cos.clone().unsqueeze::<3>().expand([n * c, h, h]);
         let hs = self.h_sin.clone().unsqueeze::<3>().expand([n * c, h, h]);
         let x = hc.matmul(yr) - hs.matmul(yi);
-        // Lucid: irfft2 with 1/√(HW) normalization, then divided by 4.
         x.reshape([n, c, h, w])
-            .div_scalar(((h * w) as f32).sqrt() * 4.0)
     }
 }
 
@@ -209,6 +217,33 @@ impl Param for PixelImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Colour mixing multiplies every pixel's RGB by Lucid's normalized matrix.
+    #[test]
+    fn decorrelate_mixes_each_pixel_by_the_normalized_matrix() {
+        let device = crate::Device::cpu().burn().clone();
+        let (n, h, w) = (2, 3, 5);
+        let x: Vec<f32> = (0..n * 3 * h * w)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let t = Tensor::<Dispatch, 4>::from_data(TensorData::new(x.clone(), [n, 3, h, w]), &device);
+        let y: Vec<f32> = decorrelate(t).into_data().to_vec().unwrap();
+        let m = COLOR_CORRELATION_SVD_SQRT;
+        let norm = (0..3)
+            .map(|j| (0..3).map(|i| m[i][j] * m[i][j]).sum::<f32>().sqrt())
+            .fold(0.0f32, f32::max);
+        for b in 0..n {
+            for p in 0..h * w {
+                for o in 0..3 {
+                    let want: f32 = (0..3)
+                        .map(|i| m[o][i] / norm * x[(b * 3 + i) * h * w + p])
+                        .sum();
+                    let got = y[(b * 3 + o) * h * w + p];
+                    assert!((got - want).abs() < 1e-5, "image {b} pixel {p} channel {o}");
+                }
+            }
+        }
+    }
 
     /// The inverse DFT reproduces a known cosine: a single real coefficient at (u, v) gives
     /// cos(2π(uy/H + vx/W)) scaled as Lucid scales it.
