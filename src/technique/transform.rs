@@ -46,7 +46,9 @@ pub fn standard_transforms(size: usize) -> Vec<Transform> {
 
 /// Applies `transforms` in order with draws from `rng`. A scale directly followed by a rotation
 /// (as in [`standard_transforms`]) is one resampling: the same geometry as two, with half the
-/// work and one bilinear blur instead of two.
+/// work and one bilinear blur instead of two. A jitter right after a pad or a resampling is
+/// folded into it (an asymmetric pad; a smaller output grid), so that no op reads a cropped,
+/// strided view of the batch: the same pixels and the same random draws as one op at a time.
 pub fn apply(
     transforms: &[Transform],
     mut x: Tensor<Dispatch, 4>,
@@ -56,10 +58,25 @@ pub fn apply(
     while let Some((t, after)) = rest.split_first() {
         rest = after;
         x = match t {
-            Transform::Pad { n, value } => x.pad((*n, *n, *n, *n), PadMode::Constant(*value)),
+            Transform::Pad { n, value } => {
+                let [_, _, h, w] = x.dims();
+                let (p, v) = (*n, *value);
+                match rest.first() {
+                    // Jitter j crops (dy, dx) ∈ [0, j]²: pad p - dy before, p - (j - dy) after.
+                    Some(&Transform::Jitter(j)) if j <= p && jitters(j, h + 2 * p, w + 2 * p) => {
+                        rest = &rest[1..];
+                        let (dy, dx) = (rng.random_range(0..=j), rng.random_range(0..=j));
+                        x.pad(
+                            (p - dx, p - (j - dx), p - dy, p - (j - dy)),
+                            PadMode::Constant(v),
+                        )
+                    }
+                    _ => x.pad((p, p, p, p), PadMode::Constant(v)),
+                }
+            }
             Transform::Jitter(n) => {
                 let [_, _, h, w] = x.dims();
-                if *n == 0 || *n >= h.min(w) {
+                if !jitters(*n, h, w) {
                     continue;
                 }
                 let (dy, dx) = (rng.random_range(0..=*n), rng.random_range(0..=*n));
@@ -72,36 +89,81 @@ pub fn apply(
                     angle = angles[rng.random_range(0..angles.len())];
                     rest = after;
                 }
-                warp(x, s, angle.to_radians())
+                let crop = crop_after(&mut rest, warped_size(&x, s), rng);
+                warp_cropped(x, s, angle.to_radians(), crop)
             }
             Transform::Rotate(angles) => {
                 let a = angles[rng.random_range(0..angles.len())];
-                warp(x, 1.0, a.to_radians())
+                let crop = crop_after(&mut rest, warped_size(&x, 1.0), rng);
+                warp_cropped(x, 1.0, a.to_radians(), crop)
             }
         };
     }
     x
 }
 
+/// Whether a jitter of `n` changes an `h × w` batch (else it is skipped, drawing nothing).
+fn jitters(n: usize, h: usize, w: usize) -> bool {
+    n != 0 && n < h.min(w)
+}
+
+/// The output size of [`warp`] by `s`.
+fn warped_size(x: &Tensor<Dispatch, 4>, s: f32) -> (usize, usize) {
+    let [_, _, h, w] = x.dims();
+    let size = |v: usize| ((v as f32) * s).round().max(1.0) as usize;
+    (size(h), size(w))
+}
+
+/// When the next transform is a jitter that applies to an `ho × wo` batch, takes it from `rest`
+/// and draws its crop: `(dy, dx, n)`.
+fn crop_after(
+    rest: &mut &[Transform],
+    (ho, wo): (usize, usize),
+    rng: &mut StdRng,
+) -> Option<(usize, usize, usize)> {
+    match rest.first() {
+        Some(&Transform::Jitter(n)) if jitters(n, ho, wo) => {
+            *rest = &rest[1..];
+            let (dy, dx) = (rng.random_range(0..=n), rng.random_range(0..=n));
+            Some((dy, dx, n))
+        }
+        _ => None,
+    }
+}
+
 /// Scales by `s` (output size rounded) and rotates by `angle` radians about the centre, with
 /// bilinear sampling written as four gathers (differentiable, any backend). Outside: zero.
 pub fn warp(x: Tensor<Dispatch, 4>, s: f32, angle: f32) -> Tensor<Dispatch, 4> {
+    warp_cropped(x, s, angle, None)
+}
+
+/// [`warp`], then a crop of `n` pixels at `(dy, dx)` when `crop` is `Some((dy, dx, n))`: only the
+/// kept pixels are sampled.
+fn warp_cropped(
+    x: Tensor<Dispatch, 4>,
+    s: f32,
+    angle: f32,
+    crop: Option<(usize, usize, usize)>,
+) -> Tensor<Dispatch, 4> {
     let [n, c, h, w] = x.dims();
-    let (ho, wo) = (
-        ((h as f32) * s).round().max(1.0) as usize,
-        ((w as f32) * s).round().max(1.0) as usize,
-    );
+    let (ho, wo) = warped_size(&x, s);
+    let (y_off, x_off, cut) = crop.unwrap_or((0, 0, 0));
     if ho == h && wo == w && angle == 0.0 {
-        return x;
+        return match crop {
+            Some(_) => x.narrow(2, y_off, h - cut).narrow(3, x_off, w - cut),
+            None => x,
+        };
     }
+    let (hk, wk) = (ho - cut, wo - cut);
     let (sin, cos) = angle.sin_cos();
     let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
     let (oy, ox) = ((ho as f32 - 1.0) / 2.0, (wo as f32 - 1.0) / 2.0);
-    // For each output pixel, its four source pixels (flat index) and bilinear weights.
-    let mut index = vec![vec![0i32; ho * wo]; 4];
-    let mut weight = vec![vec![0.0f32; ho * wo]; 4];
-    for y in 0..ho {
-        for xo in 0..wo {
+    // For each kept output pixel, its four source pixels (flat index) and bilinear weights.
+    let mut index = vec![vec![0i32; hk * wk]; 4];
+    let mut weight = vec![vec![0.0f32; hk * wk]; 4];
+    for yk in 0..hk {
+        for xk in 0..wk {
+            let (y, xo) = (yk + y_off, xk + x_off);
             let (dy, dx) = ((y as f32 - oy) / s, (xo as f32 - ox) / s);
             let sy = cy + cos * dy - sin * dx;
             let sx = cx + sin * dy + cos * dx;
@@ -113,13 +175,13 @@ pub fn warp(x: Tensor<Dispatch, 4>, s: f32, angle: f32) -> Tensor<Dispatch, 4> {
                 (1.0, 0.0, fy * (1.0 - fx)),
                 (1.0, 1.0, fy * fx),
             ];
-            for (k, (ky, kx, wk)) in corners.into_iter().enumerate() {
+            for (k, (ky, kx, wt)) in corners.into_iter().enumerate() {
                 let (py, px) = (y0 + ky, x0 + kx);
                 let inside = py >= 0.0 && px >= 0.0 && py < h as f32 && px < w as f32;
-                let o = y * wo + xo;
+                let o = yk * wk + xk;
                 if inside {
                     index[k][o] = (py as usize * w + px as usize) as i32;
-                    weight[k][o] = wk;
+                    weight[k][o] = wt;
                 }
             }
         }
@@ -128,15 +190,15 @@ pub fn warp(x: Tensor<Dispatch, 4>, s: f32, angle: f32) -> Tensor<Dispatch, 4> {
     let flat = x.reshape([n * c, h * w]);
     let mut out: Option<Tensor<Dispatch, 2>> = None;
     for (idx, wts) in index.into_iter().zip(weight) {
-        let idx = Tensor::<Dispatch, 1, Int>::from_data(TensorData::new(idx, [ho * wo]), &device);
-        let wts = Tensor::<Dispatch, 2>::from_data(TensorData::new(wts, [1, ho * wo]), &device);
+        let idx = Tensor::<Dispatch, 1, Int>::from_data(TensorData::new(idx, [hk * wk]), &device);
+        let wts = Tensor::<Dispatch, 2>::from_data(TensorData::new(wts, [1, hk * wk]), &device);
         let term = flat.clone().select(1, idx) * wts;
         out = Some(match out {
             None => term,
             Some(acc) => acc + term,
         });
     }
-    out.expect("four corners").reshape([n, c, ho, wo])
+    out.expect("four corners").reshape([n, c, hk, wk])
 }
 
 #[cfg(test)]
@@ -203,6 +265,69 @@ mod tests {
                     "({y}, {x}): {} vs {}",
                     a[i],
                     b[i]
+                );
+            }
+        }
+    }
+
+    /// One transform at a time (a scale still takes its rotation along), so nothing is folded.
+    fn apply_one_by_one(
+        transforms: &[Transform],
+        mut x: Tensor<Dispatch, 4>,
+        rng: &mut StdRng,
+    ) -> Tensor<Dispatch, 4> {
+        let mut i = 0;
+        while i < transforms.len() {
+            let take = match (&transforms[i], transforms.get(i + 1)) {
+                (Transform::Scale(_), Some(Transform::Rotate(_))) => 2,
+                _ => 1,
+            };
+            x = apply(&transforms[i..i + take], x, rng);
+            i += take;
+        }
+        x
+    }
+
+    #[test]
+    fn folded_jitters_give_the_same_pixels_as_one_op_at_a_time() {
+        let device = crate::Device::cpu().burn().clone();
+        let (n, c, h, w) = (2, 3, 40, 36);
+        let data: Vec<f32> = (0..n * c * h * w)
+            .map(|i| (i as f32 * 0.731).sin())
+            .collect();
+        let x = Tensor::<Dispatch, 4>::from_data(TensorData::new(data, [n, c, h, w]), &device);
+        let cases = [
+            standard_transforms(40),
+            vec![Transform::Rotate(vec![7.0]), Transform::Jitter(3)],
+            vec![
+                Transform::Pad { n: 4, value: 0.5 },
+                Transform::Jitter(4),
+                Transform::Scale(vec![1.0]),
+                Transform::Jitter(2),
+            ],
+        ];
+        for (case, transforms) in cases.iter().enumerate() {
+            for seed in 0..4 {
+                let mut r1 = StdRng::seed_from_u64(seed);
+                let mut r2 = StdRng::seed_from_u64(seed);
+                let fused = apply(transforms, x.clone(), &mut r1);
+                let steps = apply_one_by_one(transforms, x.clone(), &mut r2);
+                assert_eq!(fused.dims(), steps.dims(), "case {case} seed {seed}");
+                let (a, b): (Vec<f32>, Vec<f32>) = (
+                    fused.into_data().to_vec().unwrap(),
+                    steps.into_data().to_vec().unwrap(),
+                );
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0.0, f32::max);
+                assert!(worst < 1e-6, "case {case} seed {seed}: differs by {worst}");
+                // Both drew the same numbers.
+                assert_eq!(
+                    r1.random::<u64>(),
+                    r2.random::<u64>(),
+                    "case {case} seed {seed}"
                 );
             }
         }
