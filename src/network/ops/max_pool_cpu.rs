@@ -2,12 +2,12 @@
 //!
 //! burn-flex 0.21 visits every window element in a bounds-checked scalar loop and, under autodiff,
 //! always computes argmax indices that way: about a quarter of a GoogLeNet feature-visualization
-//! step. Here an output row is the running maximum of kernel-many shifted input rows, a loop the
-//! compiler vectorizes, spread over burn's own thread pool. Under autodiff the output is a
-//! `gather` of the input at the argmax positions: the same values, and burn's gradient of a gather
-//! (a scatter-add) sends each output's gradient to the element that won its window, which is
-//! exactly the max pool gradient. Ties go to the first maximum in row-major window order, as in
-//! burn's kernel and PyTorch's.
+//! step. Here the pooling is separable (a row pass over the whole padded plane, then a column
+//! pass at the outputs), both loops the compiler vectorizes, one plane per task on the rayon
+//! pool of the calling thread. Under autodiff the output is a `gather` of the input at the argmax
+//! positions: the same values, and burn's gradient of a gather (a scatter-add) sends each output's
+//! gradient to the element that won its window, which is exactly the max pool gradient. Ties go
+//! to the first maximum in row-major window order, as in burn's kernel and PyTorch's.
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -54,6 +54,7 @@ pub(super) fn max_pool(x: &Tensor<Dispatch, 4>, g: &Geometry) -> Option<Tensor<D
 
 /// Window maxima and their flat positions (`iy * w + ix`) for every `h × w` plane of `x`.
 fn pool_planes(x: &[f32], [h, w]: [usize; 2], g: &Geometry) -> Option<(Vec<f32>, Vec<i32>)> {
+    let pad = Padded::new([h, w], g);
     let plane_out = g.out[0] * g.out[1];
     let planes = x.len() / (h * w);
     let mut values = vec![f32::NEG_INFINITY; planes * plane_out];
@@ -62,115 +63,164 @@ fn pool_planes(x: &[f32], [h, w]: [usize; 2], g: &Geometry) -> Option<(Vec<f32>,
         .par_chunks_mut(plane_out)
         .zip(argmax.par_chunks_mut(plane_out))
         .zip(x.par_chunks(h * w))
-        .for_each(|((v, a), plane)| pool_plane(plane, [h, w], g, v, a));
+        .for_each_init(
+            || Scratch::new(&pad),
+            |scratch, ((v, a), plane)| pool_plane(plane, &pad, g, scratch, v, a),
+        );
     argmax.iter().all(|&i| i >= 0).then_some((values, argmax))
 }
 
+/// A plane inside its -inf padding: every window then lies wholly inside, and both passes run
+/// over long contiguous runs. `index` holds each cell's flat input position (-1 in the padding)
+/// and is the same for every plane.
+struct Padded {
+    h: usize,
+    w: usize,
+    /// Padded height and width.
+    hp: usize,
+    wp: usize,
+    top: usize,
+    left: usize,
+    index: Vec<i32>,
+}
+
+impl Padded {
+    fn new([h, w]: [usize; 2], g: &Geometry) -> Self {
+        let span = |i: usize| (g.kernel[i] - 1) * g.dilations[i] + 1;
+        // Enough rows and columns for the last window, and at least the input.
+        let hp = ((g.out[0] - 1) * g.strides[0] + span(0)).max(g.begin[0] + h);
+        let wp = ((g.out[1] - 1) * g.strides[1] + span(1)).max(g.begin[1] + w);
+        let (top, left) = (g.begin[0], g.begin[1]);
+        let mut index = vec![-1i32; hp * wp];
+        for iy in 0..h {
+            for ix in 0..w {
+                index[(iy + top) * wp + ix + left] = (iy * w + ix) as i32;
+            }
+        }
+        Self {
+            h,
+            w,
+            hp,
+            wp,
+            top,
+            left,
+            index,
+        }
+    }
+}
+
+/// Per-thread buffers: the padded plane and the row-pass maxima with their positions.
+struct Scratch {
+    plane: Vec<f32>,
+    row_max: Vec<f32>,
+    row_arg: Vec<i32>,
+}
+
+impl Scratch {
+    fn new(p: &Padded) -> Self {
+        let n = p.hp * p.wp;
+        Self {
+            plane: vec![f32::NEG_INFINITY; n],
+            row_max: vec![0.0; n],
+            row_arg: vec![0; n],
+        }
+    }
+}
+
 /// One plane into `values` (starting at -inf) and `argmax` (starting at -1), compiled for AVX2
-/// where the CPU has it: the running maximum and its position over a shifted input row then run
-/// 8 lanes at a time.
-fn pool_plane(x: &[f32], hw: [usize; 2], g: &Geometry, values: &mut [f32], argmax: &mut [i32]) {
+/// where the CPU has it.
+fn pool_plane(
+    x: &[f32],
+    p: &Padded,
+    g: &Geometry,
+    s: &mut Scratch,
+    values: &mut [f32],
+    argmax: &mut [i32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { pool_plane_avx2(x, hw, g, values, argmax) };
+        return unsafe { pool_plane_avx2(x, p, g, s, values, argmax) };
     }
-    pool_plane_portable(x, hw, g, values, argmax)
+    pool_plane_portable(x, p, g, s, values, argmax)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn pool_plane_avx2(
     x: &[f32],
-    hw: [usize; 2],
+    p: &Padded,
     g: &Geometry,
+    s: &mut Scratch,
     values: &mut [f32],
     argmax: &mut [i32],
 ) {
-    pool_plane_portable(x, hw, g, values, argmax)
+    pool_plane_portable(x, p, g, s, values, argmax)
 }
 
+/// Separable: first the maximum (and its position) of every horizontal run of the kernel's
+/// columns, over the whole padded plane as one flat array; then, for each output, the maximum
+/// of those over the kernel's rows. Both passes keep the first of equal values (strict `>`), so
+/// the winner is the first maximum in row-major window order.
 #[inline(always)]
 fn pool_plane_portable(
     x: &[f32],
-    [h, w]: [usize; 2],
+    p: &Padded,
     g: &Geometry,
+    s: &mut Scratch,
     values: &mut [f32],
     argmax: &mut [i32],
 ) {
+    let (wp, dw) = (p.wp, g.dilations[1]);
+    for (iy, row) in x.chunks_exact(p.w).enumerate().take(p.h) {
+        let start = (iy + p.top) * wp + p.left;
+        s.plane[start..start + p.w].copy_from_slice(row);
+    }
+    // Row pass. Positions near a row's end mix in the next row, but no window starts there.
+    let n = p.hp * wp - (g.kernel[1] - 1) * dw;
+    s.row_max[..n].copy_from_slice(&s.plane[..n]);
+    s.row_arg[..n].copy_from_slice(&p.index[..n]);
+    for kx in 1..g.kernel[1] {
+        let off = kx * dw;
+        let (vals, args) = (&s.plane[off..off + n], &p.index[off..off + n]);
+        for ((m, a), (&v, &i)) in s.row_max[..n]
+            .iter_mut()
+            .zip(&mut s.row_arg[..n])
+            .zip(vals.iter().zip(args))
+        {
+            let take = v > *m;
+            *m = if take { v } else { *m };
+            *a = if take { i } else { *a };
+        }
+    }
+    // Column pass at the outputs.
     let [oh, ow] = g.out;
     let sw = g.strides[1];
-    // With a column stride, each row is first split into its `sw` phases (columns c ≡ p mod sw,
-    // in order), so that every kernel column reads a contiguous run.
-    let phase_len = w.div_ceil(sw);
-    let phased: Vec<f32>;
-    let (src, row_len) = if sw == 1 {
-        (x, w)
-    } else {
-        let mut buf = vec![0.0f32; h * sw * phase_len];
-        for (row, out) in x.chunks_exact(w).zip(buf.chunks_exact_mut(sw * phase_len)) {
-            for (p, phase) in out.chunks_exact_mut(phase_len).enumerate() {
-                for (d, &v) in phase.iter_mut().zip(row.iter().skip(p).step_by(sw)) {
-                    *d = v;
-                }
-            }
-        }
-        phased = buf;
-        (&phased[..], sw * phase_len)
-    };
     for oy in 0..oh {
         let m = &mut values[oy * ow..(oy + 1) * ow];
         let a = &mut argmax[oy * ow..(oy + 1) * ow];
         for ky in 0..g.kernel[0] {
-            let Some(iy) = input_row(g, oy, ky, h) else {
-                continue;
-            };
-            let src = &src[iy * row_len..(iy + 1) * row_len];
-            for kx in 0..g.kernel[1] {
-                let Some((lo, hi, first)) = valid_columns(g, kx, w) else {
-                    continue;
-                };
-                let start = (first % sw) * phase_len + first / sw;
-                let run = &src[start..start + (hi - lo)];
-                let base = (iy * w + first) as i32;
-                let step = sw as i32;
-                for (j, ((&v, mv), av)) in run
-                    .iter()
-                    .zip(&mut m[lo..hi])
-                    .zip(&mut a[lo..hi])
-                    .enumerate()
+            let base = (oy * g.strides[0] + ky * g.dilations[0]) * wp;
+            if sw == 1 {
+                let (vals, args) = (&s.row_max[base..base + ow], &s.row_arg[base..base + ow]);
+                for ((mv, av), (&v, &i)) in
+                    m.iter_mut().zip(a.iter_mut()).zip(vals.iter().zip(args))
                 {
                     let take = v > *mv;
                     *mv = if take { v } else { *mv };
-                    *av = if take { base + j as i32 * step } else { *av };
+                    *av = if take { i } else { *av };
+                }
+            } else {
+                for (ox, (mv, av)) in m.iter_mut().zip(a.iter_mut()).enumerate() {
+                    let j = base + ox * sw;
+                    let (v, i) = (s.row_max[j], s.row_arg[j]);
+                    let take = v > *mv;
+                    *mv = if take { v } else { *mv };
+                    *av = if take { i } else { *av };
                 }
             }
         }
     }
-}
-
-/// The input row that kernel row `ky` of output row `oy` reads, if it is not padding.
-fn input_row(g: &Geometry, oy: usize, ky: usize, h: usize) -> Option<usize> {
-    (oy * g.strides[0] + ky * g.dilations[0])
-        .checked_sub(g.begin[0])
-        .filter(|&iy| iy < h)
-}
-
-/// For kernel column `kx`: the output columns `lo..hi` whose input column `ox * sw + off` lies
-/// inside the row, and the input column of `lo`.
-fn valid_columns(g: &Geometry, kx: usize, w: usize) -> Option<(usize, usize, usize)> {
-    let sw = g.strides[1];
-    let off = (kx * g.dilations[1]) as isize - g.begin[1] as isize;
-    let lo = if off < 0 {
-        off.unsigned_abs().div_ceil(sw)
-    } else {
-        0
-    };
-    let hi = match w as isize - off {
-        lim if lim <= 0 => 0,
-        lim => ((lim as usize - 1) / sw + 1).min(g.out[1]),
-    };
-    (lo < hi).then(|| (lo, hi, ((lo * sw) as isize + off) as usize))
 }
 
 #[cfg(test)]
