@@ -116,23 +116,35 @@ pub(crate) fn is_cpu(device: &DispatchDevice) -> bool {
 /// Calls nest: from inside the pool, `f` runs directly. The caller's cancel scope
 /// ([`crate::interrupt::with_cancel`]) holds inside.
 pub(crate) fn on_cpu_pool<R: Send>(device: &DispatchDevice, f: impl FnOnce() -> R + Send) -> R {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
     if !is_cpu(device) {
         return f();
     }
-    let pool = POOL.get_or_init(|| {
-        // As many threads as rayon's global pool would have (RAYON_NUM_THREADS or the cores).
-        rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("microscope-cpu-{i}"))
-            .build()
-            .ok()
-    });
-    match pool {
+    match cpu_pool() {
         Some(pool) => {
             // A widget's cancel flag is thread-local: it goes along.
             let scope = crate::interrupt::scope();
             pool.install(|| crate::interrupt::within(scope, f))
         }
         None => f(),
+    }
+}
+
+fn cpu_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        // As many threads as rayon's global pool would have (RAYON_NUM_THREADS or the cores).
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("microscope-cpu-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+/// The threads [`on_cpu_pool`] runs work on when `device` is the CPU; 1 otherwise.
+pub(crate) fn cpu_threads(device: &DispatchDevice) -> usize {
+    match (is_cpu(device), cpu_pool()) {
+        (true, Some(pool)) => pool.current_num_threads(),
+        _ => 1,
     }
 }

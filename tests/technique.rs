@@ -107,6 +107,45 @@ fn same_seed_same_pixels() {
     assert_ne!(a, c);
 }
 
+/// On the CPU a per-image objective's batch is optimized as two halves on two threads; an
+/// objective that compares images (diversity, here with weight 0, which adds nothing) keeps the
+/// batch whole. Both must give the same images.
+#[test]
+fn halves_on_two_threads_give_the_batchs_images() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("one core: the batch is never split here, so both runs take the same path");
+    }
+    let model = zoo::fashion().unwrap();
+    let config = RenderConfig {
+        steps: 12,
+        learning_rate: 0.05,
+        seed: 3,
+        batch: 6,
+        size: 28,
+        param: ParamKind::Fft,
+        transforms: microscope::technique::transform::standard_transforms(28),
+    };
+    let run = |objective: &Objective| {
+        render(&model, objective, &config, &mut |_| {}, None)
+            .unwrap()
+            .images
+            .to_vec()
+    };
+    let units = Objective::channels("conv2", &[0, 1, 2, 3, 4, 5]);
+    assert!(units.per_image());
+    let whole = units.clone() + Objective::diversity("conv2") * 0.0;
+    assert!(!whole.per_image());
+    let (split, kept) = (run(&units), run(&whole));
+    assert_eq!(split.len(), 6 * 28 * 28);
+    let worst = split
+        .iter()
+        .zip(&kept)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "the images differ by up to {worst}");
+}
+
 #[test]
 fn negative_visualization_inhibits() {
     let unit = zoo::fashion().unwrap().unit("conv3", 7).unwrap();

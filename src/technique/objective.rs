@@ -29,6 +29,9 @@ pub struct Objective {
     name: String,
     layers: Vec<String>,
     eval: Arc<Eval>,
+    /// Whether each image's value depends on that image's activations alone (false for
+    /// diversity, which compares the images of the batch).
+    per_image: bool,
 }
 
 impl std::fmt::Debug for Objective {
@@ -47,6 +50,7 @@ impl Objective {
             name,
             layers,
             eval: Arc::new(eval),
+            per_image: true,
         }
     }
 
@@ -151,6 +155,18 @@ impl Objective {
                 others.neg().div_scalar(n.max(2) as f32 - 1.0)
             },
         )
+        .across_images()
+    }
+
+    fn across_images(mut self) -> Self {
+        self.per_image = false;
+        self
+    }
+
+    /// Whether each image's value depends on that image's activations alone: then parts of a
+    /// batch can be optimized apart ([`Objective::eval_part`]).
+    pub fn per_image(&self) -> bool {
+        self.per_image
     }
 
     /// The same objective under another name.
@@ -185,6 +201,38 @@ impl Objective {
         )
     }
 
+    /// The values of images `start..start + n` of a batch of `total`, from those images'
+    /// activations alone (`n` rows each): the activations are placed at their rows of a
+    /// zero-filled batch, so an objective that depends on an image's position in the batch (one
+    /// unit per image) sees the same positions. Only for [`Objective::per_image`] objectives.
+    pub fn eval_part(
+        &self,
+        acts: &Activations,
+        start: usize,
+        total: usize,
+    ) -> Result<Tensor<Dispatch, 1>> {
+        let mut n = 0;
+        let placed: Activations = acts
+            .iter()
+            .map(|(layer, a)| {
+                let [rows, c, h, w] = a.dims();
+                n = rows;
+                let zeros = |k: usize| Tensor::<Dispatch, 4>::zeros([k, c, h, w], &a.device());
+                let after = total.saturating_sub(start + rows);
+                let mut parts = Vec::with_capacity(3);
+                if start > 0 {
+                    parts.push(zeros(start));
+                }
+                parts.push(a.clone());
+                if after > 0 {
+                    parts.push(zeros(after));
+                }
+                (layer.clone(), Tensor::cat(parts, 0))
+            })
+            .collect();
+        Ok(self.eval(&placed)?.narrow(0, start, n))
+    }
+
     fn combine(
         self,
         other: Objective,
@@ -199,8 +247,11 @@ impl Objective {
                 .filter(|l| !self.layers.contains(l))
                 .cloned(),
         );
+        let per_image = self.per_image && other.per_image;
         let (a, b) = (self.eval, other.eval);
-        Objective::new(name, layers, move |acts| f(a(acts), b(acts)))
+        let mut combined = Objective::new(name, layers, move |acts| f(a(acts), b(acts)));
+        combined.per_image = per_image;
+        combined
     }
 }
 
@@ -232,8 +283,10 @@ impl Mul<f32> for Objective {
     type Output = Objective;
     fn mul(self, k: f32) -> Objective {
         let name = format!("{k} * {}", self.name);
-        let f = self.eval;
-        Objective::new(name, self.layers, move |acts| f(acts).mul_scalar(k))
+        let (f, per_image) = (self.eval, self.per_image);
+        let mut scaled = Objective::new(name, self.layers, move |acts| f(acts).mul_scalar(k));
+        scaled.per_image = per_image;
+        scaled
     }
 }
 
@@ -241,7 +294,9 @@ impl Neg for Objective {
     type Output = Objective;
     fn neg(self) -> Objective {
         let name = format!("-{}", self.name);
-        let f = self.eval;
-        Objective::new(name, self.layers, move |acts| f(acts).neg())
+        let (f, per_image) = (self.eval, self.per_image);
+        let mut negated = Objective::new(name, self.layers, move |acts| f(acts).neg());
+        negated.per_image = per_image;
+        negated
     }
 }

@@ -38,6 +38,14 @@ pub trait Param {
     fn set_tensor(&mut self, t: Tensor<Dispatch, 5>);
     /// The images `[N, C, H, W]` in [0, 1].
     fn image(&self) -> Tensor<Dispatch, 4>;
+    /// Images `..at` and `at..` as two independent parameterizations (fresh, untracked leaves):
+    /// together, the same images as this one.
+    fn split(&self, at: usize) -> [Box<dyn Param + Send>; 2];
+}
+
+/// Images `start..start + len` of a `[_, N, ...]` tensor as a fresh, untracked, contiguous leaf.
+fn batch_part(t: &Tensor<Dispatch, 5>, start: usize, len: usize) -> Tensor<Dispatch, 5> {
+    Tensor::from_data(t.clone().narrow(1, start, len).into_data(), &t.device())
 }
 
 /// Mixes channels with Lucid's normalized colour correlation (3 channels), or leaves them.
@@ -183,6 +191,22 @@ impl Param for FftImage {
     fn image(&self) -> Tensor<Dispatch, 4> {
         sigmoid(decorrelate(self.pixels()))
     }
+
+    fn split(&self, at: usize) -> [Box<dyn Param + Send>; 2] {
+        let [n, c, h, w] = self.shape;
+        let part = |start: usize, len: usize| -> Box<dyn Param + Send> {
+            Box::new(FftImage {
+                spectrum: batch_part(&self.spectrum, start, len),
+                w_cos: self.w_cos.clone(),
+                w_sin: self.w_sin.clone(),
+                h_cos: self.h_cos.clone(),
+                h_sin: self.h_sin.clone(),
+                scale: batch_part(&self.scale, start, len),
+                shape: [len, c, h, w],
+            })
+        };
+        [part(0, at), part(at, n - at)]
+    }
 }
 
 /// Free pixels (normal, std 0.01) through colour mixing and a sigmoid.
@@ -211,6 +235,17 @@ impl Param for PixelImage {
 
     fn image(&self) -> Tensor<Dispatch, 4> {
         sigmoid(decorrelate(self.pixels.clone().reshape(self.shape)))
+    }
+
+    fn split(&self, at: usize) -> [Box<dyn Param + Send>; 2] {
+        let [n, c, h, w] = self.shape;
+        let part = |start: usize, len: usize| -> Box<dyn Param + Send> {
+            Box::new(PixelImage {
+                pixels: batch_part(&self.pixels, start, len),
+                shape: [len, c, h, w],
+            })
+        };
+        [part(0, at), part(at, n - at)]
     }
 }
 

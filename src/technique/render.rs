@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use super::objective::{Activations, Objective};
 use super::param::{FftImage, Param, PixelImage};
 use super::transform::{self, Transform};
-use crate::device::{on_cpu_pool, Device};
+use crate::device::{cpu_threads, on_cpu_pool, Device};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::DynTensor;
@@ -53,6 +53,12 @@ pub struct Rendered {
 
 /// Optimizes `config.batch` images of `config.size` pixels to maximize `objective` on `model`
 /// (images are normalized as the model's input expects).
+///
+/// On the CPU, with a per-image objective, the two halves of the batch are optimized side by
+/// side on two threads, each with its own gradient graph: burn-flex runs elementwise kernels and
+/// the gradient walk on one thread, and two independent halves keep both cores busy. The images
+/// are the same as one batch's: the halves share the random transform draws, and nothing else
+/// couples the images of a batch.
 pub fn render(
     model: &Model,
     objective: &Objective,
@@ -64,16 +70,24 @@ pub fn render(
     let spec = model.input_spec()?;
     let device: &Device = network.device();
     let ad = device.autodiff();
-    let input = network.image_input()?.name.clone();
     let shape = [config.batch, spec.channels, config.size, config.size];
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut param: Box<dyn Param + Send> = match config.param {
+    let param: Box<dyn Param + Send> = match config.param {
         ParamKind::Fft => Box::new(FftImage::new(shape, &mut rng, &ad)),
         ParamKind::Pixel => Box::new(PixelImage::new(shape, &mut rng, &ad)),
     };
-    param.set_tensor(param.tensor().clone().require_grad());
-    let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
-    let mut adam = Adam::new(config.learning_rate);
+    let split = config.batch >= 2 && objective.per_image() && cpu_threads(device.burn()) >= 2;
+    let mut parts: Vec<Part> = if split {
+        let [a, b] = param.split(config.batch / 2);
+        vec![
+            Part::new(a, 0, config),
+            Part::new(b, config.batch / 2, config),
+        ]
+    } else {
+        vec![Part::new(param, 0, config)]
+    };
+    let step_part =
+        |part: &mut Part, rng: &mut StdRng| part.step(model, objective, config, split, rng);
     for step in 1..=config.steps {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) || crate::interrupt::requested() {
             return Err(Error::Cancelled {
@@ -83,37 +97,85 @@ pub fn render(
         }
         // The step runs on the CPU pool's thread (see `on_cpu_pool`); progress and cancellation
         // stay on the caller's.
-        let value = on_cpu_pool(device.burn(), || -> Result<f32> {
-            let image = transform::apply(&config.transforms, param.image(), &mut rng);
-            let x = model.normalize(&DynTensor::new(image))?;
-            let acts = network.forward_any_size(&[(&input, x)], &layers)?;
-            let acts: Activations = layers
-                .iter()
-                .zip(acts)
-                .map(|(l, a)| Ok((l.to_string(), as_4d(a)?)))
-                .collect::<Result<_>>()?;
-            let values = objective.eval(&acts)?;
-            let value = DynTensor::new(values.clone().mean()).to_vec()[0];
-            let grads = values.sum().neg().backward();
-            let g = param.tensor().grad(&grads).ok_or_else(|| {
-                Error::Message(format!(
-                    "{}: the objective does not depend on the image",
-                    objective.name()
-                ))
-            })?;
-            let next = adam.step(param.tensor().clone().inner(), g);
-            param.set_tensor(Tensor::from_inner(next).require_grad());
-            Ok(value)
+        let sum = on_cpu_pool(device.burn(), || -> Result<f32> {
+            match parts.as_mut_slice() {
+                [a, b] => {
+                    // Both halves draw the same transforms.
+                    let mut rng_b = rng.clone();
+                    let (va, vb) =
+                        rayon::join(|| step_part(a, &mut rng), || step_part(b, &mut rng_b));
+                    Ok(va? + vb?)
+                }
+                all => all.iter_mut().map(|p| step_part(p, &mut rng)).sum(),
+            }
         })?;
         progress(Progress {
             step,
             total: config.steps,
-            value,
+            value: sum / config.batch as f32,
         });
     }
+    let images: Vec<Tensor<Dispatch, 4>> = parts.iter().map(|p| p.param.image().inner()).collect();
     Ok(Rendered {
-        images: DynTensor::new(param.image().inner()),
+        images: DynTensor::new(Tensor::cat(images, 0)),
     })
+}
+
+/// Images `start..` of the batch, optimized on their own.
+struct Part {
+    param: Box<dyn Param + Send>,
+    adam: Adam<5>,
+    start: usize,
+}
+
+impl Part {
+    fn new(mut param: Box<dyn Param + Send>, start: usize, config: &RenderConfig) -> Self {
+        param.set_tensor(param.tensor().clone().require_grad());
+        Self {
+            param,
+            adam: Adam::new(config.learning_rate),
+            start,
+        }
+    }
+
+    /// One Adam step on this part; returns the sum of its images' objective values.
+    fn step(
+        &mut self,
+        model: &Model,
+        objective: &Objective,
+        config: &RenderConfig,
+        split: bool,
+        rng: &mut StdRng,
+    ) -> Result<f32> {
+        let network = model.network();
+        let input = network.image_input()?.name.clone();
+        let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
+        let image = transform::apply(&config.transforms, self.param.image(), rng);
+        let x = model.normalize(&DynTensor::new(image))?;
+        let acts = network.forward_any_size(&[(&input, x)], &layers)?;
+        let acts: Activations = layers
+            .iter()
+            .zip(acts)
+            .map(|(l, a)| Ok((l.to_string(), as_4d(a)?)))
+            .collect::<Result<_>>()?;
+        let values = if split {
+            objective.eval_part(&acts, self.start, config.batch)?
+        } else {
+            objective.eval(&acts)?
+        };
+        let sum = DynTensor::new(values.clone().sum()).to_vec()[0];
+        let grads = values.sum().neg().backward();
+        let g = self.param.tensor().grad(&grads).ok_or_else(|| {
+            Error::Message(format!(
+                "{}: the objective does not depend on the image",
+                objective.name()
+            ))
+        })?;
+        let next = self.adam.step(self.param.tensor().clone().inner(), g);
+        self.param
+            .set_tensor(Tensor::from_inner(next).require_grad());
+        Ok(sum)
+    }
 }
 
 /// Views an activation as `[N, C, H, W]` (`[N, C]` becomes `[N, C, 1, 1]`).
