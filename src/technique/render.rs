@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::Dispatch;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rayon::prelude::*;
 
 use super::objective::{Activations, Objective};
 use super::param::{FftImage, Param, PixelImage};
@@ -54,11 +55,11 @@ pub struct Rendered {
 /// Optimizes `config.batch` images of `config.size` pixels to maximize `objective` on `model`
 /// (images are normalized as the model's input expects).
 ///
-/// On the CPU, with a per-image objective, the two halves of the batch are optimized side by
-/// side on two threads, each with its own gradient graph: burn-flex runs elementwise kernels and
-/// the gradient walk on one thread, and two independent halves keep both cores busy. The images
-/// are the same as one batch's: the halves share the random transform draws, and nothing else
-/// couples the images of a batch.
+/// On the CPU, with a per-image objective, parts of the batch (two per thread) are optimized side
+/// by side, each with its own gradient graph: burn-flex runs elementwise kernels and the gradient
+/// walk on one thread, and independent parts keep every core busy. The images are the same as one
+/// batch's: the parts share the random transform draws, and nothing else couples the images of
+/// a batch.
 pub fn render(
     model: &Model,
     objective: &Objective,
@@ -76,18 +77,25 @@ pub fn render(
         ParamKind::Fft => Box::new(FftImage::new(shape, &mut rng, &ad)),
         ParamKind::Pixel => Box::new(PixelImage::new(shape, &mut rng, &ad)),
     };
-    let split = config.batch >= 2 && objective.per_image() && cpu_threads(device.burn()) >= 2;
-    let mut parts: Vec<Part> = if split {
-        let [a, b] = param.split(config.batch / 2);
-        vec![
-            Part::new(a, 0, config),
-            Part::new(b, config.batch / 2, config),
-        ]
+    // Parts of the batch optimized side by side (see above): two per CPU thread (measured on 2
+    // cores, GoogLeNet, batch 8: 100 ms per step with 2 parts, 91 with 4, 94 with 8), at most
+    // one per image.
+    let k = if objective.per_image() {
+        (2 * cpu_threads(device.burn())).min(config.batch).max(1)
     } else {
-        vec![Part::new(param, 0, config)]
+        1
     };
-    let step_part =
-        |part: &mut Part, rng: &mut StdRng| part.step(model, objective, config, split, rng);
+    let split = k > 1;
+    let mut parts: Vec<Part> = Vec::with_capacity(k);
+    let (mut rest, mut start) = (param, 0);
+    for i in 0..k - 1 {
+        // Sizes as even as they go: batch / k, the first (batch % k) one larger.
+        let len = config.batch / k + usize::from(i < config.batch % k);
+        let [head, tail] = rest.split(len);
+        parts.push(Part::new(head, start, config));
+        (rest, start) = (tail, start + len);
+    }
+    parts.push(Part::new(rest, start, config));
     for step in 1..=config.steps {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) || crate::interrupt::requested() {
             return Err(Error::Cancelled {
@@ -97,18 +105,26 @@ pub fn render(
         }
         // The step runs on the CPU pool's thread (see `on_cpu_pool`); progress and cancellation
         // stay on the caller's.
-        let sum = on_cpu_pool(device.burn(), || -> Result<f32> {
-            match parts.as_mut_slice() {
-                [a, b] => {
-                    // Both halves draw the same transforms.
-                    let mut rng_b = rng.clone();
-                    let (va, vb) =
-                        rayon::join(|| step_part(a, &mut rng), || step_part(b, &mut rng_b));
-                    Ok(va? + vb?)
-                }
-                all => all.iter_mut().map(|p| step_part(p, &mut rng)).sum(),
+        let (sum, next_rng) = on_cpu_pool(device.burn(), || -> Result<(f32, StdRng)> {
+            // Every part draws the same transforms: each starts from the same generator state.
+            let results: Vec<Result<(f32, StdRng)>> = parts
+                .par_iter_mut()
+                .map(|part| {
+                    let mut r = rng.clone();
+                    let v = part.step(model, objective, config, split, &mut r)?;
+                    Ok((v, r))
+                })
+                .collect();
+            let mut sum = 0.0;
+            let mut next = None;
+            for r in results {
+                let (v, r) = r?;
+                sum += v;
+                next.get_or_insert(r);
             }
+            Ok((sum, next.expect("at least one part")))
         })?;
+        rng = next_rng;
         progress(Progress {
             step,
             total: config.steps,
