@@ -188,9 +188,7 @@ fn pool_plane_portable(
             .zip(&mut s.row_arg[..n])
             .zip(vals.iter().zip(args))
         {
-            let take = v > *m;
-            *m = if take { v } else { *m };
-            *a = if take { i } else { *a };
+            keep_first_max(m, a, v, i);
         }
     }
     // Column pass at the outputs.
@@ -206,21 +204,26 @@ fn pool_plane_portable(
                 for ((mv, av), (&v, &i)) in
                     m.iter_mut().zip(a.iter_mut()).zip(vals.iter().zip(args))
                 {
-                    let take = v > *mv;
-                    *mv = if take { v } else { *mv };
-                    *av = if take { i } else { *av };
+                    keep_first_max(mv, av, v, i);
                 }
             } else {
                 for (ox, (mv, av)) in m.iter_mut().zip(a.iter_mut()).enumerate() {
                     let j = base + ox * sw;
                     let (v, i) = (s.row_max[j], s.row_arg[j]);
-                    let take = v > *mv;
-                    *mv = if take { v } else { *mv };
-                    *av = if take { i } else { *av };
+                    keep_first_max(mv, av, v, i);
                 }
             }
         }
     }
+}
+
+/// Takes `(v, i)` over `(m, a)` when `v` is strictly greater: the first of equal maxima stays.
+/// Branch-free, so that the loops around it vectorize.
+#[inline(always)]
+fn keep_first_max(m: &mut f32, a: &mut i32, v: f32, i: i32) {
+    let take = v > *m;
+    *m = if take { v } else { *m };
+    *a = if take { i } else { *a };
 }
 
 #[cfg(test)]
