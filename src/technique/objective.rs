@@ -155,11 +155,11 @@ impl Objective {
                 others.neg().div_scalar(n.max(2) as f32 - 1.0)
             },
         )
-        .across_images()
+        .per_image_if(false)
     }
 
-    fn across_images(mut self) -> Self {
-        self.per_image = false;
+    fn per_image_if(mut self, per_image: bool) -> Self {
+        self.per_image = per_image;
         self
     }
 
@@ -249,9 +249,7 @@ impl Objective {
         );
         let per_image = self.per_image && other.per_image;
         let (a, b) = (self.eval, other.eval);
-        let mut combined = Objective::new(name, layers, move |acts| f(a(acts), b(acts)));
-        combined.per_image = per_image;
-        combined
+        Objective::new(name, layers, move |acts| f(a(acts), b(acts))).per_image_if(per_image)
     }
 }
 
@@ -284,9 +282,7 @@ impl Mul<f32> for Objective {
     fn mul(self, k: f32) -> Objective {
         let name = format!("{k} * {}", self.name);
         let (f, per_image) = (self.eval, self.per_image);
-        let mut scaled = Objective::new(name, self.layers, move |acts| f(acts).mul_scalar(k));
-        scaled.per_image = per_image;
-        scaled
+        Objective::new(name, self.layers, move |acts| f(acts).mul_scalar(k)).per_image_if(per_image)
     }
 }
 
@@ -295,8 +291,6 @@ impl Neg for Objective {
     fn neg(self) -> Objective {
         let name = format!("-{}", self.name);
         let (f, per_image) = (self.eval, self.per_image);
-        let mut negated = Objective::new(name, self.layers, move |acts| f(acts).neg());
-        negated.per_image = per_image;
-        negated
+        Objective::new(name, self.layers, move |acts| f(acts).neg()).per_image_if(per_image)
     }
 }
