@@ -21,6 +21,8 @@ struct Plan {
     win: Window,
     /// Extra padding at the end of each axis so that the last (ceil-mode) window fits.
     extra: Vec<usize>,
+    /// The output size of each spatial axis.
+    out: Vec<usize>,
 }
 
 fn plan(ctx: &Ctx, dims: &[usize]) -> Result<Plan> {
@@ -42,7 +44,7 @@ fn plan(ctx: &Ctx, dims: &[usize]) -> Result<Plan> {
     }
     let win = Window::read(ctx, kernel, spatial)?;
     let ceil = ctx.node.int("ceil_mode", 0)? != 0;
-    let mut extra = Vec::new();
+    let (mut extra, mut outs) = (Vec::new(), Vec::new());
     for (i, &size) in spatial.iter().enumerate() {
         let span = (win.kernel[i] - 1) * win.dilations[i] + 1;
         let padded = size + win.begin[i] + win.end[i];
@@ -63,8 +65,13 @@ fn plan(ctx: &Ctx, dims: &[usize]) -> Result<Plan> {
         }
         let covered = (out - 1) * win.strides[i] + span;
         extra.push(covered.saturating_sub(padded));
+        outs.push(out);
     }
-    Ok(Plan { win, extra })
+    Ok(Plan {
+        win,
+        extra,
+        out: outs,
+    })
 }
 
 fn padded_ends(p: &Plan) -> [usize; 2] {
@@ -84,22 +91,14 @@ pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
     let p = plan(ctx, &dims)?;
     let (begin, end) = (lift_2d(&p.win.begin, 0), padded_ends(&p));
     if is_cpu(ctx.device) {
-        let x4 = as_4d(&x)?;
-        let [_, _, h, w] = x4.dims();
-        let (kernel, strides) = (lift_2d(&p.win.kernel, 1), lift_2d(&p.win.strides, 1));
-        let dilations = lift_2d(&p.win.dilations, 1);
-        let out = [0, 1].map(|i| {
-            let span = (kernel[i] - 1) * dilations[i] + 1;
-            ([h, w][i] + begin[i] + end[i] - span) / strides[i] + 1
-        });
         let g = max_pool_cpu::Geometry {
-            kernel,
-            strides,
-            dilations,
+            kernel: lift_2d(&p.win.kernel, 1),
+            strides: lift_2d(&p.win.strides, 1),
+            dilations: lift_2d(&p.win.dilations, 1),
             begin,
-            out,
+            out: lift_2d(&p.out, 1),
         };
-        if let Some(y) = max_pool_cpu::max_pool(&x4, &g) {
+        if let Some(y) = max_pool_cpu::max_pool(&as_4d(&x)?, &g) {
             return Ok(vec![Value::Device(squeeze_1d(
                 DynTensor::new(y),
                 dims.len(),
