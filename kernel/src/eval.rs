@@ -144,6 +144,18 @@ pub struct Preload {
     /// the kernels in use). The evaluation process is started before, at normal priority, so
     /// cells run at normal priority once the spare is adopted.
     pub background: bool,
+    /// Directories the evaluation process loads cells' libraries from (`LD_LIBRARY_PATH`): see
+    /// `Toolchain::library_path`.
+    pub library_path: Vec<PathBuf>,
+    /// The lock file the cells' crate graph is built with: the project's `Cargo.lock` for the
+    /// template, the template's own for a kernel. evcxr's crate starts with no dependencies (its
+    /// first build, `42`, prunes any lock file to nothing), so it is written just before the
+    /// preload adds the crate: the same versions as the tests ran and the template holds, never
+    /// a fresh resolution against whatever the local index knows.
+    pub lockfile: Option<PathBuf>,
+    /// Why this kernel cannot build cells at all (its pinned toolchain changed): every cell
+    /// answers with this line instead of starting a build.
+    pub setup_error: Option<String>,
 }
 
 impl Preload {
@@ -262,7 +274,11 @@ fn run(
             }
         }
     }
-    let started = CommandContext::new().map(|(ctx, outputs)| {
+    let started = match &preload.setup_error {
+        Some(e) => Err(e.clone()),
+        None => start_evcxr(&preload.library_path).map_err(|e| format!("evcxr did not start: {e}")),
+    };
+    let started = started.map(|(ctx, outputs)| {
         for (stream, rx) in [
             (Stream::Stdout, outputs.stdout),
             (Stream::Stderr, outputs.stderr),
@@ -276,13 +292,12 @@ fn run(
         }
         ctx
     });
+    let mut start_error = None;
     let mut ctx = match started {
         Ok(ctx) => Some(ctx),
         Err(e) => {
-            on_line(
-                Stream::Stderr,
-                format!("microscope kernel: evcxr did not start: {e}"),
-            );
+            on_line(Stream::Stderr, format!("microscope kernel: {e}"));
+            start_error = Some(e);
             None
         }
     };
@@ -322,7 +337,12 @@ fn run(
                 *shared.parent.lock().unwrap() = parent;
                 let outcome = match (&mut ctx, &preload_error) {
                     (_, Some(e)) => error_outcome("PreloadError", e.clone()),
-                    (None, None) => error_outcome("KernelError", "evcxr did not start".into()),
+                    (None, None) => error_outcome(
+                        "KernelError",
+                        start_error
+                            .clone()
+                            .unwrap_or_else(|| "evcxr did not start".into()),
+                    ),
                     (Some(c), None) => {
                         let result = c.execute(&code);
                         *shared.child.lock().unwrap() = Some(c.process_handle());
@@ -406,6 +426,9 @@ fn run(
 /// indexes the whole dependency graph the first time it looks at a cell using the crate (tens
 /// of seconds). Do that here, in the background, rather than in the user's first cell.
 fn preload_cells(c: &mut CommandContext, preload: &Preload) -> Option<String> {
+    if let Err(e) = write_lockfile(preload) {
+        return Some(format!("preloading the microscope crate failed: {e:#}"));
+    }
     match c.execute(&preload.code()) {
         Ok(out) => log_phases(&out),
         Err(e) => return Some(format!("preloading the microscope crate failed: {e}")),
@@ -444,10 +467,36 @@ fn log_phases(out: &evcxr::EvalOutputs) {
 /// crate, so the template holds every artifact a first widget cell needs.
 const WARM_UP: &str = "let microscope_warm_up = zoo::fashion()?.graph()?.to_html().len();";
 
+/// Copies `preload.lockfile` into the evcxr crate (see `Preload::lockfile`).
+fn write_lockfile(preload: &Preload) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(lock) = &preload.lockfile {
+        let dest = preload.work_dir.join("Cargo.lock");
+        std::fs::copy(lock, &dest)
+            .with_context(|| format!("copying {} to {}", lock.display(), dest.display()))?;
+    }
+    Ok(())
+}
+
+/// evcxr's context, with its evaluation process (this binary) started with the library path
+/// its cells need (see `Toolchain::library_path`). The path stays with the command, so a
+/// restarted evaluation process has it too.
+fn start_evcxr(
+    library_path: &[PathBuf],
+) -> Result<(CommandContext, evcxr::EvalContextOutputs), Error> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.env(
+        "LD_LIBRARY_PATH",
+        crate::toolchain::prepend_paths(library_path, "LD_LIBRARY_PATH"),
+    );
+    let (eval, outputs) = evcxr::EvalContext::with_subprocess_command(command)?;
+    Ok((CommandContext::with_eval_context(eval), outputs))
+}
+
 /// Builds the template: preload and warm-up, printing what the compiler prints.
 pub fn prebuild(preload: &Preload) -> anyhow::Result<()> {
     let (mut ctx, outputs) =
-        CommandContext::new().map_err(|e| anyhow::anyhow!("starting evcxr: {e}"))?;
+        start_evcxr(&preload.library_path).map_err(|e| anyhow::anyhow!("starting evcxr: {e}"))?;
     for rx in [outputs.stdout, outputs.stderr] {
         std::thread::spawn(move || {
             while let Ok(line) = rx.recv() {
@@ -455,6 +504,7 @@ pub fn prebuild(preload: &Preload) -> anyhow::Result<()> {
             }
         });
     }
+    write_lockfile(preload)?;
     for code in [preload.code(), WARM_UP.to_string()] {
         ctx.execute(&code)
             .map_err(|e| anyhow::anyhow!("prebuild cell `{}` failed: {e}", code.trim()))?;

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::eval::{self, Preload};
+use crate::toolchain::Toolchain;
 
 /// Kernelspec name and display name.
 pub const NAME: &str = "microscope";
@@ -139,13 +140,35 @@ pub fn install(prefix: Option<&Path>, cuda: bool, prebuild: bool) -> Result<()> 
             .join("share/jupyter"),
         None => user_data_dir()?,
     };
+    // The toolchain the template is built with, and every kernel after it (toolchain.rs).
+    let toolchain = Toolchain::current()?;
+    toolchain.apply();
+    println!(
+        "Rust toolchain: {} in {}",
+        toolchain.version,
+        toolchain.sysroot.display()
+    );
+    let dir = data.join("kernels").join(NAME);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let template = dir.join("template");
+    let features = if cuda { "cuda" } else { "" };
+    // Build aside, then swap: a failed or interrupted install leaves the previous one working.
+    if prebuild {
+        let staged = dir.join("template.new");
+        prebuild_template(&template, &staged, cuda, &toolchain)?;
+        let old = dir.join("template.old");
+        let _ = std::fs::remove_dir_all(&old);
+        if template.exists() {
+            std::fs::rename(&template, &old)?;
+        }
+        std::fs::rename(&staged, &template)?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
     let extension = install_extension(&data)?;
     println!(
         "installed the front-end extension {EXTENSION_NAME} in {}",
         extension.display()
     );
-    let dir = data.join("kernels").join(NAME);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // The binary travels with the kernelspec (a later `cargo clean` must not break it); write
     // it beside and rename, since a running kernel may be using the old one.
     let exe = std::env::current_exe().context("locating this binary")?;
@@ -153,27 +176,27 @@ pub fn install(prefix: Option<&Path>, cuda: bool, prebuild: bool) -> Result<()> 
     let staged = dir.join(".microscope-kernel.new");
     std::fs::copy(&exe, &staged).with_context(|| format!("copying {}", exe.display()))?;
     std::fs::rename(&staged, &bin)?;
-    let template = dir.join("template");
-    let features = if cuda { "cuda" } else { "" };
+    let env: serde_json::Map<String, serde_json::Value> = toolchain
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
     let spec = json!({
         "argv": [bin, "run", "--connection-file", "{connection_file}",
                  "--template", template, "--features", features],
         "display_name": DISPLAY_NAME,
         "language": "rust",
         "interrupt_mode": "message",
+        "env": env,
         "metadata": { "debugger": false },
     });
-    std::fs::write(
-        dir.join("kernel.json"),
-        serde_json::to_string_pretty(&spec)?,
-    )?;
+    let staged = dir.join(".kernel.json.new");
+    std::fs::write(&staged, serde_json::to_string_pretty(&spec)?)?;
+    std::fs::rename(&staged, dir.join("kernel.json"))?;
     println!(
         "installed kernelspec {NAME} ({DISPLAY_NAME}) in {}",
         dir.display()
     );
-    if prebuild {
-        prebuild_template(&template, cuda)?;
-    }
     // The first kernel need not wait for rust-analyzer's indexing either (see spare.rs).
     if !template.exists() {
         return Ok(());
@@ -188,24 +211,123 @@ pub fn install(prefix: Option<&Path>, cuda: bool, prebuild: bool) -> Result<()> 
     Ok(())
 }
 
-/// Builds the template: the preload and a warm-up cell, compiled once.
-fn prebuild_template(template: &Path, cuda: bool) -> Result<()> {
-    let start = Instant::now();
-    let _ = std::fs::remove_dir_all(template);
+/// Makes sure every crate in the project's `Cargo.lock` that the host build needs is in cargo's
+/// cache, so the template can build offline with exactly those versions: offline when they all
+/// are already, else downloading them, else one line saying what to do.
+fn fetch_locked(crate_dir: &Path, host: &str) -> Result<()> {
+    let fetch = |offline: bool| {
+        let mut cmd = Command::new("cargo");
+        cmd.arg("fetch")
+            .arg("--manifest-path")
+            .arg(crate_dir.join("Cargo.toml"))
+            .args(["--target", host]);
+        if offline {
+            cmd.arg("--offline").stderr(std::process::Stdio::null());
+        }
+        cmd.status()
+    };
+    if fetch(true).is_ok_and(|s| s.success()) {
+        return Ok(());
+    }
     println!(
-        "prebuilding the microscope crate and its dependencies into {} (once; minutes on a small machine)…",
-        template.display()
+        "downloading the crates in {}",
+        crate_dir.join("Cargo.lock").display()
     );
-    std::env::set_var("EVCXR_TMPDIR", template);
+    match fetch(false) {
+        Ok(s) if s.success() => Ok(()),
+        _ => bail!(
+            "could not download the crates the kernel builds with (see cargo's message above): \
+             connect to crates.io, or run `cargo fetch` in {} where you can, then run this again",
+            crate_dir.display()
+        ),
+    }
+}
+
+/// Builds the template into `staged`, starting from a copy of the current `template` when there
+/// is one (cargo then rebuilds only what changed): the preload and a warm-up cell, with the
+/// project's `Cargo.lock`.
+fn prebuild_template(
+    template: &Path,
+    staged: &Path,
+    cuda: bool,
+    toolchain: &Toolchain,
+) -> Result<()> {
+    let start = Instant::now();
+    let crate_dir = crate_dir();
+    fetch_locked(&crate_dir, &toolchain.host)?;
+    let _ = std::fs::remove_dir_all(staged);
+    if template.exists() {
+        copy_template(template, staged)?;
+    }
+    println!(
+        "prebuilding the microscope crate and its dependencies into {} (the first time, minutes on a small machine)…",
+        staged.display()
+    );
+    std::env::set_var("EVCXR_TMPDIR", staged);
     let preload = Preload {
-        crate_dir: crate_dir(),
+        crate_dir: crate_dir.clone(),
         features: if cuda { vec!["cuda".into()] } else { vec![] },
         opt_level: OPT_LEVEL.into(),
         template: None,
-        work_dir: template.to_path_buf(),
+        work_dir: staged.to_path_buf(),
         background: false,
+        library_path: toolchain.library_path(staged),
+        lockfile: Some(crate_dir.join("Cargo.lock")),
+        setup_error: None,
     };
-    eval::prebuild(&preload)?;
+    let progress = Progress::start(
+        staged
+            .join("target")
+            .join(&toolchain.host)
+            .join("debug")
+            .join("deps"),
+    );
+    let built = eval::prebuild(&preload);
+    progress.stop();
+    built.with_context(|| {
+        format!(
+            "prebuilding the kernel's template in {} failed; the previous install, if any, is unchanged",
+            staged.display()
+        )
+    })?;
     println!("prebuilt in {:.0} s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A line every half minute while the template builds (a cold build takes many minutes, and
+/// without a terminal nothing else shows that it is moving): how many crates are built so far.
+struct Progress {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(deps: PathBuf) -> Progress {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let every = std::time::Duration::from_secs(30);
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                // Each library crate ends as an rlib in deps/ (evcxr builds a dylib beside it).
+                let built = std::fs::read_dir(&deps)
+                    .map(|d| {
+                        d.flatten()
+                            .filter(|e| e.file_name().to_string_lossy().ends_with(".rlib"))
+                            .count()
+                    })
+                    .unwrap_or(0);
+                println!(
+                    "  … still prebuilding: {built} crates built, {:.0} min so far",
+                    start.elapsed().as_secs_f64() / 60.0
+                );
+            }
+        });
+        Progress { stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }

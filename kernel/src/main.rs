@@ -15,6 +15,7 @@ mod eval;
 mod install;
 mod kernel;
 mod spare;
+mod toolchain;
 mod wire;
 
 use std::path::PathBuf;
@@ -99,18 +100,25 @@ fn main() -> ExitCode {
             connection_file,
             template,
             features,
-        } => match spare::adopt(&connection_file, template.as_deref(), &features) {
-            Some(stream) => {
-                spare::follow(stream);
-                Ok(())
+        } => {
+            let toolchain = kernel_toolchain();
+            match spare::adopt(&connection_file, template.as_deref(), &features) {
+                Some(stream) => {
+                    spare::follow(stream);
+                    Ok(())
+                }
+                None => run(connection_file, template, &features, toolchain),
             }
-            None => run(connection_file, template, &features),
-        },
+        }
         Command::Spare {
             template,
             features,
             spawner,
-        } => spare::serve(template, features, spawner),
+        } => match kernel_toolchain() {
+            Ok(toolchain) => spare::serve(template, features, spawner, toolchain),
+            // A kernel started cold will say why in its cells.
+            Err(_) => Ok(()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -182,6 +190,23 @@ fn drop_workspace_library_paths() {
     }
 }
 
+/// The toolchain this kernel builds cells with (`toolchain.rs`), applied to this process before
+/// any thread starts and before a spare's key is computed (a spare and the process that adopts
+/// it must agree on it). A pinned toolchain that changed is an error every cell will show.
+fn kernel_toolchain() -> Result<toolchain::Toolchain, String> {
+    match toolchain::for_kernel() {
+        Ok(t) => {
+            t.apply();
+            Ok(t)
+        }
+        Err(e) => {
+            let e = format!("{e:#}");
+            eprintln!("microscope-kernel: {e}");
+            Err(e)
+        }
+    }
+}
+
 /// A kernel's own directory and settings, made before any thread starts (they go into the
 /// environment the evaluation process inherits).
 pub struct Prepared {
@@ -199,6 +224,7 @@ pub fn prepare(
     template: Option<PathBuf>,
     features: &str,
     background: bool,
+    toolchain: &Result<toolchain::Toolchain, String>,
 ) -> anyhow::Result<Prepared> {
     let features: Vec<String> = features
         .split(',')
@@ -215,12 +241,22 @@ pub fn prepare(
     let bridge_token = uuid::Uuid::new_v4().simple().to_string();
     std::env::set_var(BRIDGE_ENV, &bridge_socket);
     std::env::set_var(BRIDGE_TOKEN_ENV, &bridge_token);
+    let evcxr_dir = work.join("evcxr");
     let preload = eval::Preload {
         crate_dir: install::crate_dir(),
         features,
         opt_level: install::OPT_LEVEL.into(),
+        library_path: toolchain
+            .as_ref()
+            .map(|t| t.library_path(&evcxr_dir))
+            .unwrap_or_default(),
+        lockfile: template
+            .as_ref()
+            .map(|t| t.join("Cargo.lock"))
+            .filter(|l| l.exists()),
+        setup_error: toolchain.as_ref().err().cloned(),
         template,
-        work_dir: work.join("evcxr"),
+        work_dir: evcxr_dir,
         background,
     };
     Ok(Prepared {
@@ -233,9 +269,14 @@ pub fn prepare(
 }
 
 /// A kernel started cold: no spare took its connection file. It leaves a spare for the next.
-fn run(connection_file: PathBuf, template: Option<PathBuf>, features: &str) -> anyhow::Result<()> {
+fn run(
+    connection_file: PathBuf,
+    template: Option<PathBuf>,
+    features: &str,
+    toolchain: Result<toolchain::Toolchain, String>,
+) -> anyhow::Result<()> {
     let connection = wire::Connection::read(&connection_file)?;
-    let prepared = prepare(template.clone(), features, false)?;
+    let prepared = prepare(template.clone(), features, false, &toolchain)?;
     let (evaluator, lines) =
         kernel::start_evaluator(prepared.preload.clone(), prepared.interrupt_file.clone());
     if let Ok(exe) = std::env::current_exe() {

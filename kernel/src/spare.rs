@@ -70,7 +70,7 @@ fn per_process(name: &str) -> bool {
 /// with the same values.
 fn affects_build(name: &str) -> bool {
     !INTERNAL.contains(&name)
-        && (["CARGO", "RUST", "EVCXR_", "CUDA"]
+        && (["CARGO", "RUST", "EVCXR_", "CUDA", "MICROSCOPE_RUST"]
             .iter()
             .any(|p| name.starts_with(p))
             || matches!(name, "HOME" | "LD_LIBRARY_PATH" | "CUDARC_CUDA_VERSION"))
@@ -268,7 +268,12 @@ pub fn spawn_when_quiet(
 }
 
 /// `microscope-kernel spare`: preload, wait to be adopted, then serve as that kernel.
-pub fn serve(template: Option<PathBuf>, features: String, spawner: u32) -> Result<()> {
+pub fn serve(
+    template: Option<PathBuf>,
+    features: String,
+    spawner: u32,
+    toolchain: crate::toolchain::Toolchain,
+) -> Result<()> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let Some(idle) = idle() else { return Ok(()) };
     let dir = dir().context("no private directory for spares")?;
@@ -283,7 +288,7 @@ pub fn serve(template: Option<PathBuf>, features: String, spawner: u32) -> Resul
     listener.set_nonblocking(true)?;
     let env_before = environment();
     let cwd_before = std::env::current_dir().ok();
-    let prepared = crate::prepare(template.clone(), &features, true)?;
+    let prepared = crate::prepare(template.clone(), &features, true, &Ok(toolchain))?;
     let work_dir = prepared.work_dir.clone();
     let (evaluator, lines) =
         kernel::start_evaluator(prepared.preload.clone(), prepared.interrupt_file.clone());
