@@ -13,7 +13,7 @@ cuda=()
 [ "${MICROSCOPE_CUDA:-0}" = 1 ] && cuda=(--cuda)
 
 echo "== building the kernel"
-cargo build --quiet -p microscope-kernel
+cargo build -p microscope-kernel
 echo "== installing the kernelspec (the first time, this prebuilds the crate: several minutes)"
 target/debug/microscope-kernel install --user "${cuda[@]}"
 

@@ -9,7 +9,8 @@
 #   - ONNX's backend node tests, generated from the onnx wheel's own case definitions;
 #   - the nine ONNX light models from that wheel, plus seeded random-weight copies and
 #     onnxruntime's intermediate outputs for them.
-# Then: cargo fmt --check, clippy -D warnings, the CUDA feature build check, and cargo test.
+# Then: cargo fmt --check, clippy -D warnings, the CUDA feature build check, cargo test, and the
+# README's main command run twice in a clean environment (tests/user_path.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,3 +85,6 @@ CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000} cargo check --quiet --features
 
 step "cargo test"
 cargo test --workspace -- --nocapture
+
+step "the README's main command as a user runs it (clean environment, twice)"
+tests/user_path.sh

@@ -1,5 +1,6 @@
-//! The kernel as a user meets it: installed into a temporary prefix (with the prebuilt
-//! template), then driven by real Jupyter (`tests/kernel/check_kernel.py`: jupyter_client,
+//! The kernel as a user meets it: installed into a prefix under `$HOME` (beside the Rust
+//! toolchain, as `install --user` puts it), from an environment scrubbed of everything `cargo
+//! test` adds to it (no `CARGO_*`, no `LD_LIBRARY_PATH`), then driven by real Jupyter (`tests/kernel/check_kernel.py`: jupyter_client,
 //! nbclient, nbconvert from the test venv), the exported tour opened in headless Chromium, and
 //! the tour run in a real JupyterLab in Chromium, clicking its live gallery
 //! (`tests/browser/jupyterlab.mjs`).
@@ -12,6 +13,43 @@ fn root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// A command as a user's shell or desktop would start it: none of the variables `cargo test`
+/// (and rustup's proxy in front of it) set, only the user's own `HOME`, `PATH` (without the
+/// toolchain directory rustup may put first) and locale. A kernel that only works because cargo
+/// put the toolchain's libraries on `LD_LIBRARY_PATH` fails here, as it would for a user.
+fn user_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        let name = k.to_string_lossy();
+        if matches!(
+            name.as_ref(),
+            "HOME" | "USER" | "LOGNAME" | "LANG" | "TERM" | "TMPDIR"
+        ) || name.starts_with("LC_")
+        {
+            cmd.env(&k, v);
+        }
+    }
+    let target = root().join("target");
+    let path: Vec<PathBuf> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .filter(|p| !p.starts_with(&target) && !p.to_string_lossy().contains("/toolchains/"))
+        .collect();
+    cmd.env("PATH", std::env::join_paths(path).unwrap());
+    cmd
+}
+
+/// Where the tests install the kernel: under `$HOME`, next to `~/.rustup` as a user's install
+/// is (a relative library path that happens to resolve from /tmp does not from there), one
+/// folder per checkout.
+fn home_prefix(root: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let home = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    root.hash(&mut h);
+    home.join(".cache/microscope-kernel-tests")
+        .join(format!("{:016x}", h.finish()))
 }
 
 /// A child process killed when dropped (the JupyterLab server, even when a check fails).
@@ -60,7 +98,7 @@ fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, targ
     );
     let log = std::fs::File::create(dir.join("jupyterlab.log")).unwrap();
     let _server = Server(
-        Command::new(python)
+        user_command(python)
             .args(["-m", "jupyterlab", "--no-browser", "--allow-root"])
             .arg("--ServerApp.ip=127.0.0.1")
             .arg(format!("--ServerApp.port={port}"))
@@ -119,13 +157,15 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
         python.display()
     );
     let target = root.join("target");
-    let prefix = target.join("kernel-test-prefix");
+    // Cold every time: a template left by an earlier run would hide a broken first install.
+    let prefix = home_prefix(&root);
+    let _ = std::fs::remove_dir_all(&prefix);
     let out = target.join("notebooks");
     let cache = target.join("kernel-test-cache");
     let _ = std::fs::remove_dir_all(&cache);
     let start = std::time::Instant::now();
     run(
-        Command::new(env!("CARGO_BIN_EXE_microscope-kernel"))
+        user_command(env!("CARGO_BIN_EXE_microscope-kernel"))
             .args(["install", "--prefix"])
             .arg(&prefix)
             .env(SPARE_IDLE.0, SPARE_IDLE.1),
@@ -136,7 +176,7 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
         start.elapsed().as_secs_f64()
     );
     run(
-        Command::new(&python)
+        user_command(&python)
             .arg(root.join("tests/kernel/check_kernel.py"))
             .arg(root.join("notebooks"))
             .arg(&out)
@@ -157,4 +197,6 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
         "exported tour in Chromium",
     );
     jupyterlab_live(&root, &python, &prefix, &cache, &target);
+    // The template is a few GB; a passing run leaves nothing behind in $HOME.
+    let _ = std::fs::remove_dir_all(&prefix);
 }

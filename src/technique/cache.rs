@@ -3,7 +3,7 @@
 //! Keys hash everything a result depends on (model digest, node, units, parameters, seed, device
 //! kind). Entries are written atomically (temporary file, then rename) and carry a checksum of
 //! their payload; a corrupt or truncated entry is reported as a miss, removed, and recomputed.
-//! Location: `$MICROSCOPE_CACHE`, else `~/.cache/microscope`.
+//! Location: `$MICROSCOPE_CACHE`, else `$XDG_CACHE_HOME/microscope`, else `~/.cache/microscope`.
 
 use std::path::{Path, PathBuf};
 
@@ -32,11 +32,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Cache {
-    /// `$MICROSCOPE_CACHE`, else `~/.cache/microscope`; `None` when neither can be found.
+    /// `$MICROSCOPE_CACHE`, else `$XDG_CACHE_HOME/microscope` (the desktop's cache folder), else
+    /// `~/.cache/microscope`; `None` when none can be found.
     pub fn default_location() -> Option<Cache> {
-        let dir = std::env::var_os(CACHE_ENV).map(PathBuf::from).or_else(|| {
-            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/microscope"))
-        })?;
+        let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let dir = set(CACHE_ENV)
+            .map(PathBuf::from)
+            .or_else(|| set("XDG_CACHE_HOME").map(|d| Path::new(&d).join("microscope")))
+            .or_else(|| set("HOME").map(|h| Path::new(&h).join(".cache/microscope")))?;
         Some(Cache { dir })
     }
 

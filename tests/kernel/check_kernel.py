@@ -74,8 +74,8 @@ def run_notebooks(src, out):
 class Session:
     """One kernel, driven message by message."""
 
-    def __init__(self, **start):
-        self.km, self.kc = jupyter_client.manager.start_new_kernel(kernel_name=KERNEL, startup_timeout=600, **start)
+    def __init__(self, kernel=KERNEL, **start):
+        self.km, self.kc = jupyter_client.manager.start_new_kernel(kernel_name=kernel, startup_timeout=600, **start)
         self.stash = []  # iopub messages read while waiting for something else
 
     def iopub(self, timeout):
@@ -202,6 +202,58 @@ def check_spare(out):
         while os.path.exists(f"/proc/{server}") and time.time() < deadline:
             time.sleep(0.2)
         check(not os.path.exists(f"/proc/{server}"), "shutting that kernel down ends the spare that served it")
+
+
+def check_user_environment(out):
+    """The kernel as a user's Jupyter starts it: no variable from cargo (the test scrubbed them,
+    LD_LIBRARY_PATH above all), from folders at different depths; each shows the graph."""
+    cargo_vars = sorted(k for k in os.environ if k.startswith(("CARGO", "RUSTUP", "RUSTC")) or k == "LD_LIBRARY_PATH")
+    check(not cargo_vars, f"the kernels start without cargo's environment (found: {cargo_vars})")
+    deep = os.path.realpath(os.path.join(out, *["deeper"] * 9))
+    os.makedirs(deep, exist_ok=True)
+    for cwd in ["/", deep]:
+        start = time.time()
+        s = Session(cwd=cwd)
+        try:
+            reply, msgs = s.execute("let model = zoo::fashion()?;\nmodel")
+            shown = [m for m in msgs if m["msg_type"] == "execute_result"
+                     and "microscope-root" in m["content"]["data"].get("text/html", "")
+                     and "conv3" in m["content"]["data"].get("text/html", "")]
+            check(reply["status"] == "ok" and len(shown) == 1,
+                  f"a kernel started in {cwd} runs zoo::fashion()? and shows its graph "
+                  f"({time.time() - start:.0f} s from start; {text_of(msgs)[-300:]!r})")
+        finally:
+            s.close()
+
+
+def check_changed_toolchain(out):
+    """A kernel whose pinned toolchain changed since install (`rustup update`) answers every cell
+    with one line naming what to run again, instead of failing on a mismatched libstd."""
+    spec_dir = os.path.join(os.environ["JUPYTER_PATH"].split(os.pathsep)[0], "kernels", KERNEL)
+    with open(os.path.join(spec_dir, "kernel.json")) as f:
+        spec = json.load(f)
+    check(bool(spec.get("env", {}).get("MICROSCOPE_RUST_SYSROOT")),
+          f"install pins the toolchain in kernel.json ({spec.get('env')})")
+    changed = os.path.join(out, "changed-toolchain")
+    os.makedirs(os.path.join(changed, "kernels", "microscope-changed"), exist_ok=True)
+    spec["env"]["MICROSCOPE_RUSTC_VERSION"] = "rustc 1.0.0 (a59807616 2015-05-15)"
+    with open(os.path.join(changed, "kernels", "microscope-changed", "kernel.json"), "w") as f:
+        json.dump(spec, f)
+    saved = os.environ["JUPYTER_PATH"]
+    os.environ["JUPYTER_PATH"] = changed + os.pathsep + saved
+    try:
+        s = Session(kernel="microscope-changed")
+        try:
+            reply, msgs = s.execute("1 + 1", timeout=120)
+            errors = [m["content"] for m in msgs if m["msg_type"] == "error"]
+            evalue = errors[0]["evalue"] if errors else ""
+            check(reply["status"] == "error" and "changed from rustc 1.0.0" in evalue
+                  and "tour.sh" in evalue and "\n" not in evalue,
+                  f"a kernel whose toolchain changed since install says what to run again: {evalue!r}")
+        finally:
+            s.close()
+    finally:
+        os.environ["JUPYTER_PATH"] = saved
 
 
 def check_session():
@@ -364,6 +416,8 @@ def main():
     src, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
     check_spare(out)
+    check_user_environment(out)
+    check_changed_toolchain(out)
     check_session()
     run_notebooks(src, out)
     export_tour(src, out)

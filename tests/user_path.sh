@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The README's main command as a user runs it, from this checkout: in a clean environment (only
+# HOME, a user's PATH, a fresh Jupyter data directory under $HOME, beside the Rust toolchain, and
+# a fresh cache directory; no CARGO_*, no LD_LIBRARY_PATH), `notebooks/tour.sh --headless` runs
+# twice (the install, then a re-install over it), and the exported tour opens in headless
+# Chromium with every widget mounted and no page errors.
+# tests/run.sh calls it after cargo test (it reuses that build and the test venv, as a user's
+# second command would).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scratch=$(mktemp -d "$HOME/.microscope-user-path.XXXXXX")
+cleanup() {
+  # Spares this run left preload from this folder's template; they exit on their own once idle.
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+
+# A user's PATH: where their cargo, python3 and node are, then the system's.
+path=""
+for tool in cargo python3 node; do
+  dir=$(dirname "$(command -v "$tool")")
+  case ":$path:" in *":$dir:"*) ;; *) path="$path:$dir" ;; esac
+done
+path="${path#:}:/usr/local/bin:/usr/bin:/bin"
+
+user() {
+  env -i HOME="$HOME" PATH="$path" LANG=C.UTF-8 \
+    JUPYTER_DATA_DIR="$scratch/jupyter" XDG_CACHE_HOME="$scratch/cache" \
+    MICROSCOPE_SPARE_IDLE_S=120 "$@"
+}
+
+rm -f notebooks/01-tour.html
+for run in install re-install; do
+  printf '\n== the main command, clean environment (%s): notebooks/tour.sh --headless\n' "$run"
+  start=$(date +%s)
+  user notebooks/tour.sh --headless
+  echo "tour.sh --headless ($run) took $(($(date +%s) - start)) s"
+  test -s notebooks/01-tour.html
+done
+
+# What the user now has: a kernelspec that pins its toolchain, and a template without its staging
+# copies.
+spec="$scratch/jupyter/kernels/microscope"
+grep -q MICROSCOPE_RUST_SYSROOT "$spec/kernel.json"
+test -d "$spec/template" && test ! -e "$spec/template.new" && test ! -e "$spec/template.old"
+
+# An install that fails (here: crates missing and no network) says so in one line, exits
+# non-zero, and leaves the working install as it was.
+before=$(sha256sum "$spec/kernel.json" "$spec/microscope-kernel")
+mkdir -p "$scratch/empty-cargo-home"
+if user env CARGO_HOME="$scratch/empty-cargo-home" CARGO_NET_OFFLINE=true \
+  "$spec/microscope-kernel" install --user >"$scratch/failed.out" 2>"$scratch/failed.err"; then
+  echo "FAIL an install that cannot fetch its crates succeeded" >&2
+  exit 1
+fi
+tail -n 1 "$scratch/failed.err"
+tail -n 1 "$scratch/failed.err" | grep -q "could not download the crates"
+test "$before" = "$(sha256sum "$spec/kernel.json" "$spec/microscope-kernel")"
+test -d "$spec/template" && test ! -e "$spec/template.new"
+echo "ok   a failed install leaves the previous one in place"
+
+mkdir -p target/screenshots/user-path
+node tests/browser/exported.mjs notebooks/01-tour.html target/screenshots/user-path
+echo "user path: ok"
