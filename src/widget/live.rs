@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -81,9 +81,17 @@ pub(crate) fn register(source: Source) -> Option<Live> {
     })
 }
 
+/// The connection to the kernel's bridge, made on first use. A failed attempt is not kept: a
+/// spare kernel (see the kernel's spare.rs) runs its warm-up cell, which makes a widget, before
+/// any kernel has adopted it and listens on the bridge, and every widget after the adoption
+/// must still be live. Outside the kernel (`MICROSCOPE_BRIDGE` unset) nothing is tried.
 fn bridge() -> Option<Arc<Bridge>> {
-    static BRIDGE: OnceLock<Option<Arc<Bridge>>> = OnceLock::new();
-    BRIDGE.get_or_init(connect).clone()
+    static BRIDGE: Mutex<Option<Arc<Bridge>>> = Mutex::new(None);
+    let mut held = BRIDGE.lock().unwrap_or_else(|e| e.into_inner());
+    if held.is_none() {
+        *held = connect();
+    }
+    held.clone()
 }
 
 fn connect() -> Option<Arc<Bridge>> {
