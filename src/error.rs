@@ -59,7 +59,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn in_model(self, path: impl Into<PathBuf>) -> Self {
+    /// This error as one inside the model file `path` (kept as it is when it already names a file).
+    pub fn in_model(self, path: impl Into<PathBuf>) -> Self {
         match self {
             Error::InModel { .. } | Error::Io { .. } | Error::Format { .. } => self,
             other => Error::InModel {

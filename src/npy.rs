@@ -20,10 +20,22 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 
 /// Reads a little-endian float32/float64/int64/int32/uint8 `.npy` file as float32.
 pub fn read(path: &Path) -> Result<Array> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > crate::budget::budget().bytes {
+        return Err(bad(
+            path,
+            format!(
+                "the file is {}, over the {}",
+                crate::budget::human(size),
+                crate::budget::budget()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad(path, "not a .npy file (missing \\x93NUMPY magic)"));
     }
@@ -72,7 +84,7 @@ pub fn read(path: &Path) -> Result<Array> {
                 .map_err(|_| bad(path, format!("bad shape {shape_text}")))
         })
         .collect::<Result<_>>()?;
-    let n: usize = shape.iter().product();
+    let n = crate::budget::fits(&shape, 4).map_err(|e| bad(path, e))?;
     let body = &bytes[start + header_len..];
     let (width, conv): (usize, fn(&[u8]) -> f32) = match descr.as_str() {
         "<f4" => (4, |b| f32::from_le_bytes(b.try_into().unwrap())),
@@ -82,13 +94,14 @@ pub fn read(path: &Path) -> Result<Array> {
         "|u1" => (1, |b| b[0] as f32),
         other => return Err(bad(path, format!("unsupported dtype {other}; use float32"))),
     };
-    if body.len() < n * width {
+    let needed = n.checked_mul(width).filter(|&b| b <= body.len());
+    let Some(needed) = needed else {
         return Err(bad(
             path,
             format!("truncated data: {} bytes for shape {shape:?}", body.len()),
         ));
-    }
-    let data = body[..n * width].chunks_exact(width).map(conv).collect();
+    };
+    let data = body[..needed].chunks_exact(width).map(conv).collect();
     Ok(Array { shape, data })
 }
 

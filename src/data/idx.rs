@@ -34,45 +34,67 @@ pub fn read(path: &Path) -> Result<Idx> {
         path: file.clone(),
         reason,
     };
-    let raw = std::fs::read(&file).map_err(|source| Error::Io {
+    let opened = std::fs::File::open(&file).map_err(|source| Error::Io {
         path: file.clone(),
         source,
     })?;
-    let bytes = if zipped {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| bad(format!("corrupt gzip data: {e}")))?;
-        out
+    // Streamed: the header is checked before the payload is read, and never more than the
+    // header's size (plus one byte, to notice extra data) is decompressed, so a gzip bomb
+    // cannot fill memory.
+    let mut reader: Box<dyn Read> = if zipped {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(
+            opened,
+        )))
     } else {
-        raw
+        Box::new(std::io::BufReader::new(opened))
     };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+    let mut read_exact = |buf: &mut [u8], what: &str| {
+        reader.read_exact(buf).map_err(|e| {
+            let packed = if zipped { "gzip data or " } else { "" };
+            bad(format!("truncated or corrupt {packed}{what}: {e}"))
+        })
+    };
+    let mut magic = [0u8; 4];
+    read_exact(&mut magic, "IDX header")?;
+    if magic[0] != 0 || magic[1] != 0 {
         return Err(bad("not an IDX file (bad magic number)".into()));
     }
-    if bytes[2] != 0x08 {
+    if magic[2] != 0x08 {
         return Err(bad(format!(
             "IDX element type 0x{:02x} is not unsigned byte",
-            bytes[2]
+            magic[2]
         )));
     }
-    let rank = bytes[3] as usize;
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
-        return Err(bad("truncated IDX header".into()));
-    }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+    let rank = magic[3] as usize;
+    let mut header = vec![0u8; 4 * rank];
+    read_exact(&mut header, "IDX header")?;
+    let dims: Vec<usize> = header
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes(b.try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
-    if bytes.len() != header + n {
+    if rank == 0 || dims.contains(&0) {
+        return Err(bad(format!("IDX dims {dims:?} hold no items")));
+    }
+    let n = crate::budget::fits(&dims, 1).map_err(bad)?;
+    let mut data = Vec::with_capacity(n);
+    (&mut reader)
+        .take(n as u64)
+        .read_to_end(&mut data)
+        .map_err(|e| {
+            let packed = if zipped { "gzip data or " } else { "" };
+            bad(format!("corrupt {packed}IDX payload: {e}"))
+        })?;
+    let mut extra = [0u8; 1];
+    let more = reader.read(&mut extra).unwrap_or(0);
+    if data.len() != n || more != 0 {
         return Err(bad(format!(
             "IDX payload has {} bytes, dims {dims:?} need {n}",
-            bytes.len() - header
+            if more != 0 {
+                format!("more than {n}")
+            } else {
+                data.len().to_string()
+            }
         )));
     }
-    Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    Ok(Idx { dims, data })
 }

@@ -13,9 +13,16 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
         .collect::<Result<_, _>>()?;
-    let n: usize = shape.iter().product();
+    // Host storage: f32 for the float types, i64 for the rest.
+    let host_width = if matches!(t.data_type, 1 | 10 | 11 | 16) {
+        4
+    } else {
+        8
+    };
+    let n = crate::budget::fits(&shape, host_width)?;
     let raw = &t.raw_data;
     let from_raw = |width: usize| -> Result<Vec<&[u8]>, String> {
+        // n fits the budget at 8 bytes each, so n * width (at most 8) does not overflow.
         if raw.len() != n * width {
             return Err(format!(
                 "raw data has {} bytes, shape {shape:?} needs {}",

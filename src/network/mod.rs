@@ -482,13 +482,14 @@ impl Network {
                         .enumerate()
                         .map(|(k, d)| d.unwrap_or(if k == 0 { 1 } else { 224 }))
                         .collect();
-                    let n = dims.iter().product();
-                    (
+                    let n = crate::budget::fits(&dims, 4)
+                        .map_err(|e| format!("input {:?} as declared: {e}", i.name))?;
+                    Ok((
                         i.name.clone(),
                         Value::Device(DynTensor::from_host(&vec![0.0; n], &dims, &device)),
-                    )
+                    ))
                 })
-                .collect();
+                .collect::<std::result::Result<_, String>>()?;
             let feeds: Vec<(&str, Value)> =
                 feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
             let mut shapes = vec![Vec::new(); self.nodes.len()];

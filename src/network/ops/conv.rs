@@ -35,6 +35,11 @@ impl Window {
         };
         let strides = list("strides")?;
         let dilations = list("dilations")?;
+        if strides.contains(&0) || dilations.contains(&0) {
+            return Err(ctx.error(format!(
+                "strides {strides:?} and dilations {dilations:?} must be at least 1"
+            )));
+        }
         let auto_pad = node.string("auto_pad", "NOTSET")?;
         let (begin, end) = match auto_pad.as_str() {
             "NOTSET" => match node.ints("pads")? {
@@ -71,13 +76,66 @@ impl Window {
             }
             other => return Err(ctx.error(format!("unknown auto_pad {other}"))),
         };
-        Ok(Window {
+        let window = Window {
             kernel,
             strides,
             dilations,
             begin,
             end,
-        })
+        };
+        // Sizes from the file: checked before anything is padded or allocated.
+        let out = window.output(input).map_err(|e| ctx.error(e))?;
+        ctx.fits(
+            "padded input",
+            &window.padded(input).map_err(|e| ctx.error(e))?,
+            4,
+        )?;
+        ctx.fits("output", &out, 4)?;
+        Ok(window)
+    }
+
+    /// The spatial size of the input after padding (checked arithmetic).
+    pub fn padded(&self, input: &[usize]) -> Result<Vec<usize>, String> {
+        (0..self.kernel.len())
+            .map(|i| {
+                input[i]
+                    .checked_add(self.begin[i])
+                    .and_then(|n| n.checked_add(self.end[i]))
+                    .ok_or_else(|| {
+                        format!(
+                            "padding {} + {} overflows axis {i}",
+                            self.begin[i], self.end[i]
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// The spatial size of the output: `(padded - span) / stride + 1` per axis, where the span
+    /// is the dilated kernel's extent; an error when the kernel does not fit.
+    pub fn output(&self, input: &[usize]) -> Result<Vec<usize>, String> {
+        let padded = self.padded(input)?;
+        (0..self.kernel.len())
+            .map(|i| {
+                let span = self.kernel[i]
+                    .checked_sub(1)
+                    .and_then(|k| k.checked_mul(self.dilations[i]))
+                    .and_then(|k| k.checked_add(1))
+                    .ok_or_else(|| {
+                        format!(
+                            "kernel {:?} with dilations {:?} overflows",
+                            self.kernel, self.dilations
+                        )
+                    })?;
+                if span > padded[i] {
+                    return Err(format!(
+                        "the kernel spans {span} on axis {i}, more than the padded input's {}",
+                        padded[i]
+                    ));
+                }
+                Ok((padded[i] - span) / self.strides[i] + 1)
+            })
+            .collect()
     }
 
     pub fn symmetric(&self) -> bool {
@@ -137,6 +195,11 @@ pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
     }
     let kernel = wd[2..].to_vec();
     let win = Window::read(ctx, kernel, &xd[2..])?;
+    let whole = |c: usize, spatial: Vec<usize>| [vec![xd[0], c], spatial].concat();
+    let padded = win.padded(&xd[2..]).map_err(|e| ctx.error(e))?;
+    ctx.fits("padded input", &whole(xd[1], padded), 4)?;
+    let out = win.output(&xd[2..]).map_err(|e| ctx.error(e))?;
+    ctx.fits("output", &whole(wd[0], out), 4)?;
     let bias = if ctx.has(2) {
         Some(ctx.float(2)?.to_rank::<1>()?)
     } else {

@@ -193,8 +193,11 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 }
 
 fn check_broadcast(ctx: &Ctx, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
-    broadcast_shape(a, b)
-        .ok_or_else(|| ctx.error(format!("shapes {a:?} and {b:?} do not broadcast")))
+    let shape = broadcast_shape(a, b)
+        .ok_or_else(|| ctx.error(format!("shapes {a:?} and {b:?} do not broadcast")))?;
+    // [2^20, 1] + [1, 2^20] is legal and 4 TiB: checked before it is made.
+    ctx.fits("broadcast output", &shape, 8)?;
+    Ok(shape)
 }
 
 /// Numpy-broadcast arithmetic on host tensors (used by shape subgraphs).

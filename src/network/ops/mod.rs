@@ -132,6 +132,13 @@ impl Ctx<'_> {
         self.node.error(message)
     }
 
+    /// Checks, before this node makes it, that a tensor of `shape` with `elem_bytes`-byte
+    /// elements fits the memory budget (`crate::budget`); its element count. The error names the
+    /// node, its op and the size.
+    pub fn fits(&self, what: &str, shape: &[usize], elem_bytes: usize) -> Result<usize> {
+        crate::budget::fits(shape, elem_bytes).map_err(|e| self.error(format!("{what} {e}")))
+    }
+
     /// Normalizes a possibly negative axis against `rank`.
     pub fn axis(&self, axis: i64, rank: usize) -> Result<usize> {
         normalize_axis(axis, rank)

@@ -218,8 +218,14 @@ fn run(
                 return Err(ctx.error(format!("{} scales for {} axes", s.len(), axes.len())));
             }
             for (k, &a) in axes.iter().enumerate() {
+                if !(s[k].is_finite() && s[k] > 0.0) {
+                    return Err(ctx.error(format!(
+                        "scale {} for axis {a} is not a positive number",
+                        s[k]
+                    )));
+                }
                 scale[a] = s[k];
-                out[a] = (dims[a] as f32 * s[k]).floor() as usize;
+                out[a] = (dims[a] as f64 * s[k] as f64).floor() as usize;
             }
         }
         (_, Some(z)) if !z.is_empty() => {
@@ -237,6 +243,9 @@ fn run(
                 "not_smaller" => ratios.iter().copied().fold(0.0, f32::max),
                 _ => f32::NAN,
             };
+            if let Some(bad) = z.iter().find(|&&n| n < 0) {
+                return Err(ctx.error(format!("size {bad} is negative")));
+            }
             for (k, &a) in axes.iter().enumerate() {
                 if common.is_nan() {
                     scale[a] = ratios[k];
@@ -249,6 +258,10 @@ fn run(
         }
         _ => return Err(ctx.error("one of scales or sizes is required")),
     }
+    // The axes are resized one at a time: every intermediate is within the larger of the input
+    // and output size on each axis.
+    let largest: Vec<usize> = (0..rank).map(|a| out[a].max(dims[a])).collect();
+    ctx.fits("resized tensor", &largest, 4)?;
     let mut y = x;
     for a in 0..rank {
         let roi_a = match axes.iter().position(|&b| b == a) {

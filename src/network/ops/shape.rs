@@ -251,7 +251,11 @@ pub fn concat(ctx: &Ctx) -> Result<Vec<Value>> {
         all_dims.push(d);
     }
     let mut out = first.clone();
-    out[axis] = all_dims.iter().map(|d| d[axis]).sum();
+    out[axis] = all_dims
+        .iter()
+        .try_fold(0usize, |sum, d| sum.checked_add(d[axis]))
+        .ok_or_else(|| ctx.error("the inputs' sizes along the axis overflow"))?;
+    ctx.fits("output", &out, 8)?;
     if (0..n).all(|i| ctx.is_host(i)) {
         let parts: Vec<HostTensor> = (0..n).map(|i| ctx.host(i)).collect::<Result<_>>()?;
         let elem = if parts.iter().any(|p| p.elem == Elem::Float) {
@@ -260,15 +264,21 @@ pub fn concat(ctx: &Ctx) -> Result<Vec<Value>> {
             parts[0].elem
         };
         let outer: usize = first[..axis].iter().product();
+        // Each part converted once (converting it per outer row made large host concats
+        // quadratic).
+        let (floats, ints): (Vec<Vec<f32>>, Vec<Vec<i64>>) = match elem {
+            Elem::Float => (parts.iter().map(HostTensor::to_f32).collect(), Vec::new()),
+            _ => (Vec::new(), parts.iter().map(HostTensor::to_i64).collect()),
+        };
         let mut f = Vec::new();
         let mut g = Vec::new();
         for o in 0..outer {
-            for p in &parts {
+            for (k, p) in parts.iter().enumerate() {
                 let chunk: usize = p.shape[axis..].iter().product();
                 let range = o * chunk..(o + 1) * chunk;
                 match elem {
-                    Elem::Float => f.extend_from_slice(&p.to_f32()[range]),
-                    _ => g.extend_from_slice(&p.to_i64()[range]),
+                    Elem::Float => f.extend_from_slice(&floats[k][range]),
+                    _ => g.extend_from_slice(&ints[k][range]),
                 }
             }
         }
@@ -439,11 +449,16 @@ pub fn slice(ctx: &Ctx) -> Result<Vec<Value>> {
     if steps.contains(&0) {
         return Err(ctx.error("slice step cannot be 0"));
     }
+    // One index per position along each axis (an empty input may still declare a huge axis).
+    for &d in &dims {
+        ctx.fits("index list", &[d], 8)?;
+    }
     let mut picks: Vec<Vec<usize>> = dims.iter().map(|&d| (0..d).collect()).collect();
     for i in 0..starts.len() {
         picks[axes[i]] = slice_indices(starts[i], ends[i], steps[i], dims[axes[i]]);
     }
     let out: Vec<usize> = picks.iter().map(Vec::len).collect();
+    ctx.fits("output", &out, 8)?;
     Ok(vec![match ctx.value(0)? {
         Value::Host(h) => Value::Host(host_remap(&h, out, 0.0, |c| {
             let src: Vec<usize> = c.iter().enumerate().map(|(a, &i)| picks[a][i]).collect();
@@ -521,7 +536,7 @@ pub fn constant_of_shape(ctx: &Ctx) -> Result<Vec<Value>> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| ctx.error(format!("negative dimension {d}"))))
         .collect::<Result<_>>()?;
-    let n = shape.iter().product();
+    let n = ctx.fits("output", &shape, 8)?;
     let fill = ctx
         .node
         .tensor("value")
@@ -612,8 +627,19 @@ pub fn pad(ctx: &Ctx) -> Result<Vec<Value>> {
         end[a] = pads[n + k];
     }
     let out: Vec<usize> = (0..rank)
-        .map(|a| (dims[a] as i64 + begin[a] + end[a]).max(0) as usize)
-        .collect();
+        .map(|a| {
+            i64::try_from(dims[a])
+                .ok()
+                .and_then(|d| d.checked_add(begin[a])?.checked_add(end[a]))
+                .map(|n| n.max(0) as usize)
+                .ok_or_else(|| ctx.error(format!("pads {pads:?} overflow axis {a}")))
+        })
+        .collect::<Result<_>>()?;
+    ctx.fits("output", &out, 8)?;
+    for &o in &out {
+        // The per-axis source table below (an empty tensor may still be padded far).
+        ctx.fits("pad table", &[o], 16)?;
+    }
     // Per axis: the source index for every output position (None: constant fill).
     let sources: Vec<Vec<Option<usize>>> = (0..rank)
         .map(|a| {
