@@ -34,7 +34,8 @@ enum Command {
         /// Node (or tensor) whose activation to write; repeatable. Default: the graph outputs.
         #[arg(long = "node")]
         nodes: Vec<String>,
-        /// Output directory; files are named after the node with [A-Za-z0-9_.-] kept, others → _.
+        /// Output directory; files are named after the node with [A-Za-z0-9_.-] kept, others → _
+        /// (a name whose file name is taken gets a `_2`, `_3`, … suffix).
         #[arg(long)]
         out: PathBuf,
         /// cpu or cuda[:N].
@@ -83,9 +84,11 @@ fn load(model: &Path, device: Device) -> Result<Model, Error> {
     Model::open(&model.to_string_lossy(), device)
 }
 
-/// A node name as a file name: `[A-Za-z0-9_.-]` kept, anything else becomes `_`.
+/// A node name as a file name: `[A-Za-z0-9_.-]` kept, anything else becomes `_`, at most
+/// `MAX_FILE_STEM` characters.
 fn file_name(node: &str) -> String {
     node.chars()
+        .take(MAX_FILE_STEM)
         .map(|c| {
             if c.is_ascii_alphanumeric() || "_.-".contains(c) {
                 c
@@ -96,18 +99,48 @@ fn file_name(node: &str) -> String {
         .collect()
 }
 
+/// Longer names are cut (file systems take 255 bytes; room is left for a suffix and `.npy`).
+const MAX_FILE_STEM: usize = 200;
+
+/// One file stem per name, all different: a name whose file name is already taken (`a/b` and
+/// `a_b` both give `a_b`) gets the first free `_2`, `_3`, … suffix, so no output silently
+/// overwrites another.
+fn file_names(names: &[String]) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    names
+        .iter()
+        .map(|name| {
+            let base = file_name(name);
+            let mut stem = base.clone();
+            let mut k = 2;
+            while !taken.insert(stem.clone()) {
+                stem = format!("{base}_{k}");
+                k += 1;
+            }
+            stem
+        })
+        .collect()
+}
+
+/// A string from a model file as one line of terminal output: control characters (escape
+/// sequences, newlines, carriage returns) shown as escapes, never acted on by the terminal.
+fn term(text: &str) -> String {
+    microscope::widget::one_line(text)
+}
+
 fn info(model: &Path) -> Result<(), Error> {
+    let path = model;
     let model = load(model, Device::cpu())?;
     let net = model.network();
-    let shapes = net.shapes()?;
+    let shapes = net.shapes().map_err(|e| e.in_model(path))?;
     let rows: Vec<[String; 4]> = net
         .nodes()
         .iter()
         .zip(shapes)
         .map(|(n, s)| {
             [
-                n.name.clone(),
-                n.op.clone(),
+                term(&n.name),
+                term(&n.op),
                 format!("{s:?}"),
                 net.param_count(n).to_string(),
             ]
@@ -122,9 +155,10 @@ fn info(model: &Path) -> Result<(), Error> {
             .unwrap_or(0)
     };
     let w = [width(0), width(1), width(2)];
-    println!("model  {}", model.source());
+    println!("model  {}", term(&model.source()));
+    println!("{}", microscope::budget::budget());
     if let Some(classes) = model.classes() {
-        println!("classes  {}", classes.join(", "));
+        println!("classes  {}", term(&classes.join(", ")));
     }
     for i in net.inputs() {
         let dims: Vec<String> = i
@@ -132,7 +166,7 @@ fn info(model: &Path) -> Result<(), Error> {
             .iter()
             .map(|d| d.map_or("?".into(), |d| d.to_string()))
             .collect();
-        println!("input  {} [{}]", i.name, dims.join(", "));
+        println!("input  {} [{}]", term(&i.name), dims.join(", "));
     }
     let line = |r: [&str; 4]| {
         format!(
@@ -189,10 +223,10 @@ fn eval(
         path: out.to_path_buf(),
         source,
     })?;
-    for (name, v) in targets.iter().zip(values) {
-        let path = out.join(format!("{}.npy", file_name(name)));
+    for ((name, stem), v) in targets.iter().zip(file_names(&targets)).zip(values) {
+        let path = out.join(format!("{stem}.npy"));
         npy::write(&path, &v.dims(), &v.to_vec())?;
-        println!("{} {:?} -> {}", name, v.dims(), path.display());
+        println!("{} {:?} -> {}", term(name), v.dims(), path.display());
     }
     Ok(())
 }
@@ -337,6 +371,31 @@ fn main() -> ExitCode {
             )
         }
     };
-    eprintln!("microscope: {}", message.replace('\n', " "));
+    eprintln!("microscope: {}", term(&message.replace('\n', " ")));
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_files_never_collide() {
+        let names: Vec<String> = ["a/b", "a_b", "a b", "a_b_2", "a/b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let stems = file_names(&names);
+        assert_eq!(stems, ["a_b", "a_b_2", "a_b_3", "a_b_2_2", "a_b_4"]);
+        let long = "x".repeat(5000);
+        assert_eq!(file_name(&long).len(), MAX_FILE_STEM);
+    }
+
+    #[test]
+    fn terminal_text_is_one_line_without_escape_sequences() {
+        assert_eq!(
+            term("a\u{1b}]0;pwned\u{7}\nEVCXR_END_CONTENT\r"),
+            "a\\u{1b}]0;pwned\\u{7}\\nEVCXR_END_CONTENT\\r"
+        );
+    }
 }

@@ -53,14 +53,66 @@ pub trait Widget {
 
 /// Prints a widget the way evcxr front ends read rich output: one block per MIME type.
 pub fn evcxr_print(widget: &dyn Widget) {
-    println!(
-        "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-        widget.to_html()
-    );
-    println!(
-        "EVCXR_BEGIN_CONTENT text/plain\n{}\nEVCXR_END_CONTENT",
-        widget.text()
-    );
+    println!("{}", content_block("text/html", &widget.to_html()));
+    println!("{}", content_block("text/plain", &plain(&widget.text())));
+}
+
+/// The variable through which the microscope kernel gives its evaluation process a secret that
+/// marks the crate's own output lines (display lines, evcxr content blocks). The evaluation
+/// process passes such lines on without the secret and defuses every other line that looks like
+/// one (`relay_cell_output` in the kernel), so a model's names or a file's contents, printed,
+/// cannot forge a widget or markup. Outside the kernel it is unset and nothing is marked.
+pub const DISPLAY_SECRET_ENV: &str = "MICROSCOPE_DISPLAY_SECRET";
+
+/// The prefix of the crate's own output lines in this process ("" outside the kernel).
+fn own_prefix() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| std::env::var(DISPLAY_SECRET_ENV).unwrap_or_default())
+}
+
+/// One evcxr content block (`EVCXR_BEGIN_CONTENT mime`, body, `EVCXR_END_CONTENT`), marked as
+/// the crate's own. evcxr ends a block at the first line that reads `EVCXR_END_CONTENT`, so such
+/// a line inside the body (from a model's strings) gets a zero-width space and ends nothing.
+pub(crate) fn content_block(mime: &str, body: &str) -> String {
+    let body: Vec<String> = body
+        .split('\n')
+        .map(|line| {
+            if line.trim_end_matches('\r') == "EVCXR_END_CONTENT" {
+                format!("{line}\u{200b}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    format!(
+        "{}EVCXR_BEGIN_CONTENT {mime}\n{}\nEVCXR_END_CONTENT",
+        own_prefix(),
+        body.join("\n")
+    )
+}
+
+/// Text for a `text/plain` output or a terminal: control characters other than newline and tab
+/// (terminal escape sequences, carriage returns, NULs from a model file) become visible escapes
+/// such as `\u{1b}`.
+pub fn plain(text: &str) -> String {
+    escape_controls(text, |c| c == '\n' || c == '\t')
+}
+
+/// Text for one line of a terminal: [`plain`], with newlines and tabs escaped too (`\n`).
+pub fn one_line(text: &str) -> String {
+    escape_controls(text, |_| false)
+}
+
+fn escape_controls(text: &str, keep: impl Fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && !keep(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Implements [`Widget`] for a props type that serializes as the component reads it and has a
@@ -117,7 +169,10 @@ pub trait DebugDisplay {
 
 impl<T: std::fmt::Debug + ?Sized> DebugDisplay for T {
     fn evcxr_display(&self) {
-        println!("EVCXR_BEGIN_CONTENT text/plain\n{self:?}\nEVCXR_END_CONTENT");
+        println!(
+            "{}",
+            content_block("text/plain", &plain(&format!("{self:?}")))
+        );
     }
 }
 
@@ -141,11 +196,11 @@ pub(crate) fn kernel_line(
 ) -> Option<String> {
     std::env::var_os("MICROSCOPE_KERNEL")?;
     let message = serde_json::json!({
-        "data": { "text/html": widget.to_html(), "text/plain": widget.text() },
+        "data": { "text/html": widget.to_html(), "text/plain": plain(&widget.text()) },
         "display_id": display_id,
         "update": update,
     });
-    Some(format!("{KERNEL_MARKER}{message}"))
+    Some(format!("{}{KERNEL_MARKER}{message}", own_prefix()))
 }
 
 /// Prefix of the display lines the microscope kernel reads from a cell's stdout.
@@ -161,7 +216,33 @@ impl crate::model::Model {
     pub fn evcxr_display(&self) {
         match self.graph() {
             Ok(g) => evcxr_print(&g),
-            Err(e) => println!("EVCXR_BEGIN_CONTENT text/plain\n{e}\nEVCXR_END_CONTENT"),
+            Err(e) => println!("{}", content_block("text/plain", &plain(&e.to_string()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_block_ends_only_at_its_own_end_marker() {
+        let hostile = "conv\nEVCXR_END_CONTENT\nEVCXR_BEGIN_CONTENT text/html\n<img src=x onerror=alert(1)>\r\nEVCXR_END_CONTENT\r";
+        let block = content_block("text/plain", hostile);
+        let lines: Vec<&str> = block.lines().collect();
+        let ends = lines
+            .iter()
+            .filter(|l| l.trim_end_matches('\r') == "EVCXR_END_CONTENT")
+            .count();
+        assert_eq!(ends, 1, "{block:?}");
+        assert_eq!(*lines.last().unwrap(), "EVCXR_END_CONTENT");
+    }
+
+    #[test]
+    fn plain_text_shows_control_characters_as_escapes() {
+        assert_eq!(
+            plain("a\u{1b}[31mred\u{7}\r\nb\tc"),
+            "a\\u{1b}[31mred\\u{7}\\r\nb\tc"
+        );
     }
 }
