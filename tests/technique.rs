@@ -217,6 +217,22 @@ fn second_run_is_a_cache_hit_and_a_corrupt_entry_is_recomputed() {
     let third = run();
     assert_eq!(third.0, 4, "recomputed");
     assert_eq!(third.1, first.1);
+    // An intact entry (valid checksum) whose shape is not what its key stands for, [2, C, S, S]
+    // stored as [1, 2C, S, S]: a miss, recomputed.
+    let entry = walk(&dir).into_iter().next().expect("one cache entry");
+    let key = entry.file_name().unwrap().to_string_lossy().into_owned();
+    let cache = Cache::at(&dir);
+    let mut payload = cache.get(&key).expect("the recomputed entry");
+    // count (u32), rank (u32), then the first record's dims (u64 each).
+    let dim = |p: &[u8], i: usize| u64::from_le_bytes(p[8 + 8 * i..16 + 8 * i].try_into().unwrap());
+    assert_eq!(dim(&payload, 0), 2);
+    let channels = dim(&payload, 1);
+    payload[8..16].copy_from_slice(&1u64.to_le_bytes());
+    payload[16..24].copy_from_slice(&(2 * channels).to_le_bytes());
+    cache.put(&key, &payload).unwrap();
+    let fourth = run();
+    assert_eq!(fourth.0, 4, "an entry of the wrong shape is recomputed");
+    assert_eq!(fourth.1, first.1);
     // Another seed is another entry.
     let other = fv
         .clone()

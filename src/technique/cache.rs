@@ -61,18 +61,33 @@ impl Cache {
         hex(&h.finalize())
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(&key[..2]).join(key)
+    /// Where `key`'s entry lives; `None` for anything but a key [`Cache::key`] makes (64
+    /// lowercase hex digits), so no key can name a path outside the cache.
+    fn path(&self, key: &str) -> Option<PathBuf> {
+        let valid = key.len() == 64
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| self.dir.join(&key[..2]).join(key))
     }
 
-    /// The payload stored under `key`, if present and intact. A damaged entry is removed.
+    /// The payload stored under `key`, if present and intact. A damaged entry is removed; an
+    /// intact one is marked as just used (its modification time), for eviction.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let path = self.path(key);
+        let path = self.path(key)?;
+        let size = std::fs::metadata(&path).ok()?.len();
+        if size > crate::budget::budget().bytes {
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
         let bytes = std::fs::read(&path).ok()?;
         let intact = bytes.len() >= 40
             && &bytes[..8] == MAGIC
             && Sha256::digest(&bytes[40..])[..] == bytes[8..40];
         if intact {
+            if let Ok(f) = std::fs::File::options().append(true).open(&path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
             Some(bytes[40..].to_vec())
         } else {
             let _ = std::fs::remove_file(&path);
@@ -80,23 +95,86 @@ impl Cache {
         }
     }
 
-    /// Stores `payload` under `key`, atomically.
+    /// Stores `payload` under `key`, atomically: written to a temporary file of this writer's
+    /// own (process, thread and call), then renamed, so concurrent writers of one key each
+    /// leave an intact entry. Now and then the least recently used entries go while the cache
+    /// is over its size limit ([`max_bytes`]).
     pub fn put(&self, key: &str, payload: &[u8]) -> Result<()> {
-        let path = self.path(key);
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = self.path(key).ok_or_else(|| {
+            Error::Message(format!("cache key {key:?} is not a key this cache makes"))
+        })?;
         let dir = path.parent().expect("entries live in a sub-folder");
         let io = |source| Error::Io {
             path: path.clone(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{key}.{}.{n}.tmp", std::process::id()));
         let mut bytes = Vec::with_capacity(40 + payload.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&Sha256::digest(payload));
         bytes.extend_from_slice(payload);
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        // The walk over every entry is done on the first and every 64th write of a process, so
+        // a long run (an atlas) does not walk the cache once per result; the limit may be
+        // passed by that many entries meanwhile.
+        if n.is_multiple_of(64) {
+            self.evict(max_bytes());
+        }
+        Ok(())
     }
+
+    /// Removes the least recently used entries until the cache holds at most `limit` bytes.
+    pub fn evict(&self, limit: u64) {
+        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
+        let Ok(shards) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue; // another writer's temporary file
+                }
+                if let Ok(m) = f.metadata() {
+                    if m.is_file() {
+                        let used = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+                        entries.push((used, m.len(), f.path()));
+                    }
+                }
+            }
+        }
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        entries.sort();
+        for (_, size, path) in entries {
+            if total <= limit {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= size;
+            }
+        }
+    }
+}
+
+/// The variable that sets the cache's size limit (bytes, or with a K, M, G or T suffix).
+pub const MAX_ENV: &str = "MICROSCOPE_CACHE_MAX";
+
+/// The cache's size limit: `$MICROSCOPE_CACHE_MAX`, else 2 GiB (about 1,500 galleries of 64
+/// units at 128 px).
+pub fn max_bytes() -> u64 {
+    std::env::var(MAX_ENV)
+        .ok()
+        .and_then(|v| crate::budget::parse_size(v.trim()))
+        .unwrap_or(2 << 30)
 }
 
 /// Little-endian encoding of tensors for cache payloads: a list of (shape, f32 data) records.
@@ -133,6 +211,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<(Vec<usize>, Vec<f32>)>> {
             shape.push(u64::from_le_bytes(take(8)?.try_into().ok()?) as usize);
         }
         let n = u64::from_le_bytes(take(8)?.try_into().ok()?) as usize;
+        // A record whose shape does not hold exactly its values is not one `encode` wrote.
+        if crate::budget::elements(&shape).ok()? != n {
+            return None;
+        }
         let raw = take(n.checked_mul(4)?)?;
         let data = raw
             .chunks_exact(4)
@@ -141,4 +223,77 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<(Vec<usize>, Vec<f32>)>> {
         records.push((shape, data));
     }
     Some(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> Cache {
+        let dir =
+            std::env::temp_dir().join(format!("microscope-cache-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Cache::at(dir)
+    }
+
+    #[test]
+    fn keys_that_the_cache_does_not_make_are_refused() {
+        let c = scratch("keys");
+        for key in [
+            "",
+            "a",
+            "../../etc/passwd",
+            &"G".repeat(64),
+            &"é".repeat(32),
+        ] {
+            assert!(c.put(key, b"x").is_err(), "{key:?}");
+            assert!(c.get(key).is_none(), "{key:?}");
+        }
+        let _ = std::fs::remove_dir_all(c.dir());
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_key_leave_an_intact_entry() {
+        let c = scratch("writers");
+        let key = Cache::key(&["same"]);
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let (c, key) = (&c, &key);
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        c.put(key, &[t; 4096]).unwrap();
+                    }
+                });
+            }
+        });
+        let got = c.get(&key).expect("an intact entry");
+        assert!(got.len() == 4096 && got.iter().all(|&b| b == got[0]));
+        let _ = std::fs::remove_dir_all(c.dir());
+    }
+
+    #[test]
+    fn eviction_removes_the_least_recently_used_entries_first() {
+        let c = scratch("lru");
+        let keys: Vec<String> = (0..4).map(|i| Cache::key(&[&i.to_string()])).collect();
+        for k in &keys {
+            c.put(k, &[0u8; 1000]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Using the oldest makes it the most recent.
+        assert!(c.get(&keys[0]).is_some());
+        c.evict(2 * 1040);
+        let left: Vec<bool> = keys.iter().map(|k| c.get(k).is_some()).collect();
+        assert_eq!(left, [true, false, false, true]);
+        let _ = std::fs::remove_dir_all(c.dir());
+    }
+
+    #[test]
+    fn a_record_whose_shape_does_not_hold_its_values_does_not_decode() {
+        let good = encode(&[(vec![2, 3], vec![0.0; 6])]);
+        assert!(decode(&good).is_some());
+        let bad = encode(&[(vec![2, 4], vec![0.0; 6])]);
+        assert!(decode(&bad).is_none());
+        let overflow = encode(&[(vec![1 << 40, 1 << 40, 16], vec![0.0; 6])]);
+        assert!(decode(&overflow).is_none());
+    }
 }

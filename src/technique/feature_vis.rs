@@ -160,7 +160,18 @@ impl FeatureVis {
             .as_ref()
             .and_then(|c| c.get(&key))
             .and_then(|bytes| decode(&bytes));
-        if let Some([(shape, pixels), (_, activations)]) = cached.as_deref() {
+        // What the key stands for: one [C, size, size] image and one activation per unit. An
+        // entry of any other shape (intact, but not what this key means) is a miss.
+        let fits = |shape: &Vec<usize>, activations: &Vec<f32>| {
+            shape.len() == 4
+                && shape[0] == units.len()
+                && shape[2..] == [size, size]
+                && activations.len() == units.len()
+        };
+        if let Some([(shape, pixels), (_, activations)]) = cached
+            .as_deref()
+            .filter(|c| matches!(c, [(s, _), (_, a)] if fits(s, a)))
+        {
             return Ok(Visualization {
                 layer: layer.to_string(),
                 units: units.to_vec(),
