@@ -14,12 +14,22 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 /// The comm target the widgets open.
 pub const TARGET: &str = "microscope";
+
+/// How long a peer has to present the secret.
+const FIRST_LINE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `line` (with its newline) is the secret, compared in constant time.
+fn same_secret(line: &[u8], token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.len() == token.len() && bool::from(line.ct_eq(token.as_bytes()))
+}
 
 #[derive(Clone)]
 pub struct Bridge {
@@ -67,12 +77,18 @@ impl Bridge {
                 let token = token.clone();
                 tokio::spawn(async move {
                     let (read, mut write) = stream.into_split();
-                    let mut lines = BufReader::new(read).lines();
-                    // The first line must be the secret; anything else is dropped.
-                    match lines.next_line().await {
-                        Ok(Some(first)) if first == token => {}
+                    let mut reader = BufReader::new(read);
+                    // The first line must be the secret, within a few bytes more than its
+                    // length and a few seconds; anything else is dropped.
+                    let mut first = Vec::new();
+                    let limit = token.len() as u64 + 2;
+                    let mut limited = (&mut reader).take(limit);
+                    let read_first = limited.read_until(b'\n', &mut first);
+                    match tokio::time::timeout(FIRST_LINE_TIME, read_first).await {
+                        Ok(Ok(_)) if same_secret(&first, &token) => {}
                         _ => return,
                     }
+                    let mut lines = reader.lines();
                     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
                     *accepting.inner.peer.lock().unwrap() = Some(tx);
                     tokio::spawn(async move {
@@ -157,5 +173,20 @@ impl Bridge {
             *peer = None;
         }
         sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_whole_secret_opens_the_bridge() {
+        assert!(same_secret(b"abc123\n", "abc123"));
+        assert!(same_secret(b"abc123", "abc123"));
+        assert!(!same_secret(b"abc12\n", "abc123"));
+        assert!(!same_secret(b"abc1234\n", "abc123"));
+        assert!(!same_secret(b"abc124\n", "abc123"));
+        assert!(!same_secret(b"\n", "abc123"));
     }
 }

@@ -363,7 +363,9 @@ fn run(
                 let outcome = match outcome {
                     Outcome::Ok(_) if shared.user_error.load(Ordering::SeqCst) => {
                         let lines = shared.error_message();
-                        let text = lines.join("\n");
+                        // The message may quote a model file's strings: terminal control
+                        // sequences in it are shown, not obeyed, by the front end.
+                        let text = visible_controls(&lines.join("\n"));
                         let evalue = if text.trim().is_empty() {
                             "the cell stopped at `?` with an error".to_string()
                         } else {
@@ -510,6 +512,20 @@ pub fn prebuild(preload: &Preload) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("prebuild cell `{}` failed: {e}", code.trim()))?;
     }
     Ok(())
+}
+
+/// `text` with control characters other than newline and tab written as `\u{..}` escapes.
+fn visible_controls(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let shown: Vec<char> = if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().collect()
+            } else {
+                vec![c]
+            };
+            shown
+        })
+        .collect()
 }
 
 fn error_outcome(ename: &str, evalue: String) -> Outcome {

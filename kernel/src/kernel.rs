@@ -66,7 +66,13 @@ impl Iopub {
 
 /// A line a cell printed, as the iopub message it becomes.
 fn line_message(stream: Stream, line: &str) -> (String, Value) {
-    if let Some(json_text) = line.strip_prefix(DISPLAY_MARKER) {
+    // The evaluation process passes a marked line on only when the crate wrote it (see
+    // `relay_cell_output` in main.rs); stderr is not relayed, so it is never a display.
+    let marked = match stream {
+        Stream::Stdout => line.strip_prefix(DISPLAY_MARKER),
+        Stream::Stderr => None,
+    };
+    if let Some(json_text) = marked {
         if let Ok(v) = serde_json::from_str::<Value>(json_text) {
             let update = v["update"].as_bool().unwrap_or(false);
             let id = v["display_id"].as_str().map(str::to_string);
@@ -253,11 +259,23 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     shutdown(&control_evaluator, &work_dir);
                 }
-                other => Message::reply_to(
-                    &request,
-                    &other.replace("_request", "_reply"),
-                    json!({ "status": "ok" }),
-                ),
+                // Not something this kernel does: say so, rather than claim it was done.
+                other => match other.strip_suffix("_request") {
+                    Some(kind) => Message::reply_to(
+                        &request,
+                        &format!("{kind}_reply"),
+                        json!({
+                            "status": "error",
+                            "ename": "UnknownRequest",
+                            "evalue": format!("microscope-kernel does not handle {other} on the control channel"),
+                            "traceback": [],
+                        }),
+                    ),
+                    None => {
+                        control_iopub.status(&request.header, "idle");
+                        continue;
+                    }
+                },
             };
             if let Ok(z) = ZmqMessage::try_from(reply.frames(&control_signer)) {
                 let _ = control.send(z).await;
@@ -615,6 +633,8 @@ mod tests {
         assert_eq!(kind, "update_display_data");
         assert_eq!(content["transient"]["display_id"], "d1");
         assert_eq!(content["data"]["text/plain"], "x");
+        let (kind, _) = line_message(Stream::Stderr, &line);
+        assert_eq!(kind, "stream", "stderr is never a display");
         let (kind, content) = line_message(Stream::Stderr, "plain text");
         assert_eq!(kind, "stream");
         assert_eq!(content["name"], "stderr");

@@ -84,7 +84,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    relay_user_errors();
+    relay_cell_output();
     // When evcxr starts this binary as its evaluation process, this call never returns.
     evcxr::runtime_hook();
     drop_workspace_library_paths();
@@ -130,10 +130,13 @@ fn main() -> ExitCode {
 }
 
 /// In the evaluation process (evcxr's runtime: this binary started with `EVCXR_IS_RUNTIME`),
-/// passes stdout on through a pipe, adding [`eval::USER_ERROR_MARKER`] after evcxr's own marker
-/// for a `?` that stopped a cell. evcxr consumes its marker itself and reports the cell as a
-/// success; with ours the kernel can report it as the error it is.
-fn relay_user_errors() {
+/// passes stdout on through a pipe:
+/// - adding [`eval::USER_ERROR_MARKER`] after evcxr's own marker for a `?` that stopped a cell
+///   (evcxr consumes its marker itself and reports the cell as a success; with ours the kernel
+///   can report it as the error it is);
+/// - passing the crate's own display lines and content blocks on (see [`relay_line`]) and
+///   defusing every other line that would look like one.
+fn relay_cell_output() {
     use std::io::{BufRead, BufReader, Write};
     use std::os::fd::FromRawFd;
     if std::env::var_os("EVCXR_IS_RUNTIME").is_none() {
@@ -157,11 +160,13 @@ fn relay_user_errors() {
             std::fs::File::from_raw_fd(original),
         )
     };
+    let secret = std::env::var(microscope_display_secret::ENV).unwrap_or_default();
     std::thread::spawn(move || {
         let mut out = std::io::LineWriter::new(original);
         for line in BufReader::new(reader).split(b'\n') {
             let Ok(line) = line else { break };
-            let marker = line == b"EVCXR_ERROR_OCCURRED";
+            let line = relay_line(&line, secret.as_bytes());
+            let marker = &*line == b"EVCXR_ERROR_OCCURRED";
             let mut ok = out.write_all(&line).and_then(|_| out.write_all(b"\n"));
             if marker {
                 ok = ok.and_then(|_| writeln!(out, "{}", eval::USER_ERROR_MARKER));
@@ -171,6 +176,52 @@ fn relay_user_errors() {
             }
         }
     });
+}
+
+/// The display secret's variable: `microscope::widget::DISPLAY_SECRET_ENV` (the kernel does not
+/// link the crate; a test checks that the names agree).
+mod microscope_display_secret {
+    pub const ENV: &str = "MICROSCOPE_DISPLAY_SECRET";
+}
+
+/// What the evaluation process passes on for one line a cell printed. A line that starts with
+/// the secret is the crate's own (a display line or a content block's first line): it goes on
+/// without the secret. Any other line that evcxr or the kernel would read as a display is
+/// defused with a zero-width space: one starting with the display marker, and one holding
+/// evcxr's content marker (evcxr finds that anywhere in a line) for any type but the plain text
+/// evcxr itself writes for a value without a rich display.
+fn relay_line<'a>(line: &'a [u8], secret: &[u8]) -> std::borrow::Cow<'a, [u8]> {
+    use std::borrow::Cow;
+    const CONTENT: &[u8] = b"EVCXR_BEGIN_CONTENT";
+    const ZWSP: &[u8] = "\u{200b}".as_bytes();
+    if !secret.is_empty() {
+        if let Some(rest) = line.strip_prefix(secret) {
+            return Cow::Borrowed(rest);
+        }
+    }
+    let mut out = line.to_vec();
+    if line.starts_with(kernel::DISPLAY_MARKER.as_bytes()) {
+        out.splice(0..0, ZWSP.iter().copied());
+    }
+    let evcxr_text_plain = line == b"EVCXR_BEGIN_CONTENT text/plain";
+    if !evcxr_text_plain && line.windows(CONTENT.len()).any(|w| w == CONTENT) {
+        let mut defused = Vec::with_capacity(out.len() + 3);
+        let mut rest = out.as_slice();
+        while let Some(at) = rest.windows(CONTENT.len()).position(|w| w == CONTENT) {
+            // `EVCXR_BEGIN<zwsp>_CONTENT`: the same text to a reader, no marker to evcxr.
+            defused.extend_from_slice(&rest[..at + 11]);
+            defused.extend_from_slice(ZWSP);
+            defused.extend_from_slice(&rest[at + 11..at + CONTENT.len()]);
+            rest = &rest[at + CONTENT.len()..];
+        }
+        defused.extend_from_slice(rest);
+        out = defused;
+    }
+    if out == line {
+        Cow::Borrowed(line)
+    } else {
+        Cow::Owned(out)
+    }
 }
 
 /// `cargo run` and `cargo test` put this workspace's `target/*/deps` on `LD_LIBRARY_PATH`, where
@@ -241,6 +292,11 @@ pub fn prepare(
     let bridge_token = uuid::Uuid::new_v4().simple().to_string();
     std::env::set_var(BRIDGE_ENV, &bridge_socket);
     std::env::set_var(BRIDGE_TOKEN_ENV, &bridge_token);
+    // Marks the crate's own display lines in the evaluation process's output (relay_line).
+    std::env::set_var(
+        microscope_display_secret::ENV,
+        format!("\u{1b}[{}]", uuid::Uuid::new_v4().simple()),
+    );
     let evcxr_dir = work.join("evcxr");
     let preload = eval::Preload {
         crate_dir: install::crate_dir(),
@@ -310,4 +366,52 @@ pub fn serve_kernel(
     ));
     let _ = std::fs::remove_dir_all(&work);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_display_secret_variable_is_the_crates() {
+        assert_eq!(
+            microscope_display_secret::ENV,
+            microscope::widget::DISPLAY_SECRET_ENV
+        );
+    }
+
+    #[test]
+    fn only_the_crates_marked_lines_pass_as_displays() {
+        let secret = b"\x1b[s3cret]";
+        let own = [&secret[..], kernel::DISPLAY_MARKER.as_bytes(), b"{}"].concat();
+        assert_eq!(
+            &*relay_line(&own, secret),
+            [kernel::DISPLAY_MARKER.as_bytes(), b"{}"].concat()
+        );
+        let forged = [kernel::DISPLAY_MARKER.as_bytes(), b"{}"].concat();
+        assert!(!relay_line(&forged, secret).starts_with(kernel::DISPLAY_MARKER.as_bytes()));
+        let own_block = [&secret[..], b"EVCXR_BEGIN_CONTENT text/html"].concat();
+        assert_eq!(
+            &*relay_line(&own_block, secret),
+            b"EVCXR_BEGIN_CONTENT text/html"
+        );
+        for forged in [
+            &b"EVCXR_BEGIN_CONTENT text/html"[..],
+            b"name: x EVCXR_BEGIN_CONTENT text/html",
+            b"EVCXR_BEGIN_CONTENT image/svg+xml EVCXR_BEGIN_CONTENT text/html",
+        ] {
+            let out = relay_line(forged, secret);
+            assert!(
+                !out.windows(19).any(|w| w == b"EVCXR_BEGIN_CONTENT"),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        // What evcxr itself writes for a value without a rich display still works.
+        assert_eq!(
+            &*relay_line(b"EVCXR_BEGIN_CONTENT text/plain", secret),
+            b"EVCXR_BEGIN_CONTENT text/plain"
+        );
+        assert_eq!(&*relay_line(b"plain text", secret), b"plain text");
+    }
 }

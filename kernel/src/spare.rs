@@ -46,6 +46,7 @@ const INTERNAL: &[&str] = &[
     crate::INTERRUPT_ENV,
     crate::BRIDGE_ENV,
     crate::BRIDGE_TOKEN_ENV,
+    crate::microscope_display_secret::ENV,
 ];
 
 /// How long a spare waits once the process that started it is gone; `None`: spares are off.
@@ -126,16 +127,28 @@ fn key(exe: &Path, template: Option<&Path>, features: &str) -> String {
         .collect()
 }
 
-/// This user's directory for spares' sockets, locks and logs; `None` when it cannot be made
-/// private (someone else owns it, or it is open to others).
-fn dir() -> Option<PathBuf> {
+/// This user's directory for spares' sockets, locks and logs: `~/.cache/microscope-spares`,
+/// which no other user can create first (a folder in the shared /tmp could be, and would then
+/// turn spares off); the temporary folder's `microscope-spares-UID` only without a home. `None`
+/// when neither can be made private (someone else owns it, or it is open to others).
+pub fn dir() -> Option<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    let dir = std::env::temp_dir().join(format!("microscope-spares-{uid}"));
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-    let m = std::fs::symlink_metadata(&dir).ok()?;
-    (m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0).then_some(dir)
+    let candidates = [
+        std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".cache/microscope-spares")),
+        Some(std::env::temp_dir().join(format!("microscope-spares-{uid}"))),
+    ];
+    candidates.into_iter().flatten().find(|dir| {
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+        std::fs::symlink_metadata(dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0)
+    })
 }
 
 /// The spare's lock, if no other process holds it.
@@ -304,7 +317,7 @@ pub fn serve(
     let started = Instant::now();
     let mut ready = false;
     let mut orphaned: Option<Instant> = None;
-    let (mut stream, request) = loop {
+    let (mut stream, request, connection) = loop {
         if !ready && evaluator.state.preloaded.load(Ordering::SeqCst) {
             ready = true;
             eprintln!(
@@ -318,7 +331,22 @@ pub fn serve(
                 let request =
                     read_line(&mut stream).and_then(|l| serde_json::from_str::<Value>(&l).ok());
                 if let Some(request) = request.filter(|r| r["connection_file"].is_string()) {
-                    break (stream, request);
+                    // Checked before answering: once `adopted` is said, the started process
+                    // only follows this one, and a kernel that then failed would be dead. A
+                    // connection file this spare cannot serve is refused, and that process
+                    // starts a kernel of its own (which reports the problem).
+                    let file =
+                        PathBuf::from(request["connection_file"].as_str().unwrap_or_default());
+                    match wire::Connection::read(&file) {
+                        Ok(connection) => break (stream, request, connection),
+                        Err(e) => {
+                            let _ = writeln!(
+                                stream,
+                                "refused: {}",
+                                format!("{e:#}").replace('\n', " ")
+                            );
+                        }
+                    }
                 }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
@@ -385,8 +413,6 @@ pub fn serve(
         }
     });
     spawn_when_quiet(exe, template, features, evaluator.state.clone());
-    let connection_file = PathBuf::from(request["connection_file"].as_str().unwrap_or_default());
-    let connection = wire::Connection::read(&connection_file)?;
     let result = crate::serve_kernel(connection, prepared, evaluator, lines);
     drop(stream);
     result

@@ -2,8 +2,11 @@
 //!
 //! A message on the wire is `[identities…, "<IDS|MSG>", signature, header, parent_header,
 //! metadata, content, buffers…]`, the signature being HMAC-SHA256 (hex) over the four JSON
-//! frames with the connection file's key.
+//! frames with the connection file's key. Incoming signatures are checked by the MAC library
+//! (constant time), and each is accepted once: a replayed message is refused.
 
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -47,6 +50,14 @@ impl Connection {
                 path.display()
             );
         }
+        let key = v["key"].as_str().unwrap_or("").to_string();
+        if key.is_empty() {
+            bail!(
+                "{}: the connection file has no key, so nothing could tell the kernel's messages \
+                 from anyone else's; microscope-kernel does not run unauthenticated",
+                path.display()
+            );
+        }
         Ok(Connection {
             transport: v["transport"].as_str().unwrap_or("tcp").to_string(),
             ip: v["ip"].as_str().unwrap_or("127.0.0.1").to_string(),
@@ -55,7 +66,7 @@ impl Connection {
             iopub_port: port("iopub_port")?,
             stdin_port: port("stdin_port")?,
             hb_port: port("hb_port")?,
-            key: v["key"].as_str().unwrap_or("").to_string(),
+            key,
         })
     }
 
@@ -64,33 +75,81 @@ impl Connection {
     }
 }
 
-/// Signs and checks messages with the connection key (an empty key disables signing).
+/// Signs messages with the connection key and checks incoming ones: the signature must be the
+/// key's (compared by the MAC library in constant time) and must not have been seen before.
+/// Clones share the record of seen signatures, so a message cannot be replayed on another socket.
 #[derive(Clone)]
 pub struct Signer {
     key: Vec<u8>,
+    seen: Arc<Mutex<Seen>>,
 }
+
+/// Signatures already accepted, the oldest dropped past `SEEN_LIMIT` (ipykernel keeps as many).
+#[derive(Default)]
+struct Seen {
+    set: HashSet<Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
+}
+
+const SEEN_LIMIT: usize = 1 << 16;
 
 impl Signer {
     pub fn new(key: &str) -> Signer {
         Signer {
             key: key.as_bytes().to_vec(),
+            seen: Arc::default(),
         }
     }
 
-    pub fn sign(&self, parts: &[&[u8]]) -> String {
-        if self.key.is_empty() {
-            return String::new();
-        }
+    fn mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         for p in parts {
             mac.update(p);
         }
-        mac.finalize()
+        mac
+    }
+
+    pub fn sign(&self, parts: &[&[u8]]) -> String {
+        self.mac(parts)
+            .finalize()
             .into_bytes()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
     }
+
+    /// Accepts `signature` (hex) for `parts` once.
+    pub fn verify(&self, parts: &[&[u8]], signature: &[u8]) -> Result<()> {
+        let bytes = from_hex(signature).context("message signature is not hex")?;
+        self.mac(parts)
+            .verify_slice(&bytes)
+            .map_err(|_| anyhow::anyhow!("message signature does not match"))?;
+        let mut seen = self.seen.lock().unwrap();
+        if !seen.set.insert(bytes.clone()) {
+            bail!("replayed message (its signature was accepted before)");
+        }
+        seen.order.push_back(bytes);
+        if seen.order.len() > SEEN_LIMIT {
+            if let Some(old) = seen.order.pop_front() {
+                seen.set.remove(&old);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lower- or upper-case hex to bytes; `None` for anything else. (A few lines here rather than a
+/// dependency for the one 64-character signature per message.)
+fn from_hex(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| {
+            let digit = |c: u8| (c as char).to_digit(16);
+            Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+        })
+        .collect()
 }
 
 /// One Jupyter message.
@@ -125,10 +184,7 @@ impl Message {
             serde_json::from_slice(&frames[at + 2 + i]).context("message frame is not JSON")
         };
         let parts: Vec<&[u8]> = (0..4).map(|i| frames[at + 2 + i].as_ref()).collect();
-        let want = signer.sign(&parts);
-        if want.as_bytes() != frames[at + 1].as_ref() {
-            bail!("message signature does not match");
-        }
+        signer.verify(&parts, &frames[at + 1])?;
         Ok(Message {
             identities: frames[..at].to_vec(),
             header: json(0)?,
@@ -212,6 +268,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_connection_file_without_a_key_is_refused() {
+        let dir = std::env::temp_dir().join(format!("wire-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("connection.json");
+        let ports =
+            r#""shell_port": 1, "control_port": 2, "iopub_port": 3, "stdin_port": 4, "hb_port": 5"#;
+        std::fs::write(&file, format!(r#"{{{ports}, "key": ""}}"#)).unwrap();
+        let e = Connection::read(&file).unwrap_err().to_string();
+        assert!(e.contains("no key") && e.contains("connection.json"), "{e}");
+        std::fs::write(&file, format!(r#"{{{ports}, "key": "k"}}"#)).unwrap();
+        assert_eq!(Connection::read(&file).unwrap().key, "k");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_signature_that_is_not_hex_or_not_the_keys_is_refused() {
+        let signer = Signer::new("secret");
+        let parts: [&[u8]; 4] = [b"{}", b"{}", b"{}", b"{}"];
+        let good = signer.sign(&parts);
+        let other = Signer::new("other").sign(&parts);
+        assert!(signer.verify(&parts, other.as_bytes()).is_err());
+        assert!(signer.verify(&parts, b"zz").is_err());
+        assert!(signer.verify(&parts, &good.as_bytes()[..10]).is_err());
+        assert!(signer
+            .verify(&parts, good.to_uppercase().as_bytes())
+            .is_ok());
+        assert!(signer.verify(&parts, good.as_bytes()).is_err(), "replay");
+    }
+
+    #[test]
     fn frames_round_trip_with_a_valid_signature() {
         let signer = Signer::new("secret");
         let m = Message {
@@ -223,6 +309,13 @@ mod tests {
             buffers: vec![],
         };
         let back = Message::parse(m.frames(&signer), &signer).unwrap();
+        assert!(
+            Message::parse(m.frames(&signer), &signer.clone())
+                .unwrap_err()
+                .to_string()
+                .contains("replayed"),
+            "the same message a second time (on any socket) must be refused"
+        );
         assert_eq!(back.msg_type(), "kernel_info_request");
         assert_eq!(back.content, json!({"a": 1}));
         assert_eq!(back.identities, m.identities);

@@ -27,6 +27,7 @@ import queue
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -169,6 +170,10 @@ def check_spare(out):
         check(reply["status"] == "ok" and any("microscope-root" in m["content"].get("data", {}).get("text/html", "")
                                               for m in msgs if m["msg_type"] == "execute_result"),
               f"... and shows a widget at once ({time.time() - t0:.1f} s)")
+        # The spare made a widget in its warm-up cell, before anything listened on the bridge;
+        # the widgets it makes as a kernel are live all the same.
+        check(live_props(msgs) is not None,
+              f"... and its widgets are live (they carry a handle to the kernel: {live_props(msgs)})")
         # Once quiet, this kernel leaves a spare; a kill-restart (Jupyter's "restart" of a stuck
         # kernel) starts from it, and the client's first request must reach the new kernel, not
         # the old one on its way out.
@@ -256,6 +261,39 @@ def check_changed_toolchain(out):
         os.environ["JUPYTER_PATH"] = saved
 
 
+def check_protocol(s):
+    """Messages the kernel must not act on: a wrong signature, a replay; and a control request
+    it does not handle is an error reply, not a claim of success."""
+    marker = os.path.join(tempfile.mkdtemp(), "ran")
+    code = f"std::fs::write({marker!r}, \"x\")?;"
+    wrong = jupyter_client.session.Session(key=b"not-the-key", username=s.kc.session.username)
+    msg = wrong.msg("execute_request", {"code": code, "silent": False, "store_history": False,
+                                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    wrong.send(s.kc.shell_channel.socket, msg)
+    time.sleep(3)
+    check(not os.path.exists(marker), "a request signed with another key runs nothing")
+    msg = s.kc.session.msg("kernel_info_request")
+    s.kc.shell_channel.send(msg)
+    s.kc.shell_channel.send(msg)  # the very same frames again: a replay
+    replies = []
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            m = s.kc.get_shell_msg(timeout=0.5)
+        except queue.Empty:
+            continue
+        if m["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            replies.append(m)
+    check(len(replies) == 1, f"a replayed request is refused ({len(replies)} replies to two copies)")
+    s.kc.control_channel.send(s.kc.session.msg("frobnicate_request", {}))
+    try:
+        m = s.kc.control_channel.get_msg(timeout=10)
+        status = m["content"].get("status")
+    except queue.Empty:
+        status = None
+    check(status == "error", f"an unknown control request is answered with an error ({status})")
+
+
 def check_session():
     # Spares off: this kernel starts cold and preloads itself.
     s = Session(env=dict(os.environ, MICROSCOPE_SPARE_IDLE_S="0"))
@@ -277,6 +315,28 @@ def check_session():
         check(not any("no_such_layer" in m["content"]["text"] for m in streams), "... shown once (not also as stderr)")
         reply, msgs = s.execute("eprintln!(\"a warning\"); let fine = 1;")
         check(reply["status"] == "ok" and "a warning" in text_of(msgs), "a cell that prints to stderr and succeeds is ok, its text shown")
+
+        # Printed text that looks like output markers (as a model's names or a file can) stays
+        # text: evcxr's content blocks, the kernel's display marker, on stdout and stderr, and a
+        # `Debug` value whose text holds the block's end marker.
+        forged = ("let evil = \"x\\nEVCXR_END_CONTENT\\nEVCXR_BEGIN_CONTENT text/html\\n<img src=x onerror=alert(1)>\\nEVCXR_END_CONTENT\";\n"
+                  "println!(\"EVCXR_BEGIN_CONTENT text/html\\n<b id=forged>forged</b>\\nEVCXR_END_CONTENT\");\n"
+                  "println!(\"name EVCXR_BEGIN_CONTENT text/html\\n<b id=forged>forged</b>\\nEVCXR_END_CONTENT\");\n"
+                  "println!(\"\\u{1b}[microscope-display]{{\\\"data\\\":{{\\\"text/html\\\":\\\"<b id=forged>x</b>\\\"}}}}\");\n"
+                  "eprintln!(\"\\u{1b}[microscope-display]{{\\\"data\\\":{{\\\"text/html\\\":\\\"<b id=forged>x</b>\\\"}}}}\");\n"
+                  "struct Raw(&'static str);\n"
+                  "impl std::fmt::Debug for Raw { fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result { f.write_str(self.0) } }\n"
+                  "Raw(evil)")
+        reply, msgs = s.execute(forged)
+        rich = [m for m in msgs if m["msg_type"] in ("display_data", "execute_result")
+                and set(m["content"]["data"]) - {"text/plain"}]
+        results = [m for m in msgs if m["msg_type"] == "execute_result"]
+        check(reply["status"] == "ok" and not rich and "forged" in text_of(msgs)
+              and len(results) == 1 and "onerror" in results[0]["content"]["data"]["text/plain"],
+              f"printed output markers stay text: no rich output, the forged lines shown as text "
+              f"({[m['msg_type'] for m in msgs]})")
+
+        check_protocol(s)
 
         reply, msgs = s.execute("kept + 1")
         results = [m for m in msgs if m["msg_type"] == "execute_result"]

@@ -11,7 +11,12 @@ def wait_for_spare(kernel="microscope", timeout=600):
     """Whether the spare of kernelspec `kernel` (the first JUPYTER_PATH entry's) says it is ready
     within `timeout` s."""
     template = os.path.join(os.environ["JUPYTER_PATH"].split(os.pathsep)[0], "kernels", kernel, "template")
-    logs = os.path.join(tempfile.gettempdir(), f"microscope-spares-{os.geteuid()}", "*.log")
+    # kernel/src/spare.rs `dir()`: ~/.cache/microscope-spares, or the temporary folder's
+    # microscope-spares-UID without a home.
+    home = os.environ.get("HOME")
+    folder = (os.path.join(home, ".cache", "microscope-spares") if home
+              else os.path.join(tempfile.gettempdir(), f"microscope-spares-{os.geteuid()}"))
+    logs = os.path.join(folder, "*.log")
     deadline = time.time() + timeout
     while time.time() < deadline:
         for log in glob.glob(logs):
