@@ -27,6 +27,8 @@ fn hostile_models_and_inputs_fail_cleanly_and_adversarial_ones_load_fast() {
         .arg(root.join("tests/hostile/run_corpus.sh"))
         .arg(env!("CARGO_BIN_EXE_microscope"))
         .arg(&corpus)
+        // render's results go to a cache of the test's own, not the user's.
+        .env("MICROSCOPE_CACHE", corpus.join("technique-cache"))
         .output()
         .expect("running run_corpus.sh");
     let text = String::from_utf8_lossy(&out.stdout);
