@@ -102,8 +102,12 @@ class Session:
                 on_iopub(m)
             if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
                 break
-        reply = self.kc.get_shell_msg(timeout=60)
-        return reply["content"], got
+        # The reply to this request: a kernel_info reply to an earlier ready-check (the client
+        # asks again while a kernel starts slowly) may still be waiting on the shell channel.
+        while True:
+            reply = self.kc.get_shell_msg(timeout=60)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"], got
 
     def comm(self, msg_type, content):
         self.kc.shell_channel.send(self.kc.session.msg(msg_type, content))
