@@ -122,12 +122,6 @@ pub fn fits(shape: &[usize], elem_bytes: usize) -> Result<usize, String> {
     Ok(n)
 }
 
-/// A dimension computed from outside numbers (`a + b`, `a * b`, a pad added to a size) as a
-/// `usize`, or an error saying which one overflowed.
-pub fn dim(value: Option<usize>, what: &str) -> Result<usize, String> {
-    value.ok_or_else(|| format!("{what} overflows"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,7 +131,7 @@ fn key(exe: &Path, template: Option<&Path>, features: &str) -> String {
 /// which no other user can create first (a folder in the shared /tmp could be, and would then
 /// turn spares off); the temporary folder's `microscope-spares-UID` only without a home. `None`
 /// when neither can be made private (someone else owns it, or it is open to others).
-pub fn dir() -> Option<PathBuf> {
+fn dir() -> Option<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
