@@ -203,6 +203,46 @@ fn image_folder_is_resized_and_normalized_to_the_model_input() {
     std::fs::write(bad.join("x").join("broken.png"), b"not a png").unwrap();
     let err = Dataset::image_folder(&bad).unwrap_err().to_string();
     assert!(err.contains("broken.png"), "{err}");
+
+    // A PNG of a few dozen bytes whose header declares 100000 × 100000 RGB pixels (30 GB): the
+    // memory budget refuses it before its pixels are allocated, naming the file.
+    let bomb = tmp("bomb-folder");
+    std::fs::create_dir_all(bomb.join("x")).unwrap();
+    std::fs::write(
+        bomb.join("x").join("bomb.png"),
+        png_header_only(100_000, 100_000),
+    )
+    .unwrap();
+    let err = Dataset::image_folder(&bomb).unwrap_err().to_string();
+    assert!(
+        err.contains("bomb.png") && err.contains("memory budget"),
+        "{err}"
+    );
+}
+
+/// A PNG signature, an IHDR chunk (8-bit RGB, `width` × `height`), an IDAT chunk with one row's
+/// filter byte (decoders read the header up to the first IDAT), then IEND.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        c.extend_from_slice(&crc.sum().to_be_bytes());
+        c
+    };
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut z, &[0]).unwrap();
+    png.extend(chunk(b"IDAT", &z.finish().unwrap()));
+    png.extend(chunk(b"IEND", &[]));
+    png
 }
 
 #[test]

@@ -19,6 +19,11 @@ pub fn load(root: &Path) -> Result<Dataset> {
     classes.sort();
     let mut images = Vec::new();
     let mut labels = Vec::new();
+    // Every decoded image stays in memory, so their pixels together get the one budget; the
+    // decoder itself is held to what is left of it, so an image whose header declares
+    // 100000 × 100000 pixels is refused before its pixels are allocated.
+    let budget = crate::budget::budget().bytes;
+    let mut total: u64 = 0;
     for (label, class) in classes.iter().enumerate() {
         let dir = root.join(class);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -31,15 +36,40 @@ pub fn load(root: &Path) -> Result<Dataset> {
             .collect();
         files.sort();
         for file in files {
-            let decoded = image::open(&file).map_err(|e| Error::Format {
+            let format = |reason: String| Error::Format {
                 path: file.clone(),
-                reason: format!("cannot decode image: {e}"),
+                reason,
+            };
+            let mut reader = image::ImageReader::open(&file)
+                .map_err(|e| io(&file, e))?
+                .with_guessed_format()
+                .map_err(|e| io(&file, e))?;
+            let mut limits = image::Limits::default();
+            limits.max_alloc = Some(budget - total);
+            reader.limits(limits);
+            let decoded = reader.decode().map_err(|e| match e {
+                image::ImageError::Limits(_) => format(format!(
+                    "cannot decode image: it needs more memory than is left of the {} for this \
+                     dataset ({} used by earlier images)",
+                    crate::budget::budget(),
+                    crate::budget::human(total)
+                )),
+                e => format(format!("cannot decode image: {e}")),
             })?;
             let (channels, pixels) = if decoded.color().has_color() {
                 (3, decoded.to_rgb8().into_raw())
             } else {
                 (1, decoded.to_luma8().into_raw())
             };
+            total = total
+                .checked_add(pixels.len() as u64)
+                .filter(|&t| t <= budget)
+                .ok_or_else(|| {
+                    format(format!(
+                        "the dataset's images together need more than the {}",
+                        crate::budget::budget()
+                    ))
+                })?;
             images.push(Image {
                 width: decoded.width() as usize,
                 height: decoded.height() as usize,

@@ -522,6 +522,63 @@ def build(out):
         note="Concat of two [200000, 1] constants",
     )
 
+    # Split sizes whose sum wraps around 2**64 to exactly the axis size (3): a sum without
+    # checked arithmetic accepts them and then narrows by 2**63 - 1.
+    wrap = 2**63 - 1
+    m = c.write(
+        "split_wrapping_sizes.onnx",
+        model(
+            [helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], name="wrapping_split", axis=1)],
+            [x_input()],
+            [output("a"), output("b"), output("c")],
+            [int64s("sizes", [wrap, wrap, 5])],
+        ),
+    )
+    note = "Split of axis 1 (size 3) into [2**63-1, 2**63-1, 5], which wraps to 3"
+    c.case("split_wrapping_sizes_info", m, "info", "no_crash", note=note)
+    c.case("split_wrapping_sizes_eval", m, "eval", "error", EVAL_X, note=note)
+
+    # A Gather whose output is 16 GiB from a tiny file: 2**20 indices (a ConstantOfShape of
+    # zeros) into the rows of a [4096, 4096] constant.
+    zero = helper.make_tensor("value", TensorProto.INT64, [1], [0])
+    m = c.write(
+        "gather_16gib.onnx",
+        model(
+            [
+                helper.make_node("Relu", ["x"], ["y"], name="relu"),
+                helper.make_node("ConstantOfShape", ["rows"], ["table"], name="table"),
+                helper.make_node("ConstantOfShape", ["count"], ["picks"], name="picks", value=zero),
+                helper.make_node("Gather", ["table", "picks"], ["g"], name="huge_gather", axis=0),
+            ],
+            [x_input()],
+            [output("y"), output("g", 2)],
+            [int64s("rows", [4096, 4096]), int64s("count", [2**20])],
+        ),
+    )
+    note = "Gather of 2**20 rows of a [4096, 4096] constant: a 16 GiB output"
+    c.case("gather_16gib_info", m, "info", "no_crash", note=note)
+    c.case("gather_16gib_eval", m, "eval", "error", EVAL_X, note=note)
+
+    # A MatMul of a [2**20, 1] column by a [1, 2**20] row (4 MiB each, made by ConstantOfShape):
+    # a 4 TiB product.
+    m = c.write(
+        "matmul_outer_4tib.onnx",
+        model(
+            [
+                helper.make_node("Relu", ["x"], ["y"], name="relu"),
+                helper.make_node("ConstantOfShape", ["col_shape"], ["col"], name="column"),
+                helper.make_node("ConstantOfShape", ["row_shape"], ["row"], name="row"),
+                helper.make_node("MatMul", ["col", "row"], ["outer"], name="huge_matmul"),
+            ],
+            [x_input()],
+            [output("y"), output("outer", 2)],
+            [int64s("col_shape", [2**20, 1]), int64s("row_shape", [1, 2**20])],
+        ),
+    )
+    note = "MatMul of [2**20, 1] by [1, 2**20]: a 4 TiB output"
+    c.case("matmul_outer_4tib_info", m, "info", "no_crash", note=note)
+    c.case("matmul_outer_4tib_eval", m, "eval", "error", EVAL_X, note=note)
+
     c.finish()
     return c.cases
 

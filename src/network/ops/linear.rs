@@ -27,6 +27,8 @@ pub fn gemm(ctx: &Ctx) -> Result<Vec<Value>> {
     if k != k2 {
         return Err(ctx.error(format!("cannot multiply [{m}, {k}] by [{k2}, {n}]")));
     }
+    // Two small operands can make a huge product ([2^20, 1] by [1, 2^20]).
+    ctx.fits("output", &[m, n], 4)?;
     let mut y = DynTensor::new(a.matmul(b));
     if alpha != 1.0 {
         y = y.map(|t| t.mul_scalar(alpha));
@@ -67,6 +69,14 @@ pub fn matmul(ctx: &Ctx) -> Result<Vec<Value>> {
         s.extend([rows, cols]);
         s
     };
+    // Broadcast batch axes are materialized, and two small operands can make a huge product.
+    for (what, shape) in [
+        ("broadcast A", full(m, k)),
+        ("broadcast B", full(k, n)),
+        ("output", full(m, n)),
+    ] {
+        ctx.fits(what, &shape, 4)?;
+    }
     let a = a
         .reshape(&ad)
         .into_storage()

@@ -320,7 +320,8 @@ pub fn split(ctx: &Ctx) -> Result<Vec<Value>> {
                 .collect()
         }
     };
-    if sizes.iter().sum::<usize>() != size || sizes.len() != outputs {
+    let covered = sizes.iter().try_fold(0usize, |sum, &s| sum.checked_add(s));
+    if covered != Some(size) || sizes.len() != outputs {
         return Err(ctx.error(format!(
             "split {sizes:?} does not cover axis {axis} of {dims:?} in {outputs} parts"
         )));
@@ -376,6 +377,7 @@ pub fn gather(ctx: &Ctx) -> Result<Vec<Value>> {
     let mut out: Vec<usize> = dims[..axis].to_vec();
     out.extend(&indices.shape);
     out.extend(&dims[axis + 1..]);
+    ctx.fits("output", &out, 4)?;
     let ir = indices.shape.len();
     Ok(vec![match ctx.value(0)? {
         Value::Host(h) => Value::Host(host_remap(&h, out, 0.0, |c| {
