@@ -1,9 +1,10 @@
-//! The kernel as a user meets it: installed into a prefix under `$HOME` (beside the Rust
-//! toolchain, as `install --user` puts it), from an environment scrubbed of everything `cargo
-//! test` adds to it (no `CARGO_*`, no `LD_LIBRARY_PATH`), then driven by real Jupyter (`tests/kernel/check_kernel.py`: jupyter_client,
-//! nbclient, nbconvert from the test venv), the exported tour opened in headless Chromium, and
-//! the tour run in a real JupyterLab in Chromium, clicking its live gallery
-//! (`tests/browser/jupyterlab.mjs`).
+//! The kernel as a user meets it: installed under `$HOME` (beside the Rust toolchain, as
+//! `install --user` puts it) from an environment scrubbed of everything `cargo test` adds to it
+//! (no `CARGO_*`, no `LD_LIBRARY_PATH`): cold into a prefix of its own, or, under tests/run.sh,
+//! over the install the README's command made (see `Install`). Then driven by real Jupyter
+//! (`tests/kernel/check_kernel.py`: jupyter_client, nbclient, nbconvert from the test venv), the
+//! exported tour opened in headless Chromium, and the tour run in a real JupyterLab in Chromium,
+//! clicking its live gallery (`tests/browser/jupyterlab.mjs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +53,66 @@ fn home_prefix(root: &Path) -> PathBuf {
         .join(format!("{:016x}", h.finish()))
 }
 
+/// The install the test drives, and where Jupyter finds it.
+struct Install {
+    command: Vec<std::ffi::OsString>,
+    /// Where it is: `JUPYTER_PATH` for the kernelspec and the front-end extension.
+    jupyter_path: PathBuf,
+    /// Cold, or over an earlier install.
+    kind: &'static str,
+    /// Removed when the test passes (a template is a few GB).
+    own: Option<PathBuf>,
+}
+
+impl Install {
+    /// With `MICROSCOPE_KERNEL_TEST_DATA_DIR` (tests/run.sh sets it to the Jupyter data directory
+    /// tests/user_path.sh installed into, cold, through the README's command), `install --user`
+    /// over that install, as a user's second run of the command does. Without it, a cold
+    /// install into a prefix of the test's own: a template left by an earlier run would hide a
+    /// broken first install.
+    fn new(root: &Path) -> Self {
+        let bin = std::ffi::OsString::from(env!("CARGO_BIN_EXE_microscope-kernel"));
+        match std::env::var_os("MICROSCOPE_KERNEL_TEST_DATA_DIR") {
+            Some(data) => Install {
+                command: vec![bin, "install".into(), "--user".into()],
+                jupyter_path: PathBuf::from(data),
+                kind: "over the user-path install",
+                own: None,
+            },
+            None => {
+                let prefix = home_prefix(root);
+                let _ = std::fs::remove_dir_all(&prefix);
+                Install {
+                    command: vec![
+                        bin,
+                        "install".into(),
+                        "--prefix".into(),
+                        prefix.clone().into(),
+                    ],
+                    jupyter_path: prefix.join("share/jupyter"),
+                    kind: "cold",
+                    own: Some(prefix),
+                }
+            }
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = user_command(&self.command[0]);
+        cmd.args(&self.command[1..]).env(SPARE_IDLE.0, SPARE_IDLE.1);
+        if self.own.is_none() {
+            cmd.env("JUPYTER_DATA_DIR", &self.jupyter_path);
+        }
+        cmd
+    }
+
+    fn clean_up(&self) {
+        if let Some(prefix) = &self.own {
+            let _ = std::fs::remove_dir_all(prefix);
+        }
+    }
+}
+
 /// A child process killed when dropped (the JupyterLab server, even when a check fails).
 struct Server(std::process::Child);
 
@@ -74,9 +135,9 @@ impl Drop for Server {
 }
 
 /// Runs the tour in JupyterLab and in Notebook 7 (from the test venv, with the kernel and its
-/// front-end extension from `prefix`) and clicks its live widgets. The notebooks are copies
+/// front-end extension from `jupyter_path`) and clicks its live widgets. The notebooks are copies
 /// (one per front end, each with its own kernel): the front ends save.
-fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, target: &Path) {
+fn jupyterlab_live(root: &Path, python: &Path, jupyter_path: &Path, cache: &Path, target: &Path) {
     let dir = target.join("jupyterlab-test");
     let _ = std::fs::remove_dir_all(&dir);
     let notebooks = dir.join("notebooks");
@@ -107,7 +168,7 @@ fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, targ
             .arg("--LabApp.expose_app_in_browser=True")
             .arg("--JupyterNotebookApp.expose_app_in_browser=True")
             .arg("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
-            .env("JUPYTER_PATH", prefix.join("share/jupyter"))
+            .env("JUPYTER_PATH", jupyter_path)
             .env("JUPYTER_CONFIG_DIR", dir.join("config"))
             .env("JUPYTER_DATA_DIR", dir.join("data"))
             .env("MICROSCOPE_CACHE", cache)
@@ -136,6 +197,23 @@ fn jupyterlab_live(root: &Path, python: &Path, prefix: &Path, cache: &Path, targ
             dir.join("jupyterlab.log").display()
         );
     }
+    // A downloaded model whose node names carry markup and output markers, opened as a user
+    // would: no script from it may run, no output but the widgets and the printed text appear.
+    run(
+        Command::new(python)
+            .arg(root.join("tests/kernel/hostile_notebook.py"))
+            .arg(&notebooks),
+        "writing the hostile notebook",
+    );
+    run(
+        Command::new("node")
+            .arg(root.join("tests/browser/hostile_lab.mjs"))
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg(&token)
+            .arg("lab/tree/hostile.ipynb")
+            .arg(target.join("screenshots")),
+        "the hostile notebook in JupyterLab",
+    );
 }
 
 /// Spare kernels (kernel/src/spare.rs) left by the test's kernels exit two minutes after them,
@@ -157,30 +235,24 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
         python.display()
     );
     let target = root.join("target");
-    // Cold every time: a template left by an earlier run would hide a broken first install.
-    let prefix = home_prefix(&root);
-    let _ = std::fs::remove_dir_all(&prefix);
     let out = target.join("notebooks");
     let cache = target.join("kernel-test-cache");
     let _ = std::fs::remove_dir_all(&cache);
+    let install = Install::new(&root);
     let start = std::time::Instant::now();
-    run(
-        user_command(env!("CARGO_BIN_EXE_microscope-kernel"))
-            .args(["install", "--prefix"])
-            .arg(&prefix)
-            .env(SPARE_IDLE.0, SPARE_IDLE.1),
-        "microscope-kernel install",
-    );
+    run(&mut install.command(), "microscope-kernel install");
     println!(
-        "install (with prebuild): {:.0} s",
+        "install (with prebuild, {}): {:.0} s",
+        install.kind,
         start.elapsed().as_secs_f64()
     );
+    let jupyter_path = &install.jupyter_path;
     run(
         user_command(&python)
             .arg(root.join("tests/kernel/check_kernel.py"))
             .arg(root.join("notebooks"))
             .arg(&out)
-            .env("JUPYTER_PATH", prefix.join("share/jupyter"))
+            .env("JUPYTER_PATH", jupyter_path)
             .env("MICROSCOPE_CACHE", &cache)
             .env(SPARE_IDLE.0, SPARE_IDLE.1)
             .env(
@@ -196,7 +268,6 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
             .arg(target.join("screenshots")),
         "exported tour in Chromium",
     );
-    jupyterlab_live(&root, &python, &prefix, &cache, &target);
-    // The template is a few GB; a passing run leaves nothing behind in $HOME.
-    let _ = std::fs::remove_dir_all(&prefix);
+    jupyterlab_live(&root, &python, jupyter_path, &cache, &target);
+    install.clean_up();
 }

@@ -238,6 +238,9 @@ impl HostTensor {
 }
 
 /// A value on an edge of the graph.
+// With the `cuda` feature burn's dispatch tensor inside `DynTensor` grows to 360 bytes. Nearly
+// every value is a `Device` one, so boxing it would add an allocation to each op for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Value {
     Device(DynTensor),
