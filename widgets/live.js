@@ -2,8 +2,8 @@
 //
 // A widget whose props carry `live` ({session, widget}) asks the microscope front-end extension
 // (installed with the kernel into JupyterLab and Notebook 7; it defines
-// `window.microscopeJupyter`) for the kernel of the notebook holding the widget, and opens a
-// comm to target "microscope". The kernel relays it to the process that made the widget, which
+// `window.microscopeJupyter`) to open a comm to target "microscope" on the kernel of the notebook
+// holding the widget (the extension hands out that comm only, never the kernel). The kernel relays it to the process that made the widget, which
 // answers requests with progress, results and a final done / cancelled / error.
 //
 // Without the extension (exported HTML, VS Code), without a kernel, or when the kernel no longer
@@ -14,13 +14,11 @@
 microscope.connect = function (root, live) {
   const host = window.microscopeJupyter;
   if (!live) return Promise.resolve({ reason: null });
-  if (!host) return Promise.resolve({ reason: "no live kernel here" });
-  let kernel = null;
-  try { kernel = host.kernelFor(root); } catch (e) { kernel = null; }
-  if (!kernel) return Promise.resolve({ reason: "no live kernel here" });
+  if (!host || typeof host.openComm !== "function") return Promise.resolve({ reason: "no live kernel here" });
   return new Promise((resolve) => {
-    let comm;
-    try { comm = kernel.createComm("microscope"); } catch (e) { resolve({ reason: "no live kernel here" }); return; }
+    let comm = null;
+    try { comm = host.openComm(root, { session: live.session, widget: live.widget }); } catch (e) { comm = null; }
+    if (!comm) { resolve({ reason: "no live kernel here" }); return; }
     const handlers = new Map();
     let next = 0, closed = false, settled = false;
     const settle = (v) => { if (!settled) { settled = true; resolve(v); } };
@@ -38,8 +36,7 @@ microscope.connect = function (root, live) {
       cancel() { if (!closed) comm.send({ op: "cancel" }); },
       close() { if (!closed) { closed = true; comm.close(); } },
     };
-    comm.onMsg = (msg) => {
-      const d = msg.content.data || {};
+    comm.onMsg = (d) => {
       if (d.kind === "hello") { settle(d.ok ? { channel } : { reason: d.reason || "the kernel does not know this widget" }); return; }
       const on = handlers.get(d.request);
       if (!on) return;
@@ -52,7 +49,6 @@ microscope.connect = function (root, live) {
       handlers.forEach((on) => on({ kind: "error", message: "the kernel connection closed" }));
       handlers.clear();
     };
-    comm.open({ session: live.session, widget: live.widget });
     // Closing the widget (clearing or re-running its cell) closes the comm, which cancels its
     // request in the kernel.
     const watch = setInterval(() => {

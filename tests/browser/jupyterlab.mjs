@@ -8,7 +8,7 @@
 // The same in Notebook 7 (`notebooks/…` pages of the same server).
 //   node jupyterlab.mjs BASE_URL TOKEN PAGE LABEL SCREENSHOTS_DIR
 // PAGE: `lab/tree/01-tour.ipynb` (JupyterLab) or `notebooks/01-tour.ipynb` (Notebook 7).
-import { chromium } from "playwright-core";
+import { launch, openNotebook, kernelIdle } from "./lab.mjs";
 import path from "node:path";
 
 const [base, token, notebook, label, shots] = process.argv.slice(2);
@@ -28,10 +28,7 @@ for (let i = 0; ; i++) {
   await new Promise((r) => setTimeout(r, 500));
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const browser = await launch();
 const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
 const problems = [];
 // Errors thrown inside the front end's own bundles are its own (Notebook 7.6 throws one on
@@ -46,14 +43,22 @@ page.on("console", (m) => {
   if (m.type() === "error" && /microscope/i.test(m.text())) problems.push("console: " + m.text());
 });
 try {
-  await page.goto(`${base}/${notebook}?token=${token}`, { waitUntil: "load" });
-  // The app is exposed (server started with --LabApp.expose_app_in_browser and
-  // --JupyterNotebookApp.expose_app_in_browser).
-  await page.waitForFunction(() => {
-    const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-    return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-  }, null, { timeout: 120000 });
+  await openNotebook(page, base, token, notebook);
   check(await page.evaluate(() => !!window.microscopeJupyter), "the microscope front-end extension is loaded");
+  // A script in the page (any notebook output's HTML) reaches only a comm to "microscope"
+  // through it: no kernel, session or app in what it hands out, and nothing to replace.
+  const exposed = await page.evaluate(() => {
+    const host = window.microscopeJupyter;
+    const handle = host.openComm(document.querySelector(".jp-Notebook, .jp-NotebookPanel") || document.body, {});
+    const seen = (o) => (o ? Object.getOwnPropertyNames(o).sort().join(",") : "null");
+    const out = { host: seen(host), handle: seen(handle) };
+    try { window.microscopeJupyter = { openComm: () => "forged" }; } catch (e) { /* strict mode */ }
+    out.replaced = window.microscopeJupyter !== host;
+    if (handle) handle.close();
+    return out;
+  });
+  check(exposed.host === "openComm,version" && exposed.handle === "close,onClose,onMsg,send" && !exposed.replaced,
+    `the extension hands page scripts only a comm to "microscope" (host: ${exposed.host}; handle: ${exposed.handle})`);
   await page.evaluate(() => window.jupyterapp.commands.execute("notebook:run-all-cells"));
   // The tour's partly computed gallery (its full gallery is connected too, with nothing to do).
   const gallery = page.locator('.microscope-root[data-component="Gallery"][data-live="connected"]')
@@ -61,10 +66,7 @@ try {
   await gallery.first().waitFor({ timeout: 900000 });
   check(true, `after running the tour (${since()}), its live gallery is connected to the kernel`);
   // Wait for the last cell to finish, then look at every widget.
-  await page.waitForFunction(() => {
-    const w = window.jupyterapp.shell.currentWidget;
-    return w.sessionContext.session.kernel.status === "idle";
-  }, null, { timeout: 600000 });
+  await kernelIdle(page, 600000);
   const roots = await page.locator(".microscope-root").count();
   const waiting = await page.locator(".microscope-root .ms-loading, .microscope-root .ms-error").count();
   check(roots >= 5 && waiting === 0, `all ${roots} microscope widgets of the tour mounted`);
