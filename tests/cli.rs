@@ -130,6 +130,33 @@ fn truncated_and_non_onnx_files() {
 }
 
 #[test]
+fn info_ops_lists_the_op_table() {
+    let out = microscope(&["info", "--ops"]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let table: Vec<&str> = microscope::network::ops::OPS
+        .iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, table, "one line per op of the table, in its order");
+    let relu = text.lines().find(|l| l.starts_with("Relu ")).unwrap();
+    assert!(
+        relu.contains("activation")
+            && relu.contains("linearized as Identity")
+            && relu.contains("opsets 1–14")
+            && relu.contains("https://onnx.ai/onnx/operators/onnx__Relu.html"),
+        "{relu}"
+    );
+    let bare = microscope(&["info"]);
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("<MODEL>"));
+}
+
+#[test]
 fn unknown_op_is_named() {
     let bytes = support::model(
         vec![support::node("FancyWarp", "warp1", &["x"], &["y"], vec![])],

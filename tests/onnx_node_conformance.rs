@@ -236,4 +236,18 @@ fn onnx_backend_node_tests() {
         println!("\nfailures:\n  {}", failures.join("\n  "));
     }
     assert!(failures.is_empty(), "{} node tests failed", failures.len());
+    // Every op of the runtime's table (`microscope info --ops`, which tests/run.sh generates the
+    // fixtures from) is exercised: an op added to the table without conformance cases fails.
+    if std::env::var_os("MICROSCOPE_NODE_TESTS_ONLY").is_none() {
+        let untested: Vec<&str> = microscope::network::ops::OPS
+            .iter()
+            .map(|o| o.name)
+            .filter(|op| table.get(*op).is_none_or(|row| row.0 == 0))
+            .collect();
+        assert!(
+            untested.is_empty(),
+            "ops without a passing ONNX node test: {untested:?} (tests/run.sh regenerates the \
+             fixtures when the op table changes)"
+        );
+    }
 }

@@ -19,10 +19,6 @@ cd "$(dirname "$0")/.."
 ONNX_VERSION=1.23.2
 FIX=tests/fixtures/onnx
 VENV=.venv
-OPS="Conv ConvTranspose Relu LeakyRelu PRelu Sigmoid Tanh Clip HardSigmoid HardSwish Add Sub Mul Div
-MaxPool AveragePool GlobalAveragePool GlobalMaxPool LRN BatchNormalization InstanceNormalization
-Concat Split Gemm MatMul Flatten Reshape Transpose Squeeze Unsqueeze Softmax Dropout Identity Constant
-ConstantOfShape Shape Gather Slice Cast Pad Resize Upsample Sum Mean ReduceMean"
 
 # Each step says when it starts, in minutes since the run began: CI must stay under an hour.
 started=$(date +%s)
@@ -66,14 +62,19 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
   "onnx==$ONNX_VERSION" onnxruntime numpy jupyter_client nbclient nbconvert nbformat jupyterlab notebook
 
-stamp="$FIX/.stamp-$ONNX_VERSION"
+# The node tests are generated for the ops the runtime implements, as its op table lists them
+# (`microscope info --ops`), and regenerated when that list or the onnx version changes.
+step "the op table: cargo run -- info --ops"
+mapfile -t ops < <(cargo run --quiet --bin microscope -- info --ops | awk '{print $1}')
+[ "${#ops[@]}" -gt 0 ] || { echo "microscope info --ops listed no ops" >&2; exit 1; }
+echo "${#ops[@]} ops: ${ops[*]}"
+stamp="$FIX/.stamp-$ONNX_VERSION-$(printf '%s\n' "${ops[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   step "ONNX fixtures"
   rm -rf "$FIX" && mkdir -p "$FIX"
   site=$("$VENV/bin/python" -c 'import onnx, os; print(os.path.dirname(onnx.__file__))')
   cp -r "$site/backend/test/data/light" "$FIX/light"
-  # shellcheck disable=SC2086
-  "$VENV/bin/python" -W ignore tests/support/onnx_node_tests.py "$FIX/node" $OPS
+  "$VENV/bin/python" -W ignore tests/support/onnx_node_tests.py "$FIX/node" "${ops[@]}"
   "$VENV/bin/python" tests/support/light_reference.py "$FIX/light" "$FIX/light-ref"
   touch "$stamp"
 fi

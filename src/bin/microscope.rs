@@ -19,10 +19,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the layer table: node, op, output shape, parameters.
+    /// Print the layer table: node, op, output shape, parameters. With --ops instead: the ONNX
+    /// ops this build implements.
     Info {
         /// An .onnx file or zoo:NAME.
-        model: PathBuf,
+        #[arg(required_unless_present = "ops")]
+        model: Option<PathBuf>,
+        /// List the supported ONNX ops (name, opsets, activation or not, linear stand-in, spec page),
+        /// one per line.
+        #[arg(long, conflicts_with = "model")]
+        ops: bool,
     },
     /// Run the model on an input array and write activations as .npy files.
     Eval {
@@ -126,6 +132,23 @@ fn file_names(names: &[String]) -> Vec<String> {
 /// sequences, newlines, carriage returns) shown as escapes, never acted on by the terminal.
 fn term(text: &str) -> String {
     microscope::widget::one_line(text)
+}
+
+/// `info --ops`: the op table (`microscope::network::ops::OPS`), one op per line, its name first
+/// (tests/run.sh reads that column to generate the conformance fixtures).
+fn list_ops() {
+    for op in microscope::network::ops::OPS {
+        let kind = if op.activation { "activation" } else { "-" };
+        let linear = op
+            .linear
+            .map_or("-".into(), |l| format!("linearized as {l}"));
+        println!(
+            "{:<22} opsets {:<6} {kind:<10} {linear:<27} {}",
+            op.name,
+            op.opsets,
+            op.spec_url()
+        );
+    }
 }
 
 fn info(model: &Path) -> Result<(), Error> {
@@ -327,7 +350,13 @@ fn main() -> ExitCode {
     // Failures inside the tensor library are caught and reported as one line, never a backtrace.
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(|| match &cli.command {
-        Command::Info { model } => info(model),
+        Command::Info { ops: true, .. } => {
+            list_ops();
+            Ok(())
+        }
+        Command::Info { model, .. } => {
+            info(model.as_deref().expect("clap requires MODEL without --ops"))
+        }
         Command::Eval {
             model,
             input,

@@ -20,21 +20,6 @@ pub struct NodeInfo<'a> {
     pub outputs: &'a [String],
 }
 
-const ACTIVATIONS: &[&str] = &[
-    "Relu",
-    "LeakyRelu",
-    "PRelu",
-    "Sigmoid",
-    "Tanh",
-    "Clip",
-    "HardSigmoid",
-    "HardSwish",
-    "LRN",
-    "Dropout",
-    "Softmax",
-    "Identity",
-];
-
 /// How many activations may nest in a name (`conv/relu/lrn`) before they are named after the
 /// chain's root instead.
 const MAX_ACTIVATION_NESTING: usize = 3;
@@ -93,7 +78,9 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
             Some(n.name.to_string())
         } else if let Some(p) = n.inputs.iter().skip(1).find_map(|t| params.get(t)) {
             Some(param_stem(p))
-        } else if ACTIVATIONS.contains(&n.op) && from_producer.is_some_and(|p| derived[p]) {
+        } else if crate::network::ops::is_activation(n.op)
+            && from_producer.is_some_and(|p| derived[p])
+        {
             let p = from_producer.expect("checked");
             // `conv/relu`, `conv/relu/lrn`: each activation nests under what it follows, up to
             // a few levels. A longer chain of them names each after the chain's root

@@ -152,114 +152,122 @@ pub(crate) fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     (0..r.max(1)).contains(&a).then_some(a as usize)
 }
 
+/// One ONNX op (default domain) this runtime implements. [`OPS`] is the only list of them:
+/// loading, linearizing, naming, `microscope info --ops` and the conformance fixtures
+/// (tests/run.sh reads `info --ops`) all derive from it.
+pub struct OpSpec {
+    /// The ONNX op type; its specification is at [`OpSpec::spec_url`].
+    pub name: &'static str,
+    pub kernel: OpFn,
+    /// The op (of this table) a path being linearized (Circuits' expanded weights) runs
+    /// instead: activations become `Identity` and max pooling `AveragePool`. `None`: the op
+    /// itself.
+    pub linear: Option<&'static str>,
+    /// An activation: a node of it named after nothing of its own is named after the node it
+    /// follows (`conv1/relu`).
+    pub activation: bool,
+    /// The versions of the op (ONNX opsets, from its version history in the onnx package) whose
+    /// semantics the kernel implements, e.g. `7–14` for Add: numpy broadcasting, which came with
+    /// 7. The conformance tests run the onnx package's node tests of each op.
+    pub opsets: &'static str,
+}
+
+impl OpSpec {
+    /// The op's page in the ONNX operator documentation.
+    pub fn spec_url(&self) -> String {
+        format!("https://onnx.ai/onnx/operators/onnx__{}.html", self.name)
+    }
+}
+
+/// Every op this runtime implements, by name.
+#[rustfmt::skip]
+pub static OPS: &[OpSpec] = &[
+    OpSpec { name: "Add", kernel: elementwise::add, linear: None, activation: false, opsets: "7–14" },
+    OpSpec { name: "AveragePool", kernel: pool::average_pool, linear: None, activation: false, opsets: "1–22" },
+    OpSpec { name: "BatchNormalization", kernel: norm::batch_norm, linear: None, activation: false, opsets: "7–15" },
+    OpSpec { name: "Cast", kernel: shape::cast, linear: None, activation: false, opsets: "6–25" },
+    OpSpec { name: "Clip", kernel: elementwise::clip, linear: Some("Identity"), activation: true, opsets: "1–13" },
+    OpSpec { name: "Concat", kernel: shape::concat, linear: None, activation: false, opsets: "4–13" },
+    OpSpec { name: "Constant", kernel: shape::constant, linear: None, activation: false, opsets: "1–25" },
+    OpSpec { name: "ConstantOfShape", kernel: shape::constant_of_shape, linear: None, activation: false, opsets: "9–25" },
+    OpSpec { name: "Conv", kernel: conv::conv, linear: None, activation: false, opsets: "1–22" },
+    OpSpec { name: "ConvTranspose", kernel: conv::conv_transpose, linear: None, activation: false, opsets: "1–22" },
+    OpSpec { name: "Div", kernel: elementwise::div, linear: None, activation: false, opsets: "7–14" },
+    OpSpec { name: "Dropout", kernel: elementwise::dropout, linear: None, activation: true, opsets: "1–22" },
+    OpSpec { name: "Flatten", kernel: shape::flatten, linear: None, activation: false, opsets: "1–25" },
+    OpSpec { name: "Gather", kernel: shape::gather, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "Gemm", kernel: linear::gemm, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "GlobalAveragePool", kernel: pool::global_average_pool, linear: None, activation: false, opsets: "1–22" },
+    OpSpec { name: "GlobalMaxPool", kernel: pool::global_max_pool, linear: None, activation: false, opsets: "1–22" },
+    OpSpec { name: "HardSigmoid", kernel: elementwise::hard_sigmoid, linear: Some("Identity"), activation: true, opsets: "1–22" },
+    OpSpec { name: "HardSwish", kernel: elementwise::hard_swish, linear: Some("Identity"), activation: true, opsets: "14–22" },
+    OpSpec { name: "Identity", kernel: elementwise::identity, linear: None, activation: true, opsets: "1–25" },
+    OpSpec { name: "InstanceNormalization", kernel: norm::instance_norm, linear: None, activation: false, opsets: "1–22" },
+    OpSpec { name: "LRN", kernel: norm::lrn, linear: Some("Identity"), activation: true, opsets: "1–13" },
+    OpSpec { name: "LeakyRelu", kernel: elementwise::leaky_relu, linear: Some("Identity"), activation: true, opsets: "1–16" },
+    OpSpec { name: "MatMul", kernel: linear::matmul, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "MaxPool", kernel: pool::max_pool, linear: Some("AveragePool"), activation: false, opsets: "1–22" },
+    OpSpec { name: "Mean", kernel: elementwise::mean, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "Mul", kernel: elementwise::mul, linear: None, activation: false, opsets: "7–14" },
+    OpSpec { name: "PRelu", kernel: elementwise::prelu, linear: Some("Identity"), activation: true, opsets: "7–16" },
+    OpSpec { name: "Pad", kernel: shape::pad, linear: None, activation: false, opsets: "2–25" },
+    OpSpec { name: "ReduceMean", kernel: reduce::reduce_mean, linear: None, activation: false, opsets: "1–18" },
+    OpSpec { name: "Relu", kernel: elementwise::relu, linear: Some("Identity"), activation: true, opsets: "1–14" },
+    OpSpec { name: "Reshape", kernel: shape::reshape, linear: None, activation: false, opsets: "1–25" },
+    OpSpec { name: "Resize", kernel: resize::resize, linear: None, activation: false, opsets: "10–19" },
+    OpSpec { name: "Shape", kernel: shape::shape, linear: None, activation: false, opsets: "1–25" },
+    OpSpec { name: "Sigmoid", kernel: elementwise::sigmoid, linear: Some("Identity"), activation: true, opsets: "1–13" },
+    OpSpec { name: "Slice", kernel: shape::slice, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "Softmax", kernel: norm::softmax, linear: None, activation: true, opsets: "1–13" },
+    OpSpec { name: "Split", kernel: shape::split, linear: None, activation: false, opsets: "2–18" },
+    OpSpec { name: "Squeeze", kernel: shape::squeeze, linear: None, activation: false, opsets: "1–25" },
+    OpSpec { name: "Sub", kernel: elementwise::sub, linear: None, activation: false, opsets: "7–14" },
+    OpSpec { name: "Sum", kernel: elementwise::sum, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "Tanh", kernel: elementwise::tanh, linear: Some("Identity"), activation: true, opsets: "1–13" },
+    OpSpec { name: "Transpose", kernel: shape::transpose, linear: None, activation: false, opsets: "1–25" },
+    OpSpec { name: "Unsqueeze", kernel: shape::unsqueeze, linear: None, activation: false, opsets: "1–25" },
+    OpSpec { name: "Upsample", kernel: resize::upsample, linear: None, activation: false, opsets: "7–9" },
+];
+
+/// The spec of op type `op`, if this runtime implements it.
+pub fn spec(op: &str) -> Option<&'static OpSpec> {
+    OPS.iter().find(|s| s.name == op)
+}
+
 /// The implementation of an ONNX op type in the default domain.
 pub fn lookup(op: &str) -> Option<OpFn> {
-    Some(match op {
-        "Conv" => conv::conv,
-        "ConvTranspose" => conv::conv_transpose,
-        "Relu" => elementwise::relu,
-        "LeakyRelu" => elementwise::leaky_relu,
-        "PRelu" => elementwise::prelu,
-        "Sigmoid" => elementwise::sigmoid,
-        "Tanh" => elementwise::tanh,
-        "Clip" => elementwise::clip,
-        "HardSigmoid" => elementwise::hard_sigmoid,
-        "HardSwish" => elementwise::hard_swish,
-        "Add" => elementwise::add,
-        "Sub" => elementwise::sub,
-        "Mul" => elementwise::mul,
-        "Div" => elementwise::div,
-        "Sum" => elementwise::sum,
-        "Mean" => elementwise::mean,
-        "Identity" => elementwise::identity,
-        "Dropout" => elementwise::dropout,
-        "MaxPool" => pool::max_pool,
-        "AveragePool" => pool::average_pool,
-        "GlobalAveragePool" => pool::global_average_pool,
-        "GlobalMaxPool" => pool::global_max_pool,
-        "LRN" => norm::lrn,
-        "BatchNormalization" => norm::batch_norm,
-        "InstanceNormalization" => norm::instance_norm,
-        "Softmax" => norm::softmax,
-        "Gemm" => linear::gemm,
-        "MatMul" => linear::matmul,
-        "ReduceMean" => reduce::reduce_mean,
-        "Resize" => resize::resize,
-        "Upsample" => resize::upsample,
-        "Flatten" => shape::flatten,
-        "Reshape" => shape::reshape,
-        "Transpose" => shape::transpose,
-        "Squeeze" => shape::squeeze,
-        "Unsqueeze" => shape::unsqueeze,
-        "Concat" => shape::concat,
-        "Split" => shape::split,
-        "Shape" => shape::shape,
-        "Gather" => shape::gather,
-        "Slice" => shape::slice,
-        "Cast" => shape::cast,
-        "Constant" => shape::constant,
-        "ConstantOfShape" => shape::constant_of_shape,
-        "Pad" => shape::pad,
-        _ => return None,
-    })
+    spec(op).map(|s| s.kernel)
 }
 
-/// The linear stand-in of a nonlinear op, for linearizing a path (Circuits' expanded weights):
-/// activations become the identity and max pooling becomes average pooling.
+/// The linear stand-in of a nonlinear op, for linearizing a path (Circuits' expanded weights).
 pub fn linearized(op: &str) -> Option<OpFn> {
-    Some(match op {
-        "Relu" | "LeakyRelu" | "PRelu" | "Sigmoid" | "Tanh" | "Clip" | "HardSigmoid"
-        | "HardSwish" | "LRN" => elementwise::identity,
-        "MaxPool" => pool::average_pool,
-        _ => return None,
-    })
+    spec(op).and_then(|s| s.linear).and_then(lookup)
 }
 
-/// Every op type [`lookup`] knows, for error messages and `info`.
-pub const SUPPORTED: &[&str] = &[
-    "Add",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "Clip",
-    "Concat",
-    "Constant",
-    "ConstantOfShape",
-    "Conv",
-    "ConvTranspose",
-    "Div",
-    "Dropout",
-    "Flatten",
-    "Gather",
-    "Gemm",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "HardSigmoid",
-    "HardSwish",
-    "Identity",
-    "InstanceNormalization",
-    "LRN",
-    "LeakyRelu",
-    "MatMul",
-    "MaxPool",
-    "Mean",
-    "Mul",
-    "PRelu",
-    "Pad",
-    "ReduceMean",
-    "Relu",
-    "Reshape",
-    "Resize",
-    "Shape",
-    "Sigmoid",
-    "Slice",
-    "Softmax",
-    "Split",
-    "Squeeze",
-    "Sub",
-    "Sum",
-    "Tanh",
-    "Transpose",
-    "Unsqueeze",
-    "Upsample",
-];
+/// Whether `op` is an activation (see [`OpSpec::activation`]).
+pub fn is_activation(op: &str) -> bool {
+    spec(op).is_some_and(|s| s.activation)
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn op_names_are_unique_and_sorted_and_stand_ins_are_ops_of_the_table() {
+        for pair in OPS.windows(2) {
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} then {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+        for op in OPS {
+            if let Some(l) = op.linear {
+                let stand_in = spec(l).unwrap_or_else(|| panic!("{}: no op {l}", op.name));
+                assert!(stand_in.linear.is_none(), "{}: {l} is not linear", op.name);
+            }
+        }
+    }
+}
