@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod data;
 pub mod device;
+pub mod digest;
 pub mod error;
 pub mod import;
 pub mod interrupt;

@@ -11,10 +11,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::import::{parse_file, parse_onnx, read_file};
 use crate::network::{DynTensor, Network};
-use crate::technique::cache;
-use crate::technique::objective::{Activations, Objective};
-use crate::technique::render::as_4d;
-use crate::zoo;
+use crate::zoo::files as zoo;
 
 #[derive(Clone, Debug)]
 enum Source {
@@ -46,7 +43,7 @@ impl Model {
         Ok(Model {
             network: Arc::new(parse_file(path, &bytes, device)?),
             source: Source::File(path.to_path_buf()),
-            digest: cache::digest(&bytes),
+            digest: crate::digest::sha256_hex(&bytes),
             dataset: None,
         })
     }
@@ -64,7 +61,7 @@ impl Model {
         Ok(Model {
             network: Arc::new(network),
             source: Source::Zoo(name),
-            digest: cache::digest(bytes),
+            digest: crate::digest::sha256_hex(bytes),
             dataset: None,
         })
     }
@@ -258,24 +255,6 @@ impl Model {
         let std =
             Tensor::<Dispatch, 1>::from_floats(spec.std.as_slice(), &device).reshape([1, c, 1, 1]);
         Ok(DynTensor::new((x - mean) / std))
-    }
-
-    /// The mean activation of `units[i]` of `layer` on image `i` of `images` (`[N, C, H, W]` in
-    /// [0, 1], any size), on the plain device.
-    pub fn unit_activations(
-        &self,
-        layer: &str,
-        units: &[usize],
-        images: &DynTensor,
-    ) -> Result<Vec<f32>> {
-        let x = self.normalize(images)?;
-        let input = self.network.image_input()?.name.clone();
-        let act = self
-            .network
-            .forward_any_size(&[(&input, x)], &[layer])?
-            .remove(0);
-        let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
-        Ok(DynTensor::new(Objective::channels(layer, units).eval(&acts)?).to_vec())
     }
 }
 

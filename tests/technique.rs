@@ -69,7 +69,9 @@ fn feature_visualization_beats_every_test_image() {
         .unwrap();
     let mut best = vec![f32::NEG_INFINITY; units.len()];
     for (i, &u) in units.iter().enumerate() {
-        let per_image = model.unit_activations("conv3", &vec![u; 1000], &x).unwrap();
+        let per_image =
+            microscope::technique::objective::unit_activations(&model, "conv3", &vec![u; 1000], &x)
+                .unwrap();
         best[i] = per_image.into_iter().fold(f32::NEG_INFINITY, f32::max);
     }
     let wins = units

@@ -124,6 +124,25 @@ impl DynTensor {
             .map(|g| DynTensor::from_storage(g, self.rank))
     }
 
+    /// The same values as a new tensor cut off from the graph that computed them (a fresh leaf
+    /// for `require_grad`).
+    pub fn detached(&self) -> Self {
+        self.clone().map(Storage::from_inner)
+    }
+
+    /// Views an activation as `[N, C, H, W]` (`[N, C]` becomes `[N, C, 1, 1]`): the shape the
+    /// techniques read units from.
+    pub fn to_nchw(self) -> Result<Tensor<Dispatch, 4>> {
+        let d = self.dims();
+        match d.len() {
+            4 => self.to_rank::<4>(),
+            2 => self.to_rank::<2>().map(|t| t.reshape([d[0], d[1], 1, 1])),
+            _ => Err(Error::Message(format!(
+                "activation of shape {d:?} is not [N, C, H, W] or [N, C]"
+            ))),
+        }
+    }
+
     /// Marks the tensor as a leaf whose gradient should be computed.
     pub fn require_grad(self) -> Self {
         self.map(|s| s.require_grad())

@@ -5,11 +5,9 @@
 //! # Shapes
 //! image `[1, C, H, W]` in [0, 1] · spatial map `[h, w]` · channel scores `[c]` of the layer.
 
-use super::render::as_4d;
 use crate::device::on_cpu_pool;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::network::value::Storage;
 use crate::network::DynTensor;
 
 /// What the attribution explains.
@@ -64,7 +62,7 @@ fn attribution_here(
         )));
     }
     // Feed the activation back as a leaf and differentiate the target with respect to it.
-    let leaf = act.clone().map(Storage::from_inner).require_grad();
+    let leaf = act.detached().require_grad();
     let tensor = net.node(layer)?.outputs[0].clone();
     let (target_node, index) = match target {
         Target::Logit { node, index } => (node.as_str(), *index),
@@ -81,7 +79,7 @@ fn attribution_here(
     }
     let value = match target {
         Target::Logit { .. } => DynTensor::new(out.to_rank::<2>()?.narrow(1, index, 1).sum()),
-        Target::Unit { .. } => DynTensor::new(as_4d(out)?.narrow(1, index, 1).mean()),
+        Target::Unit { .. } => DynTensor::new(out.to_nchw()?.narrow(1, index, 1).mean()),
     };
     let grads = value.backward();
     let grad = leaf

@@ -22,15 +22,6 @@ pub struct Cache {
     dir: PathBuf,
 }
 
-/// The hex SHA-256 of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Cache {
     /// `$MICROSCOPE_CACHE`, else `$XDG_CACHE_HOME/microscope` (the desktop's cache folder), else
     /// `~/.cache/microscope`; `None` when none can be found.
@@ -58,7 +49,7 @@ impl Cache {
             h.update((p.len() as u64).to_le_bytes());
             h.update(p.as_bytes());
         }
-        hex(&h.finalize())
+        crate::digest::hex(&h.finalize())
     }
 
     /// Where `key`'s entry lives; `None` for anything but a key [`Cache::key`] makes (64

@@ -7,7 +7,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::objective::{Activations, Objective};
-use super::render::as_4d;
 use super::transform::warp;
 use crate::device::on_cpu_pool;
 use crate::error::Result;
@@ -68,7 +67,7 @@ impl DeepDream {
             let act = net
                 .forward_any_size(&[(&input, model.normalize(x)?)], &[layer])?
                 .remove(0);
-            let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
+            let acts: Activations = [(layer.to_string(), act.to_nchw()?)].into_iter().collect();
             Ok(DynTensor::new(objective.eval(&acts)?).to_vec()[0])
         };
         let before = value(image)?;
@@ -107,7 +106,7 @@ impl DeepDream {
                         &[layer],
                     )?
                     .remove(0);
-                let acts: Activations = [(layer.to_string(), as_4d(act)?)].into_iter().collect();
+                let acts: Activations = [(layer.to_string(), act.to_nchw()?)].into_iter().collect();
                 let grads = objective.eval(&acts)?.sum().backward();
                 let Some(g) = leaf.grad(&grads) else { break };
                 let norm = g.clone().abs().mean().add_scalar(1e-8);

@@ -180,7 +180,8 @@ impl FeatureVis {
             });
         }
         let rendered = render::render(model, &objective, &config, progress, cancel)?;
-        let activations = model.unit_activations(layer, units, &rendered.images)?;
+        let activations =
+            super::objective::unit_activations(model, layer, units, &rendered.images)?;
         if let Some(cache) = &self.cache {
             let images = (rendered.images.dims(), rendered.images.to_vec());
             // A cache that cannot be written only costs a recomputation next time.

@@ -294,3 +294,19 @@ impl Neg for Objective {
         Objective::new(name, self.layers, move |acts| f(acts).neg()).per_image_if(per_image)
     }
 }
+
+/// The mean activation of `units[i]` of `layer` on image `i` of `images` (`[N, C, H, W]` in
+/// [0, 1], any size), on the plain device: how strongly each image drives its unit.
+pub fn unit_activations(
+    model: &crate::model::Model,
+    layer: &str,
+    units: &[usize],
+    images: &crate::network::DynTensor,
+) -> Result<Vec<f32>> {
+    let net = model.network();
+    let x = model.normalize(images)?;
+    let input = net.image_input()?.name.clone();
+    let act = net.forward_any_size(&[(&input, x)], &[layer])?.remove(0);
+    let acts: Activations = [(layer.to_string(), act.to_nchw()?)].into_iter().collect();
+    Ok(crate::network::DynTensor::new(Objective::channels(layer, units).eval(&acts)?).to_vec())
+}

@@ -172,7 +172,7 @@ impl Part {
         let acts: Activations = layers
             .iter()
             .zip(acts)
-            .map(|(l, a)| Ok((l.to_string(), as_4d(a)?)))
+            .map(|(l, a)| Ok((l.to_string(), a.to_nchw()?)))
             .collect::<Result<_>>()?;
         let values = if split {
             objective.eval_part(&acts, self.start, config.batch)?
@@ -191,17 +191,5 @@ impl Part {
         self.param
             .set_tensor(Tensor::from_inner(next).require_grad());
         Ok(sum)
-    }
-}
-
-/// Views an activation as `[N, C, H, W]` (`[N, C]` becomes `[N, C, 1, 1]`).
-pub(crate) fn as_4d(a: DynTensor) -> Result<Tensor<Dispatch, 4>> {
-    let d = a.dims();
-    match d.len() {
-        4 => a.to_rank::<4>(),
-        2 => a.to_rank::<2>().map(|t| t.reshape([d[0], d[1], 1, 1])),
-        _ => Err(Error::Message(format!(
-            "activation of shape {d:?} is not [N, C, H, W] or [N, C]"
-        ))),
     }
 }

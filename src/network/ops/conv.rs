@@ -144,7 +144,7 @@ impl Window {
 }
 
 /// Views `[N, C, L]` as `[N, C, 1, L]` so 1-D ops can use the 2-D kernels.
-pub(crate) fn as_4d(x: &DynTensor) -> Result<Tensor<Dispatch, 4>> {
+pub(crate) fn lift_tensor_2d(x: &DynTensor) -> Result<Tensor<Dispatch, 4>> {
     let d = x.dims();
     match d.len() {
         3 => Ok(x.clone().reshape(&[d[0], d[1], 1, d[2]]).to_rank::<4>()?),
@@ -212,12 +212,12 @@ pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
             // burn pads symmetrically inside its kernels (no padded copy of the input, and no
             // strided slice of the gradient on the way back); other cases are padded here.
             let (x4, padding) = if begin == end {
-                (as_4d(&x)?, begin)
+                (lift_tensor_2d(&x)?, begin)
             } else {
-                (pad_4d(as_4d(&x)?, begin, end, 0.0), [0, 0])
+                (pad_4d(lift_tensor_2d(&x)?, begin, end, 0.0), [0, 0])
             };
             let opts = ConvOptions::new(strides, padding, dilations, groups);
-            let y = module::conv2d(x4, as_4d(&w)?, bias, opts);
+            let y = module::conv2d(x4, lift_tensor_2d(&w)?, bias, opts);
             squeeze_1d(DynTensor::new(y), xd.len())
         }
         5 => {
@@ -239,7 +239,7 @@ pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![Value::Device(y)])
 }
 
-/// Drops the height-1 axis added by [`as_4d`] when the op was 1-D.
+/// Drops the height-1 axis added by [`lift_tensor_2d`] when the op was 1-D.
 pub(crate) fn squeeze_1d(y: DynTensor, rank: usize) -> DynTensor {
     if rank == 3 {
         let d = y.dims();
@@ -328,7 +328,7 @@ pub fn conv_transpose(ctx: &Ctx) -> Result<Vec<Value>> {
                 lift_2d(&dilations, 1),
                 groups,
             );
-            let y = module::conv_transpose2d(as_4d(&x)?, as_4d(&w)?, bias, opts);
+            let y = module::conv_transpose2d(lift_tensor_2d(&x)?, lift_tensor_2d(&w)?, bias, opts);
             squeeze_1d(DynTensor::new(y), xd.len())
         }
         3 => {

@@ -10,7 +10,7 @@ use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::Dispatch;
 
-use super::conv::{as_4d, lift_2d, pad_4d, squeeze_1d, Window};
+use super::conv::{lift_2d, lift_tensor_2d, pad_4d, squeeze_1d, Window};
 use super::max_pool_cpu;
 use super::{Ctx, Value};
 use crate::device::is_cpu;
@@ -98,7 +98,7 @@ pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
             begin,
             out: lift_2d(&p.out, 1),
         };
-        if let Some(y) = max_pool_cpu::max_pool(&as_4d(&x)?, &g) {
+        if let Some(y) = max_pool_cpu::max_pool(&lift_tensor_2d(&x)?, &g) {
             return Ok(vec![Value::Device(squeeze_1d(
                 DynTensor::new(y),
                 dims.len(),
@@ -108,9 +108,12 @@ pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
     // burn pads symmetrically by itself (and faster than an explicit pad); other cases are
     // padded here with -inf first.
     let (xp, padding) = if begin == end {
-        (as_4d(&x)?, begin)
+        (lift_tensor_2d(&x)?, begin)
     } else {
-        (pad_4d(as_4d(&x)?, begin, end, f32::NEG_INFINITY), [0, 0])
+        (
+            pad_4d(lift_tensor_2d(&x)?, begin, end, f32::NEG_INFINITY),
+            [0, 0],
+        )
     };
     let y = module::max_pool2d(
         xp,
@@ -154,7 +157,7 @@ pub fn average_pool(ctx: &Ctx) -> Result<Vec<Value>> {
     }
     let p = plan(ctx, &dims)?;
     let include_pad = ctx.node.int("count_include_pad", 0)? != 0;
-    let x4 = as_4d(&x)?;
+    let x4 = lift_tensor_2d(&x)?;
     let [_, _, h, w] = x4.dims();
     let (begin, end) = (lift_2d(&p.win.begin, 0), padded_ends(&p));
     let sum = window_sum(pad_4d(x4, begin, end, 0.0), &p);
