@@ -250,13 +250,32 @@ fn expanded_weights_are_the_product_of_weight_matrices_on_a_linear_path() {
 }
 
 #[test]
-fn first_layer_filters_are_images() {
+fn first_layer_filters_are_the_first_convolutions_weights() {
     let model = zoo::fashion().unwrap();
     let (layer, filters) = first_layer_filters(&model).unwrap();
     assert_eq!(layer, "conv1");
     assert_eq!(filters.dims(), vec![32, 1, 3, 3]);
-    let v = filters.to_vec();
-    assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+    let conv = model.network().node("conv1").unwrap();
+    let weight = model.network().constant(&conv.inputs[1]).unwrap();
+    assert_eq!(
+        filters.to_vec(),
+        weight.to_f32(),
+        "raw weights, not scaled for display"
+    );
+    // The unit view's Weights tab of a first-layer unit reports the filter's own norm.
+    let tab = model
+        .unit("conv1", 3)
+        .unwrap()
+        .view_tab("weights", &Default::default())
+        .unwrap();
+    let json = serde_json::to_value(&tab).unwrap();
+    let filter = &weight.to_f32()[3 * 9..4 * 9];
+    let norm = filter.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let shown = json["body"]["cards"][0]["norm"].as_f64().unwrap() as f32;
+    assert!(
+        (shown - norm).abs() < 1e-5 * norm.max(1.0),
+        "{shown} vs {norm}"
+    );
 }
 
 #[test]

@@ -105,6 +105,11 @@ fn fixed_gallery() -> Gallery {
         thumbnail: 64,
         steps: 512,
         seed: 0,
+        tabs: microscope::widget::unit_view::TABS
+            .iter()
+            .map(|t| t.header("{unit}", "conv3", &Default::default()))
+            .collect(),
+        cell_tab: microscope::widget::gallery::CELL_TAB,
         live: Some(Live {
             session: "session-1".into(),
             widget: "w0".into(),

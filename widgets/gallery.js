@@ -83,15 +83,11 @@ microscope.components.Gallery = function (root, p) {
     const tab = (id, title, about, body) => ({ id, title, about, body });
     return {
       model: p.model, layer: p.layer, op: p.op, unit: u.index, units: p.units.length, code,
-      tabs: [
-        tab("feature-vis", "Feature visualization", "The image optimized to excite " + p.layer + ":" + u.index + " (" + p.steps + " steps, seed " + p.seed + ").",
-          u.image ? fvPicture(u) : { kind: "Later", reason: channel ? "computing…" : offline }),
-        tab("dataset-examples", "Dataset examples", "The inputs that activate the unit most and least.", later("dataset-examples", "Dataset examples")),
-        tab("deepdream", "DeepDream", "What the layer amplifies in an input image.", later("deepdream", "DeepDream")),
-        tab("weights", "Weights", "Expanded weights from the previous layer's strongest units.", later("weights", "Weights")),
-        tab("attribution", "Attribution", "Where in an image, and through which units, the activation comes from.", later("attribution", "Attribution")),
-        tab("histogram", "Histogram", "The unit's strongest activation on each input of the attached dataset.", later("histogram", "Histogram")),
-      ],
+      // The tabs the props list (the unit view's, declared once in Rust), the gallery's own
+      // computed cells filling theirs.
+      tabs: p.tabs.map((t) => tab(t.id, t.title, t.about.split("{unit}").join(p.layer + ":" + u.index),
+        t.id !== p.cell_tab ? later(t.id, t.title)
+          : u.image ? fvPicture(u) : { kind: "Later", reason: channel ? "computing…" : offline })),
     };
   }
 
@@ -99,7 +95,7 @@ microscope.components.Gallery = function (root, p) {
   function load(u) {
     return (id, set) => {
       const again = { kind: "Later", reason: "cancelled by a newer request: open the tab again to compute it." };
-      if (id === "feature-vis") {
+      if (id === p.cell_tab) {
         set({ kind: "Progress", fraction: 0, label: "optimizing an image for unit " + u.index });
         channel.request({ op: "units", units: [u.index] }, (d) => {
           if (d.kind === "progress") set({ kind: "Progress", fraction: d.fraction, label: "optimizing an image for unit " + u.index });

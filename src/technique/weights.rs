@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::DynTensor;
 
-/// The first convolution's filters, each mapped to [0, 1] as `0.5 + w / (2 max|w|)`.
+/// The first convolution's name and its filters, `[O, I, kH, kW]`, as the model has them (the
+/// widgets scale them for display).
 pub fn first_layer_filters(model: &Model) -> Result<(String, DynTensor)> {
     let net = model.network();
     let conv = net
@@ -23,17 +24,9 @@ pub fn first_layer_filters(model: &Model) -> Result<(String, DynTensor)> {
     let w = net
         .constant(&name)
         .ok_or_else(|| conv.error("the weight is not a constant"))?;
-    let data = w.to_f32();
-    let o = w.shape[0].max(1);
-    let per = data.len() / o;
-    let mut out = Vec::with_capacity(data.len());
-    for filter in data.chunks(per) {
-        let m = filter.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
-        out.extend(filter.iter().map(|v| 0.5 + v / (2.0 * m)));
-    }
     Ok((
         conv.name.clone(),
-        DynTensor::from_host(&out, &w.shape, net.device().burn()),
+        DynTensor::from_host(&w.to_f32(), &w.shape, net.device().burn()),
     ))
 }
 

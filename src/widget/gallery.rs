@@ -5,7 +5,9 @@
 use serde::Serialize;
 
 use super::image::{thumbnail, Planar};
+use super::live::{Reply, Throttle};
 use super::progress::ProgressDisplay;
+use super::unit_view::{TabHeader, ViewOptions, TABS};
 use crate::error::{Error, Result};
 use crate::model::Layer;
 use crate::technique::FeatureVis;
@@ -75,6 +77,11 @@ pub struct Gallery {
     pub thumbnail: usize,
     pub steps: usize,
     pub seed: u64,
+    /// The tabs of the unit view a clicked unit opens (`unit_view::TABS`), each `about` said
+    /// of `{unit}` (the browser code puts the clicked unit there).
+    pub tabs: Vec<TabHeader>,
+    /// The tab the gallery's own cells fill in (its feature visualization).
+    pub cell_tab: &'static str,
     /// How the widget reaches the kernel that made it (under the microscope kernel only).
     pub live: Option<super::live::Live>,
 }
@@ -169,10 +176,15 @@ impl Layer {
             thumbnail: options.thumbnail,
             steps: options.feature_vis.steps,
             seed: options.feature_vis.seed,
-            live: super::live::register(super::live::Source::Gallery {
+            tabs: TABS
+                .iter()
+                .map(|t| t.header("{unit}", &self.name, &view_options(options)))
+                .collect(),
+            cell_tab: CELL_TAB,
+            live: super::live::register(std::sync::Arc::new(LiveGallery {
                 layer: self.clone(),
                 options: options.clone(),
-            }),
+            })),
         })
     }
 
@@ -312,5 +324,84 @@ impl LayerCard {
             "Layer {} ({}) of {}: output {:?}, {} units, {} parameters\n",
             self.layer, self.op, self.model, self.shape, self.units, self.params
         )
+    }
+}
+
+/// The tab a gallery's cells are: the feature visualization of each unit.
+pub const CELL_TAB: &str = "feature-vis";
+
+/// The unit-view settings of a gallery's units: its own feature visualization, defaults else.
+fn view_options(options: &GalleryOptions) -> ViewOptions {
+    ViewOptions {
+        feature_vis: options.feature_vis.clone(),
+        ..ViewOptions::default()
+    }
+}
+
+/// What a live gallery computes against: its layer and settings.
+struct LiveGallery {
+    layer: Layer,
+    options: GalleryOptions,
+}
+
+/// A live gallery's requests.
+#[derive(serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum GalleryRequest {
+    /// Those units' cells, one `units` reply per finished batch.
+    Units { units: Vec<usize> },
+    /// One tab of a unit's view (`tab`: an id of [`super::unit_view::TABS`]), as a `tab` reply.
+    Tab { unit: usize, tab: String },
+}
+
+impl super::live::Answer for LiveGallery {
+    fn answer(
+        &self,
+        request: &serde_json::Value,
+        cancel: &std::sync::atomic::AtomicBool,
+        reply: &dyn Fn(Reply),
+    ) -> Result<()> {
+        let layer = &self.layer;
+        let unit_arg = |u: usize| -> Result<usize> {
+            if u < layer.units {
+                Ok(u)
+            } else {
+                Err(Error::Message(format!(
+                    "{}: no unit {u} ({} units)",
+                    layer.name, layer.units
+                )))
+            }
+        };
+        match super::live::parse_request(request, "gallery")? {
+            GalleryRequest::Units { units } => {
+                let units: Vec<usize> = units.into_iter().map(unit_arg).collect::<Result<_>>()?;
+                let mut throttle = Throttle::default();
+                layer.gallery_units(
+                    &self.options,
+                    &units,
+                    &mut |p| {
+                        if throttle.ready() {
+                            reply(Reply::Progress {
+                                fraction: Some(f64::from(p.fraction())),
+                                label: format!("{} of {} units", p.done, p.total),
+                            });
+                        }
+                    },
+                    Some(cancel),
+                    &mut |batch| reply(Reply::with(batch, |units| Reply::Units { units })),
+                )
+            }
+            GalleryRequest::Tab { unit, tab } => {
+                let unit = layer.unit(unit_arg(unit)?)?;
+                reply(Reply::Progress {
+                    fraction: None,
+                    label: format!("computing {tab} of {unit}"),
+                });
+                let computed = unit.view_tab(&tab, &view_options(&self.options))?;
+                let index = unit.index();
+                reply(Reply::with(computed, |tab| Reply::Tab { unit: index, tab }));
+                Ok(())
+            }
+        }
     }
 }

@@ -161,9 +161,9 @@ impl LayerGraph {
             rank_gap: RANK_GAP,
             group_pad: GROUP_PAD,
             group_title: GROUP_TITLE,
-            live: super::live::register(super::live::Source::Model {
+            live: super::live::register(std::sync::Arc::new(LiveGraph {
                 model: model.clone(),
-            }),
+            })),
         })
     }
 }
@@ -285,5 +285,45 @@ impl LayerGraph {
             s.push_str(&format!("  … {} more\n", self.nodes.len() - SHOWN));
         }
         s
+    }
+}
+
+/// What a live layer graph computes against: its model.
+struct LiveGraph {
+    model: Model,
+}
+
+/// A live layer graph's requests.
+#[derive(serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum GraphRequest {
+    /// A gallery of `layer` with nothing computed yet (default settings), live itself, as a
+    /// `gallery` reply; the widget then asks that gallery for units.
+    Gallery { layer: String },
+}
+
+impl super::live::Answer for LiveGraph {
+    fn answer(
+        &self,
+        request: &serde_json::Value,
+        _cancel: &std::sync::atomic::AtomicBool,
+        reply: &dyn Fn(super::live::Reply),
+    ) -> Result<()> {
+        match super::live::parse_request(request, "layer graph")? {
+            GraphRequest::Gallery { layer } => {
+                let options = super::gallery::GalleryOptions {
+                    units: Some(Vec::new()),
+                    ..Default::default()
+                };
+                let gallery =
+                    self.model
+                        .layer(&layer)?
+                        .gallery_with(&options, &mut |_| {}, None)?;
+                reply(super::live::Reply::with(gallery, |gallery| {
+                    super::live::Reply::Gallery { gallery }
+                }));
+                Ok(())
+            }
+        }
     }
 }

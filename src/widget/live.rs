@@ -11,10 +11,11 @@
 //!   `{"comm": ID, "close": true}`;
 //! - here → kernel: `{"comm": ID, "msg": DATA}`.
 //!
-//! A widget registers what it came from (its layer and settings) when it is made, and gets a
-//! [`Live`] handle into its props. Its comm opens with `{session, widget}`; requests are
-//! `{request: N, op, ...}` and are answered by `progress`, results, then `done`, `cancelled` or
-//! `error`, each carrying `request: N`. Requests run one at a time on a background thread, so
+//! A widget registers what it came from (its layer and settings, as an [`Answer`] implemented
+//! in the widget's own file) when it is made, and gets a [`Live`] handle into its props. Its comm
+//! opens with `{session, widget}`; requests are `{request: N, op, ...}` and are answered by
+//! [`Reply`] messages: `progress`, results, then `done`, `cancelled` or `error`, each carrying
+//! `request: N`. Requests run one at a time on a background thread, so
 //! cells keep running; a newer request on a comm, `{op: "cancel"}` and closing the comm all
 //! cancel the comm's running request (checked at every optimization step). Results go through
 //! the same technique cache as cells.
@@ -29,10 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::gallery::GalleryOptions;
-use super::unit_view::ViewOptions;
 use crate::error::{Error, Result};
-use crate::model::{Layer, Model};
 
 /// The variable naming the kernel's socket.
 pub const BRIDGE_ENV: &str = "MICROSCOPE_BRIDGE";
@@ -47,34 +45,85 @@ pub struct Live {
     pub widget: String,
 }
 
-/// What a live widget was made from: what its requests compute against.
-#[derive(Clone, Debug)]
-pub(crate) enum Source {
-    /// A layer graph: galleries of its layers.
-    Model { model: Model },
-    /// A gallery: its units, and the tabs of their views.
-    Gallery {
-        layer: Layer,
-        options: GalleryOptions,
+/// What a live widget was made from, answering the requests of its comm. Each live widget
+/// implements it in its own file; this module only relays.
+pub(crate) trait Answer: Send + Sync {
+    /// Computes what `request` (`{op, ...}`) asks, handing each message to `reply` as soon as it
+    /// is ready; `cancel` is set when the widget no longer wants it (the techniques check it at
+    /// every step, through [`crate::interrupt::with_cancel`]).
+    fn answer(&self, request: &Value, cancel: &AtomicBool, reply: &dyn Fn(Reply)) -> Result<()>;
+}
+
+/// Every message a live widget receives: the one declaration of the protocol's `kind`s that
+/// widgets/live.js and the components match on. Results carry their widget's own serialized
+/// types.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Reply {
+    /// The answer to a comm's open: whether this process knows the widget.
+    Hello {
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
+    /// How far a request is; `fraction` is null while unknown.
+    Progress {
+        fraction: Option<f64>,
+        label: String,
+    },
+    /// A gallery's finished cells (`GalleryUnit`s).
+    Units {
+        units: Value,
+    },
+    /// One computed tab of a unit's view.
+    Tab {
+        unit: usize,
+        tab: Value,
+    },
+    /// A new live gallery, made for a layer graph.
+    Gallery {
+        gallery: Value,
+    },
+    Done,
+    Cancelled,
+    Error {
+        message: String,
+    },
+}
+
+impl Reply {
+    /// A result message of a widget's own serializable type: `make` receives it as JSON.
+    pub(crate) fn with(value: impl Serialize, make: impl FnOnce(Value) -> Reply) -> Reply {
+        match serde_json::to_value(value) {
+            Ok(v) => make(v),
+            Err(e) => Reply::Error {
+                message: format!("internal error: the result does not serialize: {e}"),
+            },
+        }
+    }
+
+    fn is_end(&self) -> bool {
+        matches!(self, Reply::Done | Reply::Cancelled | Reply::Error { .. })
+    }
 }
 
 struct Bridge {
     session: String,
     writer: Mutex<UnixStream>,
-    widgets: Mutex<HashMap<String, Arc<Source>>>,
+    widgets: Mutex<HashMap<String, Arc<dyn Answer>>>,
     next: AtomicU64,
 }
 
-/// Registers a widget's source; `None` when no kernel bridge is reachable (outside the kernel).
-pub(crate) fn register(source: Source) -> Option<Live> {
+/// Registers what a widget was made from; `None` when no kernel bridge is reachable (outside
+/// the kernel).
+pub(crate) fn register(source: Arc<dyn Answer>) -> Option<Live> {
     let bridge = bridge()?;
     let widget = format!("w{}", bridge.next.fetch_add(1, Ordering::Relaxed));
     bridge
         .widgets
         .lock()
         .unwrap()
-        .insert(widget.clone(), Arc::new(source));
+        .insert(widget.clone(), source);
     Some(Live {
         session: bridge.session.clone(),
         widget,
@@ -133,13 +182,13 @@ fn connect() -> Option<Arc<Bridge>> {
 struct Job {
     comm: String,
     request: Value,
-    source: Arc<Source>,
+    source: Arc<dyn Answer>,
     data: Value,
     cancel: Arc<AtomicBool>,
 }
 
 struct Comm {
-    source: Arc<Source>,
+    source: Arc<dyn Answer>,
     running: Option<Arc<AtomicBool>>,
 }
 
@@ -152,7 +201,13 @@ impl Comm {
 }
 
 impl Bridge {
-    fn send(&self, comm: &str, msg: Value) {
+    /// Sends `reply` to `comm`, tagged with the request it answers (if any).
+    fn send(&self, comm: &str, reply: Reply, request: Option<&Value>) {
+        let mut msg = serde_json::to_value(&reply)
+            .unwrap_or_else(|e| json!({ "kind": "error", "message": e.to_string() }));
+        if let Some(request) = request {
+            msg["request"] = request.clone();
+        }
         let mut line = json!({ "comm": comm, "msg": msg }).to_string();
         line.push('\n');
         let _ = self.writer.lock().unwrap().write_all(line.as_bytes());
@@ -179,11 +234,22 @@ impl Bridge {
                                 running: None,
                             },
                         );
-                        self.send(&id, json!({ "kind": "hello", "ok": true }));
+                        self.send(
+                            &id,
+                            Reply::Hello {
+                                ok: true,
+                                reason: None,
+                            },
+                            None,
+                        );
                     }
                     Err(reason) => self.send(
                         &id,
-                        json!({ "kind": "hello", "ok": false, "reason": reason }),
+                        Reply::Hello {
+                            ok: false,
+                            reason: Some(reason),
+                        },
+                        None,
                     ),
                 }
             } else if let Some(data) = m.get("msg") {
@@ -214,7 +280,7 @@ impl Bridge {
         }
     }
 
-    fn source_for(&self, open: &Value) -> std::result::Result<Arc<Source>, String> {
+    fn source_for(&self, open: &Value) -> std::result::Result<Arc<dyn Answer>, String> {
         let stale = "made by an earlier run of the kernel: run the cell again to compute more";
         if open["session"].as_str() != Some(self.session.as_str()) {
             return Err(stale.into());
@@ -229,41 +295,47 @@ impl Bridge {
     }
 
     fn run(&self, job: Job) {
-        let reply = |mut msg: Value| {
-            msg["request"] = job.request.clone();
-            self.send(&job.comm, msg);
+        let reply = |msg: Reply| {
+            debug_assert!(!msg.is_end(), "the bridge ends requests itself");
+            self.send(&job.comm, msg, Some(&job.request));
         };
+        let end = |msg: Reply| self.send(&job.comm, msg, Some(&job.request));
         if job.cancel.load(Ordering::Relaxed) {
-            reply(json!({ "kind": "cancelled" }));
+            end(Reply::Cancelled);
             return;
         }
         // A panic in a technique must not take the worker (and every later request) with it.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::interrupt::with_cancel(job.cancel.clone(), || {
-                answer(&job.source, &job.data, &job.cancel, &reply)
+                job.source.answer(&job.data, &job.cancel, &reply)
             })
         }));
         match result {
-            Ok(Ok(())) => reply(json!({ "kind": "done" })),
-            Ok(Err(Error::Cancelled { .. })) => reply(json!({ "kind": "cancelled" })),
-            Ok(Err(e)) => reply(json!({ "kind": "error", "message": e.to_string() })),
+            Ok(Ok(())) => end(Reply::Done),
+            Ok(Err(Error::Cancelled { .. })) => end(Reply::Cancelled),
+            Ok(Err(e)) => end(Reply::Error {
+                message: e.to_string(),
+            }),
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<String>()
                     .map(String::as_str)
                     .or_else(|| panic.downcast_ref::<&str>().copied())
                     .unwrap_or("a panic");
-                reply(json!({ "kind": "error", "message": format!("internal error: {what}") }))
+                end(Reply::Error {
+                    message: format!("internal error: {what}"),
+                })
             }
         }
     }
 }
 
 /// At most five progress messages a second.
-struct Throttle(Option<Instant>);
+#[derive(Default)]
+pub(crate) struct Throttle(Option<Instant>);
 
 impl Throttle {
-    fn ready(&mut self) -> bool {
+    pub(crate) fn ready(&mut self) -> bool {
         let now = Instant::now();
         match self.0 {
             Some(t) if now - t < Duration::from_millis(200) => false,
@@ -275,96 +347,12 @@ impl Throttle {
     }
 }
 
-/// Computes what one request asks of a widget's source, handing each part to `reply` as soon
-/// as it is done.
-///
-/// Ops of a layer graph:
-/// - `gallery` `{layer}`: a gallery of that layer with nothing computed yet (default settings),
-///   live itself, as a `gallery` message; the widget then asks it for units.
-///
-/// Ops of a gallery:
-/// - `units` `{units: [i, …]}`: those units' cells, one `units` message per finished batch;
-/// - `tab` `{unit, tab}`: one tab of that unit's view (`tab` ids of [`super::unit_view::TABS`]).
-pub(crate) fn answer(
-    source: &Source,
-    data: &Value,
-    cancel: &AtomicBool,
-    reply: &dyn Fn(Value),
-) -> Result<()> {
-    let (layer, options) = match source {
-        Source::Gallery { layer, options } => (layer, options),
-        Source::Model { model } => return answer_graph(model, data, reply),
-    };
-    let unit_arg = |v: &Value| -> Result<usize> {
-        v.as_u64()
-            .map(|u| u as usize)
-            .filter(|&u| u < layer.units)
-            .ok_or_else(|| {
-                Error::Message(format!(
-                    "{}: no unit {v} ({} units)",
-                    layer.name, layer.units
-                ))
-            })
-    };
-    match data["op"].as_str().unwrap_or_default() {
-        "units" => {
-            let units: Vec<usize> = data["units"]
-                .as_array()
-                .map(|a| a.iter().map(unit_arg).collect::<Result<_>>())
-                .transpose()?
-                .unwrap_or_default();
-            let mut throttle = Throttle(None);
-            layer.gallery_units(
-                options,
-                &units,
-                &mut |p| {
-                    if throttle.ready() {
-                        reply(json!({
-                            "kind": "progress",
-                            "fraction": p.fraction(),
-                            "label": format!("{} of {} units", p.done, p.total),
-                        }));
-                    }
-                },
-                Some(cancel),
-                &mut |batch| reply(json!({ "kind": "units", "units": batch })),
-            )
-        }
-        "tab" => {
-            let unit = layer.unit(unit_arg(&data["unit"])?)?;
-            let id = data["tab"].as_str().unwrap_or_default();
-            reply(
-                json!({ "kind": "progress", "fraction": null, "label": format!("computing {id} of {unit}") }),
-            );
-            let view = ViewOptions {
-                feature_vis: options.feature_vis.clone(),
-                ..ViewOptions::default()
-            };
-            let tab = unit.view_tab(id, &view)?;
-            reply(json!({ "kind": "tab", "unit": unit.index(), "tab": tab }));
-            Ok(())
-        }
-        other => Err(Error::Message(format!(
-            "a gallery cannot answer {other:?} (ops: units, tab, cancel)"
-        ))),
-    }
-}
-
-fn answer_graph(model: &Model, data: &Value, reply: &dyn Fn(Value)) -> Result<()> {
-    match data["op"].as_str().unwrap_or_default() {
-        "gallery" => {
-            let name = data["layer"].as_str().unwrap_or_default();
-            let layer = model.layer(name)?;
-            let options = GalleryOptions {
-                units: Some(Vec::new()),
-                ..GalleryOptions::default()
-            };
-            let gallery = layer.gallery_with(&options, &mut |_| {}, None)?;
-            reply(json!({ "kind": "gallery", "gallery": gallery }));
-            Ok(())
-        }
-        other => Err(Error::Message(format!(
-            "a layer graph cannot answer {other:?} (ops: gallery, cancel)"
-        ))),
-    }
+/// Reads a widget's request as its own typed request enum (`#[serde(tag = "op")]`), or says
+/// what `widget` can answer.
+pub(crate) fn parse_request<T: serde::de::DeserializeOwned>(
+    request: &Value,
+    widget: &str,
+) -> Result<T> {
+    T::deserialize(request)
+        .map_err(|e| Error::Message(format!("a {widget} cannot answer this request: {e}")))
 }

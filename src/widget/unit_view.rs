@@ -128,6 +128,8 @@ pub enum Body {
     },
 }
 
+/// A tab as a widget's props carry it. The browser code renders the tabs the props list, in
+/// their order, with their titles: it names none itself.
 #[derive(Clone, Debug, Serialize)]
 pub struct Tab {
     pub id: &'static str,
@@ -164,15 +166,158 @@ fn first_png(images: &DynTensor) -> String {
     pngs(images).into_iter().next().unwrap_or_default()
 }
 
-/// The tabs of a unit view, in order: `(id, title)`.
-pub const TABS: [(&str, &str); 6] = [
-    ("feature-vis", "Feature visualization"),
-    ("dataset-examples", "Dataset examples"),
-    ("deepdream", "DeepDream"),
-    ("weights", "Weights"),
-    ("attribution", "Attribution"),
-    ("histogram", "Histogram"),
+/// One tab of the unit view. [`TABS`] is the only list of them: a unit view computes them in
+/// its order and weighs them in its progress bar, a gallery lists them in its props for the
+/// unit views it opens, and a live widget asks for one by `id`. Adding a tab is one entry here
+/// and one compute function (and a renderer in widgets/unit_view.js when its [`Body`] is new).
+#[derive(Debug)]
+pub struct TabSpec {
+    pub id: &'static str,
+    pub title: &'static str,
+    /// Its share of a whole view's computing time, for the progress bar (the shares add up to 1).
+    pub weight: f32,
+    /// One line: what the technique shows for `unit` (`conv3:7`, or `{unit}` for a gallery,
+    /// whose browser code puts the clicked unit there), a unit of `layer`.
+    about: fn(unit: &str, layer: &str, options: &ViewOptions) -> String,
+    /// Computes the tab's content.
+    compute: fn(&mut TabContext) -> Result<Body>,
+}
+
+/// The tabs of a unit view, in order.
+pub static TABS: &[TabSpec] = &[
+    TabSpec {
+        id: "feature-vis",
+        title: "Feature visualization",
+        weight: 0.3,
+        about: |unit, _, options| {
+            let fv = &options.feature_vis;
+            format!(
+                "Images optimized to excite (positive) or inhibit (negative) {unit}, from noise \
+                 ({} steps, seed {}).",
+                fv.steps, fv.seed
+            )
+        },
+        compute: |cx| {
+            let positive = cx.positive()?.clone();
+            feature_vis_tab(cx.unit, cx.options, &positive)
+        },
+    },
+    TabSpec {
+        id: "dataset-examples",
+        title: "Dataset examples",
+        weight: 0.25,
+        about: |_, _, _| {
+            "The inputs of the attached dataset that activate the unit most and least, cropped \
+             around the strongest position; toggle heatmaps to see where it fires."
+                .into()
+        },
+        compute: |cx| {
+            let model = cx.unit.model().clone();
+            match (cx.examples()?, model.dataset()) {
+                (Some(ex), Some(data)) => examples_tab(&model, data, ex),
+                _ => Ok(no_dataset()),
+            }
+        },
+    },
+    TabSpec {
+        id: "deepdream",
+        title: "DeepDream",
+        weight: 0.15,
+        about: |_, layer, options| {
+            format!(
+                "Gradient ascent on the mean square of {layer} from an input image, over {} \
+                 octaves: what the whole layer amplifies.",
+                options.deepdream.octaves
+            )
+        },
+        compute: |cx| {
+            let image = cx.source_image()?;
+            deepdream_tab(cx.unit.model(), cx.options, &image, cx.unit.layer())
+        },
+    },
+    TabSpec {
+        id: "weights",
+        title: "Weights",
+        weight: 0.15,
+        about: |_, _, _| {
+            "Expanded weights from the previous layer's strongest units: the linear path between \
+             them (ReLU as identity, max pool as average pool); red excites, blue inhibits."
+                .into()
+        },
+        compute: |cx| weights_tab(cx.unit, cx.options),
+    },
+    TabSpec {
+        id: "attribution",
+        title: "Attribution",
+        weight: 0.1,
+        about: |_, _, _| {
+            "Activation × gradient toward this unit at the previous layer: where in the image, \
+             and through which units, its activation comes from."
+                .into()
+        },
+        compute: |cx| {
+            let image = match cx.options.attribution_image.clone() {
+                Some(image) => image,
+                None => cx.source_image()?,
+            };
+            attribution_tab(cx.unit, &image)
+        },
+    },
+    TabSpec {
+        id: "histogram",
+        title: "Histogram",
+        weight: 0.05,
+        about: |_, _, _| {
+            "The unit's strongest activation on each input of the attached dataset.".into()
+        },
+        compute: |cx| {
+            Ok(match cx.examples()? {
+                Some(ex) => histogram_tab(&ex.scores),
+                None => no_dataset(),
+            })
+        },
+    },
 ];
+
+/// A tab without its content: what a gallery's props list for the unit views it opens.
+#[derive(Clone, Debug, Serialize)]
+pub struct TabHeader {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub about: String,
+}
+
+impl TabSpec {
+    /// The tab `id`, or an error listing the tabs there are.
+    pub fn find(id: &str) -> Result<&'static TabSpec> {
+        TABS.iter().find(|t| t.id == id).ok_or_else(|| {
+            let ids: Vec<&str> = TABS.iter().map(|t| t.id).collect();
+            Error::Message(format!(
+                "no tab {id:?} in a unit view (tabs: {})",
+                ids.join(", ")
+            ))
+        })
+    }
+
+    /// This tab's header for a unit of `layer`: `about` said of `unit`.
+    pub fn header(&self, unit: &str, layer: &str, options: &ViewOptions) -> TabHeader {
+        TabHeader {
+            id: self.id,
+            title: self.title,
+            about: (self.about)(unit, layer, options),
+        }
+    }
+
+    /// This tab for a unit of `layer` with `body`: `about` said of `unit`.
+    pub fn tab(&self, unit: &str, layer: &str, options: &ViewOptions, body: Body) -> Tab {
+        Tab {
+            id: self.id,
+            title: self.title,
+            about: (self.about)(unit, layer, options),
+            body,
+        }
+    }
+}
 
 /// What several tabs share, computed once and only when a tab needs it: the positive feature
 /// visualization, the dataset examples, the top example as an image.
@@ -233,93 +378,18 @@ impl<'a> TabContext<'a> {
         }
     }
 
-    /// Tab `id`. A technique that fails for this unit gives a tab saying why; a cancelled
+    /// Tab `spec`. A technique that fails for this unit gives a tab saying why; a cancelled
     /// computation stops the whole view.
-    fn tab(&mut self, id: &str) -> Result<Tab> {
-        let unit = self.unit;
-        let (name, options) = (unit.layer(), self.options);
-        let model = unit.model().clone();
-        let (about, body) = match id {
-            "feature-vis" => {
-                let fv = &options.feature_vis;
-                let about = format!(
-                    "Images optimized to excite (positive) or inhibit (negative) {unit}, from \
-                     noise ({} steps, seed {}).",
-                    fv.steps, fv.seed
-                );
-                let body = match self.positive() {
-                    Ok(p) => feature_vis_tab(unit, options, &p.clone()),
-                    Err(e) => Err(e),
-                };
-                (about, body)
-            }
-            "dataset-examples" => (
-                "The inputs of the attached dataset that activate the unit most and least, \
-                 cropped around the strongest position; toggle heatmaps to see where it fires."
-                    .into(),
-                match (self.examples(), model.dataset()) {
-                    (Ok(Some(ex)), Some(data)) => examples_tab(&model, data, ex),
-                    (Err(e), _) => Err(e),
-                    _ => Ok(no_dataset()),
-                },
-            ),
-            "deepdream" => (
-                format!(
-                    "Gradient ascent on the mean square of {name} from an input image, over {} \
-                     octaves: what the whole layer amplifies.",
-                    options.deepdream.octaves
-                ),
-                self.source_image()
-                    .and_then(|image| deepdream_tab(&model, options, &image, name)),
-            ),
-            "weights" => (
-                "Expanded weights from the previous layer's strongest units: the linear path \
-                 between them (ReLU as identity, max pool as average pool); red excites, blue \
-                 inhibits."
-                    .into(),
-                weights_tab(unit, options),
-            ),
-            "attribution" => (
-                "Activation × gradient toward this unit at the previous layer: where in the \
-                 image, and through which units, its activation comes from."
-                    .into(),
-                match options.attribution_image.clone() {
-                    Some(image) => Ok(image),
-                    None => self.source_image(),
-                }
-                .and_then(|image| attribution_tab(unit, &image)),
-            ),
-            "histogram" => (
-                "The unit's strongest activation on each input of the attached dataset.".into(),
-                self.examples().map(|ex| match ex {
-                    Some(ex) => histogram_tab(&ex.scores),
-                    None => no_dataset(),
-                }),
-            ),
-            other => {
-                return Err(Error::Message(format!(
-                    "no tab {other:?} in a unit view (tabs: {})",
-                    TABS.map(|t| t.0).join(", ")
-                )))
-            }
-        };
-        let (id, title) = TABS
-            .into_iter()
-            .find(|t| t.0 == id)
-            .expect("every matched id is in TABS");
-        let body = match body {
+    fn tab(&mut self, spec: &TabSpec) -> Result<Tab> {
+        let body = match (spec.compute)(self) {
             Ok(b) => b,
             Err(e @ Error::Cancelled { .. }) => return Err(e),
             Err(e) => Body::Unavailable {
                 reason: e.to_string(),
             },
         };
-        Ok(Tab {
-            id,
-            title,
-            about,
-            body,
-        })
+        let unit = self.unit;
+        Ok(spec.tab(&unit.to_string(), unit.layer(), self.options, body))
     }
 }
 
@@ -341,14 +411,14 @@ impl Unit {
     pub fn view_with(&self, options: &ViewOptions) -> Result<UnitView> {
         let mut bar = ProgressDisplay::start(&format!("unit view of {self}"));
         let view = self.compute_view(options, &mut |fraction, stage| bar.set(fraction, stage))?;
-        bar.finish("6 tabs");
+        bar.finish(&format!("{} tabs", TABS.len()));
         Ok(view)
     }
 
     /// One tab of the unit view (`id` from [`TABS`]), computed alone: what a live widget asks
     /// for when a tab is opened.
     pub fn view_tab(&self, id: &str, options: &ViewOptions) -> Result<Tab> {
-        TabContext::new(self, options).tab(id)
+        TabContext::new(self, options).tab(TabSpec::find(id)?)
     }
 
     fn compute_view(
@@ -361,12 +431,11 @@ impl Unit {
         let (name, u) = (self.layer(), self.index());
         let mut context = TabContext::new(self, options);
         let mut tabs = Vec::with_capacity(TABS.len());
-        let weight = [0.3, 0.25, 0.15, 0.15, 0.1, 0.05];
         let mut done = 0.0;
-        for ((id, title), w) in TABS.into_iter().zip(weight) {
-            stage(done, &title.to_lowercase());
-            tabs.push(context.tab(id)?);
-            done += w;
+        for spec in TABS {
+            stage(done, &spec.title.to_lowercase());
+            tabs.push(context.tab(spec)?);
+            done += spec.weight;
         }
         Ok(UnitView {
             model: model.source(),
@@ -532,14 +601,17 @@ fn weights_tab(unit: &Unit, options: &ViewOptions) -> Result<Body> {
         let per: usize = d[1..].iter().product();
         let all = filters.to_vec();
         let f = &all[unit.index() * per..(unit.index() + 1) * per];
+        // Drawn as an image: 0.5 is zero, and the largest weight's magnitude reaches 0 or 1.
+        let m = f.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+        let shown: Vec<f32> = f.iter().map(|v| 0.5 + v / (2.0 * m)).collect();
         return Ok(Body::Weights {
             from: None,
             cards: vec![WeightCard {
                 unit: unit.index(),
-                weights: png(&planar(f, &d[1..])),
+                weights: png(&planar(&shown, &d[1..])),
                 feature_vis: None,
-                norm: f.iter().map(|v| (v - 0.5) * (v - 0.5)).sum::<f32>().sqrt(),
-                sum: f.iter().map(|v| v - 0.5).sum(),
+                norm: f.iter().map(|v| v * v).sum::<f32>().sqrt(),
+                sum: f.iter().sum(),
             }],
         });
     };
@@ -638,5 +710,32 @@ impl UnitView {
             s.push_str(&format!("  {:<22} {state}\n", t.title));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tabs_are_declared_once_with_unique_ids_and_weights_adding_up_to_one() {
+        let mut ids: Vec<&str> = TABS.iter().map(|t| t.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), TABS.len(), "tab ids repeat");
+        let total: f32 = TABS.iter().map(|t| t.weight).sum();
+        assert!((total - 1.0).abs() < 1e-6, "weights add up to {total}");
+        assert!(TABS.iter().all(|t| t.weight > 0.0));
+        // The browser code renders the tabs the props list: it names none of them itself.
+        let js = crate::widget::assets::library();
+        for t in TABS {
+            for quoted in [format!("\"{}\"", t.title), format!("'{}'", t.title)] {
+                assert!(!js.contains(&quoted), "widgets/*.js names the tab {quoted}");
+            }
+        }
+        assert!(TabSpec::find("no-such-tab")
+            .unwrap_err()
+            .to_string()
+            .contains(TABS[0].id));
     }
 }
