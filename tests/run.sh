@@ -39,12 +39,13 @@ disk_report() {
 }
 trap disk_report EXIT
 
-step "Debian packages: dataset-fashion-mnist, chromium, nodejs, npm"
+step "Debian packages: dataset-fashion-mnist, chromium, nodejs, npm, g++"
 missing=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v g++ >/dev/null || missing+=(g++)  # the kernel builds libzmq from source
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

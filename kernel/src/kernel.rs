@@ -12,11 +12,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
-use zeromq::{PubSocket, RepSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+use tokio::sync::oneshot;
 
 use crate::bridge::{self, Bridge, Incoming};
 use crate::eval::{Evaluator, Outcome, Preload, Request, Stream};
+use crate::transport::{Outbox, Sockets};
 use crate::wire::{header, Connection, Message, Signer, PROTOCOL_VERSION};
 
 /// Prefix of a display line printed by the microscope crate (`microscope::widget::KERNEL_MARKER`).
@@ -35,17 +35,24 @@ pub struct Config {
     pub bridge_token: String,
 }
 
+/// This kernel's sockets, here for [`shutdown`], which may come from any thread.
+static SOCKETS: Sockets = Sockets::new();
+
+/// How long [`shutdown`] waits for libzmq to close the sockets.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Outgoing iopub traffic, in order.
 #[derive(Clone)]
 struct Iopub {
-    tx: mpsc::UnboundedSender<Message>,
+    socket: Outbox,
+    signer: Signer,
     session: String,
 }
 
 impl Iopub {
     fn send(&self, parent: &Value, msg_type: &str, content: Value) {
         let topic = format!("kernel.microscope.{msg_type}");
-        let _ = self.tx.send(Message {
+        let message = Message {
             identities: vec![Bytes::from(topic)],
             header: header(msg_type, &self.session),
             parent_header: if parent.is_null() {
@@ -56,7 +63,8 @@ impl Iopub {
             metadata: json!({}),
             content,
             buffers: Vec::new(),
-        });
+        };
+        self.socket.send(message.frames(&self.signer));
     }
 
     fn status(&self, parent: &Value, state: &str) {
@@ -116,21 +124,6 @@ pub fn when_parent_gone(gone: impl FnOnce() + Send + 'static) {
     });
 }
 
-/// Binds `endpoint`, waiting a little while it is in use: on a restart Jupyter reuses the
-/// ports, and when this kernel is a spare (spare.rs) the kernel before it may still be exiting.
-async fn bind(socket: &mut impl Socket, endpoint: &str) -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match socket.bind(endpoint).await {
-            Ok(_) => return Ok(()),
-            Err(_) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => return Err(e).with_context(|| format!("binding {endpoint}")),
-        }
-    }
-}
-
 /// Where the evaluation thread's lines go: the kernel's iopub once it serves, stderr before
 /// (a spare's preload).
 #[derive(Clone, Default)]
@@ -158,40 +151,16 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
     let conn = &config.connection;
     let signer = Signer::new(&conn.key);
     let session = uuid::Uuid::new_v4().to_string();
-    let mut shell = RouterSocket::new();
-    let mut control = RouterSocket::new();
-    let mut iopub_socket = PubSocket::new();
-    let mut stdin = RouterSocket::new();
-    let mut heartbeat = RepSocket::new();
-    for (socket, port) in [
-        (&mut shell, conn.shell_port),
-        (&mut control, conn.control_port),
-        (&mut stdin, conn.stdin_port),
-    ] {
-        bind(socket, &conn.endpoint(port)).await?;
-    }
-    bind(&mut iopub_socket, &conn.endpoint(conn.iopub_port)).await?;
-    bind(&mut heartbeat, &conn.endpoint(conn.hb_port)).await?;
-
-    let (pub_tx, mut pub_rx) = mpsc::unbounded_channel::<Message>();
-    let publish_signer = signer.clone();
-    tokio::spawn(async move {
-        while let Some(m) = pub_rx.recv().await {
-            if let Ok(z) = ZmqMessage::try_from(m.frames(&publish_signer)) {
-                let _ = iopub_socket.send(z).await;
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Ok(ping) = heartbeat.recv().await {
-            let _ = heartbeat.send(ping).await;
-        }
-    });
-    // Keep the stdin socket alive (input requests are not supported).
-    tokio::spawn(async move { while stdin.recv().await.is_ok() {} });
+    let mut shell = SOCKETS.router(&conn.endpoint(conn.shell_port)).await?;
+    let mut control = SOCKETS.router(&conn.endpoint(conn.control_port)).await?;
+    // Bound and kept open, its messages dropped: input requests are not supported.
+    SOCKETS.router(&conn.endpoint(conn.stdin_port)).await?;
+    let iopub_socket = SOCKETS.publisher(&conn.endpoint(conn.iopub_port)).await?;
+    SOCKETS.echo(&conn.endpoint(conn.hb_port)).await?;
 
     let iopub = Iopub {
-        tx: pub_tx,
+        socket: iopub_socket,
+        signer: signer.clone(),
         session: session.clone(),
     };
     iopub.status(&Value::Null, "starting");
@@ -215,16 +184,6 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
         },
     )?;
 
-    let (shell_tx, mut shell_rx) = mpsc::unbounded_channel::<Vec<Bytes>>();
-    let (mut shell_send, mut shell_recv) = shell.split();
-    tokio::spawn(async move {
-        while let Some(frames) = shell_rx.recv().await {
-            if let Ok(z) = ZmqMessage::try_from(frames) {
-                let _ = shell_send.send(z).await;
-            }
-        }
-    });
-
     // Control: kernel_info, interrupt, shutdown.
     let control_evaluator = evaluator.clone();
     let control_signer = signer.clone();
@@ -232,8 +191,8 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
     let interrupt_file = config.interrupt_file.clone();
     let work_dir = config.work_dir.clone();
     tokio::spawn(async move {
-        while let Ok(z) = control.recv().await {
-            let Ok(request) = Message::parse(z.into_vec(), &control_signer) else {
+        while let Some(frames) = control.incoming.recv().await {
+            let Ok(request) = Message::parse(frames, &control_signer) else {
                 continue;
             };
             control_iopub.status(&request.header, "busy");
@@ -252,9 +211,7 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
                         "shutdown_reply",
                         json!({ "status": "ok", "restart": restart }),
                     );
-                    if let Ok(z) = ZmqMessage::try_from(reply.frames(&control_signer)) {
-                        let _ = control.send(z).await;
-                    }
+                    control.outgoing.send(reply.frames(&control_signer));
                     control_iopub.status(&request.header, "idle");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     shutdown(&control_evaluator, &work_dir);
@@ -277,24 +234,22 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
                     }
                 },
             };
-            if let Ok(z) = ZmqMessage::try_from(reply.frames(&control_signer)) {
-                let _ = control.send(z).await;
-            }
+            control.outgoing.send(reply.frames(&control_signer));
             control_iopub.status(&request.header, "idle");
         }
     });
 
     let execution_count = Arc::new(AtomicU64::new(0));
     loop {
-        let z = shell_recv.recv().await.context("shell socket closed")?;
-        let request = match Message::parse(z.into_vec(), &signer) {
+        let frames = shell.incoming.recv().await.context("shell socket closed")?;
+        let request = match Message::parse(frames, &signer) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("microscope kernel: dropped a shell message: {e}");
                 continue;
             }
         };
-        let shell_tx = shell_tx.clone();
+        let shell_out = shell.outgoing.clone();
         let iopub = iopub.clone();
         let signer = signer.clone();
         let evaluator = evaluator.clone();
@@ -307,7 +262,7 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
             iopub.status(&request.header, "busy");
             let reply = handle(&request, &iopub, &evaluator, &bridge, &count, accepted_tx).await;
             if let Some(reply) = reply {
-                let _ = shell_tx.send(reply.frames(&signer));
+                shell_out.send(reply.frames(&signer));
             }
             iopub.status(&request.header, "idle");
         });
@@ -560,6 +515,10 @@ fn interrupt(evaluator: &Evaluator, file: &PathBuf) {
 /// removed by a process of its own, so that the ports are free at once for the kernel after
 /// this one (a restart reuses them); one left behind is removed by the next kernel's start.
 pub fn shutdown(evaluator: &Evaluator, work_dir: &std::path::Path) -> ! {
+    // Held until the process exits: a second shutdown (the parent gone during a shutdown
+    // request) must not close files under libzmq while the first one is closing its sockets.
+    static ONCE: Mutex<()> = Mutex::new(());
+    let _once = ONCE.lock();
     // A poisoned lock still holds the child: kill it all the same.
     let child = evaluator
         .state
@@ -569,7 +528,11 @@ pub fn shutdown(evaluator: &Evaluator, work_dir: &std::path::Path) -> ! {
     if let Some(child) = child.as_ref() {
         let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
     }
-    close_sockets();
+    // libzmq closes its own connections and listeners; the fds it uses must not be closed under
+    // it (its threads abort on a failed close), so the others are closed only once it is done.
+    if SOCKETS.close(CLOSE_WAIT) {
+        close_sockets();
+    }
     let removing = std::process::Command::new("rm")
         .arg("-rf")
         .arg(work_dir)
@@ -583,9 +546,9 @@ pub fn shutdown(evaluator: &Evaluator, work_dir: &std::path::Path) -> ! {
     std::process::exit(0)
 }
 
-/// Closes every socket of this process now. Exiting frees the process's memory (gigabytes for a
-/// kernel) before the OS closes its files, which kept a kernel's connections open for a while
-/// after it decided to go: when Jupyter killed the stand-in of an adopted spare (spare.rs) and
+/// Closes every socket of this process now (the bridge's and a spare's: the Jupyter sockets are
+/// closed by then). Exiting frees the process's memory (gigabytes for a kernel) before the OS
+/// closes its files, which kept a kernel's connections open for a while after it decided to go: when Jupyter killed the stand-in of an adopted spare (spare.rs) and
 /// started the next kernel, the client's first request still reached this one and was lost.
 fn close_sockets() {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {

@@ -16,6 +16,7 @@ mod install;
 mod kernel;
 mod spare;
 mod toolchain;
+mod transport;
 mod wire;
 
 use std::path::PathBuf;

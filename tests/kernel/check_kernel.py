@@ -25,6 +25,7 @@ import json
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -265,9 +266,51 @@ def check_changed_toolchain(out):
         os.environ["JUPYTER_PATH"] = saved
 
 
+def oversized_frame(size):
+    """What a peer that reaches a kernel port can send without its key: a ZMTP 3.0 greeting
+    (rfc.zeromq.org/spec/23, NULL mechanism), READY as a DEALER, then the header of a frame of
+    `size` bytes (flags: long size; the size as 8 big-endian bytes)."""
+    greeting = b"\xff" + bytes(8) + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\0") + bytes(32)
+    body = b"\x05READY" + b"\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER"
+    return greeting + bytes([0x04, len(body)]) + body + bytes([0x02]) + size.to_bytes(8, "big")
+
+
+def dropped_after(host, port, data, timeout=5):
+    """Sends `data` on a raw connection; whether the kernel then closes it."""
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        raw.sendall(data)
+        try:
+            while raw.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            return False
+    return True
+
+
 def check_protocol(s):
-    """Messages the kernel must not act on: a wrong signature, a replay; and a control request
-    it does not handle is an error reply, not a claim of success."""
+    """Messages the kernel must not act on: a wrong signature, a replay, a frame too large to be
+    anything but an attack; and a control request it does not handle is an error reply, not a
+    claim of success."""
+    info = s.km.get_connection_info()
+    # 32 TiB, and one byte over the kernel's limit (transport::MAX_MESSAGE_SIZE): a size an
+    # allocator grants, which libzmq without the limit would wait to fill.
+    for size, what in [(1 << 45, "32 TiB frame"), ((64 << 20) + 1, "frame just over 64 MiB")]:
+        dropped = dropped_after(info["ip"], info["shell_port"], oversized_frame(size))
+        check(dropped, f"a peer announcing a {what} on the shell port is disconnected")
+    msg_id = s.kc.kernel_info()
+    answered = None
+    t0 = time.time()
+    while answered is None and time.time() < t0 + 5:
+        try:
+            m = s.kc.get_shell_msg(timeout=0.2)
+        except queue.Empty:
+            continue
+        if m["parent_header"].get("msg_id") == msg_id:
+            answered = time.time() - t0
+    check(answered is not None, "... and the kernel still answers kernel_info "
+                                f"({answered if answered is None else f'{answered:.2f} s'}, limit 5 s)")
     marker = os.path.join(tempfile.mkdtemp(), "ran")
     code = f"std::fs::write({marker!r}, \"x\")?;"
     wrong = jupyter_client.session.Session(key=b"not-the-key", username=s.kc.session.username)
