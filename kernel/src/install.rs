@@ -170,11 +170,15 @@ pub fn install(prefix: Option<&Path>, cuda: bool, prebuild: bool) -> Result<()> 
         extension.display()
     );
     // The binary travels with the kernelspec (a later `cargo clean` must not break it); write
-    // it beside and rename, since a running kernel may be using the old one.
-    let exe = std::env::current_exe().context("locating this binary")?;
+    // it beside and rename, since a running kernel may be using the old one. It is copied from
+    // /proc/self/exe, the running binary itself: a `cargo build` during the minutes of the
+    // prebuild may have replaced or removed the file it was started from.
     let bin = dir.join("microscope-kernel");
     let staged = dir.join(".microscope-kernel.new");
-    std::fs::copy(&exe, &staged).with_context(|| format!("copying {}", exe.display()))?;
+    std::fs::copy("/proc/self/exe", &staged).with_context(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        format!("copying this binary ({})", exe.display())
+    })?;
     std::fs::rename(&staged, &bin)?;
     let env: serde_json::Map<String, serde_json::Value> = toolchain
         .env()
