@@ -266,7 +266,7 @@ fn run(
     };
     if let Some(template) = preload.template.as_ref().filter(|t| t.exists()) {
         if !preload.work_dir.exists() {
-            if let Err(e) = crate::install::copy_template(template, &preload.work_dir) {
+            if let Err(e) = crate::template::copy_template(template, &preload.work_dir) {
                 on_line(
                     Stream::Stderr,
                     format!("microscope kernel: {e:#}; building from scratch"),

@@ -239,7 +239,7 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
         }
     });
 
-    let execution_count = Arc::new(AtomicU64::new(0));
+    let execution_count = AtomicU64::new(0);
     loop {
         let frames = shell.incoming.recv().await.context("shell socket closed")?;
         let request = match Message::parse(frames, &signer) {
@@ -249,52 +249,77 @@ pub async fn serve(config: Config, evaluator: Evaluator, lines: Lines) -> Result
                 continue;
             }
         };
-        let shell_out = shell.outgoing.clone();
-        let iopub = iopub.clone();
-        let signer = signer.clone();
-        let evaluator = evaluator.clone();
-        let bridge = bridge.clone();
-        let count = execution_count.clone();
-        // Each request is answered by its own task; executions still run one at a time, in
-        // order, because the evaluation thread takes them from one queue.
-        let (accepted_tx, accepted_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            iopub.status(&request.header, "busy");
-            let reply = handle(&request, &iopub, &evaluator, &bridge, &count, accepted_tx).await;
-            if let Some(reply) = reply {
-                shell_out.send(reply.frames(&signer));
+        iopub.status(&request.header, "busy");
+        // Routed here, in arrival order: what needs the evaluation thread is queued on it now,
+        // so executions run in the order they came, and only waiting for them is left to a task.
+        match route(&request, &iopub, &evaluator, &bridge, &execution_count) {
+            Route::Now(reply) => {
+                shell.outgoing.send(reply.frames(&signer));
+                iopub.status(&request.header, "idle");
             }
-            iopub.status(&request.header, "idle");
-        });
-        // Wait until the request is queued, so queue order is arrival order.
-        let _ = accepted_rx.await;
+            Route::NoReply => iopub.status(&request.header, "idle"),
+            Route::Queued(pending) => {
+                let (shell_out, iopub, signer) =
+                    (shell.outgoing.clone(), iopub.clone(), signer.clone());
+                tokio::spawn(async move {
+                    let reply = pending.reply(&request, &iopub).await;
+                    shell_out.send(reply.frames(&signer));
+                    iopub.status(&request.header, "idle");
+                });
+            }
+        }
     }
 }
 
-/// Answers one shell request (comm messages get no reply).
-async fn handle(
+/// Where a shell request goes.
+enum Route {
+    /// Answered at once.
+    Now(Message),
+    /// A comm message: relayed over the bridge, no reply.
+    NoReply,
+    /// Queued on the evaluation thread; the reply waits for it.
+    Queued(Pending),
+}
+
+/// A request the evaluation thread has in its queue.
+enum Pending {
+    Execute {
+        count: u64,
+        silent: bool,
+        outcome: oneshot::Receiver<Outcome>,
+    },
+    Complete {
+        code: String,
+        cursor: usize,
+        result: oneshot::Receiver<(Vec<String>, usize, usize)>,
+    },
+    Inspect {
+        text: oneshot::Receiver<Option<String>>,
+    },
+}
+
+/// Routes one shell request: answers what needs nothing else, relays comm messages, and queues
+/// on the evaluation thread what needs it.
+fn route(
     request: &Message,
     iopub: &Iopub,
     evaluator: &Evaluator,
     bridge: &Bridge,
     count: &AtomicU64,
-    accepted: oneshot::Sender<()>,
-) -> Option<Message> {
+) -> Route {
     let c = &request.content;
     if let Some(kind) = request.msg_type().strip_prefix("comm_") {
         if kind != "info_request" {
-            let _ = accepted.send(());
             comm(kind, request, iopub, bridge);
-            return None;
+            return Route::NoReply;
         }
     }
-    Some(match request.msg_type() {
-        "kernel_info_request" => {
-            let _ = accepted.send(());
-            Message::reply_to(request, "kernel_info_reply", kernel_info())
-        }
+    let code = || c["code"].as_str().unwrap_or("").to_string();
+    let cursor = |code: &str| byte_offset(code, c["cursor_pos"].as_u64().unwrap_or(0) as usize);
+    Route::Now(match request.msg_type() {
+        "kernel_info_request" => Message::reply_to(request, "kernel_info_reply", kernel_info()),
         "execute_request" => {
-            let code = c["code"].as_str().unwrap_or("").to_string();
+            let code = code();
             let silent = c["silent"].as_bool().unwrap_or(false);
             let store = c["store_history"].as_bool().unwrap_or(true) && !silent;
             let n = if store {
@@ -309,19 +334,97 @@ async fn handle(
                     json!({ "code": code, "execution_count": n }),
                 );
             }
-            let (tx, rx) = oneshot::channel();
+            let (tx, outcome) = oneshot::channel();
             evaluator.send(Request::Execute {
                 code,
                 parent: request.header.clone(),
                 reply: tx,
             });
-            let _ = accepted.send(());
-            let outcome = rx.await.unwrap_or(Outcome::Error {
+            return Route::Queued(Pending::Execute {
+                count: n,
+                silent,
+                outcome,
+            });
+        }
+        "complete_request" => {
+            let code = code();
+            let cursor = cursor(&code);
+            let (tx, result) = oneshot::channel();
+            evaluator.send(Request::Complete {
+                code: code.clone(),
+                cursor,
+                reply: tx,
+            });
+            return Route::Queued(Pending::Complete {
+                code,
+                cursor,
+                result,
+            });
+        }
+        "inspect_request" => {
+            let code = code();
+            let cursor = cursor(&code);
+            let (tx, text) = oneshot::channel();
+            evaluator.send(Request::Inspect {
+                code,
+                cursor,
+                reply: tx,
+            });
+            return Route::Queued(Pending::Inspect { text });
+        }
+        "is_complete_request" => {
+            Message::reply_to(request, "is_complete_reply", json!({ "status": "unknown" }))
+        }
+        "history_request" => Message::reply_to(
+            request,
+            "history_reply",
+            json!({ "status": "ok", "history": [] }),
+        ),
+        "comm_info_request" => {
+            let wanted = c["target_name"].as_str().unwrap_or(bridge::TARGET);
+            let comms: serde_json::Map<String, Value> = if wanted == bridge::TARGET {
+                bridge
+                    .comms()
+                    .into_iter()
+                    .map(|id| (id, json!({ "target_name": bridge::TARGET })))
+                    .collect()
+            } else {
+                serde_json::Map::new()
+            };
+            Message::reply_to(
+                request,
+                "comm_info_reply",
+                json!({ "status": "ok", "comms": comms }),
+            )
+        }
+        other => {
+            let kind = other
+                .strip_suffix("_request")
+                .map(|k| format!("{k}_reply"))
+                .unwrap_or_else(|| "error_reply".into());
+            Message::reply_to(
+                request,
+                &kind,
+                json!({ "status": "error", "ename": "NotSupported", "evalue": format!("{other} is not supported"), "traceback": [] }),
+            )
+        }
+    })
+}
+
+impl Pending {
+    /// Waits for the evaluation thread, then makes the reply (and, for a cell, its result or
+    /// error on iopub).
+    async fn reply(self, request: &Message, iopub: &Iopub) -> Message {
+        match self {
+            Pending::Execute {
+                count: n,
+                silent,
+                outcome,
+            } => match outcome.await.unwrap_or(Outcome::Error {
                 ename: "KernelError".into(),
                 evalue: "the evaluation thread stopped".into(),
                 traceback: vec![],
-            });
-            match outcome {
+            }) {
                 Outcome::Ok(data) => {
                     if !data.is_empty() && !silent {
                         iopub.send(
@@ -349,96 +452,40 @@ async fn handle(
                     reply["execution_count"] = json!(n);
                     Message::reply_to(request, "execute_reply", reply)
                 }
-            }
-        }
-        "complete_request" => {
-            let code = c["code"].as_str().unwrap_or("").to_string();
-            let cursor = byte_offset(&code, c["cursor_pos"].as_u64().unwrap_or(0) as usize);
-            let (tx, rx) = oneshot::channel();
-            evaluator.send(Request::Complete {
-                code: code.clone(),
-                cursor,
-                reply: tx,
-            });
-            let _ = accepted.send(());
-            let (matches, start, end) = rx.await.unwrap_or((vec![], cursor, cursor));
-            Message::reply_to(
-                request,
-                "complete_reply",
-                json!({
-                    "status": "ok",
-                    "matches": matches,
-                    "cursor_start": char_offset(&code, start),
-                    "cursor_end": char_offset(&code, end),
-                    "metadata": {},
-                }),
-            )
-        }
-        "inspect_request" => {
-            let code = c["code"].as_str().unwrap_or("").to_string();
-            let cursor = byte_offset(&code, c["cursor_pos"].as_u64().unwrap_or(0) as usize);
-            let (tx, rx) = oneshot::channel();
-            evaluator.send(Request::Inspect {
+            },
+            Pending::Complete {
                 code,
                 cursor,
-                reply: tx,
-            });
-            let _ = accepted.send(());
-            let text = rx.await.ok().flatten();
-            Message::reply_to(
-                request,
-                "inspect_reply",
-                json!({
-                    "status": "ok",
-                    "found": text.is_some(),
-                    "data": text.map(|t| json!({ "text/plain": t })).unwrap_or(json!({})),
-                    "metadata": {},
-                }),
-            )
+                result,
+            } => {
+                let (matches, start, end) = result.await.unwrap_or((vec![], cursor, cursor));
+                Message::reply_to(
+                    request,
+                    "complete_reply",
+                    json!({
+                        "status": "ok",
+                        "matches": matches,
+                        "cursor_start": char_offset(&code, start),
+                        "cursor_end": char_offset(&code, end),
+                        "metadata": {},
+                    }),
+                )
+            }
+            Pending::Inspect { text } => {
+                let text = text.await.ok().flatten();
+                Message::reply_to(
+                    request,
+                    "inspect_reply",
+                    json!({
+                        "status": "ok",
+                        "found": text.is_some(),
+                        "data": text.map(|t| json!({ "text/plain": t })).unwrap_or(json!({})),
+                        "metadata": {},
+                    }),
+                )
+            }
         }
-        "is_complete_request" => {
-            let _ = accepted.send(());
-            Message::reply_to(request, "is_complete_reply", json!({ "status": "unknown" }))
-        }
-        "history_request" => {
-            let _ = accepted.send(());
-            Message::reply_to(
-                request,
-                "history_reply",
-                json!({ "status": "ok", "history": [] }),
-            )
-        }
-        "comm_info_request" => {
-            let _ = accepted.send(());
-            let wanted = c["target_name"].as_str().unwrap_or(bridge::TARGET);
-            let comms: serde_json::Map<String, Value> = if wanted == bridge::TARGET {
-                bridge
-                    .comms()
-                    .into_iter()
-                    .map(|id| (id, json!({ "target_name": bridge::TARGET })))
-                    .collect()
-            } else {
-                serde_json::Map::new()
-            };
-            Message::reply_to(
-                request,
-                "comm_info_reply",
-                json!({ "status": "ok", "comms": comms }),
-            )
-        }
-        other => {
-            let _ = accepted.send(());
-            let kind = other
-                .strip_suffix("_request")
-                .map(|k| format!("{k}_reply"))
-                .unwrap_or_else(|| "error_reply".into());
-            Message::reply_to(
-                request,
-                &kind,
-                json!({ "status": "error", "ename": "NotSupported", "evalue": format!("{other} is not supported"), "traceback": [] }),
-            )
-        }
-    })
+    }
 }
 
 /// `comm_open`, `comm_msg`, `comm_close` from the frontend. Comms to the `microscope` target go
@@ -615,8 +662,5 @@ mod tests {
     #[test]
     fn the_marker_is_the_one_the_crate_prints() {
         assert_eq!(DISPLAY_MARKER, microscope::widget::KERNEL_MARKER);
-        assert_eq!(crate::INTERRUPT_ENV, microscope::interrupt::ENV);
-        assert_eq!(crate::BRIDGE_ENV, microscope::widget::live::BRIDGE_ENV);
-        assert_eq!(crate::BRIDGE_TOKEN_ENV, microscope::widget::live::TOKEN_ENV);
     }
 }

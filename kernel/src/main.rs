@@ -15,6 +15,8 @@ mod eval;
 mod install;
 mod kernel;
 mod spare;
+mod startup;
+mod template;
 mod toolchain;
 mod transport;
 mod wire;
@@ -23,12 +25,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// The variable naming the interrupt file (`microscope::interrupt::ENV`).
-pub const INTERRUPT_ENV: &str = "MICROSCOPE_INTERRUPT_FILE";
-/// The variables naming the bridge socket and its secret (`microscope::widget::live`).
-pub const BRIDGE_ENV: &str = "MICROSCOPE_BRIDGE";
-pub const BRIDGE_TOKEN_ENV: &str = "MICROSCOPE_BRIDGE_TOKEN";
 
 #[derive(Parser)]
 #[command(
@@ -161,7 +157,7 @@ fn relay_cell_output() {
             std::fs::File::from_raw_fd(original),
         )
     };
-    let secret = std::env::var(microscope_display_secret::ENV).unwrap_or_default();
+    let secret = std::env::var(startup::DISPLAY_SECRET_ENV).unwrap_or_default();
     std::thread::spawn(move || {
         let mut out = std::io::LineWriter::new(original);
         for line in BufReader::new(reader).split(b'\n') {
@@ -177,12 +173,6 @@ fn relay_cell_output() {
             }
         }
     });
-}
-
-/// The display secret's variable: `microscope::widget::DISPLAY_SECRET_ENV` (the kernel does not
-/// link the crate; a test checks that the names agree).
-mod microscope_display_secret {
-    pub const ENV: &str = "MICROSCOPE_DISPLAY_SECRET";
 }
 
 /// What the evaluation process passes on for one line a cell printed. A line that starts with
@@ -232,7 +222,7 @@ fn drop_workspace_library_paths() {
     let Some(paths) = std::env::var_os("LD_LIBRARY_PATH") else {
         return;
     };
-    let target = install::crate_dir().join("target");
+    let target = template::crate_dir().join("target");
     let kept: Vec<PathBuf> = std::env::split_paths(&paths)
         .filter(|p| !p.starts_with(&target))
         .collect();
@@ -259,72 +249,6 @@ fn kernel_toolchain() -> Result<toolchain::Toolchain, String> {
     }
 }
 
-/// A kernel's own directory and settings, made before any thread starts (they go into the
-/// environment the evaluation process inherits).
-pub struct Prepared {
-    pub preload: eval::Preload,
-    pub work_dir: PathBuf,
-    pub interrupt_file: PathBuf,
-    pub bridge_socket: PathBuf,
-    pub bridge_token: String,
-}
-
-/// Sets up a kernel's build directory (filled from the template by the evaluation thread) and
-/// the variables its evaluation process finds the interrupt file and the bridge by.
-/// `background`: preload at the lowest CPU priority (a spare's).
-pub fn prepare(
-    template: Option<PathBuf>,
-    features: &str,
-    background: bool,
-    toolchain: &Result<toolchain::Toolchain, String>,
-) -> anyhow::Result<Prepared> {
-    let features: Vec<String> = features
-        .split(',')
-        .filter(|f| !f.is_empty())
-        .map(str::to_string)
-        .collect();
-    let work = install::fresh_work_dir()?;
-    let interrupt_file = work.join("interrupt");
-    std::env::set_var("EVCXR_TMPDIR", work.join("evcxr"));
-    std::env::set_var("MICROSCOPE_KERNEL", "1");
-    std::env::set_var(INTERRUPT_ENV, &interrupt_file);
-    // The evaluation process finds the bridge (live widgets) through these.
-    let bridge_socket = work.join("bridge.sock");
-    let bridge_token = uuid::Uuid::new_v4().simple().to_string();
-    std::env::set_var(BRIDGE_ENV, &bridge_socket);
-    std::env::set_var(BRIDGE_TOKEN_ENV, &bridge_token);
-    // Marks the crate's own display lines in the evaluation process's output (relay_line).
-    std::env::set_var(
-        microscope_display_secret::ENV,
-        format!("\u{1b}[{}]", uuid::Uuid::new_v4().simple()),
-    );
-    let evcxr_dir = work.join("evcxr");
-    let preload = eval::Preload {
-        crate_dir: install::crate_dir(),
-        features,
-        opt_level: install::OPT_LEVEL.into(),
-        library_path: toolchain
-            .as_ref()
-            .map(|t| t.library_path(&evcxr_dir))
-            .unwrap_or_default(),
-        lockfile: template
-            .as_ref()
-            .map(|t| t.join("Cargo.lock"))
-            .filter(|l| l.exists()),
-        setup_error: toolchain.as_ref().err().cloned(),
-        template,
-        work_dir: evcxr_dir,
-        background,
-    };
-    Ok(Prepared {
-        preload,
-        work_dir: work,
-        interrupt_file,
-        bridge_socket,
-        bridge_token,
-    })
-}
-
 /// A kernel started cold: no spare took its connection file. It leaves a spare for the next.
 fn run(
     connection_file: PathBuf,
@@ -333,53 +257,18 @@ fn run(
     toolchain: Result<toolchain::Toolchain, String>,
 ) -> anyhow::Result<()> {
     let connection = wire::Connection::read(&connection_file)?;
-    let prepared = prepare(template.clone(), features, false, &toolchain)?;
+    let prepared = startup::prepare(template.clone(), features, false, &toolchain)?;
     let (evaluator, lines) =
         kernel::start_evaluator(prepared.preload.clone(), prepared.interrupt_file.clone());
     if let Ok(exe) = std::env::current_exe() {
         spare::spawn_when_quiet(exe, template, features.to_string(), evaluator.state.clone());
     }
-    serve_kernel(connection, prepared, evaluator, lines)
-}
-
-/// Serves Jupyter on `connection` until shutdown, then removes the kernel's directory.
-pub fn serve_kernel(
-    connection: wire::Connection,
-    prepared: Prepared,
-    evaluator: eval::Evaluator,
-    lines: kernel::Lines,
-) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let work = prepared.work_dir.clone();
-    let result = runtime.block_on(kernel::serve(
-        kernel::Config {
-            connection,
-            interrupt_file: prepared.interrupt_file,
-            work_dir: prepared.work_dir,
-            bridge_socket: prepared.bridge_socket,
-            bridge_token: prepared.bridge_token,
-        },
-        evaluator,
-        lines,
-    ));
-    let _ = std::fs::remove_dir_all(&work);
-    result
+    startup::serve_kernel(connection, prepared, evaluator, lines)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_display_secret_variable_is_the_crates() {
-        assert_eq!(
-            microscope_display_secret::ENV,
-            microscope::widget::DISPLAY_SECRET_ENV
-        );
-    }
 
     #[test]
     fn only_the_crates_marked_lines_pass_as_displays() {

@@ -32,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::eval::{Request, Shared};
-use crate::{kernel, wire};
+use crate::{kernel, startup, wire};
 
 pub const IDLE_ENV: &str = "MICROSCOPE_SPARE_IDLE_S";
 const DEFAULT_IDLE: Duration = Duration::from_secs(600);
@@ -42,11 +42,11 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(600);
 const INTERNAL: &[&str] = &[
     "EVCXR_TMPDIR",
     "EVCXR_IS_RUNTIME",
-    "MICROSCOPE_KERNEL",
-    crate::INTERRUPT_ENV,
-    crate::BRIDGE_ENV,
-    crate::BRIDGE_TOKEN_ENV,
-    crate::microscope_display_secret::ENV,
+    startup::KERNEL_ENV,
+    startup::INTERRUPT_ENV,
+    startup::BRIDGE_ENV,
+    startup::BRIDGE_TOKEN_ENV,
+    startup::DISPLAY_SECRET_ENV,
 ];
 
 /// How long a spare waits once the process that started it is gone; `None`: spares are off.
@@ -301,7 +301,7 @@ pub fn serve(
     listener.set_nonblocking(true)?;
     let env_before = environment();
     let cwd_before = std::env::current_dir().ok();
-    let prepared = crate::prepare(template.clone(), &features, true, &Ok(toolchain))?;
+    let prepared = startup::prepare(template.clone(), &features, true, &Ok(toolchain))?;
     let work_dir = prepared.work_dir.clone();
     let (evaluator, lines) =
         kernel::start_evaluator(prepared.preload.clone(), prepared.interrupt_file.clone());
@@ -413,7 +413,7 @@ pub fn serve(
         }
     });
     spawn_when_quiet(exe, template, features, evaluator.state.clone());
-    let result = crate::serve_kernel(connection, prepared, evaluator, lines);
+    let result = startup::serve_kernel(connection, prepared, evaluator, lines);
     drop(stream);
     result
 }

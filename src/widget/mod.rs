@@ -64,6 +64,10 @@ pub fn evcxr_print(widget: &dyn Widget) {
 /// cannot forge a widget or markup. Outside the kernel it is unset and nothing is marked.
 pub const DISPLAY_SECRET_ENV: &str = "MICROSCOPE_DISPLAY_SECRET";
 
+/// Set (to `1`) in the microscope kernel's evaluation process: widgets are displayed through the
+/// kernel's display lines rather than evcxr's content blocks.
+pub const KERNEL_ENV: &str = "MICROSCOPE_KERNEL";
+
 /// The prefix of the crate's own output lines in this process ("" outside the kernel).
 fn own_prefix() -> &'static str {
     static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -194,7 +198,7 @@ pub(crate) fn kernel_line(
     display_id: Option<&str>,
     update: bool,
 ) -> Option<String> {
-    std::env::var_os("MICROSCOPE_KERNEL")?;
+    std::env::var_os(KERNEL_ENV)?;
     let message = serde_json::json!({
         "data": { "text/html": widget.to_html(), "text/plain": plain(&widget.text()) },
         "display_id": display_id,
