@@ -235,6 +235,8 @@ fn onnx_backend_node_tests() {
     if !failures.is_empty() {
         println!("\nfailures:\n  {}", failures.join("\n  "));
     }
+    // The cases are done: failures below say why again.
+    drop(std::panic::take_hook());
     assert!(failures.is_empty(), "{} node tests failed", failures.len());
     // Every op of the runtime's table (`microscope info --ops`, which tests/run.sh generates the
     // fixtures from) is exercised: an op added to the table without conformance cases fails.

@@ -23,6 +23,10 @@ pub fn sigmoid(ctx: &Ctx) -> Result<Vec<Value>> {
     unary(ctx, activation::sigmoid)
 }
 
+pub fn erf(ctx: &Ctx) -> Result<Vec<Value>> {
+    unary(ctx, |x| x.erf())
+}
+
 pub fn tanh(ctx: &Ctx) -> Result<Vec<Value>> {
     unary(ctx, |x| x.tanh())
 }

@@ -194,6 +194,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "ConvTranspose", kernel: conv::conv_transpose, linear: None, activation: false, opsets: "1–22" },
     OpSpec { name: "Div", kernel: elementwise::div, linear: None, activation: false, opsets: "7–14" },
     OpSpec { name: "Dropout", kernel: elementwise::dropout, linear: None, activation: true, opsets: "1–22" },
+    OpSpec { name: "Erf", kernel: elementwise::erf, linear: None, activation: false, opsets: "9–13" },
     OpSpec { name: "Flatten", kernel: shape::flatten, linear: None, activation: false, opsets: "1–25" },
     OpSpec { name: "Gather", kernel: shape::gather, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "Gemm", kernel: linear::gemm, linear: None, activation: false, opsets: "1–13" },
