@@ -210,7 +210,8 @@ fn jupyterlab_live(root: &Path, python: &Path, jupyter_path: &Path, cache: &Path
             .arg(root.join("tests/browser/hostile_lab.mjs"))
             .arg(format!("http://127.0.0.1:{port}"))
             .arg(&token)
-            .arg("lab/tree/hostile.ipynb")
+            // A workspace of its own: the default one reopens the tour beside it.
+            .arg("lab/workspaces/hostile/tree/hostile.ipynb")
             .arg(target.join("screenshots")),
         "the hostile notebook in JupyterLab",
     );

@@ -37,7 +37,11 @@ try {
     const text = outputs.map((o) => o.textContent).join("\n").replace(/\u200b/g, "");
     return {
       pwned: window.__pwned === undefined ? null : String(window.__pwned),
-      injected: document.querySelectorAll('img[src="x"], .jp-OutputArea b.forged, .jp-OutputArea script').length,
+      // Elements the names would make if they became markup (a widget's own scripts are its
+      // component library and its props, which hold the names as JSON text).
+      injected: [...document.querySelectorAll('img[src="x"], b.forged, script')]
+        .filter((e) => e.tagName !== "SCRIPT" || /__pwned/.test(e.text) && e.type !== "application/json")
+        .map((e) => e.outerHTML.slice(0, 80)),
       kinds,
       printedMarkup: text.includes('onerror="window.__pwned=1"'),
       printedMarkers: text.includes("EVCXR_BEGIN_CONTENT"),
@@ -46,7 +50,7 @@ try {
     };
   });
   check(seen.pwned === null && dialogs.length === 0, `no script from the model's names ran (window.__pwned: ${seen.pwned})`);
-  check(seen.injected === 0, `no element from the names exists (${seen.injected} found)`);
+  check(seen.injected.length === 0, `no element from the names exists (${seen.injected.join(" | ")})`);
   check(seen.printedMarkup && seen.printedMarkers, "the printed names show as text, markup and markers included");
   check(seen.errors === 0, `no cell failed (${seen.errors} error outputs)`);
   const other = seen.kinds.filter((k) => k !== "widget" && k !== "text");

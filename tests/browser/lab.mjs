@@ -8,13 +8,17 @@ export const launch = () => chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
 });
 
-// Opens `notebook` (a page path under the server) and waits until its kernel is connected.
+// Opens `notebook` (a page path under the server) and waits until it is the current document
+// and its kernel is connected. (JupyterLab restores the documents its workspace had open, and one
+// of those may come up as the current one first.)
 export async function openNotebook(page, base, token, notebook) {
   await page.goto(`${base}/${notebook}?token=${token}`, { waitUntil: "load" });
-  await page.waitForFunction(() => {
+  const file = notebook.split("/").pop();
+  await page.waitForFunction((file) => {
     const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-    return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-  }, null, { timeout: 120000 });
+    return w && w.context && w.context.path.split("/").pop() === file && w.sessionContext
+      && w.sessionContext.session && w.sessionContext.session.kernel;
+  }, file, { timeout: 120000 });
 }
 
 // Resolves once the current notebook's kernel is idle.

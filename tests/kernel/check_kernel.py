@@ -2,12 +2,14 @@
 
 usage: python check_kernel.py NOTEBOOKS_DIR OUT_DIR
 
-Expects the kernelspec `microscope` on JUPYTER_PATH (tests install it into a temporary prefix).
+Expects the kernelspec `microscope` on JUPYTER_PATH (kernel/tests/notebooks.rs installs it).
 Checks:
   - every notebook runs through nbclient without errors, and each shows widgets (display_data or
     execute_result with text/html holding a microscope root, and text/plain);
   - a failing cell reports a readable error (a `?` that fails is an error, its message shown
-    once), and the next cell still sees earlier variables;
+    once), and so does a hostile model that asks for terabytes; the next cell still sees earlier
+    variables;
+  - the protocol: wrong signatures, replays, unknown control requests, oversized frames;
   - a gallery's progress bar arrives as display_data and then update_display_data (same id);
   - an interrupt during a long feature visualization returns control within seconds and keeps
     the variables;
@@ -384,6 +386,18 @@ def check_session():
               f"({[m['msg_type'] for m in msgs]})")
 
         check_protocol(s)
+
+        # A downloaded model that asks for 4 TiB (Pad by 2**40, from the hostile corpus): one
+        # error naming the node, and the evaluation process, with every variable, lives on.
+        corpus = tempfile.mkdtemp()
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hostile"))
+        import make_corpus
+        make_corpus.build(corpus)
+        pad = os.path.join(corpus, "pad_2p40.onnx")
+        reply, msgs = s.execute(f"let hostile = Model::load({json.dumps(pad)})?;\nhostile.network().shapes()?;")
+        err = [m for m in msgs if m["msg_type"] == "error"]
+        check(reply["status"] == "error" and len(err) == 1 and "huge_pad" in err[0]["content"]["evalue"],
+              f"a hostile model is one error naming its node: {text_of(err).strip()[:160]!r}")
 
         reply, msgs = s.execute("kept + 1")
         results = [m for m in msgs if m["msg_type"] == "execute_result"]
