@@ -145,6 +145,21 @@ def text_of(msgs):
     return "".join(parts)
 
 
+def kernel_info_within(kc, limit):
+    """Sends kernel_info and waits up to `limit` seconds for its reply: the seconds it took, or
+    None (replies to other requests are skipped)."""
+    t0 = time.time()
+    msg_id = kc.kernel_info()
+    while time.time() < t0 + limit:
+        try:
+            m = kc.get_shell_msg(timeout=0.2)
+        except queue.Empty:
+            continue
+        if m["parent_header"].get("msg_id") == msg_id:
+            return time.time() - t0
+    return None
+
+
 def check_spare(out):
     """`install` leaves a spare kernel; the next kernel Jupyter starts is that spare, with the
     started process's environment and working directory, and it ends with that process."""
@@ -186,16 +201,7 @@ def check_spare(out):
         # the old one on its way out.
         if wait_for_spare(KERNEL):
             s.km.restart_kernel(now=True)
-            t0 = time.time()
-            msg_id = s.kc.kernel_info()
-            answered = None
-            while answered is None and time.time() < t0 + 5:
-                try:
-                    m = s.kc.get_shell_msg(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if m["parent_header"].get("msg_id") == msg_id:
-                    answered = time.time() - t0
+            answered = kernel_info_within(s.kc, 5)
             check(answered is not None, f"after a kill-restart onto the spare it left, the first kernel_info is answered "
                                         f"({answered if answered is None else f'{answered:.2f} s'}, limit 5 s)")
             s.kc.wait_for_ready(timeout=60)
@@ -301,16 +307,7 @@ def check_protocol(s):
     for size, what in [(1 << 45, "32 TiB frame"), ((64 << 20) + 1, "frame just over 64 MiB")]:
         dropped = dropped_after(info["ip"], info["shell_port"], oversized_frame(size))
         check(dropped, f"a peer announcing a {what} on the shell port is disconnected")
-    msg_id = s.kc.kernel_info()
-    answered = None
-    t0 = time.time()
-    while answered is None and time.time() < t0 + 5:
-        try:
-            m = s.kc.get_shell_msg(timeout=0.2)
-        except queue.Empty:
-            continue
-        if m["parent_header"].get("msg_id") == msg_id:
-            answered = time.time() - t0
+    answered = kernel_info_within(s.kc, 5)
     check(answered is not None, "... and the kernel still answers kernel_info "
                                 f"({answered if answered is None else f'{answered:.2f} s'}, limit 5 s)")
     marker = os.path.join(tempfile.mkdtemp(), "ran")
