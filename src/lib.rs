@@ -15,6 +15,7 @@ pub mod model;
 pub mod network;
 pub mod npy;
 pub mod optim;
+pub mod paths;
 pub mod technique;
 pub mod widget;
 pub mod zoo;

@@ -13,8 +13,7 @@ use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"MSCACHE1";
 
-/// The environment variable that sets the cache folder.
-pub const CACHE_ENV: &str = "MICROSCOPE_CACHE";
+pub use crate::paths::CACHE_ENV;
 
 /// A folder of cached results.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,15 +22,9 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// `$MICROSCOPE_CACHE`, else `$XDG_CACHE_HOME/microscope` (the desktop's cache folder), else
-    /// `~/.cache/microscope`; `None` when none can be found.
+    /// The cache folder ([`crate::paths::cache_root`]); `None` when none can be found.
     pub fn default_location() -> Option<Cache> {
-        let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        let dir = set(CACHE_ENV)
-            .map(PathBuf::from)
-            .or_else(|| set("XDG_CACHE_HOME").map(|d| Path::new(&d).join("microscope")))
-            .or_else(|| set("HOME").map(|h| Path::new(&h).join(".cache/microscope")))?;
-        Some(Cache { dir })
+        crate::paths::cache_root().map(|dir| Cache { dir })
     }
 
     pub fn at(dir: impl Into<PathBuf>) -> Cache {
@@ -55,10 +48,7 @@ impl Cache {
     /// Where `key`'s entry lives; `None` for anything but a key [`Cache::key`] makes (64
     /// lowercase hex digits), so no key can name a path outside the cache.
     fn path(&self, key: &str) -> Option<PathBuf> {
-        let valid = key.len() == 64
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let valid = key.len() == 64 && lower_hex(key);
         valid.then(|| self.dir.join(&key[..2]).join(key))
     }
 
@@ -127,6 +117,13 @@ impl Cache {
             return;
         };
         for shard in shards.flatten() {
+            // Entries live in two-hex-digit folders; anything else here (the zoo's downloads
+            // in `zoo/`) is not the cache's to evict.
+            let name = shard.file_name();
+            let name = name.to_string_lossy();
+            if !(name.len() == 2 && lower_hex(&name)) {
+                continue;
+            }
             let Ok(files) = std::fs::read_dir(shard.path()) else {
                 continue;
             };
@@ -154,6 +151,11 @@ impl Cache {
             }
         }
     }
+}
+
+fn lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The variable that sets the cache's size limit (bytes, or with a K, M, G or T suffix).
@@ -270,11 +272,24 @@ mod tests {
             c.put(k, &[0u8; 1000]).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        // The zoo's downloads share the folder and are older than every entry: not the
+        // cache's to evict.
+        let wheel = c.dir().join("zoo/model.whl");
+        std::fs::create_dir_all(wheel.parent().unwrap()).unwrap();
+        std::fs::write(&wheel, [0u8; 5000]).unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1);
+        std::fs::File::options()
+            .append(true)
+            .open(&wheel)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         // Using the oldest makes it the most recent.
         assert!(c.get(&keys[0]).is_some());
         c.evict(2 * 1040);
         let left: Vec<bool> = keys.iter().map(|k| c.get(k).is_some()).collect();
         assert_eq!(left, [true, false, false, true]);
+        assert!(wheel.exists(), "eviction removed the zoo's download");
         let _ = std::fs::remove_dir_all(c.dir());
     }
 
