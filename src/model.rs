@@ -50,18 +50,20 @@ impl Model {
 
     /// A built-in model (see [`zoo::NAMES`]).
     pub fn zoo(name: &str, device: Device) -> Result<Model> {
-        let (name, bytes) = zoo::bytes(name).ok_or_else(|| {
-            Error::Message(format!(
-                "zoo:{name}: no such built-in model (available: {})",
-                zoo::NAMES.join(", ")
-            ))
-        })?;
+        let (name, bytes) = zoo::bytes(name)
+            .ok_or_else(|| {
+                Error::Message(format!(
+                    "zoo:{name}: no such built-in model (available: {})",
+                    zoo::NAMES.join(", ")
+                ))
+            })?
+            .map_err(|e| Error::Message(format!("zoo:{name}: {e}")))?;
         let network =
-            parse_onnx(bytes, name, device).map_err(|e| e.in_model(format!("zoo:{name}")))?;
+            parse_onnx(&bytes, name, device).map_err(|e| e.in_model(format!("zoo:{name}")))?;
         Ok(Model {
             network: Arc::new(network),
             source: Source::Zoo(name),
-            digest: crate::digest::sha256_hex(bytes),
+            digest: crate::digest::sha256_hex(&bytes),
             dataset: None,
         })
     }

