@@ -10,6 +10,23 @@ fn unary(ctx: &Ctx, f: impl FnOnce(Storage) -> Storage) -> Result<Vec<Value>> {
     Ok(vec![Value::Device(ctx.float(0)?.map(f))])
 }
 
+/// A unary op that is also defined on integers: a host integer tensor (shape arithmetic) stays an
+/// integer tensor on the host.
+fn unary_int(
+    ctx: &Ctx,
+    f: impl FnOnce(Storage) -> Storage,
+    int: fn(i64) -> i64,
+) -> Result<Vec<Value>> {
+    if ctx.is_host(0) {
+        let h = ctx.host(0)?;
+        if h.elem == Elem::Int {
+            let data = h.to_i64().into_iter().map(int).collect();
+            return Ok(vec![Value::Host(HostTensor::i64(h.shape, data))]);
+        }
+    }
+    unary(ctx, f)
+}
+
 pub fn relu(ctx: &Ctx) -> Result<Vec<Value>> {
     unary(ctx, activation::relu)
 }
@@ -29,6 +46,57 @@ pub fn erf(ctx: &Ctx) -> Result<Vec<Value>> {
 
 pub fn tanh(ctx: &Ctx) -> Result<Vec<Value>> {
     unary(ctx, |x| x.tanh())
+}
+
+/// Gelu (opset 20): `x·Φ(x)` with the exact normal CDF (`approximate = "none"`) or its tanh
+/// approximation (`"tanh"`).
+pub fn gelu(ctx: &Ctx) -> Result<Vec<Value>> {
+    match ctx.node.string("approximate", "none")?.as_str() {
+        // Φ(x) = (1 + erf(x / √2)) / 2
+        "none" => unary(ctx, |x| {
+            let cdf = x
+                .clone()
+                .div_scalar(std::f32::consts::SQRT_2)
+                .erf()
+                .add_scalar(1.0)
+                .mul_scalar(0.5);
+            x * cdf
+        }),
+        // Φ(x) ≈ (1 + tanh(√(2/π) · (x + 0.044715 x³))) / 2
+        "tanh" => unary(ctx, |x| {
+            let scale = (2.0 / std::f32::consts::PI).sqrt();
+            let inner =
+                (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar(scale);
+            x * inner.tanh().add_scalar(1.0).mul_scalar(0.5)
+        }),
+        other => Err(ctx.error(format!(
+            "approximate {other:?} is not one of Gelu's \"none\" and \"tanh\""
+        ))),
+    }
+}
+
+pub fn sqrt(ctx: &Ctx) -> Result<Vec<Value>> {
+    unary(ctx, |x| x.sqrt())
+}
+
+pub fn reciprocal(ctx: &Ctx) -> Result<Vec<Value>> {
+    unary(ctx, |x| x.recip())
+}
+
+pub fn exp(ctx: &Ctx) -> Result<Vec<Value>> {
+    unary(ctx, |x| x.exp())
+}
+
+pub fn log(ctx: &Ctx) -> Result<Vec<Value>> {
+    unary(ctx, |x| x.log())
+}
+
+pub fn neg(ctx: &Ctx) -> Result<Vec<Value>> {
+    unary_int(ctx, |x| x.neg(), i64::wrapping_neg)
+}
+
+pub fn abs(ctx: &Ctx) -> Result<Vec<Value>> {
+    unary_int(ctx, |x| x.abs(), i64::wrapping_abs)
 }
 
 pub fn hard_sigmoid(ctx: &Ctx) -> Result<Vec<Value>> {
