@@ -83,10 +83,11 @@ fn run_case(dir: &Path) -> (String, Outcome) {
         ));
     }
     // float32 (double is computed in float32), or int/bool tensors used as indices, shapes, masks.
+    // The first output may be a mask too (Equal's only cases; compared as 0 and 1).
     let allowed = |t: &proto::TensorProto| matches!(t.data_type, 1 | 6 | 7 | 9 | 11);
     let first_is_float = expected
         .first()
-        .is_some_and(|(_, t)| matches!(t.data_type, 1 | 7 | 11));
+        .is_some_and(|(_, t)| matches!(t.data_type, 1 | 7 | 9 | 11));
     let all = inputs
         .iter()
         .map(|(_, t)| t)

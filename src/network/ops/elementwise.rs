@@ -1,10 +1,11 @@
-//! Elementwise operators: activations, arithmetic with numpy broadcasting, variadic Sum/Mean.
+//! Elementwise operators of one input: activations and unary math. (Those of several inputs,
+//! with broadcasting, are in `binary.rs`.)
 
 use burn::tensor::activation;
 
 use super::{Ctx, Value};
 use crate::error::Result;
-use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage};
+use crate::network::value::{DynTensor, Elem, HostTensor, Storage};
 
 fn unary(ctx: &Ctx, f: impl FnOnce(Storage) -> Storage) -> Result<Vec<Value>> {
     Ok(vec![Value::Device(ctx.float(0)?.map(f))])
@@ -176,154 +177,4 @@ pub fn dropout(ctx: &Ctx) -> Result<Vec<Value>> {
         out.push(Value::Host(HostTensor::bool(dims, vec![true; n])));
     }
     Ok(out)
-}
-
-#[derive(Clone, Copy)]
-enum Arith {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
-
-fn binary(ctx: &Ctx, op: Arith) -> Result<Vec<Value>> {
-    if ctx.is_host(0) && ctx.is_host(1) {
-        let (a, b) = (ctx.host(0)?, ctx.host(1)?);
-        return Ok(vec![Value::Host(host_binary(ctx, &a, &b, op)?)]);
-    }
-    let (a, b) = (ctx.float(0)?, ctx.float(1)?);
-    check_broadcast(ctx, &a.dims(), &b.dims())?;
-    Ok(vec![Value::Device(device_binary(a, b, op))])
-}
-
-fn device_binary(a: DynTensor, b: DynTensor, op: Arith) -> DynTensor {
-    let rank = a.rank().max(b.rank());
-    let (a, b) = (a.into_storage(), b.into_storage());
-    let y = match op {
-        Arith::Add => a + b,
-        Arith::Sub => a - b,
-        Arith::Mul => a * b,
-        Arith::Div => a / b,
-    };
-    DynTensor::from_storage(y, rank)
-}
-
-pub fn add(ctx: &Ctx) -> Result<Vec<Value>> {
-    binary(ctx, Arith::Add)
-}
-
-pub fn sub(ctx: &Ctx) -> Result<Vec<Value>> {
-    binary(ctx, Arith::Sub)
-}
-
-pub fn mul(ctx: &Ctx) -> Result<Vec<Value>> {
-    binary(ctx, Arith::Mul)
-}
-
-pub fn div(ctx: &Ctx) -> Result<Vec<Value>> {
-    binary(ctx, Arith::Div)
-}
-
-fn variadic(ctx: &Ctx) -> Result<DynTensor> {
-    let mut acc = ctx.float(0)?;
-    for i in 1..ctx.arity() {
-        let next = ctx.float(i)?;
-        check_broadcast(ctx, &acc.dims(), &next.dims())?;
-        acc = device_binary(acc, next, Arith::Add);
-    }
-    Ok(acc)
-}
-
-pub fn sum(ctx: &Ctx) -> Result<Vec<Value>> {
-    Ok(vec![Value::Device(variadic(ctx)?)])
-}
-
-pub fn mean(ctx: &Ctx) -> Result<Vec<Value>> {
-    let n = ctx.arity() as f32;
-    Ok(vec![Value::Device(variadic(ctx)?.map(|t| t.div_scalar(n)))])
-}
-
-/// The numpy broadcast of two shapes, or None when they are incompatible.
-pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let rank = a.len().max(b.len());
-    let at = |s: &[usize], i: usize| -> usize {
-        let pad = rank - s.len();
-        if i < pad {
-            1
-        } else {
-            s[i - pad]
-        }
-    };
-    (0..rank)
-        .map(|i| match (at(a, i), at(b, i)) {
-            (x, y) if x == y => Some(x),
-            (1, y) => Some(y),
-            (x, 1) => Some(x),
-            _ => None,
-        })
-        .collect()
-}
-
-fn check_broadcast(ctx: &Ctx, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
-    let shape = broadcast_shape(a, b)
-        .ok_or_else(|| ctx.error(format!("shapes {a:?} and {b:?} do not broadcast")))?;
-    // [2^20, 1] + [1, 2^20] is legal and 4 TiB: checked before it is made.
-    ctx.fits("broadcast output", &shape, 8)?;
-    Ok(shape)
-}
-
-/// Numpy-broadcast arithmetic on host tensors (used by shape subgraphs).
-fn host_binary(ctx: &Ctx, a: &HostTensor, b: &HostTensor, op: Arith) -> Result<HostTensor> {
-    let shape = check_broadcast(ctx, &a.shape, &b.shape)?;
-    let n: usize = shape.iter().product();
-    let index = |s: &[usize], flat: usize| -> usize {
-        // Map a flat index of the broadcast shape onto a (possibly smaller) operand.
-        let pad = shape.len() - s.len();
-        let (mut rem, mut idx, mut stride) = (flat, 0, 1);
-        for d in (0..shape.len()).rev() {
-            let coord = rem % shape[d];
-            rem /= shape[d];
-            if d >= pad {
-                let size = s[d - pad];
-                if size != 1 {
-                    idx += coord * stride;
-                }
-                stride *= size;
-            }
-        }
-        idx
-    };
-    if a.elem == Elem::Float || b.elem == Elem::Float {
-        let (x, y) = (a.to_f32(), b.to_f32());
-        let data = (0..n)
-            .map(|i| {
-                let (p, q) = (x[index(&a.shape, i)], y[index(&b.shape, i)]);
-                match op {
-                    Arith::Add => p + q,
-                    Arith::Sub => p - q,
-                    Arith::Mul => p * q,
-                    Arith::Div => p / q,
-                }
-            })
-            .collect();
-        return Ok(HostTensor::f32(shape, data));
-    }
-    let (x, y) = (a.to_i64(), b.to_i64());
-    let mut data = Vec::with_capacity(n);
-    for i in 0..n {
-        let (p, q) = (x[index(&a.shape, i)], y[index(&b.shape, i)]);
-        data.push(match op {
-            Arith::Add => p.wrapping_add(q),
-            Arith::Sub => p.wrapping_sub(q),
-            Arith::Mul => p.wrapping_mul(q),
-            Arith::Div => p
-                .checked_div(q)
-                .ok_or_else(|| ctx.error("integer division by zero"))?,
-        });
-    }
-    Ok(HostTensor {
-        shape,
-        data: HostData::I64(data),
-        elem: Elem::Int,
-    })
 }

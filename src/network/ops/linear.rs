@@ -1,6 +1,6 @@
 //! Gemm and MatMul (numpy semantics: 1-D operands, broadcast batch axes).
 
-use super::elementwise::broadcast_shape;
+use super::binary::broadcast_shape;
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{storage_shape, DynTensor};

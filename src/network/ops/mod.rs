@@ -4,6 +4,7 @@
 //! [`Ctx`], either as device tensors ([`Ctx::float`]) or as host tensors ([`Ctx::host`]), and returns
 //! one value per node output. Shape arithmetic stays on the host.
 
+mod binary;
 mod conv;
 mod elementwise;
 mod linear;
@@ -17,7 +18,7 @@ mod shape;
 use burn::DispatchDevice;
 
 use super::node::Node;
-use super::value::{DynTensor, HostTensor, Value};
+use super::value::{DynTensor, HostTensor, Value, MAX_RANK};
 use crate::error::Result;
 
 /// The signature every operator implements.
@@ -139,6 +140,17 @@ impl Ctx<'_> {
         crate::budget::fits(shape, elem_bytes).map_err(|e| self.error(format!("{what} {e}")))
     }
 
+    /// Checks that a device tensor of `shape` (`what`) is within the runtime's rank, [`MAX_RANK`].
+    pub fn check_rank(&self, what: &str, shape: &[usize]) -> Result<()> {
+        if shape.len() > MAX_RANK {
+            return Err(self.error(format!(
+                "{what} {shape:?} has rank {}, over the runtime's {MAX_RANK}",
+                shape.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Normalizes a possibly negative axis against `rank`.
     pub fn axis(&self, axis: i64, rank: usize) -> Result<usize> {
         normalize_axis(axis, rank)
@@ -183,7 +195,7 @@ impl OpSpec {
 #[rustfmt::skip]
 pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Abs", kernel: elementwise::abs, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Add", kernel: elementwise::add, linear: None, activation: false, opsets: "7–14" },
+    OpSpec { name: "Add", kernel: binary::add, linear: None, activation: false, opsets: "7–14" },
     OpSpec { name: "AveragePool", kernel: pool::average_pool, linear: None, activation: false, opsets: "1–22" },
     OpSpec { name: "BatchNormalization", kernel: norm::batch_norm, linear: None, activation: false, opsets: "7–15" },
     OpSpec { name: "Cast", kernel: shape::cast, linear: None, activation: false, opsets: "6–25" },
@@ -193,8 +205,9 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "ConstantOfShape", kernel: shape::constant_of_shape, linear: None, activation: false, opsets: "9–25" },
     OpSpec { name: "Conv", kernel: conv::conv, linear: None, activation: false, opsets: "1–22" },
     OpSpec { name: "ConvTranspose", kernel: conv::conv_transpose, linear: None, activation: false, opsets: "1–22" },
-    OpSpec { name: "Div", kernel: elementwise::div, linear: None, activation: false, opsets: "7–14" },
+    OpSpec { name: "Div", kernel: binary::div, linear: None, activation: false, opsets: "7–14" },
     OpSpec { name: "Dropout", kernel: elementwise::dropout, linear: None, activation: true, opsets: "1–22" },
+    OpSpec { name: "Equal", kernel: binary::equal, linear: None, activation: false, opsets: "7–19" },
     OpSpec { name: "Erf", kernel: elementwise::erf, linear: None, activation: false, opsets: "9–13" },
     OpSpec { name: "Exp", kernel: elementwise::exp, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "Flatten", kernel: shape::flatten, linear: None, activation: false, opsets: "1–25" },
@@ -211,12 +224,15 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "LeakyRelu", kernel: elementwise::leaky_relu, linear: Some("Identity"), activation: true, opsets: "1–16" },
     OpSpec { name: "Log", kernel: elementwise::log, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "MatMul", kernel: linear::matmul, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "Max", kernel: binary::max, linear: None, activation: false, opsets: "8–13" },
     OpSpec { name: "MaxPool", kernel: pool::max_pool, linear: Some("AveragePool"), activation: false, opsets: "1–22" },
-    OpSpec { name: "Mean", kernel: elementwise::mean, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Mul", kernel: elementwise::mul, linear: None, activation: false, opsets: "7–14" },
+    OpSpec { name: "Mean", kernel: binary::mean, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "Min", kernel: binary::min, linear: None, activation: false, opsets: "8–13" },
+    OpSpec { name: "Mul", kernel: binary::mul, linear: None, activation: false, opsets: "7–14" },
     OpSpec { name: "Neg", kernel: elementwise::neg, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "PRelu", kernel: elementwise::prelu, linear: Some("Identity"), activation: true, opsets: "7–16" },
     OpSpec { name: "Pad", kernel: shape::pad, linear: None, activation: false, opsets: "2–25" },
+    OpSpec { name: "Pow", kernel: binary::pow, linear: None, activation: false, opsets: "7–15" },
     OpSpec { name: "Reciprocal", kernel: elementwise::reciprocal, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "ReduceMean", kernel: reduce::reduce_mean, linear: None, activation: false, opsets: "1–18" },
     OpSpec { name: "Relu", kernel: elementwise::relu, linear: Some("Identity"), activation: true, opsets: "1–14" },
@@ -229,12 +245,13 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Split", kernel: shape::split, linear: None, activation: false, opsets: "2–18" },
     OpSpec { name: "Sqrt", kernel: elementwise::sqrt, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "Squeeze", kernel: shape::squeeze, linear: None, activation: false, opsets: "1–25" },
-    OpSpec { name: "Sub", kernel: elementwise::sub, linear: None, activation: false, opsets: "7–14" },
-    OpSpec { name: "Sum", kernel: elementwise::sum, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "Sub", kernel: binary::sub, linear: None, activation: false, opsets: "7–14" },
+    OpSpec { name: "Sum", kernel: binary::sum, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "Tanh", kernel: elementwise::tanh, linear: Some("Identity"), activation: true, opsets: "1–13" },
     OpSpec { name: "Transpose", kernel: shape::transpose, linear: None, activation: false, opsets: "1–25" },
     OpSpec { name: "Unsqueeze", kernel: shape::unsqueeze, linear: None, activation: false, opsets: "1–25" },
     OpSpec { name: "Upsample", kernel: resize::upsample, linear: None, activation: false, opsets: "7–9" },
+    OpSpec { name: "Where", kernel: binary::where_, linear: None, activation: false, opsets: "9–16" },
 ];
 
 /// The spec of op type `op`, if this runtime implements it.
@@ -255,6 +272,55 @@ pub fn linearized(op: &str) -> Option<OpFn> {
 /// Whether `op` is an activation (see [`OpSpec::activation`]).
 pub fn is_activation(op: &str) -> bool {
     spec(op).is_some_and(|s| s.activation)
+}
+
+/// Runs one op on given values, for the per-op tests in each family's file.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+
+    use super::{lookup, Ctx, Node, Value};
+    use crate::error::Result;
+    use crate::network::node::Attr;
+
+    /// Evaluates a node `op` (opset `opset`, node name `node_under_test`) with `attrs` on
+    /// `inputs`, creating tensors on `device`.
+    pub fn run_on(
+        op: &str,
+        opset: i64,
+        attrs: &[(&str, Attr)],
+        inputs: Vec<Value>,
+        device: &burn::DispatchDevice,
+    ) -> Result<Vec<Value>> {
+        let node = Node {
+            name: "node_under_test".into(),
+            op: op.into(),
+            opset,
+            inputs: (0..inputs.len()).map(|i| format!("in{i}")).collect(),
+            outputs: vec!["out".into()],
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
+            source_name: String::new(),
+        };
+        let ctx = Ctx {
+            node: &node,
+            inputs: inputs.into_iter().map(|v| Some(v.into())).collect(),
+            device,
+        };
+        lookup(op).expect("an op of the table")(&ctx)
+    }
+
+    /// [`run_on`] on the CPU.
+    pub fn run(
+        op: &str,
+        opset: i64,
+        attrs: &[(&str, Attr)],
+        inputs: Vec<Value>,
+    ) -> Result<Vec<Value>> {
+        run_on(op, opset, attrs, inputs, crate::Device::cpu().burn())
+    }
 }
 
 #[cfg(test)]
