@@ -1,4 +1,5 @@
-//! Normalizations: LRN, BatchNormalization, InstanceNormalization, Softmax.
+//! Normalizations: LRN, BatchNormalization, InstanceNormalization, LayerNormalization, Softmax,
+//! LogSoftmax.
 
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -7,9 +8,10 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 use burn::Dispatch;
 
+use super::binary::broadcast_shape;
 use super::{Ctx, Value};
 use crate::error::Result;
-use crate::network::value::{DynTensor, Storage};
+use crate::network::value::{DynTensor, Storage, MAX_RANK};
 
 /// Reshapes a per-channel vector `[C]` so it broadcasts against an `[N, C, ...]` tensor of `rank`.
 fn per_channel(v: DynTensor, rank: usize) -> DynTensor {
@@ -124,6 +126,15 @@ fn reduce_mean(mut t: Storage, axes: &[usize]) -> Storage {
     t
 }
 
+/// The centered input, the mean and the (biased) variance over storage `axes` (which the mean
+/// and variance keep as axes of size 1).
+fn moments(x: Storage, axes: &[usize]) -> (Storage, Storage, Storage) {
+    let mean = reduce_mean(x.clone(), axes);
+    let centered = x - mean.clone();
+    let var = reduce_mean(centered.clone().powi_scalar(2), axes);
+    (centered, mean, var)
+}
+
 pub fn instance_norm(ctx: &Ctx) -> Result<Vec<Value>> {
     let x = ctx.float(0)?;
     let rank = x.rank();
@@ -134,15 +145,62 @@ pub fn instance_norm(ctx: &Ctx) -> Result<Vec<Value>> {
     let scale = per_channel(ctx.float(1)?, rank).into_storage();
     let bias = per_channel(ctx.float(2)?, rank).into_storage();
     let axes: Vec<usize> = (2..rank).map(|a| x.storage_axis(a)).collect();
-    let xs = x.into_storage();
-    let mean = reduce_mean(xs.clone(), &axes);
-    let centered = xs - mean;
-    let var = reduce_mean(centered.clone().powi_scalar(2), &axes);
+    let (centered, _, var) = moments(x.into_storage(), &axes);
     let y = centered / var.add_scalar(eps).sqrt() * scale + bias;
     Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
 }
 
+/// LayerNormalization (opset 17): normalizes over the axes from `axis` on, then scales and
+/// shifts by Scale and B (which broadcast against those axes). The optional outputs Mean and
+/// InvStdDev have the input's shape with those axes of size 1.
+pub fn layer_norm(ctx: &Ctx) -> Result<Vec<Value>> {
+    let x = ctx.float(0)?;
+    let dims = x.dims();
+    let rank = dims.len();
+    let axis = ctx.axis(ctx.node.int("axis", -1)?, rank)?;
+    let eps = ctx.node.float("epsilon", 1e-5)?;
+    let normalized = &dims[axis..];
+    let affine = |i: usize, what: &str| -> Result<Storage> {
+        let t = ctx.float(i)?;
+        if broadcast_shape(normalized, &t.dims()).as_deref() != Some(normalized) {
+            return Err(ctx.error(format!(
+                "{what} {:?} does not broadcast to the normalized axes {normalized:?}",
+                t.dims()
+            )));
+        }
+        Ok(t.into_storage())
+    };
+    let scale = affine(1, "Scale")?;
+    let bias = if ctx.has(2) {
+        Some(affine(2, "B")?)
+    } else {
+        None
+    };
+    let axes: Vec<usize> = (axis..rank).map(|a| x.storage_axis(a)).collect();
+    let (centered, mean, var) = moments(x.into_storage(), &axes);
+    let inv_std = var.add_scalar(eps).sqrt().recip();
+    let mut y = centered * inv_std.clone() * scale;
+    if let Some(b) = bias {
+        y = y + b;
+    }
+    let outputs = [y, mean, inv_std];
+    Ok(outputs
+        .into_iter()
+        .take(ctx.node.outputs.len().max(1))
+        .map(|s| Value::Device(DynTensor::from_storage(s, rank)))
+        .collect())
+}
+
 pub fn softmax(ctx: &Ctx) -> Result<Vec<Value>> {
+    normalize_exp(ctx, activation::softmax)
+}
+
+pub fn log_softmax(ctx: &Ctx) -> Result<Vec<Value>> {
+    normalize_exp(ctx, activation::log_softmax)
+}
+
+/// Softmax or LogSoftmax (`f`, on one storage axis) with the axis semantics of the node's opset.
+fn normalize_exp(ctx: &Ctx, f: fn(Storage, usize) -> Storage) -> Result<Vec<Value>> {
     let x = ctx.float(0)?;
     let dims = x.dims();
     let rank = dims.len();
@@ -151,11 +209,48 @@ pub fn softmax(ctx: &Ctx) -> Result<Vec<Value>> {
         let axis = ctx.axis(ctx.node.int("axis", 1)?, rank)?;
         let rows: usize = dims[..axis].iter().product();
         let cols: usize = dims[axis..].iter().product();
-        let y: Tensor<Dispatch, 2> =
-            activation::softmax(x.reshape(&[rows, cols]).to_rank::<2>()?, 1);
-        return Ok(vec![Value::Device(DynTensor::new(y).reshape(&dims))]);
+        let y = x
+            .reshape(&[rows, cols])
+            .map(|t| f(t, MAX_RANK - 1))
+            .reshape(&dims);
+        return Ok(vec![Value::Device(y)]);
     }
     let axis = ctx.axis(ctx.node.int("axis", -1)?, rank)?;
     let a = x.storage_axis(axis);
-    Ok(vec![Value::Device(x.map(|t| activation::softmax(t, a)))])
+    Ok(vec![Value::Device(x.map(|t| f(t, a)))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::run;
+    use crate::network::node::Attr;
+    use crate::network::value::{DynTensor, Value};
+
+    /// Softmax and LogSoftmax of `[[0, 1, 2], [3, 4, 5]]` at axis 0 in `opset`.
+    fn at_axis_0(op: &str, opset: i64) -> Vec<f32> {
+        let on = crate::Device::cpu();
+        let x = DynTensor::from_host(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], &[2, 3], on.burn());
+        let attrs = [("axis", Attr::Int(0))];
+        let y = run(op, opset, &attrs, vec![Value::Device(x)]).unwrap();
+        y[0].to_host().to_f32()
+    }
+
+    #[test]
+    fn softmax_axis_follows_the_opset() {
+        // Before 13: the input is coerced to 2-D at the axis, [1, 6], and normalized as one row.
+        let total: f32 = (0..6).map(|i| (i as f32).exp()).sum();
+        let flat: Vec<f32> = (0..6).map(|i| (i as f32).exp() / total).collect();
+        // From 13: each column is normalized on its own.
+        let col = 1.0 / (1.0 + 3f32.exp());
+        let columns = [col, col, col, 1.0 - col, 1.0 - col, 1.0 - col];
+        for (opset, want) in [(11, &flat[..]), (13, &columns[..])] {
+            for (op, log) in [("Softmax", false), ("LogSoftmax", true)] {
+                let got = at_axis_0(op, opset);
+                for (g, w) in got.iter().zip(want) {
+                    let w = if log { w.ln() } else { *w };
+                    assert!((g - w).abs() < 1e-5, "{op} opset {opset}: {got:?}");
+                }
+            }
+        }
+    }
 }
