@@ -7,6 +7,7 @@
 mod binary;
 mod conv;
 mod elementwise;
+mod expand;
 mod linear;
 mod max_pool_cpu;
 mod norm;
@@ -210,6 +211,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Equal", kernel: binary::equal, linear: None, activation: false, opsets: "7–19" },
     OpSpec { name: "Erf", kernel: elementwise::erf, linear: None, activation: false, opsets: "9–13" },
     OpSpec { name: "Exp", kernel: elementwise::exp, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "Expand", kernel: expand::expand, linear: None, activation: false, opsets: "8–13" },
     OpSpec { name: "Flatten", kernel: shape::flatten, linear: None, activation: false, opsets: "1–25" },
     OpSpec { name: "Gather", kernel: shape::gather, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "Gelu", kernel: elementwise::gelu, linear: Some("Identity"), activation: true, opsets: "20" },
@@ -235,6 +237,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "PRelu", kernel: elementwise::prelu, linear: Some("Identity"), activation: true, opsets: "7–16" },
     OpSpec { name: "Pad", kernel: shape::pad, linear: None, activation: false, opsets: "2–25" },
     OpSpec { name: "Pow", kernel: binary::pow, linear: None, activation: false, opsets: "7–15" },
+    OpSpec { name: "Range", kernel: expand::range, linear: None, activation: false, opsets: "11–27" },
     OpSpec { name: "Reciprocal", kernel: elementwise::reciprocal, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "ReduceMax", kernel: reduce::reduce_max, linear: None, activation: false, opsets: "1–20" },
     OpSpec { name: "ReduceMean", kernel: reduce::reduce_mean, linear: None, activation: false, opsets: "1–18" },
@@ -253,6 +256,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Sub", kernel: binary::sub, linear: None, activation: false, opsets: "7–14" },
     OpSpec { name: "Sum", kernel: binary::sum, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "Tanh", kernel: elementwise::tanh, linear: Some("Identity"), activation: true, opsets: "1–13" },
+    OpSpec { name: "Tile", kernel: expand::tile, linear: None, activation: false, opsets: "6–13" },
     OpSpec { name: "Transpose", kernel: shape::transpose, linear: None, activation: false, opsets: "1–25" },
     OpSpec { name: "Unsqueeze", kernel: shape::unsqueeze, linear: None, activation: false, opsets: "1–25" },
     OpSpec { name: "Upsample", kernel: resize::upsample, linear: None, activation: false, opsets: "7–9" },

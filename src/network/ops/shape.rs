@@ -12,7 +12,7 @@ use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage};
 
 /// Builds a host tensor of `shape` whose element at each coordinate comes from `src(coord)`:
 /// `Some(flat index into t)` or `None` for `fill`.
-fn host_remap(
+pub(super) fn host_remap(
     t: &HostTensor,
     shape: Vec<usize>,
     fill: f64,
@@ -48,7 +48,7 @@ fn host_remap(
     }
 }
 
-fn flat_index(shape: &[usize], coord: &[usize]) -> usize {
+pub(super) fn flat_index(shape: &[usize], coord: &[usize]) -> usize {
     coord.iter().zip(shape).fold(0, |acc, (c, s)| acc * s + c)
 }
 
@@ -72,7 +72,7 @@ fn select(
 }
 
 /// An empty float tensor: kept on the host, since the backend has no zero-size tensors.
-fn empty(shape: Vec<usize>) -> Value {
+pub(super) fn empty(shape: Vec<usize>) -> Value {
     Value::Host(HostTensor::f32(shape, Vec::new()))
 }
 
