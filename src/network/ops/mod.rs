@@ -6,6 +6,7 @@
 
 mod binary;
 mod conv;
+mod einsum;
 mod elementwise;
 mod expand;
 mod linear;
@@ -208,6 +209,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "ConvTranspose", kernel: conv::conv_transpose, linear: None, activation: false, opsets: "1–22" },
     OpSpec { name: "Div", kernel: binary::div, linear: None, activation: false, opsets: "7–14" },
     OpSpec { name: "Dropout", kernel: elementwise::dropout, linear: None, activation: true, opsets: "1–22" },
+    OpSpec { name: "Einsum", kernel: einsum::einsum, linear: None, activation: false, opsets: "12–28" },
     OpSpec { name: "Equal", kernel: binary::equal, linear: None, activation: false, opsets: "7–19" },
     OpSpec { name: "Erf", kernel: elementwise::erf, linear: None, activation: false, opsets: "9–13" },
     OpSpec { name: "Exp", kernel: elementwise::exp, linear: None, activation: false, opsets: "1–13" },

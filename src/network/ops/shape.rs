@@ -8,7 +8,7 @@ use burn::Dispatch;
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::node::Attr;
-use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage};
+use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage, MAX_RANK};
 
 /// Builds a host tensor of `shape` whose element at each coordinate comes from `src(coord)`:
 /// `Some(flat index into t)` or `None` for `fill`.
@@ -171,15 +171,17 @@ pub fn transpose(ctx: &Ctx) -> Result<Vec<Value>> {
             }
             Some(flat_index(&dims, &src))
         })),
-        Value::Device(t) => {
-            let pad = crate::network::value::MAX_RANK - rank;
-            let mut full: Vec<usize> = (0..pad).collect();
-            full.extend(perm.iter().map(|&p| p + pad));
-            let full: [usize; crate::network::value::MAX_RANK] =
-                full.try_into().expect("full rank");
-            Value::Device(t.map(|s| s.permute(full)))
-        }
+        Value::Device(t) => Value::Device(permute(t, &perm)),
     }])
+}
+
+/// Permutes the logical axes of a device tensor: output axis `i` is input axis `perm[i]`.
+pub(super) fn permute(t: DynTensor, perm: &[usize]) -> DynTensor {
+    let pad = MAX_RANK - perm.len();
+    let mut full: Vec<usize> = (0..pad).collect();
+    full.extend(perm.iter().map(|&p| p + pad));
+    let full: [usize; MAX_RANK] = full.try_into().expect("a permutation of the logical rank");
+    t.map(|s| s.permute(full))
 }
 
 fn axes_arg(ctx: &Ctx, since_input: i64) -> Result<Option<Vec<i64>>> {
