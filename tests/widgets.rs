@@ -410,3 +410,53 @@ fn widgets_work_in_chromium() {
         }
     }
 }
+
+/// A unit without positions (a classifier's logit) gets every tab: weights and attribution at
+/// the last convolution, through the fully connected layers, and whole inputs as its dataset
+/// examples.
+#[test]
+fn a_logit_unit_view_has_every_tab() {
+    let fashion = zoo::fashion()
+        .unwrap()
+        .with_dataset(Dataset::fashion_mnist(Split::Test).unwrap().take(200));
+    let options = ViewOptions {
+        feature_vis: FeatureVis::default().steps(8).cache(None),
+        ..Default::default()
+    };
+    let view = fashion
+        .unit("logits", 9)
+        .unwrap()
+        .view_with(&options)
+        .unwrap();
+    for t in &view.tabs {
+        assert!(
+            !matches!(t.body, Body::Unavailable { .. }),
+            "tab {} unavailable: {:?}",
+            t.id,
+            t.body
+        );
+        match &t.body {
+            Body::Weights { from, cards } => {
+                assert_eq!(from.as_deref(), Some("conv3"));
+                assert_eq!(cards.len(), 8);
+            }
+            Body::Attribution { at, .. } => assert_eq!(at, "conv3"),
+            Body::DatasetExamples { top, bottom } => {
+                for e in top.iter().chain(bottom) {
+                    assert!(e.heatmap.is_empty(), "a logit has no heatmap");
+                }
+                // The top examples of "Ankle boot" are ankle boots.
+                let boots = top
+                    .iter()
+                    .filter(|e| e.label.as_deref() == Some("Ankle boot"))
+                    .count();
+                assert!(
+                    boots >= 5,
+                    "{boots} of {} top examples are ankle boots",
+                    top.len()
+                );
+            }
+            _ => {}
+        }
+    }
+}

@@ -17,9 +17,11 @@ microscope.unitView = function (p, load) {
       el("div", { class: "ms-figs" }, b.diversity.map((d) => fig(d, 96))),
     ]),
     DatasetExamples: (b) => {
+      // A unit without positions (logits, fully connected) has whole inputs and no heatmaps.
+      const maps = b.top.concat(b.bottom).some((e) => e.heatmap);
       const toggle = el("input", { type: "checkbox", class: "ms-heat-toggle" });
       const card = (e) => {
-        const crop = microscope.image(e.crop, 88, "crop");
+        const crop = microscope.image(e.crop, 88, e.heatmap ? "crop" : "input");
         const whole = el("span", { class: "ms-overlay", hidden: true }, [microscope.image(e.image, 88, "input"), el("img", { src: e.heatmap, width: 88, height: 88, alt: "heatmap" })]);
         const f = el("figure", { class: "ms-example" }, [crop, whole,
           el("figcaption", { text: (e.label ? e.label + " · " : "") + "#" + e.index + " · " + microscope.fmt(e.score) })]);
@@ -29,7 +31,8 @@ microscope.unitView = function (p, load) {
       const top = b.top.map(card), bottom = b.bottom.map(card);
       toggle.addEventListener("change", () => top.concat(bottom).forEach((f) => f.swap(toggle.checked)));
       return el("div", {}, [
-        el("label", { class: "ms-bar" }, [toggle, "show each whole input with the unit's activation heatmap"]),
+        maps ? el("label", { class: "ms-bar" }, [toggle, "show each whole input with the unit's activation heatmap"])
+          : el("div", { class: "ms-muted", text: "whole inputs: this unit has no positions" }),
         el("div", { class: "ms-muted", text: "top (strongest)" }), el("div", { class: "ms-figs" }, top),
         el("div", { class: "ms-muted", text: "bottom (weakest)" }), el("div", { class: "ms-figs" }, bottom),
       ]);

@@ -198,7 +198,12 @@ fn info(model: &Path) -> Result<(), Error> {
         // ImageNet's names carry commas of their own ("tabby, tabby cat"); 1,000 of them
         // would fill a screen.
         const SHOWN: usize = 10;
-        let mut line = classes.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(" | ");
+        let mut line = classes
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" | ");
         if classes.len() > SHOWN {
             line.push_str(&format!(" | … ({} in all)", classes.len()));
         }

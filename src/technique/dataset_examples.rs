@@ -46,8 +46,12 @@ pub struct Example {
     /// The unit's activation map `[h, w]`, row-major, and its (h, w).
     pub heatmap: Vec<f32>,
     pub map: (usize, usize),
-    /// The input around the position, `[C, crop, crop]` in [0, 1] (zero outside the image).
+    /// The input around the position, `[C, crop, crop]` in [0, 1] (zero outside the image); for
+    /// a unit without positions (a `[N, C]` layer: logits, fully connected), the whole input
+    /// `[C, H, W]`, since no part of it stands for the unit more than another.
     pub crop: Vec<f32>,
+    /// The crop's (height, width).
+    pub crop_size: (usize, usize),
 }
 
 /// Top and bottom examples of one unit, strongest first / weakest first.
@@ -179,6 +183,7 @@ impl DatasetExamples {
                         heatmap: map.to_vec(),
                         map: (h, w),
                         crop: Vec::new(),
+                        crop_size: (0, 0),
                     };
                     if tops[slot].admits(max) {
                         tops[slot].offer(entry(max, arg_max));
@@ -190,11 +195,17 @@ impl DatasetExamples {
             }
         }
         let crop = self.crop.min(spec.height).min(spec.width).max(1);
+        let whole = map_size == (1, 1);
         let mut out = Vec::with_capacity(units.len());
         for (((&unit, top), bottom), scores) in units.iter().zip(tops).zip(bottoms).zip(scores) {
             let finish = |mut list: Vec<Example>| -> Result<Vec<Example>> {
                 for e in &mut list {
                     let image = data.batch(e.index..e.index + 1, &spec, &device)?.to_vec();
+                    if whole {
+                        e.crop = image;
+                        e.crop_size = (spec.height, spec.width);
+                        continue;
+                    }
                     e.crop = crop_around(
                         &image,
                         spec.channels,
@@ -204,6 +215,7 @@ impl DatasetExamples {
                         map_size,
                         crop,
                     );
+                    e.crop_size = (crop, crop);
                 }
                 Ok(list)
             };

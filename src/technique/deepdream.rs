@@ -75,10 +75,18 @@ impl DeepDream {
         let [_, _, h, w] = original.dims();
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut x = original.clone();
-        for octave in 0..self.octaves {
+        // A layer reachable only from the input size (behind a Flatten) dreams at that size
+        // alone: the same number of steps, in one octave.
+        let (octaves, steps_per_octave) =
+            if super::objective::reachable_at_any_size(model, layer, h.max(w))? {
+                (self.octaves, self.steps_per_octave)
+            } else {
+                (1, self.octaves * self.steps_per_octave)
+            };
+        for octave in 0..octaves {
             let scale = self
                 .octave_scale
-                .powi((self.octaves - 1 - octave) as i32)
+                .powi((octaves - 1 - octave) as i32)
                 .recip();
             // Resize the current dream to this octave's size.
             let target = (
@@ -87,11 +95,11 @@ impl DeepDream {
             );
             let [_, _, ch, _] = x.dims();
             x = warp(x, target.0 as f32 / ch as f32, 0.0);
-            for step in 0..self.steps_per_octave {
+            for step in 0..steps_per_octave {
                 if crate::interrupt::requested() {
                     return Err(crate::error::Error::Cancelled {
                         what: format!("deepdream({layer})"),
-                        step: octave * self.steps_per_octave + step,
+                        step: octave * steps_per_octave + step,
                     });
                 }
                 let (dy, dx) = (

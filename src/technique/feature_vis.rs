@@ -93,7 +93,7 @@ impl FeatureVis {
     }
 
     /// The cache key: everything the pixels depend on.
-    fn key(&self, model: &Model, layer: &str, units: &[usize], size: usize) -> String {
+    fn key(&self, model: &Model, layer: &str, units: &[usize], size: usize, fixed: bool) -> String {
         let parts = [
             // Bumped when the pixels a seed gives change (2: one resampling for scale and rotation).
             "feature-vis/3".to_string(),
@@ -104,7 +104,13 @@ impl FeatureVis {
                 "{}/{}/{}/{}",
                 self.steps, self.seed, self.negative, self.learning_rate
             ),
-            format!("{size}/{:?}/{}", self.param, self.diversity),
+            // `fit` only where the batch is fitted to the input size: other keys are unchanged.
+            format!(
+                "{size}/{:?}/{}{}",
+                self.param,
+                self.diversity,
+                if fixed { "/fit" } else { "" }
+            ),
             model.network().device().kind().to_string(),
         ];
         Cache::key(&parts.iter().map(String::as_str).collect::<Vec<_>>())
@@ -136,7 +142,22 @@ impl FeatureVis {
             return Err(Error::Message(format!("{layer}: no units to visualize")));
         }
         let spec = model.input_spec()?;
-        let size = self.size.unwrap_or(spec.height.min(spec.width).min(128));
+        let mut size = self.size.unwrap_or(spec.height.min(spec.width).min(128));
+        let mut transforms = standard_transforms(size);
+        // A layer behind a Flatten and a fully connected layer (fashion's logits) takes only
+        // the input size: render at it, and fit the transformed batch back to it every step.
+        let fixed = !super::objective::reachable_at_any_size(model, layer, size)?;
+        if fixed {
+            if spec.height != spec.width {
+                return Err(Error::Message(format!(
+                    "{layer}: reachable only from the input size {}×{}, and renders are square",
+                    spec.height, spec.width
+                )));
+            }
+            size = spec.height;
+            transforms = standard_transforms(size);
+            transforms.push(super::transform::Transform::Fit(size));
+        }
         let mut objective = Objective::channels(layer, units);
         if self.negative {
             objective = -objective;
@@ -151,9 +172,9 @@ impl FeatureVis {
             batch: units.len(),
             size,
             param: self.param,
-            transforms: standard_transforms(size),
+            transforms,
         };
-        let key = self.key(model, layer, units, size);
+        let key = self.key(model, layer, units, size, fixed);
         let device = model.network().device().burn().clone();
         let cached = self
             .cache

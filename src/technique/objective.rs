@@ -4,7 +4,8 @@
 //! image of the batch. Objectives combine with `+`, `-`, `* f32` and unary `-`.
 //!
 //! # Shapes
-//! Activations `[N, C, H, W]` (rank-2 outputs such as logits are viewed as `[N, C, 1, 1]`);
+//! Activations `[N, C, H, W]` (rank-2 outputs such as logits are viewed as `[N, C, 1, 1]`, and
+//! tokens `[N, T, C]` as `[N, C, T, 1]`: see [`UnitLayout`](crate::network::UnitLayout));
 //! objective values `[N]`.
 
 use std::collections::HashMap;
@@ -309,4 +310,26 @@ pub fn unit_activations(
     let act = net.forward_any_size(&[(&input, x)], &[layer])?.remove(0);
     let acts: Activations = [(layer.to_string(), act.to_nchw()?)].into_iter().collect();
     Ok(crate::network::DynTensor::new(Objective::channels(layer, units).eval(&acts)?).to_vec())
+}
+
+/// Whether `layer` can be computed from an image of another size than `size` (the network is
+/// fully convolutional up to it): one forward pass of a grey image of twice that size and 16 px
+/// more (a size near `size` can still give a Flatten the same length, as pooling rounds down).
+pub(crate) fn reachable_at_any_size(
+    model: &crate::model::Model,
+    layer: &str,
+    size: usize,
+) -> Result<bool> {
+    let net = model.network();
+    let spec = model.input_spec()?;
+    let other = 2 * size + 16;
+    let grey = crate::network::DynTensor::from_host(
+        &vec![0.5; spec.channels * other * other],
+        &[1, spec.channels, other, other],
+        net.device().burn(),
+    );
+    let input = net.image_input()?.name.clone();
+    Ok(net
+        .forward_any_size(&[(&input, model.normalize(&grey)?)], &[layer])
+        .is_ok())
 }

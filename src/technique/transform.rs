@@ -25,6 +25,10 @@ pub enum Transform {
     Scale(Vec<f32>),
     /// Rotates by an angle in degrees picked from the list (bilinear, zero fill).
     Rotate(Vec<f32>),
+    /// Resizes to exactly `size × size` (bilinear; draws nothing): last, for a network that
+    /// only takes its input size (a fully connected layer after a `Flatten`), since the
+    /// transforms before change the size.
+    Fit(usize),
 }
 
 /// Lucid's `standard_transforms` for 128-px renders, with pixel amounts scaled by `size / 128`
@@ -91,6 +95,17 @@ pub fn apply(
                 }
                 let crop = crop_after(&mut rest, warped_size(&x, s), rng);
                 warp_cropped(x, s, angle.to_radians(), crop)
+            }
+            Transform::Fit(size) => {
+                let [_, _, h, w] = x.dims();
+                if (h, w) == (*size, *size) {
+                    continue;
+                }
+                let options = burn::tensor::ops::InterpolateOptions {
+                    mode: burn::tensor::ops::InterpolateMode::Bilinear,
+                    align_corners: false,
+                };
+                burn::tensor::module::interpolate(x, [*size, *size], options)
             }
             Transform::Rotate(angles) => {
                 let a = angles[rng.random_range(0..angles.len())];

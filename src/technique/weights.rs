@@ -172,3 +172,19 @@ pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
     }
     Ok(None)
 }
+
+/// The nearest layer before `layer` (through [`previous_layer`]) whose output is spatial,
+/// `[N, C, H, W]`: where expanded weights and attributions of a unit are read when `layer` or
+/// the layers just before it have no positions (a classifier's logits, fully connected
+/// layers): `conv3` for the logits of `fc1 → logits` after `conv3`. `None` when there is none.
+pub fn previous_spatial_layer(model: &Model, layer: &str) -> Result<Option<String>> {
+    let net = model.network();
+    let mut at = previous_layer(model, layer)?;
+    while let Some(name) = at {
+        if net.output_shape(&name)?.len() == 4 {
+            return Ok(Some(name));
+        }
+        at = previous_layer(model, &name)?;
+    }
+    Ok(None)
+}

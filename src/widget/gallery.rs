@@ -36,6 +36,10 @@ impl Default for GalleryOptions {
     }
 }
 
+/// `layer.gallery()` of a layer with more units than this computes one batch of them at once
+/// and lists the others for a live widget to compute when clicked (or with its button).
+pub const LAZY_ABOVE: usize = 256;
+
 /// Progress of a gallery being computed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GalleryProgress {
@@ -87,12 +91,14 @@ pub struct Gallery {
 }
 
 impl Layer {
-    /// The gallery of every unit, with default settings and a live progress bar.
+    /// The gallery of every unit, with default settings and a live progress bar. A layer of
+    /// more than [`LAZY_ABOVE`] units computes its first batch now and the others on request.
     pub fn gallery(&self) -> Result<Gallery> {
         self.gallery_using(&FeatureVis::default())
     }
 
-    /// The gallery of every unit, visualized with `feature_vis`, with a live progress bar.
+    /// The gallery of every unit, visualized with `feature_vis`, with a live progress bar (as
+    /// [`Layer::gallery`], lazy above [`LAZY_ABOVE`] units).
     pub fn gallery_using(&self, feature_vis: &FeatureVis) -> Result<Gallery> {
         self.gallery_showing(None, feature_vis)
     }
@@ -113,6 +119,11 @@ impl Layer {
         units: Option<Vec<usize>>,
         feature_vis: &FeatureVis,
     ) -> Result<Gallery> {
+        // A layer of a thousand units (a classifier's logits) would keep the cell busy for hours
+        // on a CPU: its first batch is computed now, the rest on request.
+        let units = units.or_else(|| {
+            (self.units > LAZY_ABOVE).then(|| (0..GalleryOptions::default().batch).collect())
+        });
         let options = GalleryOptions {
             feature_vis: feature_vis.clone(),
             units,

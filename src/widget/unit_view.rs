@@ -16,7 +16,7 @@ use crate::technique::attribution::{attribution, Target};
 use crate::technique::dataset_examples::{DatasetExamples, Example, UnitExamples};
 use crate::technique::deepdream::DeepDream;
 use crate::technique::weights::{
-    expanded_weights, first_layer_filters, previous_layer, strongest_inputs,
+    expanded_weights, first_layer_filters, previous_spatial_layer, strongest_inputs,
 };
 use crate::technique::{FeatureVis, Visualization};
 
@@ -63,7 +63,8 @@ pub struct Picture {
 pub struct ExampleCard {
     /// The crop around the strongest position.
     pub crop: String,
-    /// The whole input, and the unit's activation map over it.
+    /// The whole input, and the unit's activation map over it (empty for a unit without
+    /// positions, whose crop is the whole input).
     pub image: String,
     pub heatmap: String,
     pub score: f32,
@@ -513,24 +514,33 @@ fn feature_vis_tab(unit: &Unit, options: &ViewOptions, positive: &Visualization)
 
 fn example_cards(model: &Model, data: &Dataset, list: &[Example]) -> Result<Vec<ExampleCard>> {
     let spec = model.input_spec()?;
-    let crop_side = ((list.first().map_or(0, |e| e.crop.len()) / spec.channels.max(1)) as f32)
-        .sqrt()
-        .round() as usize;
+    let side = spec.height.max(spec.width).min(112);
     list.iter()
         .map(|e| {
             let full = input_image(model, data, e.index)?;
             let pixels = full.to_vec();
             let (mh, mw) = e.map;
-            let side = spec.height.max(spec.width).min(112);
+            let (ch, cw) = e.crop_size;
+            let crop = Planar {
+                data: &e.crop,
+                channels: spec.channels,
+                height: ch,
+                width: cw,
+            };
+            // A unit without positions has the whole input as its example, and no heatmap.
+            let whole = (ch, cw) == (spec.height, spec.width) && (mh, mw) == (1, 1);
             Ok(ExampleCard {
-                crop: png(&Planar {
-                    data: &e.crop,
-                    channels: spec.channels,
-                    height: crop_side,
-                    width: crop_side,
-                }),
+                crop: if whole {
+                    thumbnail(&crop, side)
+                } else {
+                    png(&crop)
+                },
                 image: thumbnail(&planar(&pixels, &full.dims()[1..]), side),
-                heatmap: heatmap(&e.heatmap, mh, mw, Scale::Heat),
+                heatmap: if whole {
+                    String::new()
+                } else {
+                    heatmap(&e.heatmap, mh, mw, Scale::Heat)
+                },
                 score: e.score,
                 index: e.index,
                 label: data
@@ -589,7 +599,10 @@ fn support(map: &[f32], h: usize, w: usize) -> (usize, usize, usize, usize) {
 
 fn weights_tab(unit: &Unit, options: &ViewOptions) -> Result<Body> {
     let model = unit.model();
-    let Some(from) = previous_layer(model, unit.layer())? else {
+    // Expanded weights are drawn as maps over the source layer's positions, so they come from
+    // the nearest spatial layer: for logits or fully connected layers, through the linear path
+    // back to the last convolution.
+    let Some(from) = previous_spatial_layer(model, unit.layer())? else {
         // The first layer: its weights are the filter itself, drawn as an image.
         let (conv, filters) = first_layer_filters(model)?;
         if conv != unit.layer() {
@@ -659,7 +672,10 @@ fn weights_tab(unit: &Unit, options: &ViewOptions) -> Result<Body> {
 fn attribution_tab(unit: &Unit, image: &DynTensor) -> Result<Body> {
     let model = unit.model();
     let image = DynTensor::new(image.to_rank::<4>()?.narrow(0, 0, 1));
-    let at = previous_layer(model, unit.layer())?.unwrap_or_else(|| unit.layer().to_string());
+    // Attributions are maps over positions: taken at the nearest spatial layer before the unit
+    // (for logits, the last convolution), or at the unit's own layer when it is the first.
+    let at =
+        previous_spatial_layer(model, unit.layer())?.unwrap_or_else(|| unit.layer().to_string());
     let target = Target::Unit {
         layer: unit.layer().to_string(),
         index: unit.index(),
