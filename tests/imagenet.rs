@@ -157,3 +157,138 @@ fn sample_photos_are_classified_as_what_they_show() {
     println!("{right} of {labelled} labelled photos right");
     assert_eq!(right, labelled);
 }
+
+/// The ten classes the class-visualization test renders: animals, objects and food with
+/// distinctive textures and shapes (indices into ImageNet-1k).
+const CLASSES: [usize; 10] = [1, 130, 285, 309, 323, 417, 907, 949, 954, 967];
+
+/// Class visualizations are real: the feature visualization of each class logit (Lucid's
+/// default recipe: 512 steps at 128 px) is classified as that class by the model, seen under
+/// another random crop and scale than any it was optimized under. At least 8 of 10 top-1.
+#[test]
+fn class_visualizations_are_classified_as_their_class() {
+    let model = lite0();
+    let steps = std::env::var("MICROSCOPE_CLASS_VIS_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
+    let started = std::time::Instant::now();
+    let vis = microscope::technique::FeatureVis::default()
+        .steps(steps)
+        .cache(None)
+        .run_units(&model, "logits", &CLASSES)
+        .unwrap();
+    println!(
+        "{} class visualizations, {steps} steps at 128 px: {:.0} s",
+        CLASSES.len(),
+        started.elapsed().as_secs_f32()
+    );
+    // Another view: a centred crop of 88% of the image, scaled to the model's 224 px.
+    let images = vis.images.to_rank::<4>().unwrap();
+    let [n, c, h, w] = images.dims();
+    let (ch, cw) = (h * 88 / 100, w * 88 / 100);
+    let crop = images
+        .narrow(2, (h - ch) / 2, ch)
+        .narrow(3, (w - cw) / 3, cw);
+    let options = burn::tensor::ops::InterpolateOptions {
+        mode: burn::tensor::ops::InterpolateMode::Bilinear,
+        align_corners: false,
+    };
+    let seen = burn::tensor::module::interpolate(crop, [224, 224], options);
+    assert_eq!(seen.dims(), [n, c, 224, 224]);
+    let logits = model.network().forward_image(seen, &["logits"]).unwrap()[0].to_vec();
+    let classes = model.classes().unwrap();
+    let mut right = 0;
+    for (i, &class) in CLASSES.iter().enumerate() {
+        let row = &logits[i * 1000..(i + 1) * 1000];
+        let top = (0..1000)
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .unwrap();
+        println!(
+            "logits:{class:3} {:28} -> top-1 {top:3} {}",
+            classes[class], classes[top]
+        );
+        right += usize::from(top == class);
+    }
+    println!(
+        "{right} of {} class visualizations are top-1 their class",
+        CLASSES.len()
+    );
+    assert!(
+        right >= 8,
+        "only {right} of 10 class visualizations are their class"
+    );
+}
+
+/// The unit views a user of the real model opens first: a class logit (no positions) and a
+/// channel of a late block, with the sample photos attached, rendered as pages and checked in
+/// headless Chromium: every tab has content. Screenshots of each tab go to
+/// `target/screenshots/imagenet/`.
+#[test]
+fn lite0_unit_views_have_every_tab_in_chromium() {
+    use microscope::widget::unit_view::Body;
+    use microscope::widget::{ViewOptions, Widget};
+    zoo::fetch("sample-photos").expect("fetch scikit-image's wheel from PyPI");
+    let model = lite0().with_dataset(Dataset::sample_photos().unwrap());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shots = root.join("target/screenshots/imagenet");
+    let pages = std::env::temp_dir().join(format!("microscope-imagenet-{}", std::process::id()));
+    std::fs::create_dir_all(&shots).unwrap();
+    std::fs::create_dir_all(&pages).unwrap();
+    let options = ViewOptions {
+        feature_vis: microscope::technique::FeatureVis::default()
+            .steps(24)
+            .cache(None),
+        diversity_samples: 2,
+        examples: 3,
+        weights: 4,
+        ..Default::default()
+    };
+    for (layer, unit, name) in [
+        ("logits", 285, "logit-285"),
+        ("blocks.10/add", 5, "block10-5"),
+    ] {
+        let started = std::time::Instant::now();
+        let view = model
+            .unit(layer, unit)
+            .unwrap()
+            .view_with(&options)
+            .unwrap();
+        println!(
+            "{layer}:{unit}: unit view in {:.0} s",
+            started.elapsed().as_secs_f32()
+        );
+        for t in &view.tabs {
+            assert!(
+                !matches!(t.body, Body::Unavailable { .. }),
+                "{layer}:{unit} tab {}: {:?}",
+                t.id,
+                t.body
+            );
+        }
+        if layer == "logits" {
+            // The cat's logit: its top photo is the cat, shown whole.
+            let tab = view
+                .tabs
+                .iter()
+                .find(|t| t.id == "dataset-examples")
+                .unwrap();
+            let Body::DatasetExamples { top, .. } = &tab.body else {
+                panic!("dataset examples: {:?}", tab.body)
+            };
+            assert_eq!(top[0].label.as_deref(), Some("Egyptian cat"));
+            assert!(top[0].heatmap.is_empty());
+        }
+        let page = pages.join(format!("{name}.html"));
+        std::fs::write(&page, view.to_page(&format!("{layer}:{unit}"))).unwrap();
+        let status = std::process::Command::new("node")
+            .arg(root.join("tests/browser/unit_tabs.mjs"))
+            .arg(&page)
+            .arg(&shots)
+            .arg(name)
+            .status()
+            .expect("node (tests/run.sh installs it)");
+        assert!(status.success(), "{name}: checks in Chromium failed");
+    }
+    let _ = std::fs::remove_dir_all(&pages);
+}
