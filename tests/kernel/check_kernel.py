@@ -1,11 +1,12 @@
-"""The microscope kernel through real Jupyter machinery (jupyter_client, nbclient, nbconvert).
+"""The microscope kernel through real Jupyter machinery (jupyter_client, nbclient).
 
 usage: python check_kernel.py NOTEBOOKS_DIR OUT_DIR
 
 Expects the kernelspec `microscope` on JUPYTER_PATH (kernel/tests/notebooks.rs installs it).
 Checks:
-  - every notebook runs through nbclient without errors, and each shows widgets (display_data or
-    execute_result with text/html holding a microscope root, and text/plain);
+  - every notebook but the tour (see ELSEWHERE) runs through nbclient without errors, and each
+    shows widgets (display_data or execute_result with text/html holding a microscope root, and
+    text/plain);
   - a failing cell reports a readable error (a `?` that fails is an error, its message shown
     once), and so does a hostile model that asks for terabytes; the next cell still sees earlier
     variables;
@@ -18,9 +19,8 @@ Checks:
     cells execute, and stops within a second when cancelled, or when its comm closes; after a
     restart the kernel tells an old widget to run its cell again;
   - `install` leaves a spare kernel; the next kernel is that spare, with the started process's
-    environment and working directory, and ends with it;
-  - nbconvert --execute of the tour writes an HTML page (checked in Chromium by the caller).
-Executed notebooks and the HTML go to OUT_DIR.
+    environment and working directory, and ends with it.
+Executed notebooks go to OUT_DIR.
 """
 
 import json
@@ -28,7 +28,6 @@ import os
 import queue
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,9 +50,16 @@ def check(ok, what):
         failed += 1
 
 
+# The tour runs elsewhere: live in JupyterLab and Notebook 7 (kernel/tests/notebooks.rs, after
+# these checks), and exported by `nbconvert --execute` as a user runs it (tests/user_path.sh,
+# which tests/run.sh runs first; nbconvert fails on any error, and the exported page is checked
+# in Chromium). A third and fourth run here took 3 minutes of CI and checked nothing new.
+ELSEWHERE = {"01-tour.ipynb"}
+
+
 def run_notebooks(src, out):
     for name in sorted(os.listdir(src)):
-        if not name.endswith(".ipynb"):
+        if not name.endswith(".ipynb") or name in ELSEWHERE:
             continue
         nb = nbformat.read(os.path.join(src, name), as_version=4)
         start = time.time()
@@ -521,15 +527,6 @@ def check_live(s):
     return live
 
 
-def export_tour(src, out):
-    html = os.path.join(out, "01-tour.html")
-    cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--execute",
-           "--ExecutePreprocessor.kernel_name=" + KERNEL, "--ExecutePreprocessor.timeout=900",
-           "--output-dir", out, os.path.join(src, "01-tour.ipynb")]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    check(r.returncode == 0 and os.path.exists(html), f"nbconvert --execute writes {html} {r.stderr[-300:] if r.returncode else ''}")
-
-
 def main():
     src, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
@@ -538,7 +535,6 @@ def main():
     check_changed_toolchain(out)
     check_session()
     run_notebooks(src, out)
-    export_tour(src, out)
     print(f"{failed} kernel checks failed" if failed else "all kernel checks passed")
     sys.exit(1 if failed else 0)
 
