@@ -63,10 +63,18 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
   "onnx==$ONNX_VERSION" onnxruntime numpy jupyter_client nbclient nbconvert nbformat jupyterlab notebook
 
+# Everything cargo test will run, built once up front with the features cargo test resolves for
+# the whole workspace. Building only the CLI first (`cargo run --bin microscope`) resolved shared
+# dependencies with fewer features, and cargo test then rebuilt burn and 45 other crates: 5 of
+# its 7 build minutes on 2 cores. tour.sh's `cargo build -p microscope-kernel` reuses this build
+# too (kernel/Cargo.toml asks for the workspace's features).
+step "cargo test --workspace --no-run"
+cargo test --workspace --no-run --quiet
+
 # The node tests are generated for the ops the runtime implements, as its op table lists them
 # (`microscope info --ops`), and regenerated when that list or the onnx version changes.
-step "the op table: cargo run -- info --ops"
-mapfile -t ops < <(cargo run --quiet --bin microscope -- info --ops | awk '{print $1}')
+step "the op table: microscope info --ops"
+mapfile -t ops < <(target/debug/microscope info --ops | awk '{print $1}')
 [ "${#ops[@]}" -gt 0 ] || { echo "microscope info --ops listed no ops" >&2; exit 1; }
 echo "${#ops[@]} ops: ${ops[*]}"
 stamp="$FIX/.stamp-$ONNX_VERSION-$(printf '%s\n' "${ops[@]}" | sha256sum | cut -c1-16)"
