@@ -10,7 +10,7 @@ use crate::data::{Dataset, ImageSpec};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::import::{parse_file, parse_onnx, read_file};
-use crate::network::{DynTensor, Network};
+use crate::network::{DynTensor, Network, UnitLayout};
 use crate::zoo::files as zoo;
 
 #[derive(Clone, Debug)]
@@ -106,7 +106,7 @@ impl Model {
             model: self.clone(),
             name: node.name.clone(),
             op: node.op.clone(),
-            units: if shape.len() >= 2 { shape[1] } else { 0 },
+            units: UnitLayout::units(&shape),
             shape,
             params: self.network.param_count(node),
         })
@@ -213,8 +213,8 @@ impl Model {
     pub fn unit(&self, layer: &str, index: usize) -> Result<Unit> {
         let node = self.network.node(layer)?;
         let shape = self.network.output_shape(layer)?;
-        let units = shape.get(1).copied().unwrap_or(0);
-        if shape.len() < 2 || index >= units {
+        let units = UnitLayout::units(&shape);
+        if index >= units {
             return Err(Error::Message(format!(
                 "unit {}:{index} does not exist: {} ({}) has output shape {shape:?}, units 0..{units}",
                 node.name, node.name, node.op
@@ -268,7 +268,8 @@ pub struct Layer {
     pub op: String,
     /// Output shape for a batch of 1 at the model's input size.
     pub shape: Vec<usize>,
-    /// Channels of the output (the layer's units); 0 for outputs without a channel axis.
+    /// Channels of the output (the layer's units, as [`UnitLayout`] finds them: `C` of
+    /// `[N, C, H, W]`, `[N, C]` and tokens `[N, T, C]`); 0 for other outputs.
     pub units: usize,
     /// Parameters the node reads.
     pub params: usize,

@@ -231,7 +231,7 @@ microscope.components.LayerGraph = function (root, p) {
     side.appendChild(el("dl", {}, [
       el("dt", { text: "op" }), el("dd", { text: n.op }),
       el("dt", { text: "output" }), el("dd", { class: "ms-selected-shape", text: microscope.shape(n.shape) }),
-      el("dt", { text: "units" }), el("dd", { text: n.shape.length >= 2 ? String(n.shape[1]) : "–" }),
+      el("dt", { text: "units" }), el("dd", { text: n.units > 0 ? String(n.units) : "–" }),
       el("dt", { text: "parameters" }), el("dd", { text: microscope.count(n.params) }),
       el("dt", { text: "group" }), el("dd", { text: n.group === null || n.group === undefined ? "–" : groups[n.group].name }),
     ]));
@@ -247,7 +247,7 @@ microscope.components.LayerGraph = function (root, p) {
       side.appendChild(el("div", { class: "ms-muted", text: "open it in the notebook" }));
       side.appendChild(microscope.code(n.code));
     }
-    if (channel && n.code && n.shape.length >= 2 && n.shape[1] > 0) {
+    if (channel && n.code && n.units > 0) {
       side.appendChild(el("button", {
         class: "ms-graph-gallery-button", text: "show its gallery below",
         title: "computes the feature visualizations of its first units in the kernel; click a unit for more",

@@ -9,6 +9,7 @@
 
 pub mod node;
 pub mod ops;
+pub mod units;
 pub mod value;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,6 +22,7 @@ use crate::device::{is_autodiff, Device};
 use crate::error::{Error, Result};
 pub use node::{Attr, Node};
 use ops::{Ctx, OpFn, Slot};
+pub use units::UnitLayout;
 pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, MAX_RANK};
 
 /// Constants up to this many elements keep a host copy (shape arithmetic reads them there).

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::Dispatch;
 
+use super::units::UnitLayout;
 use crate::error::{Error, Result};
 
 /// Gradients returned by [`DynTensor::backward`].
@@ -130,15 +131,21 @@ impl DynTensor {
         self.clone().map(Storage::from_inner)
     }
 
-    /// Views an activation as `[N, C, H, W]` (`[N, C]` becomes `[N, C, 1, 1]`): the shape the
-    /// techniques read units from.
+    /// Views an activation as `[N, C, H, W]`, the shape the techniques read units from, as
+    /// [`UnitLayout`] declares: `[N, C]` becomes `[N, C, 1, 1]` and tokens `[N, T, C]` become
+    /// `[N, C, T, 1]`.
     pub fn to_nchw(self) -> Result<Tensor<Dispatch, 4>> {
         let d = self.dims();
-        match d.len() {
-            4 => self.to_rank::<4>(),
-            2 => self.to_rank::<2>().map(|t| t.reshape([d[0], d[1], 1, 1])),
-            _ => Err(Error::Message(format!(
-                "activation of shape {d:?} is not [N, C, H, W] or [N, C]"
+        match UnitLayout::of(&d) {
+            Some(UnitLayout::Maps) => self.to_rank::<4>(),
+            Some(UnitLayout::Features) => {
+                self.to_rank::<2>().map(|t| t.reshape([d[0], d[1], 1, 1]))
+            }
+            Some(UnitLayout::Tokens) => self
+                .to_rank::<3>()
+                .map(|t| t.swap_dims(1, 2).reshape([d[0], d[2], d[1], 1])),
+            None => Err(Error::Message(format!(
+                "activation of shape {d:?} is not [N, C, H, W], [N, C] or tokens [N, T, C]"
             ))),
         }
     }

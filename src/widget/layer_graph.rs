@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::layout::{layered, Placed};
 use crate::error::Result;
 use crate::model::Model;
+use crate::network::UnitLayout;
 
 /// Size of one node box (and of a collapsed group), in SVG units.
 pub const NODE_W: f32 = 168.0;
@@ -27,6 +28,8 @@ pub struct GraphNode {
     pub op: String,
     /// Output shape at batch 1, e.g. `[1, 64, 7, 7]`.
     pub shape: Vec<usize>,
+    /// Units of the output (see [`UnitLayout`]): 64 there, 768 for tokens `[1, 197, 768]`.
+    pub units: usize,
     pub params: usize,
     /// Indices of the nodes whose outputs this node reads.
     pub inputs: Vec<usize>,
@@ -85,10 +88,12 @@ impl LayerGraph {
         let mut producer: HashMap<&str, usize> = HashMap::new();
         for input in net.inputs() {
             producer.insert(&input.name, nodes.len());
+            let shape: Vec<usize> = input.shape.iter().map(|d| d.unwrap_or(1)).collect();
             nodes.push(GraphNode {
                 name: input.name.clone(),
                 op: "Input".into(),
-                shape: input.shape.iter().map(|d| d.unwrap_or(1)).collect(),
+                units: UnitLayout::units(&shape),
+                shape,
                 params: 0,
                 inputs: vec![],
                 group: None,
@@ -109,6 +114,7 @@ impl LayerGraph {
             nodes.push(GraphNode {
                 name: node.name.clone(),
                 op: node.op.clone(),
+                units: UnitLayout::units(shape),
                 shape: shape.clone(),
                 params: net.param_count(node),
                 inputs,
