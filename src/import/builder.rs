@@ -6,9 +6,10 @@ use prost::Message;
 use super::proto::*;
 use crate::network::{HostData, HostTensor};
 
-/// Accumulates nodes, initializers and metadata of a single-input model (opset 13).
-#[derive(Default)]
+/// Accumulates nodes, initializers and metadata of a single-input model (opset 13 unless
+/// [`OnnxBuilder::opset`] says otherwise).
 pub struct OnnxBuilder {
+    opset: i64,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     inputs: Vec<ValueInfoProto>,
@@ -21,11 +22,33 @@ pub enum AttrValue {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
+    /// A string, e.g. Einsum's `equation` or Gelu's `approximate`.
+    String(String),
+}
+
+impl Default for OnnxBuilder {
+    fn default() -> Self {
+        Self {
+            opset: 13,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            metadata: Vec::new(),
+        }
+    }
 }
 
 impl OnnxBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The opset the model imports (default 13): as recent as its newest op needs, e.g. 17 for
+    /// LayerNormalization, 20 for Gelu.
+    pub fn opset(&mut self, version: i64) -> &mut Self {
+        self.opset = version;
+        self
     }
 
     /// A float32 graph input; a dimension of 0 or less is dynamic (`N`).
@@ -42,7 +65,8 @@ impl OnnxBuilder {
         self
     }
 
-    /// A float32 initializer.
+    /// A float32 initializer (integer data converted; shapes and indices that ops read as
+    /// integers go through [`OnnxBuilder::int64_initializer`]).
     pub fn initializer(&mut self, name: &str, tensor: &HostTensor) -> &mut Self {
         let data = match &tensor.data {
             HostData::F32(v) => v.clone(),
@@ -52,6 +76,18 @@ impl OnnxBuilder {
             dims: tensor.shape.iter().map(|&d| d as i64).collect(),
             data_type: 1,
             float_data: data,
+            name: name.into(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// An int64 initializer (shapes for Reshape, indices for Gather, axes).
+    pub fn int64_initializer(&mut self, name: &str, dims: &[usize], values: &[i64]) -> &mut Self {
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: 7,
+            int64_data: values.to_vec(),
             name: name.into(),
             ..Default::default()
         });
@@ -77,6 +113,7 @@ impl OnnxBuilder {
                     AttrValue::Int(i) => (a.i, a.r#type) = (*i, 2),
                     AttrValue::Ints(i) => (a.ints, a.r#type) = (i.clone(), 7),
                     AttrValue::Float(f) => (a.f, a.r#type) = (*f, 1),
+                    AttrValue::String(s) => (a.s, a.r#type) = (s.clone().into_bytes(), 3),
                 }
                 a
             })
@@ -104,7 +141,7 @@ impl OnnxBuilder {
     /// The serialized model.
     pub fn to_bytes(&self, graph_name: &str) -> Vec<u8> {
         ModelProto {
-            ir_version: 8,
+            ir_version: ir_version(self.opset),
             producer_name: "microscope".into(),
             graph: Some(GraphProto {
                 node: self.nodes.clone(),
@@ -115,11 +152,22 @@ impl OnnxBuilder {
             }),
             opset_import: vec![OperatorSetIdProto {
                 domain: String::new(),
-                version: 13,
+                version: self.opset,
             }],
             metadata_props: self.metadata.clone(),
         }
         .encode_to_vec()
+    }
+}
+
+/// The IR version that came with `opset` (onnx's `VERSION_TABLE`), and 8 at the least, as
+/// this builder always wrote.
+fn ir_version(opset: i64) -> i64 {
+    match opset {
+        ..=18 => 8,
+        19..=20 => 9,
+        21..=22 => 10,
+        _ => 11,
     }
 }
 
