@@ -1,5 +1,5 @@
-//! Elementwise operators of several inputs, with numpy broadcasting: Add, Sub, Mul, Div, Pow, Max,
-//! Min, Sum, Mean, Equal and Where.
+//! Elementwise operators of several inputs, with numpy broadcasting: Add, Sub, Mul, Div, Mod, Pow,
+//! Max, Min, Sum, Mean, Equal and Where.
 //!
 //! Activations are computed on the device with burn's ops, so gradients flow through them. When
 //! every input lives on the host (shape arithmetic, folded constants), so does the result, and
@@ -17,11 +17,17 @@ use crate::network::value::{
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Add,
     Sub,
     Mul,
     Div,
+    /// Mod with `fmod = 0`: the remainder of the floored quotient, with the divisor's sign (as
+    /// Python's `%`).
+    Mod,
+    /// Mod with `fmod = 1`: the remainder of the truncated quotient, with the dividend's sign (as
+    /// C's `fmod`).
+    Fmod,
     Pow,
     Max,
     Min,
@@ -30,12 +36,27 @@ enum Op {
 
 impl Op {
     /// The op on host floats (computed in f64, stored as f32).
-    fn float(self, p: f64, q: f64) -> f64 {
+    pub(super) fn float(self, p: f64, q: f64) -> f64 {
         match self {
             Op::Add => p + q,
             Op::Sub => p - q,
             Op::Mul => p * q,
             Op::Div => p / q,
+            // Rust's `%` on floats is C's fmod (exact, NaN for an infinite dividend or a zero
+            // divisor, the dividend for an infinite divisor).
+            Op::Fmod => p % q,
+            // numpy's mod, which ONNX follows (opset 28 spells out its special cases): a nonzero
+            // remainder moves to the divisor's sign, a zero one takes it.
+            Op::Mod => {
+                let r = p % q;
+                if r == 0.0 {
+                    0.0_f64.copysign(q)
+                } else if (r < 0.0) != (q < 0.0) {
+                    r + q
+                } else {
+                    r
+                }
+            }
             Op::Pow => p.powf(q),
             // numpy's maximum and minimum, which ONNX follows, propagate NaN (f64::max drops it).
             Op::Max | Op::Min if p.is_nan() || q.is_nan() => f64::NAN,
@@ -46,12 +67,20 @@ impl Op {
     }
 
     /// The op on host integers; None for a division by zero.
-    fn int(self, p: i64, q: i64) -> Option<i64> {
+    pub(super) fn int(self, p: i64, q: i64) -> Option<i64> {
         Some(match self {
             Op::Add => p.wrapping_add(q),
             Op::Sub => p.wrapping_sub(q),
             Op::Mul => p.wrapping_mul(q),
             Op::Div => p.checked_div(q)?,
+            // `i64::MIN % -1` is 0 (wrapping), not an overflow.
+            Op::Fmod if q != 0 => p.wrapping_rem(q),
+            Op::Mod if q != 0 => match p.wrapping_rem(q) {
+                // Opposite signs and |r| < |q|: no overflow.
+                r if r != 0 && (r < 0) != (q < 0) => r + q,
+                r => r,
+            },
+            Op::Mod | Op::Fmod => return None,
             Op::Pow => int_pow(p, q),
             Op::Max => p.max(q),
             Op::Min => p.min(q),
@@ -104,6 +133,16 @@ fn device_binary(ctx: &Ctx, a: DynTensor, b: DynTensor, op: Op) -> Result<DynTen
         Op::Sub => a - b,
         Op::Mul => a * b,
         Op::Div => a / b,
+        Op::Fmod => a.expand(full).fmod(b.expand(full)),
+        Op::Mod => {
+            // fmod, then a nonzero remainder of the other sign than the divisor moves by the
+            // divisor (which also gives numpy's ±∞ for a finite dividend and an infinite divisor
+            // of the other sign). NaN remainders have no sign and stay NaN.
+            let b = b.expand(full);
+            let r = a.expand(full).fmod(b.clone());
+            let flip = (r.clone().sign() * b.clone().sign()).lower_elem(0.0);
+            r.clone().mask_where(flip, r + b)
+        }
         Op::Pow => a.expand(full).powf(b.expand(full)),
         Op::Max => a.expand(full).max_pair(b.expand(full)),
         Op::Min => a.expand(full).min_pair(b.expand(full)),
@@ -157,6 +196,18 @@ pub fn pow(ctx: &Ctx) -> Result<Vec<Value>> {
 
 pub fn equal(ctx: &Ctx) -> Result<Vec<Value>> {
     binary(ctx, Op::Equal)
+}
+
+/// Mod (opsets 10–28): `fmod = 0` floors the quotient (the remainder has the divisor's sign, as
+/// Python's `%`), `fmod = 1` truncates it (the dividend's sign, as C's `fmod`). Host integers
+/// (shape arithmetic such as `Mod(56, 7)`) stay integers, and an integer modulo by zero is an
+/// error naming the node. Floats follow numpy for both (opset 28 allows `fmod = 0` on them).
+pub fn mod_(ctx: &Ctx) -> Result<Vec<Value>> {
+    match ctx.node.int("fmod", 0)? {
+        0 => binary(ctx, Op::Mod),
+        1 => binary(ctx, Op::Fmod),
+        other => Err(ctx.error(format!("fmod must be 0 or 1, got {other}"))),
+    }
 }
 
 /// Folds `op` over all inputs (Sum, Mean, Max, Min): on the host when all of them live there.
@@ -345,8 +396,13 @@ fn host_binary(ctx: &Ctx, a: &HostTensor, b: &HostTensor, op: Op) -> Result<Host
             ia.iter()
                 .zip(&ib)
                 .map(|(&i, &j)| {
-                    op.int(x[i], y[j])
-                        .ok_or_else(|| ctx.error("integer division by zero"))
+                    op.int(x[i], y[j]).ok_or_else(|| {
+                        let (what, sign) = match op {
+                            Op::Div => ("division", "/"),
+                            _ => ("modulo", "%"),
+                        };
+                        ctx.error(format!("integer {what} by zero: {} {sign} 0", x[i]))
+                    })
                 })
                 .collect::<Result<_>>()?,
         )
@@ -404,6 +460,60 @@ mod tests {
             let e = Value::Host(HostTensor::f32(vec![], vec![e]));
             let y = run("Pow", 15, &[], vec![x, e]).unwrap().remove(0);
             assert_eq!(y.to_host().to_f32(), want);
+        }
+    }
+
+    #[test]
+    fn mod_floors_or_truncates_on_the_host_and_the_device_alike() {
+        use crate::network::node::Attr;
+        let (x, y) = ([-4, 7, 5, 4, -7, 8], [2, -3, 8, -2, 3, 5]);
+        let host = |v: &[i64]| Value::Host(HostTensor::i64(vec![v.len()], v.to_vec()));
+        let on = crate::Device::cpu();
+        // A [2, 3] dividend against a [3] divisor broadcast over it, on the device.
+        let fx: Vec<f32> = x.iter().map(|&v| v as f32 + 0.5).collect();
+        let fy: Vec<f32> = y[..3].iter().map(|&v| v as f32).collect();
+        for (fmod, ints, floats) in [
+            (0, [0, -2, 5, 0, 2, 3], [0.5, -1.5, 5.5, 0.5, -0.5, 0.5]),
+            (1, [0, 1, 5, 0, -1, 3], [-1.5, 1.5, 5.5, 0.5, -0.5, 0.5]),
+        ] {
+            let attrs = [("fmod", Attr::Int(fmod))];
+            let Value::Host(z) = run("Mod", 13, &attrs, vec![host(&x), host(&y)])
+                .unwrap()
+                .remove(0)
+            else {
+                panic!("Mod of host integers is computed on the host");
+            };
+            assert_eq!(
+                (z.elem, z.to_i64()),
+                (Elem::Int, ints.to_vec()),
+                "fmod {fmod}"
+            );
+            let (a, b) = (
+                device(&fx, &[2, 3], on.burn()),
+                device(&fy, &[3], on.burn()),
+            );
+            let z = run("Mod", 13, &attrs, vec![a, b]).unwrap().remove(0);
+            assert_eq!(z.dims(), [2, 3]);
+            assert_eq!(z.to_host().to_f32(), floats, "fmod {fmod}");
+        }
+        // No overflow at the edge of i64.
+        let z = run("Mod", 13, &[], vec![host(&[i64::MIN]), host(&[-1])]).unwrap();
+        assert_eq!(z[0].to_host().to_i64(), [0]);
+    }
+
+    #[test]
+    fn integer_modulo_by_zero_is_an_error_naming_the_node() {
+        use crate::network::node::Attr;
+        for fmod in [0, 1] {
+            let a = Value::Host(HostTensor::i64(vec![2], vec![56, 3]));
+            let b = Value::Host(HostTensor::i64(vec![2], vec![7, 0]));
+            let err = run("Mod", 13, &[("fmod", Attr::Int(fmod))], vec![a, b])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("node_under_test") && err.contains("modulo by zero: 3 % 0"),
+                "{err}"
+            );
         }
     }
 

@@ -100,6 +100,17 @@ pub fn abs(ctx: &Ctx) -> Result<Vec<Value>> {
     unary_int(ctx, |x| x.abs(), i64::wrapping_abs)
 }
 
+/// Not (opset 1): logical negation. Host booleans (masks built from shapes and constants) stay
+/// host booleans; a device boolean is a 0/1 float tensor (see binary.rs). Nonzero reads as true.
+pub fn not(ctx: &Ctx) -> Result<Vec<Value>> {
+    if ctx.is_host(0) {
+        let h = ctx.host(0)?;
+        let data = h.to_f32().iter().map(|&v| v == 0.0).collect();
+        return Ok(vec![Value::Host(HostTensor::bool(h.shape, data))]);
+    }
+    unary(ctx, |x| x.equal_elem(0.0).float())
+}
+
 pub fn hard_sigmoid(ctx: &Ctx) -> Result<Vec<Value>> {
     let alpha = ctx.node.float("alpha", 0.2)?;
     let beta = ctx.node.float("beta", 0.5)?;
@@ -177,4 +188,28 @@ pub fn dropout(ctx: &Ctx) -> Result<Vec<Value>> {
         out.push(Value::Host(HostTensor::bool(dims, vec![true; n])));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::run;
+    use crate::network::value::{DynTensor, Elem, HostTensor, Value};
+
+    #[test]
+    fn not_keeps_host_booleans_and_reads_device_masks_as_nonzero() {
+        let mask = Value::Host(HostTensor::bool(vec![2, 2], vec![true, false, false, true]));
+        let Value::Host(y) = run("Not", 1, &[], vec![mask]).unwrap().remove(0) else {
+            panic!("Not of a host boolean is computed on the host");
+        };
+        assert_eq!(
+            (y.elem, y.shape.clone(), y.to_i64()),
+            (Elem::Bool, vec![2, 2], vec![0, 1, 1, 0])
+        );
+        let on = crate::Device::cpu();
+        let x = DynTensor::from_host(&[1.0, 0.0, 0.0, 1.0], &[4], on.burn());
+        let y = run("Not", 1, &[], vec![Value::Device(x)])
+            .unwrap()
+            .remove(0);
+        assert_eq!(y.to_host().to_f32(), [0.0, 1.0, 1.0, 0.0]);
+    }
 }

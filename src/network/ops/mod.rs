@@ -15,6 +15,7 @@ mod norm;
 mod pool;
 mod reduce;
 mod resize;
+mod scatter;
 mod shape;
 
 use burn::DispatchDevice;
@@ -234,8 +235,10 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "MaxPool", kernel: pool::max_pool, linear: Some("AveragePool"), activation: false, opsets: "1–22" },
     OpSpec { name: "Mean", kernel: binary::mean, linear: None, activation: false, opsets: "1–13" },
     OpSpec { name: "Min", kernel: binary::min, linear: None, activation: false, opsets: "8–13" },
+    OpSpec { name: "Mod", kernel: binary::mod_, linear: None, activation: false, opsets: "10–28" },
     OpSpec { name: "Mul", kernel: binary::mul, linear: None, activation: false, opsets: "7–14" },
     OpSpec { name: "Neg", kernel: elementwise::neg, linear: None, activation: false, opsets: "1–13" },
+    OpSpec { name: "Not", kernel: elementwise::not, linear: None, activation: false, opsets: "1" },
     OpSpec { name: "PRelu", kernel: elementwise::prelu, linear: Some("Identity"), activation: true, opsets: "7–16" },
     OpSpec { name: "Pad", kernel: shape::pad, linear: None, activation: false, opsets: "2–25" },
     OpSpec { name: "Pow", kernel: binary::pow, linear: None, activation: false, opsets: "7–15" },
@@ -248,6 +251,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Relu", kernel: elementwise::relu, linear: Some("Identity"), activation: true, opsets: "1–14" },
     OpSpec { name: "Reshape", kernel: shape::reshape, linear: None, activation: false, opsets: "1–25" },
     OpSpec { name: "Resize", kernel: resize::resize, linear: None, activation: false, opsets: "10–19" },
+    OpSpec { name: "ScatterND", kernel: scatter::scatter_nd, linear: None, activation: false, opsets: "11–18" },
     OpSpec { name: "Shape", kernel: shape::shape, linear: None, activation: false, opsets: "1–25" },
     OpSpec { name: "Sigmoid", kernel: elementwise::sigmoid, linear: Some("Identity"), activation: true, opsets: "1–13" },
     OpSpec { name: "Slice", kernel: shape::slice, linear: None, activation: false, opsets: "1–13" },

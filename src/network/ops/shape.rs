@@ -53,7 +53,10 @@ pub(super) fn flat_index(shape: &[usize], coord: &[usize]) -> usize {
 }
 
 /// Integer indices as a device tensor for `select`.
-fn index_tensor(indices: &[usize], device: &burn::DispatchDevice) -> Tensor<Dispatch, 1, Int> {
+pub(super) fn index_tensor(
+    indices: &[usize],
+    device: &burn::DispatchDevice,
+) -> Tensor<Dispatch, 1, Int> {
     let data: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
     Tensor::from_data(TensorData::new(data, [indices.len()]), device)
 }

@@ -1,0 +1,383 @@
+//! ScatterND: a copy of `data` whose slices at index tuples are replaced by, or combined with,
+//! `updates`.
+//!
+//! Every index tuple is checked against the data's shape (negative indices count from the end)
+//! before anything is written. Host data with host updates (masks built from constants, as in
+//! Swin's shifted windows) is scattered on the host in its own type; otherwise the data is viewed
+//! as rows (the axes the tuples index) times slices and scattered on the device with burn's
+//! `scatter_nd`, so gradients reach both the data and the updates.
+
+use std::collections::HashMap;
+
+use burn::tensor::IndexingUpdateOp;
+
+use super::binary::Op;
+use super::shape::index_tensor;
+use super::{Ctx, Value};
+use crate::error::Result;
+use crate::network::value::{DynTensor, HostData, HostTensor};
+
+/// How an update meets the value it lands on (`reduction`, opset 16 on).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reduction {
+    None,
+    Add,
+    Mul,
+    Max,
+    Min,
+}
+
+impl Reduction {
+    fn of(ctx: &Ctx) -> Result<Self> {
+        Ok(match ctx.node.string("reduction", "none")?.as_str() {
+            "none" => Reduction::None,
+            "add" => Reduction::Add,
+            "mul" => Reduction::Mul,
+            "max" => Reduction::Max,
+            "min" => Reduction::Min,
+            other => {
+                return Err(ctx.error(format!(
+                    "reduction {other:?} is not one of none, add, mul, max and min"
+                )))
+            }
+        })
+    }
+
+    /// The binary op that combines the current value with an update; None replaces it.
+    fn op(self) -> Option<Op> {
+        match self {
+            Reduction::None => None,
+            Reduction::Add => Some(Op::Add),
+            Reduction::Mul => Some(Op::Mul),
+            Reduction::Max => Some(Op::Max),
+            Reduction::Min => Some(Op::Min),
+        }
+    }
+
+    fn burn(self) -> IndexingUpdateOp {
+        match self {
+            Reduction::None => IndexingUpdateOp::Assign,
+            Reduction::Add => IndexingUpdateOp::Add,
+            Reduction::Mul => IndexingUpdateOp::Mul,
+            Reduction::Max => IndexingUpdateOp::Max,
+            Reduction::Min => IndexingUpdateOp::Min,
+        }
+    }
+
+    /// The updates (by number) in rounds in which no row occurs twice, in order: burn's
+    /// `scatter_nd` leaves duplicate indices undefined except for Add, which accumulates them.
+    /// A row's j-th update goes to round j. Replacing keeps only each row's last update (ONNX
+    /// leaves duplicates undefined there; its reference applies the updates in order).
+    fn rounds(self, targets: &[usize]) -> Vec<Vec<usize>> {
+        match self {
+            Reduction::Add => vec![(0..targets.len()).collect()],
+            Reduction::None => {
+                let last: HashMap<usize, usize> =
+                    targets.iter().enumerate().map(|(u, &r)| (r, u)).collect();
+                vec![(0..targets.len())
+                    .filter(|u| last[&targets[*u]] == *u)
+                    .collect()]
+            }
+            Reduction::Mul | Reduction::Max | Reduction::Min => {
+                let mut seen: HashMap<usize, usize> = HashMap::new();
+                let mut rounds: Vec<Vec<usize>> = Vec::new();
+                for (u, &r) in targets.iter().enumerate() {
+                    let j = seen.entry(r).or_insert(0);
+                    if *j == rounds.len() {
+                        rounds.push(Vec::new());
+                    }
+                    rounds[*j].push(u);
+                    *j += 1;
+                }
+                rounds
+            }
+        }
+    }
+}
+
+/// The data seen as `rows × slice` (the axes the index tuples address, then the rest), and the
+/// row each update lands on.
+struct Layout {
+    dims: Vec<usize>,
+    rows: usize,
+    slice: usize,
+    targets: Vec<usize>,
+}
+
+/// Checks the shapes and every index tuple.
+fn layout(ctx: &Ctx) -> Result<Layout> {
+    let dims = ctx.dims(0)?;
+    let index_dims = ctx.dims(1)?;
+    let update_dims = ctx.dims(2)?;
+    if dims.is_empty() {
+        return Err(ctx.error("data must have rank 1 or more, got a scalar"));
+    }
+    let Some((&k, batch)) = index_dims.split_last() else {
+        return Err(ctx.error("indices must have rank 1 or more, got a scalar"));
+    };
+    if k > dims.len() {
+        return Err(ctx.error(format!(
+            "indices {index_dims:?} address {k} axes of data {dims:?}, which has {}",
+            dims.len()
+        )));
+    }
+    let want: Vec<usize> = batch.iter().chain(&dims[k..]).copied().collect();
+    if update_dims != want {
+        return Err(ctx.error(format!(
+            "updates {update_dims:?} must have shape {want:?}: indices {index_dims:?} without \
+             the last axis, then data {dims:?} without its first {k}"
+        )));
+    }
+    // The output is a copy of the data (8 bytes an element on the host).
+    ctx.fits("output", &dims, 8)?;
+    // Parts of a count that fits do not overflow.
+    let rows: usize = dims[..k].iter().product();
+    let slice: usize = dims[k..].iter().product();
+    let n = crate::budget::elements(batch).map_err(|e| ctx.error(format!("indices {e}")))?;
+    let indices = ctx.ints(1)?;
+    if n.checked_mul(k) != Some(indices.len()) {
+        return Err(ctx.error(format!(
+            "indices {index_dims:?} hold {} values",
+            indices.len()
+        )));
+    }
+    let targets = (0..n)
+        .map(|u| {
+            let tuple = &indices[u * k..(u + 1) * k];
+            tuple
+                .iter()
+                .zip(&dims)
+                .try_fold(0usize, |row, (&i, &size)| {
+                    // A size that fits the budget fits an i64.
+                    let s = size as i64;
+                    let j = if i < 0 { i.saturating_add(s) } else { i };
+                    if !(0..s).contains(&j) {
+                        return Err(ctx.error(format!(
+                            "index tuple {u} {tuple:?} is out of range for data {dims:?}"
+                        )));
+                    }
+                    Ok(row * size + j as usize)
+                })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Layout {
+        dims,
+        rows,
+        slice,
+        targets,
+    })
+}
+
+/// ScatterND (opsets 11–18): the output is `data` with `updates[u]` written over (or, with a
+/// `reduction`, added to, multiplied into, maxed or minned with) the slice at index tuple
+/// `indices[u]`.
+pub fn scatter_nd(ctx: &Ctx) -> Result<Vec<Value>> {
+    let reduction = Reduction::of(ctx)?;
+    let l = layout(ctx)?;
+    if l.targets.is_empty() || l.rows * l.slice == 0 {
+        return Ok(vec![ctx.value(0)?]);
+    }
+    if ctx.is_host(0) && ctx.is_host(2) {
+        let (data, updates) = (ctx.host(0)?, ctx.host(2)?);
+        let op = reduction.op();
+        let out = match &data.data {
+            HostData::F32(v) => HostData::F32(scatter_host(v, &updates.to_f32(), &l, |o, u| {
+                op.map_or(u, |op| op.float(f64::from(o), f64::from(u)) as f32)
+            })),
+            // Add, Mul, Max and Min never fail on integers (only division does).
+            HostData::I64(v) => HostData::I64(scatter_host(v, &updates.to_i64(), &l, |o, u| {
+                op.and_then(|op| op.int(o, u)).unwrap_or(u)
+            })),
+        };
+        return Ok(vec![Value::Host(HostTensor {
+            shape: l.dims,
+            data: out,
+            elem: data.elem,
+        })]);
+    }
+    let n = l.targets.len();
+    // Device indices are 32-bit (see `index_tensor`).
+    if l.rows > i32::MAX as usize || n > i32::MAX as usize {
+        return Err(ctx.error(format!(
+            "{} rows and {n} updates are past the device's 32-bit indices",
+            l.rows
+        )));
+    }
+    let mut x = ctx.float(0)?.reshape(&[l.rows, l.slice]).to_rank::<2>()?;
+    let u = ctx.float(2)?.reshape(&[n, l.slice]).to_rank::<2>()?;
+    for round in reduction.rounds(&l.targets) {
+        let rows: Vec<usize> = round.iter().map(|&i| l.targets[i]).collect();
+        let rows = index_tensor(&rows, ctx.device).reshape([round.len(), 1]);
+        let values = if round.len() == n {
+            u.clone()
+        } else {
+            u.clone().select(0, index_tensor(&round, ctx.device))
+        };
+        x = x.scatter_nd(rows, values, reduction.burn());
+    }
+    Ok(vec![Value::Device(DynTensor::new(x).reshape(&l.dims))])
+}
+
+/// Applies the updates in order on the host: `out[row] = f(out[row], update)`, slice by slice.
+fn scatter_host<T: Copy>(data: &[T], updates: &[T], l: &Layout, f: impl Fn(T, T) -> T) -> Vec<T> {
+    let mut out = data.to_vec();
+    for (u, &row) in l.targets.iter().enumerate() {
+        let dst = &mut out[row * l.slice..(row + 1) * l.slice];
+        let src = &updates[u * l.slice..(u + 1) * l.slice];
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = f(*o, v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{run, run_on};
+    use crate::network::node::Attr;
+    use crate::network::value::{DynTensor, Elem, HostTensor, Value};
+
+    fn ints(shape: &[usize], v: &[i64]) -> Value {
+        Value::Host(HostTensor::i64(shape.to_vec(), v.to_vec()))
+    }
+
+    fn floats(shape: &[usize], v: &[f32]) -> Value {
+        Value::Host(HostTensor::f32(shape.to_vec(), v.to_vec()))
+    }
+
+    #[test]
+    fn every_index_is_checked_and_errors_name_the_node() {
+        let data = || ints(&[2, 3], &[0; 6]);
+        let cases = [
+            (ints(&[1, 2], &[2, 0]), ints(&[1], &[9]), "out of range"),
+            (ints(&[1, 2], &[0, -4]), ints(&[1], &[9]), "out of range"),
+            (
+                ints(&[1, 2], &[0, i64::MIN]),
+                ints(&[1], &[9]),
+                "out of range",
+            ),
+            (
+                ints(&[1, 3], &[0, 0, 0]),
+                ints(&[1], &[9]),
+                "address 3 axes",
+            ),
+            (
+                ints(&[1, 1], &[0]),
+                ints(&[1, 2], &[9, 9]),
+                "must have shape [1, 3]",
+            ),
+            (ints(&[], &[0]), ints(&[], &[9]), "rank 1 or more"),
+        ];
+        for (indices, updates, why) in cases {
+            let err = run("ScatterND", 18, &[], vec![data(), indices, updates])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("node_under_test") && err.contains(why),
+                "{err}"
+            );
+        }
+        let err = run(
+            "ScatterND",
+            18,
+            &[("reduction", Attr::String("sum".into()))],
+            vec![data(), ints(&[1, 2], &[0, 0]), ints(&[1], &[9])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"sum\""), "{err}");
+    }
+
+    #[test]
+    fn host_data_stays_on_the_host_in_its_type_and_negative_indices_wrap() {
+        // Swin's attention mask: regions of a constant image numbered by slice writes.
+        let indices = ints(&[2, 2], &[-1, 0, 0, 2]);
+        let Value::Host(y) = run(
+            "ScatterND",
+            11,
+            &[],
+            vec![ints(&[2, 3], &[0; 6]), indices, ints(&[2], &[7, 8])],
+        )
+        .unwrap()
+        .remove(0) else {
+            panic!("host data and updates are scattered on the host");
+        };
+        assert_eq!(
+            (y.elem, y.shape.clone(), y.to_i64()),
+            (Elem::Int, vec![2, 3], vec![0, 0, 8, 7, 0, 0])
+        );
+        // Reductions apply in order, duplicates included; replacing keeps the last write.
+        for (reduction, want) in [
+            ("add", [1.0, 9.0, 3.0, 4.0]),
+            ("mul", [1.0, 0.0, 3.0, 4.0]),
+            ("max", [1.0, 4.0, 3.0, 4.0]),
+            ("min", [1.0, 0.0, 3.0, 4.0]),
+            ("none", [1.0, 4.0, 3.0, 4.0]),
+        ] {
+            let y = run(
+                "ScatterND",
+                18,
+                &[("reduction", Attr::String(reduction.into()))],
+                vec![
+                    floats(&[4], &[1.0, 3.0, 3.0, 4.0]),
+                    ints(&[3, 1], &[1, 1, 1]),
+                    floats(&[3], &[2.0, 0.0, 4.0]),
+                ],
+            )
+            .unwrap()
+            .remove(0);
+            assert_eq!(y.to_host().to_f32(), want, "{reduction}");
+        }
+    }
+
+    #[test]
+    fn device_scatters_match_the_host_with_duplicates_and_pass_gradients() {
+        let data: Vec<f32> = (0..12).map(|v| v as f32 - 5.0).collect();
+        let updates: Vec<f32> = (0..12).map(|v| (v % 5) as f32 - 2.0).collect();
+        // Rows 2, 2 (as -1) and 0 of a [3, 4] tensor.
+        let indices = ints(&[3, 1], &[2, -1, 0]);
+        let on = crate::Device::cpu();
+        for reduction in ["none", "add", "mul", "max", "min"] {
+            let attrs = [("reduction", Attr::String(reduction.into()))];
+            let host = vec![
+                floats(&[3, 4], &data),
+                indices.clone(),
+                floats(&[3, 4], &updates),
+            ];
+            let host = run("ScatterND", 18, &attrs, host).unwrap().remove(0);
+            let d = Value::Device(DynTensor::from_host(&data, &[3, 4], on.burn()));
+            let u = Value::Device(DynTensor::from_host(&updates, &[3, 4], on.burn()));
+            let Value::Device(dev) = run("ScatterND", 18, &attrs, vec![d, indices.clone(), u])
+                .unwrap()
+                .remove(0)
+            else {
+                panic!("device data is scattered on the device");
+            };
+            assert_eq!(dev.dims(), [3, 4]);
+            assert_eq!(dev.to_vec(), host.to_host().to_f32(), "{reduction}");
+        }
+        // Rows written twice (2 = -1) with mul on the device: both factors apply, as on the host.
+        let attrs = [("reduction", Attr::String("mul".into()))];
+        let d = Value::Device(DynTensor::from_host(&[1.0, 2.0, 3.0], &[3], on.burn()));
+        let u = Value::Device(DynTensor::from_host(&[5.0, 7.0], &[2], on.burn()));
+        let y = run("ScatterND", 18, &attrs, vec![d, ints(&[2, 1], &[2, -1]), u]);
+        assert_eq!(y.unwrap()[0].to_host().to_f32(), [1.0, 2.0, 105.0]);
+        // Gradients: the replaced row's go to the updates, the others' to the data.
+        let ad = crate::Device::cpu().autodiff();
+        let x = DynTensor::from_host(&data, &[3, 4], &ad).require_grad();
+        let u = DynTensor::from_host(&updates[..4], &[1, 4], &ad).require_grad();
+        let inputs = vec![
+            Value::Device(x.clone()),
+            ints(&[1, 1], &[1]),
+            Value::Device(u.clone()),
+        ];
+        let Value::Device(y) = run_on("ScatterND", 16, &[], inputs, &ad).unwrap().remove(0) else {
+            panic!("device data is scattered on the device");
+        };
+        let grads = y.backward();
+        let mut want = [1.0; 12];
+        want[4..8].fill(0.0);
+        assert_eq!(x.grad(&grads).unwrap().to_vec(), want);
+        assert_eq!(u.grad(&grads).unwrap().to_vec(), [1.0; 4]);
+    }
+}
