@@ -12,14 +12,13 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use microscope::import::{load_onnx, proto, tensor};
-use microscope::network::Value;
 use microscope::{npy, DynTensor};
 use prost::Message;
+use support::reference::{mismatch, Reference};
 
 const MODELS: &[&str] = &[
     "light_bvlc_alexnet",
@@ -37,24 +36,6 @@ fn fixtures() -> PathBuf {
     std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx"))
-}
-
-/// Largest violation of `|a - b| <= atol + rtol * |b|`, as (index, got, want), if any.
-fn mismatch(got: &[f32], want: &[f32], rtol: f32, atol: f32) -> Option<(usize, f32, f32)> {
-    got.iter()
-        .zip(want)
-        .enumerate()
-        .filter(|(_, (a, b))| {
-            // NaN anywhere counts as a mismatch.
-            let diff = (*a - *b).abs().partial_cmp(&(atol + rtol * b.abs()));
-            matches!(diff, None | Some(std::cmp::Ordering::Greater))
-        })
-        .max_by(|x, y| {
-            let dx = (x.1 .0 - x.1 .1).abs();
-            let dy = (y.1 .0 - y.1 .1).abs();
-            dx.total_cmp(&dy)
-        })
-        .map(|(i, (a, b))| (i, *a, *b))
 }
 
 fn backend_input(shape: &[usize]) -> Vec<f32> {
@@ -131,72 +112,11 @@ fn every_node_matches_onnxruntime_with_random_weights() {
         let net = load_onnx(&dir.join(format!("{name}_random.onnx")), device.clone())
             .unwrap_or_else(|e| panic!("{e}"));
         let input = npy::read(&dir.join(format!("{name}_input.npy"))).unwrap();
-        let index = std::fs::read_to_string(dir.join(name).join("index.tsv")).unwrap();
-        let rows: Vec<Vec<&str>> = index.lines().map(|l| l.split('\t').collect()).collect();
-        let file_of: HashMap<&str, &str> = rows.iter().map(|r| (r[0], r[1])).collect();
-        let reference = |tensor: &str| -> npy::Array {
-            match file_of.get(tensor) {
-                Some(f) => npy::read(&dir.join(name).join(format!("{f}.npy"))).unwrap(),
-                None => input.clone(), // the graph input
-            }
-        };
-        let graph_input = net.image_input().unwrap().name.clone();
-        let mut worst = 0.0f32;
-        for row in &rows {
-            if let Some(folded) = net.constant(row[0]) {
-                // Folded at load time (e.g. an Unsqueeze of a weight): compare the constant.
-                let want = reference(row[0]);
-                assert!(
-                    mismatch(&folded.to_f32(), &want.data, 1e-6, 1e-7).is_none(),
-                    "{name}: folded {}",
-                    row[0]
-                );
-                continue;
-            }
-            // Each node runs on onnxruntime's values of its inputs, so this checks every op's
-            // numerics without the drift that a deep random-weight net amplifies.
-            let node = net.node(row[0]).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let mut feeds = Vec::new();
-            for t in node
-                .inputs
-                .iter()
-                .filter(|t| !t.is_empty() && net.constant_shape(t).is_none())
-            {
-                let a = reference(t);
-                let v = DynTensor::from_host(&a.data, &a.shape, device.burn());
-                let key = if file_of.contains_key(t.as_str()) {
-                    t.clone()
-                } else {
-                    graph_input.clone()
-                };
-                feeds.push((key, Value::Device(v)));
-            }
-            let feeds: Vec<(&str, Value)> =
-                feeds.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            let got = net
-                .run(&feeds, &[row[0]])
-                .unwrap_or_else(|e| panic!("{name}: {e}"))
-                .remove(0)
-                .to_host();
-            let want = reference(row[0]);
-            assert_eq!(
-                got.shape, want.shape,
-                "{name}: {} ({}, node {})",
-                row[0], row[2], node.name
-            );
-            let got = got.to_f32();
-            let err = got.iter().zip(&want.data).fold(0.0f32, |m, (a, b)| {
-                m.max((a - b).abs() / (1e-4 + 1e-3 * b.abs()))
-            });
-            worst = worst.max(err);
-            if let Some((i, a, b)) = mismatch(&got, &want.data, 1e-3, 1e-4) {
-                panic!(
-                    "{name}: tensor {} ({}, node {}) [{i}] = {a}, onnxruntime {b}",
-                    row[0], row[2], node.name
-                );
-            }
-        }
+        let reference = Reference::read(&dir.join(name), input);
+        let check = reference.check_every_node(name, &net);
         // End to end, from the image alone: the graph output after every node's rounding.
+        let input = &reference.input;
+        let graph_input = net.image_input().unwrap().name.clone();
         let x = DynTensor::from_host(&input.data, &input.shape, device.burn());
         let out = &net.outputs()[0];
         let got = net
@@ -204,7 +124,7 @@ fn every_node_matches_onnxruntime_with_random_weights() {
             .unwrap()
             .remove(0)
             .to_vec();
-        let want = reference(out);
+        let want = reference.value(out);
         let scale = want.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let drift = got
             .iter()
@@ -213,8 +133,7 @@ fn every_node_matches_onnxruntime_with_random_weights() {
             / scale;
         println!(
             "{name}: {} nodes match onnxruntime (worst error {:.2} of tolerance); end-to-end output max |diff| / max |value| = {drift:.1e}",
-            rows.len(),
-            worst
+            check.nodes, check.worst
         );
         assert!(
             drift < 1e-2,

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod reference;
+
 use microscope::import::proto::*;
 use prost::Message;
 use rand::{Rng, SeedableRng};

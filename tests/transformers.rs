@@ -1,0 +1,460 @@
+//! Today's vision architectures, small: a ConvNeXt-style and a ViT-style network written with the
+//! project's ONNX builder (seeded random weights), as PyTorch exports them op by op.
+//!
+//! 1. Every node matches onnxruntime (rtol 1e-3, atol 1e-4): the test writes each model and an
+//!    input, `tests/support/ort_nodes.py` records onnxruntime's value of every node, and each
+//!    node runs here on onnxruntime's values of its inputs.
+//! 2. Token layers (`[N, T, C]`) are layers with C units: the layer card, the layer graph and
+//!    the gallery count them so, and feature visualization of a token-layer channel (its mean
+//!    over tokens) rises.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use microscope::import::builder::{AttrValue, OnnxBuilder};
+use microscope::network::HostTensor;
+use microscope::technique::FeatureVis;
+use microscope::widget::{GalleryOptions, LayerGraph, Widget};
+use microscope::{npy, Model};
+use rand::{Rng, SeedableRng};
+use support::reference::Reference;
+
+/// Input side and channels of both networks.
+const SIZE: usize = 32;
+/// Width of both networks' blocks.
+const C: usize = 32;
+/// ViT: patch side, tokens (patches and the class token), heads and their width.
+const PATCH: usize = 8;
+const TOKENS: usize = (SIZE / PATCH) * (SIZE / PATCH) + 1;
+const HEADS: usize = 2;
+const HEAD_DIM: usize = C / HEADS;
+/// The ViT's token layer that feature visualization reads: the attention block's residual sum.
+const TOKEN_LAYER: &str = "block/attn_residual";
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("transformers")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The builder plus a seeded generator for weights, and helpers for the layers both nets use.
+/// Every helper names its output node `name` (its inner nodes `name/...`) and returns it.
+struct Net {
+    b: OnnxBuilder,
+    rng: rand::rngs::StdRng,
+}
+
+impl Net {
+    fn new(opset: i64, seed: u64) -> Net {
+        let mut b = OnnxBuilder::new();
+        b.opset(opset)
+            .input("image", &[0, 3, SIZE as i64, SIZE as i64]);
+        Net {
+            b,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// A float initializer `centre ± spread`, uniform.
+    fn weight(&mut self, name: &str, dims: &[usize], centre: f32, spread: f32) -> String {
+        let n: usize = dims.iter().product();
+        let data = (0..n)
+            .map(|_| centre + self.rng.random_range(-spread..=spread))
+            .collect();
+        self.b
+            .initializer(name, &HostTensor::f32(dims.to_vec(), data));
+        name.to_string()
+    }
+
+    /// A weight with fan-in scaling (uniform ±sqrt(3 / fan_in): unit variance out).
+    fn fan_in(&mut self, name: &str, dims: &[usize], fan_in: usize) -> String {
+        self.weight(name, dims, 0.0, (3.0 / fan_in as f32).sqrt())
+    }
+
+    /// A float32 scalar initializer.
+    fn scalar(&mut self, name: &str, value: f32) -> String {
+        self.b
+            .initializer(name, &HostTensor::f32(vec![], vec![value]));
+        name.to_string()
+    }
+
+    fn ints(&mut self, name: &str, values: &[i64]) -> String {
+        self.b.int64_initializer(name, &[values.len()], values);
+        name.to_string()
+    }
+
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: &[(&str, AttrValue)],
+    ) -> String {
+        self.b.node(op, name, inputs, attrs);
+        name.to_string()
+    }
+
+    /// A convolution `cin → cout` (`groups` groups) with a `kernel × kernel` window, its stride
+    /// and padding, and a bias.
+    fn conv(
+        &mut self,
+        name: &str,
+        x: &str,
+        [cin, cout, groups]: [usize; 3],
+        [kernel, stride, pad]: [usize; 3],
+    ) -> String {
+        let fan_in = cin / groups * kernel * kernel;
+        let w = self.fan_in(
+            &format!("{name}.weight"),
+            &[cout, cin / groups, kernel, kernel],
+            fan_in,
+        );
+        let b = self.weight(&format!("{name}.bias"), &[cout], 0.0, 0.1);
+        let (k, s, p) = (kernel as i64, stride as i64, pad as i64);
+        let attrs = [
+            ("group", AttrValue::Int(groups as i64)),
+            ("kernel_shape", AttrValue::Ints(vec![k, k])),
+            ("strides", AttrValue::Ints(vec![s, s])),
+            ("pads", AttrValue::Ints(vec![p; 4])),
+        ];
+        self.node("Conv", name, &[x, &w, &b], &attrs)
+    }
+
+    fn transpose(&mut self, name: &str, x: &str, perm: &[i64]) -> String {
+        self.node(
+            "Transpose",
+            name,
+            &[x],
+            &[("perm", AttrValue::Ints(perm.to_vec()))],
+        )
+    }
+
+    /// The classifier of both nets: `logits`, 10 classes, a Gemm on `[N, C]` features.
+    fn classifier(&mut self, features: &str) -> String {
+        let w = self.fan_in("classifier.weight", &[10, C], C);
+        let b = self.weight("classifier.bias", &[10], 0.0, 0.1);
+        self.node(
+            "Gemm",
+            "logits",
+            &[features, &w, &b],
+            &[("transB", AttrValue::Int(1))],
+        )
+    }
+
+    /// `x · W + b` over the last axis (PyTorch's Linear as exported: MatMul, then Add).
+    fn linear(&mut self, name: &str, x: &str, cin: usize, cout: usize) -> String {
+        let w = self.fan_in(&format!("{name}.weight"), &[cin, cout], cin);
+        let b = self.weight(&format!("{name}.bias"), &[cout], 0.0, 0.1);
+        let m = self.node("MatMul", &format!("{name}/matmul"), &[x, &w], &[]);
+        self.node("Add", name, &[&m, &b], &[])
+    }
+
+    /// LayerNormalization over the last axis, with a scale near 1 and a small bias.
+    fn layer_norm(&mut self, name: &str, x: &str, c: usize) -> String {
+        let g = self.weight(&format!("{name}.weight"), &[c], 1.0, 0.2);
+        let b = self.weight(&format!("{name}.bias"), &[c], 0.0, 0.1);
+        let attrs = [
+            ("axis", AttrValue::Int(-1)),
+            ("epsilon", AttrValue::Float(1e-6)),
+        ];
+        self.node("LayerNormalization", name, &[x, &g, &b], &attrs)
+    }
+
+    /// GELU as PyTorch exports it before opset 20: `x · 0.5 · (1 + erf(x / √2))`.
+    fn gelu_erf(&mut self, name: &str, x: &str) -> String {
+        let sqrt2 = self.scalar(&format!("{name}/sqrt2"), std::f32::consts::SQRT_2);
+        let one = self.scalar(&format!("{name}/one"), 1.0);
+        let half = self.scalar(&format!("{name}/half"), 0.5);
+        let d = self.node("Div", &format!("{name}/div"), &[x, &sqrt2], &[]);
+        let e = self.node("Erf", &format!("{name}/erf"), &[&d], &[]);
+        let a = self.node("Add", &format!("{name}/add"), &[&e, &one], &[]);
+        let m = self.node("Mul", &format!("{name}/mul"), &[x, &a], &[]);
+        self.node("Mul", name, &[&m, &half], &[])
+    }
+
+    fn finish(mut self, output: &str, path: &Path) -> Model {
+        self.b.output(output);
+        std::fs::write(path, self.b.to_bytes("test")).unwrap();
+        Model::load(path).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// ConvNeXt-style (opset 17): patchify stem (4×4, stride 4), one block (depthwise 7×7, to
+/// channels-last, LayerNorm, Linear, GELU as Erf, Linear, layer scale, back to channels-first,
+/// residual), global pool and a Gemm classifier.
+fn convnext(path: &Path) -> Model {
+    let mut n = Net::new(17, 1);
+    let stem = n.conv("stem", "image", [3, C, 1], [4, 4, 0]);
+    let dw = n.conv("block/dwconv", &stem, [C, C, C], [7, 1, 3]);
+    let last = n.transpose("block/to_channels_last", &dw, &[0, 2, 3, 1]);
+    let ln = n.layer_norm("block/norm", &last, C);
+    let up = n.linear("block/pwconv1", &ln, C, 4 * C);
+    let act = n.gelu_erf("block/gelu", &up);
+    let down = n.linear("block/pwconv2", &act, 4 * C, C);
+    let gamma = n.weight("block.layer_scale", &[C], 0.5, 0.2);
+    let scaled = n.node("Mul", "block/layer_scale", &[&down, &gamma], &[]);
+    let first = n.transpose("block/to_channels_first", &scaled, &[0, 3, 1, 2]);
+    let block = n.node("Add", "block", &[&stem, &first], &[]);
+    let pool = n.node("GlobalAveragePool", "pool", &[&block], &[]);
+    let flat = n.node(
+        "Flatten",
+        "flatten",
+        &[&pool],
+        &[("axis", AttrValue::Int(1))],
+    );
+    n.classifier(&flat);
+    n.finish("logits", path)
+}
+
+/// ViT-style (opset 20): patch embedding (Conv 8×8 stride 8, Reshape, Transpose to
+/// `[N, T, C]`), a class token expanded to the batch the way torchvision's export does it
+/// (Shape, Gather, Concat, Equal/Where for `expand(n, -1, -1)`, Expand), position embedding,
+/// one pre-LN block (attention: q/k/v Linear, heads by Reshape/Transpose, q·kᵀ by Einsum,
+/// scale, Softmax, MatMul with v, heads merged, projection, residual; MLP with Gelu, residual),
+/// a final LayerNorm, the class token (Gather on axis 1) and a Gemm head.
+fn vit(path: &Path) -> Model {
+    let mut n = Net::new(20, 2);
+    let patches = n.conv("patch", "image", [3, C, 1], [PATCH, PATCH, 0]);
+    let shape = n.ints("patch/flat_shape", &[0, C as i64, -1]);
+    let flat = n.node("Reshape", "patch/flatten", &[&patches, &shape], &[]);
+    let tokens = n.transpose("patch/tokens", &flat, &[0, 2, 1]);
+    // The class token, expanded to the batch as `class_token.expand(n, -1, -1)` exports.
+    let cls = n.weight("class_token", &[1, 1, C], 0.0, 0.5);
+    let shape = n.node("Shape", "cls/shape", &["image"], &[]);
+    n.b.int64_initializer("cls/zero", &[], &[0]);
+    let batch = n.node("Gather", "cls/batch", &[&shape, "cls/zero"], &axis(0));
+    let axes = n.ints("cls/axes", &[0]);
+    let batch = n.node("Unsqueeze", "cls/batch_1d", &[&batch, &axes], &[]);
+    let rest = n.ints("cls/minus_ones", &[-1, -1]);
+    let wanted = n.node("Concat", "cls/wanted", &[&batch, &rest], &axis(0));
+    let minus_one = n.ints("cls/minus_one", &[-1]);
+    let keep = n.node("Equal", "cls/is_kept", &[&wanted, &minus_one], &[]);
+    let ones = n.ints("cls/ones", &[1, 1, 1]);
+    let target = n.node("Where", "cls/target", &[&keep, &ones, &wanted], &[]);
+    let cls = n.node("Expand", "cls/expand", &[&cls, &target], &[]);
+    let seq = n.node("Concat", "tokens", &[&cls, &tokens], &axis(1));
+    let pos = n.weight("pos_embedding", &[1, TOKENS, C], 0.0, 0.5);
+    let x = n.node("Add", "embed", &[&seq, &pos], &[]);
+    // Attention, pre-LN.
+    let ln = n.layer_norm("block/ln_1", &x, C);
+    let heads_shape = n.ints(
+        "block/attn/heads_shape",
+        &[0, 0, HEADS as i64, HEAD_DIM as i64],
+    );
+    let heads = |n: &mut Net, which: &str| {
+        let name = format!("block/attn/{which}");
+        let t = n.linear(&name, &ln, C, C);
+        let split = n.node(
+            "Reshape",
+            &format!("{name}_split"),
+            &[&t, &heads_shape],
+            &[],
+        );
+        n.transpose(&format!("{name}_heads"), &split, &[0, 2, 1, 3])
+    };
+    let (q, k, v) = (heads(&mut n, "q"), heads(&mut n, "k"), heads(&mut n, "v"));
+    let eq = ("equation", AttrValue::String("bhqd,bhkd->bhqk".into()));
+    let scores = n.node("Einsum", "block/attn/scores", &[&q, &k], &[eq]);
+    let sqrt_d = n.scalar("block/attn/sqrt_d", (HEAD_DIM as f32).sqrt());
+    let scaled = n.node("Div", "block/attn/scaled", &[&scores, &sqrt_d], &[]);
+    let attn = n.node("Softmax", "block/attn/softmax", &[&scaled], &axis(-1));
+    let mixed = n.node("MatMul", "block/attn/mix", &[&attn, &v], &[]);
+    let merged = n.transpose("block/attn/merge_heads", &mixed, &[0, 2, 1, 3]);
+    let shape = n.ints("block/attn/merged_shape", &[0, 0, C as i64]);
+    let merged = n.node("Reshape", "block/attn/merged", &[&merged, &shape], &[]);
+    let proj = n.linear("block/attn/proj", &merged, C, C);
+    let x = n.node("Add", TOKEN_LAYER, &[&x, &proj], &[]);
+    // MLP, pre-LN, with the opset-20 Gelu.
+    let ln = n.layer_norm("block/ln_2", &x, C);
+    let up = n.linear("block/mlp/fc1", &ln, C, 2 * C);
+    let exact = ("approximate", AttrValue::String("none".into()));
+    let act = n.node("Gelu", "block/mlp/gelu", &[&up], &[exact]);
+    let down = n.linear("block/mlp/fc2", &act, 2 * C, C);
+    let x = n.node("Add", "block", &[&x, &down], &[]);
+    let ln = n.layer_norm("ln", &x, C);
+    n.b.int64_initializer("class/index", &[], &[0]);
+    let cls = n.node("Gather", "class", &[&ln, "class/index"], &axis(1));
+    n.classifier(&cls);
+    n.finish("logits", path)
+}
+
+fn axis(axis: i64) -> [(&'static str, AttrValue); 1] {
+    [("axis", AttrValue::Int(axis))]
+}
+
+/// A seeded uniform-noise image batch of one: `[1, 3, SIZE, SIZE]` in [0, 1].
+fn input(seed: u64) -> npy::Array {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let shape = vec![1, 3, SIZE, SIZE];
+    let data = (0..shape.iter().product())
+        .map(|_| rng.random_range(0.0f32..1.0))
+        .collect();
+    npy::Array { shape, data }
+}
+
+/// onnxruntime's value of every node of the model at `path` on `x`, via ort_nodes.py.
+fn onnxruntime_nodes(path: &Path, x: &npy::Array) -> Reference {
+    let dir = path.with_extension("ort");
+    let input = path.with_extension("input.npy");
+    npy::write(&input, &x.shape, &x.data).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    let out = Command::new(&python)
+        .arg(root.join("tests/support/ort_nodes.py"))
+        .args([path, &input, &dir])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (tests/run.sh makes this venv with onnx and onnxruntime)",
+                python.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "ort_nodes.py {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Reference::read(&dir, x.clone())
+}
+
+fn every_node_matches(name: &str, build: fn(&Path) -> Model) {
+    let path = tmp("nodes").join(format!("{name}.onnx"));
+    let model = build(&path);
+    let reference = onnxruntime_nodes(&path, &input(7));
+    let ops: std::collections::BTreeSet<&str> =
+        reference.rows.iter().map(|r| r[2].as_str()).collect();
+    let check = reference.check_every_node(name, model.network());
+    let (abs, at) = &check.worst_abs;
+    println!(
+        "{name}: {} nodes match onnxruntime, {} of them folded at load (worst error {:.3} of tolerance; largest |diff| {abs:.1e}, at {at}); ops: {ops:?}",
+        check.nodes, check.folded, check.worst
+    );
+    assert_eq!(check.nodes, model.network().nodes().len());
+    // End to end, from the image alone.
+    let net = model.network();
+    let x = microscope::DynTensor::from_host(
+        &reference.input.data,
+        &reference.input.shape,
+        net.device().burn(),
+    );
+    let got = net
+        .forward(&[("image", x)], &["logits"])
+        .unwrap()
+        .remove(0)
+        .to_vec();
+    let want = reference.value("logits");
+    assert!(
+        support::reference::mismatch(&got, &want.data, 1e-3, 1e-4).is_none(),
+        "{name}: logits {got:?}, onnxruntime {:?}",
+        want.data
+    );
+}
+
+#[test]
+fn convnext_style_every_node_matches_onnxruntime() {
+    every_node_matches("convnext", convnext);
+}
+
+#[test]
+fn vit_style_every_node_matches_onnxruntime() {
+    every_node_matches("vit", vit);
+}
+
+#[test]
+fn token_layers_have_one_unit_per_channel() {
+    let model = vit(&tmp("units").join("vit.onnx"));
+    let layer = model.layer(TOKEN_LAYER).unwrap();
+    assert_eq!(layer.shape, vec![1, TOKENS, C]);
+    assert_eq!(layer.units, C);
+    assert!(
+        layer.card().summary().contains(&format!("{C} units")),
+        "{}",
+        layer.card().summary()
+    );
+    assert!(model.unit(TOKEN_LAYER, C - 1).is_ok());
+    let err = model.unit(TOKEN_LAYER, C).unwrap_err().to_string();
+    assert!(err.contains(&format!("units 0..{C}")), "{err}");
+    // The layer graph says so for every token layer, and its props (which the page shows)
+    // carry the count.
+    let graph = LayerGraph::new(&model).unwrap();
+    let node = graph.nodes.iter().find(|n| n.name == TOKEN_LAYER).unwrap();
+    assert_eq!((node.shape.clone(), node.units), (vec![1, TOKENS, C], C));
+    let tokens = graph.nodes.iter().filter(|n| n.shape.len() == 3).count();
+    assert!(graph
+        .nodes
+        .iter()
+        .filter(|n| n.shape.len() == 3)
+        .all(|n| n.units == n.shape[2]));
+    let props = graph.props();
+    let drawn = props["nodes"].as_array().unwrap();
+    let drawn = drawn.iter().find(|n| n["name"] == TOKEN_LAYER).unwrap();
+    assert_eq!(drawn["units"], C);
+    println!(
+        "{tokens} token layers in the graph, {TOKEN_LAYER}: {:?}, {} units",
+        node.shape, node.units
+    );
+    // The gallery lists C units and computes those asked for.
+    let options = GalleryOptions {
+        feature_vis: FeatureVis::default().cache(None).steps(4),
+        units: Some(vec![0, 1]),
+        ..GalleryOptions::default()
+    };
+    let gallery = layer.gallery_with(&options, &mut |_| {}, None).unwrap();
+    assert_eq!(gallery.units.len(), C);
+    assert_eq!(
+        gallery.units.iter().filter(|u| u.image.is_some()).count(),
+        2
+    );
+}
+
+#[test]
+fn feature_visualization_of_a_token_channel_rises() {
+    let model = vit(&tmp("fv").join("vit.onnx"));
+    let unit = 5;
+    let mut values = Vec::new();
+    let vis = FeatureVis::default()
+        .cache(None)
+        .steps(96)
+        .seed(3)
+        .run_with(
+            &model,
+            TOKEN_LAYER,
+            &[unit],
+            &mut |p| values.push(p.value),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(vis.images.dims(), vec![1, 3, SIZE, SIZE]);
+    // Each step reports the objective on the image it then updates: the first is the start.
+    let (first, last) = (values[0], *values.last().unwrap());
+    let tail = &values[values.len() - 8..];
+    let late = tail.iter().sum::<f32>() / tail.len() as f32;
+    println!(
+        "{TOKEN_LAYER}:{unit} (mean over {TOKENS} tokens): step 0 {first:.3}, step {} {last:.3} (mean of the last 8 {late:.3}); final image {:.3}",
+        values.len(),
+        vis.activations[0]
+    );
+    // What it maximized is the channel's mean over the tokens, as the layer computes them.
+    let x = model.normalize(&vis.images).unwrap();
+    let act = model
+        .network()
+        .forward(&[("image", x)], &[TOKEN_LAYER])
+        .unwrap()
+        .remove(0);
+    let tokens = act.to_vec();
+    let mean = (0..TOKENS).map(|t| tokens[t * C + unit]).sum::<f32>() / TOKENS as f32;
+    assert!(
+        (mean - vis.activations[0]).abs() < 1e-4,
+        "{mean} vs {}",
+        vis.activations[0]
+    );
+    assert!(
+        late > first + 0.5 && vis.activations[0] > first + 0.5,
+        "{values:?}"
+    );
+}
