@@ -458,3 +458,53 @@ fn feature_visualization_of_a_token_channel_rises() {
         "{values:?}"
     );
 }
+
+/// Every unit-view tab works on a token layer's unit: weights and attribution at the patch
+/// embedding (the class token's branch, built from the input's shape, is not a path of the
+/// pixels), and whole images as dataset examples.
+#[test]
+fn a_token_unit_view_has_every_tab() {
+    use microscope::widget::unit_view::Body;
+    use microscope::widget::ViewOptions;
+    let dir = tmp("view");
+    // A small folder of seeded random images, two classes.
+    let mut rng = 7u64;
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(dir.join("images").join(class)).unwrap();
+        for i in 0..3 {
+            let img = image::RgbImage::from_fn(SIZE as u32, SIZE as u32, |_, _| {
+                let mut next = || {
+                    rng = rng
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (rng >> 56) as u8
+                };
+                image::Rgb([next(), next(), next()])
+            });
+            img.save(dir.join("images").join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let data = microscope::data::Dataset::image_folder(dir.join("images")).unwrap();
+    let model = vit(&dir.join("vit.onnx")).with_dataset(data);
+    let view = model
+        .unit(TOKEN_LAYER, 5)
+        .unwrap()
+        .view_with(&ViewOptions {
+            feature_vis: FeatureVis::default().cache(None).steps(8),
+            diversity_samples: 2,
+            examples: 2,
+            weights: 4,
+            ..ViewOptions::default()
+        })
+        .unwrap();
+    assert!(view.unavailable().is_empty(), "{:?}", view.unavailable());
+    for t in &view.tabs {
+        match &t.body {
+            Body::Weights { from, .. } => assert_eq!(from.as_deref(), Some("patch")),
+            Body::Attribution { at, .. } => assert_eq!(at, "patch"),
+            Body::DatasetExamples { top, .. } => assert!(top.iter().all(|e| e.heatmap.is_empty())),
+            _ => {}
+        }
+    }
+}

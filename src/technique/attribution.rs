@@ -54,7 +54,9 @@ fn attribution_here(
     let net = model.network();
     let x = model.normalize(image)?;
     let input = net.image_input()?.name.clone();
-    let act = net.forward_any_size(&[(&input, x)], &[layer])?.remove(0);
+    let act = net
+        .forward_any_size(&[(&input, x.clone())], &[layer])?
+        .remove(0);
     let dims = act.dims();
     if dims.len() != 4 || dims[0] != 1 {
         return Err(Error::Message(format!(
@@ -68,10 +70,14 @@ fn attribution_here(
         Target::Logit { node, index } => (node.as_str(), *index),
         Target::Unit { layer, index } => (layer.as_str(), *index),
     };
+    // The image is fed as well, for nodes that read only its size (a ViT's class token).
     let out = net
-        .forward_any_size(&[(&tensor, leaf.clone())], &[target_node])?
+        .forward_any_size(
+            &[(&input, x.detached()), (&tensor, leaf.clone())],
+            &[target_node],
+        )?
         .remove(0);
-    let units = out.dims().get(1).copied().unwrap_or(0);
+    let units = crate::network::UnitLayout::units(&out.dims());
     if index >= units {
         return Err(Error::Message(format!(
             "{target_node}:{index} does not exist ({target_node} has {units} units)"

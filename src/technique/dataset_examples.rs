@@ -7,6 +7,7 @@
 use crate::data::{Dataset, ImageSpec};
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::network::DynTensor;
 
 /// Settings for [`DatasetExamples::run`].
 #[derive(Clone, Debug)]
@@ -52,6 +53,8 @@ pub struct Example {
     pub crop: Vec<f32>,
     /// The crop's (height, width).
     pub crop_size: (usize, usize),
+    /// Whether the crop is the whole input (a unit without positions, or of tokens).
+    pub whole: bool,
 }
 
 /// Top and bottom examples of one unit, strongest first / weakest first.
@@ -144,6 +147,7 @@ impl DatasetExamples {
             .collect();
         let mut scores: Vec<Vec<f32>> = vec![Vec::new(); units.len()];
         let mut map_size = (0, 0);
+        let mut tokens = false;
         for start in (0..data.len()).step_by(self.batch.max(1)) {
             if crate::interrupt::requested() {
                 return Err(Error::Cancelled {
@@ -156,15 +160,11 @@ impl DatasetExamples {
             let act = net
                 .forward(&[(&input, model.normalize(&x)?)], &[layer])?
                 .remove(0);
-            let d = act.dims();
-            let (c, h, w) = match d[..] {
-                [_, c, h, w] => (c, h, w),
-                [_, c] => (c, 1, 1),
-                _ => {
-                    return Err(Error::Message(format!(
-                        "{layer}: activation {d:?} has no units"
-                    )))
-                }
+            // Tokens `[N, T, C]` are seen as `[N, C, T, 1]`: a unit's map over tokens.
+            tokens = act.dims().len() == 3;
+            let act = DynTensor::new(act.to_nchw()?);
+            let [_, c, h, w] = act.dims()[..] else {
+                unreachable!("to_nchw gives rank 4")
             };
             map_size = (h, w);
             let values = act.to_vec();
@@ -184,6 +184,7 @@ impl DatasetExamples {
                         map: (h, w),
                         crop: Vec::new(),
                         crop_size: (0, 0),
+                        whole: false,
                     };
                     if tops[slot].admits(max) {
                         tops[slot].offer(entry(max, arg_max));
@@ -195,7 +196,9 @@ impl DatasetExamples {
             }
         }
         let crop = self.crop.min(spec.height).min(spec.width).max(1);
-        let whole = map_size == (1, 1);
+        // No crop stands for a unit without positions, nor (without the token grid's geometry)
+        // for a token layer's unit: their examples are whole inputs.
+        let whole = map_size == (1, 1) || tokens;
         let mut out = Vec::with_capacity(units.len());
         for (((&unit, top), bottom), scores) in units.iter().zip(tops).zip(bottoms).zip(scores) {
             let finish = |mut list: Vec<Example>| -> Result<Vec<Example>> {
@@ -204,6 +207,7 @@ impl DatasetExamples {
                     if whole {
                         e.crop = image;
                         e.crop_size = (spec.height, spec.width);
+                        e.whole = true;
                         continue;
                     }
                     e.crop = crop_around(

@@ -9,7 +9,7 @@
 use crate::device::on_cpu_pool;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::network::DynTensor;
+use crate::network::{DynTensor, UnitLayout};
 
 /// The first convolution's name and its filters, `[O, I, kH, kW]`, as the model has them (the
 /// widgets scale them for display).
@@ -51,20 +51,27 @@ fn expanded_weights_here(model: &Model, from: &str, to: &str, unit: usize) -> Re
     let device = net.device().autodiff();
     let n: usize = shape.iter().product();
     let a = DynTensor::from_host(&vec![0.0; n], &shape, &device).require_grad();
+    // The image is fed too, as zeros: nothing on a path of its values reaches `to` but through
+    // `from`, which the patched activation replaces, yet nodes that read only its size (a ViT's
+    // class token expanded to the batch) need it.
+    let spec = model.input_spec()?;
+    let input = net.image_input()?.name.clone();
+    let image = DynTensor::from_host(
+        &vec![0.0; spec.channels * spec.height * spec.width],
+        &[1, spec.channels, spec.height, spec.width],
+        &device,
+    );
     let out = net
-        .forward_linearized(&[(&source.outputs[0], a.clone())], &[to])?
+        .forward_linearized(&[(&input, image), (&source.outputs[0], a.clone())], &[to])?
         .remove(0);
-    let d = out.dims();
-    let value = match d.len() {
-        4 => out
-            .to_rank::<4>()?
-            .narrow(1, unit, 1)
-            .narrow(2, d[2] / 2, 1)
-            .narrow(3, d[3] / 2, 1)
-            .sum(),
-        2 => out.to_rank::<2>()?.narrow(1, unit, 1).sum(),
-        _ => return Err(Error::Message(format!("{to}: output {d:?} has no units"))),
-    };
+    // The unit at the centre position (a map's centre, the middle token, or the unit itself).
+    let out = out.to_nchw()?;
+    let [_, _, h, w] = out.dims();
+    let value = out
+        .narrow(1, unit, 1)
+        .narrow(2, h / 2, 1)
+        .narrow(3, w / 2, 1)
+        .sum();
     let grads = DynTensor::new(value).backward();
     let g = a
         .grad(&grads)
@@ -120,6 +127,18 @@ pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
             producer.insert(t.as_str(), i);
         }
     }
+    // Only paths that carry the image's values count. A `Shape` reads only the image's size,
+    // and what is computed from sizes and constants alone (a ViT's class token expanded to the
+    // batch, as torchvision exports it) does not depend on the pixels: an edge from such a node
+    // would make the input dominate every later layer.
+    let mut carries = vec![false; root];
+    for (v, n) in nodes.iter().enumerate() {
+        carries[v] = n.op != "Shape"
+            && n.inputs.iter().any(|t| {
+                net.inputs().iter().any(|i| &i.name == t)
+                    || producer.get(t.as_str()).is_some_and(|&p| carries[p])
+            });
+    }
     // Immediate dominators over the node order (topological), graph inputs joined at `root`.
     let mut idom = vec![root; root + 1];
     let mut depth = vec![0usize; root + 1];
@@ -127,11 +146,12 @@ pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
         let mut preds = n
             .inputs
             .iter()
-            .filter_map(|t| producer.get(t.as_str()).copied());
-        let reads_input = n
-            .inputs
-            .iter()
-            .any(|t| net.inputs().iter().any(|i| &i.name == t));
+            .filter_map(|t| producer.get(t.as_str()).copied())
+            .filter(|&p| carries[p]);
+        let reads_input = n.op != "Shape"
+            && n.inputs
+                .iter()
+                .any(|t| net.inputs().iter().any(|i| &i.name == t));
         let mut d = if reads_input {
             Some(root)
         } else {
@@ -161,7 +181,7 @@ pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
                 let candidate = &nodes[at];
                 let has_units = net
                     .output_shape(&candidate.name)
-                    .is_ok_and(|s| s.len() >= 2 && s[1] > 0);
+                    .is_ok_and(|s| UnitLayout::units(&s) > 0);
                 if LAYER_OPS.contains(&candidate.op.as_str()) && has_units {
                     return Ok(Some(candidate.name.clone()));
                 }

@@ -288,6 +288,19 @@ pub struct TabHeader {
     pub about: String,
 }
 
+impl UnitView {
+    /// The tabs that could not be computed for this unit, as (tab id, why).
+    pub fn unavailable(&self) -> Vec<(&'static str, &str)> {
+        self.tabs
+            .iter()
+            .filter_map(|t| match &t.body {
+                Body::Unavailable { reason } => Some((t.id, reason.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 impl TabSpec {
     /// The tab `id`, or an error listing the tabs there are.
     pub fn find(id: &str) -> Result<&'static TabSpec> {
@@ -527,8 +540,9 @@ fn example_cards(model: &Model, data: &Dataset, list: &[Example]) -> Result<Vec<
                 height: ch,
                 width: cw,
             };
-            // A unit without positions has the whole input as its example, and no heatmap.
-            let whole = (ch, cw) == (spec.height, spec.width) && (mh, mw) == (1, 1);
+            // A unit without positions (or of tokens) has the whole input as its example, and
+            // no heatmap.
+            let whole = e.whole;
             Ok(ExampleCard {
                 crop: if whole {
                     thumbnail(&crop, side)
