@@ -314,3 +314,26 @@ fn save_strip(images: &DynTensor, name: &str) {
     std::fs::create_dir_all(&dir).unwrap();
     strip.save(dir.join(name)).unwrap();
 }
+
+/// Without its downloads, the real model is one line that says how to get them, naming the
+/// command (and nothing is fetched behind the user's back).
+#[test]
+fn without_its_weights_loading_says_what_to_run() {
+    let empty = std::env::temp_dir().join(format!("microscope-no-zoo-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_microscope"))
+        .args(["info", "zoo:efficientnet-lite0"])
+        .env("MICROSCOPE_CACHE", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{}", err.trim());
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("microscope zoo fetch efficientnet-lite0"),
+        "{err}"
+    );
+    assert!(!empty.join("zoo").exists(), "nothing was downloaded");
+    let _ = std::fs::remove_dir_all(&empty);
+}
