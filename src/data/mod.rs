@@ -234,28 +234,19 @@ fn to_spec(img: &Image, spec: &ImageSpec) -> Vec<f32> {
     let (pixels, channels) = if (img.height, img.width) == (h, w) {
         (&img.pixels, img.channels)
     } else {
-        // The crop: as wide as the image where the image is relatively taller, else as high.
+        // The crop: as high as the image where the image is relatively wider than the input,
+        // else as wide.
         let (cw, ch) = if img.width * h > w * img.height {
             ((img.height * w).div_ceil(h).min(img.width), img.height)
         } else {
             (img.width, (img.width * h).div_ceil(w).min(img.height))
         };
         let (x0, y0) = ((img.width - cw) / 2, (img.height - ch) / 2);
-        let filter = image::imageops::FilterType::Triangle;
         let (cw, ch, x0, y0) = (cw as u32, ch as u32, x0 as u32, y0 as u32);
-        let (ow, oh) = (w as u32, h as u32);
         resized = if img.channels == 3 {
-            let buf =
-                image::RgbImage::from_raw(img.width as u32, img.height as u32, img.pixels.clone())
-                    .expect("decoded sizes");
-            let crop = image::imageops::crop_imm(&buf, x0, y0, cw, ch).to_image();
-            image::imageops::resize(&crop, ow, oh, filter).into_raw()
+            crop_resize::<image::Rgb<u8>>(img, [x0, y0, cw, ch], [w as u32, h as u32])
         } else {
-            let buf =
-                image::GrayImage::from_raw(img.width as u32, img.height as u32, img.pixels.clone())
-                    .expect("decoded sizes");
-            let crop = image::imageops::crop_imm(&buf, x0, y0, cw, ch).to_image();
-            image::imageops::resize(&crop, ow, oh, filter).into_raw()
+            crop_resize::<image::Luma<u8>>(img, [x0, y0, cw, ch], [w as u32, h as u32])
         };
         (&resized, img.channels)
     };
@@ -275,4 +266,24 @@ fn to_spec(img: &Image, spec: &ImageSpec) -> Vec<f32> {
         }
     }
     out
+}
+
+/// The window `[x, y, width, height]` of `img` resized to `[width, height]` with a triangle
+/// filter (its support grows with the reduction), as bytes of pixel type `P`.
+fn crop_resize<P: image::Pixel<Subpixel = u8> + 'static>(
+    img: &Image,
+    [x, y, cw, ch]: [u32; 4],
+    [ow, oh]: [u32; 2],
+) -> Vec<u8> {
+    // Only the window is copied (the image crate's crop of a borrowed buffer cannot be resized).
+    let c = img.channels;
+    let (x, y, cw, ch) = (x as usize, y as usize, cw as usize, ch as usize);
+    let mut window = Vec::with_capacity(cw * ch * c);
+    for row in y..y + ch {
+        let start = (row * img.width + x) * c;
+        window.extend_from_slice(&img.pixels[start..start + cw * c]);
+    }
+    let crop = image::ImageBuffer::<P, Vec<u8>>::from_raw(cw as u32, ch as u32, window)
+        .expect("the window's size");
+    image::imageops::resize(&crop, ow, oh, image::imageops::FilterType::Triangle).into_raw()
 }
