@@ -58,7 +58,7 @@ pub const SAMPLE_PHOTOS: Wheel = Wheel {
     file: "scikit_image-0.25.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
     sha256: "24cc986e1f4187a12aa319f777b36008764e856e5013666a4a83f8df083c2641",
     platform: Some(("manylinux2014_x86_64", "3.11")),
-    about: "scikit-image's sample photos (CC0 and public domain, see skimage/data/README.txt)",
+    about: "scikit-image's sample photos (each photo's source and license: skimage.data's documentation)",
 };
 
 /// What `microscope zoo fetch NAME` downloads, by name.
