@@ -148,16 +148,18 @@ pub fn install(prefix: Option<&Path>, cuda: bool, prebuild: bool) -> Result<()> 
     Ok(())
 }
 
-/// Makes sure every crate in the project's `Cargo.lock` that the host build needs is in cargo's
-/// cache, so the template can build offline with exactly those versions: offline when they all
-/// are already, else downloading them, else one line saying what to do.
-fn fetch_locked(crate_dir: &Path, host: &str) -> Result<()> {
+/// Makes sure every crate in the project's `Cargo.lock` is in cargo's cache, so the template can
+/// build offline with exactly those versions: offline when they all are already, else
+/// downloading them, else one line saying what to do. Every crate, not only the host build's:
+/// evcxr's offline build of the template also needs crates that only other platforms compile
+/// (zip's `nix`, for macOS and the BSDs), which a build or a `cargo fetch --target` of this
+/// host never downloads.
+fn fetch_locked(crate_dir: &Path) -> Result<()> {
     let fetch = |offline: bool| {
         let mut cmd = Command::new("cargo");
         cmd.arg("fetch")
             .arg("--manifest-path")
-            .arg(crate_dir.join("Cargo.toml"))
-            .args(["--target", host]);
+            .arg(crate_dir.join("Cargo.toml"));
         if offline {
             cmd.arg("--offline").stderr(std::process::Stdio::null());
         }
@@ -191,7 +193,7 @@ fn prebuild_template(
 ) -> Result<()> {
     let start = Instant::now();
     let crate_dir = crate_dir();
-    fetch_locked(&crate_dir, &toolchain.host)?;
+    fetch_locked(&crate_dir)?;
     let _ = std::fs::remove_dir_all(staged);
     if template.exists() {
         copy_template(template, staged)?;
