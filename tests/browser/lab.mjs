@@ -25,3 +25,16 @@ export async function openNotebook(page, base, token, notebook) {
 export const kernelIdle = (page, timeout) => page.waitForFunction(
   () => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === "idle",
   null, { timeout });
+
+// What a standalone widget page must never do, collected as it happens: log an error, throw, or
+// ask the network for anything (pages are self-contained).
+export function watchProblems(page) {
+  const problems = [];
+  page.on("console", (m) => { if (m.type() === "error") problems.push("console: " + m.text()); });
+  page.on("pageerror", (e) => problems.push("page error: " + e.message));
+  page.on("request", (r) => {
+    const u = r.url();
+    if (!u.startsWith("file:") && !u.startsWith("data:")) problems.push("network request: " + u);
+  });
+  return problems;
+}

@@ -3,18 +3,12 @@
 // tab is saved as a screenshot.
 //   node unit_tabs.mjs PAGE.html SCREENSHOTS_DIR NAME
 import path from "node:path";
-import { launch } from "./lab.mjs";
+import { launch, watchProblems } from "./lab.mjs";
 
 const [file, shots, name] = process.argv.slice(2);
 const browser = await launch();
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-const problems = [];
-page.on("console", (m) => { if (m.type() === "error") problems.push("console: " + m.text()); });
-page.on("pageerror", (e) => problems.push("page error: " + e.message));
-page.on("request", (r) => {
-  const u = r.url();
-  if (!u.startsWith("file:") && !u.startsWith("data:")) problems.push("network request: " + u);
-});
+const problems = watchProblems(page);
 let failed = 0;
 const check = (ok, what) => { console.log((ok ? "ok   " : "FAIL ") + what); if (!ok) failed += 1; };
 await page.goto("file://" + path.resolve(file));

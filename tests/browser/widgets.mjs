@@ -5,6 +5,7 @@
 // page logs a console error or fetches anything from the network; hostile node names render as
 // text and run nothing. Saves light and dark screenshots of the three widgets.
 import { chromium } from "playwright-core";
+import { watchProblems } from "./lab.mjs";
 import fs from "node:fs";
 import path from "node:path";
 
@@ -23,13 +24,7 @@ function check(ok, what) {
 async function open(file, scheme) {
   const context = await browser.newContext({ colorScheme: scheme, viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
-  const problems = [];
-  page.on("console", (m) => { if (m.type() === "error") problems.push("console: " + m.text()); });
-  page.on("pageerror", (e) => problems.push("page error: " + e.message));
-  page.on("request", (r) => {
-    const u = r.url();
-    if (!u.startsWith("file:") && !u.startsWith("data:")) problems.push("network request: " + u);
-  });
+  const problems = watchProblems(page);
   await page.goto("file://" + path.resolve(pages, file));
   await page.waitForSelector(".microscope-root > :not(.ms-loading)");
   return { page, problems, context };
