@@ -38,6 +38,8 @@ fn main() {
         size: 128,
         param: ParamKind::Fft,
         transforms: standard_transforms(128),
+        redirect_steps: 0,
+        context: None,
     };
     // Warm up (allocations, kernels), then time a full run and divide.
     render(&model, &objective, &config(2), &mut |_| {}, None).unwrap();

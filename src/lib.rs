@@ -32,8 +32,8 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::model::{Layer, Model, Unit};
     pub use crate::network::{DynTensor, Network};
+    pub use crate::technique::{Caricature, FeatureVis, Objective, UnitObjective};
     pub use crate::technique::{DatasetExamples, ParamKind};
-    pub use crate::technique::{FeatureVis, Objective};
     pub use crate::widget::DebugDisplay as _;
     pub use crate::widget::{
         display, Gallery, GalleryOptions, Images, LayerGraph, UnitView, ViewOptions, Widget,

@@ -37,6 +37,8 @@ enum Mode {
     AnySize,
     /// Any spatial size, and nonlinear ops replaced by linear stand-ins.
     Linearized,
+    /// Any spatial size, and the gradient passed through ops that cut their input off.
+    Redirected,
 }
 
 /// A graph input the caller feeds.
@@ -399,6 +401,17 @@ impl Network {
         self.forward_in(feeds, targets, None, Mode::Linearized)
     }
 
+    /// [`Network::forward_any_size`] whose backward pass goes through ReLUs and Clips as if
+    /// they were the identity (the forward values are unchanged): feature visualization's first
+    /// steps, so that units behind inputs that are off for the start image get a gradient.
+    pub fn forward_redirected(
+        &self,
+        feeds: &[(&str, DynTensor)],
+        targets: &[&str],
+    ) -> Result<Vec<DynTensor>> {
+        self.forward_in(feeds, targets, None, Mode::Redirected)
+    }
+
     /// [`Network::forward`] with tracked weights (their gradients are then computed).
     pub fn forward_with(
         &self,
@@ -607,7 +620,10 @@ impl Network {
                 Mode::Linearized => ops::linearized(&node.op).unwrap_or(self.kernels[i]),
                 _ => self.kernels[i],
             };
-            let outs = guarded(node, || kernel(&ctx))?;
+            let mut outs = guarded(node, || kernel(&ctx))?;
+            if mode == Mode::Redirected && ops::cuts_off(&node.op) {
+                outs = ops::pass_gradient_through(&ctx, outs)?;
+            }
             if outs.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {
                 return Err(node.error("produced fewer outputs than declared"));
             }

@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Unit};
 use crate::network::DynTensor;
 
+/// The default number of first steps with the gradient passed through ReLUs and Clips.
+pub const REDIRECT_STEPS: usize = 16;
+
 /// Settings of a feature visualization (builder style).
 #[derive(Clone, Debug)]
 pub struct FeatureVis {
@@ -25,6 +28,14 @@ pub struct FeatureVis {
     pub param: ParamKind,
     /// Weight of Lucid's diversity term (0: off). Only meaningful for several images per unit.
     pub diversity: f32,
+    /// The first steps whose gradient passes through ReLUs and Clips (see
+    /// [`RenderConfig::redirect_steps`]); 0: none.
+    pub redirect_steps: usize,
+    /// What "a unit" means in [`FeatureVis::run`] and [`FeatureVis::run_units`] (and so in
+    /// galleries and unit views): its channel's mean, or its centre neuron.
+    pub unit_objective: UnitObjective,
+    /// What [`FeatureVis::render`] maximizes (any [`Objective`], composed with `+ - *`).
+    pub objective: Option<Objective>,
     /// Where results are cached (`None`: always compute).
     pub cache: Option<Cache>,
 }
@@ -39,7 +50,30 @@ impl Default for FeatureVis {
             size: None,
             param: ParamKind::Fft,
             diversity: 0.0,
+            redirect_steps: REDIRECT_STEPS,
+            unit_objective: UnitObjective::Channel,
+            objective: None,
             cache: Cache::default_location(),
+        }
+    }
+}
+
+/// What a feature visualization of a unit maximizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum UnitObjective {
+    /// The mean of the unit's channel over all positions ([`Objective::channels`]).
+    #[default]
+    Channel,
+    /// The unit's channel at the centre position ([`Objective::neurons`]): one receptive field.
+    Neuron,
+}
+
+impl UnitObjective {
+    /// Image `i` maximizes `units[i % len]` of `layer`.
+    pub fn objective(self, layer: &str, units: &[usize]) -> Objective {
+        match self {
+            UnitObjective::Channel => Objective::channels(layer, units),
+            UnitObjective::Neuron => Objective::neurons(layer, units),
         }
     }
 }
@@ -51,8 +85,12 @@ pub struct Visualization {
     pub units: Vec<usize>,
     /// `[N, C, H, W]` in [0, 1].
     pub images: DynTensor,
-    /// Mean activation of unit `units[i]` on image `i` (no transforms).
+    /// Unit `units[i]`'s activation on image `i` (no transforms): its channel mean, or its
+    /// centre neuron with [`UnitObjective::Neuron`]; for [`FeatureVis::render`], the
+    /// objective's value.
     pub activations: Vec<f32>,
+    /// What was maximized, e.g. `channels(conv3:[1, 2])` or `class(logits:3) - 0.5 * ...`.
+    pub objective: String,
 }
 
 impl FeatureVis {
@@ -86,25 +124,45 @@ impl FeatureVis {
         self
     }
 
+    /// Visualizes units by their centre neuron rather than their channel mean (see
+    /// [`UnitObjective`]).
+    pub fn unit_objective(mut self, unit_objective: UnitObjective) -> Self {
+        self.unit_objective = unit_objective;
+        self
+    }
+
+    /// What [`FeatureVis::render`] maximizes: any objective, e.g.
+    /// `Objective::class("logits", 3) - Objective::channel("conv3", 7) * 0.5`.
+    pub fn objective(mut self, objective: Objective) -> Self {
+        self.objective = Some(objective);
+        self
+    }
+
+    /// The first steps whose gradient passes through ReLUs and Clips (0: none).
+    pub fn redirect_steps(mut self, steps: usize) -> Self {
+        self.redirect_steps = steps;
+        self
+    }
+
     /// Uses `cache` for results (`None`: no caching).
     pub fn cache(mut self, cache: Option<Cache>) -> Self {
         self.cache = cache;
         self
     }
 
-    /// The cache key: everything the pixels depend on.
-    fn key(&self, model: &Model, layer: &str, units: &[usize], size: usize, fixed: bool) -> String {
+    /// The cache key: everything the pixels depend on. `what` is the objective's name, which
+    /// names every parameter of it.
+    fn key(&self, model: &Model, what: &str, batch: usize, size: usize, fixed: bool) -> String {
         let parts = [
-            // Bumped when the pixels a seed gives change (2: one resampling for scale and rotation).
-            "feature-vis/3".to_string(),
+            // Bumped when the pixels a seed gives change (2: one resampling for scale and
+            // rotation; 4: redirected gradients in the first steps).
+            "feature-vis/4".to_string(),
             model.digest().to_string(),
-            layer.to_string(),
-            format!("{units:?}"),
+            what.to_string(),
             format!(
-                "{}/{}/{}/{}",
-                self.steps, self.seed, self.negative, self.learning_rate
+                "{batch}/{}/{}/{}/{}/{}",
+                self.steps, self.seed, self.negative, self.learning_rate, self.redirect_steps
             ),
-            // `fit` only where the batch is fitted to the input size: other keys are unchanged.
             format!(
                 "{size}/{:?}/{}{}",
                 self.param,
@@ -141,81 +199,127 @@ impl FeatureVis {
         if units.is_empty() {
             return Err(Error::Message(format!("{layer}: no units to visualize")));
         }
+        let objective = self.unit_objective.objective(layer, units);
+        let (images, activations) =
+            self.optimize(model, &objective, units.len(), progress, cancel)?;
+        Ok(Visualization {
+            layer: layer.to_string(),
+            units: units.to_vec(),
+            images,
+            activations,
+            objective: objective.name().to_string(),
+        })
+    }
+
+    /// `images` images that maximize the objective set with [`FeatureVis::objective`] (any
+    /// layers, any composition); `activations` holds the objective's value on each.
+    pub fn render(&self, model: &Model, images: usize) -> Result<Visualization> {
+        let objective = self.objective.as_ref().ok_or_else(|| {
+            Error::Message(
+                "FeatureVis::render needs an objective: `.objective(Objective::...)` (units: \
+                 `run` or `run_units`)"
+                    .into(),
+            )
+        })?;
+        if images == 0 {
+            return Err(Error::Message(format!(
+                "{}: no images to render",
+                objective.name()
+            )));
+        }
+        let (pixels, values) = self.optimize(model, objective, images, &mut |_| {}, None)?;
+        Ok(Visualization {
+            layer: objective.layers().join(", "),
+            units: Vec::new(),
+            images: pixels,
+            activations: values,
+            objective: objective.name().to_string(),
+        })
+    }
+
+    /// Renders `batch` images for `objective` (negated, and with diversity, as set), or takes
+    /// them from the cache; returns them with `objective`'s value on each.
+    fn optimize(
+        &self,
+        model: &Model,
+        objective: &Objective,
+        batch: usize,
+        progress: &mut dyn FnMut(Progress),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<(DynTensor, Vec<f32>)> {
         let spec = model.input_spec()?;
         let mut size = self.size.unwrap_or(spec.height.min(spec.width).min(128));
         let mut transforms = standard_transforms(size);
         // A layer behind a Flatten and a fully connected layer (fashion's logits) takes only
         // the input size: render at it, and fit the transformed batch back to it every step.
-        let fixed = !super::objective::reachable_at_any_size(model, layer, size)?;
+        let mut fixed = false;
+        for layer in objective.layers() {
+            fixed |= !super::objective::reachable_at_any_size(model, layer, size)?;
+        }
         if fixed {
             if spec.height != spec.width {
                 return Err(Error::Message(format!(
-                    "{layer}: reachable only from the input size {}×{}, and renders are square",
-                    spec.height, spec.width
+                    "{}: reachable only from the input size {}×{}, and renders are square",
+                    objective.name(),
+                    spec.height,
+                    spec.width
                 )));
             }
             size = spec.height;
             transforms = standard_transforms(size);
             transforms.push(super::transform::Transform::Fit(size));
         }
-        let mut objective = Objective::channels(layer, units);
+        let mut target = objective.clone();
         if self.negative {
-            objective = -objective;
+            target = -target;
         }
         if self.diversity != 0.0 {
-            objective = objective + Objective::diversity(layer) * self.diversity;
+            for layer in objective.layers() {
+                target = target + Objective::diversity(layer) * self.diversity;
+            }
         }
         let config = RenderConfig {
             steps: self.steps,
             learning_rate: self.learning_rate,
             seed: self.seed,
-            batch: units.len(),
+            batch,
             size,
             param: self.param,
             transforms,
+            redirect_steps: self.redirect_steps,
+            context: None,
         };
-        let key = self.key(model, layer, units, size, fixed);
+        let key = self.key(model, objective.name(), batch, size, fixed);
         let device = model.network().device().burn().clone();
         let cached = self
             .cache
             .as_ref()
             .and_then(|c| c.get(&key))
             .and_then(|bytes| decode(&bytes));
-        // What the key stands for: one [C, size, size] image and one activation per unit. An
-        // entry of any other shape (intact, but not what this key means) is a miss.
-        let fits = |shape: &Vec<usize>, activations: &Vec<f32>| {
+        // What the key stands for: `batch` [C, size, size] images and one value each. An entry
+        // of any other shape (intact, but not what this key means) is a miss.
+        let fits = |shape: &Vec<usize>, values: &Vec<f32>| {
             shape.len() == 4
-                && shape[0] == units.len()
+                && shape[0] == batch
                 && shape[2..] == [size, size]
-                && activations.len() == units.len()
+                && values.len() == batch
         };
-        if let Some([(shape, pixels), (_, activations)]) = cached
+        if let Some([(shape, pixels), (_, values)]) = cached
             .as_deref()
             .filter(|c| matches!(c, [(s, _), (_, a)] if fits(s, a)))
         {
-            return Ok(Visualization {
-                layer: layer.to_string(),
-                units: units.to_vec(),
-                images: DynTensor::from_host(pixels, shape, &device),
-                activations: activations.clone(),
-            });
+            return Ok((DynTensor::from_host(pixels, shape, &device), values.clone()));
         }
-        let rendered = render::render(model, &objective, &config, progress, cancel)?;
-        let activations =
-            super::objective::unit_activations(model, layer, units, &rendered.images)?;
+        let rendered = render::render(model, &target, &config, progress, cancel)?;
+        let values = super::objective::objective_values(model, objective, &rendered.images)?;
         if let Some(cache) = &self.cache {
             let images = (rendered.images.dims(), rendered.images.to_vec());
             // A cache that cannot be written only costs a recomputation next time.
             let _ = cache.put(
                 &key,
-                &encode(&[images, (vec![activations.len()], activations.clone())]),
+                &encode(&[images, (vec![values.len()], values.clone())]),
             );
         }
-        Ok(Visualization {
-            layer: layer.to_string(),
-            units: units.to_vec(),
-            images: rendered.images,
-            activations,
-        })
+        Ok((rendered.images, values))
     }
 }

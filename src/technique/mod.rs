@@ -3,6 +3,7 @@
 
 pub mod attribution;
 pub mod cache;
+pub mod caricature;
 pub mod dataset_examples;
 pub mod deepdream;
 pub mod feature_vis;
@@ -12,7 +13,8 @@ pub mod render;
 pub mod transform;
 pub mod weights;
 
+pub use caricature::Caricature;
 pub use dataset_examples::DatasetExamples;
-pub use feature_vis::{FeatureVis, Visualization};
+pub use feature_vis::{FeatureVis, UnitObjective, Visualization};
 pub use objective::Objective;
 pub use render::{ParamKind, Progress};

@@ -72,22 +72,52 @@ impl Objective {
         })
     }
 
-    /// The activation of channel `unit` at the centre position of `layer`.
+    /// The activation of channel `unit` at the centre position of `layer` (Lucid's
+    /// `neuron`): one position's receptive field rather than the whole image.
     pub fn neuron(layer: &str, unit: usize) -> Self {
+        Self::neurons(layer, &[unit]).named(format!("neuron({layer}:{unit})"))
+    }
+
+    /// Image `i` of the batch maximizes channel `units[i % len]` of `layer` at its centre
+    /// position: a neuron per image, as [`Objective::channels`] has a channel per image.
+    pub fn neurons(layer: &str, units: &[usize]) -> Self {
+        let (l, units) = (layer.to_string(), units.to_vec());
+        let name = format!("neurons({layer}:{units:?})");
+        Self::new(name, vec![l.clone()], move |acts| {
+            let a = &acts[&l];
+            let [n, c, h, w] = a.dims();
+            let centre = a
+                .clone()
+                .narrow(2, h / 2, 1)
+                .narrow(3, w / 2, 1)
+                .reshape([n, c]);
+            pick(centre, &units)
+        })
+    }
+
+    /// The activation of channel `unit` of `layer` at row `y`, column `x` of its activation map
+    /// (token `y` of a token layer, whose map is one column wide).
+    pub fn neuron_at(layer: &str, unit: usize, y: usize, x: usize) -> Self {
         let l = layer.to_string();
         Self::new(
-            format!("neuron({layer}:{unit})"),
+            format!("neuron({layer}:{unit} at {y},{x})"),
             vec![l.clone()],
             move |acts| {
                 let a = &acts[&l];
-                let [n, _, h, w] = a.dims();
+                let n = a.dims()[0];
                 a.clone()
                     .narrow(1, unit, 1)
-                    .narrow(2, h / 2, 1)
-                    .narrow(3, w / 2, 1)
+                    .narrow(2, y, 1)
+                    .narrow(3, x, 1)
                     .reshape([n])
             },
         )
+    }
+
+    /// Output `index` of `node` (a class logit, when `node` is the logits): what the network
+    /// would draw for that class.
+    pub fn class(node: &str, index: usize) -> Self {
+        Self::channel(node, index).named(format!("class({node}:{index})"))
     }
 
     /// DeepDream: the mean of the squared activations of `layer`.
@@ -111,8 +141,12 @@ impl Objective {
     /// The mean of `layer`'s activations projected on `direction` (one weight per channel).
     pub fn direction(layer: &str, direction: &[f32]) -> Self {
         let (l, d) = (layer.to_string(), direction.to_vec());
+        // The name identifies the objective (caches key on it): the direction goes in as a
+        // digest of its values.
+        let bytes: Vec<u8> = d.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let digest = crate::digest::sha256_hex(&bytes);
         Self::new(
-            format!("direction({layer})"),
+            format!("direction({layer}, {})", &digest[..12]),
             vec![l.clone()],
             move |acts| {
                 let a = &acts[&l];
@@ -127,6 +161,47 @@ impl Objective {
                     .reshape([n])
             },
         )
+    }
+
+    /// Caricature (Lucid's `dot_compare`): the first image of the batch is the reference (a
+    /// fixed image that goes through the same transforms), and every other image should give
+    /// `layer` activations that point the way the reference's do. An image's value is its
+    /// projection on the reference's activation, `a·r / |r|`, weighted by `max(0.1, cos)^pow`
+    /// (cos: the cosine of `a` and `r`), so a larger `pow` favours the direction over the
+    /// length. The reference's own value is 0.
+    pub fn caricature(layer: &str, pow: f32) -> Self {
+        let l = layer.to_string();
+        Self::new(
+            format!("caricature({layer}, pow {pow})"),
+            vec![l.clone()],
+            move |acts| {
+                let a = &acts[&l];
+                let [n, c, h, w] = a.dims();
+                let flat = a.clone().reshape([n, c * h * w]);
+                let reference = flat.clone().narrow(0, 0, 1).detach();
+                let r_norm = reference
+                    .clone()
+                    .powi_scalar(2)
+                    .sum()
+                    .sqrt()
+                    .add_scalar(1e-6);
+                let a_norm = flat
+                    .clone()
+                    .powi_scalar(2)
+                    .sum_dim(1)
+                    .sqrt()
+                    .add_scalar(1e-6);
+                let dot = (flat * reference).sum_dim(1); // [n, 1]
+                let projection = dot.clone() / r_norm.clone().unsqueeze::<2>();
+                let cos = dot / (a_norm * r_norm.unsqueeze::<2>());
+                let weight = cos.clamp_min(0.1).powf_scalar(pow);
+                let values = (projection * weight).reshape([n]);
+                // The reference is fixed: its row counts nothing.
+                let mask: Vec<f32> = (0..n).map(|i| if i == 0 { 0.0 } else { 1.0 }).collect();
+                values * Tensor::<Dispatch, 1>::from_data(TensorData::new(mask, [n]), &a.device())
+            },
+        )
+        .per_image_if(false)
     }
 
     /// Lucid's diversity term: minus the mean cosine similarity between an image's Gram matrix
@@ -304,12 +379,27 @@ pub fn unit_activations(
     units: &[usize],
     images: &crate::network::DynTensor,
 ) -> Result<Vec<f32>> {
+    objective_values(model, &Objective::channels(layer, units), images)
+}
+
+/// `objective`'s value on each image of `images` (`[N, C, H, W]` in [0, 1], any size), without
+/// transforms, on the plain device.
+pub fn objective_values(
+    model: &crate::model::Model,
+    objective: &Objective,
+    images: &crate::network::DynTensor,
+) -> Result<Vec<f32>> {
     let net = model.network();
     let x = model.normalize(images)?;
     let input = net.image_input()?.name.clone();
-    let act = net.forward_any_size(&[(&input, x)], &[layer])?.remove(0);
-    let acts: Activations = [(layer.to_string(), act.to_nchw()?)].into_iter().collect();
-    Ok(crate::network::DynTensor::new(Objective::channels(layer, units).eval(&acts)?).to_vec())
+    let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
+    let outs = net.forward_any_size(&[(&input, x)], &layers)?;
+    let acts: Activations = layers
+        .iter()
+        .zip(outs)
+        .map(|(l, a)| Ok((l.to_string(), a.to_nchw()?)))
+        .collect::<Result<_>>()?;
+    Ok(crate::network::DynTensor::new(objective.eval(&acts)?).to_vec())
 }
 
 /// Whether `layer` can be computed from an image of another size than `size` (the network is

@@ -37,6 +37,14 @@ pub struct RenderConfig {
     pub size: usize,
     pub param: ParamKind,
     pub transforms: Vec<Transform>,
+    /// For this many first steps the gradient passes through ReLUs and Clips as if they were
+    /// the identity ([`Network::forward_redirected`](crate::network::Network::forward_redirected)):
+    /// a unit behind inputs that are all off for the random start image still gets a gradient.
+    pub redirect_steps: usize,
+    /// Fixed images `[M, C, size, size]` in [0, 1] put first in the batch every step, through
+    /// the same transforms as the optimized images (caricature's reference image): the
+    /// objective sees them as its first `M` rows. They are not optimized or returned.
+    pub context: Option<DynTensor>,
 }
 
 /// One progress report: step (1-based), total steps, mean objective value over the batch.
@@ -80,7 +88,7 @@ pub fn render(
     // Parts of the batch optimized side by side (see above): two per CPU thread (measured on 2
     // cores, GoogLeNet, batch 8: 100 ms per step with 2 parts, 91 with 4, 94 with 8), at most
     // one per image.
-    let k = if objective.per_image() {
+    let k = if objective.per_image() && config.context.is_none() {
         (2 * cpu_threads(device.burn())).min(config.batch).max(1)
     } else {
         1
@@ -111,7 +119,8 @@ pub fn render(
                 .par_iter_mut()
                 .map(|part| {
                     let mut r = rng.clone();
-                    let v = part.step(model, objective, config, split, &mut r)?;
+                    let redirect = step <= config.redirect_steps;
+                    let v = part.step(model, objective, config, split, redirect, &mut r)?;
                     Ok((v, r))
                 })
                 .collect();
@@ -161,14 +170,25 @@ impl Part {
         objective: &Objective,
         config: &RenderConfig,
         split: bool,
+        redirect: bool,
         rng: &mut StdRng,
     ) -> Result<f32> {
         let network = model.network();
         let input = network.image_input()?.name.clone();
         let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
-        let image = transform::apply(&config.transforms, self.param.image(), rng);
+        let mut image = self.param.image();
+        if let Some(context) = &config.context {
+            // The plain-device images, wrapped for the autodiff graph (untracked).
+            let fixed = Tensor::from_inner(context.to_rank::<4>()?);
+            image = Tensor::cat(vec![fixed, image], 0);
+        }
+        let image = transform::apply(&config.transforms, image, rng);
         let x = model.normalize(&DynTensor::new(image))?;
-        let acts = network.forward_any_size(&[(&input, x)], &layers)?;
+        let acts = if redirect {
+            network.forward_redirected(&[(&input, x)], &layers)?
+        } else {
+            network.forward_any_size(&[(&input, x)], &layers)?
+        };
         let acts: Activations = layers
             .iter()
             .zip(acts)

@@ -53,8 +53,18 @@ impl Images {
 }
 
 impl Visualization {
-    /// The images with each unit and its activation as the caption.
+    /// The images with each unit and its activation as the caption (for a free objective,
+    /// its value).
     pub fn images(&self) -> Images {
+        if self.units.is_empty() {
+            let captions: Vec<String> =
+                self.activations.iter().map(|a| format!("{a:.3}")).collect();
+            return Images::from_tensor(
+                &format!("feature visualization of {}", self.objective),
+                &self.images,
+                &captions,
+            );
+        }
         let captions: Vec<String> = self
             .units
             .iter()

@@ -28,6 +28,26 @@ fn unary_int(
     unary(ctx, f)
 }
 
+/// The output `y` of a node that cuts its input `x` off ([`OpSpec::cuts_off`](super::OpSpec)),
+/// with the identity's gradient instead of its own: `x + detached(y - x)`, the same value as `y`.
+/// Lucid's "redirected" ReLU passes only the gradient that pushes a dead input up, and only for
+/// images whose gradient would otherwise be zero; that needs the incoming gradient's sign, and
+/// burn's autodiff has no custom backward for the dispatch backend. Every backward pass is linear
+/// in the incoming gradient, so no forward-only expression can choose by its sign: this passes
+/// all of it, for the few first steps that feature visualization uses it.
+pub(crate) fn pass_gradient_through(ctx: &Ctx, mut outs: Vec<Value>) -> Result<Vec<Value>> {
+    if let Some(Value::Device(y)) = outs.first() {
+        let x = ctx.float(0)?;
+        if x.dims() == y.dims() {
+            let rank = y.rank();
+            let (x, y) = (x.into_storage(), y.clone().into_storage());
+            let through = x.clone() + (y - x).detach();
+            outs[0] = Value::Device(DynTensor::from_storage(through, rank));
+        }
+    }
+    Ok(outs)
+}
+
 pub fn relu(ctx: &Ctx) -> Result<Vec<Value>> {
     unary(ctx, activation::relu)
 }

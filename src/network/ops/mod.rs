@@ -8,6 +8,7 @@ mod binary;
 mod conv;
 mod einsum;
 mod elementwise;
+pub(crate) use elementwise::pass_gradient_through;
 mod expand;
 mod linear;
 mod max_pool_cpu;
@@ -181,6 +182,11 @@ pub struct OpSpec {
     /// An activation: a node of it named after nothing of its own is named after the node it
     /// follows (`conv1/relu`).
     pub activation: bool,
+    /// An activation that cuts its input off (ReLU below 0, Clip outside its bounds), where no
+    /// gradient passes. Feature visualization's first steps let the gradient through it
+    /// ([`Network::forward_redirected`](crate::network::Network::forward_redirected)), so a
+    /// unit behind units that are off for the start image still gets a gradient.
+    pub cuts_off: bool,
     /// The versions of the op (ONNX opsets, from its version history in the onnx package) whose
     /// semantics the kernel implements, e.g. `7–14` for Add: numpy broadcasting, which came with
     /// 7. The conformance tests run the onnx package's node tests of each op.
@@ -197,76 +203,76 @@ impl OpSpec {
 /// Every op this runtime implements, by name.
 #[rustfmt::skip]
 pub static OPS: &[OpSpec] = &[
-    OpSpec { name: "Abs", kernel: elementwise::abs, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Add", kernel: binary::add, linear: None, activation: false, opsets: "7–14" },
-    OpSpec { name: "AveragePool", kernel: pool::average_pool, linear: None, activation: false, opsets: "1–22" },
-    OpSpec { name: "BatchNormalization", kernel: norm::batch_norm, linear: None, activation: false, opsets: "7–15" },
-    OpSpec { name: "Cast", kernel: shape::cast, linear: None, activation: false, opsets: "6–25" },
-    OpSpec { name: "Clip", kernel: elementwise::clip, linear: Some("Identity"), activation: true, opsets: "1–13" },
-    OpSpec { name: "Concat", kernel: shape::concat, linear: None, activation: false, opsets: "4–13" },
-    OpSpec { name: "Constant", kernel: shape::constant, linear: None, activation: false, opsets: "1–25" },
-    OpSpec { name: "ConstantOfShape", kernel: shape::constant_of_shape, linear: None, activation: false, opsets: "9–25" },
-    OpSpec { name: "Conv", kernel: conv::conv, linear: None, activation: false, opsets: "1–22" },
-    OpSpec { name: "ConvTranspose", kernel: conv::conv_transpose, linear: None, activation: false, opsets: "1–22" },
-    OpSpec { name: "Div", kernel: binary::div, linear: None, activation: false, opsets: "7–14" },
-    OpSpec { name: "Dropout", kernel: elementwise::dropout, linear: None, activation: true, opsets: "1–22" },
-    OpSpec { name: "Einsum", kernel: einsum::einsum, linear: None, activation: false, opsets: "12–28" },
-    OpSpec { name: "Equal", kernel: binary::equal, linear: None, activation: false, opsets: "7–19" },
-    OpSpec { name: "Erf", kernel: elementwise::erf, linear: None, activation: false, opsets: "9–13" },
-    OpSpec { name: "Exp", kernel: elementwise::exp, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Expand", kernel: expand::expand, linear: None, activation: false, opsets: "8–13" },
-    OpSpec { name: "Flatten", kernel: shape::flatten, linear: None, activation: false, opsets: "1–25" },
-    OpSpec { name: "Gather", kernel: shape::gather, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Gelu", kernel: elementwise::gelu, linear: Some("Identity"), activation: true, opsets: "20" },
-    OpSpec { name: "Gemm", kernel: linear::gemm, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "GlobalAveragePool", kernel: pool::global_average_pool, linear: None, activation: false, opsets: "1–22" },
-    OpSpec { name: "GlobalMaxPool", kernel: pool::global_max_pool, linear: None, activation: false, opsets: "1–22" },
-    OpSpec { name: "HardSigmoid", kernel: elementwise::hard_sigmoid, linear: Some("Identity"), activation: true, opsets: "1–22" },
-    OpSpec { name: "HardSwish", kernel: elementwise::hard_swish, linear: Some("Identity"), activation: true, opsets: "14–22" },
-    OpSpec { name: "Identity", kernel: elementwise::identity, linear: None, activation: true, opsets: "1–25" },
-    OpSpec { name: "InstanceNormalization", kernel: norm::instance_norm, linear: None, activation: false, opsets: "1–22" },
-    OpSpec { name: "LRN", kernel: norm::lrn, linear: Some("Identity"), activation: true, opsets: "1–13" },
-    OpSpec { name: "LayerNormalization", kernel: norm::layer_norm, linear: None, activation: false, opsets: "17" },
-    OpSpec { name: "LeakyRelu", kernel: elementwise::leaky_relu, linear: Some("Identity"), activation: true, opsets: "1–16" },
-    OpSpec { name: "Log", kernel: elementwise::log, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "LogSoftmax", kernel: norm::log_softmax, linear: None, activation: true, opsets: "1–13" },
-    OpSpec { name: "MatMul", kernel: linear::matmul, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Max", kernel: binary::max, linear: None, activation: false, opsets: "8–13" },
-    OpSpec { name: "MaxPool", kernel: pool::max_pool, linear: Some("AveragePool"), activation: false, opsets: "1–22" },
-    OpSpec { name: "Mean", kernel: binary::mean, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Min", kernel: binary::min, linear: None, activation: false, opsets: "8–13" },
-    OpSpec { name: "Mod", kernel: binary::mod_, linear: None, activation: false, opsets: "10–28" },
-    OpSpec { name: "Mul", kernel: binary::mul, linear: None, activation: false, opsets: "7–14" },
-    OpSpec { name: "Neg", kernel: elementwise::neg, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Not", kernel: elementwise::not, linear: None, activation: false, opsets: "1" },
-    OpSpec { name: "PRelu", kernel: elementwise::prelu, linear: Some("Identity"), activation: true, opsets: "7–16" },
-    OpSpec { name: "Pad", kernel: shape::pad, linear: None, activation: false, opsets: "2–25" },
-    OpSpec { name: "Pow", kernel: binary::pow, linear: None, activation: false, opsets: "7–15" },
-    OpSpec { name: "Range", kernel: expand::range, linear: None, activation: false, opsets: "11–27" },
-    OpSpec { name: "Reciprocal", kernel: elementwise::reciprocal, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "ReduceMax", kernel: reduce::reduce_max, linear: None, activation: false, opsets: "1–20" },
-    OpSpec { name: "ReduceMean", kernel: reduce::reduce_mean, linear: None, activation: false, opsets: "1–18" },
-    OpSpec { name: "ReduceMin", kernel: reduce::reduce_min, linear: None, activation: false, opsets: "1–20" },
-    OpSpec { name: "ReduceSum", kernel: reduce::reduce_sum, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Relu", kernel: elementwise::relu, linear: Some("Identity"), activation: true, opsets: "1–14" },
-    OpSpec { name: "Reshape", kernel: shape::reshape, linear: None, activation: false, opsets: "1–25" },
-    OpSpec { name: "Resize", kernel: resize::resize, linear: None, activation: false, opsets: "10–19" },
-    OpSpec { name: "ScatterND", kernel: scatter::scatter_nd, linear: None, activation: false, opsets: "11–18" },
-    OpSpec { name: "Shape", kernel: shape::shape, linear: None, activation: false, opsets: "1–25" },
-    OpSpec { name: "Sigmoid", kernel: elementwise::sigmoid, linear: Some("Identity"), activation: true, opsets: "1–13" },
-    OpSpec { name: "Slice", kernel: shape::slice, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Softmax", kernel: norm::softmax, linear: None, activation: true, opsets: "1–13" },
-    OpSpec { name: "Split", kernel: shape::split, linear: None, activation: false, opsets: "2–18" },
-    OpSpec { name: "Sqrt", kernel: elementwise::sqrt, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Squeeze", kernel: shape::squeeze, linear: None, activation: false, opsets: "1–25" },
-    OpSpec { name: "Sub", kernel: binary::sub, linear: None, activation: false, opsets: "7–14" },
-    OpSpec { name: "Sum", kernel: binary::sum, linear: None, activation: false, opsets: "1–13" },
-    OpSpec { name: "Tanh", kernel: elementwise::tanh, linear: Some("Identity"), activation: true, opsets: "1–13" },
-    OpSpec { name: "Tile", kernel: expand::tile, linear: None, activation: false, opsets: "6–13" },
-    OpSpec { name: "Transpose", kernel: shape::transpose, linear: None, activation: false, opsets: "1–25" },
-    OpSpec { name: "Unsqueeze", kernel: shape::unsqueeze, linear: None, activation: false, opsets: "1–25" },
-    OpSpec { name: "Upsample", kernel: resize::upsample, linear: None, activation: false, opsets: "7–9" },
-    OpSpec { name: "Where", kernel: binary::where_, linear: None, activation: false, opsets: "9–16" },
+    OpSpec { name: "Abs", kernel: elementwise::abs, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Add", kernel: binary::add, linear: None, activation: false, cuts_off: false, opsets: "7–14" },
+    OpSpec { name: "AveragePool", kernel: pool::average_pool, linear: None, activation: false, cuts_off: false, opsets: "1–22" },
+    OpSpec { name: "BatchNormalization", kernel: norm::batch_norm, linear: None, activation: false, cuts_off: false, opsets: "7–15" },
+    OpSpec { name: "Cast", kernel: shape::cast, linear: None, activation: false, cuts_off: false, opsets: "6–25" },
+    OpSpec { name: "Clip", kernel: elementwise::clip, linear: Some("Identity"), activation: true, cuts_off: true, opsets: "1–13" },
+    OpSpec { name: "Concat", kernel: shape::concat, linear: None, activation: false, cuts_off: false, opsets: "4–13" },
+    OpSpec { name: "Constant", kernel: shape::constant, linear: None, activation: false, cuts_off: false, opsets: "1–25" },
+    OpSpec { name: "ConstantOfShape", kernel: shape::constant_of_shape, linear: None, activation: false, cuts_off: false, opsets: "9–25" },
+    OpSpec { name: "Conv", kernel: conv::conv, linear: None, activation: false, cuts_off: false, opsets: "1–22" },
+    OpSpec { name: "ConvTranspose", kernel: conv::conv_transpose, linear: None, activation: false, cuts_off: false, opsets: "1–22" },
+    OpSpec { name: "Div", kernel: binary::div, linear: None, activation: false, cuts_off: false, opsets: "7–14" },
+    OpSpec { name: "Dropout", kernel: elementwise::dropout, linear: None, activation: true, cuts_off: false, opsets: "1–22" },
+    OpSpec { name: "Einsum", kernel: einsum::einsum, linear: None, activation: false, cuts_off: false, opsets: "12–28" },
+    OpSpec { name: "Equal", kernel: binary::equal, linear: None, activation: false, cuts_off: false, opsets: "7–19" },
+    OpSpec { name: "Erf", kernel: elementwise::erf, linear: None, activation: false, cuts_off: false, opsets: "9–13" },
+    OpSpec { name: "Exp", kernel: elementwise::exp, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Expand", kernel: expand::expand, linear: None, activation: false, cuts_off: false, opsets: "8–13" },
+    OpSpec { name: "Flatten", kernel: shape::flatten, linear: None, activation: false, cuts_off: false, opsets: "1–25" },
+    OpSpec { name: "Gather", kernel: shape::gather, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Gelu", kernel: elementwise::gelu, linear: Some("Identity"), activation: true, cuts_off: false, opsets: "20" },
+    OpSpec { name: "Gemm", kernel: linear::gemm, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "GlobalAveragePool", kernel: pool::global_average_pool, linear: None, activation: false, cuts_off: false, opsets: "1–22" },
+    OpSpec { name: "GlobalMaxPool", kernel: pool::global_max_pool, linear: None, activation: false, cuts_off: false, opsets: "1–22" },
+    OpSpec { name: "HardSigmoid", kernel: elementwise::hard_sigmoid, linear: Some("Identity"), activation: true, cuts_off: false, opsets: "1–22" },
+    OpSpec { name: "HardSwish", kernel: elementwise::hard_swish, linear: Some("Identity"), activation: true, cuts_off: false, opsets: "14–22" },
+    OpSpec { name: "Identity", kernel: elementwise::identity, linear: None, activation: true, cuts_off: false, opsets: "1–25" },
+    OpSpec { name: "InstanceNormalization", kernel: norm::instance_norm, linear: None, activation: false, cuts_off: false, opsets: "1–22" },
+    OpSpec { name: "LRN", kernel: norm::lrn, linear: Some("Identity"), activation: true, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "LayerNormalization", kernel: norm::layer_norm, linear: None, activation: false, cuts_off: false, opsets: "17" },
+    OpSpec { name: "LeakyRelu", kernel: elementwise::leaky_relu, linear: Some("Identity"), activation: true, cuts_off: false, opsets: "1–16" },
+    OpSpec { name: "Log", kernel: elementwise::log, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "LogSoftmax", kernel: norm::log_softmax, linear: None, activation: true, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "MatMul", kernel: linear::matmul, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Max", kernel: binary::max, linear: None, activation: false, cuts_off: false, opsets: "8–13" },
+    OpSpec { name: "MaxPool", kernel: pool::max_pool, linear: Some("AveragePool"), activation: false, cuts_off: false, opsets: "1–22" },
+    OpSpec { name: "Mean", kernel: binary::mean, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Min", kernel: binary::min, linear: None, activation: false, cuts_off: false, opsets: "8–13" },
+    OpSpec { name: "Mod", kernel: binary::mod_, linear: None, activation: false, cuts_off: false, opsets: "10–28" },
+    OpSpec { name: "Mul", kernel: binary::mul, linear: None, activation: false, cuts_off: false, opsets: "7–14" },
+    OpSpec { name: "Neg", kernel: elementwise::neg, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Not", kernel: elementwise::not, linear: None, activation: false, cuts_off: false, opsets: "1" },
+    OpSpec { name: "PRelu", kernel: elementwise::prelu, linear: Some("Identity"), activation: true, cuts_off: false, opsets: "7–16" },
+    OpSpec { name: "Pad", kernel: shape::pad, linear: None, activation: false, cuts_off: false, opsets: "2–25" },
+    OpSpec { name: "Pow", kernel: binary::pow, linear: None, activation: false, cuts_off: false, opsets: "7–15" },
+    OpSpec { name: "Range", kernel: expand::range, linear: None, activation: false, cuts_off: false, opsets: "11–27" },
+    OpSpec { name: "Reciprocal", kernel: elementwise::reciprocal, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "ReduceMax", kernel: reduce::reduce_max, linear: None, activation: false, cuts_off: false, opsets: "1–20" },
+    OpSpec { name: "ReduceMean", kernel: reduce::reduce_mean, linear: None, activation: false, cuts_off: false, opsets: "1–18" },
+    OpSpec { name: "ReduceMin", kernel: reduce::reduce_min, linear: None, activation: false, cuts_off: false, opsets: "1–20" },
+    OpSpec { name: "ReduceSum", kernel: reduce::reduce_sum, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Relu", kernel: elementwise::relu, linear: Some("Identity"), activation: true, cuts_off: true, opsets: "1–14" },
+    OpSpec { name: "Reshape", kernel: shape::reshape, linear: None, activation: false, cuts_off: false, opsets: "1–25" },
+    OpSpec { name: "Resize", kernel: resize::resize, linear: None, activation: false, cuts_off: false, opsets: "10–19" },
+    OpSpec { name: "ScatterND", kernel: scatter::scatter_nd, linear: None, activation: false, cuts_off: false, opsets: "11–18" },
+    OpSpec { name: "Shape", kernel: shape::shape, linear: None, activation: false, cuts_off: false, opsets: "1–25" },
+    OpSpec { name: "Sigmoid", kernel: elementwise::sigmoid, linear: Some("Identity"), activation: true, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Slice", kernel: shape::slice, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Softmax", kernel: norm::softmax, linear: None, activation: true, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Split", kernel: shape::split, linear: None, activation: false, cuts_off: false, opsets: "2–18" },
+    OpSpec { name: "Sqrt", kernel: elementwise::sqrt, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Squeeze", kernel: shape::squeeze, linear: None, activation: false, cuts_off: false, opsets: "1–25" },
+    OpSpec { name: "Sub", kernel: binary::sub, linear: None, activation: false, cuts_off: false, opsets: "7–14" },
+    OpSpec { name: "Sum", kernel: binary::sum, linear: None, activation: false, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Tanh", kernel: elementwise::tanh, linear: Some("Identity"), activation: true, cuts_off: false, opsets: "1–13" },
+    OpSpec { name: "Tile", kernel: expand::tile, linear: None, activation: false, cuts_off: false, opsets: "6–13" },
+    OpSpec { name: "Transpose", kernel: shape::transpose, linear: None, activation: false, cuts_off: false, opsets: "1–25" },
+    OpSpec { name: "Unsqueeze", kernel: shape::unsqueeze, linear: None, activation: false, cuts_off: false, opsets: "1–25" },
+    OpSpec { name: "Upsample", kernel: resize::upsample, linear: None, activation: false, cuts_off: false, opsets: "7–9" },
+    OpSpec { name: "Where", kernel: binary::where_, linear: None, activation: false, cuts_off: false, opsets: "9–16" },
 ];
 
 /// The spec of op type `op`, if this runtime implements it.
@@ -282,6 +288,11 @@ pub fn lookup(op: &str) -> Option<OpFn> {
 /// The linear stand-in of a nonlinear op, for linearizing a path (Circuits' expanded weights).
 pub fn linearized(op: &str) -> Option<OpFn> {
     spec(op).and_then(|s| s.linear).and_then(lookup)
+}
+
+/// Whether `op` cuts its input off (see [`OpSpec::cuts_off`]).
+pub fn cuts_off(op: &str) -> bool {
+    spec(op).is_some_and(|s| s.cuts_off)
 }
 
 /// Whether `op` is an activation (see [`OpSpec::activation`]).
