@@ -6,6 +6,7 @@ pub mod cache;
 pub mod dataset_examples;
 pub mod deepdream;
 pub mod feature_vis;
+pub mod input_attribution;
 pub mod objective;
 pub mod param;
 pub mod render;
@@ -14,5 +15,6 @@ pub mod weights;
 
 pub use dataset_examples::DatasetExamples;
 pub use feature_vis::{FeatureVis, Visualization};
+pub use input_attribution::InputAttribution;
 pub use objective::Objective;
 pub use render::{ParamKind, Progress};
