@@ -70,6 +70,7 @@ impl Default for InputAttribution {
 }
 
 /// One method of input attribution: a row of [`METHODS`].
+#[derive(Debug)]
 pub struct MethodSpec {
     pub id: &'static str,
     pub title: &'static str,
@@ -77,6 +78,11 @@ pub struct MethodSpec {
     pub about: &'static str,
     /// One line: how it misleads.
     pub caveat: &'static str,
+    /// Whether its attributions take both signs (drawn blue to red) or only positive values
+    /// (drawn as heat).
+    pub signed: bool,
+    /// The settings it reads, in words (empty when it has none).
+    pub settings: fn(&InputAttribution) -> String,
     compute: fn(&InputAttribution, &Model, &DynTensor, &Target) -> Result<InputMap>,
 }
 
@@ -89,6 +95,8 @@ pub static METHODS: &[MethodSpec] = &[
                 moves it most.",
         caveat: "Noisy and local: it ignores the pixel's own value, and in a ReLU network it \
                  jumps from pixel to pixel.",
+        signed: true,
+        settings: |_| String::new(),
         compute: |s, m, x, t| s.saliency(m, x, t),
     },
     MethodSpec {
@@ -97,6 +105,8 @@ pub static METHODS: &[MethodSpec] = &[
         about: "The gradient times the pixel: a first-order estimate of each pixel's share of \
                 the target.",
         caveat: "Black pixels always get zero, whatever the network does with them.",
+        signed: true,
+        settings: |_| String::new(),
         compute: |s, m, x, t| s.gradient_times_input(m, x, t),
     },
     MethodSpec {
@@ -106,6 +116,15 @@ pub static METHODS: &[MethodSpec] = &[
                 the attributions add up to f(x) − f(baseline).",
         caveat: "It explains the difference from the baseline: pixels equal to it (black ones, \
                  by default) get nothing.",
+        signed: true,
+        settings: |s| {
+            let from = if s.baseline.is_some() {
+                "the given"
+            } else {
+                "a black"
+            };
+            format!("{} steps from {from} baseline", s.steps)
+        },
         compute: |s, m, x, t| s.integrated_gradients(m, x, t),
     },
     MethodSpec {
@@ -115,6 +134,13 @@ pub static METHODS: &[MethodSpec] = &[
                 pixel-to-pixel noise averaged away.",
         caveat: "Its noise level and sample count shape the map; it still shows sensitivity, \
                  not contribution.",
+        signed: true,
+        settings: |s| {
+            format!(
+                "{} samples, noise σ {} of the range, seed {}",
+                s.samples, s.noise, s.seed
+            )
+        },
         compute: |s, m, x, t| s.smoothgrad(m, x, t),
     },
     MethodSpec {
@@ -124,6 +150,8 @@ pub static METHODS: &[MethodSpec] = &[
                 upsampled: the coarse regions that raise it.",
         caveat: "As coarse as the layer, and blind to evidence against the target (the ReLU \
                  drops it).",
+        signed: false,
+        settings: |_| String::new(),
         compute: |s, m, x, t| s.grad_cam_map(m, x, t),
     },
 ];
