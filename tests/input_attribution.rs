@@ -352,3 +352,101 @@ fn every_method_runs_toward_a_class_and_a_unit() {
         .to_string();
     assert!(err.contains("logits:10"), "{err}");
 }
+
+/// The code cells of the input attribution section of notebooks/05-circuits.ipynb, line for
+/// line (checked below), after the lines of the earlier cells they use; where a cell ends in a
+/// value the notebook shows, this displays it.
+#[rustfmt::skip]
+#[test]
+fn notebook_05_input_attribution_cells_run() -> microscope::Result<()> {
+    use microscope::prelude::*;
+    let model = zoo::fashion()?;
+    let data = Dataset::fashion_mnist(Split::Test)?.take(100);
+    let spec = microscope::data::ImageSpec::unit(1, 28, 28);
+    let image = data.batch(0..1, &spec, model.network().device().burn())?;
+    let classes: Vec<String> = model.classes().unwrap_or_else(|| data.classes().to_vec());
+    let label = data.labels()[0];
+
+    use microscope::technique::input_attribution::{InputAttribution, METHODS};
+    let class_target = Target::Logit { node: "logits".into(), index: label };
+    let settings = InputAttribution::default().seed(0);
+    let maps = settings.run_all(&model, &image, &class_target)?;
+    for (spec, m) in METHODS.iter().zip(&maps) {
+        let total: f32 = m.map.iter().sum();
+        println!("{:<21} Σ {total:+8.3}   misleads: {}", spec.title, spec.caveat);
+    }
+
+    let mut drawn: Vec<f32> = Vec::new();
+    for m in &maps {
+        let scale = m.map.iter().fold(1e-12f32, |s, v| s.max(v.abs()));
+        drawn.extend(m.map.iter().map(|v| 0.5 + v / (2.0 * scale)));
+    }
+    let drawn = DynTensor::from_host(&drawn, &[maps.len(), 1, 28, 28], Device::cpu().burn());
+    let titles: Vec<String> = METHODS.iter().map(|m| m.title.to_string()).collect();
+    display(&Images::from_tensor("input", &image, &[classes[label].clone()]));
+    display(&Images::from_tensor(&format!("input attributions toward {}", classes[label]), &drawn, &titles));
+
+    let ig = settings.run("integrated-gradients", &model, &image, &class_target)?;
+    if let Some(c) = ig.completeness {
+        println!("f(x) = {:.3}, f(black) = {:.3}, f(x) − f(black) = {:.3}", c.value, c.baseline, c.value - c.baseline);
+        println!("Σ attributions = {:.3}: gap {:.2} % ({} steps)", c.sum, 100.0 * c.relative_gap(), settings.steps);
+    }
+
+    fn background_sum(map: &[f32], pixels: &[f32]) -> f32 {
+        map.iter().zip(pixels).filter(|(_, p)| **p == 0.0).map(|(v, _)| v).sum()
+    }
+    let grey = DynTensor::from_host(&vec![0.5f32; 28 * 28], &[1, 1, 28, 28], Device::cpu().burn());
+    let from_grey = settings.clone().baseline(grey).run("integrated-gradients", &model, &image, &class_target)?;
+    let pixels = image.to_vec();
+    println!("on black background pixels: Σ {:+.3} from a black baseline, {:+.3} from grey",
+        background_sum(&ig.map, &pixels), background_sum(&from_grey.map, &pixels));
+    let mut both: Vec<f32> = Vec::new();
+    for m in [&ig, &from_grey] {
+        let scale = m.map.iter().fold(1e-12f32, |s, v| s.max(v.abs()));
+        both.extend(m.map.iter().map(|v| 0.5 + v / (2.0 * scale)));
+    }
+    let both = DynTensor::from_host(&both, &[2, 1, 28, 28], Device::cpu().burn());
+    display(&Images::from_tensor("Integrated Gradients from two baselines", &both, &["black".to_string(), "grey".to_string()]));
+
+    // What the prose says: black pixels get nothing from a black baseline, something from grey.
+    assert_eq!(background_sum(&ig.map, &pixels), 0.0);
+    assert!(background_sum(&from_grey.map, &pixels).abs() > 0.01);
+    Ok(())
+}
+
+/// Every line of the notebook's input attribution cells is in the test above (spaces aside).
+#[test]
+fn notebook_05_input_attribution_cells_are_the_tested_code() {
+    let squeeze = |s: &str| s.split_whitespace().collect::<String>();
+    let here = squeeze(include_str!("input_attribution.rs"));
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/notebooks/05-circuits.ipynb");
+    let nb: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cells = nb["cells"].as_array().unwrap();
+    let text = |c: &serde_json::Value| -> String {
+        c["source"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect()
+    };
+    let start = cells
+        .iter()
+        .position(|c| text(c).starts_with("## Input attributions"))
+        .expect("the notebook has an input attribution section");
+    let code: Vec<String> = cells[start..]
+        .iter()
+        .take_while(|c| {
+            c["cell_type"] != "markdown"
+                || !text(c).starts_with("## ")
+                || text(c).starts_with("## Input")
+        })
+        .filter(|c| c["cell_type"] == "code")
+        .map(text)
+        .collect();
+    assert_eq!(code.len(), 4, "input attribution code cells");
+    for line in code.iter().flat_map(|c| c.lines()) {
+        assert!(here.contains(&squeeze(line)), "not in the test: {line}");
+    }
+}
