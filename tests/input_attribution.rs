@@ -39,19 +39,14 @@ fn integrated_gradients_add_up_to_the_change_of_the_logit() {
     let (x, labels) = test_images(4);
     let ig = InputAttribution::default();
     let mut worst: f32 = 0.0;
-    for i in 0..4 {
+    for (i, &label) in labels.iter().enumerate() {
         let m = ig
-            .run(
-                "integrated-gradients",
-                &model,
-                &image(&x, i),
-                &logit(labels[i]),
-            )
+            .run("integrated-gradients", &model, &image(&x, i), &logit(label))
             .unwrap();
         let c = m.completeness.unwrap();
         println!(
             "image {i}, its class {}: Σ {:.4}, f(x) − f(0) = {:.4} − {:.4}, gap {:.3}%",
-            labels[i],
+            label,
             c.sum,
             c.value,
             c.baseline,
@@ -135,9 +130,9 @@ fn integrated_gradients_add_up_to_the_change_of_the_logit() {
 fn saliency_is_the_gradient_and_gradient_times_input_multiplies_it() {
     let model = zoo::fashion().unwrap();
     let (x, labels) = test_images(2);
-    for i in 0..2 {
+    for (i, &label) in labels.iter().enumerate() {
         let img = image(&x, i);
-        let target = logit(labels[i]);
+        let target = logit(label);
         // The gradient computed directly: pixels on the autodiff device, the model's
         // normalization, the logit, backward.
         let net = model.network();
@@ -149,7 +144,7 @@ fn saliency_is_the_gradient_and_gradient_times_input_multiplies_it() {
             .forward(&[(&input, model.normalize(&leaf).unwrap())], &["logits"])
             .unwrap()
             .remove(0);
-        let value = DynTensor::new(out.to_rank::<2>().unwrap().narrow(1, labels[i], 1).sum());
+        let value = DynTensor::new(out.to_rank::<2>().unwrap().narrow(1, label, 1).sum());
         let want = leaf.grad(&value.backward()).unwrap().to_vec();
         let s = InputAttribution::default()
             .run("saliency", &model, &img, &target)
@@ -278,16 +273,11 @@ fn grad_cam_matches_a_hand_computed_case() {
     };
     let cam = grad_cam(&model, &image, "pool", &target).unwrap();
     assert_eq!((cam.height, cam.width), (2, 2));
-    for k in 0..2 {
-        assert!((cam.weights[k] - alpha[k]).abs() < 1e-6, "α_{k}");
+    for (k, (got, want)) in cam.weights.iter().zip(&alpha).enumerate() {
+        assert!((got - want).abs() < 1e-6, "α_{k}: {got} vs {want}");
     }
-    for p in 0..4 {
-        assert!(
-            (cam.map[p] - coarse[p]).abs() < 1e-5,
-            "position {p}: {} vs {}",
-            cam.map[p],
-            coarse[p]
-        );
+    for (p, (got, want)) in cam.map.iter().zip(&coarse).enumerate() {
+        assert!((got - want).abs() < 1e-5, "position {p}: {got} vs {want}");
     }
     assert!(
         coarse.iter().any(|&c| c > 0.0),
