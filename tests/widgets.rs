@@ -435,7 +435,19 @@ fn a_logit_unit_view_has_every_tab() {
                 assert_eq!(from.as_deref(), Some("conv3"));
                 assert_eq!(cards.len(), 8);
             }
-            Body::Attribution { at, .. } => assert_eq!(at, "conv3"),
+            Body::Attribution { at, inputs, .. } => {
+                assert_eq!(at, "conv3");
+                // Every input attribution method drew its map (Grad-CAM at conv3 too).
+                assert_eq!(inputs.len(), METHODS.len());
+                for i in inputs {
+                    assert!(
+                        i.heatmap.starts_with("data:image/png"),
+                        "{}: {}",
+                        i.id,
+                        i.note
+                    );
+                }
+            }
             Body::DatasetExamples { top, bottom } => {
                 for e in top.iter().chain(bottom) {
                     assert!(e.heatmap.is_empty(), "a logit has no heatmap");

@@ -765,6 +765,8 @@ fn input_heatmap(m: &InputMap, spec: &MethodSpec, settings: &InputAttribution) -
         let mut sizes: Vec<f32> = m.map.iter().map(|v| v.abs()).collect();
         sizes.sort_by(f32::total_cmp);
         let q = sizes[(sizes.len() - 1) * 99 / 100];
+        // NaN sorts last; a map with that many NaNs is drawn unclipped rather than panic.
+        let q = if q.is_nan() { f32::INFINITY } else { q };
         let clipped: Vec<f32> = m.map.iter().map(|v| v.clamp(-q, q)).collect();
         heatmap(&clipped, h, w, Scale::Diverging)
     } else {
