@@ -9,6 +9,7 @@ use std::process::Command;
 
 use microscope::data::{Dataset, Split};
 use microscope::technique::dataset_examples::DatasetExamples;
+use microscope::technique::input_attribution::METHODS;
 use microscope::technique::FeatureVis;
 use microscope::widget::gallery::{GalleryOptions, GalleryUnit};
 use microscope::widget::live::Live;
@@ -348,6 +349,12 @@ fn widgets_work_in_chromium() {
         .unwrap();
     let tabs: Vec<&str> = view.tabs.iter().map(|t| t.id).collect();
     manifest.insert("tabs".into(), serde_json::json!(tabs));
+    // The attribution tab's input attribution methods, as their table declares them.
+    let methods: Vec<serde_json::Value> = METHODS
+        .iter()
+        .map(|m| serde_json::json!({ "id": m.id, "about": m.about }))
+        .collect();
+    manifest.insert("methods".into(), serde_json::json!(methods));
     assert!(view.unavailable().is_empty(), "{:?}", view.unavailable());
     write("unit.html", "conv3:7", &view);
     // Hostile names: the graph and a unit view of a model whose node names are markup.
@@ -428,7 +435,19 @@ fn a_logit_unit_view_has_every_tab() {
                 assert_eq!(from.as_deref(), Some("conv3"));
                 assert_eq!(cards.len(), 8);
             }
-            Body::Attribution { at, .. } => assert_eq!(at, "conv3"),
+            Body::Attribution { at, inputs, .. } => {
+                assert_eq!(at, "conv3");
+                // Every input attribution method drew its map (Grad-CAM at conv3 too).
+                assert_eq!(inputs.len(), METHODS.len());
+                for i in inputs {
+                    assert!(
+                        i.heatmap.starts_with("data:image/png"),
+                        "{}: {}",
+                        i.id,
+                        i.note
+                    );
+                }
+            }
             Body::DatasetExamples { top, bottom } => {
                 for e in top.iter().chain(bottom) {
                     assert!(e.heatmap.is_empty(), "a logit has no heatmap");

@@ -10,6 +10,34 @@ microscope.unitView = function (p, load) {
   const fig = (pic, size) => el("figure", {}, [microscope.image(pic.src, size, pic.caption), el("figcaption", { text: pic.caption })]);
   const big = 160;
 
+  // Input attributions: one heatmap per method over the image, all computed in Rust; the
+  // selector only shows one and hides the others.
+  const inputAttribution = (b) => {
+    const maps = b.inputs.map((m) => m.heatmap
+      ? el("img", { src: m.heatmap, width: big, height: big, alt: m.title, class: "ms-attr-map", "data-method": m.id })
+      : el("span", { class: "ms-attr-map ms-muted", "data-method": m.id, text: "not computed" }));
+    const select = el("select", { class: "ms-attr-method" }, b.inputs.map((m) => el("option", { value: m.id, text: m.title })));
+    const about = el("p", { class: "ms-attr-about" });
+    const caveat = el("p", { class: "ms-muted ms-attr-caveat" });
+    const note = el("p", { class: "ms-muted ms-attr-note" });
+    const show = () => {
+      const i = select.selectedIndex, m = b.inputs[i];
+      maps.forEach((x, j) => { x.hidden = j !== i; });
+      about.textContent = m.about;
+      caveat.textContent = "Misleads: " + m.caveat;
+      note.textContent = m.note;
+    };
+    select.addEventListener("change", show);
+    show();
+    return el("div", {}, [
+      el("div", { class: "ms-muted", text: "input attribution over the pixels" }),
+      el("div", { class: "ms-figs" }, [
+        el("figure", {}, [el("span", { class: "ms-overlay" }, [microscope.image(b.image.src, big, "input")].concat(maps)), el("figcaption", {}, [select])]),
+        el("div", { class: "ms-attr-text" }, [about, caveat, note]),
+      ]),
+    ]);
+  };
+
   const render = {
     FeatureVis: (b) => el("div", {}, [
       el("div", { class: "ms-figs" }, [fig(b.positive, big), fig(b.negative, big)]),
@@ -46,14 +74,17 @@ microscope.unitView = function (p, load) {
         el("figcaption", { text: (b.from ? "unit " + c.unit + " · " : "") + "‖w‖ " + microscope.fmt(c.norm) + " · Σ " + microscope.fmt(c.sum) }),
       ]))),
     ]),
-    Attribution: (b) => el("div", { class: "ms-figs" }, [
-      el("figure", {}, [el("span", { class: "ms-overlay" }, [microscope.image(b.image.src, big, "input"), el("img", { src: b.spatial, width: big, height: big, alt: "attribution" })]),
-        el("figcaption", { text: b.image.caption })]),
-      el("div", {}, [
-        el("div", { class: "ms-muted", text: "through " + b.at + " (activation × gradient)" }),
-        el("table", { class: "ms-list" }, [el("tr", {}, [el("th", { text: "unit" }), el("th", { text: "score" })])].concat(
-          b.channels.map((c) => el("tr", {}, [el("td", { text: String(c.unit) }), el("td", { text: microscope.fmt(c.score) })])))),
+    Attribution: (b) => el("div", {}, [
+      el("div", { class: "ms-figs" }, [
+        el("figure", {}, [el("span", { class: "ms-overlay" }, [microscope.image(b.image.src, big, "input"), el("img", { src: b.spatial, width: big, height: big, alt: "attribution" })]),
+          el("figcaption", { text: b.image.caption })]),
+        el("div", {}, [
+          el("div", { class: "ms-muted", text: "through " + b.at + " (activation × gradient)" }),
+          el("table", { class: "ms-list" }, [el("tr", {}, [el("th", { text: "unit" }), el("th", { text: "score" })])].concat(
+            b.channels.map((c) => el("tr", {}, [el("td", { text: String(c.unit) }), el("td", { text: microscope.fmt(c.score) })])))),
+        ]),
       ]),
+      b.inputs && b.inputs.length ? inputAttribution(b) : null,
     ]),
     Histogram: (b) => {
       const box = el("div", { class: "ms-svg" });

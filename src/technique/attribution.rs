@@ -5,6 +5,9 @@
 //! # Shapes
 //! image `[1, C, H, W]` in [0, 1] · spatial map `[h, w]` · channel scores `[c]` of the layer.
 
+use burn::prelude::*;
+use burn::Dispatch;
+
 use crate::device::on_cpu_pool;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -51,48 +54,8 @@ fn attribution_here(
     layer: &str,
     target: &Target,
 ) -> Result<AttributionMap> {
-    let net = model.network();
-    let x = model.normalize(image)?;
-    let input = net.image_input()?.name.clone();
-    let act = net
-        .forward_any_size(&[(&input, x.clone())], &[layer])?
-        .remove(0);
-    let dims = act.dims();
-    if dims.len() != 4 || dims[0] != 1 {
-        return Err(Error::Message(format!(
-            "{layer}: attribution needs a [1, C, H, W] activation, found {dims:?}"
-        )));
-    }
-    // Feed the activation back as a leaf and differentiate the target with respect to it.
-    let leaf = act.detached().require_grad();
-    let tensor = net.node(layer)?.outputs[0].clone();
-    let (target_node, index) = match target {
-        Target::Logit { node, index } => (node.as_str(), *index),
-        Target::Unit { layer, index } => (layer.as_str(), *index),
-    };
-    // The image is fed as well, for nodes that read only its size (a ViT's class token).
-    let out = net
-        .forward_any_size(
-            &[(&input, x.detached()), (&tensor, leaf.clone())],
-            &[target_node],
-        )?
-        .remove(0);
-    let units = crate::network::UnitLayout::units(&out.dims());
-    if index >= units {
-        return Err(Error::Message(format!(
-            "{target_node}:{index} does not exist ({target_node} has {units} units)"
-        )));
-    }
-    let value = match target {
-        Target::Logit { .. } => DynTensor::new(out.to_rank::<2>()?.narrow(1, index, 1).sum()),
-        Target::Unit { .. } => DynTensor::new(out.to_nchw()?.narrow(1, index, 1).mean()),
-    };
-    let grads = value.backward();
-    let grad = leaf
-        .grad(&grads)
-        .ok_or_else(|| Error::Message(format!("{target_node} does not depend on {layer}")))?;
-    let (a, g) = (act.to_vec(), grad.to_vec());
-    let (c, h, w) = (dims[1], dims[2], dims[3]);
+    let lg = layer_gradient(model, image, layer, target)?;
+    let (a, g, [c, h, w]) = (&lg.activation, &lg.gradient, lg.dims);
     let mut spatial = vec![0.0; h * w];
     let mut channels = vec![0.0; c];
     for ch in 0..c {
@@ -104,10 +67,97 @@ fn attribution_here(
     }
     Ok(AttributionMap {
         layer: layer.to_string(),
-        value: value.to_vec()[0],
+        value: lg.value,
         spatial,
         height: h,
         width: w,
         channels,
+    })
+}
+
+/// A layer's activation on one image and the target's gradient with respect to it.
+pub(crate) struct LayerGradient {
+    /// The target's value on the image.
+    pub value: f32,
+    /// `[c, h, w]` row-major, both.
+    pub activation: Vec<f32>,
+    pub gradient: Vec<f32>,
+    pub dims: [usize; 3],
+}
+
+/// The activation of `layer` on `image` (`[1, C, H, W]` in [0, 1]) and the gradient of `target`
+/// with respect to it. Runs where it is called (callers wrap it in `on_cpu_pool`).
+pub(crate) fn layer_gradient(
+    model: &Model,
+    image: &DynTensor,
+    layer: &str,
+    target: &Target,
+) -> Result<LayerGradient> {
+    let net = model.network();
+    let x = model.normalize(image)?;
+    let input = net.image_input()?.name.clone();
+    let act = net
+        .forward_any_size(&[(&input, x.clone())], &[layer])?
+        .remove(0);
+    let dims = act.dims();
+    let [1, c, h, w] = dims[..] else {
+        return Err(Error::Message(format!(
+            "{layer}: attribution needs a [1, C, H, W] activation, found {dims:?}"
+        )));
+    };
+    // Feed the activation back as a leaf and differentiate the target with respect to it.
+    let leaf = act.detached().require_grad();
+    let tensor = net.node(layer)?.outputs[0].clone();
+    // The image is fed as well, for nodes that read only its size (a ViT's class token).
+    let out = net
+        .forward_any_size(
+            &[(&input, x.detached()), (&tensor, leaf.clone())],
+            &[target.node()],
+        )?
+        .remove(0);
+    let value = DynTensor::new(target_values(&out, target)?.sum());
+    let grads = value.backward();
+    let grad = leaf
+        .grad(&grads)
+        .ok_or_else(|| Error::Message(format!("{} does not depend on {layer}", target.node())))?;
+    Ok(LayerGradient {
+        value: value.to_vec()[0],
+        activation: act.to_vec(),
+        gradient: grad.to_vec(),
+        dims: [c, h, w],
+    })
+}
+
+impl Target {
+    /// The node whose output holds the target.
+    pub fn node(&self) -> &str {
+        match self {
+            Target::Logit { node, .. } => node,
+            Target::Unit { layer, .. } => layer,
+        }
+    }
+}
+
+/// The target's value for each image of a batch, `[N]`, from `out`, the output of
+/// [`Target::node`] (`[N, classes]` for a logit; any unit layout for a unit).
+pub(crate) fn target_values(out: &DynTensor, target: &Target) -> Result<Tensor<Dispatch, 1>> {
+    let dims = out.dims();
+    let (node, n) = (target.node(), dims.first().copied().unwrap_or(0));
+    let units = crate::network::UnitLayout::units(&dims);
+    let index = match target {
+        Target::Logit { index, .. } | Target::Unit { index, .. } => *index,
+    };
+    if index >= units {
+        return Err(Error::Message(format!(
+            "{node}:{index} does not exist ({node} has {units} units)"
+        )));
+    }
+    Ok(match target {
+        Target::Logit { .. } => out.to_rank::<2>()?.narrow(1, index, 1).reshape([n]),
+        Target::Unit { .. } => {
+            let unit = out.clone().to_nchw()?.narrow(1, index, 1);
+            let [_, _, h, w] = unit.dims();
+            unit.reshape([n, h * w]).mean_dim(1).reshape([n])
+        }
     })
 }

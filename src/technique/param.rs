@@ -21,7 +21,7 @@ const COLOR_CORRELATION_SVD_SQRT: [[f32; 3]; 3] =
 
 /// `n` normal draws with standard deviation `std` (Box–Muller), from a seeded generator so the
 /// start point depends on the seed alone.
-fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
+pub(crate) fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let (u, v): (f32, f32) = (rng.random::<f32>().max(f32::MIN_POSITIVE), rng.random());

@@ -15,6 +15,7 @@ use crate::network::DynTensor;
 use crate::technique::attribution::{attribution, Target};
 use crate::technique::dataset_examples::{DatasetExamples, Example, UnitExamples};
 use crate::technique::deepdream::DeepDream;
+use crate::technique::input_attribution::{InputAttribution, InputMap, MethodSpec, METHODS};
 use crate::technique::weights::{
     expanded_weights, first_layer_filters, previous_spatial_layer, strongest_inputs,
 };
@@ -36,6 +37,9 @@ pub struct ViewOptions {
     /// The image for the attribution tab (`[1, C, H, W]` in [0, 1]); by default the unit's top
     /// dataset example, or its feature visualization without a dataset.
     pub attribution_image: Option<DynTensor>,
+    /// The attribution tab's input attributions (every method of
+    /// [`crate::technique::input_attribution::METHODS`]).
+    pub input_attribution: InputAttribution,
 }
 
 impl Default for ViewOptions {
@@ -48,6 +52,9 @@ impl Default for ViewOptions {
             deepdream: DeepDream::default(),
             weights: 8,
             attribution_image: None,
+            // Lighter than the technique's defaults, so that the tab stays quick on an
+            // ImageNet model on a CPU; the tab shows Integrated Gradients' completeness gap.
+            input_attribution: InputAttribution::default().steps(32).samples(16),
         }
     }
 }
@@ -83,6 +90,19 @@ pub struct WeightCard {
     pub sum: f32,
 }
 
+/// One input attribution method's heatmap over the attribution tab's image.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputHeatmap {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub about: &'static str,
+    pub caveat: &'static str,
+    /// At the image's size, drawn over it.
+    pub heatmap: String,
+    /// Its settings and, where it has them, its completeness gap or layer.
+    pub note: String,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ChannelScore {
     pub unit: usize,
@@ -116,6 +136,8 @@ pub enum Body {
         at: String,
         value: f32,
         channels: Vec<ChannelScore>,
+        /// One heatmap per input attribution method, in the order of its table.
+        inputs: Vec<InputHeatmap>,
     },
     Histogram {
         svg: String,
@@ -252,16 +274,20 @@ pub static TABS: &[TabSpec] = &[
         title: "Attribution",
         weight: 0.1,
         about: |_, _, _| {
-            "Activation × gradient toward this unit at the previous layer: where in the image, \
-             and through which units, its activation comes from."
-                .into()
+            let methods: Vec<&str> = METHODS.iter().map(|m| m.title).collect();
+            format!(
+                "Activation × gradient toward this unit at the previous layer: where in the \
+                 image, and through which units, its activation comes from; and input \
+                 attributions over the pixels ({}).",
+                methods.join(", ")
+            )
         },
         compute: |cx| {
             let image = match cx.options.attribution_image.clone() {
                 Some(image) => image,
                 None => cx.source_image()?,
             };
-            attribution_tab(cx.unit, &image)
+            attribution_tab(cx.unit, &image, &cx.options.input_attribution)
         },
     },
     TabSpec {
@@ -683,7 +709,7 @@ fn weights_tab(unit: &Unit, options: &ViewOptions) -> Result<Body> {
     })
 }
 
-fn attribution_tab(unit: &Unit, image: &DynTensor) -> Result<Body> {
+fn attribution_tab(unit: &Unit, image: &DynTensor, inputs: &InputAttribution) -> Result<Body> {
     let model = unit.model();
     let image = DynTensor::new(image.to_rank::<4>()?.narrow(0, 0, 1));
     // Attributions are maps over positions: taken at the nearest spatial layer before the unit
@@ -703,6 +729,20 @@ fn attribution_tab(unit: &Unit, image: &DynTensor) -> Result<Body> {
         .collect();
     channels.sort_by(|a, b| b.score.abs().total_cmp(&a.score.abs()));
     channels.truncate(8);
+    // A method that fails for this model (Grad-CAM without a convolution) says why in its
+    // place; the others stay.
+    let inputs = METHODS
+        .iter()
+        .map(|spec| match inputs.run(spec.id, model, &image, &target) {
+            Ok(m) => Ok(input_heatmap(&m, spec, inputs)),
+            Err(e @ Error::Cancelled { .. }) => Err(e),
+            Err(e) => Ok(InputHeatmap {
+                heatmap: String::new(),
+                note: e.to_string(),
+                ..input_heading(spec)
+            }),
+        })
+        .collect::<Result<_>>()?;
     Ok(Body::Attribution {
         image: Picture {
             src: first_png(&image),
@@ -712,7 +752,56 @@ fn attribution_tab(unit: &Unit, image: &DynTensor) -> Result<Body> {
         at,
         value: map.value,
         channels,
+        inputs,
     })
+}
+
+/// One method's map as a heatmap at the image's size. Signed maps are clipped at the 99th
+/// percentile of their magnitude first, so that a few extreme pixels (saliency has them) do not
+/// wash the rest out.
+fn input_heatmap(m: &InputMap, spec: &MethodSpec, settings: &InputAttribution) -> InputHeatmap {
+    let [_, h, w] = m.dims;
+    let heatmap = if spec.signed {
+        let mut sizes: Vec<f32> = m.map.iter().map(|v| v.abs()).collect();
+        sizes.sort_by(f32::total_cmp);
+        let q = sizes[(sizes.len() - 1) * 99 / 100];
+        // NaN sorts last; a map with that many NaNs is drawn unclipped rather than panic.
+        let q = if q.is_nan() { f32::INFINITY } else { q };
+        let clipped: Vec<f32> = m.map.iter().map(|v| v.clamp(-q, q)).collect();
+        heatmap(&clipped, h, w, Scale::Diverging)
+    } else {
+        heatmap(&m.map, h, w, Scale::Heat)
+    };
+    let mut note = vec![(spec.settings)(settings)];
+    if let Some(c) = m.completeness {
+        note.push(format!(
+            "Σ {:.3} vs f(x) − f(baseline) {:.3}: gap {:.2} %",
+            c.sum,
+            c.value - c.baseline,
+            100.0 * c.relative_gap()
+        ));
+    }
+    if let Some(layer) = &m.layer {
+        note.push(format!("at {layer}"));
+    }
+    note.retain(|n| !n.is_empty());
+    InputHeatmap {
+        heatmap,
+        note: note.join(" · "),
+        ..input_heading(spec)
+    }
+}
+
+/// A method's heatmap entry without a map: what its table row says.
+fn input_heading(spec: &MethodSpec) -> InputHeatmap {
+    InputHeatmap {
+        id: spec.id,
+        title: spec.title,
+        about: spec.about,
+        caveat: spec.caveat,
+        heatmap: String::new(),
+        note: String::new(),
+    }
 }
 
 fn histogram_tab(scores: &[f32]) -> Body {

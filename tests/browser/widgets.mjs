@@ -1,9 +1,10 @@
 // Behaviour of the widget pages written by tests/widgets.rs, in headless Chromium:
 //   node widgets.mjs PAGES_DIR SCREENSHOTS_DIR
 // Checks: the graph renders every node and shows a clicked node's name and shape; search marks
-// matches; each unit-view tab shows its own panel; gallery hover enlarges and sorting sorts; no
-// page logs a console error or fetches anything from the network; hostile node names render as
-// text and run nothing. Saves light and dark screenshots of the three widgets.
+// matches; each unit-view tab shows its own panel, and the attribution tab's method selector
+// shows one method's heatmap at a time; gallery hover enlarges and sorting sorts; no page logs
+// a console error or fetches anything from the network; hostile node names render as text and
+// run nothing. Saves light and dark screenshots of the three widgets.
 import { chromium } from "playwright-core";
 import { watchProblems } from "./lab.mjs";
 import fs from "node:fs";
@@ -134,6 +135,21 @@ for (const scheme of ["light", "dark"]) {
     await page.click('.ms-tab[data-tab="dataset-examples"]');
     await page.check(".ms-heat-toggle");
     check(await page.locator(".ms-example .ms-overlay:visible").count() > 0, "unit view: the heatmap toggle shows whole inputs with heatmaps");
+    // The attribution tab's selector shows one method's heatmap at a time, with its text.
+    await page.click('.ms-tab[data-tab="attribution"]');
+    const panel = '.ms-panel[data-tab="attribution"]';
+    const options = await page.$$eval(`${panel} .ms-attr-method option`, (os) => os.map((x) => x.value));
+    const methods = manifest.methods.map((m) => m.id);
+    check(options.join() === methods.join(), `unit view: the attribution selector lists every method (${options})`);
+    const drawn = new Set();
+    for (const m of manifest.methods) {
+      await page.selectOption(`${panel} .ms-attr-method`, m.id);
+      const shown = await page.$$eval(`${panel} .ms-attr-map`, (xs) => xs.filter((x) => x.offsetParent !== null).map((x) => [x.dataset.method, x.getAttribute("src") || ""]));
+      check(shown.length === 1 && shown[0][0] === m.id && shown[0][1].startsWith("data:image/png"), `unit view: selecting ${m.id} shows its heatmap alone (${shown.map((x) => x[0])})`);
+      check((await page.textContent(`${panel} .ms-attr-about`)) === m.about, `unit view: ... with what ${m.id} shows`);
+      if (shown.length) drawn.add(shown[0][1]);
+    }
+    check(drawn.size === methods.length, `unit view: the ${methods.length} methods draw ${drawn.size} different heatmaps`);
     await page.click('.ms-tab[data-tab="feature-vis"]');
   }
   await shot(o, "unit", scheme);
