@@ -32,7 +32,9 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::model::{Layer, Model, Unit};
     pub use crate::network::{DynTensor, Network};
-    pub use crate::technique::{Caricature, FeatureVis, Objective, UnitObjective};
+    pub use crate::technique::{
+        Caricature, FeatureVis, InputAttribution, Objective, UnitObjective,
+    };
     pub use crate::technique::{DatasetExamples, ParamKind};
     pub use crate::widget::DebugDisplay as _;
     pub use crate::widget::{

@@ -46,6 +46,13 @@ fn each_objective_rises_under_a_few_adam_steps() {
             2,
         ),
         (-Objective::channel("conv3", 5), 1),
+        (Objective::neuron_at("conv2", 3, 2, 5), 1),
+        (Objective::neurons("conv3", &[4, 9]), 2),
+        (Objective::class("logits", 7), 1),
+        (
+            Objective::class("logits", 7) - Objective::channel("conv3", 5) * 0.5,
+            1,
+        ),
     ];
     for (objective, batch) in cases {
         let v = values_during(&objective, batch);
@@ -126,6 +133,138 @@ fn feature_visualization_beats_the_best_test_image_on_every_unit() {
         failures.is_empty(),
         "below the best test image: {failures:?}"
     );
+}
+
+/// Lucid's `+ - *` composition: a combined objective's value is that combination of its parts'
+/// values, on the same activations.
+#[test]
+fn combined_objectives_are_the_combination_of_their_values() {
+    let model = zoo::fashion().unwrap();
+    let test = Dataset::fashion_mnist(Split::Test).unwrap();
+    let x = test
+        .batch(0..4, &ImageSpec::unit(1, 28, 28), Device::cpu().burn())
+        .unwrap();
+    let value =
+        |o: &Objective| microscope::technique::objective::objective_values(&model, o, &x).unwrap();
+    let (a, b, c) = (
+        Objective::class("logits", 2),
+        Objective::neuron_at("conv2", 5, 3, 4),
+        Objective::channel("conv3", 1),
+    );
+    let combined = a.clone() + b.clone() * 0.5 - c.clone();
+    assert_eq!(combined.layers(), ["logits", "conv2", "conv3"]);
+    let (va, vb, vc, v) = (value(&a), value(&b), value(&c), value(&combined));
+    for i in 0..4 {
+        let expected = va[i] + 0.5 * vb[i] - vc[i];
+        assert!(
+            (v[i] - expected).abs() < 1e-4 * (1.0 + expected.abs()),
+            "{i}: {v:?}"
+        );
+    }
+    assert_eq!(
+        combined.name(),
+        "class(logits:2) + 0.5 * neuron(conv2:5 at 3,4) - channel(conv3:1)"
+    );
+}
+
+/// `FeatureVis::objective`: a class visualization of the small model is classified as its
+/// class.
+#[test]
+fn a_class_objective_draws_its_class() {
+    let model = zoo::fashion().unwrap();
+    for class in [1, 8] {
+        let vis = FeatureVis::default()
+            .cache(None)
+            .steps(128)
+            .objective(Objective::class("logits", class))
+            .render(&model, 1)
+            .unwrap();
+        assert_eq!(vis.images.dims(), vec![1, 1, 28, 28]);
+        let net = model.network();
+        let input = net.image_input().unwrap().name.clone();
+        let logits = net
+            .forward(
+                &[(&input, model.normalize(&vis.images).unwrap())],
+                &["logits"],
+            )
+            .unwrap()
+            .remove(0)
+            .to_vec();
+        let top = (0..logits.len())
+            .max_by(|&i, &j| logits[i].total_cmp(&logits[j]))
+            .unwrap();
+        println!("class {class}: logit {:.2}, top-1 {top}", logits[class]);
+        assert_eq!(top, class, "{logits:?}");
+        assert!((vis.activations[0] - logits[class]).abs() < 1e-3);
+    }
+    let err = FeatureVis::default().render(&model, 1).unwrap_err();
+    assert!(err.to_string().contains(".objective("), "{err}");
+}
+
+/// A neuron visualization excites its centre neuron more than the channel visualization of the
+/// same unit does (which spreads over every position).
+#[test]
+fn a_neuron_visualization_excites_its_neuron_most() {
+    use microscope::technique::UnitObjective;
+    let model = zoo::fashion().unwrap();
+    let units = [0, 3, 6, 9];
+    let fv = FeatureVis::default().cache(None).steps(128);
+    let neuron = fv
+        .clone()
+        .unit_objective(UnitObjective::Neuron)
+        .run_units(&model, "conv3", &units)
+        .unwrap();
+    let channel = fv.run_units(&model, "conv3", &units).unwrap();
+    let at_centre = microscope::technique::objective::objective_values(
+        &model,
+        &Objective::neurons("conv3", &units),
+        &channel.images,
+    )
+    .unwrap();
+    let mut wins = 0;
+    for (i, u) in units.iter().enumerate() {
+        println!(
+            "conv3:{u}: centre neuron {:.3} (neuron vis) vs {:.3} (channel vis)",
+            neuron.activations[i], at_centre[i]
+        );
+        wins += usize::from(neuron.activations[i] > at_centre[i]);
+    }
+    assert_eq!(wins, units.len());
+    assert!(neuron.objective.starts_with("neurons(conv3"));
+}
+
+/// Caricature from noise: the result's activations at the layer point the way the image's do.
+#[test]
+fn a_caricature_points_the_way_its_image_does() {
+    use microscope::technique::Caricature;
+    let model = zoo::fashion().unwrap();
+    let test = Dataset::fashion_mnist(Split::Test).unwrap();
+    for (index, layer) in [(0, "conv2"), (1, "conv3")] {
+        let image = test
+            .batch(
+                index..index + 1,
+                &ImageSpec::unit(1, 28, 28),
+                Device::cpu().burn(),
+            )
+            .unwrap();
+        let result = Caricature::default()
+            .cache(None)
+            .steps(256)
+            .run(&model.layer(layer).unwrap(), &image)
+            .unwrap();
+        let (a, b) = (image.to_vec(), result.caricature.to_vec());
+        let changed = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| (*x - *y).abs() > 0.1)
+            .count();
+        println!(
+            "test image {index} at {layer}: cosine {:.3}, {changed} of 784 pixels differ by > 0.1",
+            result.similarity
+        );
+        assert!(result.similarity >= 0.9, "{layer}: {}", result.similarity);
+        assert!(changed > 50, "the caricature is a copy of the image");
+    }
 }
 
 #[test]

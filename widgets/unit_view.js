@@ -66,6 +66,7 @@ microscope.unitView = function (p, load) {
       ]);
     },
     DeepDream: (b) => el("div", { class: "ms-figs" }, [fig(b.before, big), fig(b.after, big)]),
+    Caricature: (b) => el("div", { class: "ms-figs" }, [fig(b.image, big), fig(b.caricature, big)]),
     Pictures: (b) => el("div", { class: "ms-figs" }, b.pictures.map((pic) => fig(pic, big))),
     Weights: (b) => el("div", {}, [
       el("div", { class: "ms-muted", text: b.from ? "from " + b.from + " (strongest first: unit, L2 norm, sum)" : "first layer: the unit's filter" }),

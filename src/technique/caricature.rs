@@ -7,7 +7,7 @@
 //! the two at the layer every step.
 //!
 //! # Shapes
-//! image `[1, C, H, W]` in [0, 1] (resized to the model's input size) · result the same.
+//! image `[1, C, S, S]` in [0, 1] · caricature the same.
 
 use std::sync::atomic::AtomicBool;
 
@@ -81,8 +81,8 @@ impl Caricature {
         self
     }
 
-    /// The caricature of `image` (`[1, C, H, W]` in [0, 1], at the model's input size) at
-    /// `layer`.
+    /// The caricature of `image` (`[1, C, S, S]` in [0, 1]; the model's input size for a layer
+    /// behind a Flatten) at `layer`.
     pub fn run(&self, layer: &Layer, image: &DynTensor) -> Result<CaricatureResult> {
         self.run_with(layer.model(), &layer.name, image, &mut |_| {}, None)
     }
@@ -98,20 +98,15 @@ impl Caricature {
     ) -> Result<CaricatureResult> {
         let spec = model.input_spec()?;
         let dims = image.dims();
-        if dims != [1, spec.channels, spec.height, spec.width] {
+        if dims.len() != 4 || dims[0] != 1 || dims[1] != spec.channels || dims[2] != dims[3] {
             return Err(Error::Message(format!(
-                "caricature at {layer}: the image is {dims:?}, the model takes [1, {}, {}, {}]",
-                spec.channels, spec.height, spec.width
-            )));
-        }
-        if spec.height != spec.width {
-            return Err(Error::Message(format!(
-                "caricature at {layer}: renders are square, the model takes {}×{}",
-                spec.height, spec.width
+                "caricature at {layer}: the image is {dims:?}; it takes one square image of {} \
+                 channels, [1, {}, S, S]",
+                spec.channels, spec.channels
             )));
         }
         model.layer(layer)?;
-        let size = spec.height;
+        let size = dims[2];
         // The transforms draw a larger batch than the input; the reference and the caricature
         // are compared after the same draw, at the input size (fit back, as for layers behind a
         // Flatten).

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Unit};
 use crate::network::DynTensor;
 use crate::technique::attribution::{attribution, Target};
+use crate::technique::caricature::Caricature;
 use crate::technique::dataset_examples::{DatasetExamples, Example, UnitExamples};
 use crate::technique::deepdream::DeepDream;
 use crate::technique::input_attribution::{InputAttribution, InputMap, MethodSpec, METHODS};
@@ -37,6 +38,10 @@ pub struct ViewOptions {
     /// The image for the attribution tab (`[1, C, H, W]` in [0, 1]); by default the unit's top
     /// dataset example, or its feature visualization without a dataset.
     pub attribution_image: Option<DynTensor>,
+    /// The image for the caricature tab (`[1, C, S, S]` in [0, 1]); by default the unit's top
+    /// dataset example, or its feature visualization without a dataset. Its steps, seed and
+    /// cache are those of `feature_vis`.
+    pub caricature_image: Option<DynTensor>,
     /// The attribution tab's input attributions (every method of
     /// [`crate::technique::input_attribution::METHODS`]).
     pub input_attribution: InputAttribution,
@@ -52,6 +57,7 @@ impl Default for ViewOptions {
             deepdream: DeepDream::default(),
             weights: 8,
             attribution_image: None,
+            caricature_image: None,
             // Lighter than the technique's defaults, so that the tab stays quick on an
             // ImageNet model on a CPU; the tab shows Integrated Gradients' completeness gap.
             input_attribution: InputAttribution::default().steps(32).samples(16),
@@ -125,6 +131,12 @@ pub enum Body {
     DeepDream {
         before: Picture,
         after: Picture,
+    },
+    Caricature {
+        image: Picture,
+        caricature: Picture,
+        /// Cosine similarity of the two images' activations at the layer.
+        similarity: f32,
     },
     Weights {
         from: Option<String>,
@@ -211,7 +223,7 @@ pub static TABS: &[TabSpec] = &[
     TabSpec {
         id: "feature-vis",
         title: "Feature visualization",
-        weight: 0.3,
+        weight: 0.25,
         about: |unit, _, options| {
             let fv = &options.feature_vis;
             format!(
@@ -228,7 +240,7 @@ pub static TABS: &[TabSpec] = &[
     TabSpec {
         id: "dataset-examples",
         title: "Dataset examples",
-        weight: 0.25,
+        weight: 0.2,
         about: |_, _, _| {
             "The inputs of the attached dataset that activate the unit most and least, cropped \
              around the strongest position; toggle heatmaps to see where it fires."
@@ -259,9 +271,28 @@ pub static TABS: &[TabSpec] = &[
         },
     },
     TabSpec {
+        id: "caricature",
+        title: "Caricature",
+        weight: 0.15,
+        about: |_, layer, options| {
+            format!(
+                "An image optimized from noise until {layer}'s activations point the way they do \
+                 on the input ({} steps, seed {}): what the whole layer sees in it, exaggerated.",
+                options.feature_vis.steps, options.feature_vis.seed
+            )
+        },
+        compute: |cx| {
+            let image = match cx.options.caricature_image.clone() {
+                Some(image) => image,
+                None => cx.source_image()?,
+            };
+            caricature_tab(cx.unit, cx.options, &image)
+        },
+    },
+    TabSpec {
         id: "weights",
         title: "Weights",
-        weight: 0.15,
+        weight: 0.1,
         about: |_, _, _| {
             "Expanded weights from the previous layer's strongest units: the linear path between \
              them (ReLU as identity, max pool as average pool); red excites, blue inhibits."
@@ -597,6 +628,27 @@ fn examples_tab(model: &Model, data: &Dataset, ex: &UnitExamples) -> Result<Body
     Ok(Body::DatasetExamples {
         top: example_cards(model, data, &ex.top)?,
         bottom: example_cards(model, data, &ex.bottom)?,
+    })
+}
+
+fn caricature_tab(unit: &Unit, options: &ViewOptions, image: &DynTensor) -> Result<Body> {
+    let first = DynTensor::new(image.to_rank::<4>()?.narrow(0, 0, 1));
+    let fv = &options.feature_vis;
+    let result = Caricature::default()
+        .steps(fv.steps)
+        .seed(fv.seed)
+        .cache(fv.cache.clone())
+        .run_with(unit.model(), unit.layer(), &first, &mut |_| {}, None)?;
+    Ok(Body::Caricature {
+        image: Picture {
+            src: first_png(&result.image),
+            caption: "input".into(),
+        },
+        caricature: Picture {
+            src: first_png(&result.caricature),
+            caption: format!("caricature · cosine {:.3}", result.similarity),
+        },
+        similarity: result.similarity,
     })
 }
 
