@@ -12,9 +12,11 @@ use super::transform::standard_transforms;
 use crate::error::{Error, Result};
 use crate::model::{Model, Unit};
 use crate::network::DynTensor;
+use crate::provenance::Provenance;
 
-/// Settings of a feature visualization (builder style).
-#[derive(Clone, Debug)]
+/// Settings of a feature visualization (builder style). They serialize as the technique's
+/// parameters in a [`Provenance`].
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct FeatureVis {
     pub steps: usize,
     pub seed: u64,
@@ -26,6 +28,7 @@ pub struct FeatureVis {
     /// Weight of Lucid's diversity term (0: off). Only meaningful for several images per unit.
     pub diversity: f32,
     /// Where results are cached (`None`: always compute).
+    #[serde(skip)]
     pub cache: Option<Cache>,
 }
 
@@ -53,6 +56,8 @@ pub struct Visualization {
     pub images: DynTensor,
     /// Mean activation of unit `units[i]` on image `i` (no transforms).
     pub activations: Vec<f32>,
+    /// The model and the settings that made the images.
+    pub provenance: Provenance,
 }
 
 impl FeatureVis {
@@ -189,6 +194,14 @@ impl FeatureVis {
                 && shape[2..] == [size, size]
                 && activations.len() == units.len()
         };
+        let provenance = Provenance::of(model).technique(
+            "feature-vis",
+            &match units {
+                [u] => format!("{layer}:{u}"),
+                _ => format!("{layer}:{units:?}"),
+            },
+            self,
+        );
         if let Some([(shape, pixels), (_, activations)]) = cached
             .as_deref()
             .filter(|c| matches!(c, [(s, _), (_, a)] if fits(s, a)))
@@ -198,6 +211,7 @@ impl FeatureVis {
                 units: units.to_vec(),
                 images: DynTensor::from_host(pixels, shape, &device),
                 activations: activations.clone(),
+                provenance,
             });
         }
         let rendered = render::render(model, &objective, &config, progress, cancel)?;
@@ -216,6 +230,7 @@ impl FeatureVis {
             units: units.to_vec(),
             images: rendered.images,
             activations,
+            provenance,
         })
     }
 }

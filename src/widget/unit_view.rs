@@ -12,6 +12,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Model, Unit};
 use crate::network::DynTensor;
+use crate::provenance::Provenance;
 use crate::technique::attribution::{attribution, Target};
 use crate::technique::dataset_examples::{DatasetExamples, Example, UnitExamples};
 use crate::technique::deepdream::DeepDream;
@@ -20,9 +21,11 @@ use crate::technique::weights::{
 };
 use crate::technique::{FeatureVis, Visualization};
 
-/// What a unit view computes, and how.
-#[derive(Clone, Debug)]
+/// What a unit view computes, and how. They serialize as the view's parameters in its
+/// provenance (the feature visualization's settings as a record of their own, first).
+#[derive(Clone, Debug, Serialize)]
 pub struct ViewOptions {
+    #[serde(skip)]
     pub feature_vis: FeatureVis,
     /// Images in the diversity tab (0: none).
     pub diversity_samples: usize,
@@ -35,6 +38,7 @@ pub struct ViewOptions {
     pub weights: usize,
     /// The image for the attribution tab (`[1, C, H, W]` in [0, 1]); by default the unit's top
     /// dataset example, or its feature visualization without a dataset.
+    #[serde(serialize_with = "image_shape")]
     pub attribution_image: Option<DynTensor>,
 }
 
@@ -150,6 +154,7 @@ pub struct UnitView {
     pub units: usize,
     pub tabs: Vec<Tab>,
     pub code: String,
+    pub provenance: Provenance,
 }
 
 fn planar<'a>(data: &'a [f32], dims: &[usize]) -> Planar<'a> {
@@ -459,8 +464,19 @@ impl Unit {
             units: layer.units,
             tabs,
             code: format!("model.unit({name:?}, {u})?.view()?"),
+            provenance: Provenance::of(model)
+                .technique("feature-vis", &self.to_string(), &options.feature_vis)
+                .technique("unit-view", &self.to_string(), options),
         })
     }
+}
+
+/// An attribution image in a provenance: its shape (the pixels are the user's).
+fn image_shape<S: serde::Serializer>(
+    image: &Option<DynTensor>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    image.as_ref().map(DynTensor::dims).serialize(s)
 }
 
 fn no_dataset() -> Body {
