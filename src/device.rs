@@ -54,7 +54,12 @@ impl Device {
 
     /// `cpu` or `cuda`: part of cache keys and reports.
     pub fn kind(&self) -> &'static str {
-        match &self.inner {
+        Self::kind_of(&self.inner)
+    }
+
+    /// `cpu` or `cuda` for a burn device (where a tensor lives).
+    pub fn kind_of(device: &DispatchDevice) -> &'static str {
+        match device {
             #[cfg(feature = "cuda")]
             DispatchDevice::Cuda(_) => "cuda",
             _ => "cpu",

@@ -16,6 +16,7 @@ pub mod network;
 pub mod npy;
 pub mod optim;
 pub mod paths;
+pub mod provenance;
 pub mod technique;
 pub mod widget;
 pub mod zoo;
@@ -32,6 +33,7 @@ pub mod prelude {
     pub use crate::error::{Error, Result};
     pub use crate::model::{Layer, Model, Unit};
     pub use crate::network::{DynTensor, Network};
+    pub use crate::provenance::Provenance;
     pub use crate::technique::{
         Caricature, FeatureVis, InputAttribution, Objective, UnitObjective,
     };

@@ -1,5 +1,6 @@
-//! Where microscope keeps files between runs. A leaf: the technique cache and the zoo's
-//! downloads both live under [`cache_root`].
+//! Where microscope keeps files between runs, and how it names the files it writes. A leaf: the
+//! technique cache and the zoo's downloads both live under [`cache_root`]; the CLI's outputs and
+//! saved images are named by [`file_names`].
 
 use std::path::{Path, PathBuf};
 
@@ -14,4 +15,59 @@ pub fn cache_root() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| set("XDG_CACHE_HOME").map(|d| Path::new(&d).join("microscope")))
         .or_else(|| set("HOME").map(|h| Path::new(&h).join(".cache/microscope")))
+}
+
+/// A name (a node's, an image's caption) as a file name: `[A-Za-z0-9_.-]` kept, anything else
+/// becomes `_`, at most [`MAX_FILE_STEM`] characters.
+pub fn file_name(name: &str) -> String {
+    name.chars()
+        .take(MAX_FILE_STEM)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Longer names are cut (file systems take 255 bytes; room is left for a suffix and `.npy`).
+pub const MAX_FILE_STEM: usize = 200;
+
+/// One file stem per name, all different: a name whose file name is already taken (`a/b` and
+/// `a_b` both give `a_b`) gets the first free `_2`, `_3`, … suffix, so no output silently
+/// overwrites another.
+pub fn file_names(names: &[String]) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    names
+        .iter()
+        .map(|name| {
+            let base = file_name(name);
+            let mut stem = base.clone();
+            let mut k = 2;
+            while !taken.insert(stem.clone()) {
+                stem = format!("{base}_{k}");
+                k += 1;
+            }
+            stem
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_files_never_collide() {
+        let names: Vec<String> = ["a/b", "a_b", "a b", "a_b_2", "a/b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let stems = file_names(&names);
+        assert_eq!(stems, ["a_b", "a_b_2", "a_b_3", "a_b_2_2", "a_b_4"]);
+        let long = "x".repeat(5000);
+        assert_eq!(file_name(&long).len(), MAX_FILE_STEM);
+    }
 }

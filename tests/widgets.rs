@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use microscope::data::{Dataset, Split};
+use microscope::provenance::Provenance;
 use microscope::technique::dataset_examples::DatasetExamples;
 use microscope::technique::input_attribution::METHODS;
 use microscope::technique::FeatureVis;
@@ -115,6 +116,11 @@ fn fixed_gallery() -> Gallery {
             session: "session-1".into(),
             widget: "w0".into(),
         }),
+        provenance: Provenance::of(&zoo::fashion().unwrap()).technique(
+            "feature-vis",
+            "conv3",
+            &FeatureVis::default(),
+        ),
     }
 }
 
@@ -155,6 +161,9 @@ fn fixed_unit_view() -> UnitView {
             },
         ],
         code: "model.unit(\"conv3\", 7)?.view()?".into(),
+        provenance: Provenance::of(&zoo::fashion().unwrap())
+            .technique("feature-vis", "conv3:7", &FeatureVis::default())
+            .technique("unit-view", "conv3:7", &ViewOptions::default()),
     }
 }
 
@@ -324,7 +333,10 @@ fn widgets_work_in_chromium() {
     let fashion = zoo::fashion()
         .unwrap()
         .with_dataset(Dataset::fashion_mnist(Split::Test).unwrap().take(500));
-    let fv = FeatureVis::default().steps(48).cache(None);
+    let fv = FeatureVis::default().steps(48).seed(3).cache(None);
+    manifest.insert("seed".into(), serde_json::json!(fv.seed));
+    manifest.insert("steps".into(), serde_json::json!(fv.steps));
+    manifest.insert("sha256".into(), serde_json::json!(fashion.digest()));
     let gallery = fashion
         .layer("conv3")
         .unwrap()
@@ -466,4 +478,167 @@ fn a_logit_unit_view_has_every_tab() {
             _ => {}
         }
     }
+}
+
+/// The provenance in a widget's HTML: its props' `provenance`, as JSON.
+fn provenance_in(html: &str) -> serde_json::Value {
+    let start = html.find("-props\">").expect("a props element") + "-props\">".len();
+    let end = start + html[start..].find("</script>").unwrap();
+    let props: serde_json::Value = serde_json::from_str(&html[start..end]).unwrap();
+    props["provenance"].clone()
+}
+
+/// The `microscope-provenance` chunk of a saved PNG file.
+fn provenance_in_png(bytes: &[u8]) -> serde_json::Value {
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let chunk = reader
+        .info()
+        .utf8_text
+        .iter()
+        .find(|t| t.keyword == microscope::widget::export::PROVENANCE_KEY)
+        .expect("a provenance chunk");
+    serde_json::from_str(&chunk.get_text().unwrap()).unwrap()
+}
+
+/// Every widget kind that shows a result carries the provenance (model SHA-256, crate version,
+/// backend, techniques with their seed and steps) in its HTML, its page and its text; a new
+/// seed changes both the provenance and the PNG bytes, and a rerun gives the same bytes.
+#[test]
+fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
+    let model = zoo::fashion().unwrap();
+    let fv = |seed| FeatureVis::default().steps(4).seed(seed).cache(None);
+    let layer = model.layer("conv2").unwrap();
+    let gallery = |seed| {
+        let options = GalleryOptions {
+            feature_vis: fv(seed),
+            units: Some(vec![0, 1]),
+            ..Default::default()
+        };
+        layer.gallery_with(&options, &mut |_| {}, None).unwrap()
+    };
+    let view = model
+        .unit("conv2", 3)
+        .unwrap()
+        .view_with(&ViewOptions {
+            feature_vis: fv(5),
+            diversity_samples: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    let vis = |seed| fv(seed).run_units(&model, "conv2", &[0, 1]).unwrap();
+    let widgets: Vec<(&str, Box<dyn Widget>)> = vec![
+        ("LayerGraph", Box::new(model.graph().unwrap())),
+        ("LayerCard", Box::new(layer.card())),
+        ("Gallery", Box::new(gallery(5))),
+        ("UnitView", Box::new(view)),
+        ("Images", Box::new(vis(5).images())),
+    ];
+    for (kind, w) in &widgets {
+        let p = provenance_in(&w.to_html());
+        assert_eq!(p["model"], "zoo:fashion", "{kind}");
+        assert_eq!(p["model_sha256"], model.digest(), "{kind}");
+        assert_eq!(p["crate_version"], env!("CARGO_PKG_VERSION"), "{kind}");
+        assert_eq!(p["backend"], "cpu", "{kind}");
+        if *kind != "LayerGraph" && *kind != "LayerCard" {
+            let record = microscope::provenance::Provenance::param;
+            let provenance = w.provenance().unwrap();
+            assert_eq!(
+                record(provenance, "seed"),
+                Some(&serde_json::json!(5)),
+                "{kind}"
+            );
+            assert_eq!(
+                record(provenance, "steps"),
+                Some(&serde_json::json!(4)),
+                "{kind}"
+            );
+            assert!(
+                w.text().contains("seed 5 · steps 4"),
+                "{kind}: {}",
+                w.text()
+            );
+        }
+        let page = w.to_page("a page");
+        assert!(
+            page.contains("<script type=\"application/json\" id=\"microscope-provenance\">"),
+            "{kind}"
+        );
+        assert!(w.text().contains(model.digest()), "{kind}");
+    }
+
+    // Saved PNGs: the same seed twice gives the same bytes; another seed other pixels, and a
+    // provenance that names it, in the widget and in the file.
+    let dir = std::env::temp_dir().join(format!("microscope-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let save = |seed: u64, name: &str| {
+        let path = dir.join(name);
+        assert_eq!(vis(seed).save_png(&path).unwrap(), vec![path.clone()]);
+        std::fs::read(&path).unwrap()
+    };
+    let (a, again, other) = (save(1, "a.png"), save(1, "again.png"), save(2, "other.png"));
+    assert_eq!(
+        a, again,
+        "a rerun with the same seed gives the same PNG bytes"
+    );
+    assert_ne!(a, other, "another seed gives other PNG bytes");
+    assert_eq!(
+        provenance_in_png(&a),
+        provenance_in(&vis(1).images().to_html())
+    );
+    assert_eq!(
+        provenance_in_png(&other)["techniques"][0]["params"]["seed"],
+        2
+    );
+    let pixels = |seed| {
+        let images = vis(seed).images();
+        images
+            .pictures
+            .iter()
+            .map(|p| p.src.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        pixels(1),
+        pixels(1),
+        "the widget's own PNGs are the same on a rerun"
+    );
+    assert_ne!(pixels(1), pixels(2), "... and differ with the seed");
+    let (g1, g2) = (gallery(1), gallery(2));
+    assert_eq!(
+        provenance_in(&g2.to_html())["techniques"][0]["params"]["seed"],
+        2
+    );
+    assert_ne!(g1.units[0].image, g2.units[0].image);
+    assert_eq!(g1.units[0].image, gallery(1).units[0].image);
+
+    // One file per image into a directory, named after the title and caption.
+    let each = dir.join("each");
+    std::fs::create_dir_all(&each).unwrap();
+    let files = vis(1).save_png(&each).unwrap();
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("feature_visualization_of_conv2_conv2_"),
+            "{name}"
+        );
+        assert!(name.ends_with(".png"));
+    }
+
+    // A standalone page; errors name the path.
+    let page = dir.join("view.html");
+    layer.card().save_html(&page).unwrap();
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains(model.digest()));
+    let missing = dir.join("no/such/dir/fig.html");
+    let err = layer.card().save_html(&missing).unwrap_err().to_string();
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    let err = vis(1)
+        .save_png(dir.join("no/such.png"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no/such.png"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

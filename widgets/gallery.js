@@ -54,7 +54,7 @@ microscope.components.Gallery = function (root, p) {
   let open = null;
   let openUnit = null;
   const cells = p.units.map((u) => {
-    const cell = el("div", { class: "ms-cell", "data-unit": u.index, title: "unit " + u.index });
+    const cell = el("div", { class: "ms-cell", "data-unit": u.index, "data-name": p.layer + ":" + u.index, title: "unit " + u.index });
     drawCell(cell, u);
     cell.addEventListener("click", () => show(u, cell));
     return cell;

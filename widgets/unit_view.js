@@ -134,7 +134,7 @@ microscope.unitView = function (p, load) {
     tabs.appendChild(button);
     panels.appendChild(panel);
   });
-  return el("div", { class: "ms-unit" }, [
+  return el("div", { class: "ms-unit", "data-name": p.layer + ":" + p.unit }, [
     el("div", { class: "ms-bar" }, [
       el("span", { class: "ms-title", text: p.layer + ":" + p.unit }),
       el("span", { class: "ms-muted", text: p.op + " · unit " + p.unit + " of " + p.units + " · " + p.model }),

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use microscope::paths::file_names;
 use microscope::{npy, Device, DynTensor, Error, Model};
 
 #[derive(Parser)]
@@ -102,44 +103,6 @@ enum ZooAction {
 /// Loads MODEL: `zoo:NAME` or a path to an .onnx file.
 fn load(model: &Path, device: Device) -> Result<Model, Error> {
     Model::open(&model.to_string_lossy(), device)
-}
-
-/// A node name as a file name: `[A-Za-z0-9_.-]` kept, anything else becomes `_`, at most
-/// `MAX_FILE_STEM` characters.
-fn file_name(node: &str) -> String {
-    node.chars()
-        .take(MAX_FILE_STEM)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Longer names are cut (file systems take 255 bytes; room is left for a suffix and `.npy`).
-const MAX_FILE_STEM: usize = 200;
-
-/// One file stem per name, all different: a name whose file name is already taken (`a/b` and
-/// `a_b` both give `a_b`) gets the first free `_2`, `_3`, … suffix, so no output silently
-/// overwrites another.
-fn file_names(names: &[String]) -> Vec<String> {
-    let mut taken = std::collections::HashSet::new();
-    names
-        .iter()
-        .map(|name| {
-            let base = file_name(name);
-            let mut stem = base.clone();
-            let mut k = 2;
-            while !taken.insert(stem.clone()) {
-                stem = format!("{base}_{k}");
-                k += 1;
-            }
-            stem
-        })
-        .collect()
 }
 
 /// A string from a model file as one line of terminal output: control characters (escape
@@ -447,18 +410,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn output_files_never_collide() {
-        let names: Vec<String> = ["a/b", "a_b", "a b", "a_b_2", "a/b"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let stems = file_names(&names);
-        assert_eq!(stems, ["a_b", "a_b_2", "a_b_3", "a_b_2_2", "a_b_4"]);
-        let long = "x".repeat(5000);
-        assert_eq!(file_name(&long).len(), MAX_FILE_STEM);
-    }
 
     #[test]
     fn terminal_text_is_one_line_without_escape_sequences() {

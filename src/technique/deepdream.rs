@@ -14,7 +14,7 @@ use crate::model::Model;
 use crate::network::DynTensor;
 
 /// DeepDream settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct DeepDream {
     pub octaves: usize,
     /// Size ratio between successive octaves.

@@ -12,12 +12,14 @@ use super::transform::standard_transforms;
 use crate::error::{Error, Result};
 use crate::model::{Model, Unit};
 use crate::network::DynTensor;
+use crate::provenance::Provenance;
 
 /// The default number of first steps with the gradient passed through ReLUs and Clips.
 pub const REDIRECT_STEPS: usize = 16;
 
-/// Settings of a feature visualization (builder style).
-#[derive(Clone, Debug)]
+/// Settings of a feature visualization (builder style). They serialize as the technique's
+/// parameters in a [`Provenance`].
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct FeatureVis {
     pub steps: usize,
     pub seed: u64,
@@ -37,6 +39,7 @@ pub struct FeatureVis {
     /// What [`FeatureVis::render`] maximizes (any [`Objective`], composed with `+ - *`).
     pub objective: Option<Objective>,
     /// Where results are cached (`None`: always compute).
+    #[serde(skip)]
     pub cache: Option<Cache>,
 }
 
@@ -59,7 +62,7 @@ impl Default for FeatureVis {
 }
 
 /// What a feature visualization of a unit maximizes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize)]
 pub enum UnitObjective {
     /// The mean of the unit's channel over all positions ([`Objective::channels`]).
     #[default]
@@ -91,6 +94,8 @@ pub struct Visualization {
     pub activations: Vec<f32>,
     /// What was maximized, e.g. `channels(conv3:[1, 2])` or `class(logits:3) - 0.5 * ...`.
     pub objective: String,
+    /// The model and the settings that made the images.
+    pub provenance: Provenance,
 }
 
 impl FeatureVis {
@@ -202,12 +207,17 @@ impl FeatureVis {
         let objective = self.unit_objective.objective(layer, units);
         let (images, activations) =
             self.optimize(model, &objective, units.len(), progress, cancel)?;
+        let target = match units {
+            [u] => format!("{layer}:{u}"),
+            _ => format!("{layer}:{units:?}"),
+        };
         Ok(Visualization {
             layer: layer.to_string(),
             units: units.to_vec(),
             images,
             activations,
             objective: objective.name().to_string(),
+            provenance: Provenance::of(model).technique("feature-vis", &target, self),
         })
     }
 
@@ -234,6 +244,7 @@ impl FeatureVis {
             images: pixels,
             activations: values,
             objective: objective.name().to_string(),
+            provenance: Provenance::of(model).technique("feature-vis", objective.name(), self),
         })
     }
 

@@ -31,13 +31,15 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::DynTensor;
 
-/// Settings of the input attribution methods (builder style); each method reads its own.
-#[derive(Clone, Debug)]
+/// Settings of the input attribution methods (builder style); each method reads its own. They
+/// serialize as the technique's parameters in a provenance (the baseline by its shape).
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct InputAttribution {
     /// Integrated Gradients: gradients along the path (midpoint rule).
     pub steps: usize,
     /// Integrated Gradients: the image the path starts from (`[1, C, H, W]` in [0, 1]);
     /// `None`: black.
+    #[serde(serialize_with = "crate::provenance::image_shape")]
     pub baseline: Option<DynTensor>,
     /// SmoothGrad: noisy copies averaged.
     pub samples: usize,

@@ -41,6 +41,13 @@ impl std::fmt::Debug for Objective {
     }
 }
 
+/// An objective is recorded (e.g. in a provenance) by its name, which names every parameter.
+impl serde::Serialize for Objective {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
 impl Objective {
     fn new(
         name: String,

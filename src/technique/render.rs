@@ -19,7 +19,7 @@ use crate::network::DynTensor;
 use crate::optim::Adam;
 
 /// Which parameterization to optimize.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum ParamKind {
     Fft,
     Pixel,

@@ -10,6 +10,7 @@ use super::progress::ProgressDisplay;
 use super::unit_view::{TabHeader, ViewOptions, TABS};
 use crate::error::{Error, Result};
 use crate::model::Layer;
+use crate::provenance::Provenance;
 use crate::technique::FeatureVis;
 
 /// How a gallery is computed.
@@ -88,6 +89,7 @@ pub struct Gallery {
     pub cell_tab: &'static str,
     /// How the widget reaches the kernel that made it (under the microscope kernel only).
     pub live: Option<super::live::Live>,
+    pub provenance: Provenance,
 }
 
 impl Layer {
@@ -196,6 +198,11 @@ impl Layer {
                 layer: self.clone(),
                 options: options.clone(),
             })),
+            provenance: Provenance::of(self.model()).technique(
+                "feature-vis",
+                &self.name,
+                &options.feature_vis,
+            ),
         })
     }
 
@@ -306,6 +313,7 @@ pub struct LayerCard {
     pub units: usize,
     pub params: usize,
     pub code: String,
+    pub provenance: Provenance,
 }
 
 impl Layer {
@@ -319,6 +327,7 @@ impl Layer {
             units: self.units,
             params: self.params,
             code: format!("model.layer({:?})?.gallery()?", self.name),
+            provenance: Provenance::of(self.model()),
         }
     }
 

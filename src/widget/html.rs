@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::assets;
+use crate::provenance::Provenance;
 
 /// A root id unique within a page and across kernel restarts: process start time, process id
 /// and a counter.
@@ -73,15 +74,27 @@ pub fn fragment(component: &str, props: &serde_json::Value, id: &str) -> String 
     )
 }
 
-/// A standalone page with one or more fragments.
-pub fn page(title: &str, body: &str) -> String {
+/// A standalone page with one or more fragments. With `provenance`, the head carries it as JSON
+/// (`<script type="application/json" id="microscope-provenance">`), for tools that read pages.
+pub fn page(title: &str, body: &str, provenance: Option<&Provenance>) -> String {
+    let provenance = provenance
+        .map(|p| {
+            let json = serde_json::to_value(p).expect("provenance is plain data");
+            format!(
+                "<script type=\"application/json\" id=\"microscope-provenance\">{}</script>\n",
+                script_json(&json)
+            )
+        })
+        .unwrap_or_default();
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>body {{ margin: 16px; font-family: system-ui, sans-serif; }}\n\
-         @media (prefers-color-scheme: dark) {{ body {{ background: #111; color: #ddd; }} }}</style>\n\
+         <meta name=\"generator\" content=\"microscope {version}\">\n\
+         <title>{title}</title>\n{provenance}<style>{page_css}</style>\n\
          </head>\n<body>\n{body}</body>\n</html>\n",
-        escape(title)
+        version = env!("CARGO_PKG_VERSION"),
+        title = escape(title),
+        page_css = assets::PAGE_CSS,
     )
 }
 

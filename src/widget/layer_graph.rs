@@ -13,6 +13,7 @@ use super::layout::{layered, Placed};
 use crate::error::Result;
 use crate::model::Model;
 use crate::network::UnitLayout;
+use crate::provenance::Provenance;
 
 /// Size of one node box (and of a collapsed group), in SVG units.
 pub const NODE_W: f32 = 168.0;
@@ -77,6 +78,7 @@ pub struct LayerGraph {
     /// How the widget reaches the kernel that made it (under the microscope kernel only): a
     /// clicked layer's gallery is then computed on request.
     pub live: Option<super::live::Live>,
+    pub provenance: Provenance,
 }
 
 impl LayerGraph {
@@ -170,6 +172,7 @@ impl LayerGraph {
             live: super::live::register(std::sync::Arc::new(LiveGraph {
                 model: model.clone(),
             })),
+            provenance: Provenance::of(model),
         })
     }
 }

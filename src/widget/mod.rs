@@ -5,8 +5,14 @@
 //!
 //! Strings that come from model files (node names, class names) travel only inside the JSON
 //! props, which the components put into the page as text, never as markup.
+//!
+//! Every widget that shows a result carries its [`Provenance`] in its props (`provenance`): the
+//! components show it in a footer (widgets/common.js), pages embed it in their head, and text
+//! outputs end with it. Each image has a download control, and each widget one that saves it as
+//! a standalone page, in the browser; [`Widget::save_html`] and `save_png` do the same here.
 
 pub mod assets;
+pub mod export;
 pub mod gallery;
 mod html;
 pub mod image;
@@ -24,6 +30,11 @@ pub use layer_graph::LayerGraph;
 pub use progress::{Progress, ProgressDisplay};
 pub use unit_view::{UnitView, ViewOptions};
 
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::provenance::Provenance;
+
 /// A displayable widget: a front-end component and its props.
 pub trait Widget {
     /// The component in `widgets/` that draws it.
@@ -32,8 +43,13 @@ pub trait Widget {
     /// The props, as the component reads them.
     fn props(&self) -> serde_json::Value;
 
-    /// A plain-text summary (the `text/plain` fallback).
+    /// A plain-text summary (the `text/plain` fallback), ending with the provenance line.
     fn text(&self) -> String;
+
+    /// What made the widget's content (`None` for a progress bar, which shows no result).
+    fn provenance(&self) -> Option<&Provenance> {
+        None
+    }
 
     /// An HTML fragment with a fresh unique root id, for a notebook output.
     fn to_html(&self) -> String {
@@ -45,10 +61,34 @@ pub trait Widget {
         html::fragment(self.component(), &self.props(), id)
     }
 
-    /// A standalone HTML page holding the widget.
+    /// A standalone HTML page holding the widget, its provenance embedded in the head.
     fn to_page(&self, title: &str) -> String {
-        html::page(title, &self.to_html())
+        html::page(title, &self.to_html(), self.provenance())
     }
+
+    /// Writes [`Widget::to_page`] to `path`, titled by the first line of the text summary.
+    fn save_html(&self, path: impl AsRef<Path>) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let text = self.text();
+        let title: String = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        write_file(path.as_ref(), self.to_page(&title).as_bytes())
+    }
+}
+
+/// Writes `bytes` to `path`; a failure names the path.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Prints a widget the way evcxr front ends read rich output: one block per MIME type.
@@ -120,9 +160,9 @@ fn escape_controls(text: &str, keep: impl Fn(char) -> bool) -> String {
 }
 
 /// Implements [`Widget`] for a props type that serializes as the component reads it and has a
-/// `summary()` text.
+/// `summary()` text; with `provenance`, the field holding its [`Provenance`].
 macro_rules! widget {
-    ($($t:ty => $component:literal),*) => {$(
+    ($($t:ty => $component:literal $(, $provenance:ident)?);*) => {$(
         impl $crate::widget::Widget for $t {
             fn component(&self) -> &'static str {
                 $component
@@ -133,18 +173,25 @@ macro_rules! widget {
             }
 
             fn text(&self) -> String {
-                self.summary()
+                #[allow(unused_mut)]
+                let mut text = self.summary();
+                $(text.push_str(&self.$provenance.line());)?
+                text
             }
+
+            $(fn provenance(&self) -> Option<&Provenance> {
+                Some(&self.$provenance)
+            })?
         }
     )*};
 }
 
 widget!(
-    LayerGraph => "LayerGraph",
-    Gallery => "Gallery",
-    UnitView => "UnitView",
-    LayerCard => "LayerCard",
-    Images => "Images",
+    LayerGraph => "LayerGraph", provenance;
+    Gallery => "Gallery", provenance;
+    UnitView => "UnitView", provenance;
+    LayerCard => "LayerCard", provenance;
+    Images => "Images", provenance;
     Progress => "Progress"
 );
 

@@ -12,6 +12,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Model, Unit};
 use crate::network::DynTensor;
+use crate::provenance::Provenance;
 use crate::technique::attribution::{attribution, Target};
 use crate::technique::caricature::Caricature;
 use crate::technique::dataset_examples::{DatasetExamples, Example, UnitExamples};
@@ -22,9 +23,11 @@ use crate::technique::weights::{
 };
 use crate::technique::{FeatureVis, Visualization};
 
-/// What a unit view computes, and how.
-#[derive(Clone, Debug)]
+/// What a unit view computes, and how. They serialize as the view's parameters in its
+/// provenance (the feature visualization's settings as a record of their own, first).
+#[derive(Clone, Debug, Serialize)]
 pub struct ViewOptions {
+    #[serde(skip)]
     pub feature_vis: FeatureVis,
     /// Images in the diversity tab (0: none).
     pub diversity_samples: usize,
@@ -37,10 +40,12 @@ pub struct ViewOptions {
     pub weights: usize,
     /// The image for the attribution tab (`[1, C, H, W]` in [0, 1]); by default the unit's top
     /// dataset example, or its feature visualization without a dataset.
+    #[serde(serialize_with = "crate::provenance::image_shape")]
     pub attribution_image: Option<DynTensor>,
     /// The image for the caricature tab (`[1, C, S, S]` in [0, 1]); by default the unit's top
     /// dataset example, or its feature visualization without a dataset. Its steps, seed and
     /// cache are those of `feature_vis`.
+    #[serde(serialize_with = "crate::provenance::image_shape")]
     pub caricature_image: Option<DynTensor>,
     /// The attribution tab's input attributions (every method of
     /// [`crate::technique::input_attribution::METHODS`]).
@@ -184,6 +189,7 @@ pub struct UnitView {
     pub units: usize,
     pub tabs: Vec<Tab>,
     pub code: String,
+    pub provenance: Provenance,
 }
 
 fn planar<'a>(data: &'a [f32], dims: &[usize]) -> Planar<'a> {
@@ -516,10 +522,14 @@ impl Unit {
             units: layer.units,
             tabs,
             code: format!("model.unit({name:?}, {u})?.view()?"),
+            provenance: Provenance::of(model)
+                .technique("feature-vis", &self.to_string(), &options.feature_vis)
+                .technique("unit-view", &self.to_string(), options),
         })
     }
 }
 
+/// An attribution image in a provenance: its shape (the pixels are the user's).
 fn no_dataset() -> Body {
     Body::Unavailable {
         reason: "No dataset attached: use model.with_dataset(Dataset::…) first.".into(),

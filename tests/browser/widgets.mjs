@@ -4,7 +4,9 @@
 // matches; each unit-view tab shows its own panel, and the attribution tab's method selector
 // shows one method's heatmap at a time; gallery hover enlarges and sorting sorts; no page logs
 // a console error or fetches anything from the network; hostile node names render as text and
-// run nothing. Saves light and dark screenshots of the three widgets.
+// run nothing. Export: every image has a download control for its PNG, the provenance footer
+// shows the seed and expands to the record, and "save page" downloads a standalone page that
+// works on its own. Saves light and dark screenshots of the three widgets.
 import { chromium } from "playwright-core";
 import { watchProblems } from "./lab.mjs";
 import fs from "node:fs";
@@ -34,6 +36,38 @@ async function open(file, scheme) {
 async function done(file, o) {
   check(o.problems.length === 0, `${file}: no console errors or network requests ${o.problems.join("; ")}`);
   await o.context.close();
+}
+
+// Every PNG image has a download link to the same PNG, with a safe file name.
+async function downloadsOnEveryImage(page, file) {
+  const images = await page.$$eval(".microscope-root img", (imgs) => imgs.filter((i) => i.src.startsWith("data:image/png")).map((i) => {
+    const a = i.parentElement.querySelector(":scope > a.ms-download");
+    return { ok: !!a && a.href === i.src, name: a ? a.getAttribute("download") : "" };
+  }));
+  const bad = images.filter((i) => !i.ok || !/^[A-Za-z0-9_.-]+\.png$/.test(i.name));
+  check(images.length > 0 && bad.length === 0, `${file}: each of ${images.length} images has a PNG download link with a safe name (${bad.length} without${bad.length ? ": " + bad[0].name : ""})`);
+  return images;
+}
+
+// The provenance footer: visible, naming the seed and steps, and expanding to the record.
+async function footer(page, file, want) {
+  const line = page.locator(".microscope-root > .ms-provenance .ms-provenance-line").first();
+  const text = (await line.isVisible()) ? await line.textContent() : "";
+  check(want.every((w) => text.includes(w)), `${file}: the provenance footer shows ${want.join(", ")} (${text})`);
+  await line.click();
+  const record = JSON.parse(await page.locator(".microscope-root > .ms-provenance .ms-provenance-record").first().textContent());
+  check(record.model_sha256 === manifest.sha256, `${file}: ... and expands to the full record`);
+  await line.click();
+}
+
+// "save page": downloads the widget as a page, which is written next to the others and opened.
+async function savePage(page, file) {
+  const [download] = await Promise.all([page.waitForEvent("download"), page.locator(".ms-save-page").first().click()]);
+  const name = download.suggestedFilename();
+  check(/^[A-Za-z0-9_.-]+\.html$/.test(name), `${file}: save page downloads ${name}`);
+  const saved = "saved_" + file;
+  await download.saveAs(path.join(pages, saved));
+  return saved;
 }
 
 async function shot(o, name, scheme) {
@@ -113,6 +147,18 @@ for (const scheme of ["light", "dark"]) {
     check((await page.textContent('.ms-gallery-detail .ms-panel[data-tab="weights"]')).includes('model.unit("conv3", 5)?.view()?'),
       "gallery: ... whose tabs the gallery did not compute say how to compute them");
     await page.locator('.ms-cell[data-unit="5"]').click();
+    await downloadsOnEveryImage(page, "gallery.html");
+    await footer(page, "gallery.html", ["seed " + manifest.seed, "steps " + manifest.steps, manifest.sha256.slice(0, 12)]);
+    const three = page.locator('.ms-cell[data-unit="3"]');
+    await three.hover();
+    const [png] = await Promise.all([page.waitForEvent("download"), three.locator("a.ms-download").click()]);
+    check(png.suggestedFilename() === "conv3_3-unit_3.png", `gallery: a cell's download is its PNG (${png.suggestedFilename()})`);
+    check(!(await page.locator(".ms-gallery-detail").isVisible()), "gallery: ... and does not open the unit");
+    const saved = await savePage(page, "gallery.html");
+    const s = await open(saved, "light");
+    check((await s.page.locator(".ms-cell img").count()) === (await page.locator(".ms-cell img").count()), `${saved}: the saved page shows the same cells`);
+    await footer(s.page, saved, ["seed " + manifest.seed]);
+    await done(saved, s);
   }
   await page.locator('.ms-cell[data-unit="7"]').click();
   await page.mouse.move(0, 0);
@@ -150,7 +196,18 @@ for (const scheme of ["light", "dark"]) {
       if (shown.length) drawn.add(shown[0][1]);
     }
     check(drawn.size === methods.length, `unit view: the ${methods.length} methods draw ${drawn.size} different heatmaps`);
+    const boxes = await page.$$eval('.ms-panel[data-tab="attribution"] .ms-overlay img', (is) => is.map((i) => { const r = i.getBoundingClientRect(); return r.x + "," + r.y; }));
+    check(boxes.length === 2 && boxes[0] === boxes[1], `unit view: the attribution heatmap lies on its image, download controls and all (${boxes.join(" / ")})`);
     await page.click('.ms-tab[data-tab="feature-vis"]');
+    const images = await downloadsOnEveryImage(page, "unit.html");
+    check(images.some((i) => i.name.startsWith("conv3_7-feature-vis-positive")), `unit view: images are named after unit, tab and image (${images[0].name})`);
+    await footer(page, "unit.html", ["seed " + manifest.seed, "steps " + manifest.steps]);
+    const saved = await savePage(page, "unit.html");
+    const s = await open(saved, "light");
+    check((await s.page.locator(".ms-tab").count()) === manifest.tabs.length, `${saved}: the saved page has every tab`);
+    await downloadsOnEveryImage(s.page, saved);
+    await footer(s.page, saved, ["seed " + manifest.seed]);
+    await done(saved, s);
   }
   await shot(o, "unit", scheme);
   await done("unit.html", o);
@@ -168,6 +225,15 @@ for (const file of ["hostile_graph.html", "hostile_unit.html"]) {
   const text = await page.evaluate(() => document.body.innerText + Array.from(document.querySelectorAll("title")).map((t) => t.textContent).join(" "));
   const shown = manifest.hostile.filter((h) => text.includes(h) || text.includes(h.slice(0, 20)));
   check(shown.length > 0, `${file}: the names appear as text (${shown.length} of ${manifest.hostile.length})`);
+  if (file === "hostile_unit.html") {
+    await downloadsOnEveryImage(page, file);
+    const saved = await savePage(page, file);
+    const s = await open(saved, "light");
+    await s.page.waitForTimeout(200);
+    check(await s.page.evaluate(() => window.__pwned) === undefined, `${saved}: no script from node names ran in the saved page`);
+    check((await s.page.locator("img[src=x], b[onmouseover]").count()) === 0, `${saved}: no element from node names exists`);
+    await done(saved, s);
+  }
   await done(file, o);
 }
 
