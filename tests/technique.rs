@@ -103,14 +103,10 @@ fn feature_visualization_beats_the_best_test_image_on_every_unit() {
     let mut failures = Vec::new();
     for (layer, best) in layers.iter().zip(&best) {
         let units: Vec<usize> = (0..best.len()).collect();
-        let mut fv = FeatureVis::default().cache(None);
-        if let Ok(v) = std::env::var("RS") {
-            fv = fv.redirect_steps(v.parse().unwrap());
-        }
-        if let Ok(v) = std::env::var("ST") {
-            fv = fv.steps(v.parse().unwrap());
-        }
-        let vis = fv.run_units(&model, layer, &units).unwrap();
+        let vis = FeatureVis::default()
+            .cache(None)
+            .run_units(&model, layer, &units)
+            .unwrap();
         let wins = units
             .iter()
             .filter(|&&u| vis.activations[u] > best[u])

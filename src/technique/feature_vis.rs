@@ -14,8 +14,11 @@ use crate::model::{Model, Unit};
 use crate::network::DynTensor;
 use crate::provenance::Provenance;
 
-/// The default number of first steps with the gradient passed through ReLUs and Clips.
-pub const REDIRECT_STEPS: usize = 16;
+/// By default, the first `steps / REDIRECT_SHARE` steps pass the gradient through ReLUs and
+/// Clips. Measured on zoo:fashion's conv3:16 (512 steps, three seeds): activation 0.06 without,
+/// 0.32–0.39 with 16 steps, 0.55–0.67 with 64, 0.62–0.67 with 128, and with all 512 steps one
+/// seed ends at −1.16: the identity's gradient is a guide for the start, not for the end.
+pub const REDIRECT_SHARE: usize = 8;
 
 /// Settings of a feature visualization (builder style). They serialize as the technique's
 /// parameters in a [`Provenance`].
@@ -31,8 +34,9 @@ pub struct FeatureVis {
     /// Weight of Lucid's diversity term (0: off). Only meaningful for several images per unit.
     pub diversity: f32,
     /// The first steps whose gradient passes through ReLUs and Clips (see
-    /// [`RenderConfig::redirect_steps`]); 0: none.
-    pub redirect_steps: usize,
+    /// [`RenderConfig::redirect_steps`]); `None`: an eighth of the steps
+    /// ([`REDIRECT_SHARE`]); `Some(0)`: none.
+    pub redirect_steps: Option<usize>,
     /// What "a unit" means in [`FeatureVis::run`] and [`FeatureVis::run_units`] (and so in
     /// galleries and unit views): its channel's mean, or its centre neuron.
     pub unit_objective: UnitObjective,
@@ -53,7 +57,7 @@ impl Default for FeatureVis {
             size: None,
             param: ParamKind::Fft,
             diversity: 0.0,
-            redirect_steps: REDIRECT_STEPS,
+            redirect_steps: None,
             unit_objective: UnitObjective::Channel,
             objective: None,
             cache: Cache::default_location(),
@@ -145,8 +149,15 @@ impl FeatureVis {
 
     /// The first steps whose gradient passes through ReLUs and Clips (0: none).
     pub fn redirect_steps(mut self, steps: usize) -> Self {
-        self.redirect_steps = steps;
+        self.redirect_steps = Some(steps);
         self
+    }
+
+    /// The steps that pass the gradient through ReLUs and Clips, as set or by default.
+    pub fn redirected(&self) -> usize {
+        self.redirect_steps
+            .unwrap_or(self.steps / REDIRECT_SHARE)
+            .min(self.steps)
     }
 
     /// Uses `cache` for results (`None`: no caching).
@@ -166,7 +177,11 @@ impl FeatureVis {
             what.to_string(),
             format!(
                 "{batch}/{}/{}/{}/{}/{}",
-                self.steps, self.seed, self.negative, self.learning_rate, self.redirect_steps
+                self.steps,
+                self.seed,
+                self.negative,
+                self.learning_rate,
+                self.redirected()
             ),
             format!(
                 "{size}/{:?}/{}{}",
@@ -297,7 +312,7 @@ impl FeatureVis {
             size,
             param: self.param,
             transforms,
-            redirect_steps: self.redirect_steps,
+            redirect_steps: self.redirected(),
             context: None,
         };
         let key = self.key(model, objective.name(), batch, size, fixed);

@@ -196,8 +196,10 @@ for (const scheme of ["light", "dark"]) {
       if (shown.length) drawn.add(shown[0][1]);
     }
     check(drawn.size === methods.length, `unit view: the ${methods.length} methods draw ${drawn.size} different heatmaps`);
-    const boxes = await page.$$eval('.ms-panel[data-tab="attribution"] .ms-overlay img', (is) => is.map((i) => { const r = i.getBoundingClientRect(); return r.x + "," + r.y; }));
-    check(boxes.length === 2 && boxes[0] === boxes[1], `unit view: the attribution heatmap lies on its image, download controls and all (${boxes.join(" / ")})`);
+    // Every overlay (the layer attribution's, the input attributions') draws its visible
+    // heatmap exactly on its image.
+    const overlays = await page.$$eval('.ms-panel[data-tab="attribution"] .ms-overlay', (os) => os.map((o) => [...o.querySelectorAll("img")].filter((i) => i.offsetParent !== null).map((i) => { const r = i.getBoundingClientRect(); return r.x + "," + r.y; })));
+    check(overlays.length === 2 && overlays.every((b) => b.length === 2 && b[0] === b[1]), `unit view: each attribution heatmap lies on its image, download controls and all (${overlays.map((b) => b.join(" / ")).join(" | ")})`);
     await page.click('.ms-tab[data-tab="feature-vis"]');
     const images = await downloadsOnEveryImage(page, "unit.html");
     check(images.some((i) => i.name.startsWith("conv3_7-feature-vis-positive")), `unit view: images are named after unit, tab and image (${images[0].name})`);
