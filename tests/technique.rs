@@ -131,6 +131,40 @@ fn feature_visualization_beats_the_best_test_image_on_every_unit() {
     );
 }
 
+/// A first-layer unit (a linear filter on pixels) has a known near-best input: a uniform image,
+/// black when its taps sum below zero, white otherwise (all but the border rows see every tap).
+/// The default recipe gets within 10% of it (measured: 0.917 of it at worst, on conv1:15).
+#[test]
+fn feature_visualization_reaches_a_first_layer_filters_best_input() {
+    let model = zoo::fashion().unwrap();
+    let units: Vec<usize> = (0..32).collect();
+    let vis = FeatureVis::default()
+        .cache(None)
+        .run_units(&model, "conv1", &units)
+        .unwrap();
+    let uniform = |v: f32| {
+        let x = microscope::network::DynTensor::from_host(
+            &vec![v; 784 * units.len()],
+            &[units.len(), 1, 28, 28],
+            Device::cpu().burn(),
+        );
+        microscope::technique::objective::unit_activations(&model, "conv1", &units, &x).unwrap()
+    };
+    let (black, white) = (uniform(0.0), uniform(1.0));
+    for &u in &units {
+        let best = black[u].max(white[u]);
+        println!(
+            "conv1:{u}: feature vis {:.3}, best uniform image {best:.3}",
+            vis.activations[u]
+        );
+        assert!(
+            vis.activations[u] >= best - 0.1 * best.abs(),
+            "conv1:{u}: {} against {best}",
+            vis.activations[u]
+        );
+    }
+}
+
 /// Lucid's `+ - *` composition: a combined objective's value is that combination of its parts'
 /// values, on the same activations.
 #[test]
@@ -245,7 +279,6 @@ fn a_caricature_points_the_way_its_image_does() {
             .unwrap();
         let result = Caricature::default()
             .cache(None)
-            .steps(256)
             .run(&model.layer(layer).unwrap(), &image)
             .unwrap();
         let (a, b) = (image.to_vec(), result.caricature.to_vec());
