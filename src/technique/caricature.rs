@@ -135,7 +135,7 @@ impl Caricature {
                 "{}/{}/{}/{:?}",
                 self.steps, self.seed, self.learning_rate, self.param
             ),
-            &model.network().device().kind().to_string(),
+            model.network().device().kind(),
         ]);
         let device = model.network().device().burn().clone();
         let cached = self
