@@ -108,7 +108,7 @@ tests/user_path.sh
 
 # One test is left to run by hand: the class visualizations of the ImageNet model at Lucid's 512
 # steps (`cargo test --test imagenet class_vis -- --nocapture`) take 12 minutes on 2 cores, which
-# would take this run past CI's limit. Measured: 9 of 10 classes top-1 (256 steps: 7 of 10).
+# would take this run past CI's limit. Measured: 8 of 10 classes top-1 (2026-12-02, with the spectrum DC boost; 9 of 10 before it).
 step "cargo test"
 MICROSCOPE_KERNEL_TEST_DATA_DIR="$MICROSCOPE_USER_PATH_DIR/jupyter" \
   cargo test --workspace -- --nocapture --skip class_visualizations_are_classified_as_their_class
