@@ -560,6 +560,23 @@ fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
                 w.text()
             );
         }
+        if *kind == "UnitView" {
+            // Every tab's technique with settings of its own is on record: the caricature's
+            // weighting too, with the feature visualization's seed and steps.
+            let names: Vec<&str> = p["techniques"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, ["feature-vis", "caricature", "unit-view"]);
+            let caricature = &p["techniques"][1]["params"];
+            assert_eq!(
+                (&caricature["seed"], &caricature["steps"]),
+                (&serde_json::json!(5), &serde_json::json!(4))
+            );
+            assert_eq!(caricature["cossim_pow"], 4.0);
+        }
         let page = w.to_page("a page");
         assert!(
             page.contains("<script type=\"application/json\" id=\"microscope-provenance\">"),

@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::model::{Layer, Model};
 use crate::network::DynTensor;
 
-/// Settings of a caricature (builder style).
-#[derive(Clone, Debug)]
+/// Settings of a caricature (builder style). They serialize as a provenance records them.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Caricature {
     pub steps: usize,
     pub seed: u64,
@@ -30,6 +30,7 @@ pub struct Caricature {
     pub cossim_pow: f32,
     pub param: ParamKind,
     /// Where results are cached (`None`: always compute).
+    #[serde(skip)]
     pub cache: Option<Cache>,
 }
 

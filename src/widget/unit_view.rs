@@ -524,6 +524,7 @@ impl Unit {
             code: format!("model.unit({name:?}, {u})?.view()?"),
             provenance: Provenance::of(model)
                 .technique("feature-vis", &self.to_string(), &options.feature_vis)
+                .technique("caricature", &self.to_string(), &caricature_of(options))
                 .technique("unit-view", &self.to_string(), options),
         })
     }
@@ -641,14 +642,24 @@ fn examples_tab(model: &Model, data: &Dataset, ex: &UnitExamples) -> Result<Body
     })
 }
 
-fn caricature_tab(unit: &Unit, options: &ViewOptions, image: &DynTensor) -> Result<Body> {
-    let first = DynTensor::new(image.to_rank::<4>()?.narrow(0, 0, 1));
+/// The caricature tab's settings: the feature visualization's steps, seed and cache.
+fn caricature_of(options: &ViewOptions) -> Caricature {
     let fv = &options.feature_vis;
-    let result = Caricature::default()
+    Caricature::default()
         .steps(fv.steps)
         .seed(fv.seed)
         .cache(fv.cache.clone())
-        .run_with(unit.model(), unit.layer(), &first, &mut |_| {}, None)?;
+}
+
+fn caricature_tab(unit: &Unit, options: &ViewOptions, image: &DynTensor) -> Result<Body> {
+    let first = DynTensor::new(image.to_rank::<4>()?.narrow(0, 0, 1));
+    let result = caricature_of(options).run_with(
+        unit.model(),
+        unit.layer(),
+        &first,
+        &mut |_| {},
+        None,
+    )?;
     Ok(Body::Caricature {
         image: Picture {
             src: first_png(&result.image),
