@@ -659,3 +659,39 @@ fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
     assert!(err.contains("no/such.png"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The tour explains the unit view's tabs in a table: it names every tab the view has, so a new
+/// tab cannot go unexplained.
+#[test]
+fn the_tours_table_of_tabs_names_every_tab() {
+    let tour = std::fs::read_to_string(root().join("notebooks/01-tour.ipynb")).unwrap();
+    let tour: serde_json::Value = serde_json::from_str(&tour).unwrap();
+    let table = tour["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["source"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap())
+                .collect::<String>()
+        })
+        .find(|text| text.contains("| tab | what it shows |"))
+        .expect("the tour's table of tabs");
+    let tabs = microscope::widget::unit_view::TABS;
+    for spec in tabs {
+        assert!(
+            table.contains(&format!("| **{}** |", spec.title)),
+            "the tour's table does not name the {} tab",
+            spec.title
+        );
+    }
+    let count = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    assert!(
+        table.contains(&format!("computes {} tabs", count[tabs.len()])),
+        "the tour says how many tabs there are: {} now",
+        tabs.len()
+    );
+}
