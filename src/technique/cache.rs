@@ -19,16 +19,30 @@ pub use crate::paths::CACHE_ENV;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cache {
     dir: PathBuf,
+    /// Whether writes keep it under its size limit ([`max_bytes`]); a store keeps everything.
+    evicting: bool,
 }
 
 impl Cache {
     /// The cache folder ([`crate::paths::cache_root`]); `None` when none can be found.
     pub fn default_location() -> Option<Cache> {
-        crate::paths::cache_root().map(|dir| Cache { dir })
+        crate::paths::cache_root().map(Cache::at)
     }
 
     pub fn at(dir: impl Into<PathBuf>) -> Cache {
-        Cache { dir: dir.into() }
+        Cache {
+            dir: dir.into(),
+            evicting: true,
+        }
+    }
+
+    /// A store at `dir`: the same format, but nothing is ever evicted (an atlas's results,
+    /// which processes on several machines fill and which a later run reads back).
+    pub fn store(dir: impl Into<PathBuf>) -> Cache {
+        Cache {
+            dir: dir.into(),
+            evicting: false,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -77,8 +91,9 @@ impl Cache {
     }
 
     /// Stores `payload` under `key`, atomically: written to a temporary file of this writer's
-    /// own (process, thread and call), then renamed, so concurrent writers of one key each
-    /// leave an intact entry. Now and then the least recently used entries go while the cache
+    /// own (process, call and clock, so that processes of one id on two machines sharing the
+    /// folder differ too), then renamed, so concurrent writers of one key each leave an intact
+    /// entry. Now and then the least recently used entries go while the cache
     /// is over its size limit ([`max_bytes`]).
     pub fn put(&self, key: &str, payload: &[u8]) -> Result<()> {
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -92,7 +107,10 @@ impl Cache {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(".{key}.{}.{n}.tmp", std::process::id()));
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp = dir.join(format!(".{key}.{}.{n}.{clock:x}.tmp", std::process::id()));
         let mut bytes = Vec::with_capacity(40 + payload.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&Sha256::digest(payload));
@@ -104,7 +122,7 @@ impl Cache {
         // The walk over every entry is done on the first and every 64th write of a process, so
         // a long run (an atlas) does not walk the cache once per result; the limit may be
         // passed by that many entries meanwhile.
-        if n.is_multiple_of(64) {
+        if self.evicting && n.is_multiple_of(64) {
             self.evict(max_bytes());
         }
         Ok(())
