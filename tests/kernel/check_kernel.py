@@ -30,6 +30,7 @@ import re
 import socket
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 
@@ -69,6 +70,13 @@ def run_notebooks(src, out):
             client.execute()
         except Exception as e:  # report and keep going with the other notebooks
             check(False, f"{name}: runs without errors ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            # nbclient's message names no cell: show the failed cell's code and its error.
+            for i, cell in enumerate(nb.cells):
+                failed = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+                if failed:
+                    print(f"  cell {i}:\n" + textwrap.indent(cell.source, "    | "))
+                    for o in failed:
+                        print(textwrap.indent(f"{o.get('ename')}: {o.get('evalue')}", "    ! "))
             nbformat.write(nb, os.path.join(out, name))
             continue
         nbformat.write(nb, os.path.join(out, name))
