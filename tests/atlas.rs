@@ -4,7 +4,11 @@
 //! same byte for byte, the merge run computes nothing, and the killed shard loses nothing and
 //! recomputes only what was missing. Then, in headless Chromium from file://, a click on a
 //! layer in the graph and on a unit in its gallery reach the unit's page, whose tabs work, and
-//! every page mounts without errors.
+//! every page mounts without errors. The README's Slurm array script gives the same site on a
+//! one-node cluster the test starts, and its Kubernetes manifest asks for as many shards as
+//! it runs.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -96,7 +100,7 @@ fn watch_progress(child: &mut Child) -> std::sync::mpsc::Receiver<usize> {
                 break;
             }
             text.push_str(&String::from_utf8_lossy(&buf[..n]));
-            // `\ratlas: 3/32 units · …`
+            // `atlas: 3/32 units · …` lines (every 10 s when stderr is not a terminal)
             if let Some(done) = text
                 .rsplit("atlas: ")
                 .next()
@@ -212,6 +216,17 @@ fn an_atlas_is_the_same_in_one_process_or_in_shards_and_its_links_work() {
         assert!(!html.contains("file://") && !html.contains(&*root.to_string_lossy()));
     }
 
+    // The README's Slurm array script and merge job, on a one-node cluster.
+    let start = Instant::now();
+    let slurm = root.join("slurm-site");
+    atlas_through_slurm(&root, &slurm);
+    let c = files(&slurm);
+    assert_eq!(names(&a), names(&c), "the Slurm run's site holds other files");
+    for (path, bytes) in &a {
+        assert!(&c[path] == bytes, "{} differs after Slurm", path.display());
+    }
+    println!("the README's Slurm array job and merge: {:.1?}", start.elapsed());
+
     let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let out = Command::new("node")
         .arg(browser.join("atlas.mjs"))
@@ -224,4 +239,347 @@ fn an_atlas_is_the_same_in_one_process_or_in_shards_and_its_links_work() {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "browser checks failed");
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Unless told which layers, an atlas shows those with units of their own: a Flatten or a Reshape
+/// of a layer repeats its units, and a Shape (with what is computed from it alone) has no
+/// gradient toward the image to visualize.
+#[test]
+fn an_atlas_leaves_out_layers_without_units_of_their_own() {
+    use support::{model, node, random, value_info};
+    let bytes = model(
+        vec![
+            node("Conv", "conv", &["x", "w", "b"], &["c"], vec![]),
+            node("Relu", "relu", &["c"], &["r"], vec![]),
+            node("Shape", "shape", &["r"], &["s"], vec![]),
+            node("Reshape", "reshape", &["r", "s"], &["r2"], vec![]),
+            node("Flatten", "flatten", &["r2"], &["f"], vec![]),
+        ],
+        vec![random("w", &[4, 2, 3, 3], 1, 0.5), random("b", &[4], 2, 0.1)],
+        value_info("x", &[1, 2, 8, 8]),
+        "f",
+    );
+    let path = std::env::temp_dir().join(format!("microscope-atlas-layers-{}.onnx", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    let m = microscope::Model::load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let ops: Vec<String> = microscope::atlas::default_layers(&m)
+        .unwrap()
+        .iter()
+        .map(|name| m.layer(name).unwrap().op)
+        .collect();
+    assert_eq!(ops, ["Conv", "Relu"]);
+    let f = microscope::zoo::fashion().unwrap();
+    let fashion: Vec<String> = microscope::atlas::default_layers(&f)
+        .unwrap()
+        .iter()
+        .map(|name| f.layer(name).unwrap().op)
+        .collect();
+    assert!(!fashion.iter().any(|op| op == "Flatten"), "{fashion:?}");
+    assert!(fashion.iter().filter(|op| *op == "Conv").count() == 3, "{fashion:?}");
+}
+
+/// An atlas of a model whose node names are markup and script: every file and folder name is
+/// plain (letters, digits, `_`, `-`, `.`), and in Chromium every page mounts with nothing from
+/// the names run or turned into elements.
+#[test]
+fn an_atlas_of_hostile_names_has_plain_file_names_and_runs_no_script() {
+    let root = std::env::temp_dir().join(format!("microscope-atlas-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let model = root.join("hostile.onnx");
+    std::fs::write(&model, support::hostile_names_model()).unwrap();
+    let site = root.join("site");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_microscope"));
+    c.arg("atlas")
+        .arg(&model)
+        .args(["--steps", "2", "--batch", "4", "--out"])
+        .arg(&site)
+        .env("MICROSCOPE_CACHE", root.join("cache"));
+    let stdout = run(c);
+    let [_, units, ..] = report(&stdout);
+    assert_eq!(units, 16, "four layers of 4 units: {stdout}");
+    let all = files(&site);
+    for path in all.keys() {
+        for part in path.components() {
+            let part = part.as_os_str().to_string_lossy();
+            assert!(
+                part.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+                    && !part.starts_with('.'),
+                "{} is not a plain name",
+                path.display()
+            );
+        }
+        if path.extension().is_some_and(|e| e == "html") {
+            let html = String::from_utf8_lossy(&all[path]);
+            for name in support::HOSTILE {
+                assert!(!html.contains(name), "{} holds {name:?} as it is", path.display());
+            }
+        }
+    }
+    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let out = Command::new("node")
+        .arg(browser.join("atlas.mjs"))
+        .arg(&site)
+        .arg("--hostile")
+        .output()
+        .expect("node is installed (tests/run.sh installs it)");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser checks failed");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A one-node Slurm cluster in a folder of its own (Debian's `slurm-wlm` and `munge`, which
+/// tests/run.sh installs): munged, slurmctld and slurmd in the foreground, on free ports, with
+/// no cgroups or accounting; stopped when dropped. Jobs run as the test's user, with its
+/// environment.
+struct Slurm {
+    conf: PathBuf,
+    daemons: Vec<Child>,
+}
+
+impl Slurm {
+    fn start(dir: &Path) -> Slurm {
+        for tool in ["munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo"] {
+            assert!(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("command -v {tool}"))
+                    .output()
+                    .is_ok_and(|o| o.status.success()),
+                "{tool} is not installed (tests/run.sh installs Debian's slurm-wlm and munge)"
+            );
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let at = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let host = host.trim().split('.').next().unwrap().to_string();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let conf = dir.join("slurm.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "ClusterName=microscope\n\
+                 SlurmctldHost={host}(127.0.0.1)\n\
+                 SlurmctldPort={ctld}\n\
+                 SlurmdPort={d}\n\
+                 SlurmUser=root\n\
+                 SlurmdUser=root\n\
+                 AuthType=auth/munge\n\
+                 AuthInfo=socket={socket}\n\
+                 StateSaveLocation={state}\n\
+                 SlurmdSpoolDir={spool}\n\
+                 SlurmctldPidFile={ctld_pid}\n\
+                 SlurmdPidFile={d_pid}\n\
+                 SlurmctldLogFile={ctld_log}\n\
+                 SlurmdLogFile={d_log}\n\
+                 ProctrackType=proctrack/linuxproc\n\
+                 TaskPlugin=task/none\n\
+                 JobAcctGatherType=jobacct_gather/none\n\
+                 MpiDefault=none\n\
+                 SelectType=select/cons_tres\n\
+                 SelectTypeParameters=CR_CPU\n\
+                 ReturnToService=2\n\
+                 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN\n\
+                 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
+                ctld = port(),
+                d = port(),
+                socket = at("munge.socket"),
+                state = at("state"),
+                spool = at("spool"),
+                ctld_pid = at("slurmctld.pid"),
+                d_pid = at("slurmd.pid"),
+                ctld_log = at("slurmctld.log"),
+                d_log = at("slurmd.log"),
+            ),
+        )
+        .unwrap();
+        let key = at("munge.key");
+        let made = Command::new("mungekey")
+            .args(["--create", "--keyfile", &key])
+            .status()
+            .unwrap();
+        assert!(made.success(), "mungekey failed");
+        let spawn = |program: &str, args: &[&str]| {
+            Command::new(program)
+                .args(args)
+                .env("SLURM_CONF", &conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{program}: {e}"))
+        };
+        let mut slurm = Slurm {
+            conf: conf.clone(),
+            daemons: Vec::new(),
+        };
+        // munged refuses root without --force; -F keeps it in the foreground.
+        slurm.daemons.push(spawn(
+            "munged",
+            &[
+                "-F",
+                "--force",
+                "--key-file",
+                &key,
+                "--socket",
+                &at("munge.socket"),
+                "--pid-file",
+                &at("munged.pid"),
+                "--log-file",
+                &at("munged.log"),
+                "--seed-file",
+                &at("munge.seed"),
+            ],
+        ));
+        let conf_arg = conf.to_string_lossy().into_owned();
+        slurm
+            .daemons
+            .push(spawn("slurmctld", &["-D", "-f", &conf_arg]));
+        slurm.daemons.push(spawn("slurmd", &["-D", "-f", &conf_arg]));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = slurm.command("sinfo").args(["-h", "-o", "%T"]).output().unwrap();
+            if String::from_utf8_lossy(&state.stdout).trim() == "idle" {
+                break slurm;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Slurm node is not idle after 60 s: {}; slurmctld.log: {}; slurmd.log: {}",
+                String::from_utf8_lossy(&state.stderr),
+                std::fs::read_to_string(at("slurmctld.log")).unwrap_or_default(),
+                std::fs::read_to_string(at("slurmd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// A Slurm client command (sbatch, sinfo) of this cluster.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("SLURM_CONF", &self.conf);
+        c
+    }
+}
+
+impl Drop for Slurm {
+    fn drop(&mut self) {
+        for d in self.daemons.iter_mut().rev() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}
+
+/// The README's code block that starts with `first_line`.
+fn readme_block(first_line: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .unwrap();
+    let start = readme
+        .find(&format!("```bash\n{first_line}"))
+        .unwrap_or_else(|| panic!("README.md has no bash block starting with {first_line:?}"));
+    let body = &readme[start + "```bash\n".len()..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// Renders SETTINGS' atlas into `out` as the README says to on Slurm: its `atlas.sbatch` as an
+/// array job of three tasks, then its merge job, on a one-node cluster started here.
+fn atlas_through_slurm(root: &Path, out: &Path) {
+    let slurm = Slurm::start(&root.join("slurm"));
+    let script = root.join("atlas.sbatch");
+    std::fs::write(&script, readme_block("#!/bin/bash\n#SBATCH --job-name=atlas")).unwrap();
+    let submit = readme_block("export MODEL=");
+    let merge = submit
+        .lines()
+        .find_map(|l| l.strip_prefix("sbatch --dependency=afterok:$job --wrap "))
+        .expect("the README's merge line")
+        .trim_matches('\'')
+        .to_string();
+    let bin = Path::new(env!("CARGO_BIN_EXE_microscope")).parent().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let options = SETTINGS[1..].join(" ");
+    let job = |args: &[&str]| {
+        let out = slurm
+            .command("sbatch")
+            .args(["--parsable", "--wait", "--chdir"])
+            .arg(root)
+            .args(args)
+            .env("MODEL", SETTINGS[0])
+            .env("OUT", out)
+            .env("OPTIONS", &options)
+            .env("PATH", &path)
+            .env("MICROSCOPE_CACHE", out.with_extension("cache"))
+            .output()
+            .unwrap();
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let logs: String = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        assert!(
+            out.status.success(),
+            "sbatch {args:?}: {}; logs: {logs}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        id
+    };
+    // The script's own array is 0-7; three tasks here, as `sbatch --array` overrides it.
+    let id = job(&[
+        "--array=0-2",
+        "--output=atlas-%A-%a.log",
+        &script.to_string_lossy(),
+    ]);
+    job(&[
+        &format!("--dependency=afterok:{id}"),
+        "--output=merge.log",
+        "--wrap",
+        &merge,
+    ]);
+}
+
+/// The README's Indexed Job runs `--shard auto` with `JOB_COMPLETIONS` equal to its
+/// `completions` (Kubernetes sets only `JOB_COMPLETION_INDEX`): a mismatch would leave shards
+/// undone or make the indices out of range.
+#[test]
+fn the_kubernetes_manifest_asks_for_as_many_shards_as_it_runs() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .unwrap();
+    let start = readme.find("```yaml\napiVersion: batch/v1").expect("the manifest");
+    let manifest = &readme[start..];
+    let manifest = &manifest[..manifest[3..].find("```").unwrap()];
+    let field = |name: &str| {
+        manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in the manifest"))
+            .trim()
+            .trim_matches('"')
+            .to_string()
+    };
+    assert_eq!(field("completionMode:"), "Indexed");
+    let completions = field("completions:");
+    let env = manifest
+        .split("- name: JOB_COMPLETIONS")
+        .nth(1)
+        .expect("JOB_COMPLETIONS in the manifest's env");
+    let value = env
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("value:"))
+        .unwrap()
+        .trim()
+        .trim_matches('"');
+    assert_eq!(value, completions);
+    let command = manifest.split("command: ").nth(1).unwrap();
+    let command: Vec<String> =
+        serde_json::from_str(&command[..command.find(']').unwrap() + 1]).unwrap();
+    assert!(command.ends_with(&["--shard".into(), "auto".into()]), "{command:?}");
 }

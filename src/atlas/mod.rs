@@ -94,6 +94,31 @@ pub fn clock(seconds: f64) -> String {
     }
 }
 
+/// The layers an atlas shows unless told which: every node computed from the image's values,
+/// except those that only rearrange another layer's units ([`OpSpec::rearranges`]: Flatten,
+/// Reshape, ...). Nodes computed from shapes and constants alone (Shape, Range, ...) have no
+/// gradient toward the image, so nothing to visualize.
+///
+/// [`OpSpec::rearranges`]: crate::network::ops::OpSpec::rearranges
+pub fn default_layers(model: &Model) -> Result<Vec<String>> {
+    let network = model.network();
+    let mut from_image = std::collections::HashSet::new();
+    from_image.insert(network.image_input()?.name.clone());
+    let mut names = Vec::new();
+    // Nodes are in topological order: a node's inputs are decided before it.
+    for node in network.nodes() {
+        let computed = node.op != "Shape" && node.inputs.iter().any(|i| from_image.contains(i));
+        if !computed {
+            continue;
+        }
+        from_image.extend(node.outputs.iter().cloned());
+        if !crate::network::ops::spec(&node.op).is_some_and(|s| s.rearranges) {
+            names.push(node.name.clone());
+        }
+    }
+    Ok(names)
+}
+
 /// Folder names the site keeps for itself: no layer's folder takes them.
 pub const RESERVED: [&str; 3] = ["index.html", "assets", "store"];
 
@@ -110,12 +135,7 @@ impl Atlas {
     ) -> Result<Atlas> {
         let names: Vec<String> = match layers {
             Some(names) => names.to_vec(),
-            None => model
-                .network()
-                .nodes()
-                .iter()
-                .map(|n| n.name.clone())
-                .collect(),
+            None => default_layers(model)?,
         };
         let mut chosen = Vec::new();
         for name in &names {
@@ -216,6 +236,8 @@ impl Atlas {
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Report> {
         let store = self.store();
+        // A shard killed mid-write leaves a temporary file; an hour on, none is still written.
+        store.remove_abandoned(std::time::Duration::from_secs(3600));
         let share = self.share(shard)?;
         let total: usize = share.iter().map(|b| b.units.len()).sum();
         let remaining: f64 = share.iter().map(|b| b.cost).sum();

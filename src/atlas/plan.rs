@@ -54,10 +54,17 @@ pub struct Shard {
     pub count: usize,
 }
 
-/// The batch systems' variables that `--shard auto` reads: (index, count) pairs, in order.
-pub const AUTO_VARIABLES: [(&str, &str); 2] = [
-    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"),
-    ("JOB_COMPLETION_INDEX", "JOB_COMPLETIONS"),
+/// The batch systems' variables that `--shard auto` reads: (index, count, first index) in
+/// order. Slurm numbers tasks as the array says (`--array=1-8` starts at 1), so its first
+/// index is subtracted; Kubernetes' Indexed Jobs count from 0 and set no count, so the
+/// manifest sets `JOB_COMPLETIONS` to the job's `completions`.
+pub const AUTO_VARIABLES: [(&str, &str, Option<&str>); 2] = [
+    (
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_COUNT",
+        Some("SLURM_ARRAY_TASK_MIN"),
+    ),
+    ("JOB_COMPLETION_INDEX", "JOB_COMPLETIONS", None),
 ];
 
 impl Shard {
@@ -90,20 +97,29 @@ impl Shard {
     }
 
     fn from_variables(var: impl Fn(&str) -> Option<String>) -> Result<Shard> {
-        for (index, count) in AUTO_VARIABLES {
+        for (index, count, first) in AUTO_VARIABLES {
             let Some(i) = var(index) else { continue };
             let n = var(count).ok_or_else(|| {
                 Error::Message(format!(
                     "--shard auto: {index} is set but {count} is not (set it to the number of tasks)"
                 ))
             })?;
-            return Self::new(i.trim(), n.trim()).map_err(|why| {
+            let bad = |why: String| {
                 Error::Message(format!("--shard auto ({index}={i}, {count}={n}): {why}"))
-            });
+            };
+            let mut i_from_0 = i.trim().to_string();
+            if let Some(first) = first.and_then(|f| var(f).map(|v| (f, v))) {
+                let (task, start) = (i.trim().parse::<usize>(), first.1.trim().parse::<usize>());
+                match (task, start) {
+                    (Ok(t), Ok(s)) if t >= s => i_from_0 = (t - s).to_string(),
+                    _ => return Err(bad(format!("{}={} does not fit", first.0, first.1))),
+                }
+            }
+            return Self::new(&i_from_0, n.trim()).map_err(bad);
         }
         let names: Vec<String> = AUTO_VARIABLES
             .iter()
-            .map(|(i, n)| format!("{i} and {n}"))
+            .map(|(i, n, _)| format!("{i} and {n}"))
             .collect();
         Err(Error::Message(format!(
             "--shard auto: none of the batch system's variables is set ({}); give --shard I/N",
@@ -176,9 +192,20 @@ mod tests {
             Shard { index: 2, count: 4 }
         );
         let message = Shard::parse("auto", none).unwrap_err().to_string();
-        for (i, n) in AUTO_VARIABLES {
+        for (i, n, _) in AUTO_VARIABLES {
             assert!(message.contains(i) && message.contains(n), "{message}");
         }
+        // `sbatch --array=1-8`: tasks 1 to 8 are shards 0 to 7.
+        let slurm = |v: &str| match v {
+            "SLURM_ARRAY_TASK_ID" => Some("8".to_string()),
+            "SLURM_ARRAY_TASK_COUNT" => Some("8".to_string()),
+            "SLURM_ARRAY_TASK_MIN" => Some("1".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            Shard::parse("auto", slurm).unwrap(),
+            Shard { index: 7, count: 8 }
+        );
         let half = |v: &str| (v == "SLURM_ARRAY_TASK_ID").then(|| "0".to_string());
         let message = Shard::parse("auto", half).unwrap_err().to_string();
         assert!(message.contains("SLURM_ARRAY_TASK_COUNT"), "{message}");

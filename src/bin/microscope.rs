@@ -383,14 +383,20 @@ fn atlas(args: AtlasArgs) -> Result<(), Error> {
         print!("{}", term_lines(&plan.to_string()));
         return Ok(());
     }
+    // On a terminal the line is redrawn every second; in a batch system's log a line is added
+    // every 10 s.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (every, end) = if tty { (1.0, "   \r") } else { (10.0, "\n") };
     let mut last = std::time::Instant::now();
     let report = atlas.compute(shard, &mut |p| {
-        if p.done == p.total || p.done == 0 || last.elapsed().as_secs_f32() >= 1.0 {
+        if p.done == p.total || p.done == 0 || last.elapsed().as_secs_f32() >= every {
             last = std::time::Instant::now();
-            eprint!("\ratlas: {}   ", p.line());
+            eprint!("atlas: {}{end}", p.line());
         }
     })?;
-    eprintln!();
+    if tty {
+        eprintln!();
+    }
     let which = shard.map_or("all".into(), |s| format!("shard {}/{}", s.index, s.count));
     println!(
         "atlas {which}: {} batches ({} units); computed {} batches ({} gallery batches, {} unit views), {} were in the store",

@@ -131,30 +131,14 @@ impl Cache {
     /// Removes the least recently used entries until the cache holds at most `limit` bytes.
     pub fn evict(&self, limit: u64) {
         let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
-        let Ok(shards) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for shard in shards.flatten() {
-            // Entries live in two-hex-digit folders; anything else here (the zoo's downloads
-            // in `zoo/`) is not the cache's to evict.
-            let name = shard.file_name();
-            let name = name.to_string_lossy();
-            if !(name.len() == 2 && lower_hex(&name)) {
-                continue;
+        for (name, f) in self.files() {
+            if name.starts_with('.') {
+                continue; // another writer's temporary file
             }
-            let Ok(files) = std::fs::read_dir(shard.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let name = f.file_name();
-                if name.to_string_lossy().starts_with('.') {
-                    continue; // another writer's temporary file
-                }
-                if let Ok(m) = f.metadata() {
-                    if m.is_file() {
-                        let used = m.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        entries.push((used, m.len(), f.path()));
-                    }
+            if let Ok(m) = f.metadata() {
+                if m.is_file() {
+                    let used = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    entries.push((used, m.len(), f.path()));
                 }
             }
         }
@@ -168,6 +152,51 @@ impl Cache {
                 total -= size;
             }
         }
+    }
+
+    /// Removes temporary files that a writer left when it was killed mid-write, once they are
+    /// `older_than` (a write takes well under a second, so an old one has no writer any more,
+    /// on this machine or another sharing the folder). Returns how many went.
+    pub fn remove_abandoned(&self, older_than: std::time::Duration) -> usize {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for (name, f) in self.files() {
+            if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                continue;
+            }
+            let old = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > older_than));
+            if old && std::fs::remove_file(f.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// The files in the entries' two-hex-digit folders (entries and writers' temporary files),
+    /// with their names. Anything else here (the zoo's downloads in `zoo/`) is not the
+    /// cache's.
+    fn files(&self) -> Vec<(String, std::fs::DirEntry)> {
+        let mut out = Vec::new();
+        let Ok(shards) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for shard in shards.flatten() {
+            let name = shard.file_name();
+            let name = name.to_string_lossy();
+            if !(name.len() == 2 && lower_hex(&name)) {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                out.push((f.file_name().to_string_lossy().into_owned(), f));
+            }
+        }
+        out
     }
 }
 
@@ -319,5 +348,27 @@ mod tests {
         assert!(decode(&bad).is_none());
         let overflow = encode(&[(vec![1 << 40, 1 << 40, 16], vec![0.0; 6])]);
         assert!(decode(&overflow).is_none());
+    }
+
+    #[test]
+    fn only_old_temporary_files_are_abandoned() {
+        let c = Cache::store(scratch("abandoned").dir().to_path_buf());
+        let key = Cache::key(&["kept"]);
+        c.put(&key, b"entry").unwrap();
+        let folder = c.dir().join(&key[..2]);
+        let (old, fresh) = (folder.join(".a.1.0.0.tmp"), folder.join(".b.2.0.0.tmp"));
+        std::fs::write(&old, b"half").unwrap();
+        std::fs::write(&fresh, b"half").unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .append(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        assert_eq!(c.remove_abandoned(std::time::Duration::from_secs(3600)), 1);
+        assert!(!old.exists() && fresh.exists());
+        assert_eq!(c.get(&key).as_deref(), Some(&b"entry"[..]));
+        let _ = std::fs::remove_dir_all(c.dir());
     }
 }

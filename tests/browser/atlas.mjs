@@ -1,14 +1,17 @@
 // The atlas site written by tests/atlas.rs, in headless Chromium, from file://:
 //   node atlas.mjs SITE_DIR LAYER UNIT
+//   node atlas.mjs SITE_DIR --hostile     (a site of tests/support's hostile node names)
 // Opens index.html, clicks LAYER in the graph and then its page link, clicks unit UNIT in the
 // gallery, and on the unit's page opens each tab (each shows its own panel); follows the unit
 // page's links (next, layer, graph). Then opens every page of the site: each mounts, shows no
-// widget error, logs no console error and fetches nothing from the network.
+// widget error, logs no console error and fetches nothing from the network; with --hostile,
+// only that walk, where also no script from the names runs and no element from them exists.
 import { launch, watchProblems } from "./lab.mjs";
 import fs from "node:fs";
 import path from "node:path";
 
 const [site, layer, unit] = process.argv.slice(2);
+const hostile = layer === "--hostile";
 const browser = await launch();
 let failed = 0;
 function check(ok, what) {
@@ -21,6 +24,9 @@ const mounted = (page) => page.waitForSelector(".microscope-root > :not(.ms-load
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
 const page = await context.newPage();
 const problems = watchProblems(page);
+let dialogs = 0;
+page.on("dialog", (d) => { dialogs += 1; d.dismiss(); });
+if (!hostile) {
 await page.goto(url("index.html"));
 await mounted(page);
 await page.locator(`g[data-node][data-name="${layer}"]`).first().click();
@@ -54,6 +60,7 @@ await page.locator("a.ms-nav-graph").click();
 await page.waitForURL(url("index.html"));
 await mounted(page);
 check(problems.length === 0, `no console errors or network requests on the way ${problems.join("; ")}`);
+}
 
 // Every page mounts.
 const pages = [];
@@ -70,7 +77,13 @@ for (const file of pages) {
   await mounted(page);
   const error = await page.locator(".ms-error").count();
   if (error || problems.length) broken.push(file + " " + problems.join("; "));
+  if (hostile) {
+    const ran = await page.evaluate(() => window.__pwned);
+    const elements = await page.locator('img[src="x"], b[onmouseover]').count();
+    if (ran !== undefined || elements) broken.push(`${file}: script ran (${ran}) or ${elements} elements from names`);
+  }
 }
 check(pages.length > 0 && broken.length === 0, `each of ${pages.length} pages mounts without errors ${broken.slice(0, 3).join(" | ")}`);
+check(dialogs === 0, `no dialog opened (${dialogs})`);
 await browser.close();
 process.exit(failed ? 1 : 0);
