@@ -96,6 +96,9 @@ enum Command {
         /// Units optimized together in one batch (the unit of work of a shard).
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Feature visualizations' size in pixels (default: the model's input size).
+        #[arg(long)]
+        size: Option<usize>,
         /// As for `render`: fashion-mnist, sample-photos or a folder of class folders.
         #[arg(long)]
         dataset: Option<String>,
@@ -361,6 +364,7 @@ struct AtlasArgs<'a> {
     steps: usize,
     seed: u64,
     batch: usize,
+    size: Option<usize>,
     dataset: Option<&'a str>,
     device: &'a str,
     shard: Option<&'a str>,
@@ -374,9 +378,12 @@ fn atlas(args: AtlasArgs) -> Result<(), Error> {
         .map(|s| Shard::parse(s, |v| std::env::var(v).ok()))
         .transpose()?;
     let model = with_dataset(load(args.model, Device::parse(args.device)?)?, args.dataset)?;
-    let fv = microscope::technique::FeatureVis::default()
+    let mut fv = microscope::technique::FeatureVis::default()
         .steps(args.steps)
         .seed(args.seed);
+    if let Some(size) = args.size {
+        fv = fv.size(size);
+    }
     let atlas = Atlas::new(&model, args.layers, &fv, args.batch, args.out)?;
     if args.plan {
         let plan = atlas.plan(shard.map_or(1, |s| s.count))?;
@@ -481,6 +488,7 @@ fn main() -> ExitCode {
             steps,
             seed,
             batch,
+            size,
             dataset,
             device,
             shard,
@@ -492,6 +500,7 @@ fn main() -> ExitCode {
             steps: *steps,
             seed: *seed,
             batch: *batch,
+            size: *size,
             dataset: dataset.as_deref(),
             device,
             shard: shard.as_deref(),
