@@ -4,6 +4,7 @@
 //! [`import`] (ONNX files) → [`network`] (one runtime graph type on burn) → [`technique`]s →
 //! [`widget`]s (self-contained HTML).
 
+pub mod atlas;
 pub mod budget;
 pub mod data;
 pub mod device;

@@ -39,20 +39,41 @@ pub const MAX_FILE_STEM: usize = 200;
 /// `a_b` both give `a_b`) gets the first free `_2`, `_3`, … suffix, so no output silently
 /// overwrites another.
 pub fn file_names(names: &[String]) -> Vec<String> {
-    let mut taken = std::collections::HashSet::new();
+    file_names_avoiding(names, &[])
+}
+
+/// [`file_names`] that also avoids the stems in `reserved` (a site's own `index.html` and
+/// `assets`). Stems differ even ignoring case (`Conv` and `conv` share a file on macOS and
+/// Windows), none is empty or starts with a dot (`..`, hidden files), and none is a name that
+/// Windows reserves (`CON`, `nul.txt`): such a stem gets a `_` in front.
+pub fn file_names_avoiding(names: &[String], reserved: &[&str]) -> Vec<String> {
+    let mut taken: std::collections::HashSet<String> =
+        reserved.iter().map(|r| r.to_lowercase()).collect();
     names
         .iter()
         .map(|name| {
-            let base = file_name(name);
+            let mut base = file_name(name);
+            if base.is_empty() || base.starts_with('.') || windows_reserved(&base) {
+                base.insert(0, '_');
+            }
             let mut stem = base.clone();
             let mut k = 2;
-            while !taken.insert(stem.clone()) {
+            while !taken.insert(stem.to_lowercase()) {
                 stem = format!("{base}_{k}");
                 k += 1;
             }
             stem
         })
         .collect()
+}
+
+/// Whether Windows refuses `stem` as a file name (`CON`, `aux.npy`, `COM1`), in any case.
+fn windows_reserved(stem: &str) -> bool {
+    let head = stem.split('.').next().unwrap_or(stem).to_ascii_uppercase();
+    matches!(head.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((head.starts_with("COM") || head.starts_with("LPT"))
+            && head.len() == 4
+            && head.as_bytes()[3].is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -69,5 +90,38 @@ mod tests {
         assert_eq!(stems, ["a_b", "a_b_2", "a_b_3", "a_b_2_2", "a_b_4"]);
         let long = "x".repeat(5000);
         assert_eq!(file_name(&long).len(), MAX_FILE_STEM);
+    }
+
+    #[test]
+    fn site_names_are_safe_and_differ_ignoring_case() {
+        let names: Vec<String> = [
+            "..",
+            ".",
+            "",
+            "Conv",
+            "conv",
+            "index.html",
+            "CON",
+            "é/x",
+            "../a",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let stems = file_names_avoiding(&names, &["index.html", "assets"]);
+        assert_eq!(
+            stems,
+            [
+                "_..",
+                "_.",
+                "_",
+                "Conv",
+                "conv_2",
+                "index.html_2",
+                "_CON",
+                "__x",
+                "_.._a"
+            ]
+        );
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of microscope. Installs what the tests need first, by itself:
 #   - Debian packages: dataset-fashion-mnist (Fashion-MNIST IDX files), chromium and nodejs/npm
-#     (widget behaviour in a real headless browser);
+#     (widget behaviour in a real headless browser), g++ (libzmq), slurm-wlm and munge (a
+#     one-node Slurm cluster for the atlas);
 #   - npm's playwright-core in tests/browser (drives that Chromium);
 #   - a Python venv (.venv) with the pinned onnx wheel, onnxruntime and numpy (reference data), and
 #     jupyter_client, nbclient, nbconvert, JupyterLab and Notebook 7 (the kernel tests drive the kernel through
@@ -39,13 +40,16 @@ disk_report() {
 }
 trap disk_report EXIT
 
-step "Debian packages: dataset-fashion-mnist, chromium, nodejs, npm, g++"
+step "Debian packages: dataset-fashion-mnist, chromium, nodejs, npm, g++, slurm-wlm, munge"
 missing=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v g++ >/dev/null || missing+=(g++)  # the kernel builds libzmq from source
+# tests/atlas.rs runs the README's Slurm array script on a one-node cluster it starts.
+command -v slurmctld >/dev/null || missing+=(slurm-wlm)
+command -v munged >/dev/null || missing+=(munge)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -258,39 +258,10 @@ fn a_512_unit_gallery_at_64_px_fits_the_payload_budget() {
     assert!(html.len() < 5_000_000, "{} bytes", html.len());
 }
 
-/// The hostile names of [`hostile_model`]: markup and script in node names.
-const HOSTILE: [&str; 3] = [
-    "<img src=x onerror=\"window.__pwned=1\">conv",
-    "</script><script>window.__pwned=2</script>",
-    "block/<b onmouseover=alert(3)>bold</b>",
-];
-
-/// A small conv net whose node names are HTML and script.
+/// A small conv net whose node names are HTML and script ([`support::HOSTILE`]).
 fn hostile_model(dir: &Path) -> Model {
-    let bytes = model(
-        vec![
-            node(
-                "Conv",
-                HOSTILE[0],
-                &["x", "w1", "b1"],
-                &["c1"],
-                vec![support::ints("pads", &[1, 1, 1, 1])],
-            ),
-            node("Relu", HOSTILE[1], &["c1"], &["r1"], vec![]),
-            node("Conv", HOSTILE[2], &["r1", "w2", "b2"], &["c2"], vec![]),
-            node("Relu", "block/relu", &["c2"], &["r2"], vec![]),
-        ],
-        vec![
-            random("w1", &[4, 3, 3, 3], 1, 0.5),
-            random("b1", &[4], 2, 0.1),
-            random("w2", &[4, 4, 3, 3], 3, 0.5),
-            random("b2", &[4], 4, 0.1),
-        ],
-        value_info("x", &[1, 3, 16, 16]),
-        "r2",
-    );
     let path = dir.join("hostile.onnx");
-    std::fs::write(&path, bytes).unwrap();
+    std::fs::write(&path, support::hostile_names_model()).unwrap();
     Model::load(&path).unwrap()
 }
 
@@ -378,7 +349,7 @@ fn widgets_work_in_chromium() {
         "hostile",
         &LayerGraph::new(&hostile).unwrap(),
     );
-    let unit = hostile.unit(HOSTILE[2], 1).unwrap();
+    let unit = hostile.unit(support::HOSTILE[2], 1).unwrap();
     let hostile_view = unit
         .view_with(&ViewOptions {
             feature_vis: FeatureVis::default().steps(4).cache(None),
@@ -386,7 +357,7 @@ fn widgets_work_in_chromium() {
         })
         .unwrap();
     write("hostile_unit.html", "hostile unit", &hostile_view);
-    manifest.insert("hostile".into(), serde_json::json!(HOSTILE));
+    manifest.insert("hostile".into(), serde_json::json!(support::HOSTILE));
     std::fs::write(
         pages.join("manifest.json"),
         serde_json::Value::Object(manifest).to_string(),

@@ -70,6 +70,16 @@ microscope.mount = function (id, name) {
   }
 };
 
+// On a page of a site (src/widget/site.rs): links to the graph, the layer, the previous and
+// next unit, those the props' `links` has.
+microscope.siteNav = function (links) {
+  const el = microscope.el;
+  const to = (key, text) => links[key] ? el("a", { href: links[key], class: "ms-nav-" + key, text }) : null;
+  return el("nav", { class: "ms-bar ms-site-nav" }, [
+    to("graph", "model graph"), to("layer", "layer gallery"), to("prev", "← previous unit"), to("next", "next unit →"),
+  ]);
+};
+
 // The first `key` in a JSON value, depth first (as `Provenance::param` in src/provenance.rs).
 microscope.find = function (v, key) {
   if (!v || typeof v !== "object") return undefined;
@@ -100,7 +110,8 @@ microscope.provenance = function (root, name, props) {
       el("summary", { class: "ms-provenance-line", title: "what made this: show the full record", text: parts.join(" · ") }),
       el("pre", { class: "ms-provenance-record", text: JSON.stringify(p, null, 2) }),
     ]),
-    el("button", { class: "ms-save-page", text: "save page", title: "download this widget as a standalone HTML page",
+    // A page of a site (props.links, src/widget/site.rs) is a file already, its library shared.
+    props.links ? null : el("button", { class: "ms-save-page", text: "save page", title: "download this widget as a standalone HTML page",
       onclick: () => microscope.save(microscope.page(root, name, props), microscope.fileName([props.title || props.layer || props.model, name], ".html")) }),
   ]);
 };

@@ -20,6 +20,7 @@ microscope.components.Gallery = function (root, p) {
   const stop = el("button", { class: "ms-stop", text: "stop", hidden: true });
   const bar = microscope.progress();
   bar.hidden = true;
+  if (p.links) root.appendChild(microscope.siteNav(p.links));
   root.appendChild(el("div", { class: "ms-bar" }, [
     el("span", { class: "ms-title", text: p.layer }),
     el("span", { class: "ms-muted", text: p.op + " · " + microscope.shape(p.shape) + " · " + p.units.length + " units · " + p.steps + " steps, seed " + p.seed }),
@@ -44,8 +45,13 @@ microscope.components.Gallery = function (root, p) {
     rest.textContent = "compute the other " + todo + " units";
   }
 
+  // On a site (src/widget/site.rs) each cell links to its unit's page.
+  const href = (i) => (p.links && p.links.units ? p.links.units[i] : null);
+
   function drawCell(cell, u) {
     cell.textContent = "";
+    const link = href(p.units.indexOf(u));
+    if (link) cell = cell.appendChild(el("a", { href: link, class: "ms-cell-link" }));
     cell.appendChild(u.image ? el("img", { src: u.image, alt: "unit " + u.index, class: "ms-px" })
       : el("div", { class: "ms-empty", title: channel ? "not computed: click to compute" : "not computed: run the cell to compute" }));
     cell.appendChild(el("div", { class: "ms-label", text: u.index + (u.activation === null ? "" : " · " + microscope.fmt(u.activation, 2)) }));
@@ -56,7 +62,7 @@ microscope.components.Gallery = function (root, p) {
   const cells = p.units.map((u) => {
     const cell = el("div", { class: "ms-cell", "data-unit": u.index, "data-name": p.layer + ":" + u.index, title: "unit " + u.index });
     drawCell(cell, u);
-    cell.addEventListener("click", () => show(u, cell));
+    if (!href(p.units.indexOf(u))) cell.addEventListener("click", () => show(u, cell));
     return cell;
   });
 

@@ -243,6 +243,9 @@ microscope.components.LayerGraph = function (root, p) {
       side.appendChild(el("div", { class: "ms-muted", text: "read by" }));
       side.appendChild(el("ul", { class: "ms-results" }, consumers[selected].map(link)));
     }
+    // On a site (src/widget/site.rs): the layer's own page.
+    const page = p.links && p.links.nodes ? p.links.nodes[selected] : null;
+    if (page) side.appendChild(el("a", { class: "ms-page-link", href: page, text: "open its gallery page →" }));
     if (n.code) {
       side.appendChild(el("div", { class: "ms-muted", text: "open it in the notebook" }));
       side.appendChild(microscope.code(n.code));

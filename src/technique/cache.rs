@@ -19,16 +19,30 @@ pub use crate::paths::CACHE_ENV;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cache {
     dir: PathBuf,
+    /// Whether writes keep it under its size limit ([`max_bytes`]); a store keeps everything.
+    evicting: bool,
 }
 
 impl Cache {
     /// The cache folder ([`crate::paths::cache_root`]); `None` when none can be found.
     pub fn default_location() -> Option<Cache> {
-        crate::paths::cache_root().map(|dir| Cache { dir })
+        crate::paths::cache_root().map(Cache::at)
     }
 
     pub fn at(dir: impl Into<PathBuf>) -> Cache {
-        Cache { dir: dir.into() }
+        Cache {
+            dir: dir.into(),
+            evicting: true,
+        }
+    }
+
+    /// A store at `dir`: the same format, but nothing is ever evicted (an atlas's results,
+    /// which processes on several machines fill and which a later run reads back).
+    pub fn store(dir: impl Into<PathBuf>) -> Cache {
+        Cache {
+            dir: dir.into(),
+            evicting: false,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -77,8 +91,9 @@ impl Cache {
     }
 
     /// Stores `payload` under `key`, atomically: written to a temporary file of this writer's
-    /// own (process, thread and call), then renamed, so concurrent writers of one key each
-    /// leave an intact entry. Now and then the least recently used entries go while the cache
+    /// own (process, call and clock, so that processes of one id on two machines sharing the
+    /// folder differ too), then renamed, so concurrent writers of one key each leave an intact
+    /// entry. Now and then the least recently used entries go while the cache
     /// is over its size limit ([`max_bytes`]).
     pub fn put(&self, key: &str, payload: &[u8]) -> Result<()> {
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -92,7 +107,10 @@ impl Cache {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(".{key}.{}.{n}.tmp", std::process::id()));
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp = dir.join(format!(".{key}.{}.{n}.{clock:x}.tmp", std::process::id()));
         let mut bytes = Vec::with_capacity(40 + payload.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&Sha256::digest(payload));
@@ -104,7 +122,7 @@ impl Cache {
         // The walk over every entry is done on the first and every 64th write of a process, so
         // a long run (an atlas) does not walk the cache once per result; the limit may be
         // passed by that many entries meanwhile.
-        if n.is_multiple_of(64) {
+        if self.evicting && n.is_multiple_of(64) {
             self.evict(max_bytes());
         }
         Ok(())
@@ -113,30 +131,14 @@ impl Cache {
     /// Removes the least recently used entries until the cache holds at most `limit` bytes.
     pub fn evict(&self, limit: u64) {
         let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
-        let Ok(shards) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for shard in shards.flatten() {
-            // Entries live in two-hex-digit folders; anything else here (the zoo's downloads
-            // in `zoo/`) is not the cache's to evict.
-            let name = shard.file_name();
-            let name = name.to_string_lossy();
-            if !(name.len() == 2 && lower_hex(&name)) {
-                continue;
+        for (name, f) in self.files() {
+            if name.starts_with('.') {
+                continue; // another writer's temporary file
             }
-            let Ok(files) = std::fs::read_dir(shard.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let name = f.file_name();
-                if name.to_string_lossy().starts_with('.') {
-                    continue; // another writer's temporary file
-                }
-                if let Ok(m) = f.metadata() {
-                    if m.is_file() {
-                        let used = m.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        entries.push((used, m.len(), f.path()));
-                    }
+            if let Ok(m) = f.metadata() {
+                if m.is_file() {
+                    let used = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    entries.push((used, m.len(), f.path()));
                 }
             }
         }
@@ -150,6 +152,51 @@ impl Cache {
                 total -= size;
             }
         }
+    }
+
+    /// Removes temporary files that a writer left when it was killed mid-write, once they are
+    /// `older_than` (a write takes well under a second, so an old one has no writer any more,
+    /// on this machine or another sharing the folder). Returns how many went.
+    pub fn remove_abandoned(&self, older_than: std::time::Duration) -> usize {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for (name, f) in self.files() {
+            if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                continue;
+            }
+            let old = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > older_than));
+            if old && std::fs::remove_file(f.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// The files in the entries' two-hex-digit folders (entries and writers' temporary files),
+    /// with their names. Anything else here (the zoo's downloads in `zoo/`) is not the
+    /// cache's.
+    fn files(&self) -> Vec<(String, std::fs::DirEntry)> {
+        let mut out = Vec::new();
+        let Ok(shards) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for shard in shards.flatten() {
+            let name = shard.file_name();
+            let name = name.to_string_lossy();
+            if !(name.len() == 2 && lower_hex(&name)) {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                out.push((f.file_name().to_string_lossy().into_owned(), f));
+            }
+        }
+        out
     }
 }
 
@@ -301,5 +348,27 @@ mod tests {
         assert!(decode(&bad).is_none());
         let overflow = encode(&[(vec![1 << 40, 1 << 40, 16], vec![0.0; 6])]);
         assert!(decode(&overflow).is_none());
+    }
+
+    #[test]
+    fn only_old_temporary_files_are_abandoned() {
+        let c = Cache::store(scratch("abandoned").dir().to_path_buf());
+        let key = Cache::key(&["kept"]);
+        c.put(&key, b"entry").unwrap();
+        let folder = c.dir().join(&key[..2]);
+        let (old, fresh) = (folder.join(".a.1.0.0.tmp"), folder.join(".b.2.0.0.tmp"));
+        std::fs::write(&old, b"half").unwrap();
+        std::fs::write(&fresh, b"half").unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .append(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        assert_eq!(c.remove_abandoned(std::time::Duration::from_secs(3600)), 1);
+        assert!(!old.exists() && fresh.exists());
+        assert_eq!(c.get(&key).as_deref(), Some(&b"entry"[..]));
+        let _ = std::fs::remove_dir_all(c.dir());
     }
 }

@@ -27,3 +27,13 @@ pub fn library() -> String {
         page_css = serde_json::to_string(PAGE_CSS).expect("a string is JSON"),
     )
 }
+
+/// The shared files of a static site of widget pages (an atlas), under its `assets/` folder:
+/// the component library and the styles, written once and referenced by every page
+/// (`super::site`), which then carries only its root element and props.
+pub fn site_files() -> [(&'static str, String); 2] {
+    [
+        ("microscope.css", format!("{CSS}\n{PAGE_CSS}\n")),
+        ("microscope.js", library()),
+    ]
+}

@@ -62,7 +62,7 @@ impl GalleryProgress {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct GalleryUnit {
     pub index: usize,
     /// Thumbnail PNG (`None`: not computed).

@@ -77,12 +77,50 @@ pub fn fragment(component: &str, props: &serde_json::Value, id: &str) -> String 
 /// A standalone page with one or more fragments. With `provenance`, the head carries it as JSON
 /// (`<script type="application/json" id="microscope-provenance">`), for tools that read pages.
 pub fn page(title: &str, body: &str, provenance: Option<&Provenance>) -> String {
+    let provenance = provenance.map(|p| serde_json::to_value(p).expect("provenance is plain data"));
+    let head = format!("<style>{}</style>\n", assets::PAGE_CSS);
+    document(title, provenance.as_ref(), &head, body)
+}
+
+/// A page of a static site (an atlas): one widget's root and props, with its provenance (from
+/// the props) in the head, and the component library and styles as the site's shared files
+/// ([`assets::site_files`]) under `assets`, a relative path such as `../assets/`.
+pub fn site_page(
+    title: &str,
+    component: &str,
+    props: &serde_json::Value,
+    id: &str,
+    assets: &str,
+) -> String {
+    let head: String = assets::site_files()
+        .iter()
+        .map(|(name, _)| {
+            let href = escape(&format!("{assets}{name}"));
+            if name.ends_with(".css") {
+                format!("<link rel=\"stylesheet\" href=\"{href}\">\n")
+            } else {
+                format!("<script src=\"{href}\"></script>\n")
+            }
+        })
+        .collect();
+    let id = escape(id);
+    let body = format!(
+        "<div id=\"{id}\" class=\"microscope-root\" data-component=\"{component}\">\
+         <div class=\"ms-loading\">microscope page: needs JavaScript</div></div>\n\
+         <script type=\"application/json\" id=\"{id}-props\">{props}</script>\n\
+         <script>window.microscope.mount(\"{id}\", \"{component}\");</script>\n",
+        props = script_json(props),
+    );
+    document(title, props.get("provenance"), &head, &body)
+}
+
+/// An HTML document: `title`, the provenance as JSON and `head` in the head, then `body`.
+fn document(title: &str, provenance: Option<&serde_json::Value>, head: &str, body: &str) -> String {
     let provenance = provenance
-        .map(|p| {
-            let json = serde_json::to_value(p).expect("provenance is plain data");
+        .map(|json| {
             format!(
                 "<script type=\"application/json\" id=\"microscope-provenance\">{}</script>\n",
-                script_json(&json)
+                script_json(json)
             )
         })
         .unwrap_or_default();
@@ -90,11 +128,10 @@ pub fn page(title: &str, body: &str, provenance: Option<&Provenance>) -> String 
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta name=\"generator\" content=\"microscope {version}\">\n\
-         <title>{title}</title>\n{provenance}<style>{page_css}</style>\n\
+         <title>{title}</title>\n{provenance}{head}\
          </head>\n<body>\n{body}</body>\n</html>\n",
         version = env!("CARGO_PKG_VERSION"),
         title = escape(title),
-        page_css = assets::PAGE_CSS,
     )
 }
 

@@ -22,6 +22,7 @@ pub mod layout;
 pub mod live;
 pub mod plot;
 pub mod progress;
+pub mod site;
 pub mod unit_view;
 
 pub use gallery::{Gallery, GalleryOptions, LayerCard};

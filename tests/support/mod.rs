@@ -151,3 +151,36 @@ pub fn test_device() -> microscope::Device {
         Err(_) => microscope::Device::cpu(),
     }
 }
+
+/// Markup and script as node names: a page that runs any of them sets `window.__pwned`.
+pub const HOSTILE: [&str; 3] = [
+    "<img src=x onerror=\"window.__pwned=1\">conv",
+    "</script><script>window.__pwned=2</script>",
+    "block/<b onmouseover=alert(3)>bold</b>",
+];
+
+/// A small conv net (input [1, 3, 16, 16], 4 units a layer) whose node names are [`HOSTILE`].
+pub fn hostile_names_model() -> Vec<u8> {
+    model(
+        vec![
+            node(
+                "Conv",
+                HOSTILE[0],
+                &["x", "w1", "b1"],
+                &["c1"],
+                vec![ints("pads", &[1, 1, 1, 1])],
+            ),
+            node("Relu", HOSTILE[1], &["c1"], &["r1"], vec![]),
+            node("Conv", HOSTILE[2], &["r1", "w2", "b2"], &["c2"], vec![]),
+            node("Relu", "block/relu", &["c2"], &["r2"], vec![]),
+        ],
+        vec![
+            random("w1", &[4, 3, 3, 3], 1, 0.5),
+            random("b1", &[4], 2, 0.1),
+            random("w2", &[4, 4, 3, 3], 3, 0.5),
+            random("b2", &[4], 4, 0.1),
+        ],
+        value_info("x", &[1, 3, 16, 16]),
+        "r2",
+    )
+}
