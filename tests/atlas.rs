@@ -221,11 +221,18 @@ fn an_atlas_is_the_same_in_one_process_or_in_shards_and_its_links_work() {
     let slurm = root.join("slurm-site");
     atlas_through_slurm(&root, &slurm);
     let c = files(&slurm);
-    assert_eq!(names(&a), names(&c), "the Slurm run's site holds other files");
+    assert_eq!(
+        names(&a),
+        names(&c),
+        "the Slurm run's site holds other files"
+    );
     for (path, bytes) in &a {
         assert!(&c[path] == bytes, "{} differs after Slurm", path.display());
     }
-    println!("the README's Slurm array job and merge: {:.1?}", start.elapsed());
+    println!(
+        "the README's Slurm array job and merge: {:.1?}",
+        start.elapsed()
+    );
 
     let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let out = Command::new("node")
@@ -255,11 +262,17 @@ fn an_atlas_leaves_out_layers_without_units_of_their_own() {
             node("Reshape", "reshape", &["r", "s"], &["r2"], vec![]),
             node("Flatten", "flatten", &["r2"], &["f"], vec![]),
         ],
-        vec![random("w", &[4, 2, 3, 3], 1, 0.5), random("b", &[4], 2, 0.1)],
+        vec![
+            random("w", &[4, 2, 3, 3], 1, 0.5),
+            random("b", &[4], 2, 0.1),
+        ],
         value_info("x", &[1, 2, 8, 8]),
         "f",
     );
-    let path = std::env::temp_dir().join(format!("microscope-atlas-layers-{}.onnx", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "microscope-atlas-layers-{}.onnx",
+        std::process::id()
+    ));
     std::fs::write(&path, bytes).unwrap();
     let m = microscope::Model::load(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
@@ -276,7 +289,10 @@ fn an_atlas_leaves_out_layers_without_units_of_their_own() {
         .map(|name| f.layer(name).unwrap().op)
         .collect();
     assert!(!fashion.iter().any(|op| op == "Flatten"), "{fashion:?}");
-    assert!(fashion.iter().filter(|op| *op == "Conv").count() == 3, "{fashion:?}");
+    assert!(
+        fashion.iter().filter(|op| *op == "Conv").count() == 3,
+        "{fashion:?}"
+    );
 }
 
 /// An atlas of a model whose node names are markup and script: every file and folder name is
@@ -284,7 +300,8 @@ fn an_atlas_leaves_out_layers_without_units_of_their_own() {
 /// the names run or turned into elements.
 #[test]
 fn an_atlas_of_hostile_names_has_plain_file_names_and_runs_no_script() {
-    let root = std::env::temp_dir().join(format!("microscope-atlas-hostile-{}", std::process::id()));
+    let root =
+        std::env::temp_dir().join(format!("microscope-atlas-hostile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let model = root.join("hostile.onnx");
@@ -304,7 +321,8 @@ fn an_atlas_of_hostile_names_has_plain_file_names_and_runs_no_script() {
         for part in path.components() {
             let part = part.as_os_str().to_string_lossy();
             assert!(
-                part.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+                part.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
                     && !part.starts_with('.'),
                 "{} is not a plain name",
                 path.display()
@@ -313,7 +331,11 @@ fn an_atlas_of_hostile_names_has_plain_file_names_and_runs_no_script() {
         if path.extension().is_some_and(|e| e == "html") {
             let html = String::from_utf8_lossy(&all[path]);
             for name in support::HOSTILE {
-                assert!(!html.contains(name), "{} holds {name:?} as it is", path.display());
+                assert!(
+                    !html.contains(name),
+                    "{} holds {name:?} as it is",
+                    path.display()
+                );
             }
         }
     }
@@ -341,7 +363,14 @@ struct Slurm {
 
 impl Slurm {
     fn start(dir: &Path) -> Slurm {
-        for tool in ["munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo"] {
+        for tool in [
+            "munged",
+            "mungekey",
+            "slurmctld",
+            "slurmd",
+            "sbatch",
+            "sinfo",
+        ] {
             assert!(
                 Command::new("sh")
                     .arg("-c")
@@ -443,10 +472,16 @@ impl Slurm {
         slurm
             .daemons
             .push(spawn("slurmctld", &["-D", "-f", &conf_arg]));
-        slurm.daemons.push(spawn("slurmd", &["-D", "-f", &conf_arg]));
+        slurm
+            .daemons
+            .push(spawn("slurmd", &["-D", "-f", &conf_arg]));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let state = slurm.command("sinfo").args(["-h", "-o", "%T"]).output().unwrap();
+            let state = slurm
+                .command("sinfo")
+                .args(["-h", "-o", "%T"])
+                .output()
+                .unwrap();
             if String::from_utf8_lossy(&state.stdout).trim() == "idle" {
                 break slurm;
             }
@@ -480,8 +515,8 @@ impl Drop for Slurm {
 
 /// The README's code block that starts with `first_line`.
 fn readme_block(first_line: &str) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let start = readme
         .find(&format!("```bash\n{first_line}"))
         .unwrap_or_else(|| panic!("README.md has no bash block starting with {first_line:?}"));
@@ -494,7 +529,11 @@ fn readme_block(first_line: &str) -> String {
 fn atlas_through_slurm(root: &Path, out: &Path) {
     let slurm = Slurm::start(&root.join("slurm"));
     let script = root.join("atlas.sbatch");
-    std::fs::write(&script, readme_block("#!/bin/bash\n#SBATCH --job-name=atlas")).unwrap();
+    std::fs::write(
+        &script,
+        readme_block("#!/bin/bash\n#SBATCH --job-name=atlas"),
+    )
+    .unwrap();
     let submit = readme_block("export MODEL=");
     let merge = submit
         .lines()
@@ -502,8 +541,14 @@ fn atlas_through_slurm(root: &Path, out: &Path) {
         .expect("the README's merge line")
         .trim_matches('\'')
         .to_string();
-    let bin = Path::new(env!("CARGO_BIN_EXE_microscope")).parent().unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let bin = Path::new(env!("CARGO_BIN_EXE_microscope"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let options = SETTINGS[1..].join(" ");
     let job = |args: &[&str]| {
         let out = slurm
@@ -535,6 +580,8 @@ fn atlas_through_slurm(root: &Path, out: &Path) {
     // The script's own array is 0-7; three tasks here, as `sbatch --array` overrides it.
     let id = job(&[
         "--array=0-2",
+        // The script asks for 4 CPUs a task; this node may have fewer.
+        "--cpus-per-task=1",
         "--output=atlas-%A-%a.log",
         &script.to_string_lossy(),
     ]);
@@ -551,9 +598,11 @@ fn atlas_through_slurm(root: &Path, out: &Path) {
 /// undone or make the indices out of range.
 #[test]
 fn the_kubernetes_manifest_asks_for_as_many_shards_as_it_runs() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
-    let start = readme.find("```yaml\napiVersion: batch/v1").expect("the manifest");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("```yaml\napiVersion: batch/v1")
+        .expect("the manifest");
     let manifest = &readme[start..];
     let manifest = &manifest[..manifest[3..].find("```").unwrap()];
     let field = |name: &str| {
@@ -581,5 +630,8 @@ fn the_kubernetes_manifest_asks_for_as_many_shards_as_it_runs() {
     let command = manifest.split("command: ").nth(1).unwrap();
     let command: Vec<String> =
         serde_json::from_str(&command[..command.find(']').unwrap() + 1]).unwrap();
-    assert!(command.ends_with(&["--shard".into(), "auto".into()]), "{command:?}");
+    assert!(
+        command.ends_with(&["--shard".into(), "auto".into()]),
+        "{command:?}"
+    );
 }

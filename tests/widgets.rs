@@ -659,7 +659,9 @@ fn the_tours_table_of_tabs_names_every_tab() {
             spec.title
         );
     }
-    let count = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    let count = [
+        "", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
     assert!(
         table.contains(&format!("computes {} tabs", count[tabs.len()])),
         "the tour says how many tabs there are: {} now",

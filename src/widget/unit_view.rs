@@ -653,13 +653,8 @@ fn caricature_of(options: &ViewOptions) -> Caricature {
 
 fn caricature_tab(unit: &Unit, options: &ViewOptions, image: &DynTensor) -> Result<Body> {
     let first = DynTensor::new(image.to_rank::<4>()?.narrow(0, 0, 1));
-    let result = caricature_of(options).run_with(
-        unit.model(),
-        unit.layer(),
-        &first,
-        &mut |_| {},
-        None,
-    )?;
+    let result =
+        caricature_of(options).run_with(unit.model(), unit.layer(), &first, &mut |_| {}, None)?;
     Ok(Body::Caricature {
         image: Picture {
             src: first_png(&result.image),
