@@ -234,17 +234,7 @@ fn an_atlas_is_the_same_in_one_process_or_in_shards_and_its_links_work() {
         start.elapsed()
     );
 
-    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let out = Command::new("node")
-        .arg(browser.join("atlas.mjs"))
-        .arg(&one)
-        .arg("conv2")
-        .arg("5")
-        .output()
-        .expect("node is installed (tests/run.sh installs it)");
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "browser checks failed");
+    browser_checks(&one, &["conv2", "5"]);
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -339,16 +329,7 @@ fn an_atlas_of_hostile_names_has_plain_file_names_and_runs_no_script() {
             }
         }
     }
-    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let out = Command::new("node")
-        .arg(browser.join("atlas.mjs"))
-        .arg(&site)
-        .arg("--hostile")
-        .output()
-        .expect("node is installed (tests/run.sh installs it)");
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "browser checks failed");
+    browser_checks(&site, &["--hostile"]);
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -515,8 +496,7 @@ impl Drop for Slurm {
 
 /// The README's code block that starts with `first_line`.
 fn readme_block(first_line: &str) -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = readme();
     let start = readme
         .find(&format!("```bash\n{first_line}"))
         .unwrap_or_else(|| panic!("README.md has no bash block starting with {first_line:?}"));
@@ -598,8 +578,7 @@ fn atlas_through_slurm(root: &Path, out: &Path) {
 /// undone or make the indices out of range.
 #[test]
 fn the_kubernetes_manifest_asks_for_as_many_shards_as_it_runs() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = readme();
     let start = readme
         .find("```yaml\napiVersion: batch/v1")
         .expect("the manifest");
@@ -634,4 +613,23 @@ fn the_kubernetes_manifest_asks_for_as_many_shards_as_it_runs() {
         command.ends_with(&["--shard".into(), "auto".into()]),
         "{command:?}"
     );
+}
+
+/// tests/browser/atlas.mjs on `site` with `args`, its lines shown; fails the test if it fails.
+fn browser_checks(site: &Path, args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/atlas.mjs");
+    let out = Command::new("node")
+        .arg(script)
+        .arg(site)
+        .args(args)
+        .output()
+        .expect("node is installed (tests/run.sh installs it)");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser checks failed");
+}
+
+/// The README's text.
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
 }
