@@ -3,7 +3,11 @@
 //!
 //! usage: cargo bench --bench feature_vis_step -- MODEL.onnx [LAYER] [STEPS] [DEVICE]
 //! Prints `microscope_fv_step_ms MS`; `benches/feature_vis.sh` runs it next to a PyTorch loop
-//! doing what Lucent does and prints the ratio.
+//! doing what Lucent does and prints the ratio. In the environment:
+//! - `BATCHES="8 32 128"`: also one `microscope_fv_batch BATCH MS` line per batch size (unit i of
+//!   the batch is channel i of the layer, modulo its channels), for throughput;
+//! - `GALLERY=B`: instead, the whole layer's gallery (every unit, STEPS steps, batches of B
+//!   units), timed: `microscope_gallery_s UNITS B SECONDS`.
 
 use std::time::Instant;
 
@@ -12,6 +16,56 @@ use microscope::technique::transform::standard_transforms;
 use microscope::technique::Objective;
 use microscope::{Device, Model};
 
+fn config(steps: usize, batch: usize) -> RenderConfig {
+    RenderConfig {
+        steps,
+        learning_rate: 0.05,
+        seed: 0,
+        batch,
+        size: 128,
+        param: ParamKind::Fft,
+        transforms: standard_transforms(128),
+        redirect_steps: 0,
+        context: None,
+    }
+}
+
+/// Milliseconds per step of `steps` steps over `units` in one batch, after a 2-step warm-up
+/// (allocations, kernels); the steady state (second half) goes to stderr, as a GPU backend
+/// compiles and autotunes kernels for each new image size the random scale draws.
+fn ms_per_step(model: &Model, layer: &str, units: &[usize], steps: usize) -> f64 {
+    let objective = Objective::channels(layer, units);
+    render(
+        model,
+        &objective,
+        &config(2, units.len()),
+        &mut |_| {},
+        None,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut stamps = Vec::with_capacity(steps);
+    render(
+        model,
+        &objective,
+        &config(steps, units.len()),
+        &mut |_| stamps.push(t.elapsed().as_secs_f64()),
+        None,
+    )
+    .unwrap();
+    let ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    if steps >= 4 {
+        let half = steps / 2;
+        let steady = (stamps[steps - 1] - stamps[half - 1]) * 1e3 / (steps - half) as f64;
+        eprintln!(
+            "microscope batch {}: steady state (last {} steps) {steady:.1} ms/step",
+            units.len(),
+            steps - half
+        );
+    }
+    ms
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -19,7 +73,7 @@ fn main() {
         .collect();
     let path = args
         .first()
-        .expect("usage: feature_vis_step MODEL.onnx [LAYER] [STEPS]");
+        .expect("usage: feature_vis_step MODEL.onnx [LAYER] [STEPS] [DEVICE]");
     let layer = args
         .get(1)
         .map(String::as_str)
@@ -28,41 +82,42 @@ fn main() {
     let device = Device::parse(args.get(3).map(String::as_str).unwrap_or("cpu"))
         .unwrap_or_else(|e| panic!("{e}"));
     let model = Model::load_on(path, device).unwrap_or_else(|e| panic!("{e}"));
-    let units: Vec<usize> = (0..8).collect();
-    let objective = Objective::channels(layer, &units);
-    let config = |steps| RenderConfig {
-        steps,
-        learning_rate: 0.05,
-        seed: 0,
-        batch: units.len(),
-        size: 128,
-        param: ParamKind::Fft,
-        transforms: standard_transforms(128),
-        redirect_steps: 0,
-        context: None,
+    let channels = model.layer(layer).unwrap_or_else(|e| panic!("{e}")).units;
+    let units = |n: usize| (0..n).map(|i| i % channels).collect::<Vec<_>>();
+    let numbers = |name: &str| -> Vec<usize> {
+        std::env::var(name)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|b| {
+                b.parse()
+                    .unwrap_or_else(|_| panic!("{name}: {b} is no number"))
+            })
+            .collect()
     };
-    // Warm up (allocations, kernels), then time a full run and divide.
-    render(&model, &objective, &config(2), &mut |_| {}, None).unwrap();
-    // Step times come from the progress callback; the second half shows the steady state (a
-    // GPU backend compiles and autotunes kernels for each new image size the random scale draws).
-    let t = Instant::now();
-    let mut stamps = Vec::with_capacity(steps);
-    render(
-        &model,
-        &objective,
-        &config(steps),
-        &mut |_| stamps.push(t.elapsed().as_secs_f64()),
-        None,
-    )
-    .unwrap();
-    let ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
-    println!("microscope_fv_step_ms {ms:.1}");
-    if steps >= 4 {
-        let half = steps / 2;
-        let steady = (stamps[steps - 1] - stamps[half - 1]) * 1e3 / (steps - half) as f64;
-        eprintln!(
-            "microscope steady state (last {} steps): {steady:.1} ms/step",
-            steps - half
-        );
+    let gallery = numbers("GALLERY").first().copied();
+    if gallery.is_none() {
+        let ms = ms_per_step(&model, layer, &units(8), steps);
+        println!("microscope_fv_step_ms {ms:.1}");
+    }
+    for b in numbers("BATCHES") {
+        let ms = ms_per_step(&model, layer, &units(b), steps);
+        println!("microscope_fv_batch {b} {ms:.1}");
+    }
+    if let Some(b) = gallery {
+        let all: Vec<usize> = (0..channels).collect();
+        let t = Instant::now();
+        for chunk in all.chunks(b) {
+            let objective = Objective::channels(layer, chunk);
+            render(
+                &model,
+                &objective,
+                &config(steps, chunk.len()),
+                &mut |_| {},
+                None,
+            )
+            .unwrap();
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!("microscope_gallery_s {channels} {b} {s:.1}");
     }
 }

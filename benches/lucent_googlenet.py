@@ -3,7 +3,9 @@
 Builds GoogLeNet from the same ONNX file (onnx2torch), keeps PyTorch's default of computing weight
 gradients (Lucent does not turn them off), and optimizes 8 units at 128 px with Lucent's recipe:
 FFT parameterization with decorrelated colour, Adam lr 0.05, transforms pad 12, jitter 8, scale
-0.90-1.10, rotate ±10°, jitter 4. Prints `torch_fv_step_ms MODE MS`.
+0.90-1.10, rotate ±10°, jitter 4. Prints `torch_fv_step_ms MODE MS`, and with `BATCHES="8 32 128"`
+in the environment one `torch_fv_batch MODE BATCH MS` line per batch size (unit i of the batch
+is channel i of the target, modulo its channels).
 
 MODE says how much of the network runs:
 - `lucent`: what Lucent does. Its `render_vis` runs the whole model forward and reads the target
@@ -17,6 +19,7 @@ usage: python lucent_googlenet.py MODEL.onnx TARGET_TENSOR [STEPS] [DEVICE] [MOD
 """
 
 import math
+import os
 import sys
 import tempfile
 import time
@@ -87,18 +90,18 @@ def transform(x):
     return jitter(x, 4)
 
 
-def time_steps(net, device, steps, target_index):
+def time_steps(net, device, steps, target_index, batch=8, channels=None):
     torch.manual_seed(0)
     np.random.seed(0)
-    params, image = fft_image(8, 128, device)
+    params, image = fft_image(batch, 128, device)
     opt = torch.optim.Adam(params, lr=0.05)
-    units = torch.arange(8, device=device)
+    units = torch.arange(batch, device=device) % (channels or batch)
 
     def step():
         opt.zero_grad()
         out = net(transform(image()))
         act = out[target_index] if isinstance(out, (tuple, list)) else out
-        loss = -act[torch.arange(8, device=device), units].mean(dim=(1, 2)).sum()
+        loss = -act[torch.arange(batch, device=device), units].mean(dim=(1, 2)).sum()
         loss.backward()
         opt.step()
         if device.type == "cuda":
@@ -126,6 +129,14 @@ def main():
         else:
             sys.exit(f"unknown mode {m!r}: lucent, truncated or both")
         print(f"torch_fv_step_ms {m} {time_steps(net, device, steps, 0):.1f}", flush=True)
+        batches = [int(b) for b in os.environ.get("BATCHES", "").split()]
+        if batches:
+            with torch.no_grad():
+                probe = net(torch.zeros(1, 3, 128, 128, device=device))
+            channels = (probe[0] if isinstance(probe, (tuple, list)) else probe).shape[1]
+        for b in batches:
+            ms = time_steps(net, device, steps, 0, b, channels)
+            print(f"torch_fv_batch {m} {b} {ms:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The GPU checks (CUDA tests and benchmarks) as one command on a GPU machine lent by the device
+# tool, which has CUDA, PyTorch and onnx but no Rust toolchain and no network. Everything is
+# built here, packed into .gpu/ (which git ignores), and carried:
+#
+#   benches/gpu.sh pack       # here: release builds with --features cuda (about 15 min on 2 cores)
+#   device run: command "benches/gpu.sh run", carry [".gpu"], timeout_s 540
+#   device run: command "benches/gpu.sh gallery", carry [".gpu"] (optional, after `run`)
+#
+# `run` prints, in order: the ONNX node conformance tests and the CPU/CUDA agreement test on
+# cuda:0, then benches/feature_vis.sh on the GPU: ms per step against PyTorch CUDA, and
+# units·steps per second at batches 8, 32 and 128. `gallery` times the whole 512-unit gallery of
+# inception_4a (512 steps, 128 px, batches of 128). CUDA_VERSION (default 13000, the toolkit on
+# the lent machines: 13.0) is what cudarc binds at build time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACK=.gpu
+case "${1:-}" in
+pack)
+  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
+  export CUDARC_CUDA_VERSION=${CUDA_VERSION:-13000}
+  rm -rf "$PACK" && mkdir -p "$PACK/bin" "$PACK/light" "$PACK/whl"
+  # The executables cargo reports, by target name.
+  built() { grep -o '"executable":"[^"]*"' | cut -d'"' -f4; }
+  {
+    cargo bench --no-run --features cuda --bench feature_vis_step --message-format=json
+    cargo test --release --no-run --features cuda --test technique --test onnx_node_conformance \
+      --message-format=json
+  } | built | while read -r exe; do
+    name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
+    cp "$exe" "$PACK/bin/$name" && strip "$PACK/bin/$name"
+  done
+  tar -C "$PACK" -cJf "$PACK/bin.tar.xz" bin && rm -rf "$PACK/bin"
+  tar -C tests/fixtures/onnx -cJf "$PACK/node.tar.xz" node
+  cp tests/fixtures/onnx/light/light_inception_v1.onnx "$PACK/light/"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux2014_x86_64 -d "$PACK/whl" onnx2torch
+  du -sh "$PACK" && ls -la "$PACK"
+  ;;
+run | gallery)
+  [ -f "$PACK/bin.tar.xz" ] || { echo "no $PACK/bin.tar.xz: run benches/gpu.sh pack here first" >&2; exit 2; }
+  nvcc=$(command -v nvcc || ls /usr/local/cuda*/bin/nvcc 2>/dev/null | head -1)
+  export CUDA_PATH=${CUDA_PATH:-$(dirname "$(dirname "$nvcc")")}
+  work=/tmp/microscope-gpu
+  mkdir -p "$work"
+  tar -C "$work" -xJf "$PACK/bin.tar.xz"
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$PACK"/whl/*.whl
+  export PYTHONPATH="$work/site"
+  model=tests/fixtures/onnx/light-ref/light_inception_v1_random.onnx
+  [ -f "$model" ] || python3 tests/support/light_reference.py "$PACK/light" tests/fixtures/onnx/light-ref
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  if [ "$1" = run ]; then
+    tar -C "$work" -xJf "$PACK/node.tar.xz"
+    echo "== ONNX node conformance on cuda:0"
+    MICROSCOPE_TEST_DEVICE=cuda MICROSCOPE_ONNX_NODE_TESTS="$work/node" \
+      "$work/bin/onnx_node_conformance" --test-threads 1
+    echo "== CPU and CUDA agree"
+    "$work/bin/technique" cpu_and_cuda --nocapture
+    echo "== feature visualization step against PyTorch CUDA"
+    DEVICE=cuda PYTHON=python3 BENCH="$work/bin/feature_vis_step" BATCHES="8 32 128" \
+      benches/feature_vis.sh
+  else
+    echo "== a 512-unit gallery of inception_4a (512 steps, 128 px, batches of 128)"
+    GALLERY=128 "$work/bin/feature_vis_step" "$model" inception_4a/output 512 cuda
+  fi
+  ;;
+*)
+  echo "usage: benches/gpu.sh pack | run | gallery" >&2
+  exit 2
+  ;;
+esac
