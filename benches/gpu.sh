@@ -39,8 +39,14 @@ pack)
   ;;
 run | gallery)
   [ -f "$PACK/bin.tar.xz" ] || { echo "no $PACK/bin.tar.xz: run benches/gpu.sh pack here first" >&2; exit 2; }
-  nvcc=$(command -v nvcc || ls /usr/local/cuda*/bin/nvcc 2>/dev/null | head -1)
-  export CUDA_PATH=${CUDA_PATH:-$(dirname "$(dirname "$nvcc")")}
+  # burn-cuda compiles its kernels at run time against the toolkit's headers.
+  if [ -z "${CUDA_PATH:-}" ]; then
+    nvcc=$(command -v nvcc || true)
+    [ -n "$nvcc" ] || nvcc=$(ls /usr/local/cuda*/bin/nvcc 2>/dev/null | head -1 || true)
+    [ -n "$nvcc" ] || { echo "no CUDA toolkit (nvcc) found: set CUDA_PATH" >&2; exit 2; }
+    CUDA_PATH=$(dirname "$(dirname "$nvcc")")
+    export CUDA_PATH
+  fi
   work=/tmp/microscope-gpu
   mkdir -p "$work"
   tar -C "$work" -xJf "$PACK/bin.tar.xz"
