@@ -93,10 +93,10 @@ fn best_of_test_set(model: &microscope::Model, layers: &[&str]) -> Vec<Vec<f32>>
     best
 }
 
-/// The default recipe (512 steps) against the best of the 10,000 test images, on every unit of
-/// the three convolutions: a visualization should excite its unit more than any real input. A
-/// unit the default recipe leaves below must get past with the redirected ReLU gradient for the
-/// first 64 steps (opt-in: it ruins deep networks, see `FeatureVis::redirect_steps`).
+/// The default recipe (512 steps, the first 16 with redirected ReLU gradients) against the best
+/// of the 10,000 test images, on every unit of the three convolutions: a visualization should
+/// excite its unit more than any real input. Without the redirected steps, conv3:16 and conv3:25
+/// stay below (0.05 against 0.46, -0.14 against -0.08).
 #[test]
 fn feature_visualization_beats_the_best_test_image_on_every_unit() {
     let model = zoo::fashion().unwrap();
@@ -109,33 +109,26 @@ fn feature_visualization_beats_the_best_test_image_on_every_unit() {
             .cache(None)
             .run_units(&model, layer, &units)
             .unwrap();
-        let below: Vec<usize> = units
-            .iter()
-            .copied()
-            .filter(|&u| vis.activations[u] <= best[u])
-            .collect();
-        println!(
-            "{layer}: {} of {} units beat the best test image",
-            units.len() - below.len(),
-            units.len()
-        );
-        if below.is_empty() {
-            continue;
-        }
-        let redirected = FeatureVis::default()
-            .cache(None)
-            .redirect_steps(64)
-            .run_units(&model, layer, &below)
-            .unwrap();
-        for (i, &u) in below.iter().enumerate() {
-            println!(
-                "  {layer}:{u}: feature vis {:.3}, redirected for 64 steps {:.3}, best test image {:.3}",
-                vis.activations[u], redirected.activations[i], best[u]
-            );
-            if redirected.activations[i] <= best[u] {
+        let mut beaten = 0;
+        for &u in &units {
+            if vis.activations[u] > best[u] {
+                beaten += 1;
+            } else {
+                println!(
+                    "  {layer}:{u}: feature vis {:.3}, best test image {:.3}",
+                    vis.activations[u], best[u]
+                );
                 failures.push(format!("{layer}:{u}"));
             }
         }
+        let closest = units
+            .iter()
+            .map(|&u| vis.activations[u] - best[u])
+            .fold(f32::INFINITY, f32::min);
+        println!(
+            "{layer}: {beaten} of {} units beat the best test image (smallest margin {closest:.3})",
+            units.len()
+        );
     }
     assert!(
         failures.is_empty(),

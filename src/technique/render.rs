@@ -40,6 +40,8 @@ pub struct RenderConfig {
     /// For this many first steps the gradient passes through ReLUs and Clips as if they were
     /// the identity ([`Network::forward_redirected`](crate::network::Network::forward_redirected)):
     /// a unit behind inputs that are all off for the random start image still gets a gradient.
+    /// Adam's moments are reset after them, so that the real steps are not scaled by what the
+    /// redirected gradients left in them.
     pub redirect_steps: usize,
     /// Fixed images `[M, C, size, size]` in [0, 1] put first in the batch every step, through
     /// the same transforms as the optimized images (caricature's reference image): the
@@ -151,6 +153,7 @@ struct Part {
     param: Box<dyn Param + Send>,
     adam: Adam<5>,
     start: usize,
+    redirected: bool,
 }
 
 impl Part {
@@ -160,6 +163,7 @@ impl Part {
             param,
             adam: Adam::new(config.learning_rate),
             start,
+            redirected: false,
         }
     }
 
@@ -173,6 +177,16 @@ impl Part {
         redirect: bool,
         rng: &mut StdRng,
     ) -> Result<f32> {
+        if !redirect && self.redirected {
+            // The first real step starts Adam afresh. The redirected gradients (the identity
+            // through every ReLU) are far larger than the real ones in a deep network, and
+            // Adam's second moment (β2 = 0.999) would remember them for hundreds of steps and
+            // shrink every real step: EfficientNet-Lite0's class visualizations went from 5 of
+            // 10 top-1 (128 steps, none redirected) to 0 of 10 with 16 redirected steps, and to
+            // 9 of 10 with this reset.
+            self.adam = Adam::new(config.learning_rate);
+        }
+        self.redirected = redirect;
         let network = model.network();
         let input = network.image_input()?.name.clone();
         let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
