@@ -45,12 +45,13 @@ fn integrated_gradients_add_up_to_the_change_of_the_logit() {
             .unwrap();
         let c = m.completeness.unwrap();
         println!(
-            "image {i}, its class {}: Σ {:.4}, f(x) − f(0) = {:.4} − {:.4}, gap {:.3}%",
+            "image {i}, its class {}: Σ {:.4}, f(x) − f(0) = {:.4} − {:.4}, gap {:.3}%, {} steps",
             label,
             c.sum,
             c.value,
             c.baseline,
-            100.0 * c.relative_gap()
+            100.0 * c.relative_gap(),
+            c.steps
         );
         assert!(c.relative_gap() < 0.01, "image {i}: {c:?}");
         assert!((m.pixels.iter().sum::<f32>() - c.sum).abs() < 1e-4);
@@ -81,6 +82,7 @@ fn integrated_gradients_add_up_to_the_change_of_the_logit() {
                 let c = ig
                     .clone()
                     .steps(steps)
+                    .max_steps(steps)
                     .batch(64)
                     .run("integrated-gradients", &model, &image(&x, 0), &logit(class))
                     .unwrap()
@@ -98,12 +100,34 @@ fn integrated_gradients_add_up_to_the_change_of_the_logit() {
         mean(&fine)
     );
     assert!(mean(&fine) < mean(&coarse) / 4.0);
-    for (class, (gap, change)) in fine.iter().enumerate() {
-        assert!(
-            *change < 2.0 || gap / change < 0.01,
-            "class {class}: {gap} of {change}"
-        );
+    // The defaults refine until the gap is under 1 %: every class of every image gets there,
+    // the ones whose logit barely moves from the baseline included.
+    let mut used = Vec::new();
+    for i in 0..labels.len() {
+        for class in 0..10 {
+            let c = ig
+                .clone()
+                .batch(64)
+                .run("integrated-gradients", &model, &image(&x, i), &logit(class))
+                .unwrap()
+                .completeness
+                .unwrap();
+            assert!(c.relative_gap() < 0.01, "image {i}, class {class}: {c:?}");
+            used.push((c.steps, c.relative_gap(), c.value - c.baseline));
+        }
     }
+    let count = |s: usize| used.iter().filter(|u| u.0 == s).count();
+    let worst = used.iter().fold(0f32, |m, u| m.max(u.1));
+    let smallest = used.iter().fold(f32::INFINITY, |m, u| m.min(u.2.abs()));
+    println!(
+        "10 classes of 4 images: {} at 128 steps, {} at 384, {} at 1152, {} at 3456; largest gap \
+         {:.3}%, smallest |f(x) − f(0)| {smallest:.3}",
+        count(128),
+        count(384),
+        count(1152),
+        count(3456),
+        100.0 * worst
+    );
     // Batching changes nothing: one point per pass gives the same attributions.
     let run = |batch| {
         ig.clone()
@@ -379,7 +403,7 @@ fn notebook_05_input_attribution_cells_run() -> microscope::Result<()> {
     let ig = settings.run("integrated-gradients", &model, &image, &class_target)?;
     if let Some(c) = ig.completeness {
         println!("f(x) = {:.3}, f(black) = {:.3}, f(x) − f(black) = {:.3}", c.value, c.baseline, c.value - c.baseline);
-        println!("Σ attributions = {:.3}: gap {:.2} % ({} steps)", c.sum, 100.0 * c.relative_gap(), settings.steps);
+        println!("Σ attributions = {:.3}: gap {:.2} % ({} steps)", c.sum, 100.0 * c.relative_gap(), c.steps);
     }
 
     fn background_sum(map: &[f32], pixels: &[f32]) -> f32 {

@@ -64,8 +64,12 @@ impl Default for ViewOptions {
             attribution_image: None,
             caricature_image: None,
             // Lighter than the technique's defaults, so that the tab stays quick on an
-            // ImageNet model on a CPU; the tab shows Integrated Gradients' completeness gap.
-            input_attribution: InputAttribution::default().steps(32).samples(16),
+            // ImageNet model on a CPU (Integrated Gradients triples its steps at most once); the
+            // tab shows Integrated Gradients' completeness gap.
+            input_attribution: InputAttribution::default()
+                .steps(32)
+                .max_steps(96)
+                .samples(16),
         }
     }
 }
@@ -843,10 +847,11 @@ fn input_heatmap(m: &InputMap, spec: &MethodSpec, settings: &InputAttribution) -
     let mut note = vec![(spec.settings)(settings)];
     if let Some(c) = m.completeness {
         note.push(format!(
-            "Σ {:.3} vs f(x) − f(baseline) {:.3}: gap {:.2} %",
+            "Σ {:.3} vs f(x) − f(baseline) {:.3}: gap {:.2} % after {} steps",
             c.sum,
             c.value - c.baseline,
-            100.0 * c.relative_gap()
+            100.0 * c.relative_gap(),
+            c.steps
         ));
     }
     if let Some(layer) = &m.layer {
