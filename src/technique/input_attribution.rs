@@ -12,12 +12,12 @@
 //! f(x) − f(x′) (completeness; [`Completeness`] reports the gap). While the gap is over
 //! `tolerance` of f(x) − f(x′), the pieces are cut in three (up to `max_steps`): the old
 //! midpoints are midpoints again, so only the two new points of each piece are computed.
-//! SmoothGrad (Smilkov et al.
-//! 2017) averages the gradient over `samples` copies of the image with Gaussian noise of
-//! σ = `noise` × (max − min of the image), drawn from `seed`. The points of both run `batch` at
-//! a time through one forward and one backward pass. Grad-CAM (Selvaraju et al. 2017) weighs
-//! the activation maps A_k of a convolution by α_k, the spatial mean of the target's gradient
-//! with respect to them, and keeps ReLU(Σ_k α_k A_k), upsampled (bilinear) to the image.
+//! SmoothGrad (Smilkov et al. 2017) averages the gradient over `samples` copies of the image
+//! with Gaussian noise of σ = `noise` × (max − min of the image), drawn from `seed`. The points
+//! of both run `batch` at a time through one forward and one backward pass. Grad-CAM
+//! (Selvaraju et al. 2017) weighs the activation maps A_k of a convolution by α_k, the spatial
+//! mean of the target's gradient with respect to them, and keeps ReLU(Σ_k α_k A_k), upsampled
+//! (bilinear) to the image.
 //!
 //! # Shapes
 //! image and baseline `[1, C, H, W]` in [0, 1] · per-pixel attributions `[C, H, W]` · display
@@ -409,7 +409,9 @@ impl InputAttribution {
                 sum: pixels.iter().sum(),
                 steps,
             };
-            if completeness.relative_gap() <= self.tolerance || steps * 3 > self.max_steps {
+            if completeness.relative_gap() <= self.tolerance
+                || steps.saturating_mul(3) > self.max_steps
+            {
                 break (pixels, completeness);
             }
             // Each piece cut in three: its midpoint stays one, and two new points join it.
