@@ -111,7 +111,8 @@ tests/user_path.sh
 
 # One test is left to run by hand: the class visualizations of the ImageNet model at Lucid's 512
 # steps (`cargo test --test imagenet class_vis -- --nocapture`) take 12 minutes on 2 cores, which
-# would take this run past CI's limit. Measured: 8 of 10 classes top-1 (2026-12-02, with the spectrum DC boost; 9 of 10 before it).
+# would take this run past CI's limit. Measured: 9 of 10 classes top-1 (session 13, with 16
+# redirected steps and Adam's restart after them; 8 of 10 without redirection, the same day).
 #
 # The kernel's notebook test (Jupyter, the notebooks, JupyterLab; much of it one rustc per cell,
 # or waiting on a browser) runs beside the crate's tests (burn on both cores), which leaves fewer
