@@ -100,6 +100,12 @@ fn integrated_gradients_add_up_to_the_change_of_the_logit() {
         mean(&fine)
     );
     assert!(mean(&fine) < mean(&coarse) / 4.0);
+    for (class, (gap, change)) in fine.iter().enumerate() {
+        assert!(
+            *change < 2.0 || gap / change < 0.01,
+            "class {class}: {gap} of {change}"
+        );
+    }
     // The defaults refine until the gap is under 1 %: every class of every image gets there,
     // the ones whose logit barely moves from the baseline included.
     let mut used = Vec::new();
