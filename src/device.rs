@@ -93,11 +93,6 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// Whether a burn device tracks gradients.
-pub(crate) fn is_autodiff(device: &DispatchDevice) -> bool {
-    matches!(device, DispatchDevice::Autodiff(_))
-}
-
 /// Whether a burn device is the CPU backend (with or without gradient tracking): where our own
 /// CPU kernels may stand in for burn-flex's.
 pub(crate) fn is_cpu(device: &DispatchDevice) -> bool {

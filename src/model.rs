@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::prelude::*;
-use burn::Dispatch;
 
 use crate::data::{Dataset, ImageSpec};
 use crate::device::Device;
@@ -228,7 +227,7 @@ impl Model {
     }
 
     /// Images in [0, 1] (`[N, C, H, W]`, any device) normalized as the model's input expects.
-    pub fn normalize(&self, images: &DynTensor) -> Result<DynTensor> {
+    pub fn normalize<B: Backend>(&self, images: &DynTensor<B>) -> Result<DynTensor<B>> {
         let spec = self.input_spec()?;
         let x = images.to_rank::<4>()?;
         let c = spec.channels;
@@ -252,10 +251,8 @@ impl Model {
             return Ok(DynTensor::new(x));
         }
         let device = x.device();
-        let mean =
-            Tensor::<Dispatch, 1>::from_floats(spec.mean.as_slice(), &device).reshape([1, c, 1, 1]);
-        let std =
-            Tensor::<Dispatch, 1>::from_floats(spec.std.as_slice(), &device).reshape([1, c, 1, 1]);
+        let mean = Tensor::<B, 1>::from_floats(spec.mean.as_slice(), &device).reshape([1, c, 1, 1]);
+        let std = Tensor::<B, 1>::from_floats(spec.std.as_slice(), &device).reshape([1, c, 1, 1]);
         Ok(DynTensor::new((x - mean) / std))
     }
 }

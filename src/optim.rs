@@ -9,13 +9,13 @@ const BETA2: f32 = 0.999;
 const EPSILON: f32 = 1e-8;
 
 /// Adam state (moment estimates and step count) for one parameter tensor.
-pub struct Adam<const D: usize> {
+pub struct Adam<const D: usize, B: Backend = Dispatch> {
     learning_rate: f32,
-    moments: Option<(Tensor<Dispatch, D>, Tensor<Dispatch, D>)>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
     steps: i32,
 }
 
-impl<const D: usize> Adam<D> {
+impl<const D: usize, B: Backend> Adam<D, B> {
     pub fn new(learning_rate: f32) -> Self {
         Self {
             learning_rate,
@@ -25,11 +25,7 @@ impl<const D: usize> Adam<D> {
     }
 
     /// The parameter after one step against `grad` (both on the plain device).
-    pub fn step(
-        &mut self,
-        param: Tensor<Dispatch, D>,
-        grad: Tensor<Dispatch, D>,
-    ) -> Tensor<Dispatch, D> {
+    pub fn step(&mut self, param: Tensor<B, D>, grad: Tensor<B, D>) -> Tensor<B, D> {
         self.steps += 1;
         let (m, v) = match self.moments.take() {
             Some((m, v)) => (

@@ -7,6 +7,7 @@
 //! weights are wrapped as untracked constants, so no weight gradient is computed unless the caller
 //! passes tracked [`Weights`].
 
+mod backend;
 pub mod node;
 pub mod ops;
 pub mod units;
@@ -18,10 +19,12 @@ use std::sync::OnceLock;
 use burn::prelude::*;
 use burn::{Dispatch, DispatchDevice};
 
-use crate::device::{is_autodiff, Device};
+use crate::device::Device;
 use crate::error::{Error, Result};
+use backend::Constant;
+pub use backend::{Back, Fast};
 pub use node::{Attr, Node};
-use ops::{Ctx, OpFn, Slot};
+use ops::{Ctx, OpSpec, Slot};
 pub use units::UnitLayout;
 pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, MAX_RANK};
 
@@ -49,13 +52,6 @@ pub struct InputSpec {
     pub shape: Vec<Option<usize>>,
 }
 
-#[derive(Clone, Debug)]
-struct Constant {
-    host: Option<HostTensor>,
-    device: Option<DynTensor>,
-    shape: Vec<usize>,
-}
-
 impl Constant {
     fn new(host: HostTensor, device: &DispatchDevice) -> Self {
         let shape = host.shape.clone();
@@ -63,27 +59,20 @@ impl Constant {
         // one on the device then fails with an error naming it).
         let uploadable =
             host.elem == Elem::Float && !host.is_empty() && host.shape.len() <= MAX_RANK;
-        let on_device = uploadable.then(|| host.upload(device));
+        let on_device = uploadable.then(|| host.upload_to(device));
         let keep_host = on_device.is_none() || host.len() <= HOST_COPY_LIMIT;
         Constant {
             host: keep_host.then_some(host),
             device: on_device,
+            flex: OnceLock::new(),
             shape,
-        }
-    }
-
-    fn host(&self) -> HostTensor {
-        match (&self.host, &self.device) {
-            (Some(h), _) => h.clone(),
-            (None, Some(d)) => HostTensor::f32(d.dims(), d.to_vec()),
-            (None, None) => unreachable!("a constant has a value"),
         }
     }
 }
 
 /// Weights tracked by autodiff, for callers that want weight gradients (training).
-pub struct Weights {
-    tensors: HashMap<String, DynTensor>,
+pub struct Weights<B: Backend = Dispatch> {
+    tensors: HashMap<String, DynTensor<B>>,
 }
 
 impl Weights {
@@ -95,9 +84,11 @@ impl Weights {
             .collect();
         Weights { tensors }
     }
+}
 
+impl<B: Backend> Weights<B> {
     /// The tracked tensor of weight `name`; read its gradient with `tensor.grad(&grads)`.
-    pub fn get(&self, name: &str) -> Option<&DynTensor> {
+    pub fn get(&self, name: &str) -> Option<&DynTensor<B>> {
         self.tensors.get(name)
     }
 
@@ -110,7 +101,8 @@ impl Weights {
 pub struct Network {
     name: String,
     nodes: Vec<Node>,
-    kernels: Vec<OpFn>,
+    /// Each node's op.
+    specs: Vec<&'static OpSpec>,
     inputs: Vec<InputSpec>,
     outputs: Vec<String>,
     constants: HashMap<String, Constant>,
@@ -150,15 +142,15 @@ impl Network {
         aliases: Vec<(String, String)>,
         device: Device,
     ) -> Result<Self> {
-        let mut kernels = Vec::with_capacity(nodes.len());
+        let mut specs = Vec::with_capacity(nodes.len());
         for n in &nodes {
-            kernels.push(ops::lookup(&n.op).ok_or_else(|| Error::UnsupportedOp {
+            specs.push(ops::spec(&n.op).ok_or_else(|| Error::UnsupportedOp {
                 op: n.op.clone(),
                 domain: String::new(),
                 node: n.name.clone(),
             })?);
         }
-        let (nodes, kernels, constants) = fold_constants(nodes, kernels, constants)?;
+        let (nodes, specs, constants) = fold_constants(nodes, specs, constants)?;
         let plain = device.burn().clone();
         let constants = constants
             .into_iter()
@@ -167,7 +159,7 @@ impl Network {
         let mut net = Network {
             name: name.into(),
             nodes,
-            kernels,
+            specs,
             inputs,
             outputs,
             constants,
@@ -365,16 +357,20 @@ impl Network {
 
     /// Runs the network on `feeds` and returns the activations of `targets` (node or tensor
     /// names), evaluating only the nodes they depend on.
-    pub fn forward(&self, feeds: &[(&str, DynTensor)], targets: &[&str]) -> Result<Vec<DynTensor>> {
-        self.forward_with(feeds, targets, None)
+    pub fn forward<B: Back>(
+        &self,
+        feeds: &[(&str, DynTensor<B>)],
+        targets: &[&str],
+    ) -> Result<Vec<DynTensor<B>>> {
+        self.forward_in(feeds, targets, None, Mode::Strict)
     }
 
     /// [`Network::forward`] for a single-input network, with an image batch `[N, C, H, W]`.
-    pub fn forward_image(
+    pub fn forward_image<B: Back>(
         &self,
-        x: Tensor<Dispatch, 4>,
+        x: Tensor<B, 4>,
         targets: &[&str],
-    ) -> Result<Vec<DynTensor>> {
+    ) -> Result<Vec<DynTensor<B>>> {
         let input = self.image_input()?.name.clone();
         self.forward(&[(&input, DynTensor::new(x))], targets)
     }
@@ -382,33 +378,33 @@ impl Network {
     /// [`Network::forward`] for images of any spatial size (e.g. feature visualization at 128 px
     /// on a network declared for 224 px): the network must be fully convolutional up to
     /// `targets`, or a node on the way fails with an error naming it.
-    pub fn forward_any_size(
+    pub fn forward_any_size<B: Back>(
         &self,
-        feeds: &[(&str, DynTensor)],
+        feeds: &[(&str, DynTensor<B>)],
         targets: &[&str],
-    ) -> Result<Vec<DynTensor>> {
+    ) -> Result<Vec<DynTensor<B>>> {
         self.forward_in(feeds, targets, None, Mode::AnySize)
     }
 
     /// Runs `feeds` (typically a patched intermediate activation) to `targets` with every
     /// nonlinearity replaced by its linear stand-in (ReLU → identity, max → average pooling),
     /// as Circuits' expanded weights need.
-    pub fn forward_linearized(
+    pub fn forward_linearized<B: Back>(
         &self,
-        feeds: &[(&str, DynTensor)],
+        feeds: &[(&str, DynTensor<B>)],
         targets: &[&str],
-    ) -> Result<Vec<DynTensor>> {
+    ) -> Result<Vec<DynTensor<B>>> {
         self.forward_in(feeds, targets, None, Mode::Linearized)
     }
 
     /// [`Network::forward_any_size`] whose backward pass goes through ReLUs and Clips as if
     /// they were the identity (the forward values are unchanged): feature visualization's first
     /// steps, so that units behind inputs that are off for the start image get a gradient.
-    pub fn forward_redirected(
+    pub fn forward_redirected<B: Back>(
         &self,
-        feeds: &[(&str, DynTensor)],
+        feeds: &[(&str, DynTensor<B>)],
         targets: &[&str],
-    ) -> Result<Vec<DynTensor>> {
+    ) -> Result<Vec<DynTensor<B>>> {
         self.forward_in(feeds, targets, None, Mode::Redirected)
     }
 
@@ -422,26 +418,26 @@ impl Network {
         self.forward_in(feeds, targets, weights, Mode::Strict)
     }
 
-    fn forward_in(
+    fn forward_in<B: Back>(
         &self,
-        feeds: &[(&str, DynTensor)],
+        feeds: &[(&str, DynTensor<B>)],
         targets: &[&str],
-        weights: Option<&Weights>,
+        weights: Option<&Weights<B>>,
         mode: Mode,
-    ) -> Result<Vec<DynTensor>> {
+    ) -> Result<Vec<DynTensor<B>>> {
         crate::device::on_cpu_pool(self.device.burn(), || {
             self.forward_on_this_thread(feeds, targets, weights, mode)
         })
     }
 
-    fn forward_on_this_thread(
+    fn forward_on_this_thread<B: Back>(
         &self,
-        feeds: &[(&str, DynTensor)],
+        feeds: &[(&str, DynTensor<B>)],
         targets: &[&str],
-        weights: Option<&Weights>,
+        weights: Option<&Weights<B>>,
         mode: Mode,
-    ) -> Result<Vec<DynTensor>> {
-        let feeds: Vec<(&str, Value)> = feeds
+    ) -> Result<Vec<DynTensor<B>>> {
+        let feeds: Vec<(&str, Value<B>)> = feeds
             .iter()
             .map(|(n, t)| (*n, Value::Device(t.clone())))
             .collect();
@@ -450,25 +446,25 @@ impl Network {
     }
 
     /// Results as device tensors on the feeds' device (host results are uploaded).
-    fn device_values(
+    fn device_values<B: Back>(
         &self,
-        values: Vec<Value>,
+        values: Vec<Value<B>>,
         targets: &[&str],
-        feeds: &[(&str, Value)],
-    ) -> Result<Vec<DynTensor>> {
+        feeds: &[(&str, Value<B>)],
+    ) -> Result<Vec<DynTensor<B>>> {
         let device = feeds
             .iter()
             .find_map(|(_, v)| match v {
                 Value::Device(d) => Some(d.device()),
                 Value::Host(_) => None,
             })
-            .unwrap_or_else(|| self.device.burn().clone());
+            .unwrap_or_else(|| B::device_of(&self.device));
         values
             .into_iter()
             .zip(targets)
             .map(|(v, t)| match v {
                 Value::Device(d) => Ok(d),
-                Value::Host(h) if h.elem != Elem::Bool => Ok(h.upload(&device)),
+                Value::Host(h) if h.elem != Elem::Bool => Ok(h.upload_to(&device)),
                 Value::Host(_) => Err(Error::Message(format!("{t} is not a float tensor"))),
             })
             .collect()
@@ -532,14 +528,14 @@ impl Network {
         Err(self.unknown(target))
     }
 
-    fn evaluate(
+    fn evaluate<B: Back>(
         &self,
-        feeds: &[(&str, Value)],
+        feeds: &[(&str, Value<B>)],
         targets: &[&str],
-        weights: Option<&Weights>,
+        weights: Option<&Weights<B>>,
         mode: Mode,
-        observe: &mut dyn FnMut(usize, &[Value]),
-    ) -> Result<Vec<Value>> {
+        observe: &mut dyn FnMut(usize, &[Value<B>]),
+    ) -> Result<Vec<Value<B>>> {
         let any_size = mode != Mode::Strict;
         let wanted: Vec<String> = targets
             .iter()
@@ -551,9 +547,9 @@ impl Network {
                 Value::Device(t) => Some(t.device()),
                 Value::Host(_) => None,
             })
-            .unwrap_or_else(|| self.device.burn().clone());
-        let autodiff = is_autodiff(&device);
-        let mut env: HashMap<&str, Slot> = HashMap::new();
+            .unwrap_or_else(|| B::device_of(&self.device));
+        let autodiff = B::ad_enabled(&device);
+        let mut env: HashMap<&str, Slot<B>> = HashMap::new();
         for (name, value) in feeds {
             match self.inputs.iter().find(|i| i.name == *name) {
                 Some(spec) => check_input(spec, &value.dims(), any_size)?,
@@ -617,8 +613,8 @@ impl Network {
                 device: &device,
             };
             let kernel = match mode {
-                Mode::Linearized => ops::linearized(&node.op).unwrap_or(self.kernels[i]),
-                _ => self.kernels[i],
+                Mode::Linearized => ops::linearized(&node.op).unwrap_or(B::kernel(self.specs[i])),
+                _ => B::kernel(self.specs[i]),
             };
             let mut outs = guarded(node, || kernel(&ctx))?;
             if mode == Mode::Redirected && ops::cuts_off(&node.op) {
@@ -657,14 +653,14 @@ impl Network {
     }
 
     /// The slot for input `name` of `node`: a computed or fed value, else a constant.
-    fn input_slot(
+    fn input_slot<B: Back>(
         &self,
         name: &str,
         node: &Node,
-        env: &HashMap<&str, Slot>,
+        env: &HashMap<&str, Slot<B>>,
         autodiff: bool,
-        weights: Option<&Weights>,
-    ) -> Result<Option<Slot>> {
+        weights: Option<&Weights<B>>,
+    ) -> Result<Option<Slot<B>>> {
         if name.is_empty() {
             return Ok(None);
         }
@@ -684,12 +680,16 @@ impl Network {
         Ok(slot)
     }
 
-    fn constant_slot(&self, name: &str, autodiff: bool, weights: Option<&Weights>) -> Option<Slot> {
+    fn constant_slot<B: Back>(
+        &self,
+        name: &str,
+        autodiff: bool,
+        weights: Option<&Weights<B>>,
+    ) -> Option<Slot<B>> {
         let c = self.constants.get(name)?;
-        let device = match (weights.and_then(|w| w.get(name)), &c.device) {
-            (Some(tracked), _) => Some(tracked.clone()),
-            (None, Some(d)) if autodiff => Some(freeze(d)),
-            (None, d) => d.clone(),
+        let device = match weights.and_then(|w| w.get(name)) {
+            Some(tracked) => Some(tracked.clone()),
+            None => B::constant(c, autodiff),
         };
         Some(Slot {
             host: c.host.clone(),
@@ -723,7 +723,10 @@ fn quiet_guarded_panics() {
 }
 
 /// Runs an operator, turning a panic inside the tensor library into an error that names the node.
-fn guarded(node: &Node, f: impl FnOnce() -> Result<Vec<Value>>) -> Result<Vec<Value>> {
+fn guarded<B: Backend>(
+    node: &Node,
+    f: impl FnOnce() -> Result<Vec<Value<B>>>,
+) -> Result<Vec<Value<B>>> {
     guard(f, |reason| {
         node.error(format!(
             "the tensor backend rejected the operation: {reason}"
@@ -787,20 +790,20 @@ fn check_input(spec: &InputSpec, dims: &[usize], any_size: bool) -> Result<()> {
 #[allow(clippy::type_complexity)]
 fn fold_constants(
     nodes: Vec<Node>,
-    kernels: Vec<OpFn>,
+    specs: Vec<&'static OpSpec>,
     mut constants: HashMap<String, HostTensor>,
-) -> Result<(Vec<Node>, Vec<OpFn>, HashMap<String, HostTensor>)> {
+) -> Result<(Vec<Node>, Vec<&'static OpSpec>, HashMap<String, HostTensor>)> {
     let cpu = Device::cpu().burn().clone();
     let mut kept_nodes = Vec::new();
-    let mut kept_kernels = Vec::new();
-    for (node, kernel) in nodes.into_iter().zip(kernels) {
+    let mut kept_specs = Vec::new();
+    for (node, spec) in nodes.into_iter().zip(specs) {
         let foldable = node
             .inputs
             .iter()
             .all(|i| i.is_empty() || constants.contains_key(i));
         if !foldable {
             kept_nodes.push(node);
-            kept_kernels.push(kernel);
+            kept_specs.push(spec);
             continue;
         }
         let inputs = node
@@ -818,12 +821,12 @@ fn fold_constants(
             inputs,
             device: &cpu,
         };
-        let outs = guarded(&node, || kernel(&ctx))?;
+        let outs = guarded(&node, || (spec.kernel.dispatch)(&ctx))?;
         for (name, v) in node.outputs.iter().zip(outs) {
             if !name.is_empty() {
                 constants.insert(name.clone(), v.to_host());
             }
         }
     }
-    Ok((kept_nodes, kept_kernels, constants))
+    Ok((kept_nodes, kept_specs, constants))
 }

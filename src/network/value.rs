@@ -6,6 +6,7 @@
 //! the host as [`HostTensor`], so shape arithmetic never touches (or synchronizes) the device.
 
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorData;
 use burn::Dispatch;
 
@@ -13,30 +14,34 @@ use super::units::UnitLayout;
 use crate::error::{Error, Result};
 
 /// Gradients returned by [`DynTensor::backward`].
-pub type Gradients = <Dispatch as burn::tensor::backend::AutodiffBackend>::Gradients;
+pub type Gradients<B = Dispatch> = <B as AutodiffBackend>::Gradients;
 
 /// The highest tensor rank the runtime supports.
 pub const MAX_RANK: usize = 6;
 
 /// The storage type of every device tensor.
-pub type Storage = Tensor<Dispatch, MAX_RANK>;
+pub type Storage<B = Dispatch> = Tensor<B, MAX_RANK>;
 
 /// A float32 tensor on a device, of any rank up to [`MAX_RANK`].
+///
+/// The backend is `Dispatch` (picked at run time) everywhere in the notebook API; the render
+/// loop instantiates the runtime on a concrete autodiff backend, where ops of our own can define
+/// their own backward pass (burn-dispatch 0.21 keeps its tensors' backend private).
 #[derive(Clone, Debug)]
-pub struct DynTensor {
-    storage: Storage,
+pub struct DynTensor<B: Backend = Dispatch> {
+    storage: Storage<B>,
     rank: usize,
 }
 
-impl DynTensor {
+impl<B: Backend> DynTensor<B> {
     /// Wraps a storage tensor whose leading `MAX_RANK - rank` axes are 1.
-    pub(crate) fn from_storage(storage: Storage, rank: usize) -> Self {
+    pub(crate) fn from_storage(storage: Storage<B>, rank: usize) -> Self {
         debug_assert!(rank <= MAX_RANK);
         Self { storage, rank }
     }
 
     /// Lifts a burn tensor of rank `D` into a dynamic one.
-    pub fn new<const D: usize>(tensor: Tensor<Dispatch, D>) -> Self {
+    pub fn new<const D: usize>(tensor: Tensor<B, D>) -> Self {
         let dims = tensor.dims();
         Self {
             storage: tensor.reshape(storage_shape(&dims)),
@@ -44,10 +49,10 @@ impl DynTensor {
         }
     }
 
-    /// A tensor from host data.
-    pub fn from_host(data: &[f32], shape: &[usize], device: &burn::DispatchDevice) -> Self {
+    /// A tensor from host data on a device of backend `B`.
+    pub fn from_host_on(data: &[f32], shape: &[usize], device: &B::Device) -> Self {
         let storage =
-            Storage::from_data(TensorData::new(data.to_vec(), storage_shape(shape)), device);
+            Storage::<B>::from_data(TensorData::new(data.to_vec(), storage_shape(shape)), device);
         Self {
             storage,
             rank: shape.len(),
@@ -63,15 +68,15 @@ impl DynTensor {
         self.rank
     }
 
-    pub fn device(&self) -> burn::DispatchDevice {
+    pub fn device(&self) -> B::Device {
         self.storage.device()
     }
 
-    pub(crate) fn storage(&self) -> &Storage {
+    pub(crate) fn storage(&self) -> &Storage<B> {
         &self.storage
     }
 
-    pub(crate) fn into_storage(self) -> Storage {
+    pub(crate) fn into_storage(self) -> Storage<B> {
         self.storage
     }
 
@@ -81,7 +86,7 @@ impl DynTensor {
     }
 
     /// Converts to a burn tensor of rank `D`; fails unless the logical rank is exactly `D`.
-    pub fn to_rank<const D: usize>(&self) -> Result<Tensor<Dispatch, D>> {
+    pub fn to_rank<const D: usize>(&self) -> Result<Tensor<B, D>> {
         if self.rank != D {
             return Err(Error::Message(format!(
                 "expected a rank-{D} tensor, got shape {:?}",
@@ -101,7 +106,7 @@ impl DynTensor {
     }
 
     /// Applies an elementwise function to the storage.
-    pub(crate) fn map(self, f: impl FnOnce(Storage) -> Storage) -> Self {
+    pub(crate) fn map(self, f: impl FnOnce(Storage<B>) -> Storage<B>) -> Self {
         Self {
             storage: f(self.storage),
             rank: self.rank,
@@ -118,23 +123,10 @@ impl DynTensor {
             .expect("float tensor converts to f32")
     }
 
-    /// The gradient of this (tracked) tensor after `backward`, on the plain device.
-    pub fn grad(&self, grads: &Gradients) -> Option<DynTensor> {
-        self.storage
-            .grad(grads)
-            .map(|g| DynTensor::from_storage(g, self.rank))
-    }
-
-    /// The same values as a new tensor cut off from the graph that computed them (a fresh leaf
-    /// for `require_grad`).
-    pub fn detached(&self) -> Self {
-        self.clone().map(Storage::from_inner)
-    }
-
     /// Views an activation as `[N, C, H, W]`, the shape the techniques read units from, as
     /// [`UnitLayout`] declares: `[N, C]` becomes `[N, C, 1, 1]` and tokens `[N, T, C]` become
     /// `[N, C, T, 1]`.
-    pub fn to_nchw(self) -> Result<Tensor<Dispatch, 4>> {
+    pub fn to_nchw(self) -> Result<Tensor<B, 4>> {
         let d = self.dims();
         match UnitLayout::of(&d) {
             Some(UnitLayout::Maps) => self.to_rank::<4>(),
@@ -155,13 +147,45 @@ impl DynTensor {
         self.map(|s| s.require_grad())
     }
 
-    /// Back-propagates from this tensor (summed if it is not a scalar).
-    pub fn backward(&self) -> Gradients {
-        self.storage.clone().sum().backward()
-    }
-
     pub fn num_elements(&self) -> usize {
         self.dims().iter().product()
+    }
+}
+
+impl DynTensor<Dispatch> {
+    /// A tensor from host data.
+    pub fn from_host(data: &[f32], shape: &[usize], device: &burn::DispatchDevice) -> Self {
+        Self::from_host_on(data, shape, device)
+    }
+
+    /// These plain-device values as a fresh leaf of an autodiff graph (for `require_grad`).
+    pub fn detached(&self) -> Self {
+        self.clone().map(Storage::from_inner)
+    }
+}
+
+impl<B: AutodiffBackend> DynTensor<B> {
+    /// The gradient of this (tracked) tensor after `backward`, on the plain device.
+    pub fn grad(&self, grads: &Gradients<B>) -> Option<DynTensor<B::InnerBackend>> {
+        self.storage
+            .grad(grads)
+            .map(|g| DynTensor::from_storage(g, self.rank))
+    }
+
+    /// The same values as an autodiff constant: usable in a tracked graph, but no gradient is
+    /// computed for it.
+    pub fn from_inner(inner: DynTensor<B::InnerBackend>) -> Self {
+        DynTensor::from_storage(Storage::<B>::from_inner(inner.storage), inner.rank)
+    }
+
+    /// The values without gradient tracking.
+    pub fn inner(self) -> DynTensor<B::InnerBackend> {
+        DynTensor::from_storage(self.storage.inner(), self.rank)
+    }
+
+    /// Back-propagates from this tensor (summed if it is not a scalar).
+    pub fn backward(&self) -> Gradients<B> {
+        self.storage.clone().sum().backward()
     }
 }
 
@@ -250,7 +274,12 @@ impl HostTensor {
 
     /// Uploads to a device as a float tensor.
     pub fn upload(&self, device: &burn::DispatchDevice) -> DynTensor {
-        DynTensor::from_host(&self.to_f32(), &self.shape, device)
+        self.upload_to(device)
+    }
+
+    /// Uploads to a device of backend `B` as a float tensor.
+    pub fn upload_to<B: Backend>(&self, device: &B::Device) -> DynTensor<B> {
+        DynTensor::from_host_on(&self.to_f32(), &self.shape, device)
     }
 
     /// Same data, another shape.
@@ -268,12 +297,12 @@ impl HostTensor {
 // every value is a `Device` one, so boxing it would add an allocation to each op for nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
-pub enum Value {
-    Device(DynTensor),
+pub enum Value<B: Backend = Dispatch> {
+    Device(DynTensor<B>),
     Host(HostTensor),
 }
 
-impl Value {
+impl<B: Backend> Value<B> {
     pub fn dims(&self) -> Vec<usize> {
         match self {
             Value::Device(t) => t.dims(),

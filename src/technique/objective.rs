@@ -20,16 +20,51 @@ use crate::error::{Error, Result};
 use crate::network::guard;
 
 /// Activations of the layers an objective reads, by layer name.
-pub type Activations = HashMap<String, Tensor<Dispatch, 4>>;
+pub type Activations<B = Dispatch> = HashMap<String, Tensor<B, 4>>;
 
-type Eval = dyn Fn(&Activations) -> Tensor<Dispatch, 1> + Send + Sync;
+/// What an objective computes, as data rather than a closure: one declaration that evaluates
+/// on every backend the runtime is instantiated on ([`Term::eval`]).
+enum Term {
+    Channels {
+        layer: String,
+        units: Vec<usize>,
+    },
+    Neurons {
+        layer: String,
+        units: Vec<usize>,
+    },
+    NeuronAt {
+        layer: String,
+        unit: usize,
+        y: usize,
+        x: usize,
+    },
+    DeepDream {
+        layer: String,
+    },
+    Direction {
+        layer: String,
+        direction: Vec<f32>,
+    },
+    Caricature {
+        layer: String,
+        pow: f32,
+    },
+    Diversity {
+        layer: String,
+    },
+    Add(Arc<Term>, Arc<Term>),
+    Sub(Arc<Term>, Arc<Term>),
+    Scale(Arc<Term>, f32),
+    Neg(Arc<Term>),
+}
 
 /// A named, composable optimization target.
 #[derive(Clone)]
 pub struct Objective {
     name: String,
     layers: Vec<String>,
-    eval: Arc<Eval>,
+    term: Arc<Term>,
     /// Whether each image's value depends on that image's activations alone (false for
     /// diversity, which compares the images of the batch).
     per_image: bool,
@@ -49,15 +84,11 @@ impl serde::Serialize for Objective {
 }
 
 impl Objective {
-    fn new(
-        name: String,
-        layers: Vec<String>,
-        eval: impl Fn(&Activations) -> Tensor<Dispatch, 1> + Send + Sync + 'static,
-    ) -> Self {
+    fn new(name: String, layers: Vec<String>, term: Term) -> Self {
         Self {
             name,
             layers,
-            eval: Arc::new(eval),
+            term: Arc::new(term),
             per_image: true,
         }
     }
@@ -71,12 +102,7 @@ impl Objective {
     pub fn channels(layer: &str, units: &[usize]) -> Self {
         let (l, units) = (layer.to_string(), units.to_vec());
         let name = format!("channels({layer}:{units:?})");
-        Self::new(name, vec![l.clone()], move |acts| {
-            let a = &acts[&l];
-            let [n, c, h, w] = a.dims();
-            let means = a.clone().reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);
-            pick(means, &units)
-        })
+        Self::new(name, vec![l.clone()], Term::Channels { layer: l, units })
     }
 
     /// The activation of channel `unit` at the centre position of `layer` (Lucid's
@@ -90,16 +116,7 @@ impl Objective {
     pub fn neurons(layer: &str, units: &[usize]) -> Self {
         let (l, units) = (layer.to_string(), units.to_vec());
         let name = format!("neurons({layer}:{units:?})");
-        Self::new(name, vec![l.clone()], move |acts| {
-            let a = &acts[&l];
-            let [n, c, h, w] = a.dims();
-            let centre = a
-                .clone()
-                .narrow(2, h / 2, 1)
-                .narrow(3, w / 2, 1)
-                .reshape([n, c]);
-            pick(centre, &units)
-        })
+        Self::new(name, vec![l.clone()], Term::Neurons { layer: l, units })
     }
 
     /// The activation of channel `unit` of `layer` at row `y`, column `x` of its activation map
@@ -109,14 +126,11 @@ impl Objective {
         Self::new(
             format!("neuron({layer}:{unit} at {y},{x})"),
             vec![l.clone()],
-            move |acts| {
-                let a = &acts[&l];
-                let n = a.dims()[0];
-                a.clone()
-                    .narrow(1, unit, 1)
-                    .narrow(2, y, 1)
-                    .narrow(3, x, 1)
-                    .reshape([n])
+            Term::NeuronAt {
+                layer: l,
+                unit,
+                y,
+                x,
             },
         )
     }
@@ -133,15 +147,7 @@ impl Objective {
         Self::new(
             format!("deepdream({layer})"),
             vec![l.clone()],
-            move |acts| {
-                let a = &acts[&l];
-                let n = a.dims()[0];
-                a.clone()
-                    .powi_scalar(2)
-                    .reshape([n as i32, -1])
-                    .mean_dim(1)
-                    .reshape([n])
-            },
+            Term::DeepDream { layer: l },
         )
     }
 
@@ -155,17 +161,9 @@ impl Objective {
         Self::new(
             format!("direction({layer}, {})", &digest[..12]),
             vec![l.clone()],
-            move |acts| {
-                let a = &acts[&l];
-                let [n, c, h, w] = a.dims();
-                let v = Tensor::<Dispatch, 4>::from_data(
-                    TensorData::new(d.clone(), [1, c, 1, 1]),
-                    &a.device(),
-                );
-                (a.clone() * v)
-                    .reshape([n, c * h * w])
-                    .mean_dim(1)
-                    .reshape([n])
+            Term::Direction {
+                layer: l,
+                direction: d,
             },
         )
     }
@@ -181,32 +179,7 @@ impl Objective {
         Self::new(
             format!("caricature({layer}, pow {pow})"),
             vec![l.clone()],
-            move |acts| {
-                let a = &acts[&l];
-                let [n, c, h, w] = a.dims();
-                let flat = a.clone().reshape([n, c * h * w]);
-                let reference = flat.clone().narrow(0, 0, 1).detach();
-                let r_norm = reference
-                    .clone()
-                    .powi_scalar(2)
-                    .sum()
-                    .sqrt()
-                    .add_scalar(1e-6);
-                let a_norm = flat
-                    .clone()
-                    .powi_scalar(2)
-                    .sum_dim(1)
-                    .sqrt()
-                    .add_scalar(1e-6);
-                let dot = (flat * reference).sum_dim(1); // [n, 1]
-                let projection = dot.clone() / r_norm.clone().unsqueeze::<2>();
-                let cos = dot / (a_norm * r_norm.unsqueeze::<2>());
-                let weight = cos.clamp_min(0.1).powf_scalar(pow);
-                let values = (projection * weight).reshape([n]);
-                // The reference is fixed: its row counts nothing.
-                let mask: Vec<f32> = (0..n).map(|i| if i == 0 { 0.0 } else { 1.0 }).collect();
-                values * Tensor::<Dispatch, 1>::from_data(TensorData::new(mask, [n]), &a.device())
-            },
+            Term::Caricature { layer: l, pow },
         )
         .per_image_if(false)
     }
@@ -218,25 +191,7 @@ impl Objective {
         Self::new(
             format!("diversity({layer})"),
             vec![l.clone()],
-            move |acts| {
-                let a = &acts[&l];
-                let [n, c, h, w] = a.dims();
-                let flat = a.clone().reshape([n, c, h * w]);
-                let gram = flat
-                    .clone()
-                    .matmul(flat.swap_dims(1, 2))
-                    .reshape([n, c * c]);
-                let norm = gram
-                    .clone()
-                    .powi_scalar(2)
-                    .sum_dim(1)
-                    .sqrt()
-                    .add_scalar(1e-8);
-                let unit = gram / norm;
-                let sim = unit.clone().matmul(unit.transpose()); // [n, n], diagonal = 1
-                let others = sim.sum_dim(1).reshape([n]).sub_scalar(1.0);
-                others.neg().div_scalar(n.max(2) as f32 - 1.0)
-            },
+            Term::Diversity { layer: l },
         )
         .per_image_if(false)
     }
@@ -269,7 +224,7 @@ impl Objective {
 
     /// One value per image of the batch. A unit, layer or direction that does not fit the
     /// activations is an error naming this objective.
-    pub fn eval(&self, acts: &Activations) -> Result<Tensor<Dispatch, 1>> {
+    pub fn eval<B: Backend>(&self, acts: &Activations<B>) -> Result<Tensor<B, 1>> {
         for layer in &self.layers {
             if !acts.contains_key(layer) {
                 return Err(Error::Message(format!(
@@ -279,7 +234,7 @@ impl Objective {
             }
         }
         guard(
-            || Ok((self.eval)(acts)),
+            || Ok(self.term.eval(acts)),
             |reason| Error::Message(format!("objective {}: {reason}", self.name)),
         )
     }
@@ -288,19 +243,19 @@ impl Objective {
     /// activations alone (`n` rows each): the activations are placed at their rows of a
     /// zero-filled batch, so an objective that depends on an image's position in the batch (one
     /// unit per image) sees the same positions. Only for [`Objective::per_image`] objectives.
-    pub fn eval_part(
+    pub fn eval_part<B: Backend>(
         &self,
-        acts: &Activations,
+        acts: &Activations<B>,
         start: usize,
         total: usize,
-    ) -> Result<Tensor<Dispatch, 1>> {
+    ) -> Result<Tensor<B, 1>> {
         let mut n = 0;
-        let placed: Activations = acts
+        let placed: Activations<B> = acts
             .iter()
             .map(|(layer, a)| {
                 let [rows, c, h, w] = a.dims();
                 n = rows;
-                let zeros = |k: usize| Tensor::<Dispatch, 4>::zeros([k, c, h, w], &a.device());
+                let zeros = |k: usize| Tensor::<B, 4>::zeros([k, c, h, w], &a.device());
                 let after = total.saturating_sub(start + rows);
                 let mut parts = Vec::with_capacity(3);
                 if start > 0 {
@@ -320,7 +275,7 @@ impl Objective {
         self,
         other: Objective,
         name: String,
-        f: fn(Tensor<Dispatch, 1>, Tensor<Dispatch, 1>) -> Tensor<Dispatch, 1>,
+        f: fn(Arc<Term>, Arc<Term>) -> Term,
     ) -> Objective {
         let mut layers = self.layers.clone();
         layers.extend(
@@ -331,16 +286,118 @@ impl Objective {
                 .cloned(),
         );
         let per_image = self.per_image && other.per_image;
-        let (a, b) = (self.eval, other.eval);
-        Objective::new(name, layers, move |acts| f(a(acts), b(acts))).per_image_if(per_image)
+        Objective::new(name, layers, f(self.term, other.term)).per_image_if(per_image)
+    }
+}
+
+impl Term {
+    fn eval<B: Backend>(&self, acts: &Activations<B>) -> Tensor<B, 1> {
+        match self {
+            Term::Channels { layer, units } => {
+                let a = &acts[layer];
+                let [n, c, h, w] = a.dims();
+                let means = a.clone().reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);
+                pick(means, units)
+            }
+            Term::Neurons { layer, units } => {
+                let a = &acts[layer];
+                let [n, c, h, w] = a.dims();
+                let centre = a
+                    .clone()
+                    .narrow(2, h / 2, 1)
+                    .narrow(3, w / 2, 1)
+                    .reshape([n, c]);
+                pick(centre, units)
+            }
+            Term::NeuronAt { layer, unit, y, x } => {
+                let a = &acts[layer];
+                let n = a.dims()[0];
+                a.clone()
+                    .narrow(1, *unit, 1)
+                    .narrow(2, *y, 1)
+                    .narrow(3, *x, 1)
+                    .reshape([n])
+            }
+            Term::DeepDream { layer } => {
+                let a = &acts[layer];
+                let n = a.dims()[0];
+                a.clone()
+                    .powi_scalar(2)
+                    .reshape([n as i32, -1])
+                    .mean_dim(1)
+                    .reshape([n])
+            }
+            Term::Direction { layer, direction } => {
+                let a = &acts[layer];
+                let [n, c, h, w] = a.dims();
+                let v = Tensor::<B, 4>::from_data(
+                    TensorData::new(direction.clone(), [1, c, 1, 1]),
+                    &a.device(),
+                );
+                (a.clone() * v)
+                    .reshape([n, c * h * w])
+                    .mean_dim(1)
+                    .reshape([n])
+            }
+            Term::Caricature { layer, pow } => {
+                let pow = *pow;
+                let a = &acts[layer];
+                let [n, c, h, w] = a.dims();
+                let flat = a.clone().reshape([n, c * h * w]);
+                let reference = flat.clone().narrow(0, 0, 1).detach();
+                let r_norm = reference
+                    .clone()
+                    .powi_scalar(2)
+                    .sum()
+                    .sqrt()
+                    .add_scalar(1e-6);
+                let a_norm = flat
+                    .clone()
+                    .powi_scalar(2)
+                    .sum_dim(1)
+                    .sqrt()
+                    .add_scalar(1e-6);
+                let dot = (flat * reference).sum_dim(1); // [n, 1]
+                let projection = dot.clone() / r_norm.clone().unsqueeze::<2>();
+                let cos = dot / (a_norm * r_norm.unsqueeze::<2>());
+                let weight = cos.clamp_min(0.1).powf_scalar(pow);
+                let values = (projection * weight).reshape([n]);
+                // The reference is fixed: its row counts nothing.
+                let mask: Vec<f32> = (0..n).map(|i| if i == 0 { 0.0 } else { 1.0 }).collect();
+                values * Tensor::<B, 1>::from_data(TensorData::new(mask, [n]), &a.device())
+            }
+            Term::Diversity { layer } => {
+                let a = &acts[layer];
+                let [n, c, h, w] = a.dims();
+                let flat = a.clone().reshape([n, c, h * w]);
+                let gram = flat
+                    .clone()
+                    .matmul(flat.swap_dims(1, 2))
+                    .reshape([n, c * c]);
+                let norm = gram
+                    .clone()
+                    .powi_scalar(2)
+                    .sum_dim(1)
+                    .sqrt()
+                    .add_scalar(1e-8);
+                let unit = gram / norm;
+                let sim = unit.clone().matmul(unit.transpose()); // [n, n], diagonal = 1
+                let others = sim.sum_dim(1).reshape([n]).sub_scalar(1.0);
+                others.neg().div_scalar(n.max(2) as f32 - 1.0)
+            }
+            Term::Add(a, b) => a.eval(acts) + b.eval(acts),
+            Term::Sub(a, b) => a.eval(acts) - b.eval(acts),
+            Term::Scale(a, k) => a.eval(acts).mul_scalar(*k),
+            Term::Neg(a) => a.eval(acts).neg(),
+        }
     }
 }
 
 /// Column `units[i % len]` of row `i` of `[N, C]`.
-fn pick(values: Tensor<Dispatch, 2>, units: &[usize]) -> Tensor<Dispatch, 1> {
+fn pick<B: Backend>(values: Tensor<B, 2>, units: &[usize]) -> Tensor<B, 1> {
     let [n, _] = values.dims();
     let idx: Vec<i32> = (0..n).map(|i| units[i % units.len()] as i32).collect();
-    let idx = Tensor::<Dispatch, 2, Int>::from_data(TensorData::new(idx, [n, 1]), &values.device());
+    let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [n, 1]), &values.device());
     values.gather(1, idx).reshape([n])
 }
 
@@ -348,7 +405,7 @@ impl Add for Objective {
     type Output = Objective;
     fn add(self, rhs: Objective) -> Objective {
         let name = format!("{} + {}", self.name, rhs.name);
-        self.combine(rhs, name, |a, b| a + b)
+        self.combine(rhs, name, Term::Add)
     }
 }
 
@@ -356,7 +413,7 @@ impl Sub for Objective {
     type Output = Objective;
     fn sub(self, rhs: Objective) -> Objective {
         let name = format!("{} - {}", self.name, rhs.name);
-        self.combine(rhs, name, |a, b| a - b)
+        self.combine(rhs, name, Term::Sub)
     }
 }
 
@@ -364,8 +421,8 @@ impl Mul<f32> for Objective {
     type Output = Objective;
     fn mul(self, k: f32) -> Objective {
         let name = format!("{k} * {}", self.name);
-        let (f, per_image) = (self.eval, self.per_image);
-        Objective::new(name, self.layers, move |acts| f(acts).mul_scalar(k)).per_image_if(per_image)
+        let per_image = self.per_image;
+        Objective::new(name, self.layers, Term::Scale(self.term, k)).per_image_if(per_image)
     }
 }
 
@@ -373,8 +430,8 @@ impl Neg for Objective {
     type Output = Objective;
     fn neg(self) -> Objective {
         let name = format!("-{}", self.name);
-        let (f, per_image) = (self.eval, self.per_image);
-        Objective::new(name, self.layers, move |acts| f(acts).neg()).per_image_if(per_image)
+        let per_image = self.per_image;
+        Objective::new(name, self.layers, Term::Neg(self.term)).per_image_if(per_image)
     }
 }
 

@@ -11,7 +11,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::TensorData;
-use burn::{Dispatch, DispatchDevice};
+use burn::Dispatch;
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -31,25 +31,25 @@ pub(crate) fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
 }
 
 /// A parameterization maps its trainable tensor to images in [0, 1].
-pub trait Param {
+pub trait Param<B: Backend = Dispatch> {
     /// The trainable tensor (a leaf; its gradient is read after `backward`).
-    fn tensor(&self) -> &Tensor<Dispatch, 5>;
+    fn tensor(&self) -> &Tensor<B, 5>;
     /// Replaces the trainable tensor (after an optimizer step).
-    fn set_tensor(&mut self, t: Tensor<Dispatch, 5>);
+    fn set_tensor(&mut self, t: Tensor<B, 5>);
     /// The images `[N, C, H, W]` in [0, 1].
-    fn image(&self) -> Tensor<Dispatch, 4>;
+    fn image(&self) -> Tensor<B, 4>;
     /// Images `..at` and `at..` as two independent parameterizations (fresh, untracked leaves):
     /// together, the same images as this one.
-    fn split(&self, at: usize) -> [Box<dyn Param + Send>; 2];
+    fn split(&self, at: usize) -> [Box<dyn Param<B> + Send>; 2];
 }
 
 /// Images `start..start + len` of a `[_, N, ...]` tensor as a fresh, untracked, contiguous leaf.
-fn batch_part(t: &Tensor<Dispatch, 5>, start: usize, len: usize) -> Tensor<Dispatch, 5> {
+fn batch_part<B: Backend>(t: &Tensor<B, 5>, start: usize, len: usize) -> Tensor<B, 5> {
     Tensor::from_data(t.clone().narrow(1, start, len).into_data(), &t.device())
 }
 
 /// Mixes channels with Lucid's normalized colour correlation (3 channels), or leaves them.
-fn decorrelate(x: Tensor<Dispatch, 4>) -> Tensor<Dispatch, 4> {
+fn decorrelate<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     if c != 3 {
         return x;
@@ -67,7 +67,7 @@ fn decorrelate(x: Tensor<Dispatch, 4>) -> Tensor<Dispatch, 4> {
         .flatten()
         .map(|v| v / norm)
         .collect();
-    let m = Tensor::<Dispatch, 2>::from_data(TensorData::new(m, [3, 3]), &x.device());
+    let m = Tensor::<B, 2>::from_data(TensorData::new(m, [3, 3]), &x.device());
     // rgb[o] = Σ_i M[o, i] x[i], one [3, 3] × [3, H·W] product per image: no transposed copies.
     m.unsqueeze::<3>()
         .expand([n, 3, 3])
@@ -85,28 +85,27 @@ fn decorrelate(x: Tensor<Dispatch, 4>) -> Tensor<Dispatch, 4> {
 const DC_BOOST: f32 = 4.0;
 
 /// An FFT-parameterized image batch (Lucid's default).
-pub struct FftImage {
-    spectrum: Tensor<Dispatch, 5>,
+pub struct FftImage<B: Backend = Dispatch> {
+    spectrum: Tensor<B, 5>,
     /// Inverse-DFT matrices: along W (cos, sin) `[W/2+1, W]` with the Hermitian weights and the
     /// frequency scaling folded in per row; along H (cos, sin) `[H, H]`.
-    w_cos: Tensor<Dispatch, 2>,
-    w_sin: Tensor<Dispatch, 2>,
-    h_cos: Tensor<Dispatch, 2>,
-    h_sin: Tensor<Dispatch, 2>,
+    w_cos: Tensor<B, 2>,
+    w_sin: Tensor<B, 2>,
+    h_cos: Tensor<B, 2>,
+    h_sin: Tensor<B, 2>,
     /// 1 / max(frequency, 1/max(H, W)) for both halves of every spectrum, `[2, N, C, H, W/2+1]`
     /// (a full-size factor: one contiguous product instead of two broadcasts).
-    scale: Tensor<Dispatch, 5>,
+    scale: Tensor<B, 5>,
     shape: [usize; 4],
 }
 
-impl FftImage {
+impl<B: Backend> FftImage<B> {
     /// A random spectrum (normal, std 0.01) for `n` images of `c × h × w`.
-    pub fn new(shape: [usize; 4], rng: &mut StdRng, device: &DispatchDevice) -> Self {
+    pub fn new(shape: [usize; 4], rng: &mut StdRng, device: &B::Device) -> Self {
         let [n, c, h, w] = shape;
         let wf = w / 2 + 1;
         let values = normal(rng, 2 * n * c * h * wf, 0.01);
-        let spectrum =
-            Tensor::<Dispatch, 5>::from_data(TensorData::new(values, [2, n, c, h, wf]), device);
+        let spectrum = Tensor::<B, 5>::from_data(TensorData::new(values, [2, n, c, h, wf]), device);
         let tau = std::f32::consts::TAU;
         let mut w_cos = Vec::with_capacity(wf * w);
         let mut w_sin = Vec::with_capacity(wf * w);
@@ -156,7 +155,7 @@ impl FftImage {
             .take(2 * n * c * h * wf)
             .collect();
         let t = |data: Vec<f32>, s: [usize; 2]| {
-            Tensor::<Dispatch, 2>::from_data(TensorData::new(data, s), device)
+            Tensor::<B, 2>::from_data(TensorData::new(data, s), device)
         };
         Self {
             spectrum,
@@ -170,7 +169,7 @@ impl FftImage {
     }
 
     /// The unconstrained image before colour mixing and the sigmoid, `[N, C, H, W]`.
-    fn pixels(&self) -> Tensor<Dispatch, 4> {
+    fn pixels(&self) -> Tensor<B, 4> {
         let [n, c, h, w] = self.shape;
         let wf = w / 2 + 1;
         let scaled = self.spectrum.clone() * self.scale.clone();
@@ -189,22 +188,22 @@ impl FftImage {
     }
 }
 
-impl Param for FftImage {
-    fn tensor(&self) -> &Tensor<Dispatch, 5> {
+impl<B: Backend> Param<B> for FftImage<B> {
+    fn tensor(&self) -> &Tensor<B, 5> {
         &self.spectrum
     }
 
-    fn set_tensor(&mut self, t: Tensor<Dispatch, 5>) {
+    fn set_tensor(&mut self, t: Tensor<B, 5>) {
         self.spectrum = t;
     }
 
-    fn image(&self) -> Tensor<Dispatch, 4> {
+    fn image(&self) -> Tensor<B, 4> {
         sigmoid(decorrelate(self.pixels()))
     }
 
-    fn split(&self, at: usize) -> [Box<dyn Param + Send>; 2] {
+    fn split(&self, at: usize) -> [Box<dyn Param<B> + Send>; 2] {
         let [n, c, h, w] = self.shape;
-        let part = |start: usize, len: usize| -> Box<dyn Param + Send> {
+        let part = |start: usize, len: usize| -> Box<dyn Param<B> + Send> {
             Box::new(FftImage {
                 spectrum: batch_part(&self.spectrum, start, len),
                 w_cos: self.w_cos.clone(),
@@ -220,13 +219,13 @@ impl Param for FftImage {
 }
 
 /// Free pixels (normal, std 0.01) through colour mixing and a sigmoid.
-pub struct PixelImage {
-    pixels: Tensor<Dispatch, 5>,
+pub struct PixelImage<B: Backend = Dispatch> {
+    pixels: Tensor<B, 5>,
     shape: [usize; 4],
 }
 
-impl PixelImage {
-    pub fn new(shape: [usize; 4], rng: &mut StdRng, device: &DispatchDevice) -> Self {
+impl<B: Backend> PixelImage<B> {
+    pub fn new(shape: [usize; 4], rng: &mut StdRng, device: &B::Device) -> Self {
         let [n, c, h, w] = shape;
         let values = normal(rng, n * c * h * w, 0.01);
         let pixels = Tensor::from_data(TensorData::new(values, [1, n, c, h, w]), device);
@@ -234,22 +233,22 @@ impl PixelImage {
     }
 }
 
-impl Param for PixelImage {
-    fn tensor(&self) -> &Tensor<Dispatch, 5> {
+impl<B: Backend> Param<B> for PixelImage<B> {
+    fn tensor(&self) -> &Tensor<B, 5> {
         &self.pixels
     }
 
-    fn set_tensor(&mut self, t: Tensor<Dispatch, 5>) {
+    fn set_tensor(&mut self, t: Tensor<B, 5>) {
         self.pixels = t;
     }
 
-    fn image(&self) -> Tensor<Dispatch, 4> {
+    fn image(&self) -> Tensor<B, 4> {
         sigmoid(decorrelate(self.pixels.clone().reshape(self.shape)))
     }
 
-    fn split(&self, at: usize) -> [Box<dyn Param + Send>; 2] {
+    fn split(&self, at: usize) -> [Box<dyn Param<B> + Send>; 2] {
         let [n, c, h, w] = self.shape;
-        let part = |start: usize, len: usize| -> Box<dyn Param + Send> {
+        let part = |start: usize, len: usize| -> Box<dyn Param<B> + Send> {
             Box::new(PixelImage {
                 pixels: batch_part(&self.pixels, start, len),
                 shape: [len, c, h, w],
@@ -297,7 +296,7 @@ mod tests {
         let device = crate::Device::cpu().burn().clone();
         let (h, w) = (8, 8);
         let mut rng = rand::SeedableRng::seed_from_u64(0);
-        let mut p = FftImage::new([1, 1, h, w], &mut rng, &device);
+        let mut p = FftImage::<Dispatch>::new([1, 1, h, w], &mut rng, &device);
         let wf = w / 2 + 1;
         let mut spec = vec![0.0f32; 2 * h * wf];
         spec[wf + 2] = 1.0; // u = 1, v = 2

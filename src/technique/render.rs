@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::Dispatch;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -12,10 +13,10 @@ use rayon::prelude::*;
 use super::objective::{Activations, Objective};
 use super::param::{FftImage, Param, PixelImage};
 use super::transform::{self, Transform};
-use crate::device::{cpu_threads, on_cpu_pool, Device};
+use crate::device::{cpu_threads, is_cpu, on_cpu_pool, Device};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::network::DynTensor;
+use crate::network::{Back, DynTensor, Fast};
 use crate::optim::Adam;
 
 /// Which parameterization to optimize.
@@ -70,6 +71,9 @@ pub struct Rendered {
 /// walk on one thread, and independent parts keep every core busy. The images are the same as one
 /// batch's: the parts share the random transform draws, and nothing else couples the images of
 /// a batch.
+///
+/// On the CPU the loop runs on burn-flex under burn's autodiff by name ([`Fast`]) rather than
+/// through `Dispatch`; elsewhere on `Dispatch`'s autodiff device.
 pub fn render(
     model: &Model,
     objective: &Objective,
@@ -77,15 +81,49 @@ pub fn render(
     progress: &mut dyn FnMut(Progress),
     cancel: Option<&AtomicBool>,
 ) -> Result<Rendered> {
+    let device: &Device = model.network().device();
+    if is_cpu(device.burn()) {
+        render_on::<Fast>(
+            model,
+            objective,
+            config,
+            progress,
+            cancel,
+            &Default::default(),
+        )
+    } else {
+        render_on::<Dispatch>(
+            model,
+            objective,
+            config,
+            progress,
+            cancel,
+            &device.autodiff(),
+        )
+    }
+}
+
+fn render_on<B: Back + AutodiffBackend>(
+    model: &Model,
+    objective: &Objective,
+    config: &RenderConfig,
+    progress: &mut dyn FnMut(Progress),
+    cancel: Option<&AtomicBool>,
+    ad: &B::Device,
+) -> Result<Rendered> {
     let network = model.network();
     let spec = model.input_spec()?;
     let device: &Device = network.device();
-    let ad = device.autodiff();
+    // The fixed images, as untracked leaves of this backend's graph.
+    let context = match &config.context {
+        Some(c) => Some(Tensor::<B, 4>::from_data(c.to_rank::<4>()?.into_data(), ad)),
+        None => None,
+    };
     let shape = [config.batch, spec.channels, config.size, config.size];
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let param: Box<dyn Param + Send> = match config.param {
-        ParamKind::Fft => Box::new(FftImage::new(shape, &mut rng, &ad)),
-        ParamKind::Pixel => Box::new(PixelImage::new(shape, &mut rng, &ad)),
+    let param: Box<dyn Param<B> + Send> = match config.param {
+        ParamKind::Fft => Box::new(FftImage::<B>::new(shape, &mut rng, ad)),
+        ParamKind::Pixel => Box::new(PixelImage::<B>::new(shape, &mut rng, ad)),
     };
     // Parts of the batch optimized side by side (see above): two per CPU thread (measured on 2
     // cores, GoogLeNet, batch 8: 100 ms per step with 2 parts, 91 with 4, 94 with 8), at most
@@ -96,7 +134,7 @@ pub fn render(
         1
     };
     let split = k > 1;
-    let mut parts: Vec<Part> = Vec::with_capacity(k);
+    let mut parts: Vec<Part<B>> = Vec::with_capacity(k);
     let (mut rest, mut start) = (param, 0);
     for i in 0..k - 1 {
         // Sizes as even as they go: batch / k, the first (batch % k) one larger.
@@ -122,7 +160,15 @@ pub fn render(
                 .map(|part| {
                     let mut r = rng.clone();
                     let redirect = step <= config.redirect_steps;
-                    let v = part.step(model, objective, config, split, redirect, &mut r)?;
+                    let v = part.step(
+                        model,
+                        objective,
+                        config,
+                        context.as_ref(),
+                        split,
+                        redirect,
+                        &mut r,
+                    )?;
                     Ok((v, r))
                 })
                 .collect();
@@ -142,22 +188,26 @@ pub fn render(
             value: sum / config.batch as f32,
         });
     }
-    let images: Vec<Tensor<Dispatch, 4>> = parts.iter().map(|p| p.param.image().inner()).collect();
+    let images: Vec<Tensor<B::InnerBackend, 4>> =
+        parts.iter().map(|p| p.param.image().inner()).collect();
+    // Back on the network's plain device, as every technique hands images on.
+    let images =
+        Tensor::<Dispatch, 4>::from_data(Tensor::cat(images, 0).into_data(), device.burn());
     Ok(Rendered {
-        images: DynTensor::new(Tensor::cat(images, 0)),
+        images: DynTensor::new(images),
     })
 }
 
 /// Images `start..` of the batch, optimized on their own.
-struct Part {
-    param: Box<dyn Param + Send>,
-    adam: Adam<5>,
+struct Part<B: AutodiffBackend> {
+    param: Box<dyn Param<B> + Send>,
+    adam: Adam<5, B::InnerBackend>,
     start: usize,
     redirected: bool,
 }
 
-impl Part {
-    fn new(mut param: Box<dyn Param + Send>, start: usize, config: &RenderConfig) -> Self {
+impl<B: Back + AutodiffBackend> Part<B> {
+    fn new(mut param: Box<dyn Param<B> + Send>, start: usize, config: &RenderConfig) -> Self {
         param.set_tensor(param.tensor().clone().require_grad());
         Self {
             param,
@@ -173,6 +223,7 @@ impl Part {
         model: &Model,
         objective: &Objective,
         config: &RenderConfig,
+        context: Option<&Tensor<B, 4>>,
         split: bool,
         redirect: bool,
         rng: &mut StdRng,
@@ -191,10 +242,8 @@ impl Part {
         let input = network.image_input()?.name.clone();
         let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
         let mut image = self.param.image();
-        if let Some(context) = &config.context {
-            // The plain-device images, wrapped for the autodiff graph (untracked).
-            let fixed = Tensor::from_inner(context.to_rank::<4>()?);
-            image = Tensor::cat(vec![fixed, image], 0);
+        if let Some(fixed) = context {
+            image = Tensor::cat(vec![fixed.clone(), image], 0);
         }
         let image = transform::apply(&config.transforms, image, rng);
         let x = model.normalize(&DynTensor::new(image))?;
@@ -203,7 +252,7 @@ impl Part {
         } else {
             network.forward_any_size(&[(&input, x)], &layers)?
         };
-        let acts: Activations = layers
+        let acts: Activations<B> = layers
             .iter()
             .zip(acts)
             .map(|(l, a)| Ok((l.to_string(), a.to_nchw()?)))

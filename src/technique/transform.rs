@@ -10,7 +10,6 @@
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 use burn::tensor::TensorData;
-use burn::Dispatch;
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -53,11 +52,11 @@ pub fn standard_transforms(size: usize) -> Vec<Transform> {
 /// work and one bilinear blur instead of two. A jitter right after a pad or a resampling is
 /// folded into it (an asymmetric pad; a smaller output grid), so that no op reads a cropped,
 /// strided view of the batch: the same pixels and the same random draws as one op at a time.
-pub fn apply(
+pub fn apply<B: Backend>(
     transforms: &[Transform],
-    mut x: Tensor<Dispatch, 4>,
+    mut x: Tensor<B, 4>,
     rng: &mut StdRng,
-) -> Tensor<Dispatch, 4> {
+) -> Tensor<B, 4> {
     let mut rest = transforms;
     while let Some((t, after)) = rest.split_first() {
         rest = after;
@@ -123,7 +122,7 @@ fn jitters(n: usize, h: usize, w: usize) -> bool {
 }
 
 /// The output size of [`warp`] by `s`.
-fn warped_size(x: &Tensor<Dispatch, 4>, s: f32) -> (usize, usize) {
+fn warped_size<B: Backend>(x: &Tensor<B, 4>, s: f32) -> (usize, usize) {
     let [_, _, h, w] = x.dims();
     let size = |v: usize| ((v as f32) * s).round().max(1.0) as usize;
     (size(h), size(w))
@@ -148,18 +147,18 @@ fn crop_after(
 
 /// Scales by `s` (output size rounded) and rotates by `angle` radians about the centre, with
 /// bilinear sampling written as four gathers (differentiable, any backend). Outside: zero.
-pub fn warp(x: Tensor<Dispatch, 4>, s: f32, angle: f32) -> Tensor<Dispatch, 4> {
+pub fn warp<B: Backend>(x: Tensor<B, 4>, s: f32, angle: f32) -> Tensor<B, 4> {
     warp_cropped(x, s, angle, None)
 }
 
 /// [`warp`], then a crop of `n` pixels at `(dy, dx)` when `crop` is `Some((dy, dx, n))`: only the
 /// kept pixels are sampled.
-fn warp_cropped(
-    x: Tensor<Dispatch, 4>,
+fn warp_cropped<B: Backend>(
+    x: Tensor<B, 4>,
     s: f32,
     angle: f32,
     crop: Option<(usize, usize, usize)>,
-) -> Tensor<Dispatch, 4> {
+) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let (ho, wo) = warped_size(&x, s);
     let (y_off, x_off, cut) = crop.unwrap_or((0, 0, 0));
@@ -203,10 +202,10 @@ fn warp_cropped(
     }
     let device = x.device();
     let flat = x.reshape([n * c, h * w]);
-    let mut out: Option<Tensor<Dispatch, 2>> = None;
+    let mut out: Option<Tensor<B, 2>> = None;
     for (idx, wts) in index.into_iter().zip(weight) {
-        let idx = Tensor::<Dispatch, 1, Int>::from_data(TensorData::new(idx, [hk * wk]), &device);
-        let wts = Tensor::<Dispatch, 2>::from_data(TensorData::new(wts, [1, hk * wk]), &device);
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [hk * wk]), &device);
+        let wts = Tensor::<B, 2>::from_data(TensorData::new(wts, [1, hk * wk]), &device);
         let term = flat.clone().select(1, idx) * wts;
         out = Some(match out {
             None => term,
@@ -219,6 +218,7 @@ fn warp_cropped(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::Dispatch;
     use rand::SeedableRng;
 
     #[test]

@@ -8,7 +8,6 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use burn::Dispatch;
 
 use super::{Ctx, Value};
 use crate::error::Result;
@@ -114,7 +113,7 @@ fn int_pow(p: i64, q: i64) -> i64 {
     }
 }
 
-fn binary(ctx: &Ctx, op: Op) -> Result<Vec<Value>> {
+fn binary<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Vec<Value<B>>> {
     if ctx.is_host(0) && ctx.is_host(1) {
         let (a, b) = (ctx.host(0)?, ctx.host(1)?);
         return Ok(vec![Value::Host(host_binary(ctx, &a, &b, op)?)]);
@@ -123,7 +122,12 @@ fn binary(ctx: &Ctx, op: Op) -> Result<Vec<Value>> {
     Ok(vec![Value::Device(device_binary(ctx, a, b, op)?)])
 }
 
-fn device_binary(ctx: &Ctx, a: DynTensor, b: DynTensor, op: Op) -> Result<DynTensor> {
+fn device_binary<B: Backend>(
+    ctx: &Ctx<B>,
+    a: DynTensor<B>,
+    b: DynTensor<B>,
+    op: Op,
+) -> Result<DynTensor<B>> {
     let shape = check_broadcast(ctx, &a.dims(), &b.dims())?;
     let (a, b) = (a.into_storage(), b.into_storage());
     // Arithmetic broadcasts in every backend; comparisons and selections want one shape.
@@ -151,24 +155,24 @@ fn device_binary(ctx: &Ctx, a: DynTensor, b: DynTensor, op: Op) -> Result<DynTen
     Ok(DynTensor::from_storage(y, shape.len()))
 }
 
-pub fn add(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn add<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     binary(ctx, Op::Add)
 }
 
-pub fn sub(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn sub<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     binary(ctx, Op::Sub)
 }
 
-pub fn mul(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn mul<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     binary(ctx, Op::Mul)
 }
 
-pub fn div(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn div<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     binary(ctx, Op::Div)
 }
 
 /// Pow (opsets 7–15): the result has the base's type, the exponent may be of another.
-pub fn pow(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn pow<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     // An integer base on the host gives integers (shape arithmetic), whatever the exponent.
     if ctx.is_host(0) {
         let a = ctx.host(0)?;
@@ -194,7 +198,7 @@ pub fn pow(ctx: &Ctx) -> Result<Vec<Value>> {
     binary(ctx, Op::Pow)
 }
 
-pub fn equal(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn equal<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     binary(ctx, Op::Equal)
 }
 
@@ -202,7 +206,7 @@ pub fn equal(ctx: &Ctx) -> Result<Vec<Value>> {
 /// Python's `%`), `fmod = 1` truncates it (the dividend's sign, as C's `fmod`). Host integers
 /// (shape arithmetic such as `Mod(56, 7)`) stay integers, and an integer modulo by zero is an
 /// error naming the node. Floats follow numpy for both (opset 28 allows `fmod = 0` on them).
-pub fn mod_(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn mod_<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     match ctx.node.int("fmod", 0)? {
         0 => binary(ctx, Op::Mod),
         1 => binary(ctx, Op::Fmod),
@@ -211,7 +215,7 @@ pub fn mod_(ctx: &Ctx) -> Result<Vec<Value>> {
 }
 
 /// Folds `op` over all inputs (Sum, Mean, Max, Min): on the host when all of them live there.
-fn variadic(ctx: &Ctx, op: Op) -> Result<Value> {
+fn variadic<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Value<B>> {
     if (0..ctx.arity()).all(|i| ctx.is_host(i)) {
         let mut acc = ctx.host(0)?;
         for i in 1..ctx.arity() {
@@ -226,11 +230,11 @@ fn variadic(ctx: &Ctx, op: Op) -> Result<Value> {
     Ok(Value::Device(acc))
 }
 
-pub fn sum(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn sum<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     Ok(vec![variadic(ctx, Op::Add)?])
 }
 
-pub fn mean(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn mean<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let n = ctx.arity() as f32;
     Ok(vec![match variadic(ctx, Op::Add)? {
         Value::Device(t) => Value::Device(t.map(|t| t.div_scalar(n))),
@@ -242,18 +246,18 @@ pub fn mean(ctx: &Ctx) -> Result<Vec<Value>> {
 }
 
 /// Max (opsets 8–13): the elementwise maximum of any number of inputs.
-pub fn max(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn max<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     Ok(vec![variadic(ctx, Op::Max)?])
 }
 
 /// Min (opsets 8–13): the elementwise minimum of any number of inputs.
-pub fn min(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn min<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     Ok(vec![variadic(ctx, Op::Min)?])
 }
 
 /// Where (opsets 9–16): `condition ? X : Y`, the three broadcast together. A device condition
 /// is a 0/1 float tensor (see the module header); nonzero is true.
-pub fn where_(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn where_<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims: Vec<Vec<usize>> = (0..3).map(|i| ctx.dims(i)).collect::<Result<_>>()?;
     let shape = check_broadcast(ctx, &dims[0], &dims[1])?;
     let shape = check_broadcast(ctx, &shape, &dims[2])?;
@@ -278,7 +282,7 @@ pub fn where_(ctx: &Ctx) -> Result<Vec<Value>> {
     let cond = if ctx.is_host(0) {
         let c = ctx.host(0)?;
         let bits: Vec<bool> = c.to_f32().iter().map(|&v| v != 0.0).collect();
-        Tensor::<Dispatch, MAX_RANK, Bool>::from_data(
+        Tensor::<B, MAX_RANK, Bool>::from_data(
             TensorData::new(bits, storage_shape(&c.shape)),
             ctx.device,
         )
@@ -286,7 +290,7 @@ pub fn where_(ctx: &Ctx) -> Result<Vec<Value>> {
         ctx.float(0)?.into_storage().not_equal_elem(0.0)
     };
     let x = ctx.float(1)?.into_storage().expand(full);
-    let y: Storage = ctx.float(2)?.into_storage().expand(full);
+    let y: Storage<B> = ctx.float(2)?.into_storage().expand(full);
     let out = y.mask_where(cond.expand(full), x);
     Ok(vec![Value::Device(DynTensor::from_storage(
         out,
@@ -324,7 +328,11 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 }
 
 /// The broadcast of `a` and `b`, checked against the memory budget.
-pub(super) fn check_broadcast(ctx: &Ctx, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+pub(super) fn check_broadcast<B: Backend>(
+    ctx: &Ctx<B>,
+    a: &[usize],
+    b: &[usize],
+) -> Result<Vec<usize>> {
     let shape = broadcast_shape(a, b)
         .ok_or_else(|| ctx.error(format!("shapes {a:?} and {b:?} do not broadcast")))?;
     // [2^20, 1] + [1, 2^20] is legal and 4 TiB: checked before it is made.
@@ -375,7 +383,12 @@ fn wide(t: &HostTensor) -> Vec<f64> {
 
 /// Numpy-broadcast `op` on host tensors (shape subgraphs, folded constants): in floats when
 /// either input is float, else in integers.
-fn host_binary(ctx: &Ctx, a: &HostTensor, b: &HostTensor, op: Op) -> Result<HostTensor> {
+fn host_binary<B: Backend>(
+    ctx: &Ctx<B>,
+    a: &HostTensor,
+    b: &HostTensor,
+    op: Op,
+) -> Result<HostTensor> {
     let shape = check_broadcast(ctx, &a.shape, &b.shape)?;
     let (ia, ib) = (
         broadcast_sources(&shape, &a.shape),

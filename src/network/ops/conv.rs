@@ -3,7 +3,6 @@
 use burn::prelude::*;
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
-use burn::Dispatch;
 
 use super::{Ctx, Value};
 use crate::error::Result;
@@ -21,7 +20,7 @@ pub(crate) struct Window {
 
 impl Window {
     /// Reads strides, dilations, pads and auto_pad for an input of spatial size `input`.
-    pub fn read(ctx: &Ctx, kernel: Vec<usize>, input: &[usize]) -> Result<Window> {
+    pub fn read<B: Backend>(ctx: &Ctx<B>, kernel: Vec<usize>, input: &[usize]) -> Result<Window> {
         let n = kernel.len();
         let node = ctx.node;
         let list = |name: &str| -> Result<Vec<usize>> {
@@ -144,7 +143,7 @@ impl Window {
 }
 
 /// Views `[N, C, L]` as `[N, C, 1, L]` so 1-D ops can use the 2-D kernels.
-pub(crate) fn lift_tensor_2d(x: &DynTensor) -> Result<Tensor<Dispatch, 4>> {
+pub(crate) fn lift_tensor_2d<B: Backend>(x: &DynTensor<B>) -> Result<Tensor<B, 4>> {
     let d = x.dims();
     match d.len() {
         3 => Ok(x.clone().reshape(&[d[0], d[1], 1, d[2]]).to_rank::<4>()?),
@@ -153,12 +152,12 @@ pub(crate) fn lift_tensor_2d(x: &DynTensor) -> Result<Tensor<Dispatch, 4>> {
 }
 
 /// Pads the spatial axes of an `[N, C, H, W]` tensor with a constant.
-pub(crate) fn pad_4d(
-    x: Tensor<Dispatch, 4>,
+pub(crate) fn pad_4d<B: Backend>(
+    x: Tensor<B, 4>,
     begin: [usize; 2],
     end: [usize; 2],
     value: f32,
-) -> Tensor<Dispatch, 4> {
+) -> Tensor<B, 4> {
     if begin == [0, 0] && end == [0, 0] {
         return x;
     }
@@ -176,7 +175,7 @@ pub(crate) fn lift_2d(v: &[usize], fill: usize) -> [usize; 2] {
     }
 }
 
-pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn conv<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let w = ctx.float(1)?;
     let (xd, wd) = (x.dims(), w.dims());
@@ -240,7 +239,7 @@ pub fn conv(ctx: &Ctx) -> Result<Vec<Value>> {
 }
 
 /// Drops the height-1 axis added by [`lift_tensor_2d`] when the op was 1-D.
-pub(crate) fn squeeze_1d(y: DynTensor, rank: usize) -> DynTensor {
+pub(crate) fn squeeze_1d<B: Backend>(y: DynTensor<B>, rank: usize) -> DynTensor<B> {
     if rank == 3 {
         let d = y.dims();
         y.reshape(&[d[0], d[1], d[3]])
@@ -249,7 +248,7 @@ pub(crate) fn squeeze_1d(y: DynTensor, rank: usize) -> DynTensor {
     }
 }
 
-pub fn conv_transpose(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn conv_transpose<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let w = ctx.float(1)?;
     let (xd, wd) = (x.dims(), w.dims());

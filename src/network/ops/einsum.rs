@@ -11,6 +11,7 @@ use super::shape::permute;
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{storage_shape, DynTensor};
+use burn::prelude::Backend;
 
 /// An axis label: a letter's code, or `ELLIPSIS + k` for the k-th axis `...` stands for
 /// (counted over the widest `...`, so that narrower ones right-align onto it).
@@ -18,8 +19,8 @@ type Label = u32;
 const ELLIPSIS: Label = 1 << 16;
 
 /// A device tensor with one label per axis.
-struct Term {
-    t: DynTensor,
+struct Term<B: Backend> {
+    t: DynTensor<B>,
     labels: Vec<Label>,
 }
 
@@ -152,7 +153,7 @@ fn repeated(labels: &[Label]) -> Option<Label> {
 }
 
 /// Sums out the axes of `term` whose labels `keep` rejects.
-fn sum_out(term: Term, keep: impl Fn(Label) -> bool) -> Term {
+fn sum_out<B: Backend>(term: Term<B>, keep: impl Fn(Label) -> bool) -> Term<B> {
     let Term { t, labels } = term;
     let gone: Vec<usize> = (0..labels.len()).filter(|&a| !keep(labels[a])).collect();
     if gone.is_empty() {
@@ -173,12 +174,12 @@ fn sum_out(term: Term, keep: impl Fn(Label) -> bool) -> Term {
 /// `term` with its axes in the order of `labels` (each of which it has), each of size `size(l)`
 /// (an axis of size 1 is broadcast), as one tensor of shape `groups` (products of consecutive
 /// runs of `labels`).
-fn arrange(
-    term: Term,
+fn arrange<B: Backend>(
+    term: Term<B>,
     labels: &[Label],
     size: &impl Fn(Label) -> usize,
     groups: &[usize],
-) -> DynTensor {
+) -> DynTensor<B> {
     let perm: Vec<usize> = labels
         .iter()
         .map(|l| {
@@ -200,7 +201,7 @@ fn arrange(
 }
 
 /// Einsum (opsets 12–28): see the module header for what is supported.
-pub fn einsum(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn einsum<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let equation = ctx.node.string("equation", "")?;
     let n = ctx.arity();
     let dims: Vec<Vec<usize>> = (0..n).map(|i| ctx.dims(i)).collect::<Result<_>>()?;
@@ -232,7 +233,7 @@ pub fn einsum(ctx: &Ctx) -> Result<Vec<Value>> {
     let out_shape: Vec<usize> = eq.output.iter().map(|&l| size(l)).collect();
     ctx.check_rank("output", &out_shape)?;
     ctx.fits("output", &out_shape, 4)?;
-    let mut terms: Vec<Term> = Vec::with_capacity(n);
+    let mut terms: Vec<Term<B>> = Vec::with_capacity(n);
     for (i, labels) in eq.inputs.iter().enumerate() {
         terms.push(Term {
             t: ctx.float(i)?,
@@ -240,7 +241,7 @@ pub fn einsum(ctx: &Ctx) -> Result<Vec<Value>> {
         });
     }
     // Whether the output or an operand not yet contracted (`rest`) needs a label.
-    let needed = |rest: &[Term], l: Label| {
+    let needed = |rest: &[Term<B>], l: Label| {
         eq.output.contains(&l) || rest.iter().any(|t| t.labels.contains(&l))
     };
     let mut acc = terms.remove(0);

@@ -1,23 +1,27 @@
 //! Elementwise operators of one input: activations and unary math. (Those of several inputs,
 //! with broadcasting, are in `binary.rs`.)
 
+use burn::prelude::Backend;
 use burn::tensor::activation;
 
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{DynTensor, Elem, HostTensor, Storage};
 
-fn unary(ctx: &Ctx, f: impl FnOnce(Storage) -> Storage) -> Result<Vec<Value>> {
+fn unary<B: Backend>(
+    ctx: &Ctx<B>,
+    f: impl FnOnce(Storage<B>) -> Storage<B>,
+) -> Result<Vec<Value<B>>> {
     Ok(vec![Value::Device(ctx.float(0)?.map(f))])
 }
 
 /// A unary op that is also defined on integers: a host integer tensor (shape arithmetic) stays an
 /// integer tensor on the host.
-fn unary_int(
-    ctx: &Ctx,
-    f: impl FnOnce(Storage) -> Storage,
+fn unary_int<B: Backend>(
+    ctx: &Ctx<B>,
+    f: impl FnOnce(Storage<B>) -> Storage<B>,
     int: fn(i64) -> i64,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<Value<B>>> {
     if ctx.is_host(0) {
         let h = ctx.host(0)?;
         if h.elem == Elem::Int {
@@ -35,7 +39,10 @@ fn unary_int(
 /// burn's autodiff has no custom backward for the dispatch backend. Every backward pass is linear
 /// in the incoming gradient, so no forward-only expression can choose by its sign: this passes
 /// all of it, for the few first steps that feature visualization uses it.
-pub(crate) fn pass_gradient_through(ctx: &Ctx, mut outs: Vec<Value>) -> Result<Vec<Value>> {
+pub(crate) fn pass_gradient_through<B: Backend>(
+    ctx: &Ctx<B>,
+    mut outs: Vec<Value<B>>,
+) -> Result<Vec<Value<B>>> {
     if let Some(Value::Device(y)) = outs.first() {
         let x = ctx.float(0)?;
         if x.dims() == y.dims() {
@@ -48,30 +55,30 @@ pub(crate) fn pass_gradient_through(ctx: &Ctx, mut outs: Vec<Value>) -> Result<V
     Ok(outs)
 }
 
-pub fn relu(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn relu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, activation::relu)
 }
 
-pub fn leaky_relu(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn leaky_relu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let alpha = ctx.node.float("alpha", 0.01)?;
     unary(ctx, |x| activation::leaky_relu(x, alpha as f64))
 }
 
-pub fn sigmoid(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn sigmoid<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, activation::sigmoid)
 }
 
-pub fn erf(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn erf<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| x.erf())
 }
 
-pub fn tanh(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn tanh<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| x.tanh())
 }
 
 /// Gelu (opset 20): `x·Φ(x)` with the exact normal CDF (`approximate = "none"`) or its tanh
 /// approximation (`"tanh"`).
-pub fn gelu(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn gelu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     match ctx.node.string("approximate", "none")?.as_str() {
         // Φ(x) = (1 + erf(x / √2)) / 2
         "none" => unary(ctx, |x| {
@@ -96,33 +103,33 @@ pub fn gelu(ctx: &Ctx) -> Result<Vec<Value>> {
     }
 }
 
-pub fn sqrt(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn sqrt<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| x.sqrt())
 }
 
-pub fn reciprocal(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn reciprocal<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| x.recip())
 }
 
-pub fn exp(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn exp<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| x.exp())
 }
 
-pub fn log(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn log<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| x.log())
 }
 
-pub fn neg(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn neg<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary_int(ctx, |x| x.neg(), i64::wrapping_neg)
 }
 
-pub fn abs(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn abs<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary_int(ctx, |x| x.abs(), i64::wrapping_abs)
 }
 
 /// Not (opset 1): logical negation. Host booleans (masks built from shapes and constants) stay
 /// host booleans; a device boolean is a 0/1 float tensor (see binary.rs). Nonzero reads as true.
-pub fn not(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn not<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     if ctx.is_host(0) {
         let h = ctx.host(0)?;
         let data = h.to_f32().iter().map(|&v| v == 0.0).collect();
@@ -131,7 +138,7 @@ pub fn not(ctx: &Ctx) -> Result<Vec<Value>> {
     unary(ctx, |x| x.equal_elem(0.0).float())
 }
 
-pub fn hard_sigmoid(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn hard_sigmoid<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let alpha = ctx.node.float("alpha", 0.2)?;
     let beta = ctx.node.float("beta", 0.5)?;
     unary(ctx, |x| {
@@ -139,14 +146,14 @@ pub fn hard_sigmoid(ctx: &Ctx) -> Result<Vec<Value>> {
     })
 }
 
-pub fn hard_swish(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn hard_swish<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| {
         let gate = x.clone().div_scalar(6.0).add_scalar(0.5).clamp(0.0, 1.0);
         x * gate
     })
 }
 
-pub fn prelu(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn prelu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let slope = ctx.float(1)?;
     let rank = x.rank().max(slope.rank());
@@ -155,7 +162,7 @@ pub fn prelu(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
 }
 
-pub fn clip(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn clip<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let (min, max) = if ctx.node.opset < 11 {
         (
             ctx.node.float("min", f32::NEG_INFINITY)?,
@@ -186,11 +193,11 @@ pub fn clip(ctx: &Ctx) -> Result<Vec<Value>> {
     })
 }
 
-pub fn identity(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn identity<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     Ok(vec![ctx.value(0)?])
 }
 
-pub fn dropout(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn dropout<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let training = ctx.has(2) && ctx.ints(2)?.first().copied().unwrap_or(0) != 0;
     let ratio = if ctx.has(1) {
         ctx.host(1)?.to_f32().first().copied().unwrap_or(0.5)

@@ -8,9 +8,10 @@ use super::shape::{empty, flat_index, host_remap};
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{storage_shape, DynTensor, HostTensor};
+use burn::prelude::Backend;
 
 /// Input `i` as a list of sizes (non-negative).
-fn sizes(ctx: &Ctx, i: usize, what: &str) -> Result<Vec<usize>> {
+fn sizes<B: Backend>(ctx: &Ctx<B>, i: usize, what: &str) -> Result<Vec<usize>> {
     let v = ctx.ints(i)?;
     v.iter()
         .map(|&d| {
@@ -21,7 +22,7 @@ fn sizes(ctx: &Ctx, i: usize, what: &str) -> Result<Vec<usize>> {
 
 /// Expand (opsets 8–13): broadcasts the input against a shape (numpy rules in both directions:
 /// a 1 in the shape keeps the input's size).
-pub fn expand(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn expand<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let shape = sizes(ctx, 1, "shape")?;
     let out = broadcast_shape(&dims, &shape).ok_or_else(|| {
@@ -48,7 +49,7 @@ pub fn expand(ctx: &Ctx) -> Result<Vec<Value>> {
 }
 
 /// Tile (opsets 6–13): repeats the input `repeats[i]` times along each axis i.
-pub fn tile(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn tile<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let repeats = sizes(ctx, 1, "repeats")?;
     if repeats.len() != dims.len() {
@@ -80,7 +81,7 @@ pub fn tile(ctx: &Ctx) -> Result<Vec<Value>> {
 
 /// Range (opsets 11–27): `start, start + delta, …` up to `limit` (exclusive), in the inputs'
 /// type.
-pub fn range(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn range<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let scalar = |i: usize, what: &str| -> Result<HostTensor> {
         let t = ctx.host(i)?;
         if t.len() != 1 {

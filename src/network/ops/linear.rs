@@ -4,8 +4,9 @@ use super::binary::broadcast_shape;
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{storage_shape, DynTensor};
+use burn::prelude::Backend;
 
-pub fn gemm(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn gemm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let node = ctx.node;
     let alpha = node.float("alpha", 1.0)?;
     let beta = node.float("beta", 1.0)?;
@@ -44,7 +45,7 @@ pub fn gemm(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![Value::Device(y)])
 }
 
-pub fn matmul(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn matmul<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let (a, b) = (ctx.float(0)?, ctx.float(1)?);
     let (mut ad, mut bd) = (a.dims(), b.dims());
     if ad.is_empty() || bd.is_empty() {

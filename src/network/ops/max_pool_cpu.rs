@@ -11,10 +11,7 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use burn::Dispatch;
 use rayon::prelude::*;
-
-use crate::device::is_autodiff;
 
 /// The window geometry of one 2-D max pool; `begin` is the implicit (-inf) padding before each
 /// axis, `out` the output size (windows past the end read padding too).
@@ -29,21 +26,20 @@ pub(super) struct Geometry {
 
 /// Max-pools `x` (`[N, C, H, W]`, unpadded); `None` when the data is not f32 or some window holds
 /// nothing above -inf (the caller then uses burn's kernel, which defines those cases).
-pub(super) fn max_pool(x: &Tensor<Dispatch, 4>, g: &Geometry) -> Option<Tensor<Dispatch, 4>> {
+pub(super) fn max_pool<B: Backend>(x: &Tensor<B, 4>, g: &Geometry) -> Option<Tensor<B, 4>> {
     let [n, c, h, w] = x.dims();
     let [oh, ow] = g.out;
     let data = x.to_data();
     let xs = data.as_slice::<f32>().ok()?;
     let (values, argmax) = pool_planes(xs, [h, w], g)?;
     let device = x.device();
-    if !is_autodiff(&device) {
+    if !B::ad_enabled(&device) {
         return Some(Tensor::from_data(
             TensorData::new(values, [n, c, oh, ow]),
             &device,
         ));
     }
-    let argmax =
-        Tensor::<Dispatch, 2, Int>::from_data(TensorData::new(argmax, [n * c, oh * ow]), &device);
+    let argmax = Tensor::<B, 2, Int>::from_data(TensorData::new(argmax, [n * c, oh * ow]), &device);
     Some(
         x.clone()
             .reshape([n * c, h * w])

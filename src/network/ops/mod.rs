@@ -19,24 +19,26 @@ mod resize;
 mod scatter;
 mod shape;
 
-use burn::DispatchDevice;
+use burn::prelude::Backend;
+use burn::Dispatch;
 
+use super::backend::{kernels, Back, Kernels};
 use super::node::Node;
 use super::value::{DynTensor, HostTensor, Value, MAX_RANK};
 use crate::error::Result;
 
 /// The signature every operator implements.
-pub type OpFn = fn(&Ctx) -> Result<Vec<Value>>;
+pub type OpFn<B = Dispatch> = fn(&Ctx<B>) -> Result<Vec<Value<B>>>;
 
 /// One input of a node during evaluation.
-#[derive(Clone, Debug, Default)]
-pub struct Slot {
+#[derive(Clone, Debug)]
+pub struct Slot<B: Backend = Dispatch> {
     pub host: Option<HostTensor>,
-    pub device: Option<DynTensor>,
+    pub device: Option<DynTensor<B>>,
 }
 
-impl From<Value> for Slot {
-    fn from(v: Value) -> Self {
+impl<B: Backend> From<Value<B>> for Slot<B> {
+    fn from(v: Value<B>) -> Self {
         match v {
             Value::Device(t) => Slot {
                 host: None,
@@ -50,9 +52,9 @@ impl From<Value> for Slot {
     }
 }
 
-impl Slot {
+impl<B: Backend> Slot<B> {
     /// The value, preferring the device copy.
-    pub fn into_value(self) -> Value {
+    pub fn into_value(self) -> Value<B> {
         match (self.device, self.host) {
             (Some(t), _) => Value::Device(t),
             (None, Some(h)) => Value::Host(h),
@@ -62,20 +64,20 @@ impl Slot {
 }
 
 /// What an operator sees: its node (attributes, name) and its inputs.
-pub struct Ctx<'a> {
+pub struct Ctx<'a, B: Backend = Dispatch> {
     pub node: &'a Node,
-    pub inputs: Vec<Option<Slot>>,
+    pub inputs: Vec<Option<Slot<B>>>,
     /// Where new tensors are created (the autodiff device during gradient runs).
-    pub device: &'a DispatchDevice,
+    pub device: &'a B::Device,
 }
 
-impl Ctx<'_> {
+impl<B: Backend> Ctx<'_, B> {
     /// Whether optional input `i` is present.
     pub fn has(&self, i: usize) -> bool {
         matches!(self.inputs.get(i), Some(Some(_)))
     }
 
-    fn slot(&self, i: usize) -> Result<&Slot> {
+    fn slot(&self, i: usize) -> Result<&Slot<B>> {
         match self.inputs.get(i) {
             Some(Some(slot)) => Ok(slot),
             _ => Err(self.node.error(format!("missing input {i}"))),
@@ -83,11 +85,11 @@ impl Ctx<'_> {
     }
 
     /// Input `i` as a float tensor on the device.
-    pub fn float(&self, i: usize) -> Result<DynTensor> {
+    pub fn float(&self, i: usize) -> Result<DynTensor<B>> {
         let slot = self.slot(i)?;
         match (&slot.device, &slot.host) {
             (Some(t), _) => Ok(t.clone()),
-            (None, Some(h)) => Ok(h.upload(self.device)),
+            (None, Some(h)) => Ok(h.upload_to(self.device)),
             (None, None) => unreachable!("slots hold a value"),
         }
     }
@@ -123,7 +125,7 @@ impl Ctx<'_> {
     }
 
     /// Input `i` as it is: on the host if it lives there, else on the device.
-    pub fn value(&self, i: usize) -> Result<Value> {
+    pub fn value(&self, i: usize) -> Result<Value<B>> {
         Ok(self.slot(i)?.clone().into_value())
     }
 
@@ -174,7 +176,7 @@ pub(crate) fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
 pub struct OpSpec {
     /// The ONNX op type; its specification is at [`OpSpec::spec_url`].
     pub name: &'static str,
-    pub kernel: OpFn,
+    pub kernel: Kernels,
     /// The op (of this table) a path being linearized (Circuits' expanded weights) runs
     /// instead: activations become `Identity` and max pooling `AveragePool`. `None`: the op
     /// itself.
@@ -207,76 +209,76 @@ impl OpSpec {
 /// Every op this runtime implements, by name.
 #[rustfmt::skip]
 pub static OPS: &[OpSpec] = &[
-    OpSpec { name: "Abs", kernel: elementwise::abs, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Add", kernel: binary::add, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–14" },
-    OpSpec { name: "AveragePool", kernel: pool::average_pool, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
-    OpSpec { name: "BatchNormalization", kernel: norm::batch_norm, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–15" },
-    OpSpec { name: "Cast", kernel: shape::cast, linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "6–25" },
-    OpSpec { name: "Clip", kernel: elementwise::clip, linear: Some("Identity"), activation: true, cuts_off: true, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Concat", kernel: shape::concat, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "4–13" },
-    OpSpec { name: "Constant", kernel: shape::constant, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–25" },
-    OpSpec { name: "ConstantOfShape", kernel: shape::constant_of_shape, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "9–25" },
-    OpSpec { name: "Conv", kernel: conv::conv, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
-    OpSpec { name: "ConvTranspose", kernel: conv::conv_transpose, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
-    OpSpec { name: "Div", kernel: binary::div, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–14" },
-    OpSpec { name: "Dropout", kernel: elementwise::dropout, linear: None, activation: true, cuts_off: false, rearranges: true, opsets: "1–22" },
-    OpSpec { name: "Einsum", kernel: einsum::einsum, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "12–28" },
-    OpSpec { name: "Equal", kernel: binary::equal, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–19" },
-    OpSpec { name: "Erf", kernel: elementwise::erf, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "9–13" },
-    OpSpec { name: "Exp", kernel: elementwise::exp, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Expand", kernel: expand::expand, linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "8–13" },
-    OpSpec { name: "Flatten", kernel: shape::flatten, linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
-    OpSpec { name: "Gather", kernel: shape::gather, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Gelu", kernel: elementwise::gelu, linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "20" },
-    OpSpec { name: "Gemm", kernel: linear::gemm, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "GlobalAveragePool", kernel: pool::global_average_pool, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
-    OpSpec { name: "GlobalMaxPool", kernel: pool::global_max_pool, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
-    OpSpec { name: "HardSigmoid", kernel: elementwise::hard_sigmoid, linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–22" },
-    OpSpec { name: "HardSwish", kernel: elementwise::hard_swish, linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "14–22" },
-    OpSpec { name: "Identity", kernel: elementwise::identity, linear: None, activation: true, cuts_off: false, rearranges: true, opsets: "1–25" },
-    OpSpec { name: "InstanceNormalization", kernel: norm::instance_norm, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
-    OpSpec { name: "LRN", kernel: norm::lrn, linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "LayerNormalization", kernel: norm::layer_norm, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "17" },
-    OpSpec { name: "LeakyRelu", kernel: elementwise::leaky_relu, linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–16" },
-    OpSpec { name: "Log", kernel: elementwise::log, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "LogSoftmax", kernel: norm::log_softmax, linear: None, activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "MatMul", kernel: linear::matmul, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Max", kernel: binary::max, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "8–13" },
-    OpSpec { name: "MaxPool", kernel: pool::max_pool, linear: Some("AveragePool"), activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
-    OpSpec { name: "Mean", kernel: binary::mean, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Min", kernel: binary::min, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "8–13" },
-    OpSpec { name: "Mod", kernel: binary::mod_, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "10–28" },
-    OpSpec { name: "Mul", kernel: binary::mul, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–14" },
-    OpSpec { name: "Neg", kernel: elementwise::neg, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Not", kernel: elementwise::not, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1" },
-    OpSpec { name: "PRelu", kernel: elementwise::prelu, linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "7–16" },
-    OpSpec { name: "Pad", kernel: shape::pad, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "2–25" },
-    OpSpec { name: "Pow", kernel: binary::pow, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–15" },
-    OpSpec { name: "Range", kernel: expand::range, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "11–27" },
-    OpSpec { name: "Reciprocal", kernel: elementwise::reciprocal, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "ReduceMax", kernel: reduce::reduce_max, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–20" },
-    OpSpec { name: "ReduceMean", kernel: reduce::reduce_mean, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–18" },
-    OpSpec { name: "ReduceMin", kernel: reduce::reduce_min, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–20" },
-    OpSpec { name: "ReduceSum", kernel: reduce::reduce_sum, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Relu", kernel: elementwise::relu, linear: Some("Identity"), activation: true, cuts_off: true, rearranges: false, opsets: "1–14" },
-    OpSpec { name: "Reshape", kernel: shape::reshape, linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
-    OpSpec { name: "Resize", kernel: resize::resize, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "10–19" },
-    OpSpec { name: "ScatterND", kernel: scatter::scatter_nd, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "11–18" },
-    OpSpec { name: "Shape", kernel: shape::shape, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–25" },
-    OpSpec { name: "Sigmoid", kernel: elementwise::sigmoid, linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Slice", kernel: shape::slice, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Softmax", kernel: norm::softmax, linear: None, activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Split", kernel: shape::split, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "2–18" },
-    OpSpec { name: "Sqrt", kernel: elementwise::sqrt, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Squeeze", kernel: shape::squeeze, linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
-    OpSpec { name: "Sub", kernel: binary::sub, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–14" },
-    OpSpec { name: "Sum", kernel: binary::sum, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Tanh", kernel: elementwise::tanh, linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
-    OpSpec { name: "Tile", kernel: expand::tile, linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "6–13" },
-    OpSpec { name: "Transpose", kernel: shape::transpose, linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
-    OpSpec { name: "Unsqueeze", kernel: shape::unsqueeze, linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
-    OpSpec { name: "Upsample", kernel: resize::upsample, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–9" },
-    OpSpec { name: "Where", kernel: binary::where_, linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "9–16" },
+    OpSpec { name: "Abs", kernel: kernels!(elementwise::abs), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Add", kernel: kernels!(binary::add), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–14" },
+    OpSpec { name: "AveragePool", kernel: kernels!(pool::average_pool), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
+    OpSpec { name: "BatchNormalization", kernel: kernels!(norm::batch_norm), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–15" },
+    OpSpec { name: "Cast", kernel: kernels!(shape::cast), linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "6–25" },
+    OpSpec { name: "Clip", kernel: kernels!(elementwise::clip), linear: Some("Identity"), activation: true, cuts_off: true, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Concat", kernel: kernels!(shape::concat), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "4–13" },
+    OpSpec { name: "Constant", kernel: kernels!(shape::constant), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–25" },
+    OpSpec { name: "ConstantOfShape", kernel: kernels!(shape::constant_of_shape), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "9–25" },
+    OpSpec { name: "Conv", kernel: kernels!(conv::conv), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
+    OpSpec { name: "ConvTranspose", kernel: kernels!(conv::conv_transpose), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
+    OpSpec { name: "Div", kernel: kernels!(binary::div), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–14" },
+    OpSpec { name: "Dropout", kernel: kernels!(elementwise::dropout), linear: None, activation: true, cuts_off: false, rearranges: true, opsets: "1–22" },
+    OpSpec { name: "Einsum", kernel: kernels!(einsum::einsum), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "12–28" },
+    OpSpec { name: "Equal", kernel: kernels!(binary::equal), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–19" },
+    OpSpec { name: "Erf", kernel: kernels!(elementwise::erf), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "9–13" },
+    OpSpec { name: "Exp", kernel: kernels!(elementwise::exp), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Expand", kernel: kernels!(expand::expand), linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "8–13" },
+    OpSpec { name: "Flatten", kernel: kernels!(shape::flatten), linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
+    OpSpec { name: "Gather", kernel: kernels!(shape::gather), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Gelu", kernel: kernels!(elementwise::gelu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "20" },
+    OpSpec { name: "Gemm", kernel: kernels!(linear::gemm), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "GlobalAveragePool", kernel: kernels!(pool::global_average_pool), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
+    OpSpec { name: "GlobalMaxPool", kernel: kernels!(pool::global_max_pool), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
+    OpSpec { name: "HardSigmoid", kernel: kernels!(elementwise::hard_sigmoid), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–22" },
+    OpSpec { name: "HardSwish", kernel: kernels!(elementwise::hard_swish), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "14–22" },
+    OpSpec { name: "Identity", kernel: kernels!(elementwise::identity), linear: None, activation: true, cuts_off: false, rearranges: true, opsets: "1–25" },
+    OpSpec { name: "InstanceNormalization", kernel: kernels!(norm::instance_norm), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
+    OpSpec { name: "LRN", kernel: kernels!(norm::lrn), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "LayerNormalization", kernel: kernels!(norm::layer_norm), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "17" },
+    OpSpec { name: "LeakyRelu", kernel: kernels!(elementwise::leaky_relu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–16" },
+    OpSpec { name: "Log", kernel: kernels!(elementwise::log), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "LogSoftmax", kernel: kernels!(norm::log_softmax), linear: None, activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "MatMul", kernel: kernels!(linear::matmul), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Max", kernel: kernels!(binary::max), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "8–13" },
+    OpSpec { name: "MaxPool", kernel: kernels!(pool::max_pool), linear: Some("AveragePool"), activation: false, cuts_off: false, rearranges: false, opsets: "1–22" },
+    OpSpec { name: "Mean", kernel: kernels!(binary::mean), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Min", kernel: kernels!(binary::min), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "8–13" },
+    OpSpec { name: "Mod", kernel: kernels!(binary::mod_), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "10–28" },
+    OpSpec { name: "Mul", kernel: kernels!(binary::mul), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–14" },
+    OpSpec { name: "Neg", kernel: kernels!(elementwise::neg), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Not", kernel: kernels!(elementwise::not), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1" },
+    OpSpec { name: "PRelu", kernel: kernels!(elementwise::prelu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "7–16" },
+    OpSpec { name: "Pad", kernel: kernels!(shape::pad), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "2–25" },
+    OpSpec { name: "Pow", kernel: kernels!(binary::pow), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–15" },
+    OpSpec { name: "Range", kernel: kernels!(expand::range), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "11–27" },
+    OpSpec { name: "Reciprocal", kernel: kernels!(elementwise::reciprocal), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "ReduceMax", kernel: kernels!(reduce::reduce_max), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–20" },
+    OpSpec { name: "ReduceMean", kernel: kernels!(reduce::reduce_mean), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–18" },
+    OpSpec { name: "ReduceMin", kernel: kernels!(reduce::reduce_min), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–20" },
+    OpSpec { name: "ReduceSum", kernel: kernels!(reduce::reduce_sum), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Relu", kernel: kernels!(elementwise::relu), linear: Some("Identity"), activation: true, cuts_off: true, rearranges: false, opsets: "1–14" },
+    OpSpec { name: "Reshape", kernel: kernels!(shape::reshape), linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
+    OpSpec { name: "Resize", kernel: kernels!(resize::resize), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "10–19" },
+    OpSpec { name: "ScatterND", kernel: kernels!(scatter::scatter_nd), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "11–18" },
+    OpSpec { name: "Shape", kernel: kernels!(shape::shape), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–25" },
+    OpSpec { name: "Sigmoid", kernel: kernels!(elementwise::sigmoid), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Slice", kernel: kernels!(shape::slice), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Softmax", kernel: kernels!(norm::softmax), linear: None, activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Split", kernel: kernels!(shape::split), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "2–18" },
+    OpSpec { name: "Sqrt", kernel: kernels!(elementwise::sqrt), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Squeeze", kernel: kernels!(shape::squeeze), linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
+    OpSpec { name: "Sub", kernel: kernels!(binary::sub), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–14" },
+    OpSpec { name: "Sum", kernel: kernels!(binary::sum), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Tanh", kernel: kernels!(elementwise::tanh), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Tile", kernel: kernels!(expand::tile), linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "6–13" },
+    OpSpec { name: "Transpose", kernel: kernels!(shape::transpose), linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
+    OpSpec { name: "Unsqueeze", kernel: kernels!(shape::unsqueeze), linear: None, activation: false, cuts_off: false, rearranges: true, opsets: "1–25" },
+    OpSpec { name: "Upsample", kernel: kernels!(resize::upsample), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–9" },
+    OpSpec { name: "Where", kernel: kernels!(binary::where_), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "9–16" },
 ];
 
 /// The spec of op type `op`, if this runtime implements it.
@@ -284,14 +286,14 @@ pub fn spec(op: &str) -> Option<&'static OpSpec> {
     OPS.iter().find(|s| s.name == op)
 }
 
-/// The implementation of an ONNX op type in the default domain.
-pub fn lookup(op: &str) -> Option<OpFn> {
-    spec(op).map(|s| s.kernel)
+/// The implementation of an ONNX op type in the default domain, on backend `B`.
+pub fn lookup<B: Back>(op: &str) -> Option<OpFn<B>> {
+    spec(op).map(B::kernel)
 }
 
 /// The linear stand-in of a nonlinear op, for linearizing a path (Circuits' expanded weights).
-pub fn linearized(op: &str) -> Option<OpFn> {
-    spec(op).and_then(|s| s.linear).and_then(lookup)
+pub fn linearized<B: Back>(op: &str) -> Option<OpFn<B>> {
+    spec(op).and_then(|s| s.linear).and_then(lookup::<B>)
 }
 
 /// Whether `op` cuts its input off (see [`OpSpec::cuts_off`]).
@@ -339,7 +341,7 @@ pub(crate) mod testing {
             inputs: inputs.into_iter().map(|v| Some(v.into())).collect(),
             device,
         };
-        lookup(op).expect("an op of the table")(&ctx)
+        lookup::<burn::Dispatch>(op).expect("an op of the table")(&ctx)
     }
 
     /// [`run_on`] on the CPU.

@@ -6,7 +6,6 @@ use burn::tensor::activation;
 use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
-use burn::Dispatch;
 
 use super::binary::broadcast_shape;
 use super::{Ctx, Value};
@@ -14,14 +13,14 @@ use crate::error::Result;
 use crate::network::value::{DynTensor, Storage, MAX_RANK};
 
 /// Reshapes a per-channel vector `[C]` so it broadcasts against an `[N, C, ...]` tensor of `rank`.
-fn per_channel(v: DynTensor, rank: usize) -> DynTensor {
+fn per_channel<B: Backend>(v: DynTensor<B>, rank: usize) -> DynTensor<B> {
     let c = v.num_elements();
     let mut shape = vec![c];
     shape.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));
     v.reshape(&shape)
 }
 
-pub fn lrn(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn lrn<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let dims = x.dims();
     let size = ctx.node.int("size", 0)?;
@@ -55,8 +54,8 @@ pub fn lrn(ctx: &Ctx) -> Result<Vec<Value>> {
         })
         .collect();
     let device = x.device();
-    let band = Tensor::<Dispatch, 4>::from_data(TensorData::new(band, [c, c, 1, 1]), &device);
-    let bias = Tensor::<Dispatch, 1>::from_data(TensorData::new(vec![bias; c], [c]), &device);
+    let band = Tensor::<B, 4>::from_data(TensorData::new(band, [c, c, 1, 1]), &device);
+    let bias = Tensor::<B, 1>::from_data(TensorData::new(vec![bias; c], [c]), &device);
     let rest: usize = dims[2..].iter().product();
     let sq = x
         .clone()
@@ -79,7 +78,7 @@ pub fn lrn(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
 }
 
-pub fn batch_norm(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn batch_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let rank = x.rank();
     if rank < 2 {
@@ -109,7 +108,7 @@ pub fn batch_norm(ctx: &Ctx) -> Result<Vec<Value>> {
     if training {
         let momentum = ctx.node.float("momentum", 0.9)?;
         let c = x.dims()[1];
-        let blend = |running: Storage, batch: Storage| {
+        let blend = |running: Storage<B>, batch: Storage<B>| {
             let s = running.mul_scalar(momentum) + batch.mul_scalar(1.0 - momentum);
             Value::Device(DynTensor::from_storage(s, rank).reshape(&[c]))
         };
@@ -119,7 +118,7 @@ pub fn batch_norm(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-fn reduce_mean(mut t: Storage, axes: &[usize]) -> Storage {
+fn reduce_mean<B: Backend>(mut t: Storage<B>, axes: &[usize]) -> Storage<B> {
     for &a in axes {
         t = t.mean_dim(a);
     }
@@ -128,14 +127,14 @@ fn reduce_mean(mut t: Storage, axes: &[usize]) -> Storage {
 
 /// The centered input, the mean and the (biased) variance over storage `axes` (which the mean
 /// and variance keep as axes of size 1).
-fn moments(x: Storage, axes: &[usize]) -> (Storage, Storage, Storage) {
+fn moments<B: Backend>(x: Storage<B>, axes: &[usize]) -> (Storage<B>, Storage<B>, Storage<B>) {
     let mean = reduce_mean(x.clone(), axes);
     let centered = x - mean.clone();
     let var = reduce_mean(centered.clone().powi_scalar(2), axes);
     (centered, mean, var)
 }
 
-pub fn instance_norm(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn instance_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let rank = x.rank();
     if rank < 3 {
@@ -153,14 +152,14 @@ pub fn instance_norm(ctx: &Ctx) -> Result<Vec<Value>> {
 /// LayerNormalization (opset 17): normalizes over the axes from `axis` on, then scales and
 /// shifts by Scale and B (which broadcast against those axes). The optional outputs Mean and
 /// InvStdDev have the input's shape with those axes of size 1.
-pub fn layer_norm(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn layer_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let dims = x.dims();
     let rank = dims.len();
     let axis = ctx.axis(ctx.node.int("axis", -1)?, rank)?;
     let eps = ctx.node.float("epsilon", 1e-5)?;
     let normalized = &dims[axis..];
-    let affine = |i: usize, what: &str| -> Result<Storage> {
+    let affine = |i: usize, what: &str| -> Result<Storage<B>> {
         let t = ctx.float(i)?;
         if broadcast_shape(normalized, &t.dims()).as_deref() != Some(normalized) {
             return Err(ctx.error(format!(
@@ -191,16 +190,19 @@ pub fn layer_norm(ctx: &Ctx) -> Result<Vec<Value>> {
         .collect())
 }
 
-pub fn softmax(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn softmax<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     normalize_exp(ctx, activation::softmax)
 }
 
-pub fn log_softmax(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn log_softmax<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     normalize_exp(ctx, activation::log_softmax)
 }
 
 /// Softmax or LogSoftmax (`f`, on one storage axis) with the axis semantics of the node's opset.
-fn normalize_exp(ctx: &Ctx, f: fn(Storage, usize) -> Storage) -> Result<Vec<Value>> {
+fn normalize_exp<B: Backend>(
+    ctx: &Ctx<B>,
+    f: fn(Storage<B>, usize) -> Storage<B>,
+) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let dims = x.dims();
     let rank = dims.len();

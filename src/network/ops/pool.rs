@@ -8,14 +8,13 @@
 use burn::prelude::*;
 use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
-use burn::Dispatch;
 
 use super::conv::{lift_2d, lift_tensor_2d, pad_4d, squeeze_1d, Window};
 use super::max_pool_cpu;
 use super::{Ctx, Value};
-use crate::device::is_cpu;
 use crate::error::Result;
 use crate::network::value::DynTensor;
+use crate::network::Back;
 
 struct Plan {
     win: Window,
@@ -25,7 +24,7 @@ struct Plan {
     out: Vec<usize>,
 }
 
-fn plan(ctx: &Ctx, dims: &[usize]) -> Result<Plan> {
+fn plan<B: Backend>(ctx: &Ctx<B>, dims: &[usize]) -> Result<Plan> {
     let spatial = &dims[2..];
     let kernel: Vec<usize> = ctx
         .node
@@ -79,7 +78,7 @@ fn padded_ends(p: &Plan) -> [usize; 2] {
     lift_2d(&ends, 0)
 }
 
-pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn max_pool<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     if ctx.node.outputs.len() > 1 && !ctx.node.outputs[1].is_empty() {
         return Err(ctx.error("the Indices output of MaxPool is not supported"));
     }
@@ -90,7 +89,7 @@ pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
     }
     let p = plan(ctx, &dims)?;
     let (begin, end) = (lift_2d(&p.win.begin, 0), padded_ends(&p));
-    if is_cpu(ctx.device) {
+    if B::is_cpu(ctx.device) {
         let g = max_pool_cpu::Geometry {
             kernel: lift_2d(&p.win.kernel, 1),
             strides: lift_2d(&p.win.strides, 1),
@@ -130,7 +129,7 @@ pub fn max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
 }
 
 /// Sums every window of `x` (already padded) with the plan's geometry.
-fn window_sum(x: Tensor<Dispatch, 4>, p: &Plan) -> Tensor<Dispatch, 4> {
+fn window_sum<B: Backend>(x: Tensor<B, 4>, p: &Plan) -> Tensor<B, 4> {
     let kernel = lift_2d(&p.win.kernel, 1);
     let strides = lift_2d(&p.win.strides, 1);
     let dilations = lift_2d(&p.win.dilations, 1);
@@ -139,7 +138,7 @@ fn window_sum(x: Tensor<Dispatch, 4>, p: &Plan) -> Tensor<Dispatch, 4> {
         module::avg_pool2d(x, kernel, strides, [0, 0], true, false).mul_scalar(k)
     } else {
         let [_, c, _, _] = x.dims();
-        let ones = Tensor::<Dispatch, 4>::ones([c, 1, kernel[0], kernel[1]], &x.device());
+        let ones = Tensor::<B, 4>::ones([c, 1, kernel[0], kernel[1]], &x.device());
         module::conv2d(
             x,
             ones,
@@ -149,7 +148,7 @@ fn window_sum(x: Tensor<Dispatch, 4>, p: &Plan) -> Tensor<Dispatch, 4> {
     }
 }
 
-pub fn average_pool(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn average_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let dims = x.dims();
     if dims.len() < 3 {
@@ -166,7 +165,7 @@ pub fn average_pool(ctx: &Ctx) -> Result<Vec<Value>> {
     let mask = if include_pad {
         // Declared pads count; the ceil-mode overhang beyond them does not.
         let declared_end = lift_2d(&p.win.end, 0);
-        let ones = Tensor::<Dispatch, 4>::ones(
+        let ones = Tensor::<B, 4>::ones(
             [
                 1,
                 1,
@@ -178,12 +177,7 @@ pub fn average_pool(ctx: &Ctx) -> Result<Vec<Value>> {
         let overhang = [end[0] - declared_end[0], end[1] - declared_end[1]];
         pad_4d(ones, [0, 0], overhang, 0.0)
     } else {
-        pad_4d(
-            Tensor::<Dispatch, 4>::ones([1, 1, h, w], &device),
-            begin,
-            end,
-            0.0,
-        )
+        pad_4d(Tensor::<B, 4>::ones([1, 1, h, w], &device), begin, end, 0.0)
     };
     let count = window_sum(mask, &p);
     let y = sum / count;
@@ -193,7 +187,7 @@ pub fn average_pool(ctx: &Ctx) -> Result<Vec<Value>> {
     ))])
 }
 
-fn global(ctx: &Ctx, max: bool) -> Result<Vec<Value>> {
+fn global<B: Backend>(ctx: &Ctx<B>, max: bool) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let rank = x.rank();
     if rank < 3 {
@@ -207,10 +201,10 @@ fn global(ctx: &Ctx, max: bool) -> Result<Vec<Value>> {
     Ok(vec![Value::Device(DynTensor::from_storage(s, rank))])
 }
 
-pub fn global_average_pool(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn global_average_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     global(ctx, false)
 }
 
-pub fn global_max_pool(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn global_max_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     global(ctx, true)
 }

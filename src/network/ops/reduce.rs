@@ -7,6 +7,7 @@
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{DynTensor, Elem, HostData, HostTensor};
+use burn::prelude::Backend;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -17,27 +18,27 @@ enum Kind {
 }
 
 /// ReduceMean (opsets 1–18).
-pub fn reduce_mean(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn reduce_mean<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     reduce(ctx, Kind::Mean, 18)
 }
 
 /// ReduceSum (opsets 1–13).
-pub fn reduce_sum(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn reduce_sum<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     reduce(ctx, Kind::Sum, 13)
 }
 
 /// ReduceMax (opsets 1–20; 20 added booleans).
-pub fn reduce_max(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn reduce_max<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     reduce(ctx, Kind::Max, 18)
 }
 
 /// ReduceMin (opsets 1–20; 20 added booleans).
-pub fn reduce_min(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn reduce_min<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     reduce(ctx, Kind::Min, 18)
 }
 
 /// Reduces input 0 over its axes, read from input 1 from opset `axes_input_since` on.
-fn reduce(ctx: &Ctx, kind: Kind, axes_input_since: i64) -> Result<Vec<Value>> {
+fn reduce<B: Backend>(ctx: &Ctx<B>, kind: Kind, axes_input_since: i64) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let rank = dims.len();
     let axes = if ctx.node.opset >= axes_input_since {

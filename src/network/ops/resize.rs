@@ -6,7 +6,6 @@
 //! every ONNX mode and differentiable.
 
 use burn::prelude::*;
-use burn::Dispatch;
 
 use super::{Ctx, Value};
 use crate::error::Result;
@@ -139,14 +138,14 @@ fn row(m: &Mode, x: f32, len_in: usize, scale: f32) -> (Vec<f32>, bool) {
 }
 
 /// Resizes logical axis `axis` of `x` to `len_out`.
-fn resize_axis(
-    x: DynTensor,
+fn resize_axis<B: Backend>(
+    x: DynTensor<B>,
     axis: usize,
     len_out: usize,
     scale: f32,
     roi: (f32, f32),
     m: &Mode,
-) -> DynTensor {
+) -> DynTensor<B> {
     let dims = x.dims();
     let len_in = dims[axis];
     let mut matrix = Vec::with_capacity(len_in * len_out); // [in, out]
@@ -174,14 +173,14 @@ fn resize_axis(
     let moved = x.into_storage().swap_dims(a, last);
     let moved_dims = moved.dims();
     let rest: usize = moved_dims[..last].iter().product();
-    let flat: Tensor<Dispatch, 2> = moved.reshape([rest, len_in]);
-    let mt = Tensor::<Dispatch, 2>::from_data(
+    let flat: Tensor<B, 2> = moved.reshape([rest, len_in]);
+    let mt = Tensor::<B, 2>::from_data(
         burn::tensor::TensorData::new(matrix, [len_in, len_out]),
         &device,
     );
     let mut y = flat.matmul(mt);
     if outside.iter().any(|&o| o != 0.0) {
-        let e = Tensor::<Dispatch, 2>::from_data(
+        let e = Tensor::<B, 2>::from_data(
             burn::tensor::TensorData::new(outside, [1, len_out]),
             &device,
         );
@@ -193,13 +192,13 @@ fn resize_axis(
     DynTensor::from_storage(y, rank)
 }
 
-fn run(
-    ctx: &Ctx,
+fn run<B: Backend>(
+    ctx: &Ctx<B>,
     m: Mode,
     scales: Option<Vec<f32>>,
     sizes: Option<Vec<i64>>,
     roi: Vec<f32>,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let dims = x.dims();
     let rank = dims.len();
@@ -279,7 +278,7 @@ fn run(
     Ok(vec![Value::Device(y)])
 }
 
-pub fn resize(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn resize<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let node = ctx.node;
     let opset = node.opset;
     let mut mode = Mode {
@@ -324,7 +323,7 @@ pub fn resize(ctx: &Ctx) -> Result<Vec<Value>> {
     run(ctx, mode, scales, sizes, roi)
 }
 
-pub fn upsample(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn upsample<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let node = ctx.node;
     let scales = if ctx.has(1) {
         ctx.host(1)?.to_f32()

@@ -7,6 +7,7 @@
 //! as rows (the axes the tuples index) times slices and scattered on the device with burn's
 //! `scatter_nd`, so gradients reach both the data and the updates.
 
+use burn::prelude::Backend;
 use std::collections::HashMap;
 
 use burn::tensor::IndexingUpdateOp;
@@ -28,7 +29,7 @@ enum Reduction {
 }
 
 impl Reduction {
-    fn of(ctx: &Ctx) -> Result<Self> {
+    fn of<B: Backend>(ctx: &Ctx<B>) -> Result<Self> {
         Ok(match ctx.node.string("reduction", "none")?.as_str() {
             "none" => Reduction::None,
             "add" => Reduction::Add,
@@ -105,7 +106,7 @@ struct Layout {
 }
 
 /// Checks the shapes and every index tuple.
-fn layout(ctx: &Ctx) -> Result<Layout> {
+fn layout<B: Backend>(ctx: &Ctx<B>) -> Result<Layout> {
     let dims = ctx.dims(0)?;
     let index_dims = ctx.dims(1)?;
     let update_dims = ctx.dims(2)?;
@@ -171,7 +172,7 @@ fn layout(ctx: &Ctx) -> Result<Layout> {
 /// ScatterND (opsets 11–18): the output is `data` with `updates[u]` written over (or, with a
 /// `reduction`, added to, multiplied into, maxed or minned with) the slice at index tuple
 /// `indices[u]`.
-pub fn scatter_nd(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn scatter_nd<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let reduction = Reduction::of(ctx)?;
     let l = layout(ctx)?;
     if l.targets.is_empty() || l.rows * l.slice == 0 {

@@ -3,7 +3,6 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use burn::Dispatch;
 
 use super::{Ctx, Value};
 use crate::error::Result;
@@ -53,21 +52,18 @@ pub(super) fn flat_index(shape: &[usize], coord: &[usize]) -> usize {
 }
 
 /// Integer indices as a device tensor for `select`.
-pub(super) fn index_tensor(
-    indices: &[usize],
-    device: &burn::DispatchDevice,
-) -> Tensor<Dispatch, 1, Int> {
+pub(super) fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let data: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
     Tensor::from_data(TensorData::new(data, [indices.len()]), device)
 }
 
 /// Picks `indices` along logical `axis` of a device tensor.
-fn select(
-    x: DynTensor,
+fn select<B: Backend>(
+    x: DynTensor<B>,
     axis: usize,
     indices: &[usize],
-    device: &burn::DispatchDevice,
-) -> DynTensor {
+    device: &B::Device,
+) -> DynTensor<B> {
     let a = x.storage_axis(axis);
     let rank = x.rank();
     let idx = index_tensor(indices, device);
@@ -75,11 +71,11 @@ fn select(
 }
 
 /// An empty float tensor: kept on the host, since the backend has no zero-size tensors.
-pub(super) fn empty(shape: Vec<usize>) -> Value {
+pub(super) fn empty<B: Backend>(shape: Vec<usize>) -> Value<B> {
     Value::Host(HostTensor::f32(shape, Vec::new()))
 }
 
-fn reshaped(ctx: &Ctx, i: usize, shape: Vec<usize>) -> Result<Value> {
+fn reshaped<B: Backend>(ctx: &Ctx<B>, i: usize, shape: Vec<usize>) -> Result<Value<B>> {
     Ok(match ctx.value(i)? {
         Value::Host(h) => Value::Host(h.reshaped(shape)),
         Value::Device(_) if shape.contains(&0) => empty(shape),
@@ -87,7 +83,7 @@ fn reshaped(ctx: &Ctx, i: usize, shape: Vec<usize>) -> Result<Value> {
     })
 }
 
-pub fn flatten(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn flatten<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let axis = ctx.node.int("axis", 1)?;
     let axis = if axis < 0 {
@@ -103,7 +99,7 @@ pub fn flatten(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![reshaped(ctx, 0, shape)?])
 }
 
-pub fn reshape(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn reshape<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let target = if ctx.node.opset < 5 {
         ctx.node.ints("shape")?.unwrap_or_default()
@@ -151,7 +147,7 @@ pub fn reshape(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![reshaped(ctx, 0, shape)?])
 }
 
-pub fn transpose(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn transpose<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let rank = dims.len();
     let perm: Vec<usize> = match ctx.node.ints("perm")? {
@@ -179,7 +175,7 @@ pub fn transpose(ctx: &Ctx) -> Result<Vec<Value>> {
 }
 
 /// Permutes the logical axes of a device tensor: output axis `i` is input axis `perm[i]`.
-pub(super) fn permute(t: DynTensor, perm: &[usize]) -> DynTensor {
+pub(super) fn permute<B: Backend>(t: DynTensor<B>, perm: &[usize]) -> DynTensor<B> {
     let pad = MAX_RANK - perm.len();
     let mut full: Vec<usize> = (0..pad).collect();
     full.extend(perm.iter().map(|&p| p + pad));
@@ -187,7 +183,7 @@ pub(super) fn permute(t: DynTensor, perm: &[usize]) -> DynTensor {
     t.map(|s| s.permute(full))
 }
 
-fn axes_arg(ctx: &Ctx, since_input: i64) -> Result<Option<Vec<i64>>> {
+fn axes_arg<B: Backend>(ctx: &Ctx<B>, since_input: i64) -> Result<Option<Vec<i64>>> {
     if ctx.node.opset >= since_input {
         if ctx.has(1) {
             Ok(Some(ctx.ints(1)?))
@@ -199,7 +195,7 @@ fn axes_arg(ctx: &Ctx, since_input: i64) -> Result<Option<Vec<i64>>> {
     }
 }
 
-pub fn squeeze(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn squeeze<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let axes: Vec<usize> = match axes_arg(ctx, 13)? {
         Some(a) => a
@@ -218,7 +214,7 @@ pub fn squeeze(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![reshaped(ctx, 0, shape)?])
 }
 
-pub fn unsqueeze(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn unsqueeze<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let axes = axes_arg(ctx, 13)?.ok_or_else(|| ctx.error("axes are required"))?;
     let rank = dims.len() + axes.len();
@@ -239,7 +235,7 @@ pub fn unsqueeze(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![reshaped(ctx, 0, shape)?])
 }
 
-pub fn concat(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn concat<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let n = ctx.arity();
     let first = ctx.dims(0)?;
     let rank = first.len();
@@ -298,13 +294,13 @@ pub fn concat(ctx: &Ctx) -> Result<Vec<Value>> {
             elem,
         })]);
     }
-    let parts: Vec<DynTensor> = (0..n).map(|i| ctx.float(i)).collect::<Result<_>>()?;
+    let parts: Vec<DynTensor<B>> = (0..n).map(|i| ctx.float(i)).collect::<Result<_>>()?;
     let a = parts[0].storage_axis(axis);
     let y = Storage::cat(parts.into_iter().map(DynTensor::into_storage).collect(), a);
     Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
 }
 
-pub fn split(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn split<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let dims = x.dims();
     let axis = ctx.axis(ctx.node.int("axis", 0)?, dims.len())?;
@@ -350,7 +346,7 @@ pub fn split(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-pub fn shape(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn shape<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let r = dims.len() as i64;
     let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
@@ -363,7 +359,7 @@ pub fn shape(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![Value::Host(HostTensor::i64(vec![vals.len()], vals))])
 }
 
-pub fn gather(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn gather<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let axis = ctx.axis(ctx.node.int("axis", 0)?, dims.len())?;
     let indices = ctx.host(1)?;
@@ -421,7 +417,7 @@ fn slice_indices(start: i64, end: i64, step: i64, dim: usize) -> Vec<usize> {
     out
 }
 
-pub fn slice(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn slice<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let rank = dims.len();
     let (starts, ends, axes, steps) = if ctx.node.opset < 10 {
@@ -501,7 +497,7 @@ pub(crate) fn elem_of(data_type: i64) -> Option<Elem> {
     }
 }
 
-pub fn cast(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn cast<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let to = ctx.node.int("to", 1)?;
     let elem =
         elem_of(to).ok_or_else(|| ctx.error(format!("cast to data type {to} is not supported")))?;
@@ -520,7 +516,7 @@ pub fn cast(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![Value::Host(out)])
 }
 
-pub fn constant(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn constant<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let node = ctx.node;
     let value = match node.attrs.iter().next() {
         Some((_, Attr::Tensor(t))) => t.clone(),
@@ -537,7 +533,7 @@ pub fn constant(ctx: &Ctx) -> Result<Vec<Value>> {
     Ok(vec![Value::Host(value)])
 }
 
-pub fn constant_of_shape(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn constant_of_shape<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let shape: Vec<usize> = ctx
         .ints(0)?
         .iter()
@@ -589,7 +585,7 @@ fn pad_source(mode: &str, i: i64, size: i64) -> Option<usize> {
     Some(j as usize)
 }
 
-pub fn pad(ctx: &Ctx) -> Result<Vec<Value>> {
+pub fn pad<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let rank = dims.len();
     let mode = ctx.node.string("mode", "constant")?;
@@ -680,7 +676,7 @@ pub fn pad(ctx: &Ctx) -> Result<Vec<Value>> {
                 .iter()
                 .map(|s| if s.is_some() { 1.0 } else { 0.0 })
                 .collect();
-            let keep = DynTensor::from_host(&keep, &mask_shape, ctx.device).into_storage();
+            let keep = DynTensor::from_host_on(&keep, &mask_shape, ctx.device).into_storage();
             let fill = keep.clone().neg().add_scalar(1.0).mul_scalar(value);
             t = t.map(|s| s * keep + fill);
         }
