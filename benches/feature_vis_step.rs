@@ -7,11 +7,15 @@
 //! - `BATCHES="8 32 128"`: also one `microscope_fv_batch BATCH MS` line per batch size (unit i of
 //!   the batch is channel i of the layer, modulo its channels), for throughput;
 //! - `GALLERY=B`: instead, the whole layer's gallery (every unit, STEPS steps, batches of B
-//!   units), timed: `microscope_gallery_s UNITS B SECONDS`.
+//!   units), timed: `microscope_gallery_s UNITS B SECONDS`;
+//! - `DISPATCH=1`: also the same loop through burn's `Dispatch` backend, as the CPU ran it before
+//!   it had a backend of its own (`microscope_fv_dispatch_step_ms MS`): what our own ops gain.
 
 use std::time::Instant;
 
-use microscope::technique::render::{render, ParamKind, RenderConfig};
+use microscope::technique::render::{
+    render, render_through_dispatch, ParamKind, Progress, RenderConfig, Rendered,
+};
 use microscope::technique::transform::standard_transforms;
 use microscope::technique::Objective;
 use microscope::{Device, Model};
@@ -33,7 +37,16 @@ fn config(steps: usize, batch: usize) -> RenderConfig {
 /// Milliseconds per step of `steps` steps over `units` in one batch, after a 2-step warm-up
 /// (allocations, kernels); the steady state (second half) goes to stderr, as a GPU backend
 /// compiles and autotunes kernels for each new image size the random scale draws.
-fn ms_per_step(model: &Model, layer: &str, units: &[usize], steps: usize) -> f64 {
+/// The render loop the bench times: [`render`] or [`render_through_dispatch`].
+type Render = fn(
+    &Model,
+    &Objective,
+    &RenderConfig,
+    &mut dyn FnMut(Progress),
+    Option<&std::sync::atomic::AtomicBool>,
+) -> microscope::Result<Rendered>;
+
+fn ms_per_step(model: &Model, layer: &str, units: &[usize], steps: usize, render: Render) -> f64 {
     let objective = Objective::channels(layer, units);
     render(
         model,
@@ -96,11 +109,15 @@ fn main() {
     };
     let gallery = numbers("GALLERY").first().copied();
     if gallery.is_none() {
-        let ms = ms_per_step(&model, layer, &units(8), steps);
+        let ms = ms_per_step(&model, layer, &units(8), steps, render);
         println!("microscope_fv_step_ms {ms:.1}");
+        if std::env::var("DISPATCH").is_ok_and(|v| v == "1") {
+            let ms = ms_per_step(&model, layer, &units(8), steps, render_through_dispatch);
+            println!("microscope_fv_dispatch_step_ms {ms:.1}");
+        }
     }
     for b in numbers("BATCHES") {
-        let ms = ms_per_step(&model, layer, &units(b), steps);
+        let ms = ms_per_step(&model, layer, &units(b), steps, render);
         println!("microscope_fv_batch {b} {ms:.1}");
     }
     if let Some(b) = gallery {

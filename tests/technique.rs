@@ -319,6 +319,48 @@ fn same_seed_same_pixels() {
     assert_ne!(a, c);
 }
 
+/// On the CPU the render loop runs on a backend of its own (burn's autodiff over burn-flex, by
+/// name), whose max pooling has a backward pass of ours; through burn's `Dispatch` it runs as
+/// before. Both give the same images: zoo:fashion pools after conv1 and conv2, and conv3 is
+/// reached through both pools, with the redirected first steps and without.
+#[test]
+fn the_cpu_backend_renders_the_pixels_dispatch_renders() {
+    let model = zoo::fashion().unwrap();
+    let config = RenderConfig {
+        steps: 12,
+        learning_rate: 0.05,
+        seed: 5,
+        batch: 4,
+        size: 28,
+        param: ParamKind::Fft,
+        transforms: microscope::technique::transform::standard_transforms(28),
+        redirect_steps: 4,
+        context: None,
+    };
+    let units = Objective::channels("conv3", &[0, 1, 2, 3]);
+    let ours = render(&model, &units, &config, &mut |_| {}, None).unwrap();
+    let dispatch = microscope::technique::render::render_through_dispatch(
+        &model,
+        &units,
+        &config,
+        &mut |_| {},
+        None,
+    )
+    .unwrap();
+    let (a, b) = (ours.images.to_vec(), dispatch.images.to_vec());
+    assert_eq!(a.len(), 4 * 28 * 28);
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    println!("cpu backend vs dispatch: max |dpixel| {worst}");
+    assert_eq!(
+        worst, 0.0,
+        "the two backends' images differ by up to {worst}"
+    );
+}
+
 /// On the CPU a per-image objective's batch is optimized in parts side by side (here 6 images
 /// in parts of 2, 2, 1 and 1 on 2 cores); an objective that compares images (diversity, here
 /// with weight 0, which adds nothing) keeps the batch whole. Both must give the same images.

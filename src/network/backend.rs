@@ -9,10 +9,11 @@
 use std::sync::OnceLock;
 
 use burn::backend::Autodiff;
-use burn::prelude::Backend;
+use burn::prelude::*;
 use burn::Dispatch;
 use burn_flex::{Flex, FlexDevice};
 
+use super::ops::max_pool_cpu::{self, Geometry};
 use super::ops::{OpFn, OpSpec};
 use super::value::{DynTensor, HostTensor};
 use crate::device::Device;
@@ -86,6 +87,12 @@ pub trait Back: Backend {
     /// Whether `device` computes on the CPU, where our own CPU kernels may stand in for the
     /// backend's.
     fn is_cpu(device: &Self::Device) -> bool;
+
+    /// 2-D max pooling by our CPU kernel; `None` where it does not apply (see
+    /// [`max_pool_cpu::max_pool`]).
+    fn max_pool(x: &Tensor<Self, 4>, g: &Geometry) -> Option<Tensor<Self, 4>> {
+        max_pool_cpu::max_pool(x, g)
+    }
 }
 
 impl Back for Dispatch {
@@ -122,6 +129,10 @@ impl Back for Fast {
 
     fn is_cpu(_: &Self::Device) -> bool {
         true
+    }
+
+    fn max_pool(x: &Tensor<Self, 4>, g: &Geometry) -> Option<Tensor<Self, 4>> {
+        super::fast::max_pool(x, g)
     }
 
     fn constant(c: &Constant, _autodiff: bool) -> Option<DynTensor<Self>> {

@@ -6,8 +6,13 @@
 //! input that lives on an autodiff device makes the run differentiable with respect to that input;
 //! weights are wrapped as untracked constants, so no weight gradient is computed unless the caller
 //! passes tracked [`Weights`].
+//!
+//! Values live on burn's `Dispatch` backend, which picks the CPU or CUDA at run time. The same
+//! graph also runs on a named backend ([`Back`]): feature visualization on the CPU runs on
+//! [`Fast`], where ops of our own give burn-flex's slow backward passes faster ones.
 
 mod backend;
+mod fast;
 pub mod node;
 pub mod ops;
 pub mod units;

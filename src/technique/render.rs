@@ -92,15 +92,23 @@ pub fn render(
             &Default::default(),
         )
     } else {
-        render_on::<Dispatch>(
-            model,
-            objective,
-            config,
-            progress,
-            cancel,
-            &device.autodiff(),
-        )
+        render_through_dispatch(model, objective, config, progress, cancel)
     }
+}
+
+/// [`render`] on `Dispatch`'s autodiff device whatever the device, as the CPU rendered before it
+/// had a backend of its own: for benches/feature_vis_step.rs, which times both, and the test that
+/// both give the same pixels.
+#[doc(hidden)]
+pub fn render_through_dispatch(
+    model: &Model,
+    objective: &Objective,
+    config: &RenderConfig,
+    progress: &mut dyn FnMut(Progress),
+    cancel: Option<&AtomicBool>,
+) -> Result<Rendered> {
+    let ad = model.network().device().autodiff();
+    render_on::<Dispatch>(model, objective, config, progress, cancel, &ad)
 }
 
 fn render_on<B: Back + AutodiffBackend>(
@@ -140,10 +148,10 @@ fn render_on<B: Back + AutodiffBackend>(
         // Sizes as even as they go: batch / k, the first (batch % k) one larger.
         let len = config.batch / k + usize::from(i < config.batch % k);
         let [head, tail] = rest.split(len);
-        parts.push(Part::new(head, start, config));
+        parts.push(Part::new(head, start, config, context.clone()));
         (rest, start) = (tail, start + len);
     }
-    parts.push(Part::new(rest, start, config));
+    parts.push(Part::new(rest, start, config, context.clone()));
     for step in 1..=config.steps {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) || crate::interrupt::requested() {
             return Err(Error::Cancelled {
@@ -160,15 +168,7 @@ fn render_on<B: Back + AutodiffBackend>(
                 .map(|part| {
                     let mut r = rng.clone();
                     let redirect = step <= config.redirect_steps;
-                    let v = part.step(
-                        model,
-                        objective,
-                        config,
-                        context.as_ref(),
-                        split,
-                        redirect,
-                        &mut r,
-                    )?;
+                    let v = part.step(model, objective, config, split, redirect, &mut r)?;
                     Ok((v, r))
                 })
                 .collect();
@@ -204,16 +204,24 @@ struct Part<B: AutodiffBackend> {
     adam: Adam<5, B::InnerBackend>,
     start: usize,
     redirected: bool,
+    /// [`RenderConfig::context`] on this backend.
+    context: Option<Tensor<B, 4>>,
 }
 
 impl<B: Back + AutodiffBackend> Part<B> {
-    fn new(mut param: Box<dyn Param<B> + Send>, start: usize, config: &RenderConfig) -> Self {
+    fn new(
+        mut param: Box<dyn Param<B> + Send>,
+        start: usize,
+        config: &RenderConfig,
+        context: Option<Tensor<B, 4>>,
+    ) -> Self {
         param.set_tensor(param.tensor().clone().require_grad());
         Self {
             param,
             adam: Adam::new(config.learning_rate),
             start,
             redirected: false,
+            context,
         }
     }
 
@@ -223,7 +231,6 @@ impl<B: Back + AutodiffBackend> Part<B> {
         model: &Model,
         objective: &Objective,
         config: &RenderConfig,
-        context: Option<&Tensor<B, 4>>,
         split: bool,
         redirect: bool,
         rng: &mut StdRng,
@@ -242,7 +249,7 @@ impl<B: Back + AutodiffBackend> Part<B> {
         let input = network.image_input()?.name.clone();
         let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
         let mut image = self.param.image();
-        if let Some(fixed) = context {
+        if let Some(fixed) = &self.context {
             image = Tensor::cat(vec![fixed.clone(), image], 0);
         }
         let image = transform::apply(&config.transforms, image, rng);

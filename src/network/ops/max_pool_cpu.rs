@@ -16,7 +16,7 @@ use rayon::prelude::*;
 /// The window geometry of one 2-D max pool; `begin` is the implicit (-inf) padding before each
 /// axis, `out` the output size (windows past the end read padding too).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Geometry {
+pub struct Geometry {
     pub kernel: [usize; 2],
     pub strides: [usize; 2],
     pub dilations: [usize; 2],
@@ -26,7 +26,7 @@ pub(super) struct Geometry {
 
 /// Max-pools `x` (`[N, C, H, W]`, unpadded); `None` when the data is not f32 or some window holds
 /// nothing above -inf (the caller then uses burn's kernel, which defines those cases).
-pub(super) fn max_pool<B: Backend>(x: &Tensor<B, 4>, g: &Geometry) -> Option<Tensor<B, 4>> {
+pub(crate) fn max_pool<B: Backend>(x: &Tensor<B, 4>, g: &Geometry) -> Option<Tensor<B, 4>> {
     let [n, c, h, w] = x.dims();
     let [oh, ow] = g.out;
     let data = x.to_data();
@@ -49,7 +49,11 @@ pub(super) fn max_pool<B: Backend>(x: &Tensor<B, 4>, g: &Geometry) -> Option<Ten
 }
 
 /// Window maxima and their flat positions (`iy * w + ix`) for every `h × w` plane of `x`.
-fn pool_planes(x: &[f32], [h, w]: [usize; 2], g: &Geometry) -> Option<(Vec<f32>, Vec<i32>)> {
+pub(crate) fn pool_planes(
+    x: &[f32],
+    [h, w]: [usize; 2],
+    g: &Geometry,
+) -> Option<(Vec<f32>, Vec<i32>)> {
     let pad = Padded::new([h, w], g);
     let plane_out = g.out[0] * g.out[1];
     let planes = x.len() / (h * w);

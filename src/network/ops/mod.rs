@@ -11,7 +11,7 @@ mod elementwise;
 pub(crate) use elementwise::pass_gradient_through;
 mod expand;
 mod linear;
-mod max_pool_cpu;
+pub(crate) mod max_pool_cpu;
 mod norm;
 mod pool;
 mod reduce;

@@ -97,7 +97,7 @@ pub fn max_pool<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
             begin,
             out: lift_2d(&p.out, 1),
         };
-        if let Some(y) = max_pool_cpu::max_pool(&lift_tensor_2d(&x)?, &g) {
+        if let Some(y) = B::max_pool(&lift_tensor_2d(&x)?, &g) {
             return Ok(vec![Value::Device(squeeze_1d(
                 DynTensor::new(y),
                 dims.len(),
