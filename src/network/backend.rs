@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::Dispatch;
 use burn_flex::{Flex, FlexDevice};
 
+use super::fast::Lrn;
 use super::ops::max_pool_cpu::{self, Geometry};
 use super::ops::{OpFn, OpSpec};
 use super::value::{DynTensor, HostTensor};
@@ -93,6 +94,12 @@ pub trait Back: Backend {
     fn max_pool(x: &Tensor<Self, 4>, g: &Geometry) -> Option<Tensor<Self, 4>> {
         max_pool_cpu::max_pool(x, g)
     }
+
+    /// ONNX LRN of `x` `[N, C, R]` by an op of this backend's own; `None`: the one composed of
+    /// burn's ops (ops/norm.rs).
+    fn lrn(_x: &Tensor<Self, 3>, _p: Lrn) -> Option<Tensor<Self, 3>> {
+        None
+    }
 }
 
 impl Back for Dispatch {
@@ -133,6 +140,10 @@ impl Back for Fast {
 
     fn max_pool(x: &Tensor<Self, 4>, g: &Geometry) -> Option<Tensor<Self, 4>> {
         super::fast::max_pool(x, g)
+    }
+
+    fn lrn(x: &Tensor<Self, 3>, p: Lrn) -> Option<Tensor<Self, 3>> {
+        Some(super::fast::lrn(x.clone(), p))
     }
 
     fn constant(c: &Constant, _autodiff: bool) -> Option<DynTensor<Self>> {

@@ -165,8 +165,9 @@ impl FeatureVis {
     fn key(&self, model: &Model, what: &str, batch: usize, size: usize, fixed: bool) -> String {
         let parts = [
             // Bumped when the pixels a seed gives change (2: one resampling for scale and
-            // rotation; 4: redirected gradients in the first steps; 5: Adam restarts after them).
-            "feature-vis/5".to_string(),
+            // rotation; 4: redirected gradients in the first steps; 5: Adam restarts after them;
+            // 6: LRN's own op on the CPU backend, whose sums round differently).
+            "feature-vis/6".to_string(),
             model.digest().to_string(),
             what.to_string(),
             format!(

@@ -10,7 +10,9 @@ use burn::tensor::TensorData;
 use super::binary::broadcast_shape;
 use super::{Ctx, Value};
 use crate::error::Result;
+use crate::network::fast::Lrn;
 use crate::network::value::{DynTensor, Storage, MAX_RANK};
+use crate::network::Back;
 
 /// Reshapes a per-channel vector `[C]` so it broadcasts against an `[N, C, ...]` tensor of `rank`.
 fn per_channel<B: Backend>(v: DynTensor<B>, rank: usize) -> DynTensor<B> {
@@ -20,7 +22,7 @@ fn per_channel<B: Backend>(v: DynTensor<B>, rank: usize) -> DynTensor<B> {
     v.reshape(&shape)
 }
 
-pub fn lrn<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+pub fn lrn<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let dims = x.dims();
     let size = ctx.node.int("size", 0)?;
@@ -35,6 +37,16 @@ pub fn lrn<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         return Err(ctx.error(format!("input {dims:?} must be [N, C, ...]")));
     }
     let c = dims[1];
+    let rest: usize = dims[2..].iter().product();
+    let p = Lrn {
+        size,
+        alpha,
+        beta,
+        bias,
+    };
+    if let Some(y) = B::lrn(&x.clone().reshape(&[dims[0], c, rest]).to_rank::<3>()?, p) {
+        return Ok(vec![Value::Device(DynTensor::new(y).reshape(&dims))]);
+    }
     // The sum of squares over a window of channels is a 1×1 convolution with a banded matrix:
     // band[o, i] = 1 when channel i lies in o's window [o - floor((size-1)/2), o + ceil((size-1)/2)].
     // The convolution also applies alpha / size (in the band) and adds bias (as its bias), so
@@ -56,7 +68,6 @@ pub fn lrn<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let device = x.device();
     let band = Tensor::<B, 4>::from_data(TensorData::new(band, [c, c, 1, 1]), &device);
     let bias = Tensor::<B, 1>::from_data(TensorData::new(vec![bias; c], [c]), &device);
-    let rest: usize = dims[2..].iter().product();
     let sq = x
         .clone()
         .map(|t| t.powi_scalar(2))
