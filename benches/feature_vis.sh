@@ -28,16 +28,25 @@ print(concats[2].output[0])
 " "$MODEL")
 features=""
 [ "$DEVICE" = cpu ] || features="--features cuda"
+# On the CPU microscope also runs its loop through burn's Dispatch backend (DISPATCH=1), as it
+# did before the CPU had a backend of its own: what our own ops there gain.
+dispatch=0
+[ "$DEVICE" = cpu ] && dispatch=1
 if [ -n "${BENCH:-}" ]; then
-  ours=$("$BENCH" "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
+  ours=$(DISPATCH=$dispatch "$BENCH" "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
 else
   # shellcheck disable=SC2086
-  ours=$(cargo bench --quiet $features --bench feature_vis_step -- "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
+  ours=$(DISPATCH=$dispatch cargo bench --quiet $features --bench feature_vis_step -- "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
 fi
 theirs=$("$PYTHON" benches/lucent_googlenet.py "$MODEL" "$tensor" "$STEPS" "$DEVICE" both)
 echo "$ours"
 echo "$theirs"
 m=$(echo "$ours" | awk '$1 == "microscope_fv_step_ms" {print $2}')
+d=$(echo "$ours" | awk '$1 == "microscope_fv_dispatch_step_ms" {print $2}')
+if [ -n "$d" ]; then
+  awk -v m="$m" -v d="$d" \
+    'BEGIN {printf "feature vis step: microscope %.1f ms, through Dispatch %.1f ms, dispatch/microscope = %.2f\n", m, d, d / m}'
+fi
 for mode in lucent truncated; do
   t=$(echo "$theirs" | awk -v m="$mode" '$1 == "torch_fv_step_ms" && $2 == m {print $3}')
   awk -v m="$m" -v t="$t" -v mode="$mode" \

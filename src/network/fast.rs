@@ -5,12 +5,16 @@
 //! 0.21 keeps its tensors' backend private, so these exist only on a named backend. Measured
 //! with benches/feature_vis_step.rs (GoogLeNet, inception_4a, 8 units, 128 px, 2 cores; the
 //! median of 7 runs of 20 steps each): 190.7 ms per step through `Dispatch`, 181.2 on [`Fast`]
-//! with [`max_pool`].
+//! with [`max_pool`]; then 199.8 against 170.6 with [`lrn`] too.
 //!
-//! Tried and left out: a stride-1 convolution's input gradient as a forward convolution with
-//! flipped weights (instead of burn-flex's single-threaded col2im) measured 188.8 ms with it
-//! against 181.2 without. burn-flex's forward convolution spends more on im2col than the
-//! col2im it replaces, and the render loop already keeps both cores busy with parts of the batch.
+//! Tried and left out:
+//! - a stride-1 convolution's input gradient as a forward convolution with flipped weights
+//!   (instead of burn-flex's single-threaded col2im): 188.8 ms with it against 181.2 without.
+//!   burn-flex's forward convolution spends more on im2col than the col2im it replaces, and the
+//!   render loop already keeps both cores busy with parts of the batch;
+//! - the same for 1×1 filters only (one matrix product per image): the transposed
+//!   convolution's share of the profile fell from 8.2 % to 6.7 %, within the run-to-run noise
+//!   of the step time.
 
 use std::sync::Arc;
 
@@ -20,11 +24,45 @@ use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
-use burn_flex::{Flex, FlexTensor};
+use burn_flex::{Flex, FlexDevice, FlexTensor};
 use rayon::prelude::*;
 
-use super::backend::Fast;
 use super::ops::max_pool_cpu::{self, Geometry};
+use super::ops::norm::Lrn;
+use super::ops::{Back, Fast, OpFn, OpSpec};
+use super::value::{Constant, DynTensor};
+use crate::device::Device;
+
+impl Back for Fast {
+    fn kernel(spec: &OpSpec) -> OpFn<Self> {
+        spec.kernel.fast
+    }
+
+    fn device_of(_: &Device) -> Self::Device {
+        FlexDevice
+    }
+
+    fn is_cpu(_: &Self::Device) -> bool {
+        true
+    }
+
+    fn max_pool(x: &Tensor<Self, 4>, g: &Geometry) -> Option<Tensor<Self, 4>> {
+        max_pool(x, g)
+    }
+
+    fn lrn(x: &Tensor<Self, 3>, p: Lrn) -> Option<Tensor<Self, 3>> {
+        Some(lrn(x.clone(), p))
+    }
+
+    fn constant(c: &Constant, _autodiff: bool) -> Option<DynTensor<Self>> {
+        let flex = c.flex.get_or_init(|| {
+            c.device
+                .as_ref()
+                .map(|_| c.host().upload_to::<Flex>(&FlexDevice))
+        });
+        flex.clone().map(DynTensor::<Fast>::from_inner)
+    }
+}
 
 /// 2-D max pooling on [`Fast`] by our CPU kernel ([`max_pool_cpu::pool_planes`]), whose
 /// backward pass sends each output's gradient to the input element that won its window, plane
@@ -95,45 +133,6 @@ impl Backward<Flex, 1> for MaxPoolBackward {
             });
         let dx = FlexTensor::from_data(TensorData::new(dx, [n, c, h, w]));
         grads.register::<Flex>(node.id, dx);
-    }
-}
-
-/// The parameters of an ONNX LRN.
-#[derive(Clone, Copy, Debug)]
-pub struct Lrn {
-    pub size: usize,
-    pub alpha: f32,
-    pub beta: f32,
-    pub bias: f32,
-}
-
-impl Lrn {
-    /// The channel window of output channel `c` of `channels`: `c - floor((size-1)/2) ..=
-    /// c + ceil((size-1)/2)`, clipped.
-    fn window(&self, c: usize, channels: usize) -> std::ops::Range<usize> {
-        let before = (self.size - 1) / 2;
-        let after = self.size - 1 - before;
-        c.saturating_sub(before)..(c + after + 1).min(channels)
-    }
-
-    /// The output channels whose window holds input channel `j`.
-    fn readers(&self, j: usize, channels: usize) -> std::ops::Range<usize> {
-        let before = (self.size - 1) / 2;
-        let after = self.size - 1 - before;
-        j.saturating_sub(after)..(j + before + 1).min(channels)
-    }
-
-    /// `d^-beta`, with square roots for the usual betas (0.75: GoogLeNet, AlexNet, ZFNet) and
-    /// `powf` otherwise.
-    fn inverse_power(&self, d: f32) -> f32 {
-        if self.beta == 0.75 {
-            let r = d.sqrt();
-            1.0 / (r * r.sqrt())
-        } else if self.beta == 0.5 {
-            1.0 / d.sqrt()
-        } else {
-            d.powf(-self.beta)
-        }
     }
 }
 

@@ -11,7 +11,6 @@
 //! graph also runs on a named backend ([`Back`]): feature visualization on the CPU runs on
 //! [`Fast`], where ops of our own give burn-flex's slow backward passes faster ones.
 
-mod backend;
 mod fast;
 pub mod node;
 pub mod ops;
@@ -26,11 +25,11 @@ use burn::{Dispatch, DispatchDevice};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use backend::Constant;
-pub use backend::{Back, Fast};
 pub use node::{Attr, Node};
+pub use ops::{Back, Fast};
 use ops::{Ctx, OpSpec, Slot};
 pub use units::UnitLayout;
+use value::Constant;
 pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, MAX_RANK};
 
 /// Constants up to this many elements keep a host copy (shape arithmetic reads them there).

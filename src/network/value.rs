@@ -9,6 +9,9 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorData;
 use burn::Dispatch;
+use burn_flex::Flex;
+
+use std::sync::OnceLock;
 
 use super::units::UnitLayout;
 use crate::error::{Error, Result};
@@ -315,6 +318,40 @@ impl<B: Backend> Value<B> {
         match self {
             Value::Host(h) => h.clone(),
             Value::Device(t) => HostTensor::f32(t.dims(), t.to_vec()),
+        }
+    }
+}
+
+/// A graph constant (a weight) in the forms the backends read it in.
+#[derive(Debug)]
+pub struct Constant {
+    pub host: Option<HostTensor>,
+    /// On the network's `Dispatch` device.
+    pub device: Option<DynTensor<Dispatch>>,
+    /// A burn-flex copy, made the first time a run on the CPU render backend (`Fast`) reads
+    /// the constant.
+    pub flex: OnceLock<Option<DynTensor<Flex>>>,
+    pub shape: Vec<usize>,
+}
+
+impl Clone for Constant {
+    fn clone(&self) -> Self {
+        Constant {
+            host: self.host.clone(),
+            device: self.device.clone(),
+            flex: OnceLock::new(),
+            shape: self.shape.clone(),
+        }
+    }
+}
+
+impl Constant {
+    /// The values on the host (a device-only constant is read back).
+    pub fn host(&self) -> HostTensor {
+        match (&self.host, &self.device) {
+            (Some(h), _) => h.clone(),
+            (None, Some(d)) => HostTensor::f32(d.dims(), d.to_vec()),
+            (None, None) => unreachable!("a constant has a value"),
         }
     }
 }

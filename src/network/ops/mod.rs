@@ -12,20 +12,24 @@ pub(crate) use elementwise::pass_gradient_through;
 mod expand;
 mod linear;
 pub(crate) mod max_pool_cpu;
-mod norm;
+pub(crate) mod norm;
 mod pool;
 mod reduce;
 mod resize;
 mod scatter;
 mod shape;
 
-use burn::prelude::Backend;
+use burn::backend::Autodiff;
+use burn::prelude::*;
 use burn::Dispatch;
+use burn_flex::Flex;
 
-use super::backend::{kernels, Back, Kernels};
 use super::node::Node;
-use super::value::{DynTensor, HostTensor, Value, MAX_RANK};
+use super::value::{Constant, DynTensor, HostTensor, Value, MAX_RANK};
+use crate::device::Device;
 use crate::error::Result;
+use max_pool_cpu::Geometry;
+use norm::Lrn;
 
 /// The signature every operator implements.
 pub type OpFn<B = Dispatch> = fn(&Ctx<B>) -> Result<Vec<Value<B>>>;
@@ -168,6 +172,85 @@ pub(crate) fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     (0..r.max(1)).contains(&a).then_some(a as usize)
+}
+
+/// The render loop's backend on the CPU: burn-flex under burn's autodiff, named.
+pub type Fast = Autodiff<Flex>;
+
+/// One op's kernel, instantiated for every backend the runtime runs on.
+pub struct Kernels {
+    pub dispatch: OpFn<Dispatch>,
+    pub fast: OpFn<Fast>,
+}
+
+/// Instantiates a generic op function for every [`Back`]end.
+macro_rules! kernels {
+    ($f:path) => {
+        $crate::network::ops::Kernels {
+            dispatch: $f,
+            fast: $f,
+        }
+    };
+}
+
+/// A backend the runtime graph runs on.
+///
+/// Everything a user touches runs on burn's `Dispatch`, which picks the CPU or CUDA at run time.
+/// burn-dispatch 0.21 keeps its tensors' concrete backend private, so no op of ours can attach
+/// its own backward pass to a `Dispatch` tensor: the render loop therefore instantiates the same
+/// runtime on a concrete autodiff backend ([`Fast`], implemented in network/fast.rs), where it
+/// can. Each op is still declared once, in [`OPS`]; [`kernels!`] instantiates it for every
+/// backend.
+pub trait Back: Backend {
+    /// This backend's instance of an op.
+    fn kernel(spec: &OpSpec) -> OpFn<Self>;
+
+    /// Where new tensors go when no fed value says (the network's device, as this backend
+    /// names it).
+    fn device_of(device: &Device) -> Self::Device;
+
+    /// Constant `c` as a device tensor of this backend, untracked (an autodiff constant when
+    /// `autodiff`); `None` for constants that live on the host only.
+    fn constant(c: &Constant, autodiff: bool) -> Option<DynTensor<Self>>;
+
+    /// Whether `device` computes on the CPU, where our own CPU kernels may stand in for the
+    /// backend's.
+    fn is_cpu(device: &Self::Device) -> bool;
+
+    /// 2-D max pooling by our CPU kernel; `None` where it does not apply (see
+    /// [`max_pool_cpu::max_pool`]).
+    fn max_pool(x: &Tensor<Self, 4>, g: &Geometry) -> Option<Tensor<Self, 4>> {
+        max_pool_cpu::max_pool(x, g)
+    }
+
+    /// ONNX LRN of `x` `[N, C, R]` by an op of this backend's own; `None`: the one composed of
+    /// burn's ops (ops/norm.rs).
+    fn lrn(_x: &Tensor<Self, 3>, _p: Lrn) -> Option<Tensor<Self, 3>> {
+        None
+    }
+}
+
+impl Back for Dispatch {
+    fn kernel(spec: &OpSpec) -> OpFn<Self> {
+        spec.kernel.dispatch
+    }
+
+    fn device_of(device: &Device) -> Self::Device {
+        device.burn().clone()
+    }
+
+    fn is_cpu(device: &Self::Device) -> bool {
+        crate::device::is_cpu(device)
+    }
+
+    fn constant(c: &Constant, autodiff: bool) -> Option<DynTensor<Self>> {
+        let d = c.device.as_ref()?;
+        Some(if autodiff {
+            DynTensor::<Dispatch>::from_inner(d.clone())
+        } else {
+            d.clone()
+        })
+    }
 }
 
 /// One ONNX op (default domain) this runtime implements. [`OPS`] is the only list of them:

@@ -8,11 +8,10 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::TensorData;
 
 use super::binary::broadcast_shape;
+use super::Back;
 use super::{Ctx, Value};
 use crate::error::Result;
-use crate::network::fast::Lrn;
 use crate::network::value::{DynTensor, Storage, MAX_RANK};
-use crate::network::Back;
 
 /// Reshapes a per-channel vector `[C]` so it broadcasts against an `[N, C, ...]` tensor of `rank`.
 fn per_channel<B: Backend>(v: DynTensor<B>, rank: usize) -> DynTensor<B> {
@@ -20,6 +19,45 @@ fn per_channel<B: Backend>(v: DynTensor<B>, rank: usize) -> DynTensor<B> {
     let mut shape = vec![c];
     shape.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));
     v.reshape(&shape)
+}
+
+/// The parameters of an ONNX LRN.
+#[derive(Clone, Copy, Debug)]
+pub struct Lrn {
+    pub size: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub bias: f32,
+}
+
+impl Lrn {
+    /// The channel window of output channel `c` of `channels`: `c - floor((size-1)/2) ..=
+    /// c + ceil((size-1)/2)`, clipped.
+    pub(crate) fn window(&self, c: usize, channels: usize) -> std::ops::Range<usize> {
+        let before = (self.size - 1) / 2;
+        let after = self.size - 1 - before;
+        c.saturating_sub(before)..(c + after + 1).min(channels)
+    }
+
+    /// The output channels whose window holds input channel `j`.
+    pub(crate) fn readers(&self, j: usize, channels: usize) -> std::ops::Range<usize> {
+        let before = (self.size - 1) / 2;
+        let after = self.size - 1 - before;
+        j.saturating_sub(after)..(j + before + 1).min(channels)
+    }
+
+    /// `d^-beta`, with square roots for the usual betas (0.75: GoogLeNet, AlexNet, ZFNet) and
+    /// `powf` otherwise.
+    pub(crate) fn inverse_power(&self, d: f32) -> f32 {
+        if self.beta == 0.75 {
+            let r = d.sqrt();
+            1.0 / (r * r.sqrt())
+        } else if self.beta == 0.5 {
+            1.0 / d.sqrt()
+        } else {
+            d.powf(-self.beta)
+        }
+    }
 }
 
 pub fn lrn<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {

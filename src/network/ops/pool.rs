@@ -11,10 +11,10 @@ use burn::tensor::ops::ConvOptions;
 
 use super::conv::{lift_2d, lift_tensor_2d, pad_4d, squeeze_1d, Window};
 use super::max_pool_cpu;
+use super::Back;
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::DynTensor;
-use crate::network::Back;
 
 struct Plan {
     win: Window,
