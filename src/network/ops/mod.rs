@@ -1,8 +1,9 @@
 //! Operator implementations, one file per family, found through [`lookup`].
 //!
-//! Every operator is a plain function `fn(&Ctx) -> Result<Vec<Value>>`. It reads its inputs through
-//! [`Ctx`], either as device tensors ([`Ctx::float`]) or as host tensors ([`Ctx::host`]), and returns
-//! one value per node output. Shape arithmetic stays on the host.
+//! Every operator is a plain function `fn(&Ctx<B>) -> Result<Vec<Value<B>>>`, generic over the
+//! backend ([`Back`]) and instantiated for each by [`OPS`]. It reads its inputs through [`Ctx`],
+//! either as device tensors ([`Ctx::float`]) or as host tensors ([`Ctx::host`]), and returns one
+//! value per node output. Shape arithmetic stays on the host.
 
 mod binary;
 mod conv;
