@@ -51,7 +51,8 @@ impl Back for Fast {
     }
 
     fn lrn(x: &Tensor<Self, 3>, p: Lrn) -> Option<Tensor<Self, 3>> {
-        Some(lrn(x.clone(), p))
+        // An empty tensor is left to the composed op.
+        (x.dims().iter().product::<usize>() > 0).then(|| lrn(x.clone(), p))
     }
 
     fn constant(c: &Constant, _autodiff: bool) -> Option<DynTensor<Self>> {
@@ -74,6 +75,10 @@ impl Back for Fast {
 pub(crate) fn max_pool(x: &Tensor<Fast, 4>, g: &Geometry) -> Option<Tensor<Fast, 4>> {
     let [n, c, h, w] = x.dims();
     let [oh, ow] = g.out;
+    if n * c * h * w == 0 {
+        // Nothing to pool; burn's op defines the empty cases.
+        return None;
+    }
     let x = x.clone().into_primitive().tensor();
     let contiguous;
     let xs: &[f32] = match x.primitive.as_slice::<f32>() {
