@@ -174,3 +174,64 @@ fn models_exported_for_batch_one_run_batches() {
     assert!(mismatch(&rows[..1000], &single(&input.data), 1e-4, 1e-6).is_none());
     assert!(mismatch(&rows[1000..], &single(&flipped), 1e-4, 1e-6).is_none());
 }
+
+/// Feature visualization on the CPU runs on a backend of microscope's own, whose LRN adds its
+/// window sums in another order than the LRN composed of burn's ops that `Dispatch` runs. Adam's
+/// first steps move every parameter by about the learning rate whatever its gradient's size, so
+/// such rounding differences soon show in the pixels (GoogLeNet with seeded random weights, 32
+/// steps, measured: a mean |Δpixel| near 0.05, as between the CPU and CUDA). What a user sees
+/// must not change: each image drives its unit as strongly on either backend, and both far
+/// above the start image.
+#[test]
+fn googlenet_renders_alike_on_the_cpu_backend_and_through_dispatch() {
+    use microscope::technique::objective::unit_activations;
+    use microscope::technique::render::{render, render_through_dispatch};
+    use microscope::technique::render::{ParamKind, RenderConfig};
+    use microscope::technique::{transform, Objective};
+    let path = fixtures().join("light-ref/light_inception_v1_random.onnx");
+    let model = microscope::Model::load_on(&path, microscope::Device::cpu()).unwrap();
+    let config = |steps| RenderConfig {
+        steps,
+        learning_rate: 0.05,
+        seed: 7,
+        batch: 4,
+        size: 96,
+        param: ParamKind::Fft,
+        transforms: transform::standard_transforms(96),
+        redirect_steps: 8,
+        context: None,
+    };
+    let (layer, units) = ("inception_3a/output", [0, 1, 2, 3]);
+    let objective = Objective::channels(layer, &units);
+    let drive = |images: &DynTensor| unit_activations(&model, layer, &units, images).unwrap();
+    let ours = render(&model, &objective, &config(32), &mut |_| {}, None).unwrap();
+    let theirs =
+        render_through_dispatch(&model, &objective, &config(32), &mut |_| {}, None).unwrap();
+    let start = render(&model, &objective, &config(0), &mut |_| {}, None).unwrap();
+    let (a, b, s) = (
+        drive(&ours.images),
+        drive(&theirs.images),
+        drive(&start.images),
+    );
+    let (pa, pb) = (ours.images.to_vec(), theirs.images.to_vec());
+    let mean = pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f32>() / pa.len() as f32;
+    println!(
+        "units {units:?}: cpu backend {a:?}, dispatch {b:?}, start {s:?}; mean |dpixel| {mean:.4}"
+    );
+    for i in 0..units.len() {
+        let rise = (a[i] - s[i]).min(b[i] - s[i]);
+        assert!(
+            rise > 0.0,
+            "unit {}: no rise from the start image",
+            units[i]
+        );
+        assert!(
+            (a[i] - b[i]).abs() <= 0.1 * (a[i] - s[i]).max(b[i] - s[i]),
+            "unit {}: cpu backend {}, dispatch {}, start {}",
+            units[i],
+            a[i],
+            b[i],
+            s[i]
+        );
+    }
+}
