@@ -116,16 +116,7 @@ impl Backward<Flex, 1> for MaxPoolBackward {
             return;
         };
         let (argmax, [n, c, h, w]) = ops.state;
-        let contiguous;
-        let gs: &[f32] = match grad.as_slice::<f32>() {
-            Some(s) => s,
-            None => {
-                contiguous = grad.to_contiguous();
-                contiguous
-                    .as_slice::<f32>()
-                    .expect("a contiguous f32 tensor")
-            }
-        };
+        let gs = contiguous_f32(&grad);
         let plane_out = gs.len() / (n * c);
         let mut dx = vec![0.0f32; n * c * h * w];
         dx.par_chunks_mut(h * w)
