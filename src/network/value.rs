@@ -334,17 +334,6 @@ pub struct Constant {
     pub shape: Vec<usize>,
 }
 
-impl Clone for Constant {
-    fn clone(&self) -> Self {
-        Constant {
-            host: self.host.clone(),
-            device: self.device.clone(),
-            flex: OnceLock::new(),
-            shape: self.shape.clone(),
-        }
-    }
-}
-
 impl Constant {
     /// The values on the host (a device-only constant is read back).
     pub fn host(&self) -> HostTensor {
