@@ -301,23 +301,8 @@ mod tests {
         let x: Vec<f32> = (0..n * c * h * w)
             .map(|i| ((i * 7919) % 13) as f32)
             .collect();
-        for (kernel, strides, dilations, begin) in [
-            ([3, 3], [1, 1], [1, 1], [1, 1]),
-            ([3, 3], [2, 2], [1, 1], [0, 0]),
-            ([2, 3], [2, 3], [1, 1], [1, 0]),
-            ([3, 2], [1, 2], [2, 2], [2, 1]),
-        ] {
-            let out = [0, 1].map(|i| {
-                let span = (kernel[i] - 1) * dilations[i] + 1;
-                ([h, w][i] + 2 * begin[i] - span) / strides[i] + 1
-            });
-            let g = Geometry {
-                kernel,
-                strides,
-                dilations,
-                begin,
-                out,
-            };
+        for g in max_pool_cpu::test_geometries::all([h, w]) {
+            let out = g.out;
             let dy: Vec<f32> = (0..n * c * out[0] * out[1])
                 .map(|i| (i as f32 * 0.37).sin())
                 .collect();

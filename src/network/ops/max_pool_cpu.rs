@@ -226,6 +226,39 @@ fn keep_first_max(m: &mut f32, a: &mut i32, v: f32, i: i32) {
     *a = if take { i } else { *a };
 }
 
+/// The window geometries the tests pool with (kernel, strides, dilations, padding on both sides),
+/// and their outputs' size for an `h × w` plane.
+#[cfg(test)]
+pub(crate) mod test_geometries {
+    use super::Geometry;
+
+    pub(crate) const CASES: [([usize; 2], [usize; 2], [usize; 2], [usize; 2]); 5] = [
+        ([3, 3], [1, 1], [1, 1], [1, 1]),
+        ([3, 3], [2, 2], [1, 1], [0, 0]),
+        ([2, 3], [2, 3], [1, 1], [1, 0]),
+        ([3, 2], [1, 2], [2, 2], [2, 1]),
+        ([1, 1], [3, 2], [1, 1], [0, 0]),
+    ];
+
+    pub(crate) fn all([h, w]: [usize; 2]) -> impl Iterator<Item = Geometry> {
+        CASES
+            .into_iter()
+            .map(move |(kernel, strides, dilations, begin)| {
+                let out = [0, 1].map(|i| {
+                    let span = (kernel[i] - 1) * dilations[i] + 1;
+                    ([h, w][i] + 2 * begin[i] - span) / strides[i] + 1
+                });
+                Geometry {
+                    kernel,
+                    strides,
+                    dilations,
+                    begin,
+                    out,
+                }
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,25 +296,8 @@ mod tests {
         // Values drawn from a small set so that windows often tie.
         let (h, w) = (9, 11);
         let x: Vec<f32> = (0..2 * h * w).map(|i| ((i * 7919) % 13) as f32).collect();
-        for (kernel, strides, dilations, begin) in [
-            ([3, 3], [1, 1], [1, 1], [1, 1]),
-            ([3, 3], [2, 2], [1, 1], [0, 0]),
-            ([2, 3], [2, 3], [1, 1], [1, 0]),
-            ([3, 2], [1, 2], [2, 2], [2, 1]),
-            ([1, 1], [3, 2], [1, 1], [0, 0]),
-        ] {
-            let out = [0, 1].map(|i| {
-                let size = [h, w][i];
-                let span = (kernel[i] - 1) * dilations[i] + 1;
-                (size + 2 * begin[i] - span) / strides[i] + 1
-            });
-            let g = Geometry {
-                kernel,
-                strides,
-                dilations,
-                begin,
-                out,
-            };
+        for g in super::test_geometries::all([h, w]) {
+            let out = g.out;
             let (vals, idx) = pool_planes(&x, [h, w], &g).expect("every window is finite");
             let plane = h * w;
             for p in 0..2 {
