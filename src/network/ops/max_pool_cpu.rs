@@ -232,7 +232,10 @@ fn keep_first_max(m: &mut f32, a: &mut i32, v: f32, i: i32) {
 pub(crate) mod test_geometries {
     use super::Geometry;
 
-    pub(crate) const CASES: [([usize; 2], [usize; 2], [usize; 2], [usize; 2]); 5] = [
+    /// Kernel, strides, dilations and padding, per axis.
+    type Case = ([usize; 2], [usize; 2], [usize; 2], [usize; 2]);
+
+    const CASES: [Case; 5] = [
         ([3, 3], [1, 1], [1, 1], [1, 1]),
         ([3, 3], [2, 2], [1, 1], [0, 0]),
         ([2, 3], [2, 3], [1, 1], [1, 0]),
