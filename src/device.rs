@@ -104,8 +104,8 @@ pub(crate) fn is_cpu(device: &DispatchDevice) -> bool {
     }
 }
 
-/// Runs `f` on a thread of microscope's CPU thread pool when `device` computes on the CPU, and
-/// right here otherwise.
+/// Runs `f` on a thread of a CPU thread pool of microscope's, lent to this computation alone,
+/// when `device` computes on the CPU, and right here otherwise.
 ///
 /// burn-flex's kernels split their work over the rayon pool of the thread that calls them. Called
 /// from outside any pool (a notebook cell, the CLI, a test), each kernel hands all of its work to
@@ -113,38 +113,215 @@ pub(crate) fn is_cpu(device: &DispatchDevice) -> bool {
 /// kernels, each paying that hand-over. Called from a thread of the pool, the caller takes its own
 /// share and the rest goes to idle siblings. Measured on 2 cores, one GoogLeNet
 /// feature-visualization step (benches/feature_vis_step.rs): 225 ms outside, 176 ms inside.
-/// Calls nest: from inside the pool, `f` runs directly. The caller's cancel scope
+/// Calls nest: from inside one of these pools, `f` runs directly. The caller's cancel scope
 /// ([`crate::interrupt::with_cancel`]) holds inside.
+///
+/// Why a pool per computation rather than one shared pool: burn's autodiff holds a graph's lock
+/// for a whole backward pass, and after each pass it locks every live graph in turn. A rayon
+/// thread that waits inside a kernel of a backward pass runs whatever work its pool has queued;
+/// in a shared pool that can be another computation's gradient step (a second widget, a live
+/// request beside a cell, a second render part), whose clean-up then waits for the lock the same
+/// thread already holds, and the pool hangs for good (seen in CI). A lent pool holds only this
+/// computation's own kernels, which take no locks.
 pub(crate) fn on_cpu_pool<R: Send>(device: &DispatchDevice, f: impl FnOnce() -> R + Send) -> R {
     if !is_cpu(device) {
         return f();
     }
-    match cpu_pool() {
-        Some(pool) => {
-            // A widget's cancel flag is thread-local: it goes along.
-            let scope = crate::interrupt::scope();
-            pool.install(|| crate::interrupt::within(scope, f))
+    on_lent_pool(default_threads(), f)
+}
+
+/// Runs `f` on a pool of `threads` threads lent to it alone (see [`on_cpu_pool`]), or right here
+/// on a thread of such a pool already (nested calls stay on their computation's pool).
+pub(crate) fn on_lent_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    if IN_LENT_POOL.with(|c| c.get()) {
+        return f();
+    }
+    let Some(pool) = Lent::take(threads) else {
+        return f();
+    };
+    // A widget's cancel flag is thread-local: it goes along.
+    let scope = crate::interrupt::scope();
+    pool.0
+        .as_ref()
+        .expect("a lent pool")
+        .install(|| crate::interrupt::within(scope, f))
+}
+
+/// Runs `f` on each of `items` side by side, each item on a thread of its own with a pool lent to
+/// it alone (`threads / items` threads, at least one): see [`on_cpu_pool`] for why items never
+/// share a pool. Off the CPU, each item still gets a thread of its own (kernels are queued on the
+/// device). The results come back in the items' order.
+pub(crate) fn side_by_side<T: Send, R: Send>(
+    device: &DispatchDevice,
+    items: &mut [T],
+    f: impl Fn(&mut T) -> R + Sync,
+) -> Vec<R> {
+    let cpu = is_cpu(device);
+    let threads = (default_threads() / items.len().max(1)).max(1);
+    let scope = crate::interrupt::scope();
+    let run = |item: &mut T| {
+        crate::interrupt::within(scope.clone(), || {
+            if cpu {
+                on_lent_pool(threads, || f(item))
+            } else {
+                f(item)
+            }
+        })
+    };
+    let Some((first, rest)) = items.split_first_mut() else {
+        return Vec::new();
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = rest.iter_mut().map(|item| s.spawn(|| run(item))).collect();
+        let mut results = vec![run(first)];
+        for h in handles {
+            // A panic in an item is the caller's panic, as it would be on one thread.
+            results.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         }
-        None => f(),
+        results
+    })
+}
+
+thread_local! {
+    /// Set on the threads of microscope's lent pools.
+    static IN_LENT_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A pool while it is lent; back on the shelf of idle pools when dropped (a few are kept so that
+/// a render's steps do not start threads each step).
+struct Lent(Option<rayon::ThreadPool>);
+
+static IDLE: std::sync::Mutex<Vec<rayon::ThreadPool>> = std::sync::Mutex::new(Vec::new());
+const IDLE_KEPT: usize = 16;
+
+impl Lent {
+    fn take(threads: usize) -> Option<Lent> {
+        let idle = {
+            let mut shelf = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+            let found = shelf
+                .iter()
+                .position(|p| p.current_num_threads() == threads);
+            found.map(|i| shelf.swap_remove(i))
+        };
+        let pool = match idle {
+            Some(p) => p,
+            None => rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("microscope-cpu-{i}"))
+                .start_handler(|_| IN_LENT_POOL.with(|c| c.set(true)))
+                .build()
+                .ok()?,
+        };
+        Some(Lent(Some(pool)))
     }
 }
 
-fn cpu_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        // As many threads as rayon's global pool would have (RAYON_NUM_THREADS or the cores).
-        rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("microscope-cpu-{i}"))
-            .build()
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            let mut shelf = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+            if shelf.len() < IDLE_KEPT {
+                shelf.push(pool);
+            }
+        }
+    }
+}
+
+/// As many threads as rayon's global pool has (RAYON_NUM_THREADS or the cores), read once.
+fn default_threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::env::var("RAYON_NUM_THREADS")
             .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1)
     })
-    .as_ref()
 }
 
 /// The threads [`on_cpu_pool`] runs work on when `device` is the CPU; 1 otherwise.
 pub(crate) fn cpu_threads(device: &DispatchDevice) -> usize {
-    match (is_cpu(device), cpu_pool()) {
-        (true, Some(pool)) => pool.current_num_threads(),
-        _ => 1,
+    if is_cpu(device) {
+        default_threads()
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// The hang `on_cpu_pool` avoids, with a plain lock standing in for autodiff's graph lock:
+    /// computation A holds the lock while its thread waits in a `join` whose other half a sibling
+    /// thread took; computation B, started meanwhile, needs the lock. In one shared pool A's
+    /// waiting thread ran B's job itself and locked its own lock again. With a pool each, B waits
+    /// on a thread of its own until A lets go.
+    #[test]
+    fn a_computation_never_runs_inside_another_ones_lock() {
+        if default_threads() < 2 {
+            return; // one thread takes no other half: nothing to wait on
+        }
+        let cpu = Device::cpu();
+        let lock = Arc::new(Mutex::new(()));
+        let (done, finished) = mpsc::channel();
+        let (a_locked, a_has_lock) = mpsc::channel();
+        {
+            let (lock, done, device) = (lock.clone(), done.clone(), cpu.clone());
+            std::thread::spawn(move || {
+                on_cpu_pool(device.burn(), || {
+                    let _held = lock.lock().unwrap();
+                    a_locked.send(()).unwrap();
+                    rayon::join(
+                        || std::thread::sleep(Duration::from_millis(300)),
+                        || std::thread::sleep(Duration::from_millis(600)),
+                    );
+                });
+                done.send("A").unwrap();
+            });
+        }
+        a_has_lock.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        std::thread::spawn(move || {
+            on_cpu_pool(cpu.burn(), || drop(lock.lock().unwrap()));
+            done.send("B").unwrap();
+        });
+        for _ in 0..2 {
+            finished
+                .recv_timeout(Duration::from_secs(20))
+                .expect("one computation ran inside the other's lock and hung");
+        }
+    }
+
+    /// The same for the parts of one computation run side by side: each part has a thread (and
+    /// a pool) to itself, so no part can run on a thread that waits inside another one. (Four
+    /// parts on a shared pool of two threads ran two by two on the same threads.)
+    #[test]
+    fn side_by_side_parts_each_have_a_thread_of_their_own() {
+        let mut parts = vec![(); 4];
+        let threads = side_by_side(Device::cpu().burn(), &mut parts, |_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::thread::current().id()
+        });
+        let distinct: std::collections::HashSet<_> = threads.iter().collect();
+        assert_eq!(distinct.len(), parts.len(), "{threads:?}");
+    }
+
+    #[test]
+    fn side_by_side_keeps_the_order_and_the_cancel_scope() {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut items: Vec<usize> = (0..5).collect();
+        let out = crate::interrupt::with_cancel(flag, || {
+            side_by_side(Device::cpu().burn(), &mut items, |i| {
+                *i *= 10;
+                (*i, crate::interrupt::requested())
+            })
+        });
+        assert_eq!(out, (0..5).map(|i| (i * 10, true)).collect::<Vec<_>>());
+        assert_eq!(items, vec![0, 10, 20, 30, 40]);
     }
 }

@@ -639,3 +639,57 @@ fn objectives_that_do_not_fit_the_layer_are_errors_naming_them() {
         assert!(err.contains(objective.name()), "{err}");
     }
 }
+
+/// Renders started at the same time from several threads (two cells' widgets, a live widget
+/// beside a running cell, the test harness's own threads) all finish, each with the pixels it
+/// gives alone. burn's autodiff holds a graph's lock for a whole backward pass and then locks
+/// every graph in turn; when renders shared one thread pool, a thread waiting inside one backward
+/// pass could run another render's step and lock its own graph again, and everything hung (CI
+/// saw a test that never ended). The pool rule itself is checked deterministically by
+/// `device::tests`; this runs the real renders, as CI's hung tests did.
+#[test]
+fn concurrent_renders_finish_with_their_own_pixels() {
+    let units = [0, 3, 6, 9];
+    let vis = |seed| FeatureVis::default().cache(None).steps(48).seed(seed);
+    let (done, finished) = std::sync::mpsc::channel();
+    for t in 0..3u64 {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let model = zoo::fashion().unwrap();
+            let pixels = if t == 1 {
+                // One part, with a fixed image beside the optimized one.
+                let test = Dataset::fashion_mnist(Split::Test).unwrap();
+                let image = test
+                    .batch(0..1, &ImageSpec::unit(1, 28, 28), Device::cpu().burn())
+                    .unwrap();
+                microscope::technique::Caricature::default()
+                    .cache(None)
+                    .run(&model.layer("conv3").unwrap(), &image)
+                    .unwrap()
+                    .caricature
+                    .to_vec()
+            } else {
+                // Parts side by side, through both max pools.
+                vis(t)
+                    .run_units(&model, "conv3", &units)
+                    .unwrap()
+                    .images
+                    .to_vec()
+            };
+            done.send((t, pixels)).unwrap();
+        });
+    }
+    let mut together = Vec::new();
+    for _ in 0..3 {
+        together.push(
+            finished
+                .recv_timeout(std::time::Duration::from_secs(300))
+                .expect("a render did not finish within 5 minutes: deadlocked"),
+        );
+    }
+    let model = zoo::fashion().unwrap();
+    for (t, pixels) in together.into_iter().filter(|(t, _)| *t != 1) {
+        let alone = vis(t).run_units(&model, "conv3", &units).unwrap();
+        assert_eq!(pixels, alone.images.to_vec(), "seed {t}");
+    }
+}

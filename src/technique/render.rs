@@ -8,12 +8,11 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::Dispatch;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rayon::prelude::*;
 
 use super::objective::{Activations, Objective};
 use super::param::{FftImage, Param, PixelImage};
 use super::transform::{self, Transform};
-use crate::device::{cpu_threads, is_cpu, on_cpu_pool, Device};
+use crate::device::{cpu_threads, is_cpu, side_by_side, Device};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::{Back, DynTensor, Fast};
@@ -66,9 +65,9 @@ pub struct Rendered {
 /// Optimizes `config.batch` images of `config.size` pixels to maximize `objective` on `model`
 /// (images are normalized as the model's input expects).
 ///
-/// On the CPU, with a per-image objective, parts of the batch (two per thread) are optimized side
-/// by side, each with its own gradient graph: burn-flex runs elementwise kernels and the gradient
-/// walk on one thread, and independent parts keep every core busy. The images are the same as one
+/// On the CPU, with a per-image objective, parts of the batch (one per thread) are optimized side
+/// by side, each with its own gradient graph, thread and thread pool: burn-flex runs elementwise
+/// kernels and the gradient walk on one thread, and independent parts keep every core busy. The images are the same as one
 /// batch's: the parts share the random transform draws, and nothing else couples the images of
 /// a batch.
 ///
@@ -133,11 +132,13 @@ fn render_on<B: Back + AutodiffBackend>(
         ParamKind::Fft => Box::new(FftImage::<B>::new(shape, &mut rng, ad)),
         ParamKind::Pixel => Box::new(PixelImage::<B>::new(shape, &mut rng, ad)),
     };
-    // Parts of the batch optimized side by side (see above): two per CPU thread (measured on 2
-    // cores, GoogLeNet, batch 8: 100 ms per step with 2 parts, 91 with 4, 94 with 8), at most
-    // one per image.
+    // Parts of the batch optimized side by side (see above): one per CPU thread, at most one per
+    // image. Measured on 2 cores, GoogLeNet inception_4a, batch 8, each part on a pool of its own
+    // (`side_by_side`): 159 ms per step with 2 parts, 165 with 4, 174 with 8. (When the parts
+    // shared one pool, 4 did best, by stealing each other's kernels; that sharing could hang,
+    // see `on_cpu_pool`.) Off the CPU one part: the device runs a batch's kernels as one.
     let k = if objective.per_image() && config.context.is_none() {
-        (2 * cpu_threads(device.burn())).min(config.batch).max(1)
+        cpu_threads(device.burn()).min(config.batch).max(1)
     } else {
         1
     };
@@ -159,28 +160,23 @@ fn render_on<B: Back + AutodiffBackend>(
                 step,
             });
         }
-        // The step runs on the CPU pool's thread (see `on_cpu_pool`); progress and cancellation
-        // stay on the caller's.
-        let (sum, next_rng) = on_cpu_pool(device.burn(), || -> Result<(f32, StdRng)> {
+        // The parts run side by side, each on a thread and (on the CPU) a pool of its own (see
+        // `side_by_side`); progress and cancellation stay on the caller's thread.
+        let results = side_by_side(device.burn(), &mut parts, |part| {
             // Every part draws the same transforms: each starts from the same generator state.
-            let results: Vec<Result<(f32, StdRng)>> = parts
-                .par_iter_mut()
-                .map(|part| {
-                    let mut r = rng.clone();
-                    let redirect = step <= config.redirect_steps;
-                    let v = part.step(model, objective, config, split, redirect, &mut r)?;
-                    Ok((v, r))
-                })
-                .collect();
-            let mut sum = 0.0;
-            let mut next = None;
-            for r in results {
-                let (v, r) = r?;
-                sum += v;
-                next.get_or_insert(r);
-            }
-            Ok((sum, next.expect("at least one part")))
-        })?;
+            let mut r = rng.clone();
+            let redirect = step <= config.redirect_steps;
+            let v = part.step(model, objective, config, split, redirect, &mut r)?;
+            Ok::<_, Error>((v, r))
+        });
+        let mut sum = 0.0;
+        let mut next = None;
+        for r in results {
+            let (v, r) = r?;
+            sum += v;
+            next.get_or_insert(r);
+        }
+        let next_rng = next.expect("at least one part");
         rng = next_rng;
         progress(Progress {
             step,
