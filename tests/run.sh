@@ -118,18 +118,26 @@ tests/user_path.sh
 # or waiting on a browser) runs beside the crate's tests (burn on both cores), which leaves fewer
 # idle cores than one after the other: cargo holds its lock only while it builds, and the test
 # build above is already done. Each side's lines carry its name.
-step "cargo test (the kernel's notebook test beside the rest)"
+#
+# Each side has a time limit, so that a test that hangs fails here, with its name in the output
+# (libtest's "has been running for over 60 seconds"), instead of running into CI's limit with
+# nothing said, as a hang in a shared CPU thread pool once did. Alone on 2 cores the crate tests
+# take 10 minutes and the notebook test 15 to 30; `timeout` ends the whole process group, test
+# binaries included, and exits 124.
+LIMIT=40m
+step "cargo test (the kernel's notebook test beside the rest; each side stops after $LIMIT)"
 (
   MICROSCOPE_KERNEL_TEST_DATA_DIR="$MICROSCOPE_USER_PATH_DIR/jupyter" \
-    cargo test --workspace --test notebooks -- --nocapture 2>&1 | sed -u 's/^/[notebooks] /'
+    timeout -k 30 "$LIMIT" cargo test --workspace --test notebooks -- --nocapture 2>&1 |
+    sed -u 's/^/[notebooks] /'
 ) &
 notebooks=$!
 crate=0
-cargo test --workspace --no-fail-fast -- --nocapture \
+timeout -k 30 "$LIMIT" cargo test --workspace --no-fail-fast -- --nocapture \
   --skip class_visualizations_are_classified_as_their_class \
   --skip notebooks_run_through_jupyter_with_the_kernel || crate=$?
 kernel=0
 wait "$notebooks" || kernel=$?
-step "cargo test finished: crate tests exit $crate, notebook test exit $kernel"
+step "cargo test finished: crate tests exit $crate, notebook test exit $kernel (124: past $LIMIT)"
 [ "$crate" -eq 0 ] && [ "$kernel" -eq 0 ]
 step "all tests passed"
