@@ -65,11 +65,12 @@ pub struct Rendered {
 /// Optimizes `config.batch` images of `config.size` pixels to maximize `objective` on `model`
 /// (images are normalized as the model's input expects).
 ///
-/// On the CPU, with a per-image objective, parts of the batch (one per thread) are optimized side
-/// by side, each with its own gradient graph, thread and thread pool: burn-flex runs elementwise
-/// kernels and the gradient walk on one thread, and independent parts keep every core busy. The images are the same as one
-/// batch's: the parts share the random transform draws, and nothing else couples the images of
-/// a batch.
+/// On the CPU, with a per-image objective, the batch is optimized in parts of at most 8 images,
+/// each with its own gradient graph, in one lane per thread: the lanes run side by side, each on
+/// a thread and thread pool of its own (burn-flex runs elementwise kernels and the gradient walk
+/// on one thread, and independent lanes keep every core busy), and a lane steps its parts in
+/// turn. The images are the same as one batch's: the parts share the random transform draws, and
+/// nothing else couples the images of a batch.
 ///
 /// On the CPU the loop runs on burn-flex under burn's autodiff by name ([`Fast`]) rather than
 /// through `Dispatch`; elsewhere on `Dispatch`'s autodiff device.
@@ -132,15 +133,22 @@ fn render_on<B: Back + AutodiffBackend>(
         ParamKind::Fft => Box::new(FftImage::<B>::new(shape, &mut rng, ad)),
         ParamKind::Pixel => Box::new(PixelImage::<B>::new(shape, &mut rng, ad)),
     };
-    // Parts of the batch optimized side by side (see above): one per CPU thread, at most one per
-    // image. Measured on 2 cores, GoogLeNet inception_4a, batch 8, each part on a pool of its own
-    // (`side_by_side`): 159 ms per step with 2 parts, 165 with 4, 174 with 8. (When the parts
-    // shared one pool, 4 did best, by stealing each other's kernels; that sharing could hang,
-    // see `on_cpu_pool`.) Off the CPU one part: the device runs a batch's kernels as one.
-    let k = if objective.per_image() && config.context.is_none() {
-        cpu_threads(device.burn()).min(config.batch).max(1)
+    // Parts of the batch optimized side by side (see above), in lanes: one lane per CPU thread
+    // (at most one per image), each lane stepping its parts in turn, and no part larger than
+    // `PART_MOST` images. Measured on 2 cores, GoogLeNet inception_4a, 128 px:
+    // - batch 8, each lane on a pool of its own (`side_by_side`): 159 ms per step with 2 parts,
+    //   165 with 4, 174 with 8. (When the parts shared one pool, 4 did best, by stealing each
+    //   other's kernels; that sharing could hang, see `on_cpu_pool`.)
+    // - batch 128 (a gallery's batch can be that large), 2 lanes: 3438 ms per step with one part
+    //   of 64 per lane, 2957 with parts of 8, 3000 with parts of 4 (the mean of 3 runs each);
+    //   parts of 8 step at batch 8's rate per image, and hold one part's graph at a time.
+    // Off the CPU one part: the device runs a batch's kernels as one.
+    let (lanes, k) = if objective.per_image() && config.context.is_none() {
+        let lanes = cpu_threads(device.burn()).min(config.batch).max(1);
+        let per_lane = config.batch.div_ceil(lanes).div_ceil(PART_MOST);
+        (lanes, (lanes * per_lane).min(config.batch))
     } else {
-        1
+        (1, 1)
     };
     let split = k > 1;
     let mut parts: Vec<Part<B>> = Vec::with_capacity(k);
@@ -153,6 +161,12 @@ fn render_on<B: Back + AutodiffBackend>(
         (rest, start) = (tail, start + len);
     }
     parts.push(Part::new(rest, start, config, context.clone()));
+    // Lane j steps parts j, j + lanes, ... in turn.
+    let mut lanes: Vec<Vec<Part<B>>> = (0..lanes).map(|_| Vec::new()).collect();
+    let n = lanes.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        lanes[i % n].push(part);
+    }
     for step in 1..=config.steps {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) || crate::interrupt::requested() {
             return Err(Error::Cancelled {
@@ -160,14 +174,19 @@ fn render_on<B: Back + AutodiffBackend>(
                 step,
             });
         }
-        // The parts run side by side, each on a thread and (on the CPU) a pool of its own (see
-        // `side_by_side`); progress and cancellation stay on the caller's thread.
-        let results = side_by_side(device.burn(), &mut parts, |part| {
-            // Every part draws the same transforms: each starts from the same generator state.
-            let mut r = rng.clone();
-            let redirect = step <= config.redirect_steps;
-            let v = part.step(model, objective, config, split, redirect, &mut r)?;
-            Ok::<_, Error>((v, r))
+        // The lanes run side by side, each on a thread and (on the CPU) a pool of its own (see
+        // `side_by_side`); progress and cancellation stay on the caller's thread. Every part
+        // draws the same transforms: each starts from the same generator state.
+        let results = side_by_side(device.burn(), &mut lanes, |lane| {
+            let mut sum = 0.0;
+            let mut after = None;
+            for part in lane.iter_mut() {
+                let mut r = rng.clone();
+                let redirect = step <= config.redirect_steps;
+                sum += part.step(model, objective, config, split, redirect, &mut r)?;
+                after.get_or_insert(r);
+            }
+            Ok::<_, Error>((sum, after.expect("a lane has a part")))
         });
         let mut sum = 0.0;
         let mut next = None;
@@ -184,6 +203,8 @@ fn render_on<B: Back + AutodiffBackend>(
             value: sum / config.batch as f32,
         });
     }
+    let mut parts: Vec<&Part<B>> = lanes.iter().flatten().collect();
+    parts.sort_by_key(|p| p.start);
     let images: Vec<Tensor<B::InnerBackend, 4>> =
         parts.iter().map(|p| p.param.image().inner()).collect();
     // Back on the network's plain device, as every technique hands images on.
@@ -193,6 +214,9 @@ fn render_on<B: Back + AutodiffBackend>(
         images: DynTensor::new(images),
     })
 }
+
+/// The most images in one part of a batch rendered on the CPU (see `render_on`).
+const PART_MOST: usize = 8;
 
 /// Images `start..` of the batch, optimized on their own.
 struct Part<B: AutodiffBackend> {
