@@ -320,10 +320,12 @@ fn same_seed_same_pixels() {
 }
 
 /// On the CPU the render loop runs on a backend of its own (burn's autodiff over burn-flex, by
-/// name), whose max pooling and LRN have backward passes of ours; through burn's `Dispatch` it
-/// runs as before. Both give the same images: zoo:fashion pools after conv1 and conv2, and conv3
-/// is reached through both pools, with the redirected first steps and without. (It has no LRN,
-/// whose sums round differently from the composed op's: src/network/fast.rs tests that one.)
+/// name), whose max pooling, LRN and convolution are ours; through burn's `Dispatch` it runs as
+/// before. Both give the same images: zoo:fashion pools after conv1 and conv2, and conv3 is
+/// reached through both pools, with the redirected first steps and without. (Our convolution's
+/// values round differently, by up to 2e-6, but its input gradient is the same sums in the same
+/// order, and here no ReLU or pooling winner flips. It has no LRN, whose sums round differently
+/// from the composed op's: src/network/fast.rs tests that one.)
 #[test]
 fn the_cpu_backend_renders_the_pixels_dispatch_renders() {
     let model = zoo::fashion().unwrap();

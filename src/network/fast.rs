@@ -7,7 +7,12 @@
 //! median of 7 runs of 20 steps each): 190.7 ms per step through `Dispatch`, 181.2 on [`Fast`]
 //! with [`max_pool`]; then 199.8 against 170.6 with [`lrn`] too.
 //!
-//! Tried and left out:
+//! Then [`conv2d`], against the same build without it (3 runs each, alternating): 176.2 ms per
+//! step without, 143.4 with it. burn-flex's im2col, its transposed write-back of the product and
+//! the col2im of its input gradient (21 % of the samples before) are gone from the profile; the
+//! GEMM kernels' share rose from 41 % to 48 %.
+//!
+//! Tried and left out (before [`conv2d`]):
 //! - a stride-1 convolution's input gradient as a forward convolution with flipped weights
 //!   (instead of burn-flex's single-threaded col2im): 188.8 ms with it against 181.2 without.
 //!   burn-flex's forward convolution spends more on im2col than the col2im it replaces, and the
@@ -19,6 +24,7 @@
 use std::sync::Arc;
 
 use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{TensorData, TensorPrimitive};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
@@ -48,6 +54,15 @@ impl Back for Fast {
 
     fn max_pool(x: &Tensor<Self, 4>, g: &Geometry) -> Option<Tensor<Self, 4>> {
         max_pool(x, g)
+    }
+
+    fn convolution(
+        x: &Tensor<Self, 4>,
+        w: &Tensor<Self, 4>,
+        bias: Option<&Tensor<Self, 1>>,
+        o: &ConvOptions<2>,
+    ) -> Option<Tensor<Self, 4>> {
+        conv2d(x, w, bias, o)
     }
 
     fn lrn(x: &Tensor<Self, 3>, p: Lrn) -> Option<Tensor<Self, 3>> {
@@ -201,6 +216,294 @@ pub(crate) fn lrn(x: Tensor<Fast, 3>, p: Lrn) -> Tensor<Fast, 3> {
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
+/// A 2-D convolution's shape: input `[n, c, h, w]`, filters `[co, c, kh, kw]` (one group), its
+/// strides, symmetric padding and dilations, and the output's `[oh, ow]`.
+#[derive(Clone, Copy, Debug)]
+struct ConvShape {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dil: [usize; 2],
+}
+
+impl ConvShape {
+    /// Rows of the column matrix: one per input channel and filter tap.
+    fn taps(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output positions per image.
+    fn positions(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// A 1×1 filter at stride 1 without padding: the image is its own column matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+    }
+
+    /// For filter tap `k` on axis `a` (0: height, 1: width): the output positions `lo..hi` whose
+    /// input position `o · stride + off` falls inside the input, and `off`.
+    fn span(&self, a: usize, k: usize) -> (usize, usize, isize) {
+        let (out, len) = if a == 0 {
+            (self.oh, self.h)
+        } else {
+            (self.ow, self.w)
+        };
+        let s = self.stride[a];
+        let off = (k * self.dil[a]) as isize - self.pad[a] as isize;
+        let lo = if off >= 0 {
+            0
+        } else {
+            off.unsigned_abs().div_ceil(s)
+        };
+        let hi = (len as isize - off).max(0) as usize;
+        let hi = hi.div_ceil(s).min(out);
+        (lo.min(hi), hi, off)
+    }
+
+    /// Pairs each entry of an image's column matrix `[taps, positions]` that lies inside the
+    /// input with its input pixel, in runs: `f(entry, pixel, len)` for entries `entry..entry +
+    /// len` and pixels `pixel..pixel + len` (whole output rows at stride 1 along the width, single
+    /// pixels otherwise). Entries under the padding are never visited.
+    fn walk(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let p = self.positions();
+        let plane = self.h * self.w;
+        for ci in 0..self.c {
+            for ky in 0..self.kh {
+                let (ylo, yhi, yoff) = self.span(0, ky);
+                for kx in 0..self.kw {
+                    let (xlo, xhi, xoff) = self.span(1, kx);
+                    let row = ((ci * self.kh + ky) * self.kw + kx) * p;
+                    for oy in ylo..yhi {
+                        let iy = ((oy * self.stride[0]) as isize + yoff) as usize;
+                        let at = row + oy * self.ow;
+                        let from = ci * plane + iy * self.w;
+                        if self.stride[1] == 1 {
+                            let ix = (xlo as isize + xoff) as usize;
+                            f(at + xlo, from + ix, xhi - xlo);
+                        } else {
+                            for ox in xlo..xhi {
+                                let ix = ((ox * self.stride[1]) as isize + xoff) as usize;
+                                f(at + ox, from + ix, 1);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One image's column matrix `col` `[taps, positions]` (zeros where a tap falls in the padding,
+/// as `col` comes) from its input `x` `[c, h, w]`.
+fn im2col(x: &[f32], col: &mut [f32], s: &ConvShape) {
+    s.walk(|at, from, len| col[at..at + len].copy_from_slice(&x[from..from + len]));
+}
+
+/// The transpose of [`im2col`]: each column matrix entry added to the input pixel it came from.
+fn col2im(col: &[f32], dx: &mut [f32], s: &ConvShape) {
+    s.walk(|at, from, len| {
+        for (d, v) in dx[from..from + len].iter_mut().zip(&col[at..at + len]) {
+            *d += v;
+        }
+    });
+}
+
+/// 2-D convolution (one group, constant filters and bias) on [`Fast`]: per image, a column
+/// matrix `[c·kh·kw, oh·ow]` built by row copies and one matrix product with the filters; the
+/// input gradient is the filters' transpose times the output gradient, added back by rows.
+///
+/// burn-flex builds its column matrix one value at a time, tap-major, and writes the product
+/// back transposed (a strided store per value); its input gradient is a transposed convolution
+/// whose col2im runs value by value too. In a GoogLeNet feature-visualization step those three
+/// loops took 21 % of the CPU samples (perf, inception_4a, batch 8). The filters' own gradient
+/// is never needed here (a network's weights are constants), so a filter or bias that requires
+/// one, a grouped convolution or a non-f32 input is left to burn's op (`None`).
+pub(crate) fn conv2d(
+    x: &Tensor<Fast, 4>,
+    w: &Tensor<Fast, 4>,
+    bias: Option<&Tensor<Fast, 1>>,
+    o: &ConvOptions<2>,
+) -> Option<Tensor<Fast, 4>> {
+    if o.groups != 1 || w.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) {
+        return None;
+    }
+    let [n, c, h, wd] = x.dims();
+    let [co, ci, kh, kw] = w.dims();
+    if ci != c || o.stride.contains(&0) || o.dilation.contains(&0) {
+        return None;
+    }
+    if [n, c, h, wd, co, kh, kw].contains(&0) {
+        // Nothing to convolve; burn's op defines the empty cases.
+        return None;
+    }
+    let out = |len: usize, k: usize, a: usize| -> Option<usize> {
+        let reach = o.dilation[a].checked_mul(k - 1)?.checked_add(1)?;
+        let padded = len.checked_add(o.padding[a].checked_mul(2)?)?;
+        Some(padded.checked_sub(reach)? / o.stride[a] + 1)
+    };
+    let s = ConvShape {
+        n,
+        c,
+        h,
+        w: wd,
+        co,
+        kh,
+        kw,
+        oh: out(h, kh, 0)?,
+        ow: out(wd, kw, 1)?,
+        stride: o.stride,
+        pad: o.padding,
+        dil: o.dilation,
+    };
+    let (k, p) = (s.taps(), s.positions());
+    n.checked_mul(co)?.checked_mul(p)?;
+    // An image's column matrix, which burn-flex never holds whole (it goes through 512 output
+    // positions at a time): over the memory budget, burn's op does the work.
+    if crate::budget::fits(&[k, p], 4).is_err() {
+        return None;
+    }
+    let x = x.clone().into_primitive().tensor();
+    let xs = match x.primitive.as_slice::<f32>() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(x.primitive.to_contiguous().as_slice::<f32>()?.to_vec()),
+    };
+    let filters = w.clone().inner().into_primitive().tensor();
+    let ws = match filters.as_slice::<f32>() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(filters.to_contiguous().as_slice::<f32>()?.to_vec()),
+    };
+    let mut y = vec![0.0f32; n * co * p];
+    // One image's column matrix at a time; the entries under the padding stay zero, as every
+    // image has them at the same places.
+    let mut col = vec![0.0f32; if s.pointwise() { 0 } else { k * p }];
+    for (image, out) in xs.chunks(c * h * wd).zip(y.chunks_mut(co * p)) {
+        let cols = if s.pointwise() {
+            image
+        } else {
+            im2col(image, &mut col, &s);
+            &col
+        };
+        matmul_into(out, &ws, [k, 1], cols, [co, k, p]);
+    }
+    if let Some(b) = bias {
+        let b: Vec<f32> = b.clone().inner().into_data().to_vec().ok()?;
+        for out in y.chunks_mut(co * p) {
+            for (plane, b) in out.chunks_mut(p).zip(&b) {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    }
+    let y = FlexTensor::from_data(TensorData::new(y, [n, co, s.oh, s.ow]));
+    let filters = match ws {
+        std::borrow::Cow::Borrowed(_) => filters,
+        std::borrow::Cow::Owned(v) => FlexTensor::from_data(TensorData::new(v, [co, c, kh, kw])),
+    };
+    drop(xs);
+    let y = match ConvBackward
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((filters, s), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
+}
+
+/// `dst` `[m, n]` = `a` `[m, k]` · `b` `[k, n]`, with `dst` and `b` row-major and `a` read
+/// through its (row, column) strides, by the gemm crate (burn-flex's own GEMM). burn-flex's
+/// matmul copied the transposed filters of the input gradient into a contiguous tensor at every
+/// call (17 % of a GoogLeNet step's samples); gemm reads a strided operand where it lies.
+fn matmul_into(
+    dst: &mut [f32],
+    a: &[f32],
+    a_strides: [usize; 2],
+    b: &[f32],
+    [m, k, n]: [usize; 3],
+) {
+    let reach = (m - 1) * a_strides[0] + (k - 1) * a_strides[1];
+    assert!(
+        m * k * n > 0 && dst.len() == m * n && b.len() == k * n && reach < a.len(),
+        "matmul_into: operands do not fit [{m}, {k}] · [{k}, {n}]"
+    );
+    let parallelism = if rayon::current_num_threads() > 1 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assertion above: every element the sizes and strides reach lies inside its
+    // slice, and `dst`, borrowed mutably, overlaps neither operand. `read_dst` is false, so
+    // `dst`'s old values are never read.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_strides[1] as isize,
+            a_strides[0] as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// The backward step of [`conv2d`]: state = (the filters, the shape).
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 1> for ConvBackward {
+    type State = (FlexTensor, ConvShape);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let Some(node) = node_x else {
+            return;
+        };
+        let (filters, s) = ops.state;
+        let ConvShape { n, c, h, w, co, .. } = s;
+        let (k, p) = (s.taps(), s.positions());
+        let ws = contiguous_f32(&filters);
+        let dys = contiguous_f32(&grad);
+        let mut dx = vec![0.0f32; n * c * h * w];
+        let mut dcol = vec![0.0f32; if s.pointwise() { 0 } else { k * p }];
+        // Per image: the filters' transpose (`[taps, co]`, read through strides) times the
+        // output gradient `[co, positions]`, added back to the pixels it came from.
+        for (dy, dx) in dys.chunks(co * p).zip(dx.chunks_mut(c * h * w)) {
+            if s.pointwise() {
+                matmul_into(dx, &ws, [1, k], dy, [k, co, p]);
+            } else {
+                matmul_into(&mut dcol, &ws, [1, k], dy, [k, co, p]);
+                col2im(&dcol, dx, &s);
+            }
+        }
+        let dx = FlexTensor::from_data(TensorData::new(dx, [n, c, h, w]));
+        grads.register::<Flex>(node.id, dx);
+    }
+}
+
 /// A float tensor's values, borrowed when it is contiguous.
 fn contiguous_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
@@ -333,6 +636,85 @@ mod tests {
             assert!(close && dxf.len() == dxd.len(), "{g:?}: input gradients");
             assert!(dxf.iter().any(|&v| v != 0.0), "{g:?}: some gradient");
         }
+    }
+
+    /// One convolution of [`conv2d_matches_burns_conv`]: images, channels in and out, image and
+    /// filter size, stride, padding, dilation, bias.
+    type ConvCase = (
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        bool,
+    );
+
+    /// [`conv2d`] on [`Fast`] gives the values and input gradient of burn's `conv2d` on the same
+    /// backend, for filters from 1×1 to 7×7 (and as large as the image), with and without
+    /// padding and bias, at strides 1 to 3 and dilation 2, on non-square images; and leaves
+    /// grouped convolutions to burn.
+    #[test]
+    fn conv2d_matches_burns_conv() {
+        let cases: [ConvCase; 9] = [
+            (3, 3, 4, [9, 11], [3, 3], [1, 1], [1, 1], [1, 1], true),
+            (3, 2, 3, [8, 7], [5, 5], [1, 1], [2, 2], [1, 1], false),
+            (3, 3, 5, [13, 12], [7, 7], [2, 2], [3, 3], [1, 1], true),
+            (3, 4, 6, [6, 5], [1, 1], [1, 1], [0, 0], [1, 1], true),
+            (3, 4, 2, [7, 9], [1, 1], [2, 2], [0, 0], [1, 1], false),
+            (3, 2, 3, [10, 9], [3, 3], [2, 3], [0, 1], [2, 2], true),
+            (3, 3, 2, [9, 10], [3, 2], [3, 1], [2, 0], [1, 2], true),
+            (3, 2, 2, [5, 5], [3, 3], [1, 1], [4, 4], [1, 1], false),
+            (3, 1, 1, [4, 6], [4, 6], [1, 1], [0, 0], [1, 1], true),
+        ];
+        let values = |len: usize, seed: f32| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i as f32 + seed) * 0.731).sin())
+                .collect()
+        };
+        for (case, &(n, c, co, [h, w], [kh, kw], stride, pad, dil, with_bias)) in
+            cases.iter().enumerate()
+        {
+            let o = ConvOptions::new(stride, pad, dil, 1);
+            let x = values(n * c * h * w, 0.0);
+            let wt = values(co * c * kh * kw, 11.0);
+            let b = values(co, 23.0);
+            let run = |ours: bool| {
+                let d = &FlexDevice;
+                let x = Tensor::<Fast, 4>::from_data(TensorData::new(x.clone(), [n, c, h, w]), d)
+                    .require_grad();
+                let f =
+                    Tensor::<Fast, 4>::from_data(TensorData::new(wt.clone(), [co, c, kh, kw]), d);
+                let bias = with_bias.then(|| Tensor::<Fast, 1>::from_data(b.as_slice(), d));
+                let y = if ours {
+                    conv2d(&x, &f, bias.as_ref(), &o).expect("our op applies")
+                } else {
+                    burn::tensor::module::conv2d(x.clone(), f, bias, o.clone())
+                };
+                let dy = values(y.dims().iter().product(), 5.0);
+                let dy = Tensor::<Fast, 4>::from_data(TensorData::new(dy, y.dims()), d);
+                let grads = (y.clone() * dy).sum().backward();
+                let dx: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
+                let y: Vec<f32> = y.inner().into_data().to_vec().unwrap();
+                (y, dx)
+            };
+            let (y, dx) = run(true);
+            let (y_burn, dx_burn) = run(false);
+            // Sums of up to 42 products, in another order.
+            let far = |a: &[f32], b: &[f32]| {
+                a.len() != b.len() || a.iter().zip(b).any(|(a, b)| (a - b).abs() > 1e-4)
+            };
+            assert!(!far(&y, &y_burn), "case {case}: values");
+            assert!(!far(&dx, &dx_burn), "case {case}: input gradients");
+            assert!(dx.iter().any(|&v| v != 0.0), "case {case}: some gradient");
+        }
+        // A grouped convolution is burn's.
+        let d = &FlexDevice;
+        let x = Tensor::<Fast, 4>::zeros([1, 4, 5, 5], d);
+        let f = Tensor::<Fast, 4>::zeros([4, 2, 3, 3], d);
+        assert!(conv2d(&x, &f, None, &ConvOptions::new([1, 1], [1, 1], [1, 1], 2)).is_none());
     }
 
     /// [`lrn`] on [`Fast`] gives the values and input gradient of the LRN composed of burn's

@@ -166,8 +166,9 @@ impl FeatureVis {
         let parts = [
             // Bumped when the pixels a seed gives change (2: one resampling for scale and
             // rotation; 4: redirected gradients in the first steps; 5: Adam restarts after them;
-            // 6: LRN's own op on the CPU backend, whose sums round differently).
-            "feature-vis/6".to_string(),
+            // 6: LRN's own op on the CPU backend, whose sums round differently; 7: so does its
+            // convolution).
+            "feature-vis/7".to_string(),
             model.digest().to_string(),
             what.to_string(),
             format!(

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 
-use super::{Ctx, Value};
+use super::{Back, Ctx, Value};
 use crate::error::Result;
 use crate::network::value::DynTensor;
 
@@ -175,7 +175,7 @@ pub(crate) fn lift_2d(v: &[usize], fill: usize) -> [usize; 2] {
     }
 }
 
-pub fn conv<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+pub fn conv<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let w = ctx.float(1)?;
     let (xd, wd) = (x.dims(), w.dims());
@@ -216,7 +216,11 @@ pub fn conv<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
                 (pad_4d(lift_tensor_2d(&x)?, begin, end, 0.0), [0, 0])
             };
             let opts = ConvOptions::new(strides, padding, dilations, groups);
-            let y = module::conv2d(x4, lift_tensor_2d(&w)?, bias, opts);
+            let w4 = lift_tensor_2d(&w)?;
+            let y = match B::convolution(&x4, &w4, bias.as_ref(), &opts) {
+                Some(y) => y,
+                None => module::conv2d(x4, w4, bias, opts),
+            };
             squeeze_1d(DynTensor::new(y), xd.len())
         }
         5 => {

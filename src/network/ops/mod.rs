@@ -224,6 +224,16 @@ pub trait Back: Backend {
         max_pool_cpu::max_pool(x, g)
     }
 
+    /// 2-D convolution by an op of this backend's own; `None`: burn's `conv2d`.
+    fn convolution(
+        _x: &Tensor<Self, 4>,
+        _w: &Tensor<Self, 4>,
+        _bias: Option<&Tensor<Self, 1>>,
+        _o: &burn::tensor::ops::ConvOptions<2>,
+    ) -> Option<Tensor<Self, 4>> {
+        None
+    }
+
     /// ONNX LRN of `x` `[N, C, R]` by an op of this backend's own; `None`: the one composed of
     /// burn's ops (ops/norm.rs).
     fn lrn(_x: &Tensor<Self, 3>, _p: Lrn) -> Option<Tensor<Self, 3>> {
