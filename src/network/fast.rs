@@ -95,15 +95,8 @@ pub(crate) fn max_pool(x: &Tensor<Fast, 4>, g: &Geometry) -> Option<Tensor<Fast,
         return None;
     }
     let x = x.clone().into_primitive().tensor();
-    let contiguous;
-    let xs: &[f32] = match x.primitive.as_slice::<f32>() {
-        Some(s) => s,
-        None => {
-            contiguous = x.primitive.to_contiguous();
-            contiguous.as_slice::<f32>()?
-        }
-    };
-    let (values, argmax) = max_pool_cpu::pool_planes(xs, [h, w], g)?;
+    let xs = f32_values(&x.primitive)?;
+    let (values, argmax) = max_pool_cpu::pool_planes(&xs, [h, w], g)?;
     let out = FlexTensor::from_data(TensorData::new(values, [n, c, oh, ow]));
     let out = match MaxPoolBackward
         .prepare::<NoCheckpointing>([x.node.clone()])
@@ -373,15 +366,9 @@ pub(crate) fn conv2d(
         return None;
     }
     let x = x.clone().into_primitive().tensor();
-    let xs = match x.primitive.as_slice::<f32>() {
-        Some(v) => std::borrow::Cow::Borrowed(v),
-        None => std::borrow::Cow::Owned(x.primitive.to_contiguous().as_slice::<f32>()?.to_vec()),
-    };
+    let xs = f32_values(&x.primitive)?;
     let filters = w.clone().inner().into_primitive().tensor();
-    let ws = match filters.as_slice::<f32>() {
-        Some(v) => std::borrow::Cow::Borrowed(v),
-        None => std::borrow::Cow::Owned(filters.to_contiguous().as_slice::<f32>()?.to_vec()),
-    };
+    let ws = f32_values(&filters)?;
     let mut y = vec![0.0f32; n * co * p];
     // One image's column matrix at a time; the entries under the padding stay zero, as every
     // image has them at the same places.
@@ -404,11 +391,6 @@ pub(crate) fn conv2d(
         }
     }
     let y = FlexTensor::from_data(TensorData::new(y, [n, co, s.oh, s.ow]));
-    let filters = match ws {
-        std::borrow::Cow::Borrowed(_) => filters,
-        std::borrow::Cow::Owned(v) => FlexTensor::from_data(TensorData::new(v, [co, c, kh, kw])),
-    };
-    drop(xs);
     let y = match ConvBackward
         .prepare::<NoCheckpointing>([x.node.clone()])
         .compute_bound()
@@ -504,17 +486,17 @@ impl Backward<Flex, 1> for ConvBackward {
     }
 }
 
-/// A float tensor's values, borrowed when it is contiguous.
-fn contiguous_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
+/// A float tensor's values, borrowed when it is contiguous; `None` unless its values are f32.
+fn f32_values(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
+    Some(match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("a contiguous f32 tensor")
-                .to_vec(),
-        ),
-    }
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>()?.to_vec()),
+    })
+}
+
+/// [`f32_values`] of a tensor known to hold f32 (a gradient of one of our f32 ops).
+fn contiguous_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    f32_values(t).expect("an f32 tensor")
 }
 
 #[derive(Clone, Debug)]
