@@ -4,7 +4,7 @@
 use burn::prelude::Backend;
 use burn::tensor::activation;
 
-use super::{Ctx, Value};
+use super::{Back, Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{DynTensor, Elem, HostTensor, Storage};
 
@@ -55,8 +55,10 @@ pub(crate) fn pass_gradient_through<B: Backend>(
     Ok(outs)
 }
 
-pub fn relu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
-    unary(ctx, activation::relu)
+pub fn relu<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| {
+        B::rectified(&x).unwrap_or_else(|| activation::relu(x))
+    })
 }
 
 pub fn leaky_relu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {

@@ -239,6 +239,12 @@ pub trait Back: Backend {
     fn lrn(_x: &Tensor<Self, 3>, _p: Lrn) -> Option<Tensor<Self, 3>> {
         None
     }
+
+    /// ReLU of `x` by an op of this backend's own; `None`: burn's `relu`. (Not `relu`: that
+    /// name is burn's own backend op.)
+    fn rectified(_x: &Tensor<Self, MAX_RANK>) -> Option<Tensor<Self, MAX_RANK>> {
+        None
+    }
 }
 
 impl Back for Dispatch {
