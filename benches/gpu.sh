@@ -3,12 +3,15 @@
 # tool, which has CUDA, PyTorch and onnx but no Rust toolchain and no network. Everything is
 # built here, packed into .gpu/ (which git ignores), and carried:
 #
-#   benches/gpu.sh pack       # here: release builds with --features cuda (about 15 min on 2 cores)
+#   benches/gpu.sh pack       # here: release builds of the features cuda and cuda-fusion
+#                             # (about 14 min each on 2 cores)
 #   device run: command "benches/gpu.sh run", carry [".gpu"], timeout_s 540
-#   device run: command "benches/gpu.sh gallery", carry [".gpu"] (optional, after `run`)
+#   device run: command "benches/gpu.sh gallery", carry [".gpu"] (optional, after `run`;
+#                             # BIN=bin-fusion times the cuda-fusion build)
 #
-# `run` prints, in order: the ONNX node conformance tests and the CPU/CUDA agreement test on
-# cuda:0, then benches/feature_vis.sh on the GPU: ms per step against PyTorch CUDA, and
+# `run` prints, in order: the ONNX node conformance tests on cuda:0, then for each build (plain
+# `cuda`, then `cuda-fusion`, with burn-cuda's kernel fusion and autotuning) the CPU/CUDA
+# agreement test and benches/feature_vis.sh on the GPU: ms per step against PyTorch CUDA, and
 # units·steps per second at batches 8, 32 and 128. `gallery` times the whole 512-unit gallery of
 # inception_4a (512 steps, 128 px, batches of 128). CUDA_VERSION (default 13000, the toolkit on
 # the lent machines: 13.0) is what cudarc binds at build time.
@@ -22,15 +25,26 @@ pack)
   rm -rf "$PACK" && mkdir -p "$PACK/bin" "$PACK/light" "$PACK/whl"
   # The executables cargo reports, by target name.
   built() { grep -o '"executable":"[^"]*"' | cut -d'"' -f4; }
-  {
-    cargo bench --no-run --features cuda --bench feature_vis_step --message-format=json
-    cargo test --release --no-run --features cuda --test technique --test onnx_node_conformance \
-      --message-format=json
-  } | built | while read -r exe; do
-    name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
-    cp "$exe" "$PACK/bin/$name" && strip "$PACK/bin/$name"
+  # Each variant's executables in a folder of its own: bin/ (the `cuda` feature) and
+  # bin-fusion/ (`cuda-fusion`: burn-cuda's kernel fusion and autotuning too).
+  # Only the executables `run` uses (cargo also reports the CLI, which the tests build), and the
+  # conformance tests only from the plain build: the pack must stay within the device tool's
+  # 64 MiB (both builds in full packed to 74 MB, these to about 40).
+  for variant in cuda cuda-fusion; do
+    dir="$PACK/bin${variant#cuda}"
+    keep="feature_vis_step technique"
+    [ "$variant" = cuda ] && keep="$keep onnx_node_conformance"
+    mkdir -p "$dir"
+    {
+      cargo bench --no-run --features "$variant" --bench feature_vis_step --message-format=json
+      cargo test --release --no-run --features "$variant" --test technique \
+        --test onnx_node_conformance --message-format=json
+    } | built | while read -r exe; do
+      name=$(basename "$exe" | sed 's/-[0-9a-f]*$//')
+      case " $keep " in *" $name "*) cp "$exe" "$dir/$name" && strip "$dir/$name" ;; esac
+    done
   done
-  tar -C "$PACK" -cJf "$PACK/bin.tar.xz" bin && rm -rf "$PACK/bin"
+  tar -C "$PACK" -cJf "$PACK/bin.tar.xz" bin bin-fusion && rm -rf "$PACK/bin" "$PACK/bin-fusion"
   tar -C tests/fixtures/onnx -cJf "$PACK/node.tar.xz" node
   cp tests/fixtures/onnx/light/light_inception_v1.onnx "$PACK/light/"
   python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
@@ -60,14 +74,18 @@ run | gallery)
     echo "== ONNX node conformance on cuda:0"
     MICROSCOPE_TEST_DEVICE=cuda MICROSCOPE_ONNX_NODE_TESTS="$work/node" \
       "$work/bin/onnx_node_conformance" --test-threads 1
-    echo "== CPU and CUDA agree"
-    "$work/bin/technique" cpu_and_cuda --nocapture
-    echo "== feature visualization step against PyTorch CUDA"
-    DEVICE=cuda PYTHON=python3 BENCH="$work/bin/feature_vis_step" BATCHES="8 32 128" \
-      benches/feature_vis.sh
+    # The plain build first, then the one with fusion and autotuning: whether they help.
+    for bin in bin bin-fusion; do
+      echo "== [$bin] CPU and CUDA agree"
+      "$work/$bin/technique" cpu_and_cuda --nocapture
+      echo "== [$bin] feature visualization step against PyTorch CUDA"
+      DEVICE=cuda PYTHON=python3 BENCH="$work/$bin/feature_vis_step" BATCHES="8 32 128" \
+        benches/feature_vis.sh
+    done
   else
-    echo "== a 512-unit gallery of inception_4a (512 steps, 128 px, batches of 128)"
-    GALLERY=128 "$work/bin/feature_vis_step" "$model" inception_4a/output 512 cuda
+    bin=${BIN:-bin}
+    echo "== [$bin] a 512-unit gallery of inception_4a (512 steps, 128 px, batches of 128)"
+    GALLERY=128 "$work/$bin/feature_vis_step" "$model" inception_4a/output 512 cuda
   fi
   ;;
 *)
