@@ -285,7 +285,7 @@ impl<B: Back + AutodiffBackend> Part<B> {
             .map(|(l, a)| Ok((l.to_string(), a.to_nchw()?)))
             .collect::<Result<_>>()?;
         let values = if split {
-            objective.eval_part(&acts, self.start, config.batch)?
+            objective.eval_part(&acts, self.start)?
         } else {
             objective.eval(&acts)?
         };
