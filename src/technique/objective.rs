@@ -225,13 +225,14 @@ impl Objective {
     /// One value per image of the batch. A unit, layer or direction that does not fit the
     /// activations is an error naming this objective.
     pub fn eval<B: Backend>(&self, acts: &Activations<B>) -> Result<Tensor<B, 1>> {
-        self.eval_rows(acts, 0)
+        self.eval_part(acts, 0)
     }
 
     /// The values of images `start..start + n` of a batch, from those images' activations alone
     /// (`n` rows each): an objective that depends on an image's position in the batch (one unit
-    /// per image) picks the units of those positions. Only for [`Objective::per_image`]
-    /// objectives. (It once placed the rows in a zero-filled batch and evaluated that: for a
+    /// per image) picks the units of those positions. A part smaller than the batch is only for
+    /// [`Objective::per_image`] objectives; `start` 0 with the whole batch is [`Objective::eval`].
+    /// (It once placed the rows in a zero-filled batch and evaluated that: for a
     /// 512-unit layer at 64 px in parts of a 128-image batch, every part wrote, summed and
     /// differentiated a 1 GB tensor per step, 99 % of it zeros.)
     pub fn eval_part<B: Backend>(
@@ -239,10 +240,6 @@ impl Objective {
         acts: &Activations<B>,
         start: usize,
     ) -> Result<Tensor<B, 1>> {
-        self.eval_rows(acts, start)
-    }
-
-    fn eval_rows<B: Backend>(&self, acts: &Activations<B>, first: usize) -> Result<Tensor<B, 1>> {
         for layer in &self.layers {
             if !acts.contains_key(layer) {
                 return Err(Error::Message(format!(
@@ -252,7 +249,7 @@ impl Objective {
             }
         }
         guard(
-            || Ok(self.term.eval(acts, first)),
+            || Ok(self.term.eval(acts, start)),
             |reason| Error::Message(format!("objective {}: {reason}", self.name)),
         )
     }
@@ -499,14 +496,10 @@ mod tests {
             Objective::neurons("l", &[1, 3]),
             Objective::channels("l", &[2, 4, 1]) * 0.5 - Objective::neurons("l", &[0, 1, 2, 3]),
         ];
-        let bits = |t: Tensor<Flex, 1>| -> Vec<u32> {
+        fn bits<const D: usize>(t: Tensor<Flex, D>) -> Vec<u32> {
             let v: Vec<f32> = t.into_data().to_vec().unwrap();
             v.iter().map(|v| v.to_bits()).collect()
-        };
-        let grad_bits = |t: Tensor<Flex, 4>| -> Vec<u32> {
-            let v: Vec<f32> = t.into_data().to_vec().unwrap();
-            v.iter().map(|v| v.to_bits()).collect()
-        };
+        }
         for objective in &objectives {
             assert!(objective.per_image(), "{}", objective.name());
             let a = Tensor::<Fast, 4>::from_data(
@@ -534,8 +527,8 @@ mod tests {
                     start + n
                 );
                 assert_eq!(
-                    grad_bits(part.grad(&grads).unwrap()),
-                    grad_bits(whole_grad.clone().narrow(0, start, n)),
+                    bits(part.grad(&grads).unwrap()),
+                    bits(whole_grad.clone().narrow(0, start, n)),
                     "{}: gradients of rows {start}..{}",
                     objective.name(),
                     start + n
