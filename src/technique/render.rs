@@ -153,7 +153,6 @@ fn render_on<B: Back + AutodiffBackend>(
     } else {
         (1, 1)
     };
-    let split = k > 1;
     let mut parts: Vec<Part<B>> = Vec::with_capacity(k);
     let (mut rest, mut start) = (param, 0);
     for i in 0..k - 1 {
@@ -186,7 +185,7 @@ fn render_on<B: Back + AutodiffBackend>(
             for part in lane.iter_mut() {
                 let mut r = rng.clone();
                 let redirect = step <= config.redirect_steps;
-                sum += part.step(model, objective, config, split, redirect, &mut r)?;
+                sum += part.step(model, objective, config, redirect, &mut r)?;
                 after.get_or_insert(r);
             }
             Ok::<_, Error>((sum, after.expect("a lane has a part")))
@@ -254,7 +253,6 @@ impl<B: Back + AutodiffBackend> Part<B> {
         model: &Model,
         objective: &Objective,
         config: &RenderConfig,
-        split: bool,
         redirect: bool,
         rng: &mut StdRng,
     ) -> Result<f32> {
@@ -287,11 +285,8 @@ impl<B: Back + AutodiffBackend> Part<B> {
             .zip(acts)
             .map(|(l, a)| Ok((l.to_string(), a.to_nchw()?)))
             .collect::<Result<_>>()?;
-        let values = if split {
-            objective.eval_part(&acts, self.start)?
-        } else {
-            objective.eval(&acts)?
-        };
+        // A whole batch is the part that starts at row 0.
+        let values = objective.eval_part(&acts, self.start)?;
         let sum = DynTensor::new(values.clone().sum()).to_vec()[0];
         let grads = values.sum().neg().backward();
         let g = self.param.tensor().grad(&grads).ok_or_else(|| {
