@@ -9,12 +9,16 @@
 //! - `GALLERY=B`: instead, the whole layer's gallery (every unit, STEPS steps, batches of B
 //!   units), timed: `microscope_gallery_s UNITS B SECONDS`;
 //! - `DISPATCH=1`: also the same loop through burn's `Dispatch` backend, as the CPU ran it before
-//!   it had a backend of its own (`microscope_fv_dispatch_step_ms MS`): what our own ops gain.
+//!   it had a backend of its own (`microscope_fv_dispatch_step_ms MS`): what our own ops gain;
+//! - `DIVERSITY=N`: also the unit view's diversity render (N images of unit 0, whose diversity
+//!   term couples them), in parts side by side and in one part, three alternating runs each:
+//!   `microscope_diversity_step_ms N PARTS ONE` (the medians).
 
 use std::time::Instant;
 
 use microscope::technique::render::{
-    render, render_through_dispatch, ParamKind, Progress, RenderConfig, Rendered,
+    render, render_in_one_part, render_through_dispatch, ParamKind, Progress, RenderConfig,
+    Rendered,
 };
 use microscope::technique::transform::standard_transforms;
 use microscope::technique::Objective;
@@ -48,20 +52,24 @@ type Render = fn(
 
 fn ms_per_step(model: &Model, layer: &str, units: &[usize], steps: usize, render: Render) -> f64 {
     let objective = Objective::channels(layer, units);
-    render(
-        model,
-        &objective,
-        &config(2, units.len()),
-        &mut |_| {},
-        None,
-    )
-    .unwrap();
+    objective_ms_per_step(model, &objective, units.len(), steps, render)
+}
+
+/// [`ms_per_step`] of any objective over a batch of `batch` images.
+fn objective_ms_per_step(
+    model: &Model,
+    objective: &Objective,
+    batch: usize,
+    steps: usize,
+    render: Render,
+) -> f64 {
+    render(model, objective, &config(2, batch), &mut |_| {}, None).unwrap();
     let t = Instant::now();
     let mut stamps = Vec::with_capacity(steps);
     render(
         model,
-        &objective,
-        &config(steps, units.len()),
+        objective,
+        &config(steps, batch),
         &mut |_| stamps.push(t.elapsed().as_secs_f64()),
         None,
     )
@@ -71,8 +79,7 @@ fn ms_per_step(model: &Model, layer: &str, units: &[usize], steps: usize, render
         let half = steps / 2;
         let steady = (stamps[steps - 1] - stamps[half - 1]) * 1e3 / (steps - half) as f64;
         eprintln!(
-            "microscope batch {}: steady state (last {} steps) {steady:.1} ms/step",
-            units.len(),
+            "microscope batch {batch}: steady state (last {} steps) {steady:.1} ms/step",
             steps - half
         );
     }
@@ -119,6 +126,27 @@ fn main() {
     for b in numbers("BATCHES") {
         let ms = ms_per_step(&model, layer, &units(b), steps, render);
         println!("microscope_fv_batch {b} {ms:.1}");
+    }
+    if let Some(n) = numbers("DIVERSITY").first().copied() {
+        // As the unit view asks for it: unit 0 in every image, and the diversity term (weight 1).
+        let objective = Objective::channels(layer, &vec![0; n]) + Objective::diversity(layer);
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (mut parts, mut one) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            parts.push(objective_ms_per_step(&model, &objective, n, steps, render));
+            one.push(objective_ms_per_step(
+                &model,
+                &objective,
+                n,
+                steps,
+                render_in_one_part,
+            ));
+        }
+        let (parts, one) = (median(parts), median(one));
+        println!("microscope_diversity_step_ms {n} {parts:.1} {one:.1}");
     }
     if let Some(b) = gallery {
         let all: Vec<usize> = (0..channels).collect();

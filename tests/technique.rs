@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 
 use microscope::data::{Dataset, ImageSpec, Split};
 use microscope::technique::cache::Cache;
-use microscope::technique::render::{render, ParamKind, RenderConfig};
+use microscope::technique::render::{render, render_in_one_part, ParamKind, RenderConfig};
 use microscope::technique::{FeatureVis, Objective};
 use microscope::{zoo, Device, Error};
 
@@ -382,27 +382,32 @@ fn parts_side_by_side_give_the_batchs_images() {
         redirect_steps: 4,
         context: None,
     };
-    let run = |objective: &Objective| {
-        render(&model, objective, &config, &mut |_| {}, None)
-            .unwrap()
-            .images
-            .to_vec()
-    };
     let units = Objective::channels("conv2", &(0..20).collect::<Vec<_>>());
     assert!(units.per_image());
-    let whole = units.clone() + Objective::diversity("conv2") * 0.0;
-    assert!(!whole.per_image());
-    let (parts, kept) = (run(&units), run(&whole));
-    assert_eq!(parts.len(), 20 * 28 * 28);
-    let far: Vec<usize> = (0..parts.len())
-        .filter(|&i| (parts[i] - kept[i]).abs() >= 1e-4)
-        .collect();
-    assert!(
-        far.is_empty(),
-        "{} pixels differ, first at {:?}",
-        far.len(),
-        far.first()
-    );
+    // Diversity couples the images: its parts step in three phases (render.rs, coupled_step).
+    let coupled = units.clone() + Objective::diversity("conv2") * 10.0;
+    assert!(!coupled.per_image());
+    for objective in [&units, &coupled] {
+        let parts = render(&model, objective, &config, &mut |_| {}, None)
+            .unwrap()
+            .images
+            .to_vec();
+        let whole = render_in_one_part(&model, objective, &config, &mut |_| {}, None)
+            .unwrap()
+            .images
+            .to_vec();
+        assert_eq!(parts.len(), 20 * 28 * 28);
+        let far: Vec<usize> = (0..parts.len())
+            .filter(|&i| (parts[i] - whole[i]).abs() >= 1e-4)
+            .collect();
+        assert!(
+            far.is_empty(),
+            "{}: {} pixels differ, first at {:?}",
+            objective.name(),
+            far.len(),
+            far.first()
+        );
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use super::objective::{Activations, Objective};
 use super::param::{FftImage, Param, PixelImage};
 use super::transform::{self, Transform};
-use crate::device::{cpu_threads, is_cpu, side_by_side, Device};
+use crate::device::{cpu_threads, is_cpu, on_cpu_pool, side_by_side, Device};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::{Back, DynTensor, Fast};
@@ -81,19 +81,7 @@ pub fn render(
     progress: &mut dyn FnMut(Progress),
     cancel: Option<&AtomicBool>,
 ) -> Result<Rendered> {
-    let device: &Device = model.network().device();
-    if is_cpu(device.burn()) {
-        render_on::<Fast>(
-            model,
-            objective,
-            config,
-            progress,
-            cancel,
-            &Default::default(),
-        )
-    } else {
-        render_through_dispatch(model, objective, config, progress, cancel)
-    }
+    render_in_parts(model, objective, config, progress, cancel, true)
 }
 
 /// [`render`] on `Dispatch`'s autodiff device whatever the device, as the CPU rendered before it
@@ -108,7 +96,39 @@ pub fn render_through_dispatch(
     cancel: Option<&AtomicBool>,
 ) -> Result<Rendered> {
     let ad = model.network().device().autodiff();
-    render_on::<Dispatch>(model, objective, config, progress, cancel, &ad)
+    render_on::<Dispatch>(model, objective, config, progress, cancel, &ad, true)
+}
+
+/// [`render`] with the batch in one part, however many cores there are: the plain definition
+/// that the tests hold the parts to, and the bench's baseline for them.
+#[doc(hidden)]
+pub fn render_in_one_part(
+    model: &Model,
+    objective: &Objective,
+    config: &RenderConfig,
+    progress: &mut dyn FnMut(Progress),
+    cancel: Option<&AtomicBool>,
+) -> Result<Rendered> {
+    render_in_parts(model, objective, config, progress, cancel, false)
+}
+
+/// [`render`], with the batch in parts where `split` and the device allows.
+fn render_in_parts(
+    model: &Model,
+    objective: &Objective,
+    config: &RenderConfig,
+    progress: &mut dyn FnMut(Progress),
+    cancel: Option<&AtomicBool>,
+    split: bool,
+) -> Result<Rendered> {
+    let device: &Device = model.network().device();
+    if is_cpu(device.burn()) {
+        let ad = Default::default();
+        render_on::<Fast>(model, objective, config, progress, cancel, &ad, split)
+    } else {
+        let ad = device.autodiff();
+        render_on::<Dispatch>(model, objective, config, progress, cancel, &ad, split)
+    }
 }
 
 fn render_on<B: Back + AutodiffBackend>(
@@ -118,6 +138,7 @@ fn render_on<B: Back + AutodiffBackend>(
     progress: &mut dyn FnMut(Progress),
     cancel: Option<&AtomicBool>,
     ad: &B::Device,
+    split: bool,
 ) -> Result<Rendered> {
     let network = model.network();
     let spec = model.input_spec()?;
@@ -145,11 +166,18 @@ fn render_on<B: Back + AutodiffBackend>(
     //   (Then each part evaluated the objective on its rows padded to the whole batch. Without
     //   the padding, parts of 8 at batch 128, 10 steps, alternating runs on 2 cores: 2487 and
     //   2539 ms per step before, 2249 and 2145 after.)
+    // An objective that couples its images (diversity compares them with each other) is split
+    // too, into one part per lane, and steps in three phases (`coupled_step`).
     // Off the CPU one part: the device runs a batch's kernels as one.
-    let (lanes, k) = if objective.per_image() && config.context.is_none() {
+    let coupled = !objective.per_image();
+    let (lanes, k) = if split && config.context.is_none() {
         let lanes = cpu_threads(device.burn()).min(config.batch).max(1);
-        let per_lane = config.batch.div_ceil(lanes).div_ceil(PART_MOST);
-        (lanes, (lanes * per_lane).min(config.batch))
+        if coupled {
+            (lanes, lanes)
+        } else {
+            let per_lane = config.batch.div_ceil(lanes).div_ceil(PART_MOST);
+            (lanes, (lanes * per_lane).min(config.batch))
+        }
     } else {
         (1, 1)
     };
@@ -159,10 +187,16 @@ fn render_on<B: Back + AutodiffBackend>(
         // Sizes as even as they go: batch / k, the first (batch % k) one larger.
         let len = config.batch / k + usize::from(i < config.batch % k);
         let [head, tail] = rest.split(len);
-        parts.push(Part::new(head, start, config, context.clone()));
+        parts.push(Part::new(head, start, len, config, context.clone()));
         (rest, start) = (tail, start + len);
     }
-    parts.push(Part::new(rest, start, config, context.clone()));
+    parts.push(Part::new(
+        rest,
+        start,
+        config.batch - start,
+        config,
+        context.clone(),
+    ));
     // Lane j steps parts j, j + lanes, ... in turn.
     let mut lanes: Vec<Vec<Part<B>>> = (0..lanes).map(|_| Vec::new()).collect();
     let n = lanes.len();
@@ -176,28 +210,32 @@ fn render_on<B: Back + AutodiffBackend>(
                 step,
             });
         }
-        // The lanes run side by side, each on a thread and (on the CPU) a pool of its own (see
-        // `side_by_side`); progress and cancellation stay on the caller's thread. Every part
-        // draws the same transforms: each starts from the same generator state.
-        let results = side_by_side(device.burn(), &mut lanes, |lane| {
+        let redirect = step <= config.redirect_steps;
+        let (sum, next_rng) = if coupled && k > 1 {
+            coupled_step(model, objective, config, redirect, &rng, &mut lanes)?
+        } else {
+            // The lanes run side by side, each on a thread and (on the CPU) a pool of its own
+            // (see `side_by_side`); progress and cancellation stay on the caller's thread. Every
+            // part draws the same transforms: each starts from the same generator state.
+            let results = side_by_side(device.burn(), &mut lanes, |lane| {
+                let mut sum = 0.0;
+                let mut after = None;
+                for part in lane.iter_mut() {
+                    let mut r = rng.clone();
+                    sum += part.step(model, objective, config, redirect, &mut r)?;
+                    after.get_or_insert(r);
+                }
+                Ok::<_, Error>((sum, after.expect("a lane has a part")))
+            });
             let mut sum = 0.0;
-            let mut after = None;
-            for part in lane.iter_mut() {
-                let mut r = rng.clone();
-                let redirect = step <= config.redirect_steps;
-                sum += part.step(model, objective, config, redirect, &mut r)?;
-                after.get_or_insert(r);
+            let mut next = None;
+            for r in results {
+                let (v, r) = r?;
+                sum += v;
+                next.get_or_insert(r);
             }
-            Ok::<_, Error>((sum, after.expect("a lane has a part")))
-        });
-        let mut sum = 0.0;
-        let mut next = None;
-        for r in results {
-            let (v, r) = r?;
-            sum += v;
-            next.get_or_insert(r);
-        }
-        let next_rng = next.expect("at least one part");
+            (sum, next.expect("at least one part"))
+        };
         rng = next_rng;
         progress(Progress {
             step,
@@ -220,20 +258,95 @@ fn render_on<B: Back + AutodiffBackend>(
 /// The most images in one part of a batch rendered on the CPU (see `render_on`).
 const PART_MOST: usize = 8;
 
-/// Images `start..` of the batch, optimized on their own.
+/// One step of a batch split into parts (one per lane) under an objective that couples its
+/// images, which no part can evaluate from its own rows:
+/// 1. each lane runs its part's images forward, keeping the part's gradient graph;
+/// 2. the objective is evaluated on the whole batch's activations, untracked copies of the
+///    parts' joined as leaves of a small graph of its own, and differentiated there;
+/// 3. each lane sends its rows of that gradient back through its part's graph.
+///
+/// The gradient reaching each part's activations is the one a whole batch's backward pass would
+/// send there (the objective's ops, on the same values), and no image reaches another part's
+/// activations through the network, so the images are the batch's. Diversity's four images
+/// (the unit view's feature-visualization tab) otherwise ran on one lane: on 2 cores, half the
+/// machine for most of a step.
+fn coupled_step<B: Back + AutodiffBackend>(
+    model: &Model,
+    objective: &Objective,
+    config: &RenderConfig,
+    redirect: bool,
+    rng: &StdRng,
+    lanes: &mut [Vec<Part<B>>],
+) -> Result<(f32, StdRng)> {
+    let device = model.network().device().burn();
+    let layers = objective.layers();
+    // 1. Every part draws the same transforms: each starts from the same generator state.
+    let forward = side_by_side(device, lanes, |lane| {
+        let mut r = rng.clone();
+        let acts = lane[0].forward(model, objective, config, redirect, &mut r)?;
+        Ok::<_, Error>((acts, r))
+    });
+    let mut joined: Vec<Vec<Tensor<B::InnerBackend, 4>>> = vec![Vec::new(); layers.len()];
+    let mut next = None;
+    for r in forward {
+        let (acts, r) = r?;
+        for (rows, a) in joined.iter_mut().zip(acts) {
+            rows.push(a);
+        }
+        next.get_or_insert(r);
+    }
+    // 2. The lanes hold their parts in batch order (lane j, part j).
+    let (sum, grads) = on_cpu_pool(device, || {
+        let leaves: Vec<Tensor<B, 4>> = joined
+            .into_iter()
+            .map(|rows| Tensor::from_inner(Tensor::cat(rows, 0)).require_grad())
+            .collect();
+        let acts: Activations<B> = layers.iter().cloned().zip(leaves.clone()).collect();
+        let values = objective.eval(&acts)?;
+        let sum = DynTensor::new(values.clone().sum()).to_vec()[0];
+        let grads = values.sum().neg().backward();
+        let grads: Vec<_> = leaves.iter().map(|leaf| leaf.grad(&grads)).collect();
+        Ok::<_, Error>((sum, grads))
+    })?;
+    // 3. Each part with its rows of the gradient.
+    let mut work: Vec<_> = lanes
+        .iter_mut()
+        .map(|lane| {
+            let (start, len) = (lane[0].start, lane[0].len);
+            let rows: Vec<_> = grads
+                .iter()
+                .map(|g| g.as_ref().map(|g| g.clone().narrow(0, start, len)))
+                .collect();
+            (lane, rows)
+        })
+        .collect();
+    for r in side_by_side(device, &mut work, |(lane, rows)| {
+        lane[0].backward_from(std::mem::take(rows), objective)
+    }) {
+        r?;
+    }
+    Ok((sum, next.expect("at least one part")))
+}
+
+/// Images `start..start + len` of the batch, optimized on their own.
 struct Part<B: AutodiffBackend> {
     param: Box<dyn Param<B> + Send>,
     adam: Adam<5, B::InnerBackend>,
     start: usize,
+    len: usize,
     redirected: bool,
     /// [`RenderConfig::context`] on this backend.
     context: Option<Tensor<B, 4>>,
+    /// Between the phases of a [`coupled_step`]: this part's activations of the objective's
+    /// layers, in its order, tracked.
+    pending: Vec<Tensor<B, 4>>,
 }
 
 impl<B: Back + AutodiffBackend> Part<B> {
     fn new(
         mut param: Box<dyn Param<B> + Send>,
         start: usize,
+        len: usize,
         config: &RenderConfig,
         context: Option<Tensor<B, 4>>,
     ) -> Self {
@@ -242,8 +355,10 @@ impl<B: Back + AutodiffBackend> Part<B> {
             param,
             adam: Adam::new(config.learning_rate),
             start,
+            len,
             redirected: false,
             context,
+            pending: Vec::new(),
         }
     }
 
@@ -256,6 +371,68 @@ impl<B: Back + AutodiffBackend> Part<B> {
         redirect: bool,
         rng: &mut StdRng,
     ) -> Result<f32> {
+        let acts = self.activations(model, objective, config, redirect, rng)?;
+        // A whole batch is the part that starts at row 0.
+        let values = objective.eval_part(&acts, self.start)?;
+        let sum = DynTensor::new(values.clone().sum()).to_vec()[0];
+        let grads = values.sum().neg().backward();
+        self.update(&grads, objective)?;
+        Ok(sum)
+    }
+
+    /// The first phase of a [`coupled_step`]: this part's activations of the objective's layers
+    /// (in its order), untracked; the tracked ones wait for [`Part::backward_from`].
+    fn forward(
+        &mut self,
+        model: &Model,
+        objective: &Objective,
+        config: &RenderConfig,
+        redirect: bool,
+        rng: &mut StdRng,
+    ) -> Result<Vec<Tensor<B::InnerBackend, 4>>> {
+        let mut acts = self.activations(model, objective, config, redirect, rng)?;
+        self.pending = objective
+            .layers()
+            .iter()
+            .map(|l| {
+                acts.remove(l)
+                    .expect("forward returns every layer asked for")
+            })
+            .collect();
+        Ok(self.pending.iter().map(|a| a.clone().inner()).collect())
+    }
+
+    /// The last phase of a [`coupled_step`]: `grads`, the negated objective's gradient with
+    /// respect to this part's activations (`None` for a layer it does not depend on), sent back
+    /// to the image, and the Adam step.
+    fn backward_from(
+        &mut self,
+        grads: Vec<Option<Tensor<B::InnerBackend, 4>>>,
+        objective: &Objective,
+    ) -> Result<()> {
+        // Σ acts · g, with g constant: its gradient with respect to acts is g itself.
+        let terms: Vec<Tensor<B, 1>> = std::mem::take(&mut self.pending)
+            .into_iter()
+            .zip(grads)
+            .filter_map(|(a, g)| Some((a * Tensor::from_inner(g?)).sum()))
+            .collect();
+        if terms.is_empty() {
+            return Err(no_dependence(objective));
+        }
+        let grads = Tensor::cat(terms, 0).sum().backward();
+        self.update(&grads, objective)
+    }
+
+    /// This part's images, transformed, through the network: the activations of the
+    /// objective's layers, tracked.
+    fn activations(
+        &mut self,
+        model: &Model,
+        objective: &Objective,
+        config: &RenderConfig,
+        redirect: bool,
+        rng: &mut StdRng,
+    ) -> Result<Activations<B>> {
         if !redirect && self.redirected {
             // The first real step starts Adam afresh. The redirected gradients (the identity
             // through every ReLU) are far larger than the real ones in a deep network, and
@@ -280,24 +457,30 @@ impl<B: Back + AutodiffBackend> Part<B> {
         } else {
             network.forward_any_size(&[(&input, x)], &layers)?
         };
-        let acts: Activations<B> = layers
+        layers
             .iter()
             .zip(acts)
             .map(|(l, a)| Ok((l.to_string(), a.to_nchw()?)))
-            .collect::<Result<_>>()?;
-        // A whole batch is the part that starts at row 0.
-        let values = objective.eval_part(&acts, self.start)?;
-        let sum = DynTensor::new(values.clone().sum()).to_vec()[0];
-        let grads = values.sum().neg().backward();
-        let g = self.param.tensor().grad(&grads).ok_or_else(|| {
-            Error::Message(format!(
-                "{}: the objective does not depend on the image",
-                objective.name()
-            ))
-        })?;
+            .collect()
+    }
+
+    /// The Adam step on this part's image, from the gradients of a backward pass.
+    fn update(&mut self, grads: &B::Gradients, objective: &Objective) -> Result<()> {
+        let g = self
+            .param
+            .tensor()
+            .grad(grads)
+            .ok_or_else(|| no_dependence(objective))?;
         let next = self.adam.step(self.param.tensor().clone().inner(), g);
         self.param
             .set_tensor(Tensor::from_inner(next).require_grad());
-        Ok(sum)
+        Ok(())
     }
+}
+
+fn no_dependence(objective: &Objective) -> Error {
+    Error::Message(format!(
+        "{}: the objective does not depend on the image",
+        objective.name()
+    ))
 }
