@@ -70,7 +70,10 @@ pub struct Rendered {
 /// a thread and thread pool of its own (burn-flex runs elementwise kernels and the gradient walk
 /// on one thread, and independent lanes keep every core busy), and a lane steps its parts in
 /// turn. The images are the same as one batch's: the parts share the random transform draws, and
-/// nothing else couples the images of a batch.
+/// nothing else couples the images of a batch. An objective that couples them (diversity) is
+/// split into one part per lane and evaluated over the whole batch's activations between the
+/// lanes' forward and backward passes (`coupled_step`). With fixed images
+/// ([`RenderConfig::context`]) the batch stays whole.
 ///
 /// On the CPU the loop runs on burn-flex under burn's autodiff by name ([`Fast`]) rather than
 /// through `Dispatch`; elsewhere on `Dispatch`'s autodiff device.
