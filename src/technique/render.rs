@@ -393,15 +393,19 @@ impl<B: Back + AutodiffBackend> Part<B> {
         redirect: bool,
         rng: &mut StdRng,
     ) -> Result<Vec<Tensor<B::InnerBackend, 4>>> {
-        let mut acts = self.activations(model, objective, config, redirect, rng)?;
+        let acts = self.activations(model, objective, config, redirect, rng)?;
         self.pending = objective
             .layers()
             .iter()
             .map(|l| {
-                acts.remove(l)
-                    .expect("forward returns every layer asked for")
+                acts.get(l).cloned().ok_or_else(|| {
+                    Error::Message(format!(
+                        "objective {}: no activation of {l}",
+                        objective.name()
+                    ))
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(self.pending.iter().map(|a| a.clone().inner()).collect())
     }
 
