@@ -75,11 +75,29 @@ pub struct Shared {
     /// The running cell stopped at a `?` (the evaluation process said so); held lines then
     /// stay held until the cell's end, where they become its error message.
     user_error: std::sync::atomic::AtomicBool,
+    /// How many [`END_MARKER`]s have arrived.
+    ends: std::sync::atomic::AtomicU64,
 }
 
 /// What the evaluation process prints (on its stdout, right after evcxr's own marker) when a
 /// `?` in a cell returned an error: see `relay_user_errors` in main.rs.
 pub const USER_ERROR_MARKER: &str = "\u{1b}[microscope-user-error]";
+
+/// What the evaluation process prints on its stderr when a cell's code has returned, after
+/// everything the cell printed there (see `relay_cell_output` in main.rs). A cell's stderr may
+/// end without a newline: the marker then ends that line.
+///
+/// Why: evcxr reads the process's stderr on a thread of its own and hands the lines on through
+/// a channel, so when a cell's execution returns, the last lines it printed to stderr may still
+/// be on their way. Under load that took more than the few milliseconds once allowed: CI saw a
+/// cell's `eprintln!` arrive after its reply. So the kernel waits for this marker before it
+/// replies ([`Shared::wait_for_end`]). stdout needs none: evcxr reads it on the thread that
+/// runs the cell, and hands every line on before the execution returns ([`flush_readers`]).
+pub const END_MARKER: &str = "\u{1b}[microscope-stderr-end]";
+
+/// The longest wait for the end marker and for the line readers (a cell that closed its own
+/// stderr sends no marker).
+const END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long stderr lines are held back before they are shown.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(100);
@@ -104,8 +122,22 @@ impl Shared {
             .collect()
     }
 
+    /// How many end markers have arrived.
+    fn ends(&self) -> u64 {
+        self.ends.load(Ordering::SeqCst)
+    }
+
+    /// Waits until an end marker has arrived since `before` (see [`END_MARKER`]), at most
+    /// [`END_WAIT`].
+    fn wait_for_end(&self, before: u64) {
+        let start = std::time::Instant::now();
+        while self.ends() <= before && start.elapsed() < END_WAIT {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Sends held stderr lines: those older than `HOLD`, or all of them.
-    fn release(&self, all: bool, on_line: &dyn Fn(&serde_json::Value, Stream, String)) {
+    fn release(&self, all: bool, on_line: &dyn Fn(&serde_json::Value, Stream, Vec<String>)) {
         let ready: Vec<String> = {
             let mut held = self.held.lock().unwrap();
             let keep = if all {
@@ -121,9 +153,7 @@ impl Shared {
         };
         if !ready.is_empty() {
             let parent = self.parent.lock().unwrap().clone();
-            for line in ready {
-                on_line(&parent, Stream::Stderr, line);
-            }
+            on_line(&parent, Stream::Stderr, ready);
         }
     }
 }
@@ -181,13 +211,14 @@ impl Preload {
 }
 
 impl Evaluator {
-    /// Starts the thread. `on_line` receives every line the cells print, as it is printed,
-    /// with the header of the request that printed it. Before each cell the interrupt file is
+    /// Starts the thread. `on_line` receives every line the cells print, in order, as they are
+    /// printed (several at once when they come faster than they are passed on), with the header
+    /// of the request that printed them. Before each cell the interrupt file is
     /// removed, so an interrupt only stops the cell it was meant for.
     pub fn start(
         preload: Preload,
         interrupt_file: PathBuf,
-        on_line: impl Fn(&serde_json::Value, Stream, String) + Send + Sync + 'static,
+        on_line: impl Fn(&serde_json::Value, Stream, Vec<String>) + Send + Sync + 'static,
     ) -> Evaluator {
         let (tx, rx) = mpsc::channel::<Request>();
         let state = Arc::new(Shared::default());
@@ -196,21 +227,48 @@ impl Evaluator {
         let forward = on_line.clone();
         // stderr is held back briefly (see `Shared::held`); stdout goes out at once, after the
         // stderr lines printed before it.
-        let sink: LineSink = Arc::new(move |stream, line| match stream {
-            Stream::Stderr => shared
-                .held
-                .lock()
-                .unwrap()
-                .push((std::time::Instant::now(), line)),
-            Stream::Stdout if line == USER_ERROR_MARKER => {
-                shared.user_error.store(true, Ordering::SeqCst)
+        let sink: LineSink = Arc::new(move |stream, lines| match stream {
+            Stream::Stderr => {
+                for line in lines {
+                    let (line, end) = match line.strip_suffix(END_MARKER) {
+                        Some(rest) => (rest.to_string(), true),
+                        None => (line, false),
+                    };
+                    // After a complete line the marker is a line of its own: nothing to show.
+                    if !(end && line.is_empty()) {
+                        shared
+                            .held
+                            .lock()
+                            .unwrap()
+                            .push((std::time::Instant::now(), line));
+                    }
+                    // Counted after the line it ends is held.
+                    if end {
+                        shared.ends.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
             }
             Stream::Stdout => {
-                if !shared.user_error.load(Ordering::SeqCst) {
-                    shared.release(true, &*forward);
+                let send = |text: &mut Vec<String>| {
+                    if text.is_empty() {
+                        return;
+                    }
+                    if !shared.user_error.load(Ordering::SeqCst) {
+                        shared.release(true, &*forward);
+                    }
+                    let parent = shared.parent.lock().unwrap().clone();
+                    forward(&parent, stream, std::mem::take(text))
+                };
+                let mut text = Vec::new();
+                for line in lines {
+                    if line == USER_ERROR_MARKER {
+                        send(&mut text);
+                        shared.user_error.store(true, Ordering::SeqCst)
+                    } else {
+                        text.push(line);
+                    }
                 }
-                let parent = shared.parent.lock().unwrap().clone();
-                forward(&parent, stream, line)
+                send(&mut text);
             }
         });
         let shared = state.clone();
@@ -242,10 +300,81 @@ impl Evaluator {
     }
 }
 
-type LineSink = Arc<dyn Fn(Stream, String) + Send + Sync>;
+type LineSink = Arc<dyn Fn(Stream, Vec<String>) + Send + Sync>;
 
-/// Sends one line of a cell's output, with the header of the request that printed it.
-type Forward = Arc<dyn Fn(&serde_json::Value, Stream, String) + Send + Sync>;
+/// A request to a line reader: answer on this sender once every line received so far has gone
+/// to the sink.
+type Flush = mpsc::Sender<()>;
+
+/// The most lines passed on at once.
+const BATCH: usize = 1000;
+
+/// How long a line waits for more to go on with it: a cell that prints thousands of lines
+/// quickly reaches Jupyter in tens of messages a second, not one per line (iopub's queue holds
+/// a thousand messages and drops what comes on top).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Passes the lines evcxr hands on for one stream to `sink`, until evcxr drops the channel, and
+/// answers each [`Flush`] request once the lines already in the channel have gone too. Lines
+/// that come within [`GATHER`] of one another go on together, up to [`BATCH`] at once.
+fn pass_lines(
+    stream: Stream,
+    lines: crossbeam_channel::Receiver<String>,
+    flush: crossbeam_channel::Receiver<Flush>,
+    sink: LineSink,
+) {
+    loop {
+        crossbeam_channel::select! {
+            recv(lines) -> line => match line {
+                Ok(line) => {
+                    let deadline = std::time::Instant::now() + GATHER;
+                    let mut batch = vec![line];
+                    while batch.len() < BATCH {
+                        match lines.recv_deadline(deadline) {
+                            Ok(line) => batch.push(line),
+                            Err(_) => break,
+                        }
+                    }
+                    sink(stream, batch);
+                }
+                Err(_) => return,
+            },
+            recv(flush) -> done => {
+                // `select!` picks at random among ready channels: empty this one first.
+                loop {
+                    let batch: Vec<String> = lines.try_iter().take(BATCH).collect();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    sink(stream, batch);
+                }
+                if let Ok(done) = done {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Returns once each line reader has passed on every line it had received (see [`pass_lines`]),
+/// at most [`END_WAIT`] later.
+fn flush_readers(readers: &[crossbeam_channel::Sender<Flush>]) {
+    let deadline = std::time::Instant::now() + END_WAIT;
+    let (done, answers) = mpsc::channel();
+    for reader in readers {
+        let _ = reader.send(done.clone());
+    }
+    drop(done);
+    for _ in readers {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if answers.recv_timeout(left).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends lines of a cell's output, with the header of the request that printed them.
+type Forward = Arc<dyn Fn(&serde_json::Value, Stream, Vec<String>) + Send + Sync>;
 
 fn run(
     preload: Preload,
@@ -269,7 +398,7 @@ fn run(
             if let Err(e) = crate::template::copy_template(template, &preload.work_dir) {
                 on_line(
                     Stream::Stderr,
-                    format!("microscope kernel: {e:#}; building from scratch"),
+                    vec![format!("microscope kernel: {e:#}; building from scratch")],
                 );
             }
         }
@@ -278,17 +407,16 @@ fn run(
         Some(e) => Err(e.clone()),
         None => start_evcxr(&preload.library_path).map_err(|e| format!("evcxr did not start: {e}")),
     };
+    let mut flushes = Vec::new();
     let started = started.map(|(ctx, outputs)| {
         for (stream, rx) in [
             (Stream::Stdout, outputs.stdout),
             (Stream::Stderr, outputs.stderr),
         ] {
             let sink = on_line.clone();
-            std::thread::spawn(move || {
-                while let Ok(line) = rx.recv() {
-                    sink(stream, line);
-                }
-            });
+            let (flush, flushed) = crossbeam_channel::unbounded();
+            flushes.push(flush);
+            std::thread::spawn(move || pass_lines(stream, rx, flushed, sink));
         }
         ctx
     });
@@ -296,7 +424,7 @@ fn run(
     let mut ctx = match started {
         Ok(ctx) => Some(ctx),
         Err(e) => {
-            on_line(Stream::Stderr, format!("microscope kernel: {e}"));
+            on_line(Stream::Stderr, vec![format!("microscope kernel: {e}")]);
             start_error = Some(e);
             None
         }
@@ -332,9 +460,13 @@ fn run(
                 reply,
             } => {
                 let _ = std::fs::remove_file(&interrupt_file);
+                let ends = shared.ends();
                 shared.release(true, &*forward);
                 shared.user_error.store(false, Ordering::SeqCst);
                 *shared.parent.lock().unwrap() = parent;
+                // Whether the evaluation process ran the cell's code (to its end, a panic or a
+                // `?` included): then end markers follow its output.
+                let mut ran = false;
                 let outcome = match (&mut ctx, &preload_error) {
                     (_, Some(e)) => error_outcome("PreloadError", e.clone()),
                     (None, None) => error_outcome(
@@ -349,15 +481,26 @@ fn run(
                         match result {
                             Ok(out) => {
                                 log_phases(&out);
+                                // evcxr runs the code right after this phase, once; a command
+                                // (`:vars`) or a cell with nothing to run has no such phase.
+                                ran = out.phases.iter().any(|p| p.name == "Final compile");
                                 Outcome::Ok(out.content_by_mime_type)
                             }
-                            Err(e) => outcome_of(e),
+                            Err(e) => {
+                                ran = matches!(e, Error::TypeRedefinedVariablesLost(_));
+                                outcome_of(e)
+                            }
                         }
                     }
                 };
-                // Lines already received are forwarded by the reader threads within
-                // microseconds; give them that time so outputs precede the result.
-                std::thread::sleep(std::time::Duration::from_millis(5));
+                // Outputs precede the result. A cell whose code ran has its last stderr line
+                // followed by the end marker: wait for that. Then every line evcxr has handed
+                // on is passed to the sink (for a process that died, evcxr has read its stderr
+                // to the end).
+                if ran {
+                    shared.wait_for_end(ends);
+                }
+                flush_readers(&flushes);
                 // A cell that stopped at `?` is an error, whose message is what it printed to
                 // stderr just before (evcxr prints the error there).
                 let outcome = match outcome {
@@ -502,7 +645,11 @@ pub fn prebuild(preload: &Preload) -> anyhow::Result<()> {
     for rx in [outputs.stdout, outputs.stderr] {
         std::thread::spawn(move || {
             while let Ok(line) = rx.recv() {
-                eprintln!("{line}");
+                match line.strip_suffix(END_MARKER) {
+                    Some("") => {}
+                    Some(rest) => eprintln!("{rest}"),
+                    None => eprintln!("{line}"),
+                }
             }
         });
     }

@@ -72,38 +72,64 @@ impl Iopub {
     }
 }
 
-/// A line a cell printed, as the iopub message it becomes.
-fn line_message(stream: Stream, line: &str) -> (String, Value) {
-    // The evaluation process passes a marked line on only when the crate wrote it (see
-    // `relay_cell_output` in main.rs); stderr is not relayed, so it is never a display.
-    let marked = match stream {
-        Stream::Stdout => line.strip_prefix(DISPLAY_MARKER),
-        Stream::Stderr => None,
-    };
-    if let Some(json_text) = marked {
-        if let Ok(v) = serde_json::from_str::<Value>(json_text) {
-            let update = v["update"].as_bool().unwrap_or(false);
-            let id = v["display_id"].as_str().map(str::to_string);
-            let mut content = json!({ "data": v["data"], "metadata": {}, "transient": {} });
-            if let Some(id) = &id {
-                content["transient"] = json!({ "display_id": id });
-            }
-            let kind = if update && id.is_some() {
-                "update_display_data"
-            } else {
-                "display_data"
-            };
-            return (kind.into(), content);
-        }
-    }
+/// Lines a cell printed, as the iopub messages they become: a display line (see
+/// [`display_message`]) is a message of its own, and the text lines around display lines go
+/// together as one `stream` message, up to [`STREAM_CHUNK`] bytes each. So a cell that prints
+/// thousands of lines quickly sends a few messages, not one per line: iopub drops the messages
+/// its queue cannot hold, and these would be lost output.
+fn line_messages(stream: Stream, lines: &[String]) -> Vec<(String, Value)> {
     let name = match stream {
         Stream::Stdout => "stdout",
         Stream::Stderr => "stderr",
     };
-    (
-        "stream".into(),
-        json!({ "name": name, "text": format!("{line}\n") }),
-    )
+    let mut messages = Vec::new();
+    let mut text = String::new();
+    let send_text = |text: &mut String, messages: &mut Vec<(String, Value)>| {
+        if !text.is_empty() {
+            let text = std::mem::take(text);
+            messages.push(("stream".into(), json!({ "name": name, "text": text })));
+        }
+    };
+    for line in lines {
+        if let Some(display) = display_message(stream, line) {
+            send_text(&mut text, &mut messages);
+            messages.push(display);
+            continue;
+        }
+        text.push_str(line);
+        text.push('\n');
+        if text.len() >= STREAM_CHUNK {
+            send_text(&mut text, &mut messages);
+        }
+    }
+    send_text(&mut text, &mut messages);
+    messages
+}
+
+/// The text that one `stream` message carries at most, give or take a line.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// A line that is a display, as the iopub message it becomes. The evaluation process passes a
+/// marked line on only when the crate wrote it (see `relay_cell_output` in main.rs); stderr is
+/// not relayed, so it is never a display.
+fn display_message(stream: Stream, line: &str) -> Option<(String, Value)> {
+    let json_text = match stream {
+        Stream::Stdout => line.strip_prefix(DISPLAY_MARKER)?,
+        Stream::Stderr => return None,
+    };
+    let v = serde_json::from_str::<Value>(json_text).ok()?;
+    let update = v["update"].as_bool().unwrap_or(false);
+    let id = v["display_id"].as_str().map(str::to_string);
+    let mut content = json!({ "data": v["data"], "metadata": {}, "transient": {} });
+    if let Some(id) = &id {
+        content["transient"] = json!({ "display_id": id });
+    }
+    let kind = if update && id.is_some() {
+        "update_display_data"
+    } else {
+        "display_data"
+    };
+    Some((kind.into(), content))
 }
 
 /// Like ipykernel: when Jupyter says it watches (`JPY_PARENT_PID` is set), calls `gone` once
@@ -133,17 +159,23 @@ pub struct Lines(Arc<Mutex<Option<Iopub>>>);
 pub fn start_evaluator(preload: Preload, interrupt_file: PathBuf) -> (Evaluator, Lines) {
     let lines = Lines::default();
     let sink = lines.clone();
-    let evaluator = Evaluator::start(
-        preload,
-        interrupt_file,
-        move |parent, stream, line| match sink.0.lock().unwrap().as_ref() {
-            Some(iopub) => {
-                let (kind, content) = line_message(stream, &line);
-                iopub.send(parent, &kind, content);
-            }
-            None => eprintln!("{line}"),
-        },
-    );
+    let evaluator =
+        Evaluator::start(
+            preload,
+            interrupt_file,
+            move |parent, stream, lines| match sink.0.lock().unwrap().as_ref() {
+                Some(iopub) => {
+                    for (kind, content) in line_messages(stream, &lines) {
+                        iopub.send(parent, &kind, content);
+                    }
+                }
+                None => {
+                    for line in lines {
+                        eprintln!("{line}");
+                    }
+                }
+            },
+        );
     (evaluator, lines)
 }
 
@@ -634,21 +666,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_lines_become_display_messages() {
-        let line = format!(
+    fn display_lines_become_display_messages_and_text_lines_go_together() {
+        let display = format!(
             "{DISPLAY_MARKER}{}",
             json!({"data": {"text/plain": "x"}, "display_id": "d1", "update": true})
         );
-        let (kind, content) = line_message(Stream::Stdout, &line);
-        assert_eq!(kind, "update_display_data");
-        assert_eq!(content["transient"]["display_id"], "d1");
-        assert_eq!(content["data"]["text/plain"], "x");
-        let (kind, _) = line_message(Stream::Stderr, &line);
-        assert_eq!(kind, "stream", "stderr is never a display");
-        let (kind, content) = line_message(Stream::Stderr, "plain text");
-        assert_eq!(kind, "stream");
-        assert_eq!(content["name"], "stderr");
-        assert_eq!(content["text"], "plain text\n");
+        let lines: Vec<String> = ["a", "b", &display, "c"].map(String::from).into();
+        let messages = line_messages(Stream::Stdout, &lines);
+        let kinds: Vec<&str> = messages.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, ["stream", "update_display_data", "stream"]);
+        assert_eq!(messages[0].1["text"], "a\nb\n");
+        assert_eq!(messages[0].1["name"], "stdout");
+        assert_eq!(messages[1].1["transient"]["display_id"], "d1");
+        assert_eq!(messages[1].1["data"]["text/plain"], "x");
+        assert_eq!(messages[2].1["text"], "c\n");
+
+        let messages = line_messages(Stream::Stderr, &lines);
+        assert_eq!(messages.len(), 1, "stderr is never a display");
+        assert_eq!(messages[0].1["name"], "stderr");
+        assert_eq!(messages[0].1["text"], format!("a\nb\n{display}\nc\n"));
+
+        // Many lines: a few messages, each under the chunk size give or take a line, and
+        // nothing lost.
+        let many: Vec<String> = (0..20_000).map(|i| format!("line {i}")).collect();
+        let messages = line_messages(Stream::Stderr, &many);
+        assert!(
+            messages.len() > 1 && messages.len() < 10,
+            "{}",
+            messages.len()
+        );
+        let text: String = messages
+            .iter()
+            .map(|(_, c)| c["text"].as_str().unwrap())
+            .inspect(|t| assert!(t.len() < STREAM_CHUNK + 20))
+            .collect();
+        assert_eq!(text, many.join("\n") + "\n");
     }
 
     #[test]

@@ -131,6 +131,7 @@ fn main() -> ExitCode {
 /// - adding [`eval::USER_ERROR_MARKER`] after evcxr's own marker for a `?` that stopped a cell
 ///   (evcxr consumes its marker itself and reports the cell as a success; with ours the kernel
 ///   can report it as the error it is);
+/// - writing [`eval::END_MARKER`] to stderr when it sees evcxr's marker of a cell's end;
 /// - passing the crate's own display lines and content blocks on (see [`relay_line`]) and
 ///   defusing every other line that would look like one.
 fn relay_cell_output() {
@@ -164,6 +165,17 @@ fn relay_cell_output() {
             let Ok(line) = line else { break };
             let line = relay_line(&line, secret.as_bytes());
             let marker = &*line == b"EVCXR_ERROR_OCCURRED";
+            if &*line == b"EVCXR_EXECUTION_COMPLETE" {
+                // The cell has returned, after everything it printed to stderr: the marker
+                // follows its lines there. Not on stdout: evcxr waits until every stdout line
+                // it read has been taken from its channel, and its first execution (at start,
+                // before the kernel takes the channel) would wait forever.
+                let end = format!("{}\n", eval::END_MARKER);
+                // Straight to fd 2, past std's stderr lock, which a cell's thread may hold.
+                // SAFETY: writes a buffer this function owns to a descriptor; a failed or short
+                // write only costs the kernel's wait for the marker (at most `END_WAIT`).
+                let _ = unsafe { libc::write(2, end.as_ptr().cast(), end.len()) };
+            }
             let mut ok = out.write_all(&line).and_then(|_| out.write_all(b"\n"));
             if marker {
                 ok = ok.and_then(|_| writeln!(out, "{}", eval::USER_ERROR_MARKER));

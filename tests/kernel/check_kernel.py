@@ -375,6 +375,22 @@ def check_session():
         check(not any("no_such_layer" in m["content"]["text"] for m in streams), "... shown once (not also as stderr)")
         reply, msgs = s.execute("eprintln!(\"a warning\"); let fine = 1;")
         check(reply["status"] == "ok" and "a warning" in text_of(msgs), "a cell that prints to stderr and succeeds is ok, its text shown")
+        # All of it before the reply, however much and however busy the machine: the cell's
+        # last lines were once still on their way when it replied (seen in CI, under load), and
+        # a line per message overflowed iopub's queue, which drops what it cannot hold.
+        n = 20000
+        reply, msgs = s.execute(f'for i in 0..{n} {{ println!("out {{i}}"); eprintln!("line {{i}}"); }} '
+                                f'eprint!("no newline at the end");')
+        for name, want in [("stdout", [f"out {i}" for i in range(n)]),
+                           ("stderr", [f"line {i}" for i in range(n)] + ["no newline at the end"])]:
+            text = "".join(m["content"]["text"] for m in msgs
+                           if m["msg_type"] == "stream" and m["content"]["name"] == name)
+            got = text.splitlines()
+            check(reply["status"] == "ok" and got == want and "\x1b" not in text,
+                  f"{n} {name} lines (and one without a newline on stderr) all come before the reply, "
+                  f"in order, and nothing else ({len(got)} lines, last {got[-1:]!r})")
+        check(sum(m["msg_type"] == "stream" for m in msgs) < 200,
+              f"... in a few messages, not one per line ({sum(m['msg_type'] == 'stream' for m in msgs)})")
 
         # Printed text that looks like output markers (as a model's names or a file can) stays
         # text: evcxr's content blocks, the kernel's display marker, on stdout and stderr, and a
