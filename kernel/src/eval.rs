@@ -75,6 +75,13 @@ pub struct Shared {
     /// The running cell stopped at a `?` (the evaluation process said so); held lines then
     /// stay held until the cell's end, where they become its error message.
     user_error: std::sync::atomic::AtomicBool,
+    /// The running cell panicked (the evaluation process said so).
+    panicked: std::sync::atomic::AtomicBool,
+    /// What the running cell's last panic said on stderr (the line after the one saying where
+    /// it panicked).
+    panic_message: Mutex<Option<String>>,
+    /// The last stderr line said that a thread panicked: the next one is the message.
+    panic_follows: std::sync::atomic::AtomicBool,
     /// How many [`END_MARKER`]s have arrived.
     ends: std::sync::atomic::AtomicU64,
 }
@@ -82,6 +89,11 @@ pub struct Shared {
 /// What the evaluation process prints (on its stdout, right after evcxr's own marker) when a
 /// `?` in a cell returned an error: see `relay_user_errors` in main.rs.
 pub const USER_ERROR_MARKER: &str = "\u{1b}[microscope-user-error]";
+
+/// What the evaluation process prints (on its stdout, right after evcxr's own marker) when a
+/// cell panicked. evcxr reports such a cell as a success (it only drops the variables the cell
+/// defined); the kernel reports it as an error, so that running a notebook stops there.
+pub const PANIC_MARKER: &str = "\u{1b}[microscope-panic]";
 
 /// What the evaluation process prints on its stderr when a cell's code has returned, after
 /// everything the cell printed there (see `relay_cell_output` in main.rs). A cell's stderr may
@@ -234,6 +246,17 @@ impl Evaluator {
                         Some(rest) => (rest.to_string(), true),
                         None => (line, false),
                     };
+                    if shared.panic_follows.swap(false, Ordering::SeqCst) {
+                        *shared.panic_message.lock().unwrap() = Some(line.clone());
+                    }
+                    // Rust's default panic message: "thread '…' panicked at FILE:LINE:COL:",
+                    // then the message on the next line.
+                    if line.starts_with("thread '")
+                        && line.contains(" panicked at ")
+                        && line.ends_with(':')
+                    {
+                        shared.panic_follows.store(true, Ordering::SeqCst);
+                    }
                     // After a complete line the marker is a line of its own: nothing to show.
                     if !(end && line.is_empty()) {
                         shared
@@ -264,6 +287,8 @@ impl Evaluator {
                     if line == USER_ERROR_MARKER {
                         send(&mut text);
                         shared.user_error.store(true, Ordering::SeqCst)
+                    } else if line == PANIC_MARKER {
+                        shared.panicked.store(true, Ordering::SeqCst)
                     } else {
                         text.push(line);
                     }
@@ -463,6 +488,9 @@ fn run(
                 let ends = shared.ends();
                 shared.release(true, &*forward);
                 shared.user_error.store(false, Ordering::SeqCst);
+                shared.panicked.store(false, Ordering::SeqCst);
+                *shared.panic_message.lock().unwrap() = None;
+                shared.panic_follows.store(false, Ordering::SeqCst);
                 *shared.parent.lock().unwrap() = parent;
                 // Whether the evaluation process ran the cell's code (to its end, a panic or a
                 // `?` included): then end markers follow its output.
@@ -520,9 +548,26 @@ fn run(
                             evalue,
                         }
                     }
+                    Outcome::Ok(_) if shared.panicked.load(Ordering::SeqCst) => {
+                        let message = shared.panic_message.lock().unwrap().take();
+                        // Shown, not obeyed, as above.
+                        let evalue =
+                            visible_controls(message.as_deref().unwrap_or("the cell panicked"));
+                        Outcome::Error {
+                            ename: "Panic".into(),
+                            traceback: vec![
+                                format!("panic: {evalue}"),
+                                "(the panic's whole report is above, on stderr; variables this \
+                                 cell defined are lost, earlier ones are kept)"
+                                    .into(),
+                            ],
+                            evalue,
+                        }
+                    }
                     outcome => outcome,
                 };
                 shared.user_error.store(false, Ordering::SeqCst);
+                shared.panicked.store(false, Ordering::SeqCst);
                 shared.release(true, &*forward);
                 *shared.parent.lock().unwrap() = serde_json::Value::Null;
                 shared

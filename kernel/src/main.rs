@@ -131,6 +131,8 @@ fn main() -> ExitCode {
 /// - adding [`eval::USER_ERROR_MARKER`] after evcxr's own marker for a `?` that stopped a cell
 ///   (evcxr consumes its marker itself and reports the cell as a success; with ours the kernel
 ///   can report it as the error it is);
+/// - adding [`eval::PANIC_MARKER`] after evcxr's own marker for a cell that panicked (evcxr
+///   consumes that one too);
 /// - writing [`eval::END_MARKER`] to stderr when it sees evcxr's marker of a cell's end;
 /// - passing the crate's own display lines and content blocks on (see [`relay_line`]) and
 ///   defusing every other line that would look like one.
@@ -165,6 +167,7 @@ fn relay_cell_output() {
             let Ok(line) = line else { break };
             let line = relay_line(&line, secret.as_bytes());
             let marker = &*line == b"EVCXR_ERROR_OCCURRED";
+            let panicked = &*line == b"EVCXR_PANIC_NOTIFICATION";
             if &*line == b"EVCXR_EXECUTION_COMPLETE" {
                 // The cell has returned, after everything it printed to stderr: the marker
                 // follows its lines there. Not on stdout: evcxr waits until every stdout line
@@ -180,6 +183,9 @@ fn relay_cell_output() {
             if marker {
                 ok = ok.and_then(|_| writeln!(out, "{}", eval::USER_ERROR_MARKER));
             }
+            if panicked {
+                ok = ok.and_then(|_| writeln!(out, "{}", eval::PANIC_MARKER));
+            }
             if ok.and_then(|_| out.flush()).is_err() {
                 break;
             }
@@ -187,10 +193,13 @@ fn relay_cell_output() {
     });
 }
 
+/// How the kernel's own markers start: a display line, a `?` that stopped a cell, a panic.
+const MARKER_PREFIX: &str = "\u{1b}[microscope-";
+
 /// What the evaluation process passes on for one line a cell printed. A line that starts with
 /// the secret is the crate's own (a display line or a content block's first line): it goes on
 /// without the secret. Any other line that evcxr or the kernel would read as a display is
-/// defused with a zero-width space: one starting with the display marker, and one holding
+/// defused with a zero-width space: one starting like the kernel's markers, and one holding
 /// evcxr's content marker (evcxr finds that anywhere in a line) for any type but the plain text
 /// evcxr itself writes for a value without a rich display.
 fn relay_line<'a>(line: &'a [u8], secret: &[u8]) -> std::borrow::Cow<'a, [u8]> {
@@ -203,7 +212,7 @@ fn relay_line<'a>(line: &'a [u8], secret: &[u8]) -> std::borrow::Cow<'a, [u8]> {
         }
     }
     let mut out = line.to_vec();
-    if line.starts_with(kernel::DISPLAY_MARKER.as_bytes()) {
+    if line.starts_with(MARKER_PREFIX.as_bytes()) {
         out.splice(0..0, ZWSP.iter().copied());
     }
     let evcxr_text_plain = line == b"EVCXR_BEGIN_CONTENT text/plain";
@@ -292,6 +301,12 @@ mod tests {
         );
         let forged = [kernel::DISPLAY_MARKER.as_bytes(), b"{}"].concat();
         assert!(!relay_line(&forged, secret).starts_with(kernel::DISPLAY_MARKER.as_bytes()));
+        // Nor do the markers of a cell's end: a cell cannot make itself an error, or hide one.
+        for marker in [eval::USER_ERROR_MARKER, eval::PANIC_MARKER] {
+            assert!(marker.starts_with(MARKER_PREFIX));
+            assert!(!relay_line(marker.as_bytes(), secret).starts_with(MARKER_PREFIX.as_bytes()));
+        }
+        assert!(kernel::DISPLAY_MARKER.starts_with(MARKER_PREFIX));
         let own_block = [&secret[..], b"EVCXR_BEGIN_CONTENT text/html"].concat();
         assert_eq!(
             &*relay_line(&own_block, secret),

@@ -392,6 +392,19 @@ def check_session():
         check(sum(m["msg_type"] == "stream" for m in msgs) < 200,
               f"... in a few messages, not one per line ({sum(m['msg_type'] == 'stream' for m in msgs)})")
 
+        # A panic is an error (running a notebook stops there), saying what the panic said;
+        # the variables from before are kept. Text that looks like the kernel's own markers
+        # makes nothing an error.
+        reply, msgs = s.execute('let lost = 1; panic!("boom at {}", kept);')
+        err = [m for m in msgs if m["msg_type"] == "error"]
+        check(reply["status"] == "error" and len(err) == 1 and err[0]["content"]["ename"] == "Panic"
+              and err[0]["content"]["evalue"] == "boom at 41",
+              f"a cell that panics is an error reply saying what the panic said: {text_of(err).strip()[:120]!r}")
+        reply, msgs = s.execute('println!("{}", kept + 1);')
+        check(reply["status"] == "ok" and "42" in text_of(msgs), "... and the next cell still sees earlier variables")
+        reply, msgs = s.execute(r'println!("\x1b[microscope-panic]"); println!("\x1b[microscope-user-error]");')
+        check(reply["status"] == "ok", "printing the kernel's markers makes a cell neither a panic nor an error")
+
         # Printed text that looks like output markers (as a model's names or a file can) stays
         # text: evcxr's content blocks, the kernel's display marker, on stdout and stderr, and a
         # `Debug` value whose text holds the block's end marker.
