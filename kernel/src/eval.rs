@@ -95,9 +95,10 @@ pub const USER_ERROR_MARKER: &str = "\u{1b}[microscope-user-error]";
 /// defined); the kernel reports it as an error, so that running a notebook stops there.
 pub const PANIC_MARKER: &str = "\u{1b}[microscope-panic]";
 
-/// What the evaluation process prints on its stderr when a cell's code has returned, after
-/// everything the cell printed there (see `relay_cell_output` in main.rs). A cell's stderr may
-/// end without a newline: the marker then ends that line.
+/// What the evaluation process prints on its stderr, after the display secret
+/// ([`Preload::secret`]), when a cell's code has returned, after everything the cell printed
+/// there (see `relay_cell_output` in main.rs). A cell's stderr may end without a newline: the
+/// marker then ends that line.
 ///
 /// Why: evcxr reads the process's stderr on a thread of its own and hands the lines on through
 /// a channel, so when a cell's execution returns, the last lines it printed to stderr may still
@@ -198,6 +199,9 @@ pub struct Preload {
     /// Why this kernel cannot build cells at all (its pinned toolchain changed): every cell
     /// answers with this line instead of starting a build.
     pub setup_error: Option<String>,
+    /// The display secret the evaluation process has (see `relay_line` in main.rs), empty when
+    /// none: it opens the [`END_MARKER`], so that no text a cell prints can pass for one.
+    pub secret: String,
 }
 
 impl Preload {
@@ -237,12 +241,13 @@ impl Evaluator {
         let on_line: Forward = Arc::new(on_line);
         let shared = state.clone();
         let forward = on_line.clone();
+        let end_marker = format!("{}{END_MARKER}", preload.secret);
         // stderr is held back briefly (see `Shared::held`); stdout goes out at once, after the
         // stderr lines printed before it.
         let sink: LineSink = Arc::new(move |stream, lines| match stream {
             Stream::Stderr => {
                 for line in lines {
-                    let (line, end) = match line.strip_suffix(END_MARKER) {
+                    let (line, end) = match line.strip_suffix(&end_marker) {
                         Some(rest) => (rest.to_string(), true),
                         None => (line, false),
                     };
@@ -688,9 +693,10 @@ pub fn prebuild(preload: &Preload) -> anyhow::Result<()> {
     let (mut ctx, outputs) =
         start_evcxr(&preload.library_path).map_err(|e| anyhow::anyhow!("starting evcxr: {e}"))?;
     for rx in [outputs.stdout, outputs.stderr] {
+        let end_marker = format!("{}{END_MARKER}", preload.secret);
         std::thread::spawn(move || {
             while let Ok(line) = rx.recv() {
-                match line.strip_suffix(END_MARKER) {
+                match line.strip_suffix(&end_marker) {
                     Some("") => {}
                     Some(rest) => eprintln!("{rest}"),
                     None => eprintln!("{line}"),

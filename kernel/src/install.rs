@@ -213,6 +213,8 @@ fn prebuild_template(
         library_path: toolchain.library_path(staged),
         lockfile: Some(crate_dir.join("Cargo.lock")),
         setup_error: None,
+        // The install sets no display secret for its evaluation process.
+        secret: String::new(),
     };
     let progress = Progress::start(
         staged

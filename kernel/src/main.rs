@@ -173,7 +173,7 @@ fn relay_cell_output() {
                 // follows its lines there. Not on stdout: evcxr waits until every stdout line
                 // it read has been taken from its channel, and its first execution (at start,
                 // before the kernel takes the channel) would wait forever.
-                let end = format!("{}\n", eval::END_MARKER);
+                let end = format!("{secret}{}\n", eval::END_MARKER);
                 // Straight to fd 2, past std's stderr lock, which a cell's thread may hold.
                 // SAFETY: writes a buffer this function owns to a descriptor; a failed or short
                 // write only costs the kernel's wait for the marker (at most `END_WAIT`).

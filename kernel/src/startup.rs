@@ -52,11 +52,10 @@ pub fn prepare(
     let bridge_token = uuid::Uuid::new_v4().simple().to_string();
     std::env::set_var(BRIDGE_ENV, &bridge_socket);
     std::env::set_var(BRIDGE_TOKEN_ENV, &bridge_token);
-    // Marks the crate's own display lines in the evaluation process's output (relay_line).
-    std::env::set_var(
-        DISPLAY_SECRET_ENV,
-        format!("\u{1b}[{}]", uuid::Uuid::new_v4().simple()),
-    );
+    // Marks the crate's own display lines in the evaluation process's output (relay_line), and
+    // its end markers (eval::END_MARKER).
+    let secret = format!("\u{1b}[{}]", uuid::Uuid::new_v4().simple());
+    std::env::set_var(DISPLAY_SECRET_ENV, &secret);
     let evcxr_dir = work.join("evcxr");
     let preload = eval::Preload {
         crate_dir: template::crate_dir(),
@@ -71,6 +70,7 @@ pub fn prepare(
             .map(|t| t.join("Cargo.lock"))
             .filter(|l| l.exists()),
         setup_error: toolchain.as_ref().err().cloned(),
+        secret,
         template,
         work_dir: evcxr_dir,
         background,

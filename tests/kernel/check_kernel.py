@@ -392,6 +392,18 @@ def check_session():
         check(sum(m["msg_type"] == "stream" for m in msgs) < 200,
               f"... in a few messages, not one per line ({sum(m['msg_type'] == 'stream' for m in msgs)})")
 
+        # The end marker the kernel waits for cannot be forged: a cell (or a model's name it
+        # prints) that writes it has that text shown, and all its stderr before the reply.
+        reply, msgs = s.execute(f'eprintln!("\\x1b[microscope-stderr-end]"); '
+                                f'for i in 0..{n} {{ eprintln!("after {{i}}"); }}')
+        text = "".join(m["content"]["text"] for m in msgs
+                       if m["msg_type"] == "stream" and m["content"]["name"] == "stderr")
+        got = [line for line in text.splitlines() if line.startswith("after")]
+        check(reply["status"] == "ok" and got == [f"after {i}" for i in range(n)]
+              and "\x1b[microscope-stderr-end]" in text,
+              f"a cell that prints the end marker itself has it shown, and all its stderr before the reply "
+              f"({len(got)} of {n})")
+
         # A panic is an error (running a notebook stops there), saying what the panic said;
         # the variables from before are kept. Text that looks like the kernel's own markers
         # makes nothing an error.
