@@ -498,7 +498,7 @@ fn run(
                 shared.panic_follows.store(false, Ordering::SeqCst);
                 *shared.parent.lock().unwrap() = parent;
                 // Whether the evaluation process ran the cell's code (to its end, a panic or a
-                // `?` included): then end markers follow its output.
+                // `?` included): then the end marker follows its stderr.
                 let mut ran = false;
                 let outcome = match (&mut ctx, &preload_error) {
                     (_, Some(e)) => error_outcome("PreloadError", e.clone()),
