@@ -393,12 +393,12 @@ impl<B: Back + AutodiffBackend> Part<B> {
         redirect: bool,
         rng: &mut StdRng,
     ) -> Result<Vec<Tensor<B::InnerBackend, 4>>> {
-        let acts = self.activations(model, objective, config, redirect, rng)?;
+        let mut acts = self.activations(model, objective, config, redirect, rng)?;
         self.pending = objective
             .layers()
             .iter()
             .map(|l| {
-                acts.get(l).cloned().ok_or_else(|| {
+                acts.remove(l).ok_or_else(|| {
                     Error::Message(format!(
                         "objective {}: no activation of {l}",
                         objective.name()
