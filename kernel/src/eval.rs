@@ -87,7 +87,7 @@ pub struct Shared {
 }
 
 /// What the evaluation process prints (on its stdout, right after evcxr's own marker) when a
-/// `?` in a cell returned an error: see `relay_user_errors` in main.rs.
+/// `?` in a cell returned an error: see `relay_cell_output` in main.rs.
 pub const USER_ERROR_MARKER: &str = "\u{1b}[microscope-user-error]";
 
 /// What the evaluation process prints (on its stdout, right after evcxr's own marker) when a
