@@ -9,9 +9,11 @@
 
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
-use burn::tensor::TensorData;
 use rand::rngs::StdRng;
 use rand::Rng;
+
+use crate::network::ops::resample::{Taps, TAPS};
+use crate::network::Back;
 
 /// One transformation of an image batch.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +54,7 @@ pub fn standard_transforms(size: usize) -> Vec<Transform> {
 /// work and one bilinear blur instead of two. A jitter right after a pad or a resampling is
 /// folded into it (an asymmetric pad; a smaller output grid), so that no op reads a cropped,
 /// strided view of the batch: the same pixels and the same random draws as one op at a time.
-pub fn apply<B: Backend>(
+pub fn apply<B: Back>(
     transforms: &[Transform],
     mut x: Tensor<B, 4>,
     rng: &mut StdRng,
@@ -92,7 +94,7 @@ pub fn apply<B: Backend>(
                     angle = angles[rng.random_range(0..angles.len())];
                     rest = after;
                 }
-                let crop = crop_after(&mut rest, warped_size(&x, s), rng);
+                let crop = crop_after(&mut rest, warped_size(dims2(&x), s), rng);
                 warp_cropped(x, s, angle.to_radians(), crop)
             }
             Transform::Fit(size) => {
@@ -108,7 +110,7 @@ pub fn apply<B: Backend>(
             }
             Transform::Rotate(angles) => {
                 let a = angles[rng.random_range(0..angles.len())];
-                let crop = crop_after(&mut rest, warped_size(&x, 1.0), rng);
+                let crop = crop_after(&mut rest, warped_size(dims2(&x), 1.0), rng);
                 warp_cropped(x, 1.0, a.to_radians(), crop)
             }
         };
@@ -122,10 +124,15 @@ fn jitters(n: usize, h: usize, w: usize) -> bool {
 }
 
 /// The output size of [`warp`] by `s`.
-fn warped_size<B: Backend>(x: &Tensor<B, 4>, s: f32) -> (usize, usize) {
-    let [_, _, h, w] = x.dims();
+fn warped_size([h, w]: [usize; 2], s: f32) -> (usize, usize) {
     let size = |v: usize| ((v as f32) * s).round().max(1.0) as usize;
     (size(h), size(w))
+}
+
+/// The plane size `[h, w]` of `x`.
+fn dims2<B: Backend>(x: &Tensor<B, 4>) -> [usize; 2] {
+    let [_, _, h, w] = x.dims();
+    [h, w]
 }
 
 /// When the next transform is a jitter that applies to an `ho × wo` batch, takes it from `rest`
@@ -148,33 +155,52 @@ fn crop_after(
 /// Scales by `s` (output size rounded) and rotates by `angle` radians about the centre, with
 /// bilinear sampling written as four gathers (differentiable, any backend). Outside: zero.
 pub fn warp<B: Backend>(x: Tensor<B, 4>, s: f32, angle: f32) -> Tensor<B, 4> {
-    warp_cropped(x, s, angle, None)
+    let [_, _, h, w] = x.dims();
+    match warp_taps([h, w], s, angle, None) {
+        Some(taps) => taps.composed(x),
+        None => x,
+    }
 }
 
 /// [`warp`], then a crop of `n` pixels at `(dy, dx)` when `crop` is `Some((dy, dx, n))`: only the
-/// kept pixels are sampled.
-fn warp_cropped<B: Backend>(
+/// kept pixels are sampled, by the backend's own resampling op where it has one
+/// ([`Back::resample`]).
+fn warp_cropped<B: Back>(
     x: Tensor<B, 4>,
     s: f32,
     angle: f32,
     crop: Option<(usize, usize, usize)>,
 ) -> Tensor<B, 4> {
-    let [n, c, h, w] = x.dims();
-    let (ho, wo) = warped_size(&x, s);
+    let [_, _, h, w] = x.dims();
+    match warp_taps([h, w], s, angle, crop) {
+        Some(taps) => B::resample(&x, &taps).unwrap_or_else(|| taps.composed(x)),
+        None => match crop {
+            Some((y_off, x_off, cut)) => x.narrow(2, y_off, h - cut).narrow(3, x_off, w - cut),
+            None => x,
+        },
+    }
+}
+
+/// The bilinear taps of [`warp_cropped`] on `[h, w]` planes; `None` when it samples nothing (no
+/// scale, no rotation: at most a crop).
+fn warp_taps(
+    [h, w]: [usize; 2],
+    s: f32,
+    angle: f32,
+    crop: Option<(usize, usize, usize)>,
+) -> Option<Taps> {
+    let (ho, wo) = warped_size([h, w], s);
     let (y_off, x_off, cut) = crop.unwrap_or((0, 0, 0));
     if ho == h && wo == w && angle == 0.0 {
-        return match crop {
-            Some(_) => x.narrow(2, y_off, h - cut).narrow(3, x_off, w - cut),
-            None => x,
-        };
+        return None;
     }
     let (hk, wk) = (ho - cut, wo - cut);
     let (sin, cos) = angle.sin_cos();
     let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
     let (oy, ox) = ((ho as f32 - 1.0) / 2.0, (wo as f32 - 1.0) / 2.0);
     // For each kept output pixel, its four source pixels (flat index) and bilinear weights.
-    let mut index = vec![vec![0i32; hk * wk]; 4];
-    let mut weight = vec![vec![0.0f32; hk * wk]; 4];
+    let mut index = vec![0i32; hk * wk * TAPS];
+    let mut weight = vec![0.0f32; hk * wk * TAPS];
     for yk in 0..hk {
         for xk in 0..wk {
             let (y, xo) = (yk + y_off, xk + x_off);
@@ -192,32 +218,26 @@ fn warp_cropped<B: Backend>(
             for (k, (ky, kx, wt)) in corners.into_iter().enumerate() {
                 let (py, px) = (y0 + ky, x0 + kx);
                 let inside = py >= 0.0 && px >= 0.0 && py < h as f32 && px < w as f32;
-                let o = yk * wk + xk;
+                let at = (yk * wk + xk) * TAPS + k;
                 if inside {
-                    index[k][o] = (py as usize * w + px as usize) as i32;
-                    weight[k][o] = wt;
+                    index[at] = (py as usize * w + px as usize) as i32;
+                    weight[at] = wt;
                 }
             }
         }
     }
-    let device = x.device();
-    let flat = x.reshape([n * c, h * w]);
-    let mut out: Option<Tensor<B, 2>> = None;
-    for (idx, wts) in index.into_iter().zip(weight) {
-        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [hk * wk]), &device);
-        let wts = Tensor::<B, 2>::from_data(TensorData::new(wts, [1, hk * wk]), &device);
-        let term = flat.clone().select(1, idx) * wts;
-        out = Some(match out {
-            None => term,
-            Some(acc) => acc + term,
-        });
-    }
-    out.expect("four corners").reshape([n, c, hk, wk])
+    Some(Taps {
+        input: [h, w],
+        output: [hk, wk],
+        index,
+        weight,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
     use burn::Dispatch;
     use rand::SeedableRng;
 
@@ -250,6 +270,59 @@ mod tests {
             "{y:?}"
         );
         assert!((y[4] - 4.0).abs() < 1e-5, "centre stays");
+    }
+
+    /// The resampling op meant for GPU backends (gradient: a gather by the transposed taps), run
+    /// over the CPU's backend, gives the values and the gradient of burn's composed ops
+    /// (gradient: scatter-adds), for scales up and down, rotations, crops and planes that are
+    /// not square.
+    #[test]
+    fn gathered_resampling_gives_the_composed_values_and_gradient() {
+        use crate::network::ops::resample::gathered;
+        use crate::network::Fast;
+        use burn::tensor::Distribution;
+        let device = Default::default();
+        let cases = [
+            (1.1, 10.0, None),
+            (0.9, -7.0, Some((3, 2, 4))),
+            (1.4, 0.0, None),
+            (0.5, 30.0, Some((0, 1, 1))),
+            (1.0, 90.0, None),
+        ];
+        for (s, degrees, crop) in cases {
+            let shape = [2, 3, 23, 19];
+            let x0 = Tensor::<Fast, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let taps = warp_taps([23, 19], s, f32::to_radians(degrees), crop).unwrap();
+            let [ho, wo] = taps.output;
+            let r = Tensor::<Fast, 4>::random([2, 3, ho, wo], Distribution::Default, &device);
+            let run = |gather: bool| {
+                let x = x0.clone().detach().require_grad();
+                let y = match gather {
+                    true => gathered(&x, &taps),
+                    false => taps.composed(x.clone()),
+                };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let g = x.grad(&grads).unwrap();
+                (
+                    y.into_data().to_vec::<f32>().unwrap(),
+                    g.into_data().to_vec::<f32>().unwrap(),
+                )
+            };
+            let ((y1, g1), (y2, g2)) = (run(true), run(false));
+            let most = |a: &[f32], b: &[f32]| {
+                assert_eq!(a.len(), b.len());
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max)
+            };
+            let (dy, dg) = (most(&y1, &y2), most(&g1, &g2));
+            assert!(
+                dy < 1e-5 && dg < 1e-5,
+                "scale {s}, {degrees}°, {crop:?}: |Δy| {dy}, |Δgrad| {dg}"
+            );
+            assert!(g2.iter().any(|v| *v != 0.0));
+        }
     }
 
     #[test]
