@@ -341,16 +341,8 @@ fn the_cpu_backend_renders_the_pixels_dispatch_renders() {
         context: None,
     };
     let units = Objective::channels("conv3", &[0, 1, 2, 3]);
-    let ours = render(&model, &units, &config, &mut |_| {}, None).unwrap();
-    let dispatch = microscope::technique::render::render_through_dispatch(
-        &model,
-        &units,
-        &config,
-        &mut |_| {},
-        None,
-    )
-    .unwrap();
-    let (a, b) = (ours.images.to_vec(), dispatch.images.to_vec());
+    let (ours, dispatch) = rendered_and_through_dispatch(&model, &units, &config);
+    let (a, b) = (ours.to_vec(), dispatch.to_vec());
     assert_eq!(a.len(), 4 * 28 * 28);
     let worst = a
         .iter()
@@ -362,6 +354,36 @@ fn the_cpu_backend_renders_the_pixels_dispatch_renders() {
         worst, 0.0,
         "the two backends' images differ by up to {worst}"
     );
+}
+
+/// The images [`render`] gives and the ones the same render through burn's `Dispatch` gives.
+fn rendered_and_through_dispatch(
+    model: &microscope::Model,
+    objective: &Objective,
+    config: &RenderConfig,
+) -> (microscope::DynTensor, microscope::DynTensor) {
+    let ours = render(model, objective, config, &mut |_| {}, None).unwrap();
+    let dispatch = microscope::technique::render::render_through_dispatch(
+        model,
+        objective,
+        config,
+        &mut |_| {},
+        None,
+    )
+    .unwrap();
+    (ours.images, dispatch.images)
+}
+
+/// How alike two renders' pixels are: the mean |Δpixel| and Pearson's r.
+#[cfg(feature = "cuda")]
+fn alike(pa: &[f32], pb: &[f32]) -> (f32, f32) {
+    let n = pa.len() as f32;
+    let mean = pa.iter().zip(pb).map(|(x, y)| (x - y).abs()).sum::<f32>() / n;
+    let (ma, mb) = (pa.iter().sum::<f32>() / n, pb.iter().sum::<f32>() / n);
+    let cov: f32 = pa.iter().zip(pb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f32 = pa.iter().map(|x| (x - ma) * (x - ma)).sum();
+    let vb: f32 = pb.iter().map(|y| (y - mb) * (y - mb)).sum();
+    (mean, cov / (va * vb).sqrt())
 }
 
 /// On the CPU a per-image objective's batch is optimized in parts of at most 8 images, in one
@@ -569,13 +591,7 @@ fn cpu_and_cuda_feature_visualizations_agree() {
     let b = fv.run_units(&gpu, "conv3", &units).unwrap();
     let again = fv.run_units(&gpu, "conv3", &units).unwrap();
     let (pa, pb) = (a.images.to_vec(), b.images.to_vec());
-    let n = pa.len() as f32;
-    let mean = pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).sum::<f32>() / n;
-    let (ma, mb) = (pa.iter().sum::<f32>() / n, pb.iter().sum::<f32>() / n);
-    let cov: f32 = pa.iter().zip(&pb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f32 = pa.iter().map(|x| (x - ma) * (x - ma)).sum();
-    let vb: f32 = pb.iter().map(|y| (y - mb) * (y - mb)).sum();
-    let r = cov / (va * vb).sqrt();
+    let (mean, r) = alike(&pa, &pb);
     println!(
         "cpu vs cuda: mean |dpixel| {mean:.4}, pearson r {r:.4}, activations cpu {:?} cuda {:?}",
         a.activations, b.activations
@@ -598,6 +614,71 @@ fn cpu_and_cuda_feature_visualizations_agree() {
         );
     }
     assert_eq!(repeat, 0.0, "same seed on CUDA gave different pixels");
+}
+
+/// On a CUDA device the render runs on burn-cuda by name (`FastCuda`), whose resampling sends
+/// the warp's gradient back as a gather (src/network/ops/resample.rs); through `Dispatch` it is
+/// burn's scatter-adds. Same kernels otherwise, so the two differ only in the order those
+/// gradients are summed: they must agree at least as well as the CPU and CUDA do (above), and
+/// each image must excite its unit as much.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_backend_renders_what_dispatch_renders_there() {
+    let model = zoo::fashion()
+        .unwrap()
+        .to(Device::cuda(0).unwrap())
+        .unwrap();
+    let config = RenderConfig {
+        steps: 32,
+        learning_rate: 0.05,
+        seed: 3,
+        batch: 8,
+        size: 28,
+        param: ParamKind::Fft,
+        transforms: microscope::technique::transform::standard_transforms(28),
+        redirect_steps: 4,
+        context: None,
+    };
+    let units = Objective::channels("conv3", &[0, 1, 2, 3, 4, 5, 6, 7]);
+    let (ours, dispatch) = rendered_and_through_dispatch(&model, &units, &config);
+    let (pa, pb) = (ours.to_vec(), dispatch.to_vec());
+    let (mean, r) = alike(&pa, &pb);
+    let worst = pa
+        .iter()
+        .zip(&pb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    println!("cuda backend vs dispatch: mean |dpixel| {mean:.5}, max {worst:.5}, pearson r {r:.5}");
+    assert!(
+        r >= 0.9 && mean <= 0.05,
+        "images differ: r {r}, mean {mean}"
+    );
+    let acts = |images: &microscope::DynTensor| {
+        let input = model.network().image_input().unwrap().name.clone();
+        let a = model
+            .network()
+            .forward(&[(&input, model.normalize(images).unwrap())], &["conv3"])
+            .unwrap()
+            .remove(0);
+        let [_, c, h, w]: [usize; 4] = a.dims().try_into().unwrap();
+        let v = a.to_vec();
+        (0..8)
+            .map(|i| {
+                v[(i * c + i) * h * w..(i * c + i + 1) * h * w]
+                    .iter()
+                    .sum::<f32>()
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (a, b) = (acts(&ours), acts(&dispatch));
+    println!("activations: cuda backend {a:?}, dispatch {b:?}");
+    let scale = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 0.1 * scale,
+            "activation cuda backend {x}, dispatch {y} (largest {scale})"
+        );
+    }
 }
 
 #[test]

@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::model::{Layer, Model};
 use crate::provenance::Provenance;
 use crate::technique::cache::Cache;
+use crate::technique::render;
 use crate::technique::FeatureVis;
 use crate::widget::gallery::GalleryUnit;
 use crate::widget::{GalleryOptions, ViewOptions, Widget};
@@ -199,9 +200,11 @@ impl Atlas {
     }
 
     /// What every key depends on besides its own parts: the model's digest and dataset, the
-    /// backend, the crate's version.
+    /// backend (with its revision, [`render::pixels_backend`]), the crate's version.
     fn context(&self) -> String {
-        serde_json::to_string(&Provenance::of(&self.model)).expect("provenance is plain data")
+        let mut p = Provenance::of(&self.model);
+        p.backend = render::pixels_backend(self.model.network().device()).to_string();
+        serde_json::to_string(&p).expect("provenance is plain data")
     }
 
     /// The store key of a batch's gallery cells.

@@ -9,8 +9,11 @@
 //!
 //! Values live on burn's `Dispatch` backend, which picks the CPU or CUDA at run time. The same
 //! graph also runs on a named backend ([`Back`]): feature visualization on the CPU runs on
-//! [`Fast`], where ops of our own give burn-flex's slow backward passes faster ones.
+//! [`Fast`], where ops of our own give burn-flex's slow backward passes faster ones, and on a
+//! CUDA device (in builds with the `cuda` feature) on `FastCuda`, for the same reason.
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod fast;
 pub mod node;
 pub mod ops;
@@ -26,6 +29,8 @@ use burn::{Dispatch, DispatchDevice};
 use crate::device::Device;
 use crate::error::{Error, Result};
 pub use node::{Attr, Node};
+#[cfg(feature = "cuda")]
+pub use ops::FastCuda;
 pub use ops::{Back, Fast};
 use ops::{Ctx, OpSpec, Slot};
 pub use units::UnitLayout;
@@ -69,6 +74,8 @@ impl Constant {
             host: keep_host.then_some(host),
             device: on_device,
             flex: OnceLock::new(),
+            #[cfg(feature = "cuda")]
+            cuda: OnceLock::new(),
             shape,
         }
     }

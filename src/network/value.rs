@@ -331,6 +331,10 @@ pub struct Constant {
     /// A burn-flex copy, made the first time a run on the CPU render backend (`Fast`) reads
     /// the constant.
     pub flex: OnceLock<Option<DynTensor<Flex>>>,
+    /// A burn-cuda copy, made the first time a run on the CUDA render backend (`FastCuda`)
+    /// reads the constant.
+    #[cfg(feature = "cuda")]
+    pub cuda: OnceLock<Option<DynTensor<burn::backend::Cuda>>>,
     pub shape: Vec<usize>,
 }
 

@@ -138,7 +138,7 @@ impl Caricature {
                 "{}/{}/{}/{:?}",
                 self.steps, self.seed, self.learning_rate, self.param
             ),
-            model.network().device().kind(),
+            render::pixels_backend(model.network().device()),
         ]);
         let device = model.network().device().burn().clone();
         let cached = self

@@ -181,7 +181,7 @@ impl FeatureVis {
                 self.diversity,
                 if fixed { "/fit" } else { "" }
             ),
-            model.network().device().kind().to_string(),
+            render::pixels_backend(model.network().device()).to_string(),
         ];
         Cache::key(&parts.iter().map(String::as_str).collect::<Vec<_>>())
     }

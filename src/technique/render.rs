@@ -76,7 +76,8 @@ pub struct Rendered {
 /// ([`RenderConfig::context`]) the batch stays whole.
 ///
 /// On the CPU the loop runs on burn-flex under burn's autodiff by name ([`Fast`]) rather than
-/// through `Dispatch`; elsewhere on `Dispatch`'s autodiff device.
+/// through `Dispatch`, and on a CUDA device on burn-cuda by name (`FastCuda`, in builds with the
+/// `cuda` feature); elsewhere on `Dispatch`'s autodiff device.
 pub fn render(
     model: &Model,
     objective: &Objective,
@@ -87,9 +88,21 @@ pub fn render(
     render_in_parts(model, objective, config, progress, cancel, true)
 }
 
-/// [`render`] on `Dispatch`'s autodiff device whatever the device, as the CPU rendered before it
-/// had a backend of its own: for benches/feature_vis_step.rs, which times both, and the test that
-/// both give the same pixels.
+/// The backend [`render`] runs on for `device`, with the revision of its arithmetic: the part of
+/// every cache key of rendered pixels that names the device, so that a key changes only where
+/// the pixels a seed gives do. `cuda/2`: the render runs on `FastCuda`, whose resampling
+/// ([`crate::network::ops::resample::gathered`]) sums the warp's gradient in another order than
+/// burn's scatter-adds through `Dispatch` did (`cuda` before).
+pub fn pixels_backend(device: &Device) -> &'static str {
+    match device.kind() {
+        "cuda" => "cuda/2",
+        kind => kind,
+    }
+}
+
+/// [`render`] on `Dispatch`'s autodiff device whatever the device, as the CPU and CUDA rendered
+/// before each had a named backend of its own: for benches/feature_vis_step.rs, which times
+/// both, and the test that both give the same pixels.
 #[doc(hidden)]
 pub fn render_through_dispatch(
     model: &Model,
@@ -127,11 +140,17 @@ fn render_in_parts(
     let device: &Device = model.network().device();
     if is_cpu(device.burn()) {
         let ad = Default::default();
-        render_on::<Fast>(model, objective, config, progress, cancel, &ad, split)
-    } else {
-        let ad = device.autodiff();
-        render_on::<Dispatch>(model, objective, config, progress, cancel, &ad, split)
+        return render_on::<Fast>(model, objective, config, progress, cancel, &ad, split);
     }
+    #[cfg(feature = "cuda")]
+    if let burn::DispatchDevice::Cuda(d) = device.burn() {
+        let ad = d.clone();
+        return render_on::<crate::network::FastCuda>(
+            model, objective, config, progress, cancel, &ad, split,
+        );
+    }
+    let ad = device.autodiff();
+    render_on::<Dispatch>(model, objective, config, progress, cancel, &ad, split)
 }
 
 fn render_on<B: Back + AutodiffBackend>(

@@ -180,10 +180,16 @@ pub(crate) fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
 /// The render loop's backend on the CPU: burn-flex under burn's autodiff, named.
 pub type Fast = Autodiff<Flex>;
 
+/// The render loop's backend on CUDA: burn-cuda under burn's autodiff, named (network/cuda.rs).
+#[cfg(feature = "cuda")]
+pub type FastCuda = Autodiff<burn::backend::Cuda>;
+
 /// One op's kernel, instantiated for every backend the runtime runs on.
 pub struct Kernels {
     pub dispatch: OpFn<Dispatch>,
     pub fast: OpFn<Fast>,
+    #[cfg(feature = "cuda")]
+    pub cuda: OpFn<FastCuda>,
 }
 
 /// Instantiates a generic op function for every [`Back`]end.
@@ -192,6 +198,8 @@ macro_rules! kernels {
         $crate::network::ops::Kernels {
             dispatch: $f,
             fast: $f,
+            #[cfg(feature = "cuda")]
+            cuda: $f,
         }
     };
 }
@@ -201,9 +209,9 @@ macro_rules! kernels {
 /// Everything a user touches runs on burn's `Dispatch`, which picks the CPU or CUDA at run time.
 /// burn-dispatch 0.21 keeps its tensors' concrete backend private, so no op of ours can attach
 /// its own backward pass to a `Dispatch` tensor: the render loop therefore instantiates the same
-/// runtime on a concrete autodiff backend ([`Fast`], implemented in network/fast.rs), where it
-/// can. Each op is still declared once, in [`OPS`]; [`kernels!`] instantiates it for every
-/// backend.
+/// runtime on a concrete autodiff backend where it can: [`Fast`] on the CPU (network/fast.rs)
+/// and, in builds with CUDA, `FastCuda` on a CUDA device (network/cuda.rs). Each op is still
+/// declared once, in [`OPS`]; [`kernels!`] instantiates it for every backend.
 pub trait Back: Backend {
     /// This backend's instance of an op.
     fn kernel(spec: &OpSpec) -> OpFn<Self>;
