@@ -28,15 +28,14 @@ print(concats[2].output[0])
 " "$MODEL")
 features=""
 [ "$DEVICE" = cpu ] || features="--features cuda"
-# On the CPU microscope also runs its loop through burn's Dispatch backend (DISPATCH=1), as it
-# did before the CPU had a backend of its own: what our own ops there gain.
-dispatch=0
-[ "$DEVICE" = cpu ] && dispatch=1
+# microscope also runs its loop through burn's Dispatch backend (DISPATCH=1), as it did before
+# the device had a named backend of its own (the CPU: Fast; CUDA: FastCuda): what our own ops
+# there gain.
 if [ -n "${BENCH:-}" ]; then
-  ours=$(DISPATCH=$dispatch "$BENCH" "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
+  ours=$(DISPATCH=1 "$BENCH" "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
 else
   # shellcheck disable=SC2086
-  ours=$(DISPATCH=$dispatch cargo bench --quiet $features --bench feature_vis_step -- "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
+  ours=$(DISPATCH=1 cargo bench --quiet $features --bench feature_vis_step -- "$MODEL" inception_4a/output "$STEPS" "$DEVICE")
 fi
 theirs=$("$PYTHON" benches/lucent_googlenet.py "$MODEL" "$tensor" "$STEPS" "$DEVICE" both)
 echo "$ours"

@@ -8,8 +8,9 @@
 //!   the batch is channel i of the layer, modulo its channels), for throughput;
 //! - `GALLERY=B`: instead, the whole layer's gallery (every unit, STEPS steps, batches of B
 //!   units), timed: `microscope_gallery_s UNITS B SECONDS`;
-//! - `DISPATCH=1`: also the same loop through burn's `Dispatch` backend, as the CPU ran it before
-//!   it had a backend of its own (`microscope_fv_dispatch_step_ms MS`): what our own ops gain;
+//! - `DISPATCH=1`: also the same loop through burn's `Dispatch` backend, as the device ran it
+//!   before it had a named backend of its own (`microscope_fv_dispatch_step_ms MS`): what our
+//!   own ops gain;
 //! - `DIVERSITY=N`: also the unit view's diversity render (N images of unit 0, whose diversity
 //!   term couples them), in parts side by side and in one part, three alternating runs each:
 //!   `microscope_diversity_step_ms N PARTS ONE` (the medians).

@@ -10,8 +10,9 @@
 #                             # BIN=bin-fusion times the cuda-fusion build)
 #
 # `run` prints, in order: the ONNX node conformance tests on cuda:0, then for each build (plain
-# `cuda`, then `cuda-fusion`, with burn-cuda's kernel fusion and autotuning) the CPU/CUDA
-# agreement test and benches/feature_vis.sh on the GPU: ms per step against PyTorch CUDA, and
+# `cuda`, then `cuda-fusion`, with burn-cuda's kernel fusion and autotuning) the CUDA tests of
+# tests/technique.rs (CPU/CUDA agreement; the CUDA render backend against Dispatch) and
+# benches/feature_vis.sh on the GPU: ms per step against PyTorch CUDA and through Dispatch, and
 # units·steps per second at batches 8, 32 and 128. `gallery` times the whole 512-unit gallery of
 # inception_4a (512 steps, 128 px, batches of 128). CUDA_VERSION (default 13000, the toolkit on
 # the lent machines: 13.0) is what cudarc binds at build time.
@@ -76,8 +77,8 @@ run | gallery)
       "$work/bin/onnx_node_conformance" --test-threads 1
     # The plain build first, then the one with fusion and autotuning: whether they help.
     for bin in bin bin-fusion; do
-      echo "== [$bin] CPU and CUDA agree"
-      "$work/$bin/technique" cpu_and_cuda --nocapture
+      echo "== [$bin] CPU and CUDA agree; so do the CUDA render backend and Dispatch"
+      "$work/$bin/technique" cuda --nocapture
       echo "== [$bin] feature visualization step against PyTorch CUDA"
       DEVICE=cuda PYTHON=python3 BENCH="$work/$bin/feature_vis_step" BATCHES="8 32 128" \
         benches/feature_vis.sh
