@@ -11,6 +11,8 @@
 //! - `DISPATCH=1`: also the same loop through burn's `Dispatch` backend, as the device ran it
 //!   before it had a named backend of its own (`microscope_fv_dispatch_step_ms MS`): what our
 //!   own ops gain;
+//! - `RENDER=dispatch`: `microscope_fv_step_ms` through `Dispatch` too, for a profile of that
+//!   loop alone (benches/gpu.sh);
 //! - `DIVERSITY=N`: also the unit view's diversity render (N images of unit 0, whose diversity
 //!   term couples them), in parts side by side and in one part, three alternating runs each:
 //!   `microscope_diversity_step_ms N PARTS ONE` (the medians).
@@ -117,7 +119,13 @@ fn main() {
     };
     let gallery = numbers("GALLERY").first().copied();
     if gallery.is_none() {
-        let ms = ms_per_step(&model, layer, &units(8), steps, render);
+        let through_dispatch = std::env::var("RENDER").is_ok_and(|v| v == "dispatch");
+        let first: Render = if through_dispatch {
+            render_through_dispatch
+        } else {
+            render
+        };
+        let ms = ms_per_step(&model, layer, &units(8), steps, first);
         println!("microscope_fv_step_ms {ms:.1}");
         if std::env::var("DISPATCH").is_ok_and(|v| v == "1") {
             let ms = ms_per_step(&model, layer, &units(8), steps, render_through_dispatch);

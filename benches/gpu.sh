@@ -13,9 +13,10 @@
 # `cuda`, then `cuda-fusion`, with burn-cuda's kernel fusion and autotuning) the CUDA tests of
 # tests/technique.rs (CPU/CUDA agreement; the CUDA render backend against Dispatch) and
 # benches/feature_vis.sh on the GPU: ms per step against PyTorch CUDA and through Dispatch, and
-# units·steps per second at batches 8, 32 and 128. `gallery` times the whole 512-unit gallery of
-# inception_4a (512 steps, 128 px, batches of 128). CUDA_VERSION (default 13000, the toolkit on
-# the lent machines: 13.0) is what cudarc binds at build time.
+# units·steps per second at batches 8, 32 and 128; then, for the plain build, the top kernels
+# per step of both loops (benches/cubecl_profile.py). `gallery` times the whole 512-unit
+# gallery of inception_4a (512 steps, 128 px, batches of 128). CUDA_VERSION (default 13000, the
+# toolkit on the lent machines: 13.0) is what cudarc binds at build time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=.gpu
@@ -82,6 +83,15 @@ run | gallery)
       echo "== [$bin] feature visualization step against PyTorch CUDA"
       DEVICE=cuda PYTHON=python3 BENCH="$work/$bin/feature_vis_step" BATCHES="8 32 128" \
         benches/feature_vis.sh
+    done
+    # Where a step's GPU time goes, on each loop of the plain build: cubecl's profiler times
+    # every kernel (8 steps after the bench's 2 warm-up steps: 10 in the log).
+    for loop in ours dispatch; do
+      echo "== [bin] profile of the feature vis step ($loop): top kernels per step"
+      log="$work/profile-$loop.log"
+      RENDER=$loop CUBECL_DEBUG_LOG="$log" CUBECL_DEBUG_OPTION=profile \
+        "$work/bin/feature_vis_step" "$model" inception_4a/output 8 cuda
+      python3 benches/cubecl_profile.py "$log" 10 15
     done
   else
     bin=${BIN:-bin}
