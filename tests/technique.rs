@@ -344,11 +344,7 @@ fn the_cpu_backend_renders_the_pixels_dispatch_renders() {
     let (ours, dispatch) = rendered_and_through_dispatch(&model, &units, &config);
     let (a, b) = (ours.to_vec(), dispatch.to_vec());
     assert_eq!(a.len(), 4 * 28 * 28);
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let worst = max_diff(&a, &b);
     println!("cpu backend vs dispatch: max |dpixel| {worst}");
     assert_eq!(
         worst, 0.0,
@@ -372,6 +368,14 @@ fn rendered_and_through_dispatch(
     )
     .unwrap();
     (ours.images, dispatch.images)
+}
+
+/// The largest |a[i] - b[i]|.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }
 
 /// How alike two renders' pixels are: the mean |Δpixel| and Pearson's r.
@@ -576,10 +580,7 @@ fn cpu_and_cuda_feature_visualizations_agree() {
         })
         .collect();
     let scale = acts[0].iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let worst = acts[0]
-        .iter()
-        .zip(&acts[1])
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    let worst = max_diff(&acts[0], &acts[1]);
     println!("forward conv3: max |cpu - cuda| {worst} of scale {scale}");
     assert!(
         worst <= 1e-2 * scale,
@@ -596,11 +597,7 @@ fn cpu_and_cuda_feature_visualizations_agree() {
         "cpu vs cuda: mean |dpixel| {mean:.4}, pearson r {r:.4}, activations cpu {:?} cuda {:?}",
         a.activations, b.activations
     );
-    let repeat = pb
-        .iter()
-        .zip(again.images.to_vec())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let repeat = max_diff(&pb, &again.images.to_vec());
     println!("cuda twice, same seed: max |dpixel| {repeat}");
     assert!(
         r >= 0.9 && mean <= 0.05,
@@ -643,11 +640,7 @@ fn cuda_backend_renders_what_dispatch_renders_there() {
     let (ours, dispatch) = rendered_and_through_dispatch(&model, &units, &config);
     let (pa, pb) = (ours.to_vec(), dispatch.to_vec());
     let (mean, r) = alike(&pa, &pb);
-    let worst = pa
-        .iter()
-        .zip(&pb)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let worst = max_diff(&pa, &pb);
     println!("cuda backend vs dispatch: mean |dpixel| {mean:.5}, max {worst:.5}, pearson r {r:.5}");
     assert!(
         r >= 0.9 && mean <= 0.05,
