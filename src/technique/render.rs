@@ -396,10 +396,13 @@ impl<B: Back + AutodiffBackend> Part<B> {
         let acts = self.activations(model, objective, config, redirect, rng)?;
         // A whole batch is the part that starts at row 0.
         let values = objective.eval_part(&acts, self.start)?;
-        let sum = DynTensor::new(values.clone().sum()).to_vec()[0];
+        // Read once the backward pass and the update are queued: on a GPU a read waits for the
+        // device, and before the backward pass it would leave the device idle while the host
+        // queues the backward kernels. (The CPU computes as it goes: no difference there.)
+        let sum = values.clone().sum().inner();
         let grads = values.sum().neg().backward();
         self.update(&grads, objective)?;
-        Ok(sum)
+        Ok(DynTensor::new(sum).to_vec()[0])
     }
 
     /// The first phase of a [`coupled_step`]: this part's activations of the objective's layers
