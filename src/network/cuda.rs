@@ -19,7 +19,7 @@ use crate::device::Device;
 
 /// The CUDA device a `Dispatch` device names; the default one for any other (only a CUDA
 /// network's render runs on [`FastCuda`], technique/render.rs).
-pub(crate) fn cuda_device(device: &DispatchDevice) -> CudaDevice {
+fn cuda_device(device: &DispatchDevice) -> CudaDevice {
     match device {
         DispatchDevice::Cuda(d) => d.clone(),
         _ => CudaDevice::default(),

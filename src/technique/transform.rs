@@ -154,12 +154,8 @@ fn crop_after(
 
 /// Scales by `s` (output size rounded) and rotates by `angle` radians about the centre, with
 /// bilinear sampling written as four gathers (differentiable, any backend). Outside: zero.
-pub fn warp<B: Backend>(x: Tensor<B, 4>, s: f32, angle: f32) -> Tensor<B, 4> {
-    let [_, _, h, w] = x.dims();
-    match warp_taps([h, w], s, angle, None) {
-        Some(taps) => taps.composed(x),
-        None => x,
-    }
+pub fn warp<B: Back>(x: Tensor<B, 4>, s: f32, angle: f32) -> Tensor<B, 4> {
+    warp_cropped(x, s, angle, None)
 }
 
 /// [`warp`], then a crop of `n` pixels at `(dy, dx)` when `crop` is `Some((dy, dx, n))`: only the
