@@ -78,12 +78,18 @@ fn objective_ms_per_step(
     )
     .unwrap();
     let ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
-    if steps >= 4 {
-        let half = steps / 2;
-        let steady = (stamps[steps - 1] - stamps[half - 1]) * 1e3 / (steps - half) as f64;
+    // Off the CPU progress comes in bursts (the render reads its values every few steps, see
+    // `reads_every` in render.rs): the steady state runs from the end of a burst, the first one
+    // that ends in the second half (steps of one burst are reported microseconds apart).
+    let ends = |i: usize| i + 1 < steps && stamps[i + 1] - stamps[i] > 1e-4;
+    let from = (steps >= 4)
+        .then(|| (steps / 2 - 1..steps).find(|&i| ends(i)))
+        .flatten();
+    if let Some(from) = from {
+        let steady = (stamps[steps - 1] - stamps[from]) * 1e3 / (steps - 1 - from) as f64;
         eprintln!(
             "microscope batch {batch}: steady state (last {} steps) {steady:.1} ms/step",
-            steps - half
+            steps - 1 - from
         );
     }
     ms

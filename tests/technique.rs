@@ -436,6 +436,62 @@ fn parts_side_by_side_give_the_batchs_images() {
     }
 }
 
+/// On a GPU the render reads its objective's values every few steps, not every step (a read
+/// waits for the device): the progress it reports and the pixels must be the same as when it
+/// reads every step. Here on the CPU, 12 steps read every 5 (two full groups and a last short
+/// one), with the batch in parts side by side and with a coupled objective's three phases.
+#[test]
+fn reading_values_every_few_steps_reports_every_step_the_same() {
+    let model = zoo::fashion().unwrap();
+    let config = RenderConfig {
+        steps: 12,
+        learning_rate: 0.05,
+        seed: 11,
+        batch: 6,
+        size: 28,
+        param: ParamKind::Fft,
+        transforms: microscope::technique::transform::standard_transforms(28),
+        redirect_steps: 3,
+        context: None,
+    };
+    let units = Objective::channels("conv2", &[0, 1, 2, 3, 4, 5]);
+    let coupled = units.clone() + Objective::diversity("conv2");
+    for objective in [&units, &coupled] {
+        let run = |every: Option<usize>| {
+            let mut reports = Vec::new();
+            let mut progress = |p: microscope::technique::render::Progress| {
+                reports.push((p.step, p.total, p.value.to_bits()))
+            };
+            let images = match every {
+                None => render(&model, objective, &config, &mut progress, None),
+                Some(every) => microscope::technique::render::render_reading_every(
+                    &model,
+                    objective,
+                    &config,
+                    &mut progress,
+                    None,
+                    every,
+                ),
+            }
+            .unwrap()
+            .images
+            .to_vec();
+            (reports, images)
+        };
+        let (each, pixels) = run(None);
+        let (grouped, grouped_pixels) = run(Some(5));
+        let steps: Vec<usize> = grouped.iter().map(|r| r.0).collect();
+        assert_eq!(steps, (1..=12).collect::<Vec<_>>(), "{}", objective.name());
+        assert_eq!(grouped, each, "{}: the reported values", objective.name());
+        assert_eq!(
+            max_diff(&pixels, &grouped_pixels),
+            0.0,
+            "{}: the pixels",
+            objective.name()
+        );
+    }
+}
+
 #[test]
 fn negative_visualization_inhibits() {
     let unit = zoo::fashion().unwrap().unit("conv3", 7).unwrap();

@@ -78,6 +78,9 @@ pub struct Rendered {
 /// On the CPU the loop runs on burn-flex under burn's autodiff by name ([`Fast`]) rather than
 /// through `Dispatch`, and on a CUDA device on burn-cuda by name (`FastCuda`, in builds with the
 /// `cuda` feature); elsewhere on `Dispatch`'s autodiff device.
+///
+/// `progress` hears of every step, in order: on the CPU as each step ends, on a GPU in bursts of
+/// a few steps (reading a step's value waits for the device; see `reads_every`).
 pub fn render(
     model: &Model,
     objective: &Objective,
@@ -111,9 +114,51 @@ pub fn render_through_dispatch(
     progress: &mut dyn FnMut(Progress),
     cancel: Option<&AtomicBool>,
 ) -> Result<Rendered> {
-    let ad = model.network().device().autodiff();
-    render_on::<Dispatch>(model, objective, config, progress, cancel, &ad, true)
+    let device = model.network().device();
+    let ad = device.autodiff();
+    let every = reads_every(device);
+    render_on::<Dispatch>(model, objective, config, progress, cancel, &ad, true, every)
 }
+
+/// [`render`] on the CPU with the objective's values read every `every` steps rather than every
+/// step, as a GPU reads them (see [`reads_every`]): for the test that this reports the same
+/// values and gives the same pixels.
+#[doc(hidden)]
+pub fn render_reading_every(
+    model: &Model,
+    objective: &Objective,
+    config: &RenderConfig,
+    progress: &mut dyn FnMut(Progress),
+    cancel: Option<&AtomicBool>,
+    every: usize,
+) -> Result<Rendered> {
+    let device = model.network().device();
+    if !is_cpu(device.burn()) {
+        return Err(Error::Message(
+            "render_reading_every renders on the CPU".into(),
+        ));
+    }
+    let ad = Default::default();
+    render_on::<Fast>(model, objective, config, progress, cancel, &ad, true, every)
+}
+
+/// How many steps' objective values [`render`] may leave on `device` before it reads them (and
+/// reports their progress). Reading a value waits for the device to finish every kernel queued
+/// so far. On a GPU, a read every step left the device idle at the start of each step, while
+/// the host queued its first kernels; read every few steps, the host queues the next steps
+/// while the device computes. The CPU computes as the host queues: reading there costs nothing,
+/// and progress comes every step.
+fn reads_every(device: &Device) -> usize {
+    if is_cpu(device.burn()) {
+        1
+    } else {
+        GPU_READS_EVERY
+    }
+}
+
+/// Steps between reads off the CPU ([`reads_every`]): progress reaches the caller in bursts of
+/// this many steps, a fraction of a second apart for GoogLeNet on a GPU.
+const GPU_READS_EVERY: usize = 8;
 
 /// [`render`] with the batch in one part, however many cores there are: the plain definition
 /// that the tests hold the parts to, and the bench's baseline for them.
@@ -138,21 +183,29 @@ fn render_in_parts(
     split: bool,
 ) -> Result<Rendered> {
     let device: &Device = model.network().device();
+    let every = reads_every(device);
     if is_cpu(device.burn()) {
         let ad = Default::default();
-        return render_on::<Fast>(model, objective, config, progress, cancel, &ad, split);
+        return render_on::<Fast>(
+            model, objective, config, progress, cancel, &ad, split, every,
+        );
     }
     #[cfg(feature = "cuda")]
     if let burn::DispatchDevice::Cuda(d) = device.burn() {
         let ad = d.clone();
         return render_on::<crate::network::FastCuda>(
-            model, objective, config, progress, cancel, &ad, split,
+            model, objective, config, progress, cancel, &ad, split, every,
         );
     }
     let ad = device.autodiff();
-    render_on::<Dispatch>(model, objective, config, progress, cancel, &ad, split)
+    render_on::<Dispatch>(
+        model, objective, config, progress, cancel, &ad, split, every,
+    )
 }
 
+/// [`render`] on backend `B`, with the batch in parts where `split` (and the device) allows, and
+/// the objective's values read every `every` steps ([`reads_every`]).
+#[allow(clippy::too_many_arguments)]
 fn render_on<B: Back + AutodiffBackend>(
     model: &Model,
     objective: &Objective,
@@ -161,6 +214,7 @@ fn render_on<B: Back + AutodiffBackend>(
     cancel: Option<&AtomicBool>,
     ad: &B::Device,
     split: bool,
+    every: usize,
 ) -> Result<Rendered> {
     let network = model.network();
     let spec = model.input_spec()?;
@@ -225,6 +279,8 @@ fn render_on<B: Back + AutodiffBackend>(
     for (i, part) in parts.into_iter().enumerate() {
         lanes[i % n].push(part);
     }
+    // Steps whose objective values are still on the device, oldest first.
+    let mut unread: Vec<(usize, Sums<B::InnerBackend>)> = Vec::new();
     for step in 1..=config.steps {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) || crate::interrupt::requested() {
             return Err(Error::Cancelled {
@@ -233,37 +289,43 @@ fn render_on<B: Back + AutodiffBackend>(
             });
         }
         let redirect = step <= config.redirect_steps;
-        let (sum, next_rng) = if coupled && k > 1 {
-            coupled_step(model, objective, config, redirect, &rng, &mut lanes)?
+        let (sums, next_rng) = if coupled && k > 1 {
+            let (sum, next) = coupled_step(model, objective, config, redirect, &rng, &mut lanes)?;
+            (Sums::Read(sum), next)
         } else {
             // The lanes run side by side, each on a thread and (on the CPU) a pool of its own
             // (see `side_by_side`); progress and cancellation stay on the caller's thread. Every
             // part draws the same transforms: each starts from the same generator state.
             let results = side_by_side(device.burn(), &mut lanes, |lane| {
-                let mut sum = 0.0;
+                let mut sums = Vec::with_capacity(lane.len());
                 let mut after = None;
                 for part in lane.iter_mut() {
                     let mut r = rng.clone();
-                    sum += part.step(model, objective, config, redirect, &mut r)?;
+                    sums.push(part.step(model, objective, config, redirect, &mut r)?);
                     after.get_or_insert(r);
                 }
-                Ok::<_, Error>((sum, after.expect("a lane has a part")))
+                Ok::<_, Error>((sums, after.expect("a lane has a part")))
             });
-            let mut sum = 0.0;
+            let mut sums = Vec::with_capacity(results.len());
             let mut next = None;
             for r in results {
-                let (v, r) = r?;
-                sum += v;
+                let (s, r) = r?;
+                sums.push(s);
                 next.get_or_insert(r);
             }
-            (sum, next.expect("at least one part"))
+            (Sums::Queued(sums), next.expect("at least one part"))
         };
         rng = next_rng;
-        progress(Progress {
-            step,
-            total: config.steps,
-            value: sum / config.batch as f32,
-        });
+        unread.push((step, sums));
+        if unread.len() >= every.max(1) || step == config.steps {
+            for (step, sum) in read_sums(std::mem::take(&mut unread))? {
+                progress(Progress {
+                    step,
+                    total: config.steps,
+                    value: sum / config.batch as f32,
+                });
+            }
+        }
     }
     let mut parts: Vec<&Part<B>> = lanes.iter().flatten().collect();
     parts.sort_by_key(|p| p.start);
@@ -279,6 +341,54 @@ fn render_on<B: Back + AutodiffBackend>(
 
 /// The most images in one part of a batch rendered on the CPU (see `render_on`).
 const PART_MOST: usize = 8;
+
+/// A step's objective values: the sum over its batch, already read (a [`coupled_step`] reads
+/// it), or each part's sum still on the device, by lane and the lane's parts.
+enum Sums<B: Backend> {
+    Read(f32),
+    Queued(Vec<Vec<Tensor<B, 1>>>),
+}
+
+/// Each step's sum over its batch, with all the queued values read at once (one wait for the
+/// device). The parts' values add up lane by lane in the lane's order, then over the lanes, in
+/// the order a step read them in when it read each part's at once.
+fn read_sums<B: Backend>(steps: Vec<(usize, Sums<B>)>) -> Result<Vec<(usize, f32)>> {
+    let queued: Vec<Tensor<B, 1>> = steps
+        .iter()
+        .filter_map(|(_, s)| match s {
+            Sums::Queued(lanes) => Some(lanes.iter().flatten().cloned()),
+            Sums::Read(_) => None,
+        })
+        .flatten()
+        .collect();
+    let values = if queued.is_empty() {
+        Vec::new()
+    } else {
+        let read = Tensor::cat(queued, 0).into_data().convert::<f32>();
+        read.to_vec::<f32>()
+            .map_err(|e| Error::Message(format!("reading the objective's values: {e:?}")))?
+    };
+    let mut values = values.into_iter();
+    let mut out = Vec::with_capacity(steps.len());
+    for (step, sums) in steps {
+        let sum = match sums {
+            Sums::Read(sum) => sum,
+            Sums::Queued(lanes) => {
+                let mut sum = 0.0;
+                for lane in lanes {
+                    let mut in_lane = 0.0;
+                    for _ in lane {
+                        in_lane += values.next().expect("one value per queued sum");
+                    }
+                    sum += in_lane;
+                }
+                sum
+            }
+        };
+        out.push((step, sum));
+    }
+    Ok(out)
+}
 
 /// One step of a batch split into parts (one per lane) under an objective that couples its
 /// images, which no part can evaluate from its own rows:
@@ -384,7 +494,8 @@ impl<B: Back + AutodiffBackend> Part<B> {
         }
     }
 
-    /// One Adam step on this part; returns the sum of its images' objective values.
+    /// One Adam step on this part; returns the sum of its images' objective values, unread
+    /// (`render_on` reads them when it reports progress).
     fn step(
         &mut self,
         model: &Model,
@@ -392,17 +503,14 @@ impl<B: Back + AutodiffBackend> Part<B> {
         config: &RenderConfig,
         redirect: bool,
         rng: &mut StdRng,
-    ) -> Result<f32> {
+    ) -> Result<Tensor<B::InnerBackend, 1>> {
         let acts = self.activations(model, objective, config, redirect, rng)?;
         // A whole batch is the part that starts at row 0.
         let values = objective.eval_part(&acts, self.start)?;
-        // Read once the backward pass and the update are queued: on a GPU a read waits for the
-        // device, and before the backward pass it would leave the device idle while the host
-        // queues the backward kernels. (The CPU computes as it goes: no difference there.)
         let sum = values.clone().sum().inner();
         let grads = values.sum().neg().backward();
         self.update(&grads, objective)?;
-        Ok(DynTensor::new(sum).to_vec()[0])
+        Ok(sum)
     }
 
     /// The first phase of a [`coupled_step`]: this part's activations of the objective's layers
