@@ -22,6 +22,11 @@ cd "$(dirname "$0")/.."
 PACK=.gpu
 case "${1:-}" in
 pack)
+  # The fixtures the pack carries (node tests, the light GoogLeNet) come from tests/run.sh: say
+  # so now rather than after the builds.
+  for f in tests/fixtures/onnx/node tests/fixtures/onnx/light/light_inception_v1.onnx; do
+    [ -e "$f" ] || { echo "no $f: run tests/run.sh first (it builds the ONNX fixtures)" >&2; exit 2; }
+  done
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
   export CUDARC_CUDA_VERSION=${CUDA_VERSION:-13000}
   rm -rf "$PACK" && mkdir -p "$PACK/bin" "$PACK/light" "$PACK/whl"
