@@ -350,8 +350,8 @@ enum Sums<B: Backend> {
 }
 
 /// Each step's sum over its batch, with all the queued values read at once (one wait for the
-/// device). The parts' values add up lane by lane in the lane's order, then over the lanes, in
-/// the order a step read them in when it read each part's at once.
+/// device). The parts' values add up as when each step read its own: within each lane in the
+/// lane's order, then the lanes' sums in lane order (the same f32 sum, bit for bit).
 fn read_sums<B: Backend>(steps: Vec<(usize, Sums<B>)>) -> Result<Vec<(usize, f32)>> {
     let queued: Vec<Tensor<B, 1>> = steps
         .iter()
