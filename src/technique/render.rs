@@ -318,7 +318,7 @@ fn render_on<B: Back + AutodiffBackend>(
         rng = next_rng;
         unread.push((step, sums));
         if unread.len() >= every.max(1) || step == config.steps {
-            for (step, sum) in read_sums(std::mem::take(&mut unread))? {
+            for (step, sum) in read_sums(std::mem::take(&mut unread)) {
                 progress(Progress {
                     step,
                     total: config.steps,
@@ -352,7 +352,7 @@ enum Sums<B: Backend> {
 /// Each step's sum over its batch, with all the queued values read at once (one wait for the
 /// device). The parts' values add up as when each step read its own: within each lane in the
 /// lane's order, then the lanes' sums in lane order (the same f32 sum, bit for bit).
-fn read_sums<B: Backend>(steps: Vec<(usize, Sums<B>)>) -> Result<Vec<(usize, f32)>> {
+fn read_sums<B: Backend>(steps: Vec<(usize, Sums<B>)>) -> Vec<(usize, f32)> {
     let queued: Vec<Tensor<B, 1>> = steps
         .iter()
         .filter_map(|(_, s)| match s {
@@ -364,9 +364,7 @@ fn read_sums<B: Backend>(steps: Vec<(usize, Sums<B>)>) -> Result<Vec<(usize, f32
     let values = if queued.is_empty() {
         Vec::new()
     } else {
-        let read = Tensor::cat(queued, 0).into_data().convert::<f32>();
-        read.to_vec::<f32>()
-            .map_err(|e| Error::Message(format!("reading the objective's values: {e:?}")))?
+        DynTensor::new(Tensor::cat(queued, 0)).to_vec()
     };
     let mut values = values.into_iter();
     let mut out = Vec::with_capacity(steps.len());
@@ -387,7 +385,7 @@ fn read_sums<B: Backend>(steps: Vec<(usize, Sums<B>)>) -> Result<Vec<(usize, f32
         };
         out.push((step, sum));
     }
-    Ok(out)
+    out
 }
 
 /// One step of a batch split into parts (one per lane) under an objective that couples its
