@@ -118,6 +118,22 @@ pub fn apply<B: Back>(
     x
 }
 
+/// The largest side [`apply`] can give a square `size` × `size` batch: what the network may see
+/// (each scale at its largest factor, each jitter as it applies to the size before it).
+pub fn largest_size(transforms: &[Transform], size: usize) -> usize {
+    transforms.iter().fold(size, |side, t| match t {
+        Transform::Pad { n, .. } => side.saturating_add(n.saturating_mul(2)),
+        Transform::Jitter(n) if jitters(*n, side, side) => side - n,
+        Transform::Jitter(_) | Transform::Rotate(_) => side,
+        Transform::Scale(factors) => factors
+            .iter()
+            .map(|&s| warped_size([side, side], s).0)
+            .max()
+            .unwrap_or(side),
+        Transform::Fit(s) => *s,
+    })
+}
+
 /// Whether a jitter of `n` changes an `h × w` batch (else it is skipped, drawing nothing).
 fn jitters(n: usize, h: usize, w: usize) -> bool {
     n != 0 && n < h.min(w)
@@ -244,6 +260,46 @@ mod tests {
             Transform::Pad { n: 12, value: 0.5 }
         );
         assert_eq!(standard_transforms(28)[1], Transform::Jitter(2));
+    }
+
+    /// `largest_size` is the largest side `apply` gives, over enough draws to meet every
+    /// scale: for the standard transforms at three sizes, and for a list with a jitter too large
+    /// to apply and a final `Fit`.
+    #[test]
+    fn largest_size_is_the_largest_side_apply_gives() {
+        let device = crate::Device::cpu().burn().clone();
+        let lists = [
+            (standard_transforms(128), 128),
+            (standard_transforms(64), 64),
+            (standard_transforms(28), 28),
+            (
+                vec![
+                    Transform::Jitter(40),
+                    Transform::Scale(vec![0.5, 1.5]),
+                    Transform::Rotate(vec![5.0]),
+                ],
+                32,
+            ),
+            (
+                vec![Transform::Pad { n: 4, value: 0.5 }, Transform::Fit(20)],
+                32,
+            ),
+        ];
+        for (transforms, size) in lists {
+            let x = Tensor::<Dispatch, 4>::zeros([1, 1, size, size], &device);
+            let mut rng = StdRng::seed_from_u64(7);
+            let seen = (0..120)
+                .map(|_| {
+                    let [_, _, h, w] = apply(&transforms, x.clone(), &mut rng).dims();
+                    h.max(w)
+                })
+                .max();
+            assert_eq!(
+                seen,
+                Some(largest_size(&transforms, size)),
+                "{transforms:?}"
+            );
+        }
     }
 
     #[test]
