@@ -71,6 +71,22 @@ impl Device {
         &self.inner
     }
 
+    /// Bytes free on a GPU, as its driver counts them (what other processes and burn's memory
+    /// pools hold is not free); `None` on the CPU, or where the driver does not say.
+    pub fn free_memory(&self) -> Option<u64> {
+        match &self.inner {
+            #[cfg(feature = "cuda")]
+            DispatchDevice::Cuda(d) => {
+                // Retains the device's primary context, the one burn-cuda computes in (so the
+                // figure is that context's view), and binds it to this thread.
+                let context = cudarc::driver::CudaContext::new(d.index).ok()?;
+                let (free, _total) = context.mem_get_info().ok()?;
+                Some(free as u64)
+            }
+            _ => None,
+        }
+    }
+
     /// The same device with gradient tracking, for optimizing inputs.
     pub fn autodiff(&self) -> DispatchDevice {
         DispatchDevice::autodiff(self.inner.clone())

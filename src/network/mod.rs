@@ -525,6 +525,40 @@ impl Network {
         shapes.as_deref().map_err(|e| Error::Message(e.clone()))
     }
 
+    /// Bytes of every value one image of `size` × `size` pixels makes on its way to `targets`
+    /// (each output of each node run, at 4 bytes an element), measured by a forward pass of
+    /// one image of zeros at that size: the activations a gradient pass keeps per image, before
+    /// its gradients and workspaces (see `technique::render`'s memory plan).
+    pub fn forward_bytes(&self, size: usize, targets: &[&str]) -> Result<u64> {
+        let input = self.image_input()?;
+        let channels = match input.shape.get(1) {
+            Some(&Some(c)) => c,
+            _ => {
+                return Err(Error::Input {
+                    name: input.name.clone(),
+                    message: "the image input declares no channel count".into(),
+                })
+            }
+        };
+        let dims = [1, channels, size, size];
+        let n = crate::budget::fits(&dims, 4).map_err(|e| Error::Input {
+            name: input.name.clone(),
+            message: e,
+        })?;
+        let zeros = DynTensor::<Dispatch>::from_host(&vec![0.0; n], &dims, self.device.burn());
+        let feeds = [(input.name.as_str(), Value::Device(zeros))];
+        let mut bytes = 0u64;
+        crate::device::on_cpu_pool(self.device.burn(), || {
+            self.evaluate(&feeds, targets, None, Mode::AnySize, &mut |_, outs| {
+                for out in outs {
+                    let n = out.dims().iter().map(|&d| d as u64).product::<u64>();
+                    bytes = bytes.saturating_add(n.saturating_mul(4));
+                }
+            })
+        })?;
+        Ok(bytes)
+    }
+
     /// The tensor name a target refers to.
     fn resolve(&self, target: &str) -> Result<String> {
         if let Some(&i) = self.names.get(target) {

@@ -75,6 +75,9 @@ pub struct Rendered {
 /// lanes' forward and backward passes (`coupled_step`). With fixed images
 /// ([`RenderConfig::context`]) the batch stays whole.
 ///
+/// Off the CPU the batch is optimized whole when it fits the device's free memory, and else in
+/// as few parts as fit ([`step_bytes`]), in turn: the same images either way.
+///
 /// On the CPU the loop runs on burn-flex under burn's autodiff by name ([`Fast`]) rather than
 /// through `Dispatch`, and on a CUDA device on burn-cuda by name (`FastCuda`, in builds with the
 /// `cuda` feature); elsewhere on `Dispatch`'s autodiff device.
@@ -95,10 +98,12 @@ pub fn render(
 /// every cache key of rendered pixels that names the device, so that a key changes only where
 /// the pixels a seed gives do. `cuda/2`: the render runs on `FastCuda`, whose resampling
 /// ([`crate::network::ops::resample::gathered`]) sums the warp's gradient in another order than
-/// burn's scatter-adds through `Dispatch` did (`cuda` before).
+/// burn's scatter-adds through `Dispatch` did (`cuda` before). `cuda/3`: a batch that fits the
+/// device's memory runs whole, where before it ran in parts of 8; a part's kernels see another
+/// batch size, and a GPU's kernels for another size may sum in another order.
 pub fn pixels_backend(device: &Device) -> &'static str {
     match device.kind() {
-        "cuda" => "cuda/2",
+        "cuda" => "cuda/3",
         kind => kind,
     }
 }
@@ -244,9 +249,22 @@ fn render_on<B: Back + AutodiffBackend>(
     //   2539 ms per step before, 2249 and 2145 after.)
     // An objective that couples its images (diversity compares them with each other) is split
     // too, into one part per lane, and steps in three phases (`coupled_step`).
-    // Off the CPU one part: the device runs a batch's kernels as one.
+    // Off the CPU one part where it fits the device's memory (the device runs a batch's kernels
+    // as one, and more images per kernel cost little more time), else as few parts as fit, in
+    // turn ([`parts_for_memory`]).
     let coupled = !objective.per_image();
-    let (lanes, k) = if split && config.context.is_none() {
+    let (lanes, k) = if !split || config.context.is_some() {
+        (1, 1)
+    } else if !B::is_cpu(ad) {
+        let free = if coupled { None } else { device.free_memory() };
+        let k = match free {
+            Some(free) => {
+                parts_for_memory(config.batch, step_bytes(model, objective, config)?, free)
+            }
+            None => 1,
+        };
+        (1, k)
+    } else {
         let lanes = cpu_threads(device.burn()).min(config.batch).max(1);
         if coupled {
             (lanes, lanes)
@@ -254,8 +272,6 @@ fn render_on<B: Back + AutodiffBackend>(
             let per_lane = config.batch.div_ceil(lanes).div_ceil(PART_MOST);
             (lanes, (lanes * per_lane).min(config.batch))
         }
-    } else {
-        (1, 1)
     };
     let mut parts: Vec<Part<B>> = Vec::with_capacity(k);
     let (mut rest, mut start) = (param, 0);
@@ -341,6 +357,39 @@ fn render_on<B: Back + AutodiffBackend>(
 
 /// The most images in one part of a batch rendered on the CPU (see `render_on`).
 const PART_MOST: usize = 8;
+
+/// The memory a step of [`render`] plans on for each image of its batch: the values of a forward
+/// pass of one image as large as `config.transforms` can make it (`Network::forward_bytes`),
+/// times [`STEP_BYTES_PER_FORWARD_BYTE`]. Off the CPU, a batch whose images need more than
+/// [`DEVICE_MEMORY_SHARE`] of the device's free memory is optimized in parts, in turn.
+pub fn step_bytes(model: &Model, objective: &Objective, config: &RenderConfig) -> Result<u64> {
+    let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
+    let side = transform::largest_size(&config.transforms, config.size);
+    let forward = model.network().forward_bytes(side, &layers)?;
+    Ok(forward.saturating_mul(STEP_BYTES_PER_FORWARD_BYTE))
+}
+
+/// A render step's memory per byte of its forward pass's values (what [`step_bytes`] plans on):
+/// the values the backward pass needs stay, their gradients come and go, and kernels take
+/// workspaces. Measured on the CPU (the heap's peak over a step, per image of the batch, with
+/// the standard transforms; tests/memory_plan.rs): 0.95 for GoogLeNet to inception_4a at
+/// 128 px, 1.09 to inception_3a at 224 px, 0.28 for ResNet-50 and 0.23 for DenseNet-121,
+/// whose batch norms' outputs are not kept. About twice the most, for a GPU's memory pools and
+/// kernel workspaces.
+const STEP_BYTES_PER_FORWARD_BYTE: u64 = 2;
+
+/// The share of a device's free memory (percent) one part's step may plan on: the rest is left
+/// for the image parameters, Adam's moments and other work.
+const DEVICE_MEMORY_SHARE: u64 = 75;
+
+/// Parts a batch of `batch` images is optimized in, in turn, off the CPU: as few as keep each
+/// part within [`DEVICE_MEMORY_SHARE`] of `free` bytes, at `per_image` bytes an image
+/// ([`step_bytes`]); at most one per image. The parts give the batch's images, as on the CPU.
+fn parts_for_memory(batch: usize, per_image: u64, free: u64) -> usize {
+    let usable = free / 100 * DEVICE_MEMORY_SHARE;
+    let fit = usize::try_from(usable / per_image.max(1)).unwrap_or(usize::MAX);
+    batch.div_ceil(fit.clamp(1, batch.max(1))).max(1)
+}
 
 /// A step's objective values: the sum over its batch, already read (a [`coupled_step`] reads
 /// it), or each part's sum still on the device, by lane and the lane's parts.
@@ -618,4 +667,25 @@ fn no_dependence(objective: &Objective) -> Error {
         "{}: the objective does not depend on the image",
         objective.name()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch that fits the planned share of free memory stays whole; one that does not is cut
+    /// into as few parts as fit, down to an image a part when not even one fits.
+    #[test]
+    fn parts_for_memory_cuts_only_what_does_not_fit() {
+        let mb = 1u64 << 20;
+        // 75 % of 1000 MB planned: 37 images of 20 MB fit.
+        assert_eq!(parts_for_memory(32, 20 * mb, 1000 * mb), 1);
+        assert_eq!(parts_for_memory(37, 20 * mb, 1000 * mb), 1);
+        assert_eq!(parts_for_memory(38, 20 * mb, 1000 * mb), 2);
+        assert_eq!(parts_for_memory(128, 20 * mb, 1000 * mb), 4);
+        assert_eq!(parts_for_memory(8, 2000 * mb, 1000 * mb), 8);
+        assert_eq!(parts_for_memory(8, 20 * mb, 0), 8);
+        assert_eq!(parts_for_memory(1, 0, 1000 * mb), 1);
+        assert_eq!(parts_for_memory(3, u64::MAX, u64::MAX), 3);
+    }
 }
