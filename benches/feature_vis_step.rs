@@ -20,8 +20,8 @@
 use std::time::Instant;
 
 use microscope::technique::render::{
-    render, render_in_one_part, render_through_dispatch, ParamKind, Progress, RenderConfig,
-    Rendered,
+    render, render_in_one_part, render_parts, render_through_dispatch, step_bytes, ParamKind,
+    Progress, RenderConfig, Rendered,
 };
 use microscope::technique::transform::standard_transforms;
 use microscope::technique::Objective;
@@ -139,6 +139,18 @@ fn main() {
         }
     }
     for b in numbers("BATCHES") {
+        // How the render steps the batch: in one part off the CPU where it fits the device.
+        let objective = Objective::channels(layer, &units(b));
+        let parts = render_parts(&model, &objective, &config(steps, b)).unwrap();
+        let plan = step_bytes(&model, &objective, &config(steps, b)).unwrap();
+        eprintln!(
+            "microscope batch {b}: {parts} part(s); the plan: {:.1} MB an image, {}",
+            plan as f64 / 1e6,
+            model.network().device().free_memory().map_or(
+                "on the CPU parts by thread".to_string(),
+                |f| format!("{:.1} GB free", f as f64 / 1e9)
+            ),
+        );
         let ms = ms_per_step(&model, layer, &units(b), steps, render);
         println!("microscope_fv_batch {b} {ms:.1}");
     }

@@ -235,44 +235,8 @@ fn render_on<B: Back + AutodiffBackend>(
         ParamKind::Fft => Box::new(FftImage::<B>::new(shape, &mut rng, ad)),
         ParamKind::Pixel => Box::new(PixelImage::<B>::new(shape, &mut rng, ad)),
     };
-    // Parts of the batch optimized side by side (see above), in lanes: one lane per CPU thread
-    // (at most one per image), each lane stepping its parts in turn, and no part larger than
-    // `PART_MOST` images. Measured on 2 cores, GoogLeNet inception_4a, 128 px:
-    // - batch 8, each lane on a pool of its own (`side_by_side`): 159 ms per step with 2 parts,
-    //   165 with 4, 174 with 8. (When the parts shared one pool, 4 did best, by stealing each
-    //   other's kernels; that sharing could hang, see `on_cpu_pool`.)
-    // - batch 128 (a gallery's batch can be that large), 2 lanes: 3438 ms per step with one part
-    //   of 64 per lane, 2957 with parts of 8, 3000 with parts of 4 (the mean of 3 runs each);
-    //   parts of 8 step at batch 8's rate per image, and hold one part's graph at a time.
-    //   (Then each part evaluated the objective on its rows padded to the whole batch. Without
-    //   the padding, parts of 8 at batch 128, 10 steps, alternating runs on 2 cores: 2487 and
-    //   2539 ms per step before, 2249 and 2145 after.)
-    // An objective that couples its images (diversity compares them with each other) is split
-    // too, into one part per lane, and steps in three phases (`coupled_step`).
-    // Off the CPU one part where it fits the device's memory (the device runs a batch's kernels
-    // as one, and more images per kernel cost little more time), else as few parts as fit, in
-    // turn ([`parts_for_memory`]).
     let coupled = !objective.per_image();
-    let (lanes, k) = if !split || config.context.is_some() {
-        (1, 1)
-    } else if !B::is_cpu(ad) {
-        let free = if coupled { None } else { device.free_memory() };
-        let k = match free {
-            Some(free) => {
-                parts_for_memory(config.batch, step_bytes(model, objective, config)?, free)
-            }
-            None => 1,
-        };
-        (1, k)
-    } else {
-        let lanes = cpu_threads(device.burn()).min(config.batch).max(1);
-        if coupled {
-            (lanes, lanes)
-        } else {
-            let per_lane = config.batch.div_ceil(lanes).div_ceil(PART_MOST);
-            (lanes, (lanes * per_lane).min(config.batch))
-        }
-    };
+    let (lanes, k) = lanes_and_parts(model, objective, config, split)?;
     let mut parts: Vec<Part<B>> = Vec::with_capacity(k);
     let (mut rest, mut start) = (param, 0);
     for i in 0..k - 1 {
@@ -357,6 +321,62 @@ fn render_on<B: Back + AutodiffBackend>(
 
 /// The most images in one part of a batch rendered on the CPU (see `render_on`).
 const PART_MOST: usize = 8;
+
+/// The lanes [`render`] steps `config`'s batch in side by side, and the parts they step in turn,
+/// where `split` allows.
+fn lanes_and_parts(
+    model: &Model,
+    objective: &Objective,
+    config: &RenderConfig,
+    split: bool,
+) -> Result<(usize, usize)> {
+    // Parts of the batch optimized side by side (see above), in lanes: one lane per CPU thread
+    // (at most one per image), each lane stepping its parts in turn, and no part larger than
+    // `PART_MOST` images. Measured on 2 cores, GoogLeNet inception_4a, 128 px:
+    // - batch 8, each lane on a pool of its own (`side_by_side`): 159 ms per step with 2 parts,
+    //   165 with 4, 174 with 8. (When the parts shared one pool, 4 did best, by stealing each
+    //   other's kernels; that sharing could hang, see `on_cpu_pool`.)
+    // - batch 128 (a gallery's batch can be that large), 2 lanes: 3438 ms per step with one part
+    //   of 64 per lane, 2957 with parts of 8, 3000 with parts of 4 (the mean of 3 runs each);
+    //   parts of 8 step at batch 8's rate per image, and hold one part's graph at a time.
+    //   (Then each part evaluated the objective on its rows padded to the whole batch. Without
+    //   the padding, parts of 8 at batch 128, 10 steps, alternating runs on 2 cores: 2487 and
+    //   2539 ms per step before, 2249 and 2145 after.)
+    // An objective that couples its images (diversity compares them with each other) is split
+    // too, into one part per lane, and steps in three phases (`coupled_step`).
+    // Off the CPU one part where it fits the device's memory (the device runs a batch's kernels
+    // as one, and more images per kernel cost little more time), else as few parts as fit, in
+    // turn ([`parts_for_memory`]).
+    let device = model.network().device();
+    let coupled = !objective.per_image();
+    Ok(if !split || config.context.is_some() {
+        (1, 1)
+    } else if !is_cpu(device.burn()) {
+        let free = if coupled { None } else { device.free_memory() };
+        let k = match free {
+            Some(free) => {
+                parts_for_memory(config.batch, step_bytes(model, objective, config)?, free)
+            }
+            None => 1,
+        };
+        (1, k)
+    } else {
+        let lanes = cpu_threads(device.burn()).min(config.batch).max(1);
+        if coupled {
+            (lanes, lanes)
+        } else {
+            let per_lane = config.batch.div_ceil(lanes).div_ceil(PART_MOST);
+            (lanes, (lanes * per_lane).min(config.batch))
+        }
+    })
+}
+
+/// The parts [`render`] optimizes `config`'s batch in on `model`'s device (for the benches'
+/// reports: on a GPU, 1 unless the batch does not fit its free memory).
+#[doc(hidden)]
+pub fn render_parts(model: &Model, objective: &Objective, config: &RenderConfig) -> Result<usize> {
+    Ok(lanes_and_parts(model, objective, config, true)?.1)
+}
 
 /// The memory a step of [`render`] plans on for each image of its batch: the values of a forward
 /// pass of one image as large as `config.transforms` can make it (`Network::forward_bytes`),
