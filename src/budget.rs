@@ -74,8 +74,19 @@ pub fn parse_size(text: &str) -> Option<u64> {
 
 /// Physical memory (`MemTotal` in /proc/meminfo).
 fn machine_memory() -> Option<u64> {
+    meminfo("MemTotal:")
+}
+
+/// The memory the system can give now without swapping (`MemAvailable` in /proc/meminfo), where
+/// it says.
+pub fn available_memory() -> Option<u64> {
+    meminfo("MemAvailable:")
+}
+
+/// The figure of `key` in /proc/meminfo, in bytes.
+fn meminfo(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
 }

@@ -520,6 +520,26 @@ fn cancel_stops_the_render() {
     assert!(matches!(err, Error::Cancelled { step: 1, .. }), "{err}");
 }
 
+/// An image too large for this machine's memory is an error that says so (the sizes, the layer),
+/// before anything of its size is allocated: asking for the memory anyway would get the process
+/// killed, and a notebook's state with it. 200000 px makes terabytes of activations at conv1.
+#[test]
+fn a_render_too_large_for_memory_is_an_error_not_a_dead_process() {
+    let model = zoo::fashion().unwrap();
+    let unit = model.unit("conv1", 0).unwrap();
+    let err = FeatureVis::default()
+        .cache(None)
+        .steps(2)
+        .size(200_000)
+        .run(&unit)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv1") && err.contains("TiB") && err.contains("memory is available"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_units_are_named() {
     let model = zoo::fashion().unwrap();

@@ -456,6 +456,9 @@ pub fn objective_values(
 /// Whether `layer` can be computed from an image of another size than `size` (the network is
 /// fully convolutional up to it): one forward pass of a grey image of twice that size and 16 px
 /// more (a size near `size` can still give a Flatten the same length, as pooling rounds down).
+/// Above 256 px the other size is 136 px (up to 600) or 528 px: far enough from `size` for
+/// that, and bounded, so that the pass takes little memory whatever size is asked for (the
+/// render then says whether that size fits, `render::step_bytes`).
 pub(crate) fn reachable_at_any_size(
     model: &crate::model::Model,
     layer: &str,
@@ -463,7 +466,11 @@ pub(crate) fn reachable_at_any_size(
 ) -> Result<bool> {
     let net = model.network();
     let spec = model.input_spec()?;
-    let other = 2 * size + 16;
+    let other = match size {
+        0..=256 => 2 * size + 16,
+        257..600 => 136,
+        _ => 528,
+    };
     let grey = crate::network::DynTensor::from_host(
         &vec![0.5; spec.channels * other * other],
         &[1, spec.channels, other, other],

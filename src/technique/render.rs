@@ -224,6 +224,9 @@ fn render_on<B: Back + AutodiffBackend>(
     let network = model.network();
     let spec = model.input_spec()?;
     let device: &Device = network.device();
+    // Before any image is allocated: the plan checks that one fits (see `lanes_and_parts`).
+    let coupled = !objective.per_image();
+    let (lanes, k) = lanes_and_parts(model, objective, config, split)?;
     // The fixed images, as untracked leaves of this backend's graph.
     let context = match &config.context {
         Some(c) => Some(Tensor::<B, 4>::from_data(c.to_rank::<4>()?.into_data(), ad)),
@@ -235,8 +238,6 @@ fn render_on<B: Back + AutodiffBackend>(
         ParamKind::Fft => Box::new(FftImage::<B>::new(shape, &mut rng, ad)),
         ParamKind::Pixel => Box::new(PixelImage::<B>::new(shape, &mut rng, ad)),
     };
-    let coupled = !objective.per_image();
-    let (lanes, k) = lanes_and_parts(model, objective, config, split)?;
     let mut parts: Vec<Part<B>> = Vec::with_capacity(k);
     let (mut rest, mut start) = (param, 0);
     for i in 0..k - 1 {
@@ -346,29 +347,97 @@ fn lanes_and_parts(
     // too, into one part per lane, and steps in three phases (`coupled_step`).
     // Off the CPU one part where it fits the device's memory (the device runs a batch's kernels
     // as one, and more images per kernel cost little more time), else as few parts as fit, in
-    // turn ([`parts_for_memory`]).
+    // turn.
+    // On either, the memory there is to spare (the CPU's available memory, the GPU's free
+    // memory; unlimited where the system does not say) bounds the images stepping at once:
+    // fewer make smaller parts or fewer lanes, and none is an error, where asking for the
+    // memory anyway gets the process killed (and a notebook's state lost) or a GPU's panic.
     let device = model.network().device();
+    let on_cpu = is_cpu(device.burn());
+    let available = if on_cpu {
+        crate::budget::available_memory()
+    } else {
+        device.free_memory()
+    };
+    let fit = match available {
+        Some(available) => images_that_fit(model, objective, config, available)?,
+        None => usize::MAX,
+    };
     let coupled = !objective.per_image();
     Ok(if !split || config.context.is_some() {
         (1, 1)
-    } else if !is_cpu(device.burn()) {
-        let free = if coupled { None } else { device.free_memory() };
-        let k = match free {
-            Some(free) => {
-                parts_for_memory(config.batch, step_bytes(model, objective, config)?, free)
-            }
-            None => 1,
-        };
-        (1, k)
+    } else if !on_cpu {
+        // A coupled objective's parts would all hold their graphs at once (`coupled_step`).
+        (
+            1,
+            if coupled {
+                1
+            } else {
+                parts_of(config.batch, fit)
+            },
+        )
     } else {
         let lanes = cpu_threads(device.burn()).min(config.batch).max(1);
         if coupled {
             (lanes, lanes)
         } else {
-            let per_lane = config.batch.div_ceil(lanes).div_ceil(PART_MOST);
-            (lanes, (lanes * per_lane).min(config.batch))
+            cpu_lanes_and_parts(config.batch, lanes, fit)
         }
     })
+}
+
+/// The lanes and parts for a batch of `batch` images on the CPU with `lanes` threads, when
+/// `fit` images can step at once (each lane holds one part's graph at a time): parts of at most
+/// [`PART_MOST`] images, smaller or in fewer lanes when `fit` asks.
+fn cpu_lanes_and_parts(batch: usize, lanes: usize, fit: usize) -> (usize, usize) {
+    let lanes = lanes.min(fit).clamp(1, batch.max(1));
+    let most = PART_MOST.min(fit / lanes).max(1);
+    let per_lane = batch.div_ceil(lanes).div_ceil(most);
+    (lanes, (lanes * per_lane).min(batch).max(1))
+}
+
+/// The parts a batch of `batch` images steps in, one at a time, when `fit` images can step at
+/// once: as few as keep each within `fit`, at most one an image.
+fn parts_of(batch: usize, fit: usize) -> usize {
+    batch.div_ceil(fit.clamp(1, batch.max(1))).max(1)
+}
+
+/// How many images of `config`'s batch can step at once in `available` bytes: [`fit_count`] at
+/// [`step_bytes`] an image. An error that says the sizes when one image's forward pass alone
+/// (half of [`step_bytes`]) needs more than all of `available`.
+fn images_that_fit(
+    model: &Model,
+    objective: &Objective,
+    config: &RenderConfig,
+    available: u64,
+) -> Result<usize> {
+    let per_image = step_bytes(model, objective, config)?;
+    let forward = per_image / STEP_BYTES_PER_FORWARD_BYTE;
+    if forward > available {
+        let side = transform::largest_size(&config.transforms, config.size);
+        return Err(Error::Device {
+            device: model.network().device().to_string(),
+            message: format!(
+                "{}: one image of up to {side} px (size {} and its transforms) makes about {} \
+                 of activations on its way to {}, and {} of memory is available; render \
+                 smaller images",
+                objective.name(),
+                config.size,
+                crate::budget::human(forward),
+                objective.layers().join(", "),
+                crate::budget::human(available),
+            ),
+        });
+    }
+    Ok(fit_count(per_image, available))
+}
+
+/// Images of `per_image` bytes that fit [`MEMORY_SHARE`] of `available` bytes; at least one.
+fn fit_count(per_image: u64, available: u64) -> usize {
+    let usable = available / 100 * MEMORY_SHARE;
+    usize::try_from(usable / per_image.max(1))
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 /// The parts [`render`] optimizes `config`'s batch in on `model`'s device (for the benches'
@@ -380,14 +449,23 @@ pub fn render_parts(model: &Model, objective: &Objective, config: &RenderConfig)
 
 /// The memory a step of [`render`] plans on for each image of its batch: the values of a forward
 /// pass of one image as large as `config.transforms` can make it (`Network::forward_bytes`),
-/// times [`STEP_BYTES_PER_FORWARD_BYTE`]. Off the CPU, a batch whose images need more than
-/// [`DEVICE_MEMORY_SHARE`] of the device's free memory is optimized in parts, in turn.
+/// times [`STEP_BYTES_PER_FORWARD_BYTE`]. The forward pass that measures it runs at no more than
+/// [`PROBE_MOST`] px, so that it fits where the render would not: larger sizes scale its figure
+/// by area, as a convolutional network's activations grow.
 pub fn step_bytes(model: &Model, objective: &Objective, config: &RenderConfig) -> Result<u64> {
     let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
     let side = transform::largest_size(&config.transforms, config.size);
-    let forward = model.network().forward_bytes(side, &layers)?;
-    Ok(forward.saturating_mul(STEP_BYTES_PER_FORWARD_BYTE))
+    let probe = side.min(PROBE_MOST);
+    let forward = model.network().forward_bytes(probe, &layers)?;
+    let area = |s: usize| (s as u128) * (s as u128);
+    let scaled = (forward as u128 * area(side)).div_ceil(area(probe).max(1));
+    Ok(u64::try_from(scaled)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(STEP_BYTES_PER_FORWARD_BYTE))
 }
+
+/// The largest side [`step_bytes`] runs its forward pass at.
+const PROBE_MOST: usize = 256;
 
 /// A render step's memory per byte of its forward pass's values (what [`step_bytes`] plans on):
 /// the values the backward pass needs stay, their gradients come and go, and kernels take
@@ -398,18 +476,9 @@ pub fn step_bytes(model: &Model, objective: &Objective, config: &RenderConfig) -
 /// kernel workspaces.
 const STEP_BYTES_PER_FORWARD_BYTE: u64 = 2;
 
-/// The share of a device's free memory (percent) one part's step may plan on: the rest is left
-/// for the image parameters, Adam's moments and other work.
-const DEVICE_MEMORY_SHARE: u64 = 75;
-
-/// Parts a batch of `batch` images is optimized in, in turn, off the CPU: as few as keep each
-/// part within [`DEVICE_MEMORY_SHARE`] of `free` bytes, at `per_image` bytes an image
-/// ([`step_bytes`]); at most one per image. The parts give the batch's images, as on the CPU.
-fn parts_for_memory(batch: usize, per_image: u64, free: u64) -> usize {
-    let usable = free / 100 * DEVICE_MEMORY_SHARE;
-    let fit = usize::try_from(usable / per_image.max(1)).unwrap_or(usize::MAX);
-    batch.div_ceil(fit.clamp(1, batch.max(1))).max(1)
-}
+/// The share (percent) of the memory there is to spare that the images stepping at once may plan
+/// on: the rest is left for the image parameters, Adam's moments and other work.
+const MEMORY_SHARE: u64 = 75;
 
 /// A step's objective values: the sum over its batch, already read (a [`coupled_step`] reads
 /// it), or each part's sum still on the device, by lane and the lane's parts.
@@ -693,19 +762,47 @@ fn no_dependence(objective: &Objective) -> Error {
 mod tests {
     use super::*;
 
-    /// A batch that fits the planned share of free memory stays whole; one that does not is cut
-    /// into as few parts as fit, down to an image a part when not even one fits.
+    /// Off the CPU, a batch that fits the planned share of free memory stays whole; one that
+    /// does not is cut into as few parts as fit, down to an image a part when not even one fits.
     #[test]
-    fn parts_for_memory_cuts_only_what_does_not_fit() {
+    fn device_parts_cut_only_what_does_not_fit() {
         let mb = 1u64 << 20;
+        let parts = |batch, per_image, free| parts_of(batch, fit_count(per_image, free));
         // 75 % of 1000 MB planned: 37 images of 20 MB fit.
-        assert_eq!(parts_for_memory(32, 20 * mb, 1000 * mb), 1);
-        assert_eq!(parts_for_memory(37, 20 * mb, 1000 * mb), 1);
-        assert_eq!(parts_for_memory(38, 20 * mb, 1000 * mb), 2);
-        assert_eq!(parts_for_memory(128, 20 * mb, 1000 * mb), 4);
-        assert_eq!(parts_for_memory(8, 2000 * mb, 1000 * mb), 8);
-        assert_eq!(parts_for_memory(8, 20 * mb, 0), 8);
-        assert_eq!(parts_for_memory(1, 0, 1000 * mb), 1);
-        assert_eq!(parts_for_memory(3, u64::MAX, u64::MAX), 3);
+        assert_eq!(parts(32, 20 * mb, 1000 * mb), 1);
+        assert_eq!(parts(37, 20 * mb, 1000 * mb), 1);
+        assert_eq!(parts(38, 20 * mb, 1000 * mb), 2);
+        assert_eq!(parts(128, 20 * mb, 1000 * mb), 4);
+        assert_eq!(parts(8, 2000 * mb, 1000 * mb), 8);
+        assert_eq!(parts(8, 20 * mb, 0), 8);
+        assert_eq!(parts(1, 0, 1000 * mb), 1);
+        assert_eq!(parts(3, u64::MAX, u64::MAX), 3);
+        assert_eq!(parts(5, 1, u64::MAX), 1);
+    }
+
+    /// On the CPU, memory to spare leaves the lanes and parts of 8 as they were; less memory
+    /// makes the parts smaller, then the lanes fewer, down to one image at a time.
+    #[test]
+    fn cpu_parts_shrink_only_for_memory() {
+        for (batch, lanes) in [
+            (1usize, 1usize),
+            (5, 2),
+            (8, 2),
+            (32, 2),
+            (128, 2),
+            (128, 16),
+            (3, 16),
+        ] {
+            let lanes = lanes.min(batch);
+            let per_lane = batch.div_ceil(lanes).div_ceil(PART_MOST);
+            let before = (lanes, (lanes * per_lane).min(batch));
+            assert_eq!(cpu_lanes_and_parts(batch, lanes, usize::MAX), before);
+            assert_eq!(cpu_lanes_and_parts(batch, lanes, 16 * lanes), before);
+        }
+        // 32 images, 2 lanes: 8 at once, parts of 4; 3 at once, 2 lanes of 1 image; 1 at once.
+        assert_eq!(cpu_lanes_and_parts(32, 2, 8), (2, 8));
+        assert_eq!(cpu_lanes_and_parts(32, 2, 3), (2, 32));
+        assert_eq!(cpu_lanes_and_parts(32, 2, 1), (1, 32));
+        assert_eq!(cpu_lanes_and_parts(4, 2, 0), (1, 4));
     }
 }
