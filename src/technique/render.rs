@@ -76,7 +76,9 @@ pub struct Rendered {
 /// ([`RenderConfig::context`]) the batch stays whole.
 ///
 /// Off the CPU the batch is optimized whole when it fits the device's free memory, and else in
-/// as few parts as fit ([`step_bytes`]), in turn: the same images either way.
+/// as few parts as fit ([`step_bytes`]), in turn: the same images either way. On the CPU, memory
+/// short of what the parts need makes them smaller. On either, a size whose one image needs more
+/// than the memory there is is an error, before anything of that size is allocated.
 ///
 /// On the CPU the loop runs on burn-flex under burn's autodiff by name ([`Fast`]) rather than
 /// through `Dispatch`, and on a CUDA device on burn-cuda by name (`FastCuda`, in builds with the
