@@ -540,6 +540,48 @@ fn a_render_too_large_for_memory_is_an_error_not_a_dead_process() {
     );
 }
 
+/// The same for a batch too large to hold (5 million units of 128 px: terabytes of parameters
+/// and Adam's moments), with the error's name of the objective cut short rather than listing
+/// every unit; and a gallery's thumbnail outside 1 to 1024 px is an error, not an allocation of
+/// its square (or a panic for 0).
+#[test]
+fn a_batch_too_large_to_hold_and_a_wild_thumbnail_are_errors() {
+    let model = zoo::fashion().unwrap();
+    let units = vec![0; 5_000_000];
+    let err = FeatureVis::default()
+        .cache(None)
+        .steps(2)
+        .size(128)
+        .run_units(&model, "conv1", &units)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("5000000 images of 128 px")
+            && err.contains("TiB")
+            && err.contains("render fewer images at once")
+            && err.len() < 500,
+        "{}",
+        &err[..err.len().min(500)]
+    );
+    let layer = model.layer("conv1").unwrap();
+    for thumbnail in [0, 1_000_000] {
+        let options = microscope::widget::GalleryOptions {
+            feature_vis: FeatureVis::default().cache(None).steps(2),
+            batch: 4,
+            thumbnail,
+            units: Some(vec![0]),
+        };
+        let err = layer
+            .gallery_with(&options, &mut |_| {}, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("conv1") && err.contains(&format!("thumbnail of {thumbnail} px")),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn bad_units_are_named() {
     let model = zoo::fashion().unwrap();

@@ -362,7 +362,11 @@ fn lanes_and_parts(
         device.free_memory()
     };
     let fit = match available {
-        Some(available) => images_that_fit(model, objective, config, available)?,
+        Some(available) => {
+            let fit = images_that_fit(model, objective, config, available)?;
+            batch_fits(model, objective, config, available)?;
+            fit
+        }
         None => usize::MAX,
     };
     let coupled = !objective.per_image();
@@ -423,7 +427,7 @@ fn images_that_fit(
                 "{}: one image of up to {side} px (size {} and its transforms) makes about {} \
                  of activations on its way to {}, and {} of memory is available; render \
                  smaller images",
-                objective.name(),
+                short_name(objective),
                 config.size,
                 crate::budget::human(forward),
                 objective.layers().join(", "),
@@ -433,6 +437,58 @@ fn images_that_fit(
     }
     Ok(fit_count(per_image, available))
 }
+
+/// Whether the whole batch's images, held through the render (each one's parameters, their
+/// gradient, Adam's two moments and the image: [`HELD_COPIES`] of its pixels), fit `available`
+/// bytes; an error that says the sizes if not.
+fn batch_fits(
+    model: &Model,
+    objective: &Objective,
+    config: &RenderConfig,
+    available: u64,
+) -> Result<()> {
+    let channels = model.input_spec()?.channels as u128;
+    let side = config.size as u128;
+    let held = (config.batch as u128)
+        .saturating_mul(channels)
+        .saturating_mul(side * side)
+        .saturating_mul(4 * HELD_COPIES);
+    if held <= available as u128 {
+        return Ok(());
+    }
+    let advice = if held / (config.batch.max(1) as u128) > available as u128 {
+        "render smaller images"
+    } else {
+        "render fewer images at once"
+    };
+    Err(Error::Device {
+        device: model.network().device().to_string(),
+        message: format!(
+            "{}: {} images of {} px hold about {} through a render (each one's parameters, \
+             their gradient, Adam's moments, the image), and {} of memory is available; \
+             {advice}",
+            short_name(objective),
+            config.batch,
+            config.size,
+            crate::budget::human(u64::try_from(held).unwrap_or(u64::MAX)),
+            crate::budget::human(available),
+        ),
+    })
+}
+
+/// `objective`'s name for a message, cut short: a name lists the units of each image, and a
+/// large batch's would fill the notebook.
+fn short_name(objective: &Objective) -> String {
+    const MOST: usize = 80;
+    let name = objective.name();
+    match name.char_indices().nth(MOST) {
+        Some((at, _)) => format!("{}…", &name[..at]),
+        None => name.to_string(),
+    }
+}
+
+/// Copies of an image's pixels a render holds for each image of its batch (see [`batch_fits`]).
+const HELD_COPIES: u128 = 5;
 
 /// Images of `per_image` bytes that fit [`MEMORY_SHARE`] of `available` bytes; at least one.
 fn fit_count(per_image: u64, available: u64) -> usize {

@@ -19,7 +19,7 @@ pub struct GalleryOptions {
     pub feature_vis: FeatureVis,
     /// Units optimized together in one batch.
     pub batch: usize,
-    /// Thumbnail side in pixels.
+    /// Thumbnail side in pixels, 1 to [`THUMBNAIL_MOST`].
     pub thumbnail: usize,
     /// Which units to compute now (default: all of the layer's). Every unit is listed either
     /// way; the others are left for a live widget to compute on request.
@@ -36,6 +36,11 @@ impl Default for GalleryOptions {
         }
     }
 }
+
+/// The largest thumbnail side a gallery draws ([`GalleryOptions::thumbnail`]): a gallery shows
+/// its thumbnails in a grid, and a larger side (nearest-neighbour upsampling of a render of 128
+/// px or so) only adds bytes to the notebook.
+pub const THUMBNAIL_MOST: usize = 1024;
 
 /// `layer.gallery()` of a layer with more units than this computes one batch of them at once
 /// and lists the others for a live widget to compute when clicked (or with its button).
@@ -216,6 +221,12 @@ impl Layer {
         cancel: Option<&std::sync::atomic::AtomicBool>,
         on_batch: &mut dyn FnMut(Vec<GalleryUnit>),
     ) -> Result<()> {
+        if !(1..=THUMBNAIL_MOST).contains(&options.thumbnail) {
+            return Err(Error::Message(format!(
+                "gallery of {}: a thumbnail of {} px; thumbnails take 1 to {THUMBNAIL_MOST} px",
+                self.name, options.thumbnail
+            )));
+        }
         let fv = &options.feature_vis;
         let mut done = 0;
         for chunk in units.chunks(options.batch.max(1)) {
