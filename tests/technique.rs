@@ -527,17 +527,21 @@ fn cancel_stops_the_render() {
 fn a_render_too_large_for_memory_is_an_error_not_a_dead_process() {
     let model = zoo::fashion().unwrap();
     let unit = model.unit("conv1", 0).unwrap();
-    let err = FeatureVis::default()
-        .cache(None)
-        .steps(2)
-        .size(200_000)
-        .run(&unit)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("conv1") && err.contains("TiB") && err.contains("memory is available"),
-        "{err}"
-    );
+    for (size, unit_of_size) in [(200_000, "TiB"), (usize::MAX / 2, "PiB")] {
+        let err = FeatureVis::default()
+            .cache(None)
+            .steps(2)
+            .size(size)
+            .run(&unit)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("conv1")
+                && err.contains(unit_of_size)
+                && err.contains("memory is available"),
+            "{err}"
+        );
+    }
 }
 
 /// The same for a batch too large to hold (5 million units of 128 px: terabytes of parameters

@@ -516,7 +516,9 @@ pub fn step_bytes(model: &Model, objective: &Objective, config: &RenderConfig) -
     let probe = side.min(PROBE_MOST);
     let forward = model.network().forward_bytes(probe, &layers)?;
     let area = |s: usize| (s as u128) * (s as u128);
-    let scaled = (forward as u128 * area(side)).div_ceil(area(probe).max(1));
+    let scaled = (forward as u128)
+        .saturating_mul(area(side))
+        .div_ceil(area(probe).max(1));
     Ok(u64::try_from(scaled)
         .unwrap_or(u64::MAX)
         .saturating_mul(STEP_BYTES_PER_FORWARD_BYTE))

@@ -36,7 +36,12 @@ pub enum Transform {
 /// for smaller images (at 28 px: pad 3, jitter 2, jitter 1):
 /// pad 12, jitter 8, scale 0.90–1.10, rotate ±10°, jitter 4.
 pub fn standard_transforms(size: usize) -> Vec<Transform> {
-    let px = |n: usize| ((n * size) as f32 / 128.0).round().max(1.0).min(n as f32) as usize;
+    let px = |n: usize| {
+        (n.saturating_mul(size) as f32 / 128.0)
+            .round()
+            .max(1.0)
+            .min(n as f32) as usize
+    };
     vec![
         Transform::Pad {
             n: px(12),
