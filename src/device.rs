@@ -71,12 +71,15 @@ impl Device {
         &self.inner
     }
 
-    /// Bytes free on a GPU, as its driver counts them (what other processes and burn's memory
-    /// pools hold is not free); `None` on the CPU, or where the driver does not say.
+    /// Bytes free on a GPU, as its driver counts them, after burn's memory pools have given back
+    /// the memory no tensor uses (otherwise what a finished render left in the pools would count
+    /// as taken); `None` on the CPU, or where the driver does not say.
     pub fn free_memory(&self) -> Option<u64> {
         match &self.inner {
             #[cfg(feature = "cuda")]
             DispatchDevice::Cuda(d) => {
+                // burn-dispatch 0.21 does not pass `memory_cleanup` on: call burn-cuda's own.
+                <burn::backend::Cuda as burn::tensor::backend::Backend>::memory_cleanup(d);
                 // Retains the device's primary context, the one burn-cuda computes in (so the
                 // figure is that context's view), and binds it to this thread.
                 let context = cudarc::driver::CudaContext::new(d.index).ok()?;
