@@ -20,13 +20,6 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-fn light(name: &str) -> PathBuf {
-    let root = std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx"));
-    root.join("light").join(format!("{name}.onnx"))
-}
-
 fn assert_success(out: &Output) {
     assert!(
         out.status.success(),
@@ -55,7 +48,10 @@ fn assert_clean_failure(out: &Output, needles: &[&str]) {
 
 #[test]
 fn info_prints_readable_layer_table() {
-    let out = microscope(&["info", light("light_inception_v1").to_str().unwrap()]);
+    let out = microscope(&[
+        "info",
+        support::light_model("light_inception_v1").to_str().unwrap(),
+    ]);
     assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     let row = text
@@ -114,7 +110,7 @@ fn missing_file() {
 
 #[test]
 fn truncated_and_non_onnx_files() {
-    let bytes = std::fs::read(light("light_inception_v1")).unwrap();
+    let bytes = std::fs::read(support::light_model("light_inception_v1")).unwrap();
     let cut = tmp("truncated.onnx");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     assert_clean_failure(
@@ -178,7 +174,7 @@ fn wrong_input_shape() {
     npy::write(&input, &[1, 3, 10, 10], &vec![0.0; 300]).unwrap();
     let out = microscope(&[
         "eval",
-        light("light_squeezenet").to_str().unwrap(),
+        support::light_model("light_squeezenet").to_str().unwrap(),
         "--input",
         input.to_str().unwrap(),
         "--out",

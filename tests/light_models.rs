@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use microscope::import::{load_onnx, proto, tensor};
@@ -32,12 +32,6 @@ const MODELS: &[&str] = &[
     "light_zfnet512",
 ];
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx"))
-}
-
 fn backend_input(shape: &[usize]) -> Vec<f32> {
     let n: usize = shape.iter().product();
     (0..n).map(|i| i as f32 / n as f32).collect()
@@ -45,7 +39,7 @@ fn backend_input(shape: &[usize]) -> Vec<f32> {
 
 #[test]
 fn eval_reproduces_expected_outputs() {
-    let dir = fixtures().join("light");
+    let dir = support::onnx_fixtures().join("light");
     let out_root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("light-eval");
     for name in MODELS {
         let model = dir.join(format!("{name}.onnx"));
@@ -106,7 +100,7 @@ fn eval_reproduces_expected_outputs() {
 
 #[test]
 fn every_node_matches_onnxruntime_with_random_weights() {
-    let dir = fixtures().join("light-ref");
+    let dir = support::onnx_fixtures().join("light-ref");
     let device = support::test_device();
     for name in MODELS {
         let net = load_onnx(&dir.join(format!("{name}_random.onnx")), device.clone())
@@ -145,7 +139,7 @@ fn every_node_matches_onnxruntime_with_random_weights() {
 #[test]
 fn models_exported_for_batch_one_run_batches() {
     // light_inception_v1 declares [1, 3, 224, 224] and reshapes to a hard-coded [1, 1024].
-    let dir = fixtures().join("light-ref");
+    let dir = support::onnx_fixtures().join("light-ref");
     let name = "light_inception_v1";
     let net = load_onnx(
         &dir.join(format!("{name}_random.onnx")),
@@ -188,7 +182,7 @@ fn googlenet_renders_alike_on_the_cpu_backend_and_through_dispatch() {
     use microscope::technique::render::{render, render_through_dispatch};
     use microscope::technique::render::{ParamKind, RenderConfig};
     use microscope::technique::{transform, Objective};
-    let path = fixtures().join("light-ref/light_inception_v1_random.onnx");
+    let path = support::onnx_fixtures().join("light-ref/light_inception_v1_random.onnx");
     let model = microscope::Model::load_on(&path, microscope::Device::cpu()).unwrap();
     let config = |steps| RenderConfig {
         steps,

@@ -4,8 +4,9 @@
 //!
 //! One test in this binary, so that no other test's allocations mix into the counts.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use microscope::technique::render::{render_in_one_part, step_bytes, ParamKind, RenderConfig};
@@ -58,14 +59,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn light(name: &str) -> PathBuf {
-    std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx"))
-        .join("light")
-        .join(format!("{name}.onnx"))
-}
-
 fn config(batch: usize, size: usize) -> RenderConfig {
     RenderConfig {
         steps: 2,
@@ -105,7 +98,8 @@ fn the_planned_memory_per_image_covers_a_steps_peak() {
         ("light_densenet121", "Concat_237", 128),
     ];
     for (name, layer, size) in cases {
-        let model = Model::load_on(light(name), Device::cpu()).unwrap_or_else(|e| panic!("{e}"));
+        let model = Model::load_on(support::light_model(name), Device::cpu())
+            .unwrap_or_else(|e| panic!("{e}"));
         // First uses allocate once: weights copied to the CPU backend, thread pools.
         peak_bytes(&model, layer, 1, size);
         let (small, large) = (2, 6);

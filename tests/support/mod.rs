@@ -4,6 +4,8 @@
 
 pub mod reference;
 
+use std::path::{Path, PathBuf};
+
 use microscope::import::proto::*;
 use prost::Message;
 use rand::{Rng, SeedableRng};
@@ -183,4 +185,17 @@ pub fn hostile_names_model() -> Vec<u8> {
         value_info("x", &[1, 3, 16, 16]),
         "r2",
     )
+}
+
+/// The ONNX fixtures tests/run.sh makes: `$MICROSCOPE_ONNX_FIXTURES`, else tests/fixtures/onnx.
+pub fn onnx_fixtures() -> PathBuf {
+    std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx"))
+}
+
+/// A light model of ONNX's backend tests (`light_inception_v1`: real architectures, light
+/// weights).
+pub fn light_model(name: &str) -> PathBuf {
+    onnx_fixtures().join("light").join(format!("{name}.onnx"))
 }
