@@ -1,7 +1,7 @@
 //! Inside a cgroup's memory limit (a container's, a JupyterHub user's), the memory budget and a
 //! render's memory plan go by the limit, not by the machine's memory that /proc/meminfo shows:
-//! a render that would not fit is split into smaller parts or refused, never killed by the
-//! cgroup's OOM killer (which in a notebook loses every variable).
+//! a render that would not fit is split into smaller parts or refused, and a DeepDream too large
+//! refused, never killed by the cgroup's OOM killer (which in a notebook loses every variable).
 //!
 //! The test makes a cgroup v1 memory controller's group of its own, which needs root and a
 //! writable /sys/fs/cgroup/memory (as on the machines the CI runs on); elsewhere it says it is
@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use microscope::budget::{budget, Source};
+use microscope::technique::deepdream::DeepDream;
 use microscope::technique::render::{render, render_parts, ParamKind, RenderConfig};
 use microscope::technique::transform::standard_transforms;
 use microscope::technique::Objective;
@@ -111,6 +112,21 @@ fn inside_the_limit(model: &Model) {
     assert!(
         err.contains("256 images of 224 px") && err.contains("render fewer images at once"),
         "{err}"
+    );
+    // DeepDream of an image that alone needs more than the limit: the same kind of error.
+    let device = model.network().device().burn().clone();
+    let photo = microscope::DynTensor::new(burn::Tensor::<burn::Dispatch, 4>::full(
+        [1, 3, 2000, 2000],
+        0.5,
+        &device,
+    ));
+    let dream = DeepDream::default()
+        .run(model, &photo, LAYER)
+        .expect_err("a 2000 px DeepDream of GoogLeNet does not fit 600 MiB")
+        .to_string();
+    assert!(
+        dream.contains("an image of 2000×2000 px") && dream.contains("dream a smaller image"),
+        "{dream}"
     );
     println!(
         "in {} MiB: 32 images in {parts} parts ({unlimited} without the limit); 256: {err}",

@@ -893,3 +893,59 @@ fn concurrent_renders_finish_with_their_own_pixels() {
         assert_eq!(pixels, alone.images.to_vec(), "seed {t}");
     }
 }
+
+/// DeepDream's settings out of their range are one error that names the setting, before any
+/// work: an `octave_scale` of 0 overflowed a multiplication (a panic in a worker thread), 0.01
+/// asked for a 1.25 TB image (an abort: the process and a notebook's state gone), NaN or a
+/// negative scale, and more octaves than the image has sizes for, ended in a max pool's error
+/// about a 1 px input, and `usize::MAX` octaves never finished.
+#[test]
+fn deepdream_settings_out_of_range_are_errors_that_name_them() {
+    use microscope::technique::deepdream::DeepDream;
+    let model = zoo::fashion().unwrap();
+    let device = model.network().device().burn().clone();
+    let image = microscope::DynTensor::new(burn::Tensor::<burn::Dispatch, 4>::full(
+        [1, 1, 28, 28],
+        0.5,
+        &device,
+    ));
+    let cases = [
+        (0.0, 3, "octave_scale 0;"),
+        (0.01, 3, "octave_scale 0.01;"),
+        (-1.4, 3, "octave_scale -1.4;"),
+        (f32::NAN, 3, "octave_scale NaN;"),
+        (
+            1.4,
+            40,
+            "40 octaves of scale 1.4 make the first octave 0×0 px",
+        ),
+        (1.4, usize::MAX, "make the first octave 0×0 px"),
+    ];
+    for (octave_scale, octaves, says) in cases {
+        let dream = DeepDream {
+            octave_scale,
+            octaves,
+            steps_per_octave: 2,
+            ..Default::default()
+        };
+        let err = dream
+            .run(&model, &image, "conv2")
+            .err()
+            .unwrap_or_else(|| panic!("octave_scale {octave_scale}, {octaves} octaves dreamed"))
+            .to_string();
+        assert!(
+            err.contains("deepdream(conv2)") && err.contains(says),
+            "{err}"
+        );
+    }
+    // In range, the same settings dream: 6 octaves of 1.4 start at 5×5 px.
+    let (dream, before, after) = DeepDream {
+        octaves: 6,
+        steps_per_octave: 2,
+        ..Default::default()
+    }
+    .run(&model, &image, "conv2")
+    .unwrap();
+    assert_eq!(dream.dims(), [1, 1, 28, 28]);
+    assert!(after > before, "{before} → {after}");
+}

@@ -7,9 +7,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::objective::{Activations, Objective};
+use super::render;
 use super::transform::warp;
 use crate::device::on_cpu_pool;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::DynTensor;
 
@@ -17,7 +18,8 @@ use crate::network::DynTensor;
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DeepDream {
     pub octaves: usize,
-    /// Size ratio between successive octaves.
+    /// Size ratio between successive octaves, at least 1: the first octave is the image's size
+    /// divided by it `octaves - 1` times.
     pub octave_scale: f32,
     pub steps_per_octave: usize,
     /// Step size on pixels in [0, 1], after normalizing the gradient by its mean magnitude.
@@ -70,36 +72,79 @@ impl DeepDream {
             let acts: Activations = [(layer.to_string(), act.to_nchw()?)].into_iter().collect();
             Ok(DynTensor::new(objective.eval(&acts)?).to_vec()[0])
         };
-        let before = value(image)?;
         let original = image.to_rank::<4>()?;
         let [_, _, h, w] = original.dims();
-        let mut rng = StdRng::seed_from_u64(self.seed);
-        let mut x = original.clone();
+        if !(self.octave_scale.is_finite() && self.octave_scale >= 1.0) {
+            return Err(Error::Message(format!(
+                "deepdream({layer}): octave_scale {}; it is the size ratio from one octave to the \
+                 next, a finite number of at least 1 (the octaves grow from a smaller copy up to \
+                 the image's own size)",
+                self.octave_scale
+            )));
+        }
         // A layer reachable only from the input size (behind a Flatten) dreams at that size
         // alone: the same number of steps, in one octave.
         let (octaves, steps_per_octave) =
             if super::objective::reachable_at_any_size(model, layer, h.max(w))? {
                 (self.octaves, self.steps_per_octave)
             } else {
-                (1, self.octaves * self.steps_per_octave)
+                (1, self.octaves.saturating_mul(self.steps_per_octave))
             };
-        for octave in 0..octaves {
-            let scale = self
-                .octave_scale
-                .powi((octaves - 1 - octave) as i32)
-                .recip();
-            // Resize the current dream to this octave's size.
-            let target = (
+        // Each octave's size: the image's, divided by `octave_scale` once for each octave after
+        // it.
+        // (In f32 as before, so that the sizes, and the pixels, stay the same.)
+        let size_of = |octave: usize| {
+            let after = i32::try_from(octaves - 1 - octave).unwrap_or(i32::MAX);
+            let scale = self.octave_scale.powi(after).recip();
+            (
                 (h as f32 * scale).round() as usize,
                 (w as f32 * scale).round() as usize,
-            );
+            )
+        };
+        if octaves > 0 {
+            let (fh, fw) = size_of(0);
+            if fh == 0 || fw == 0 {
+                return Err(Error::Message(format!(
+                    "deepdream({layer}): {octaves} octaves of scale {} make the first octave \
+                     {fh}×{fw} px, from the image's {h}×{w}; dream in fewer octaves or with a \
+                     smaller octave_scale",
+                    self.octave_scale
+                )));
+            }
+        }
+        // The objective before and the last octave run the image at its own size: an error that
+        // says so where that alone needs more memory than there is (rather than the process
+        // killed).
+        if let Some(available) = render::available_memory(model) {
+            render::one_image_fits(
+                model,
+                &objective,
+                h.max(w),
+                available,
+                &format!("an image of {h}×{w} px"),
+                "dream a smaller image",
+            )?;
+        }
+        let before = value(image)?;
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut x = original.clone();
+        for octave in 0..octaves {
+            // Resize the current dream to this octave's size.
+            let (th, tw) = size_of(octave);
             let [_, _, ch, _] = x.dims();
-            x = warp(x, target.0 as f32 / ch as f32, 0.0);
+            x = warp(x, th as f32 / ch as f32, 0.0);
+            // A network's error says its node; this says which octave and size it was at.
+            let at_octave = |e: Error| {
+                Error::Message(format!(
+                    "deepdream({layer}), octave {} of {octaves} at {th}×{tw} px: {e}",
+                    octave + 1
+                ))
+            };
             for step in 0..steps_per_octave {
                 if crate::interrupt::requested() {
-                    return Err(crate::error::Error::Cancelled {
+                    return Err(Error::Cancelled {
                         what: format!("deepdream({layer})"),
-                        step: octave * steps_per_octave + step,
+                        step: octave.saturating_mul(steps_per_octave).saturating_add(step),
                     });
                 }
                 let (dy, dx) = (
@@ -112,7 +157,8 @@ impl DeepDream {
                     .forward_any_size(
                         &[(&input, model.normalize(&DynTensor::new(shifted))?)],
                         &[layer],
-                    )?
+                    )
+                    .map_err(at_octave)?
                     .remove(0);
                 let acts: Activations = [(layer.to_string(), act.to_nchw()?)].into_iter().collect();
                 let grads = objective.eval(&acts)?.sum().backward();

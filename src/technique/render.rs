@@ -356,12 +356,7 @@ fn lanes_and_parts(
     // memory anyway gets the process killed (and a notebook's state lost) or a GPU's panic.
     let device = model.network().device();
     let on_cpu = is_cpu(device.burn());
-    let available = if on_cpu {
-        crate::budget::available_memory()
-    } else {
-        device.free_memory()
-    };
-    let fit = match available {
+    let fit = match available_memory(model) {
         Some(available) => images_that_fit(model, objective, config, available)?,
         None => usize::MAX,
     };
@@ -404,6 +399,47 @@ fn parts_of(batch: usize, fit: usize) -> usize {
     batch.div_ceil(fit.clamp(1, batch.max(1))).max(1)
 }
 
+/// The memory there is to spare on `model`'s device: the CPU's available memory (inside a
+/// cgroup limit, what the limit leaves), a GPU's free memory; `None` where the system does not
+/// say.
+pub(crate) fn available_memory(model: &Model) -> Option<u64> {
+    let device = model.network().device();
+    if is_cpu(device.burn()) {
+        crate::budget::available_memory()
+    } else {
+        device.free_memory()
+    }
+}
+
+/// [`step_bytes`] for one image of `side` px, where its forward pass alone (half of that) fits
+/// `available` bytes; else an error that says `image` (what is that large), the sizes and
+/// `advice`.
+pub(crate) fn one_image_fits(
+    model: &Model,
+    objective: &Objective,
+    side: usize,
+    available: u64,
+    image: &str,
+    advice: &str,
+) -> Result<u64> {
+    let per_image = step_bytes_at(model, objective, side)?;
+    let forward = per_image / STEP_BYTES_PER_FORWARD_BYTE;
+    if forward > available {
+        return Err(Error::Device {
+            device: model.network().device().to_string(),
+            message: format!(
+                "{}: {image} makes about {} of activations on its way to {}, and {} of memory \
+                 is available; {advice}",
+                short_name(objective),
+                crate::budget::human(forward),
+                objective.layers().join(", "),
+                crate::budget::human(available),
+            ),
+        });
+    }
+    Ok(per_image)
+}
+
 /// How many images of `config`'s batch can step at once in `available` bytes, beside what the
 /// whole batch holds through the render ([`batch_holds`]): [`fit_count`] at [`step_bytes`] an
 /// image. An error that says the sizes when one image's forward pass alone (half of
@@ -415,24 +451,20 @@ fn images_that_fit(
     config: &RenderConfig,
     available: u64,
 ) -> Result<usize> {
-    let per_image = step_bytes(model, objective, config)?;
+    let side = transform::largest_size(&config.transforms, config.size);
+    let image = format!(
+        "one image of up to {side} px (size {} and its transforms)",
+        config.size
+    );
+    let per_image = one_image_fits(
+        model,
+        objective,
+        side,
+        available,
+        &image,
+        "render smaller images",
+    )?;
     let forward = per_image / STEP_BYTES_PER_FORWARD_BYTE;
-    if forward > available {
-        let side = transform::largest_size(&config.transforms, config.size);
-        return Err(Error::Device {
-            device: model.network().device().to_string(),
-            message: format!(
-                "{}: one image of up to {side} px (size {} and its transforms) makes about {} \
-                 of activations on its way to {}, and {} of memory is available; render \
-                 smaller images",
-                short_name(objective),
-                config.size,
-                crate::budget::human(forward),
-                objective.layers().join(", "),
-                crate::budget::human(available),
-            ),
-        });
-    }
     let held = batch_holds(model, objective, config, forward, available)?;
     Ok(fit_count(per_image, available - held))
 }
@@ -516,8 +548,16 @@ pub fn render_parts(model: &Model, objective: &Objective, config: &RenderConfig)
 /// [`PROBE_MOST`] px, so that it fits where the render would not: larger sizes scale its figure
 /// by area, as a convolutional network's activations grow.
 pub fn step_bytes(model: &Model, objective: &Objective, config: &RenderConfig) -> Result<u64> {
+    step_bytes_at(
+        model,
+        objective,
+        transform::largest_size(&config.transforms, config.size),
+    )
+}
+
+/// [`step_bytes`] for a square image of `side` px.
+fn step_bytes_at(model: &Model, objective: &Objective, side: usize) -> Result<u64> {
     let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
-    let side = transform::largest_size(&config.transforms, config.size);
     let probe = side.min(PROBE_MOST);
     let forward = model.network().forward_bytes(probe, &layers)?;
     let area = |s: usize| (s as u128) * (s as u128);
