@@ -470,3 +470,48 @@ fn notebook_05_input_attribution_cells_are_the_tested_code() {
         assert!(here.contains(&squeeze(line)), "not in the test: {line}");
     }
 }
+
+/// Steps and samples are the caller's, and any number of them is a long computation that can be
+/// stopped, not an allocation of them all: `steps: 1 << 40` made a list of 2^40 alphas (4 TiB:
+/// an abort, the process and a notebook's state gone), `samples: 1 << 40` drew all their noise
+/// at once. The points now go through the network a batch at a time, made as they go (the
+/// same pixels as before: the batches are the same). A NaN noise is an error, not a blank map.
+#[test]
+fn any_number_of_steps_or_samples_holds_one_batch_and_stops_when_asked() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let model = zoo::fashion().unwrap();
+    let (x, labels) = test_images(1);
+    let many = InputAttribution {
+        steps: 1 << 40,
+        samples: 1 << 40,
+        ..InputAttribution::default()
+    };
+    for id in ["integrated-gradients", "smoothgrad"] {
+        let flag = Arc::new(AtomicBool::new(false));
+        let stop = flag.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let err = microscope::interrupt::with_cancel(flag, || {
+            many.run(id, &model, &image(&x, 0), &logit(labels[0]))
+        })
+        .map(|_| ())
+        .unwrap_err();
+        stopper.join().unwrap();
+        assert!(
+            matches!(err, microscope::Error::Cancelled { .. }),
+            "{id}: {err}"
+        );
+    }
+    let err = InputAttribution {
+        noise: f32::NAN,
+        ..InputAttribution::default()
+    }
+    .run("smoothgrad", &model, &image(&x, 0), &logit(labels[0]))
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("noise NaN"), "{err}");
+}

@@ -118,7 +118,8 @@ impl DeepDream {
         if let Some(available) = render::available_memory(model) {
             render::one_image_fits(
                 model,
-                &objective,
+                &format!("deepdream({layer})"),
+                objective.layers(),
                 h.max(w),
                 available,
                 &format!("an image of {h}×{w} px"),

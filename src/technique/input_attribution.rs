@@ -330,9 +330,31 @@ impl InputAttribution {
             .collect()
     }
 
+    /// `batch`, or fewer where that many images like `x` on their way to the target would not
+    /// fit the memory available (the same points, in more passes); an error where one alone
+    /// does not.
+    fn batch_that_fits(&self, model: &Model, x: &Pixels, target: &Target) -> Result<usize> {
+        let batch = self.batch.max(1);
+        let Some(available) = super::render::available_memory(model) else {
+            return Ok(batch);
+        };
+        let [_, h, w] = x.dims;
+        let per_image = super::render::one_image_fits(
+            model,
+            "input attribution",
+            &[target.node().to_string()],
+            h.max(w),
+            available,
+            &format!("an image of {h}×{w} px"),
+            "attribute a smaller image",
+        )?;
+        Ok(batch.min(super::render::fit_count(per_image, available)))
+    }
+
     fn saliency(&self, model: &Model, image: &DynTensor, target: &Target) -> Result<InputMap> {
         let x = Pixels::of(image)?;
-        let (values, grads) = gradients(model, &x.data, x.dims, target, self.batch)?;
+        let batch = self.batch_that_fits(model, &x, target)?;
+        let (values, grads) = gradients(model, &x.data, x.dims, target, batch)?;
         Ok(x.map("saliency", values[0], grads))
     }
 
@@ -369,34 +391,37 @@ impl InputAttribution {
             None => vec![0.0; x.data.len()],
         };
         let n = x.data.len();
+        let batch = self.batch_that_fits(model, &x, target)?;
         let (values, _) = gradients(
             model,
             &[x.data.clone(), base.clone()].concat(),
             x.dims,
             target,
-            2,
+            batch.min(2),
         )?;
         // Σ of the gradients at the points so far, per pixel. The points go through the
-        // network `batch` at a time, so that only that many images are ever held.
+        // network `batch` at a time, made as they go, so that only that many images (and no
+        // list of `steps` alphas) are ever held: `steps` is the caller's, and may be large.
         let mut total = vec![0.0f64; n];
-        let add = |total: &mut [f64], alphas: &[f32]| -> Result<()> {
-            for chunk in alphas.chunks(self.batch.max(1)) {
-                let mut points = Vec::with_capacity(chunk.len() * n);
-                for &a in chunk {
+        let add = |total: &mut [f64], count: usize, alpha: &dyn Fn(usize) -> f32| -> Result<()> {
+            let mut start = 0;
+            while start < count {
+                let len = batch.min(count - start);
+                let mut points = Vec::with_capacity(len * n);
+                for i in start..start + len {
+                    let a = alpha(i);
                     points.extend(base.iter().zip(&x.data).map(|(b, v)| b + a * (v - b)));
                 }
-                let (_, grads) = gradients(model, &points, x.dims, target, chunk.len())?;
+                let (_, grads) = gradients(model, &points, x.dims, target, len)?;
                 for g in grads.chunks(n) {
                     total.iter_mut().zip(g).for_each(|(t, g)| *t += *g as f64);
                 }
+                start += len;
             }
             Ok(())
         };
         let mut steps = self.steps.max(1);
-        let midpoints: Vec<f32> = (0..steps)
-            .map(|k| (k as f32 + 0.5) / steps as f32)
-            .collect();
-        add(&mut total, &midpoints)?;
+        add(&mut total, steps, &|k| (k as f32 + 0.5) / steps as f32)?;
         let (pixels, completeness) = loop {
             let pixels: Vec<f32> = total
                 .iter()
@@ -414,14 +439,14 @@ impl InputAttribution {
             {
                 break (pixels, completeness);
             }
-            // Each piece cut in three: its midpoint stays one, and two new points join it.
+            // Each piece cut in three: its midpoint stays one, and two new points join it (piece
+            // k's two are alphas 2k and 2k + 1).
             let old = steps as f32;
-            let mut alphas = Vec::with_capacity(2 * steps);
-            for k in 0..steps {
-                let k = k as f32;
-                alphas.extend([(k + 1.0 / 6.0) / old, (k + 5.0 / 6.0) / old]);
-            }
-            add(&mut total, &alphas)?;
+            add(&mut total, 2 * steps, &|i| {
+                let k = (i / 2) as f32;
+                let third = if i % 2 == 0 { 1.0 / 6.0 } else { 5.0 / 6.0 };
+                (k + third) / old
+            })?;
             steps *= 3;
         };
         let mut map = x.map("integrated-gradients", values[0], pixels);
@@ -438,15 +463,49 @@ impl InputAttribution {
                 (l.min(v), h.max(v))
             });
         let range = if hi > lo { hi - lo } else { 1.0 };
+        if !(self.noise.is_finite() && self.noise >= 0.0) {
+            return Err(Error::Message(format!(
+                "smoothgrad: noise {}; it is the noise's σ as a fraction of the image's range, a \
+                 finite number of at least 0",
+                self.noise
+            )));
+        }
         let samples = self.samples.max(1);
         let n = x.data.len();
         let mut rng = StdRng::seed_from_u64(self.seed);
-        let noise = normal(&mut rng, samples * n, self.noise * range);
-        // The image itself (for its value), then the noisy copies.
-        let mut points = x.data.clone();
-        points.extend(noise.iter().zip(x.data.iter().cycle()).map(|(e, v)| v + e));
-        let (values, grads) = gradients(model, &points, x.dims, target, self.batch)?;
-        Ok(x.map("smoothgrad", values[0], mean_of(&grads[n..], n)))
+        // The image itself (for its value), then the noisy copies, `batch` points at a time,
+        // each copy's noise drawn as it is made (the same numbers as drawn all at once): only
+        // a batch is ever held, whatever `samples` the caller asks for.
+        let batch = self.batch_that_fits(model, &x, target)?;
+        let count = samples.saturating_add(1);
+        let (mut value, mut mean) = (0.0, vec![0.0f32; n]);
+        let mut start = 0;
+        while start < count {
+            let len = batch.min(count - start);
+            let mut points = Vec::with_capacity(len * n);
+            for i in start..start + len {
+                if i == 0 {
+                    points.extend_from_slice(&x.data);
+                } else {
+                    let noise = normal(&mut rng, n, self.noise * range);
+                    points.extend(noise.iter().zip(&x.data).map(|(e, v)| v + e));
+                }
+            }
+            let (values, grads) = gradients(model, &points, x.dims, target, len)?;
+            if start == 0 {
+                value = values[0];
+            }
+            // The mean of the noisy copies' gradients, added in their order.
+            for (i, g) in (start..).zip(grads.chunks(n)) {
+                if i > 0 {
+                    mean.iter_mut()
+                        .zip(g)
+                        .for_each(|(m, g)| *m += g / samples as f32);
+                }
+            }
+            start += len;
+        }
+        Ok(x.map("smoothgrad", value, mean))
     }
 
     fn grad_cam_map(&self, model: &Model, image: &DynTensor, target: &Target) -> Result<InputMap> {
@@ -566,18 +625,6 @@ impl Pixels {
             layer: None,
         }
     }
-}
-
-/// The mean of the images of `n` values each in `all`.
-fn mean_of(all: &[f32], n: usize) -> Vec<f32> {
-    let count = (all.len() / n) as f32;
-    let mut mean = vec![0.0; n];
-    for image in all.chunks(n) {
-        mean.iter_mut()
-            .zip(image)
-            .for_each(|(m, g)| *m += g / count);
-    }
-    mean
 }
 
 /// The target's value on each of the images in `points` (`[C, H, W]` each, concatenated, in

@@ -411,28 +411,28 @@ pub(crate) fn available_memory(model: &Model) -> Option<u64> {
     }
 }
 
-/// [`step_bytes`] for one image of `side` px, where its forward pass alone (half of that) fits
-/// `available` bytes; else an error that says `image` (what is that large), the sizes and
-/// `advice`.
+/// [`step_bytes`] for one image of `side` px on its way to `layers`, where its forward pass
+/// alone (half of that) fits `available` bytes; else an error that says `what` (the work),
+/// `image` (what is that large), the sizes and `advice`.
 pub(crate) fn one_image_fits(
     model: &Model,
-    objective: &Objective,
+    what: &str,
+    layers: &[String],
     side: usize,
     available: u64,
     image: &str,
     advice: &str,
 ) -> Result<u64> {
-    let per_image = step_bytes_at(model, objective, side)?;
+    let per_image = step_bytes_at(model, layers, side)?;
     let forward = per_image / STEP_BYTES_PER_FORWARD_BYTE;
     if forward > available {
         return Err(Error::Device {
             device: model.network().device().to_string(),
             message: format!(
-                "{}: {image} makes about {} of activations on its way to {}, and {} of memory \
-                 is available; {advice}",
-                short_name(objective),
+                "{what}: {image} makes about {} of activations on its way to {}, and {} of \
+                 memory is available; {advice}",
                 crate::budget::human(forward),
-                objective.layers().join(", "),
+                layers.join(", "),
                 crate::budget::human(available),
             ),
         });
@@ -458,7 +458,8 @@ fn images_that_fit(
     );
     let per_image = one_image_fits(
         model,
-        objective,
+        &short_name(objective),
+        objective.layers(),
         side,
         available,
         &image,
@@ -528,7 +529,7 @@ fn short_name(objective: &Objective) -> String {
 const HELD_COPIES: u128 = 6;
 
 /// Images of `per_image` bytes that fit [`MEMORY_SHARE`] of `available` bytes; at least one.
-fn fit_count(per_image: u64, available: u64) -> usize {
+pub(crate) fn fit_count(per_image: u64, available: u64) -> usize {
     let usable = available / 100 * MEMORY_SHARE;
     usize::try_from(usable / per_image.max(1))
         .unwrap_or(usize::MAX)
@@ -550,14 +551,14 @@ pub fn render_parts(model: &Model, objective: &Objective, config: &RenderConfig)
 pub fn step_bytes(model: &Model, objective: &Objective, config: &RenderConfig) -> Result<u64> {
     step_bytes_at(
         model,
-        objective,
+        objective.layers(),
         transform::largest_size(&config.transforms, config.size),
     )
 }
 
-/// [`step_bytes`] for a square image of `side` px.
-fn step_bytes_at(model: &Model, objective: &Objective, side: usize) -> Result<u64> {
-    let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
+/// [`step_bytes`] for a square image of `side` px on its way to `layers`.
+fn step_bytes_at(model: &Model, layers: &[String], side: usize) -> Result<u64> {
+    let layers: Vec<&str> = layers.iter().map(String::as_str).collect();
     let probe = side.min(PROBE_MOST);
     let forward = model.network().forward_bytes(probe, &layers)?;
     let area = |s: usize| (s as u128) * (s as u128);
