@@ -938,6 +938,15 @@ fn deepdream_settings_out_of_range_are_errors_that_name_them() {
             "{err}"
         );
     }
+    let err = DeepDream {
+        step_size: f32::NAN,
+        ..Default::default()
+    }
+    .run(&model, &image, "conv2")
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("step_size NaN"), "{err}");
     // In range, the same settings dream: 6 octaves of 1.4 start at 5×5 px.
     let (dream, before, after) = DeepDream {
         octaves: 6,
@@ -948,4 +957,57 @@ fn deepdream_settings_out_of_range_are_errors_that_name_them() {
     .unwrap();
     assert_eq!(dream.dims(), [1, 1, 28, 28]);
     assert!(after > before, "{before} → {after}");
+}
+
+/// A learning rate or a caricature's power that is not a number is an error that names it,
+/// where it made an image of NaN pixels (drawn black) without a word.
+#[test]
+fn a_learning_rate_or_power_that_is_not_a_number_is_an_error() {
+    use microscope::technique::Caricature;
+    let model = zoo::fashion().unwrap();
+    let unit = model.unit("conv2", 3).unwrap();
+    for rate in [f32::NAN, f32::INFINITY, 0.0, -0.05] {
+        let err = FeatureVis {
+            learning_rate: rate,
+            ..FeatureVis::default()
+        }
+        .cache(None)
+        .steps(2)
+        .run(&unit)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!("learning rate {rate};")) && err.contains("conv2"),
+            "{err}"
+        );
+    }
+    let layer = model.layer("conv2").unwrap();
+    let data = Dataset::fashion_mnist(Split::Test).unwrap().take(1);
+    let image = data
+        .batch(0..1, &ImageSpec::unit(1, 28, 28), Device::cpu().burn())
+        .unwrap();
+    for (caricature, says) in [
+        (
+            Caricature {
+                cossim_pow: f32::NAN,
+                ..Caricature::default()
+            },
+            "cossim_pow NaN",
+        ),
+        (
+            Caricature {
+                learning_rate: f32::NAN,
+                ..Caricature::default()
+            },
+            "learning rate NaN",
+        ),
+    ] {
+        let err = caricature
+            .cache(None)
+            .run(&layer, &image)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{err}");
+    }
 }

@@ -109,6 +109,12 @@ impl Caricature {
             )));
         }
         model.layer(layer)?;
+        if !self.cossim_pow.is_finite() {
+            return Err(Error::Message(format!(
+                "caricature at {layer}: cossim_pow {}; it takes a finite number",
+                self.cossim_pow
+            )));
+        }
         let size = dims[2];
         // The transforms draw a larger batch than the input; the reference and the caricature
         // are compared after the same draw, at the input size (fit back, as for layers behind a

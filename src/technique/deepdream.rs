@@ -74,6 +74,12 @@ impl DeepDream {
         };
         let original = image.to_rank::<4>()?;
         let [_, _, h, w] = original.dims();
+        if !self.step_size.is_finite() {
+            return Err(Error::Message(format!(
+                "deepdream({layer}): step_size {}; it takes a finite number",
+                self.step_size
+            )));
+        }
         if !(self.octave_scale.is_finite() && self.octave_scale >= 1.0) {
             return Err(Error::Message(format!(
                 "deepdream({layer}): octave_scale {}; it is the size ratio from one octave to the \

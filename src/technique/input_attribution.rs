@@ -390,6 +390,13 @@ impl InputAttribution {
             }
             None => vec![0.0; x.data.len()],
         };
+        if self.tolerance.is_nan() {
+            return Err(Error::Message(
+                "integrated gradients: tolerance NaN; it takes a number (0: refine up to \
+                 max_steps)"
+                    .into(),
+            ));
+        }
         let n = x.data.len();
         let batch = self.batch_that_fits(model, &x, target)?;
         let (values, _) = gradients(

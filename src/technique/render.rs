@@ -189,6 +189,13 @@ fn render_in_parts(
     cancel: Option<&AtomicBool>,
     split: bool,
 ) -> Result<Rendered> {
+    if !(config.learning_rate.is_finite() && config.learning_rate > 0.0) {
+        return Err(Error::Message(format!(
+            "{}: learning rate {}; it takes a finite number above 0",
+            short_name(objective),
+            config.learning_rate
+        )));
+    }
     let device: &Device = model.network().device();
     let every = reads_every(device);
     if is_cpu(device.burn()) {
