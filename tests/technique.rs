@@ -1011,3 +1011,89 @@ fn a_learning_rate_or_power_that_is_not_a_number_is_an_error() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+/// A model with a fixed input size (a Flatten before its classifier): conv 4×4 stride 4 → ReLU →
+/// Flatten → Gemm to 3 logits, on `h` × `w` images.
+fn fixed_size_model(name: &str, h: usize, w: usize) -> microscope::Model {
+    use microscope::import::builder::{AttrValue, OnnxBuilder};
+    use microscope::network::HostTensor;
+    let cells = 2 * (h / 4) * (w / 4);
+    let mut o = OnnxBuilder::new();
+    o.input("x", &[1, 3, h as i64, w as i64])
+        .initializer(
+            "w",
+            &HostTensor::f32(
+                vec![2, 3, 4, 4],
+                (0..96).map(|i| (i as f32 * 0.37).sin()).collect(),
+            ),
+        )
+        .initializer(
+            "v",
+            &HostTensor::f32(
+                vec![3, cells],
+                (0..3 * cells)
+                    .map(|i| (i as f32 * 0.11).cos() * 0.01)
+                    .collect(),
+            ),
+        )
+        .node(
+            "Conv",
+            "conv",
+            &["x", "w"],
+            &[("strides", AttrValue::Ints(vec![4, 4]))],
+        )
+        .node("Relu", "relu", &["conv"], &[])
+        .node("Flatten", "flat", &["relu"], &[])
+        .node(
+            "Gemm",
+            "logits",
+            &["flat", "v"],
+            &[("transB", AttrValue::Int(1))],
+        )
+        .output("logits");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.onnx"));
+    std::fs::write(&path, o.to_bytes(name)).unwrap();
+    microscope::Model::load(&path).unwrap()
+}
+
+/// The memory plan measures a forward pass of one image, at no more than 256 px, smaller with
+/// the same shape; a layer behind a Flatten takes only the model's own size, and is measured
+/// there. Before: a class visualization of any model larger than 256 px (Inception-v3's 299)
+/// failed with "node logits (Gemm): cannot multiply [1, 8192] by [11250, 3]", and DeepDream and
+/// the input attributions of a model whose input is not square failed the same way.
+#[test]
+fn models_of_a_fixed_size_above_256_px_or_not_square_plan_their_memory() {
+    use microscope::technique::attribution::Target;
+    use microscope::technique::deepdream::DeepDream;
+    use microscope::technique::input_attribution::InputAttribution;
+    let large = fixed_size_model("fixed_300", 300, 300);
+    let unit = large.unit("logits", 1).unwrap();
+    let images = FeatureVis::default()
+        .cache(None)
+        .steps(3)
+        .run(&unit)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(images.images.dims(), [1, 3, 300, 300]);
+    let wide = fixed_size_model("fixed_24x40", 24, 40);
+    let image = microscope::DynTensor::new(burn::Tensor::<burn::Dispatch, 4>::full(
+        [1, 3, 24, 40],
+        0.5,
+        &Device::cpu().burn().clone(),
+    ));
+    let target = Target::Logit {
+        node: "logits".into(),
+        index: 2,
+    };
+    for id in ["saliency", "integrated-gradients", "smoothgrad"] {
+        InputAttribution::default()
+            .run(id, &wide, &image, &target)
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    }
+    let (dream, _, _) = DeepDream {
+        steps_per_octave: 2,
+        ..Default::default()
+    }
+    .run(&wide, &image, "logits")
+    .unwrap_or_else(|e| panic!("deepdream: {e}"));
+    assert_eq!(dream.dims(), [1, 3, 24, 40]);
+}

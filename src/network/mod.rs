@@ -525,11 +525,11 @@ impl Network {
         shapes.as_deref().map_err(|e| Error::Message(e.clone()))
     }
 
-    /// Bytes of every value one image of `size` × `size` pixels makes on its way to `targets`
-    /// (each output of each node run, at 4 bytes an element), measured by a forward pass of
-    /// one image of zeros at that size: the activations a gradient pass keeps per image, before
-    /// its gradients and workspaces (see `technique::render`'s memory plan).
-    pub fn forward_bytes(&self, size: usize, targets: &[&str]) -> Result<u64> {
+    /// Bytes of every value one image of `[h, w]` pixels makes on its way to `targets` (each
+    /// output of each node run, at 4 bytes an element), measured by a forward pass of one image
+    /// of zeros at that size: the activations a gradient pass keeps per image, before its
+    /// gradients and workspaces (see `technique::render`'s memory plan).
+    pub fn forward_bytes(&self, [h, w]: [usize; 2], targets: &[&str]) -> Result<u64> {
         let input = self.image_input()?;
         let channels = match input.shape.get(1) {
             Some(&Some(c)) => c,
@@ -540,7 +540,7 @@ impl Network {
                 })
             }
         };
-        let dims = [1, channels, size, size];
+        let dims = [1, channels, h, w];
         let n = crate::budget::fits(&dims, 4).map_err(|e| Error::Input {
             name: input.name.clone(),
             message: e,

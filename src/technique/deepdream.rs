@@ -126,7 +126,7 @@ impl DeepDream {
                 model,
                 &format!("deepdream({layer})"),
                 objective.layers(),
-                h.max(w),
+                [h, w],
                 available,
                 &format!("an image of {h}×{w} px"),
                 "dream a smaller image",

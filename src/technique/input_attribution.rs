@@ -343,7 +343,7 @@ impl InputAttribution {
             model,
             "input attribution",
             &[target.node().to_string()],
-            h.max(w),
+            [h, w],
             available,
             &format!("an image of {h}×{w} px"),
             "attribute a smaller image",

@@ -418,19 +418,19 @@ pub(crate) fn available_memory(model: &Model) -> Option<u64> {
     }
 }
 
-/// [`step_bytes`] for one image of `side` px on its way to `layers`, where its forward pass
-/// alone (half of that) fits `available` bytes; else an error that says `what` (the work),
-/// `image` (what is that large), the sizes and `advice`.
+/// [`step_bytes`] for one image of `size` (`[h, w]` px) on its way to `layers`, where its
+/// forward pass alone (half of that) fits `available` bytes; else an error that says `what`
+/// (the work), `image` (what is that large), the sizes and `advice`.
 pub(crate) fn one_image_fits(
     model: &Model,
     what: &str,
     layers: &[String],
-    side: usize,
+    size: [usize; 2],
     available: u64,
     image: &str,
     advice: &str,
 ) -> Result<u64> {
-    let per_image = step_bytes_at(model, layers, side)?;
+    let per_image = step_bytes_at(model, layers, size)?;
     let forward = per_image / STEP_BYTES_PER_FORWARD_BYTE;
     if forward > available {
         return Err(Error::Device {
@@ -467,7 +467,7 @@ fn images_that_fit(
         model,
         &short_name(objective),
         objective.layers(),
-        side,
+        [side, side],
         available,
         &image,
         "render smaller images",
@@ -554,27 +554,41 @@ pub fn render_parts(model: &Model, objective: &Objective, config: &RenderConfig)
 /// pass of one image as large as `config.transforms` can make it (`Network::forward_bytes`),
 /// times [`STEP_BYTES_PER_FORWARD_BYTE`]. The forward pass that measures it runs at no more than
 /// [`PROBE_MOST`] px, so that it fits where the render would not: larger sizes scale its figure
-/// by area, as a convolutional network's activations grow.
+/// by area, as a convolutional network's activations grow. A layer that only the model's own
+/// size reaches (behind a Flatten: its transforms fit the images to that size) is measured at
+/// that size.
 pub fn step_bytes(model: &Model, objective: &Objective, config: &RenderConfig) -> Result<u64> {
-    step_bytes_at(
-        model,
-        objective.layers(),
-        transform::largest_size(&config.transforms, config.size),
-    )
+    let side = transform::largest_size(&config.transforms, config.size);
+    step_bytes_at(model, objective.layers(), [side, side])
 }
 
-/// [`step_bytes`] for a square image of `side` px on its way to `layers`.
-fn step_bytes_at(model: &Model, layers: &[String], side: usize) -> Result<u64> {
+/// [`step_bytes`] for one image of `h` × `w` px on its way to `layers`.
+fn step_bytes_at(model: &Model, layers: &[String], [h, w]: [usize; 2]) -> Result<u64> {
     let layers: Vec<&str> = layers.iter().map(String::as_str).collect();
-    let probe = side.min(PROBE_MOST);
-    let forward = model.network().forward_bytes(probe, &layers)?;
-    let area = |s: usize| (s as u128) * (s as u128);
-    let scaled = (forward as u128)
-        .saturating_mul(area(side))
-        .div_ceil(area(probe).max(1));
-    Ok(u64::try_from(scaled)
-        .unwrap_or(u64::MAX)
-        .saturating_mul(STEP_BYTES_PER_FORWARD_BYTE))
+    let net = model.network();
+    let longest = h.max(w).max(1);
+    let forward = if longest <= PROBE_MOST {
+        net.forward_bytes([h, w], &layers)?
+    } else {
+        // Smaller, with the same shape; where the layers take no other size than this one
+        // (a Flatten before them), at this size: the model's own, which its weights were made
+        // for.
+        let shrink = |s: usize| (s as u128 * PROBE_MOST as u128 / longest as u128).max(1) as usize;
+        let probe = [shrink(h), shrink(w)];
+        match net.forward_bytes(probe, &layers) {
+            Ok(bytes) => {
+                let area = |[a, b]: [usize; 2]| (a as u128) * (b as u128);
+                u64::try_from(
+                    (bytes as u128)
+                        .saturating_mul(area([h, w]))
+                        .div_ceil(area(probe).max(1)),
+                )
+                .unwrap_or(u64::MAX)
+            }
+            Err(_) => net.forward_bytes([h, w], &layers)?,
+        }
+    };
+    Ok(forward.saturating_mul(STEP_BYTES_PER_FORWARD_BYTE))
 }
 
 /// The largest side [`step_bytes`] runs its forward pass at.
