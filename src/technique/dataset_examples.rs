@@ -148,14 +148,33 @@ impl DatasetExamples {
         let mut scores: Vec<Vec<f32>> = vec![Vec::new(); units.len()];
         let mut map_size = (0, 0);
         let mut tokens = false;
-        for start in (0..data.len()).step_by(self.batch.max(1)) {
+        // `batch` images a pass, fewer where that many would not fit the memory available (the
+        // same scores, in more passes).
+        let batch = match super::render::available_memory(model) {
+            Some(available) => {
+                let per_image = super::render::one_image_fits(
+                    model,
+                    &format!("dataset examples of {layer}"),
+                    &[layer.to_string()],
+                    [spec.height, spec.width],
+                    available,
+                    &format!("an image of {}×{} px", spec.height, spec.width),
+                    "scan on a machine with more memory",
+                )?;
+                self.batch
+                    .max(1)
+                    .min(super::render::fit_count(per_image, available))
+            }
+            None => self.batch.max(1),
+        };
+        for start in (0..data.len()).step_by(batch) {
             if crate::interrupt::requested() {
                 return Err(Error::Cancelled {
                     what: format!("dataset examples of {layer}"),
                     step: start,
                 });
             }
-            let end = (start + self.batch.max(1)).min(data.len());
+            let end = start.saturating_add(batch).min(data.len());
             let x = data.batch(start..end, &spec, &device)?;
             let act = net
                 .forward(&[(&input, model.normalize(&x)?)], &[layer])?
