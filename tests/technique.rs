@@ -947,6 +947,14 @@ fn deepdream_settings_out_of_range_are_errors_that_name_them() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("step_size NaN"), "{err}");
+    // An empty image (before: a panic in a reshape, on a worker thread).
+    let empty = microscope::DynTensor::from_host(&[], &[1, 1, 0, 0], &device);
+    let err = DeepDream::default()
+        .run(&model, &empty, "conv2")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the image is 0×0 px"), "{err}");
     // In range, the same settings dream: 6 octaves of 1.4 start at 5×5 px.
     let (dream, before, after) = DeepDream {
         octaves: 6,

@@ -97,13 +97,23 @@ impl<B: Backend> DynTensor<B> {
             )));
         }
         let dims: [usize; D] = self.dims().try_into().expect("rank checked");
+        if dims.contains(&0) {
+            // burn's reshape reads a 0 as "this axis as it was", so an empty tensor is made anew.
+            return Ok(Tensor::empty(dims, &self.storage.device()));
+        }
         Ok(self.storage.clone().reshape(dims))
     }
 
     /// Reshapes to another logical shape with the same number of elements.
     pub(crate) fn reshape(self, shape: &[usize]) -> Self {
+        let storage = if shape.contains(&0) {
+            // As in `to_rank`: burn's reshape reads a 0 as "this axis as it was".
+            Tensor::empty(storage_shape(shape), &self.storage.device())
+        } else {
+            self.storage.reshape(storage_shape(shape))
+        };
         Self {
-            storage: self.storage.reshape(storage_shape(shape)),
+            storage,
             rank: shape.len(),
         }
     }
@@ -346,5 +356,20 @@ impl Constant {
             (None, Some(d)) => HostTensor::f32(d.dims(), d.to_vec()),
             (None, None) => unreachable!("a constant has a value"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_tensors_keep_their_shape_through_to_rank_and_reshape() {
+        let device = crate::Device::cpu().burn().clone();
+        let empty = DynTensor::from_host(&[], &[1, 1, 0, 3], &device);
+        assert_eq!(empty.to_rank::<4>().unwrap().dims(), [1, 1, 0, 3]);
+        let flat = empty.reshape(&[0]);
+        assert_eq!(flat.dims(), [0]);
+        assert_eq!(flat.to_rank::<1>().unwrap().dims(), [0]);
     }
 }

@@ -74,6 +74,11 @@ impl DeepDream {
         };
         let original = image.to_rank::<4>()?;
         let [_, _, h, w] = original.dims();
+        if h == 0 || w == 0 {
+            return Err(Error::Message(format!(
+                "deepdream({layer}): the image is {h}×{w} px; there is nothing to dream"
+            )));
+        }
         if !self.step_size.is_finite() {
             return Err(Error::Message(format!(
                 "deepdream({layer}): step_size {}; it takes a finite number",
