@@ -968,7 +968,7 @@ fn deepdream_settings_out_of_range_are_errors_that_name_them() {
 }
 
 /// A learning rate or a caricature's power that is not a number is an error that names it,
-/// where it made an image of NaN pixels (drawn black) without a word.
+/// where it made an image of NaN pixels (drawn black) without a word; so is a size of 0.
 #[test]
 fn a_learning_rate_or_power_that_is_not_a_number_is_an_error() {
     use microscope::technique::Caricature;
@@ -989,6 +989,15 @@ fn a_learning_rate_or_power_that_is_not_a_number_is_an_error() {
             "{err}"
         );
     }
+    // A size of 0 px (before: a panic in burn's reshape, "internal error" from the CLI).
+    let err = FeatureVis::default()
+        .cache(None)
+        .steps(2)
+        .size(0)
+        .run(&unit)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("size 0 px; it takes at least 1"), "{err}");
     let layer = model.layer("conv2").unwrap();
     let data = Dataset::fashion_mnist(Split::Test).unwrap().take(1);
     let image = data

@@ -189,13 +189,6 @@ fn render_in_parts(
     cancel: Option<&AtomicBool>,
     split: bool,
 ) -> Result<Rendered> {
-    if !(config.learning_rate.is_finite() && config.learning_rate > 0.0) {
-        return Err(Error::Message(format!(
-            "{}: learning rate {}; it takes a finite number above 0",
-            short_name(objective),
-            config.learning_rate
-        )));
-    }
     let device: &Device = model.network().device();
     let every = reads_every(device);
     if is_cpu(device.burn()) {
@@ -340,6 +333,7 @@ fn lanes_and_parts(
     config: &RenderConfig,
     split: bool,
 ) -> Result<(usize, usize)> {
+    settings_in_range(objective, config)?;
     // Parts of the batch optimized side by side (see above), in lanes: one lane per CPU thread
     // (at most one per image), each lane stepping its parts in turn, and no part larger than
     // `PART_MOST` images. Measured on 2 cores, GoogLeNet inception_4a, 128 px:
@@ -404,6 +398,28 @@ fn cpu_lanes_and_parts(batch: usize, lanes: usize, fit: usize) -> (usize, usize)
 /// once: as few as keep each within `fit`, at most one an image.
 fn parts_of(batch: usize, fit: usize) -> usize {
     batch.div_ceil(fit.clamp(1, batch.max(1))).max(1)
+}
+
+/// An error that names the setting of `config` out of its range: a size or batch of 0 (an
+/// image of no pixels, which burn's reshape cannot make), a learning rate that is not a number
+/// above 0 (NaN pixels, drawn black).
+fn settings_in_range(objective: &Objective, config: &RenderConfig) -> Result<()> {
+    let problem = if config.size == 0 {
+        "size 0 px; it takes at least 1".to_string()
+    } else if config.batch == 0 {
+        "a batch of 0 images; it takes at least 1".to_string()
+    } else if !(config.learning_rate.is_finite() && config.learning_rate > 0.0) {
+        format!(
+            "learning rate {}; it takes a finite number above 0",
+            config.learning_rate
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::Message(format!(
+        "{}: {problem}",
+        short_name(objective)
+    )))
 }
 
 /// The memory there is to spare on `model`'s device: the CPU's available memory (inside a
