@@ -331,10 +331,15 @@ impl InputAttribution {
     }
 
     /// `batch`, or fewer where that many images like `x` on their way to the target would not
-    /// fit the memory available (the same points, in more passes); an error where one alone
-    /// does not.
+    /// fit the memory available, or their pixels the memory budget (the same points, in more
+    /// passes); an error where one alone does not fit.
     fn batch_that_fits(&self, model: &Model, x: &Pixels, target: &Target) -> Result<usize> {
-        let batch = self.batch.max(1);
+        let pixels = (x.data.len() as u64).saturating_mul(4).max(1);
+        let batch = self
+            .batch
+            .max(1)
+            .min(usize::try_from(crate::budget::budget().bytes / pixels).unwrap_or(usize::MAX))
+            .max(1);
         let Some(available) = super::render::available_memory(model) else {
             return Ok(batch);
         };
