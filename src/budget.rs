@@ -162,12 +162,11 @@ fn cgroup_limit_under(root: &Path) -> Option<CgroupLimit> {
     })?;
     // The cgroup's path is from the hierarchy's root; the mount shows it from `mount_root` on.
     // A path outside the mount (another namespace's view) leaves the mount's top to read.
-    let top = under(&mount_point);
     let relative = Path::new(path)
         .strip_prefix(&mount_root)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = vec![top.clone()];
+    let mut dirs: Vec<PathBuf> = vec![under(&mount_point)];
     for part in relative.components() {
         let next = dirs[dirs.len() - 1].join(part);
         dirs.push(next);
