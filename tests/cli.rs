@@ -152,6 +152,27 @@ fn info_ops_lists_the_op_table() {
     assert!(String::from_utf8_lossy(&bare.stderr).contains("<MODEL>"));
 }
 
+/// `microscope info --ops | head -1`: the reader is gone before the output is written. The
+/// command stops quietly with success, as `cat` would, instead of an "internal error".
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    for args in [&["info", "--ops"][..], &["info", "zoo:fashion"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_microscope"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{args:?}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn unknown_op_is_named() {
     let bytes = support::model(

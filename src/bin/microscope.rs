@@ -7,6 +7,19 @@ use clap::{Parser, Subcommand};
 use microscope::paths::file_names;
 use microscope::{npy, Device, DynTensor, Error, Model};
 
+/// Writes a line to standard output. When the reader has gone away (`microscope info --ops |
+/// head`), the error ends the command quietly (see `main`); `println!` panicked there, which was
+/// reported as an internal error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(|source| Error::Io {
+            path: "standard output".into(),
+            source,
+        })
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "microscope",
@@ -152,19 +165,20 @@ fn term(text: &str) -> String {
 
 /// `info --ops`: the op table (`microscope::network::ops::OPS`), one op per line, its name first
 /// (tests/run.sh reads that column to generate the conformance fixtures).
-fn list_ops() {
+fn list_ops() -> Result<(), Error> {
     for op in microscope::network::ops::OPS {
         let kind = if op.activation { "activation" } else { "-" };
         let linear = op
             .linear
             .map_or("-".into(), |l| format!("linearized as {l}"));
-        println!(
+        out!(
             "{:<22} opsets {:<6} {kind:<10} {linear:<27} {}",
             op.name,
             op.opsets,
             op.spec_url()
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn info(model: &Path) -> Result<(), Error> {
@@ -194,8 +208,8 @@ fn info(model: &Path) -> Result<(), Error> {
             .unwrap_or(0)
     };
     let w = [width(0), width(1), width(2)];
-    println!("model  {}", term(&model.source()));
-    println!("{}", microscope::budget::budget());
+    out!("model  {}", term(&model.source()))?;
+    out!("{}", microscope::budget::budget())?;
     if let Some(classes) = model.classes() {
         // ImageNet's names carry commas of their own ("tabby, tabby cat"); 1,000 of them
         // would fill a screen.
@@ -209,7 +223,7 @@ fn info(model: &Path) -> Result<(), Error> {
         if classes.len() > SHOWN {
             line.push_str(&format!(" | … ({} in all)", classes.len()));
         }
-        println!("classes  {}", term(&line));
+        out!("classes  {}", term(&line))?;
     }
     for i in net.inputs() {
         let dims: Vec<String> = i
@@ -217,7 +231,7 @@ fn info(model: &Path) -> Result<(), Error> {
             .iter()
             .map(|d| d.map_or("?".into(), |d| d.to_string()))
             .collect();
-        println!("input  {} [{}]", term(&i.name), dims.join(", "));
+        out!("input  {} [{}]", term(&i.name), dims.join(", "))?;
     }
     let line = |r: [&str; 4]| {
         format!(
@@ -231,12 +245,12 @@ fn info(model: &Path) -> Result<(), Error> {
             c = w[2]
         )
     };
-    println!("{}", line(header));
+    out!("{}", line(header))?;
     for r in &rows {
-        println!("{}", line([&r[0], &r[1], &r[2], &r[3]]));
+        out!("{}", line([&r[0], &r[1], &r[2], &r[3]]))?;
     }
     let total: usize = net.nodes().iter().map(|n| net.param_count(n)).sum();
-    println!("{} nodes, {} parameters", net.nodes().len(), total);
+    out!("{} nodes, {} parameters", net.nodes().len(), total)?;
     Ok(())
 }
 
@@ -277,7 +291,7 @@ fn eval(
     for ((name, stem), v) in targets.iter().zip(file_names(&targets)).zip(values) {
         let path = out.join(format!("{stem}.npy"));
         npy::write(&path, &v.dims(), &v.to_vec())?;
-        println!("{} {:?} -> {}", term(name), v.dims(), path.display());
+        out!("{} {:?} -> {}", term(name), v.dims(), path.display())?;
     }
     Ok(())
 }
@@ -339,7 +353,7 @@ fn render(
         path: out.to_path_buf(),
         source,
     })?;
-    println!("wrote {} ({title})", out.display());
+    out!("wrote {} ({title})", out.display())?;
     Ok(())
 }
 
@@ -387,7 +401,7 @@ fn atlas(args: AtlasArgs) -> Result<(), Error> {
     let atlas = Atlas::new(&model, args.layers, &fv, args.batch, args.out)?;
     if args.plan {
         let plan = atlas.plan(shard.map_or(1, |s| s.count))?;
-        print!("{}", term_lines(&plan.to_string()));
+        out!("{}", term_lines(&plan.to_string()).trim_end_matches('\n'))?;
         return Ok(());
     }
     // On a terminal the line is redrawn every second; in a batch system's log a line is added
@@ -405,7 +419,7 @@ fn atlas(args: AtlasArgs) -> Result<(), Error> {
         eprintln!();
     }
     let which = shard.map_or("all".into(), |s| format!("shard {}/{}", s.index, s.count));
-    println!(
+    out!(
         "atlas {which}: {} batches ({} units); computed {} batches ({} gallery batches, {} unit views), {} were in the store",
         report.batches,
         report.units,
@@ -413,10 +427,10 @@ fn atlas(args: AtlasArgs) -> Result<(), Error> {
         report.galleries,
         report.views,
         report.batches - report.computed
-    );
+    )?;
     if shard.is_none() {
         let pages = microscope::atlas::site::write(&atlas)?;
-        println!("wrote {} ({pages} pages)", args.out.display());
+        out!("wrote {} ({pages} pages)", args.out.display())?;
     }
     Ok(())
 }
@@ -449,12 +463,12 @@ fn train_fashion(out: &Path, seed: u64, epochs: usize) -> Result<(), Error> {
         path: out.to_path_buf(),
         source,
     })?;
-    println!(
+    out!(
         "wrote {} ({} bytes, test accuracy {:.2}%)",
         out.display(),
         bytes.len(),
         accuracy * 100.0
-    );
+    )?;
     Ok(())
 }
 
@@ -463,10 +477,7 @@ fn main() -> ExitCode {
     // Failures inside the tensor library are caught and reported as one line, never a backtrace.
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(|| match &cli.command {
-        Command::Info { ops: true, .. } => {
-            list_ops();
-            Ok(())
-        }
+        Command::Info { ops: true, .. } => list_ops(),
         Command::Info { model, .. } => {
             info(model.as_deref().expect("clap requires MODEL without --ops"))
         }
@@ -528,6 +539,10 @@ fn main() -> ExitCode {
     });
     let message = match result {
         Ok(Ok(())) => return ExitCode::SUCCESS,
+        // Whoever read the output stopped reading (`| head`): what they read is complete.
+        Ok(Err(Error::Io { source, .. })) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            return ExitCode::SUCCESS
+        }
         Ok(Err(e)) => e.to_string(),
         Err(panic) => {
             let text = panic
