@@ -475,6 +475,12 @@ impl Network {
             .zip(targets)
             .map(|(v, t)| match v {
                 Value::Device(d) => Ok(d),
+                // Shape arithmetic on the host may go past the device tensors' rank.
+                Value::Host(h) if h.shape.len() > MAX_RANK => Err(Error::Message(format!(
+                    "{t} {:?} has rank {}, over the runtime's {MAX_RANK}",
+                    h.shape,
+                    h.shape.len()
+                ))),
                 Value::Host(h) if h.elem != Elem::Bool => Ok(h.upload_to(&device)),
                 Value::Host(_) => Err(Error::Message(format!("{t} is not a float tensor"))),
             })

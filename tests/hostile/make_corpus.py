@@ -579,6 +579,45 @@ def build(out):
     c.case("matmul_outer_4tib_info", m, "info", "no_crash", note=note)
     c.case("matmul_outer_4tib_eval", m, "eval", "error", EVAL_X, note=note)
 
+    # Counts from attributes that sized an allocation before anything checked them (each
+    # aborted the process: "memory allocation of 17179869184 bytes failed").
+    m = c.write(
+        "split_num_outputs_2p31.onnx",
+        model(
+            [helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=1,
+                              num_outputs=2**31)],
+            [x_input()],
+            [output("a"), output("b")],
+            opset=18,
+        ),
+    )
+    note = "Split with num_outputs 2**31 but two outputs"
+    c.case("split_num_outputs_2p31_eval", m, "eval", "error", EVAL_X, note=note)
+    w = floats("w", np.ones((3, 2, 3, 3)))
+    m = c.write(
+        "conv_transpose_group_2p40.onnx",
+        model(
+            [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up", group=2**40)],
+            [x_input()],
+            [output("y")],
+            [w],
+        ),
+    )
+    note = "ConvTranspose with group 2**40 over 3 channels"
+    c.case("conv_transpose_group_2p40_eval", m, "eval", "error", EVAL_X, note=note)
+    m = c.write(
+        "conv_transpose_strides_2p40.onnx",
+        model(
+            [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up",
+                              strides=[2**40, 2**40])],
+            [x_input()],
+            [output("y")],
+            [w],
+        ),
+    )
+    note = "ConvTranspose with strides 2**40: an output of 2**86 pixels"
+    c.case("conv_transpose_strides_2p40_eval", m, "eval", "error", EVAL_X, note=note)
+
     c.finish()
     return c.cases
 

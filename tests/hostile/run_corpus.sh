@@ -14,8 +14,9 @@
 # `eval` gets `--out` a fresh empty directory; `render` gets `--steps 2 --out DIR/tmp.html`.
 # Checks, by the case's "expect":
 #   error             exit 2, exactly one non-empty stderr line, no "panicked"/"RUST_BACKTRACE",
-#                     and not "internal error" (a caught panic: the input was not checked, the
-#                     library tripped over it; set HOSTILE_ALLOW_INTERNAL=1 to accept those)
+#                     and not "internal error" or "the tensor backend rejected the operation" (a
+#                     caught panic: the input was not checked, the runtime or burn tripped over
+#                     it; set HOSTILE_ALLOW_INTERNAL=1 to accept those)
 #   load_fast         exit 0 within 2 s (wall clock, date +%s%N)
 #   distinct_outputs  exit 2 with one stderr line, or exit 0 with two .npy files of different
 #                     content (two outputs must not be written to one file name)
@@ -127,7 +128,8 @@ one_line_reason() {
     lines=$(grep -c '[^[:space:]]' "$err")
     if [ "$lines" -ne 1 ]; then
         echo "exit 2 but $lines non-empty stderr lines, want 1: $(show "$err")"
-    elif [ "$allow_internal" != 1 ] && grep -q 'internal error' "$err"; then
+    elif [ "$allow_internal" != 1 ] && grep -q -e 'internal error' \
+        -e 'the tensor backend rejected the operation' "$err"; then
         echo "exit 2 via a caught panic, not a check of the input: $(show "$err")"
     fi
 }

@@ -119,6 +119,11 @@ fn binary<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Vec<Value<B>>> {
         return Ok(vec![Value::Host(host_binary(ctx, &a, &b, op)?)]);
     }
     let (a, b) = (ctx.float(0)?, ctx.float(1)?);
+    let shape = check_broadcast(ctx, &a.dims(), &b.dims())?;
+    // burn's tensors are never empty: an empty result stays a shape on the host.
+    if shape.contains(&0) {
+        return Ok(vec![super::shape::empty(shape)]);
+    }
     Ok(vec![Value::Device(device_binary(ctx, a, b, op)?)])
 }
 
@@ -223,6 +228,13 @@ fn variadic<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Value<B>> {
         }
         return Ok(Value::Host(acc));
     }
+    let mut shape = ctx.dims(0)?;
+    for i in 1..ctx.arity() {
+        shape = check_broadcast(ctx, &shape, &ctx.dims(i)?)?;
+    }
+    if shape.contains(&0) {
+        return Ok(super::shape::empty(shape));
+    }
     let mut acc = ctx.float(0)?;
     for i in 1..ctx.arity() {
         acc = device_binary(ctx, acc, ctx.float(i)?, op)?;
@@ -276,6 +288,9 @@ pub fn where_<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         };
         let elem = if float { Elem::Float } else { x.elem };
         return Ok(vec![Value::Host(HostTensor { shape, data, elem })]);
+    }
+    if shape.contains(&0) {
+        return Ok(vec![super::shape::empty(shape)]);
     }
     ctx.check_rank("output", &shape)?;
     let full = storage_shape(&shape);

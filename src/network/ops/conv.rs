@@ -62,8 +62,16 @@ impl Window {
                 let mut e = vec![0; n];
                 for i in 0..n {
                     let out = input[i].div_ceil(strides[i]);
-                    let span = (kernel[i] - 1) * dilations[i] + 1;
-                    let total = ((out - 1) * strides[i] + span).saturating_sub(input[i]);
+                    let span = span(kernel[i], dilations[i]).ok_or_else(|| {
+                        ctx.error(format!(
+                            "kernel {kernel:?} with dilations {dilations:?} is empty or overflows"
+                        ))
+                    })?;
+                    // `out - 1` strides stay within the input, so only the span can overflow.
+                    let total = (out.saturating_sub(1) * strides[i])
+                        .checked_add(span)
+                        .ok_or_else(|| ctx.error(format!("kernel {kernel:?} overflows")))?
+                        .saturating_sub(input[i]);
                     let small = total / 2;
                     if auto_pad == "SAME_UPPER" {
                         (b[i], e[i]) = (small, total - small);
@@ -116,16 +124,12 @@ impl Window {
         let padded = self.padded(input)?;
         (0..self.kernel.len())
             .map(|i| {
-                let span = self.kernel[i]
-                    .checked_sub(1)
-                    .and_then(|k| k.checked_mul(self.dilations[i]))
-                    .and_then(|k| k.checked_add(1))
-                    .ok_or_else(|| {
-                        format!(
-                            "kernel {:?} with dilations {:?} overflows",
-                            self.kernel, self.dilations
-                        )
-                    })?;
+                let span = span(self.kernel[i], self.dilations[i]).ok_or_else(|| {
+                    format!(
+                        "kernel {:?} with dilations {:?} is empty or overflows",
+                        self.kernel, self.dilations
+                    )
+                })?;
                 if span > padded[i] {
                     return Err(format!(
                         "the kernel spans {span} on axis {i}, more than the padded input's {}",
@@ -140,6 +144,40 @@ impl Window {
     pub fn symmetric(&self) -> bool {
         self.begin == self.end
     }
+}
+
+/// The extent of a dilated kernel, `(kernel - 1) * dilation + 1`; None for an empty kernel or
+/// one whose extent overflows.
+pub(crate) fn span(kernel: usize, dilation: usize) -> Option<usize> {
+    kernel.checked_sub(1)?.checked_mul(dilation)?.checked_add(1)
+}
+
+/// The optional bias of a convolution: one value per output channel.
+fn bias<B: Backend>(ctx: &Ctx<B>, channels: usize) -> Result<Option<Tensor<B, 1>>> {
+    if !ctx.has(2) {
+        return Ok(None);
+    }
+    let b = ctx.float(2)?;
+    if b.dims() != [channels] {
+        return Err(ctx.error(format!(
+            "bias {:?} does not have one value for each of the {channels} output channels",
+            b.dims()
+        )));
+    }
+    Ok(Some(b.to_rank::<1>()?))
+}
+
+/// The group count of a convolution over `channels` input channels: a positive divisor of them.
+fn groups<B: Backend>(ctx: &Ctx<B>, channels: usize) -> Result<usize> {
+    let group = ctx.node.int("group", 1)?;
+    usize::try_from(group)
+        .ok()
+        .filter(|&g| g >= 1 && channels.is_multiple_of(g))
+        .ok_or_else(|| {
+            ctx.error(format!(
+                "group {group} does not divide the input's {channels} channels"
+            ))
+        })
 }
 
 /// Views `[N, C, L]` as `[N, C, 1, L]` so 1-D ops can use the 2-D kernels.
@@ -179,12 +217,13 @@ pub fn conv<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let w = ctx.float(1)?;
     let (xd, wd) = (x.dims(), w.dims());
-    if xd.len() < 3 || xd.len() != wd.len() {
+    if xd.len() < 3 || xd.len() != wd.len() || xd.contains(&0) || wd.contains(&0) {
         return Err(ctx.error(format!(
             "input {xd:?} and weight {wd:?} do not fit a convolution"
         )));
     }
-    let groups = ctx.node.int("group", 1)?.max(1) as usize;
+    let out_channels = wd[0];
+    let groups = groups(ctx, xd[1])?;
     if xd[1] != wd[1] * groups {
         return Err(ctx.error(format!(
             "input has {} channels but weight {wd:?} with group {groups} expects {}",
@@ -199,11 +238,7 @@ pub fn conv<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     ctx.fits("padded input", &whole(xd[1], padded), 4)?;
     let out = win.output(&xd[2..]).map_err(|e| ctx.error(e))?;
     ctx.fits("output", &whole(wd[0], out), 4)?;
-    let bias = if ctx.has(2) {
-        Some(ctx.float(2)?.to_rank::<1>()?)
-    } else {
-        None
-    };
+    let bias = bias(ctx, out_channels)?;
     let y = match xd.len() {
         3 | 4 => {
             let (begin, end) = (lift_2d(&win.begin, 0), lift_2d(&win.end, 0));
@@ -256,52 +291,72 @@ pub fn conv_transpose<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let w = ctx.float(1)?;
     let (xd, wd) = (x.dims(), w.dims());
-    if xd.len() < 3 || xd.len() != wd.len() || xd[1] != wd[0] {
+    if xd.len() < 3 || xd.len() != wd.len() || xd[1] != wd[0] || xd.contains(&0) || wd.contains(&0)
+    {
         return Err(ctx.error(format!(
             "input {xd:?} and weight {wd:?} do not fit a transposed convolution"
         )));
     }
     let n = xd.len() - 2;
-    let groups = ctx.node.int("group", 1)?.max(1) as usize;
+    let groups = groups(ctx, xd[1])?;
     let node = ctx.node;
-    let list = |name: &str, default: usize| -> Result<Vec<usize>> {
-        Ok(match node.ints(name)? {
-            Some(v) if v.len() >= n => v[v.len() - n..]
-                .iter()
-                .map(|&x| x.max(0) as usize)
-                .collect(),
-            Some(_) => return Err(ctx.error(format!("{name} has the wrong length"))),
-            None => vec![default; n],
-        })
+    // Every size below comes from the file: read as checked, non-negative numbers.
+    let list = |name: &str, default: usize, least: usize| -> Result<Vec<usize>> {
+        let Some(v) = node.ints(name)? else {
+            return Ok(vec![default; n]);
+        };
+        if v.len() < n {
+            return Err(ctx.error(format!("{name} {v:?} has fewer than {n} values")));
+        }
+        v[v.len() - n..]
+            .iter()
+            .map(|&x| usize::try_from(x).ok().filter(|&x| x >= least))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ctx.error(format!("{name} {v:?} must be at least {least}")))
     };
-    let kernel = match node.ints("kernel_shape")? {
-        Some(k) => k.iter().map(|&x| x as usize).collect(),
-        None => wd[2..].to_vec(),
-    };
-    let strides = list("strides", 1)?;
-    let dilations = list("dilations", 1)?;
-    let mut out_pad = list("output_padding", 0)?;
+    let kernel = wd[2..].to_vec();
+    if let Some(k) = node.ints("kernel_shape")? {
+        if k.len() != n || k.iter().zip(&kernel).any(|(&a, &b)| a != b as i64) {
+            return Err(ctx.error(format!(
+                "kernel_shape {k:?} differs from the weight's {kernel:?}"
+            )));
+        }
+    }
+    let strides = list("strides", 1, 1)?;
+    let dilations = list("dilations", 1, 1)?;
+    let mut out_pad = list("output_padding", 0, 0)?;
+    let overflow = || ctx.error("the output size overflows");
     let full: Vec<usize> = (0..n)
-        .map(|i| strides[i] * (xd[2 + i] - 1) + (kernel[i] - 1) * dilations[i] + 1)
-        .collect();
+        .map(|i| {
+            let span = span(kernel[i], dilations[i])?;
+            strides[i]
+                .checked_mul(xd[2 + i].checked_sub(1)?)?
+                .checked_add(span)
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(overflow)?;
     let auto_pad = node.string("auto_pad", "NOTSET")?;
     let (mut begin, mut end) = (vec![0; n], vec![0; n]);
-    let output_shape = list("output_shape", 0)
-        .ok()
-        .filter(|_| node.has_attr("output_shape"));
+    let output_shape = if node.has_attr("output_shape") {
+        Some(list("output_shape", 0, 1)?)
+    } else {
+        None
+    };
     if output_shape.is_some() || auto_pad.starts_with("SAME") {
         let target: Vec<usize> = match &output_shape {
             Some(s) => s.clone(),
-            None => (0..n).map(|i| xd[2 + i] * strides[i]).collect(),
+            None => (0..n)
+                .map(|i| xd[2 + i].checked_mul(strides[i]))
+                .collect::<Option<_>>()
+                .ok_or_else(overflow)?,
         };
         for i in 0..n {
-            let total = (full[i] + out_pad[i]) as i64 - target[i] as i64;
-            if total < 0 {
+            let have = full[i].checked_add(out_pad[i]).ok_or_else(overflow)?;
+            let Some(total) = have.checked_sub(target[i]) else {
                 // The requested output is larger than the full result: extend at the end.
-                out_pad[i] += (-total) as usize;
+                out_pad[i] += target[i] - have;
                 continue;
-            }
-            let total = total as usize;
+            };
             if auto_pad == "SAME_UPPER" {
                 (begin[i], end[i]) = (total / 2, total - total / 2);
             } else {
@@ -315,11 +370,24 @@ pub fn conv_transpose<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         begin = p[..n].iter().map(|&v| v as usize).collect();
         end = p[n..].iter().map(|&v| v as usize).collect();
     }
-    let bias = if ctx.has(2) {
-        Some(ctx.float(2)?.to_rank::<1>()?)
-    } else {
-        None
-    };
+    // What burn computes (uncropped), and what is kept of it: both checked before anything runs.
+    let out_channels = wd[1].checked_mul(groups).ok_or_else(overflow)?;
+    let mut computed = vec![xd[0], out_channels];
+    let mut kept = computed.clone();
+    for i in 0..n {
+        let size = full[i].checked_add(out_pad[i]).ok_or_else(overflow)?;
+        let crop = begin[i].saturating_add(end[i]);
+        if crop >= size {
+            return Err(ctx.error(format!(
+                "pads {} and {} leave nothing of axis {i}'s {size} outputs",
+                begin[i], end[i]
+            )));
+        }
+        computed.push(size);
+        kept.push(size - crop);
+    }
+    ctx.fits("output", &computed, 4)?;
+    let bias = bias(ctx, out_channels)?;
     // Run without padding (burn pads symmetrically only), then crop each axis to
     // [begin, full + output_padding - end).
     let y = match n {
@@ -354,9 +422,8 @@ pub fn conv_transpose<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     };
     let mut storage = y.clone().into_storage();
     for i in 0..n {
-        let len = full[i] + out_pad[i] - begin[i] - end[i];
         if begin[i] > 0 || end[i] > 0 {
-            storage = storage.narrow(y.storage_axis(2 + i), begin[i], len);
+            storage = storage.narrow(y.storage_axis(2 + i), begin[i], kept[2 + i]);
         }
     }
     Ok(vec![Value::Device(DynTensor::from_storage(

@@ -158,7 +158,14 @@ pub fn hard_swish<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 pub fn prelu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let slope = ctx.float(1)?;
-    let rank = x.rank().max(slope.rank());
+    // The slope broadcasts to the input, never the other way.
+    let (xd, sd) = (x.dims(), slope.dims());
+    if super::binary::broadcast_shape(&xd, &sd).as_ref() != Some(&xd) {
+        return Err(ctx.error(format!(
+            "slope {sd:?} does not broadcast to the input {xd:?}"
+        )));
+    }
+    let rank = x.rank();
     let (x, slope) = (x.into_storage(), slope.into_storage());
     let y = x.clone().clamp_min(0.0) + slope * x.clamp_max(0.0);
     Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])

@@ -30,6 +30,15 @@ pub fn gemm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     }
     // Two small operands can make a huge product ([2^20, 1] by [1, 2^20]).
     ctx.fits("output", &[m, n], 4)?;
+    // burn's tensors are never empty: an empty product stays a shape on the host.
+    if m == 0 || n == 0 {
+        return Ok(vec![super::shape::empty(vec![m, n])]);
+    }
+    if k == 0 {
+        return Err(ctx.error(format!(
+            "cannot multiply [{m}, {k}] by [{k2}, {n}] over an empty axis"
+        )));
+    }
     let mut y = DynTensor::new(a.matmul(b));
     if alpha != 1.0 {
         y = y.map(|t| t.mul_scalar(alpha));
@@ -77,6 +86,25 @@ pub fn matmul<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         ("output", full(m, n)),
     ] {
         ctx.fits(what, &shape, 4)?;
+        ctx.check_rank(what, &shape)?;
+    }
+    let mut out = full(m, n);
+    if b_vec {
+        out.pop();
+    }
+    if a_vec {
+        out.remove(out.len() - if b_vec { 1 } else { 2 });
+    }
+    // burn's tensors are never empty: an empty product stays a shape on the host.
+    if full(m, k).contains(&0) || full(k, n).contains(&0) {
+        if out.contains(&0) {
+            return Ok(vec![super::shape::empty(out)]);
+        }
+        return Err(ctx.error(format!(
+            "cannot multiply {:?} by {:?} over an empty axis",
+            a.dims(),
+            b.dims()
+        )));
     }
     let a = a
         .reshape(&ad)
@@ -86,13 +114,6 @@ pub fn matmul<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         .reshape(&bd)
         .into_storage()
         .expand(storage_shape(&full(k, n)));
-    let mut out = full(m, n);
-    let y = DynTensor::from_storage(a.matmul(b), out.len());
-    if b_vec {
-        out.pop();
-    }
-    if a_vec {
-        out.remove(out.len() - if b_vec { 1 } else { 2 });
-    }
+    let y = DynTensor::from_storage(a.matmul(b), full(m, n).len());
     Ok(vec![Value::Device(y.reshape(&out))])
 }

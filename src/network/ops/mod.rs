@@ -174,7 +174,7 @@ impl<B: Backend> Ctx<'_, B> {
 pub(crate) fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
-    (0..r.max(1)).contains(&a).then_some(a as usize)
+    (0..r).contains(&a).then_some(a as usize)
 }
 
 /// The render loop's backend on the CPU: burn-flex under burn's autodiff, named.

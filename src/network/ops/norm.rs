@@ -14,11 +14,25 @@ use crate::error::Result;
 use crate::network::value::{DynTensor, Storage, MAX_RANK};
 
 /// Reshapes a per-channel vector `[C]` so it broadcasts against an `[N, C, ...]` tensor of `rank`.
-fn per_channel<B: Backend>(v: DynTensor<B>, rank: usize) -> DynTensor<B> {
-    let c = v.num_elements();
+/// Input `i`, one value per channel of the input `x` (`[N, C, ...]`), shaped `[C, 1, ...]` to
+/// broadcast against it; `what` names it in the error when it has another number of values.
+fn per_channel<B: Backend>(
+    ctx: &Ctx<B>,
+    i: usize,
+    what: &str,
+    x: &[usize],
+) -> Result<DynTensor<B>> {
+    let v = ctx.float(i)?;
+    let c = x[1];
+    if v.num_elements() != c {
+        return Err(ctx.error(format!(
+            "{what} {:?} does not have one value for each of the input's {c} channels",
+            v.dims()
+        )));
+    }
     let mut shape = vec![c];
-    shape.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));
-    v.reshape(&shape)
+    shape.extend(std::iter::repeat_n(1, x.len() - 2));
+    Ok(v.reshape(&shape))
 }
 
 /// The parameters of an ONNX LRN.
@@ -135,10 +149,11 @@ pub fn batch_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     }
     let eps = ctx.node.float("epsilon", 1e-5)?;
     let training = ctx.node.int("training_mode", 0)? != 0;
-    let scale = per_channel(ctx.float(1)?, rank).into_storage();
-    let bias = per_channel(ctx.float(2)?, rank).into_storage();
-    let running_mean = per_channel(ctx.float(3)?, rank).into_storage();
-    let running_var = per_channel(ctx.float(4)?, rank).into_storage();
+    let dims = x.dims();
+    let scale = per_channel(ctx, 1, "scale", &dims)?.into_storage();
+    let bias = per_channel(ctx, 2, "B", &dims)?.into_storage();
+    let running_mean = per_channel(ctx, 3, "input_mean", &dims)?.into_storage();
+    let running_var = per_channel(ctx, 4, "input_var", &dims)?.into_storage();
     let xs = x.clone().into_storage();
     let (mean, var) = if training {
         let axes: Vec<usize> = (0..rank)
@@ -190,8 +205,9 @@ pub fn instance_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         return Err(ctx.error(format!("input {:?} must be [N, C, spatial...]", x.dims())));
     }
     let eps = ctx.node.float("epsilon", 1e-5)?;
-    let scale = per_channel(ctx.float(1)?, rank).into_storage();
-    let bias = per_channel(ctx.float(2)?, rank).into_storage();
+    let dims = x.dims();
+    let scale = per_channel(ctx, 1, "scale", &dims)?.into_storage();
+    let bias = per_channel(ctx, 2, "B", &dims)?.into_storage();
     let axes: Vec<usize> = (2..rank).map(|a| x.storage_axis(a)).collect();
     let (centered, _, var) = moments(x.into_storage(), &axes);
     let y = centered / var.add_scalar(eps).sqrt() * scale + bias;

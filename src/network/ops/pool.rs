@@ -26,13 +26,15 @@ struct Plan {
 
 fn plan<B: Backend>(ctx: &Ctx<B>, dims: &[usize]) -> Result<Plan> {
     let spatial = &dims[2..];
-    let kernel: Vec<usize> = ctx
+    let shape = ctx
         .node
         .ints("kernel_shape")?
-        .ok_or_else(|| ctx.error("kernel_shape is required"))?
+        .ok_or_else(|| ctx.error("kernel_shape is required"))?;
+    let kernel: Vec<usize> = shape
         .iter()
-        .map(|&k| k as usize)
-        .collect();
+        .map(|&k| usize::try_from(k).ok().filter(|&k| k >= 1))
+        .collect::<Option<_>>()
+        .ok_or_else(|| ctx.error(format!("kernel_shape {shape:?} must be positive")))?;
     if kernel.len() != spatial.len() {
         return Err(ctx.error(format!(
             "kernel_shape {kernel:?} does not fit input {dims:?}"

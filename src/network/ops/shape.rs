@@ -79,7 +79,10 @@ fn reshaped<B: Backend>(ctx: &Ctx<B>, i: usize, shape: Vec<usize>) -> Result<Val
     Ok(match ctx.value(i)? {
         Value::Host(h) => Value::Host(h.reshaped(shape)),
         Value::Device(_) if shape.contains(&0) => empty(shape),
-        Value::Device(t) => Value::Device(t.reshape(&shape)),
+        Value::Device(t) => {
+            ctx.check_rank("output", &shape)?;
+            Value::Device(t.reshape(&shape))
+        }
     })
 }
 
@@ -123,8 +126,14 @@ pub fn reshape<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
             _ => return Err(ctx.error(format!("invalid target shape {target:?}"))),
         });
     }
+    // Sizes from the file: every product of them is checked.
+    let product = |dims: &[usize]| {
+        dims.iter()
+            .try_fold(1usize, |p, &d| p.checked_mul(d))
+            .ok_or_else(|| ctx.error(format!("target shape {target:?} overflows")))
+    };
+    let known = product(&shape)?;
     if let Some(i) = infer {
-        let known: usize = shape.iter().product();
         if known == 0 || !total.is_multiple_of(known) {
             return Err(ctx.error(format!("cannot reshape {dims:?} to {target:?}")));
         }
@@ -132,16 +141,16 @@ pub fn reshape<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     }
     // Models exported for batch 1 often hard-code it (`[1, 1024]`); when that is the only thing
     // that keeps a batch of N from fitting, the leading 1 stands for the batch.
-    let per_item: usize = shape.iter().skip(1).product();
-    if shape.iter().product::<usize>() != total
+    let per_item = product(shape.get(1..).unwrap_or_default())?;
+    if product(&shape)? != total
         && target.first() == Some(&1)
         && dims
             .first()
-            .is_some_and(|&n| n > 1 && n * per_item == total)
+            .is_some_and(|&n| n > 1 && n.checked_mul(per_item) == Some(total))
     {
         shape[0] = dims[0];
     }
-    if shape.iter().product::<usize>() != total {
+    if product(&shape)? != total {
         return Err(ctx.error(format!("cannot reshape {dims:?} to {target:?}")));
     }
     Ok(vec![reshaped(ctx, 0, shape)?])
@@ -306,17 +315,31 @@ pub fn split<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let axis = ctx.axis(ctx.node.int("axis", 0)?, dims.len())?;
     let outputs = ctx.node.outputs.len();
     let size = dims[axis];
+    let given = |s: Vec<i64>| -> Result<Vec<usize>> {
+        s.iter()
+            .map(|&v| usize::try_from(v).ok())
+            .collect::<Option<_>>()
+            .ok_or_else(|| ctx.error(format!("split {s:?} has a negative size")))
+    };
     let sizes: Vec<usize> = match (ctx.node.opset >= 13 && ctx.has(1), ctx.node.ints("split")?) {
-        (true, _) => ctx.ints(1)?.iter().map(|&s| s.max(0) as usize).collect(),
-        (false, Some(s)) if ctx.node.opset < 13 => s.iter().map(|&s| s.max(0) as usize).collect(),
+        (true, _) => given(ctx.ints(1)?)?,
+        (false, Some(s)) if ctx.node.opset < 13 => given(s)?,
         _ => {
-            let parts = if ctx.node.opset >= 18 && ctx.node.has_attr("num_outputs") {
-                ctx.node.int("num_outputs", 1)?.max(1) as usize
-            } else {
-                outputs
-            };
-            let chunk = size.div_ceil(parts);
-            (0..parts)
+            // num_outputs names the node's outputs, which the file lists: checked against them
+            // before it sizes anything.
+            if ctx.node.opset >= 18 && ctx.node.has_attr("num_outputs") {
+                let k = ctx.node.int("num_outputs", 1)?;
+                if usize::try_from(k).ok() != Some(outputs) {
+                    return Err(ctx.error(format!(
+                        "num_outputs {k} differs from the node's {outputs} outputs"
+                    )));
+                }
+            }
+            if outputs == 0 {
+                return Err(ctx.error("a Split needs at least one output"));
+            }
+            let chunk = size.div_ceil(outputs);
+            (0..outputs)
                 .map(|i| chunk.min(size.saturating_sub(i * chunk)))
                 .collect()
         }
@@ -443,6 +466,12 @@ pub fn slice<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
             .iter()
             .map(|&a| ctx.axis(a, rank))
             .collect::<Result<_>>()?,
+        None if starts.len() > rank => {
+            return Err(ctx.error(format!(
+                "{} starts for an input of rank {rank}",
+                starts.len()
+            )))
+        }
         None => (0..starts.len()).collect(),
     };
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
