@@ -1,13 +1,15 @@
-//! Untrusted inputs through the command line: the hostile corpus (`tests/hostile/`), made by
-//! `make_corpus.py` with the test venv's `onnx` and run by `run_corpus.sh` against the built
+//! Untrusted inputs through the command line: corpora of hostile files (`tests/hostile/`), made
+//! by a Python script with the test venv's `onnx` and run by `run_corpus.sh` against the built
 //! `microscope`, each case under `ulimit -v 4000000` and a 10 s limit. Hostile files must exit 2
 //! with one line naming the problem; legal but adversarial ones must load within 2 s.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[test]
-fn hostile_models_and_inputs_fail_cleanly_and_adversarial_ones_load_fast() {
+/// Makes the corpus `name` with `script` (given `args`, then the corpus folder), runs every case
+/// with `env` set, prints the summary, and fails with the failing cases.
+fn make_and_run(script: &str, args: &[&OsStr], name: &str, env: &[(&str, &str)]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     assert!(
@@ -15,27 +17,51 @@ fn hostile_models_and_inputs_fail_cleanly_and_adversarial_ones_load_fast() {
         "{} is missing; run tests/run.sh",
         python.display()
     );
-    let corpus = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile-corpus");
+    let corpus = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&corpus);
     let made = Command::new(&python)
-        .arg(root.join("tests/hostile/make_corpus.py"))
+        .arg(root.join("tests/hostile").join(script))
+        .args(args)
         .arg(&corpus)
         .status()
-        .expect("running make_corpus.py");
-    assert!(made.success(), "make_corpus.py failed");
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(made.success(), "{script} failed");
     let out = Command::new("bash")
         .arg(root.join("tests/hostile/run_corpus.sh"))
         .arg(env!("CARGO_BIN_EXE_microscope"))
         .arg(&corpus)
         // render's results go to a cache of the test's own, not the user's.
         .env("MICROSCOPE_CACHE", corpus.join("technique-cache"))
+        .envs(env.iter().copied())
         .output()
         .expect("running run_corpus.sh");
     let text = String::from_utf8_lossy(&out.stdout);
     print!("{text}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "hostile corpus: {}", {
-        let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
-        fails.join("\n")
-    });
+    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(out.status.success(), "{name}:\n{}", fails.join("\n"));
+    let _ = std::fs::remove_dir_all(&corpus);
+}
+
+#[test]
+fn hostile_models_and_inputs_fail_cleanly_and_adversarial_ones_load_fast() {
+    make_and_run("make_corpus.py", &[], "hostile-corpus", &[]);
+}
+
+/// The ONNX node tests with one or two things changed (`mutate_node_tests.py`: hostile
+/// attributes, constant inputs and fed shapes), 1,500 of them, each evaluated by the CLI: every
+/// one evaluates, or is refused with one line that comes from a check of the input, never a
+/// panic caught inside the runtime or burn. A small memory budget makes legal but large outputs
+/// a quick refusal instead of a slow success.
+#[test]
+fn mutated_onnx_node_tests_evaluate_or_fail_cleanly() {
+    let nodes = std::env::var_os("MICROSCOPE_ONNX_NODE_TESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/node"));
+    make_and_run(
+        "mutate_node_tests.py",
+        &[nodes.as_os_str(), OsStr::new("1500"), OsStr::new("0")],
+        "mutated-node-tests",
+        &[("MICROSCOPE_MEMORY_BUDGET", "256M")],
+    );
 }
