@@ -249,6 +249,18 @@ fn expanded_weights_are_the_product_of_weight_matrices_on_a_linear_path() {
     assert!(strongest[0].1 >= strongest[1].1);
 }
 
+/// Weights of any rank rank their first axis: a vector's entries are units of one weight each,
+/// and a scalar is one unit (it panicked).
+#[test]
+fn strongest_inputs_of_vectors_and_scalars() {
+    let device = Device::cpu();
+    let vector = DynTensor::from_host(&[1.0, -3.0, 2.0], &[3], device.burn());
+    let ranked: Vec<usize> = strongest_inputs(&vector, 2).iter().map(|r| r.0).collect();
+    assert_eq!(ranked, [1, 2]);
+    let scalar = DynTensor::from_host(&[-2.0], &[], device.burn());
+    assert_eq!(strongest_inputs(&scalar, 5), [(0, 2.0, -2.0)]);
+}
+
 #[test]
 fn first_layer_filters_are_the_first_convolutions_weights() {
     let model = zoo::fashion().unwrap();

@@ -80,10 +80,16 @@ fn expanded_weights_here(model: &Model, from: &str, to: &str, unit: usize) -> Re
 }
 
 /// The units of `from` with the strongest expanded weights (L2 norm) to `to:unit`, strongest
-/// first, as (unit, norm, signed sum).
+/// first, as (unit, norm, signed sum). The units are the first axis of `weights` (a scalar is
+/// one unit).
 pub fn strongest_inputs(weights: &DynTensor, k: usize) -> Vec<(usize, f32, f32)> {
     let d = weights.dims();
-    let per: usize = d[1..].iter().product();
+    let per: usize = d
+        .get(1..)
+        .unwrap_or_default()
+        .iter()
+        .product::<usize>()
+        .max(1);
     let data = weights.to_vec();
     let mut rows: Vec<(usize, f32, f32)> = data
         .chunks(per)
