@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::module;
 use burn::tensor::ops::ConvOptions;
 
-use super::conv::{lift_2d, lift_tensor_2d, pad_4d, squeeze_1d, Window};
+use super::conv::{lift_2d, lift_tensor_2d, pad_4d, span, squeeze_1d, Window};
 use super::max_pool_cpu;
 use super::Back;
 use super::{Ctx, Value};
@@ -46,9 +46,10 @@ fn plan<B: Backend>(ctx: &Ctx<B>, dims: &[usize]) -> Result<Plan> {
     let win = Window::read(ctx, kernel, spatial)?;
     let ceil = ctx.node.int("ceil_mode", 0)? != 0;
     let (mut extra, mut outs) = (Vec::new(), Vec::new());
-    for (i, &size) in spatial.iter().enumerate() {
-        let span = (win.kernel[i] - 1) * win.dilations[i] + 1;
-        let padded = size + win.begin[i] + win.end[i];
+    let padded_sizes = win.padded(spatial).map_err(|e| ctx.error(e))?;
+    for (i, (&size, &padded)) in spatial.iter().zip(&padded_sizes).enumerate() {
+        let span = span(win.kernel[i], win.dilations[i])
+            .ok_or_else(|| ctx.error(format!("kernel {:?} overflows", win.kernel)))?;
         if padded < span {
             return Err(ctx.error(format!(
                 "kernel {span} is larger than padded input {padded}"
