@@ -124,19 +124,19 @@ fn binary<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Vec<Value<B>>> {
     if shape.contains(&0) {
         return Ok(vec![super::shape::empty(shape)]);
     }
-    Ok(vec![Value::Device(device_binary(ctx, a, b, op)?)])
+    Ok(vec![Value::Device(device_binary(a, b, op, &shape))])
 }
 
+/// `op` on device tensors whose broadcast shape, `shape`, the caller has checked.
 fn device_binary<B: Backend>(
-    ctx: &Ctx<B>,
     a: DynTensor<B>,
     b: DynTensor<B>,
     op: Op,
-) -> Result<DynTensor<B>> {
-    let shape = check_broadcast(ctx, &a.dims(), &b.dims())?;
+    shape: &[usize],
+) -> DynTensor<B> {
     let (a, b) = (a.into_storage(), b.into_storage());
     // Arithmetic broadcasts in every backend; comparisons and selections want one shape.
-    let full = storage_shape(&shape);
+    let full = storage_shape(shape);
     let y = match op {
         Op::Add => a + b,
         Op::Sub => a - b,
@@ -157,7 +157,7 @@ fn device_binary<B: Backend>(
         Op::Min => a.expand(full).min_pair(b.expand(full)),
         Op::Equal => a.expand(full).equal(b.expand(full)).float(),
     };
-    Ok(DynTensor::from_storage(y, shape.len()))
+    DynTensor::from_storage(y, shape.len())
 }
 
 pub fn add<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
@@ -228,16 +228,18 @@ fn variadic<B: Backend>(ctx: &Ctx<B>, op: Op) -> Result<Value<B>> {
         }
         return Ok(Value::Host(acc));
     }
-    let mut shape = ctx.dims(0)?;
+    // The shape after each input, checked before any is computed.
+    let mut shapes = vec![ctx.dims(0)?];
     for i in 1..ctx.arity() {
-        shape = check_broadcast(ctx, &shape, &ctx.dims(i)?)?;
+        let next = check_broadcast(ctx, &shapes[i - 1], &ctx.dims(i)?)?;
+        shapes.push(next);
     }
-    if shape.contains(&0) {
-        return Ok(super::shape::empty(shape));
+    if let Some(last) = shapes.last().filter(|s| s.contains(&0)) {
+        return Ok(super::shape::empty(last.clone()));
     }
     let mut acc = ctx.float(0)?;
-    for i in 1..ctx.arity() {
-        acc = device_binary(ctx, acc, ctx.float(i)?, op)?;
+    for (i, shape) in shapes.iter().enumerate().skip(1) {
+        acc = device_binary(acc, ctx.float(i)?, op, shape);
     }
     Ok(Value::Device(acc))
 }
