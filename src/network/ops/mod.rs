@@ -96,7 +96,11 @@ impl<B: Backend> Ctx<'_, B> {
         let slot = self.slot(i)?;
         match (&slot.device, &slot.host) {
             (Some(t), _) => Ok(t.clone()),
-            (None, Some(h)) => Ok(h.upload_to(self.device)),
+            (None, Some(h)) => {
+                // A host value can have any rank (a file's initializer, shape arithmetic).
+                self.check_rank(&format!("input {i}"), &h.shape)?;
+                Ok(h.upload_to(self.device))
+            }
             (None, None) => unreachable!("slots hold a value"),
         }
     }
