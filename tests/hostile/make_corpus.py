@@ -618,6 +618,41 @@ def build(out):
     note = "ConvTranspose with strides 2**40: an output of 2**86 pixels"
     c.case("conv_transpose_strides_2p40_eval", m, "eval", "error", EVAL_X, note=note)
 
+    # Lists and names as long as a file likes. The refusal must still be one line a person can
+    # read (run_corpus.sh bounds its length): a split of 100,000 sizes once gave a 55 KB line.
+    m = c.write(
+        "split_100k_sizes.onnx",
+        model(
+            [helper.make_node("Split", ["x", "sizes"], ["a", "b"], name="split", axis=1)],
+            [x_input()],
+            [output("a"), output("b")],
+            [int64s("sizes", [0] * 100_000)],
+        ),
+    )
+    c.case("split_100k_sizes_eval", m, "eval", "error", EVAL_X, note="Split with 100,000 sizes")
+    m = c.write(
+        "initializer_rank_100k.onnx",
+        model(
+            [helper.make_node("Add", ["x", "deep"], ["y"], name="add")],
+            [x_input()],
+            [output("y")],
+            [raw_tensor("deep", TensorProto.FLOAT, [1] * 100_000, b"\0" * 4)],
+        ),
+    )
+    note = "Add of an initializer of rank 100,000 (one value)"
+    c.case("initializer_rank_100k_eval", m, "eval", "error", EVAL_X, note=note)
+    m = c.write(
+        "name_1mb.onnx",
+        model(
+            [helper.make_node("Conv", ["x", "w"], ["y"], name="n" * 2**20)],
+            [x_input()],
+            [output("y")],
+            [floats("w", np.ones((4, 2, 3, 3)))],
+        ),
+    )
+    note = "a node named with a megabyte of text, whose weight does not fit its input"
+    c.case("name_1mb_eval", m, "eval", "error", EVAL_X, note=note)
+
     c.finish()
     return c.cases
 

@@ -13,8 +13,9 @@
 # under `ulimit -v` (4 GB of address space) and `timeout` (10 s), with RUST_BACKTRACE unset.
 # `eval` gets `--out` a fresh empty directory; `render` gets `--steps 2 --out DIR/tmp.html`.
 # Checks, by the case's "expect":
-#   error             exit 2, exactly one non-empty stderr line, no "panicked"/"RUST_BACKTRACE",
-#                     and not "internal error" or "the tensor backend rejected the operation" (a
+#   error             exit 2, exactly one non-empty stderr line of at most 4096 bytes (a model
+#                     file's long lists and names are shortened in messages), no
+#                     "panicked"/"RUST_BACKTRACE", and not "internal error" or "the tensor backend rejected the operation" (a
 #                     caught panic: the input was not checked, the runtime or burn tripped over
 #                     it; set HOSTILE_ALLOW_INTERNAL=1 to accept those)
 #   load_fast         exit 0 within 2 s (wall clock, date +%s%N)
@@ -29,7 +30,8 @@
 # and exits 1 if any failed (2 on a usage or manifest error).
 #
 # Knobs (environment): HOSTILE_VMEM_KB (4000000), HOSTILE_TIMEOUT (10), HOSTILE_FAST_MS (2000),
-# HOSTILE_ALLOW_INTERNAL (0), HOSTILE_ONLY (a substring: run only cases whose name contains it).
+# HOSTILE_ALLOW_INTERNAL (0), HOSTILE_LINE_MAX (4096), HOSTILE_ONLY (a substring: run only cases
+# whose name contains it).
 
 set -u
 
@@ -45,6 +47,7 @@ limit_s=${HOSTILE_TIMEOUT:-10}
 fast_ms=${HOSTILE_FAST_MS:-2000}
 allow_internal=${HOSTILE_ALLOW_INTERNAL:-0}
 only=${HOSTILE_ONLY:-}
+line_max=${HOSTILE_LINE_MAX:-4096}
 
 # Absolute paths: each case runs from inside the corpus directory.
 case $bin in
@@ -122,12 +125,16 @@ crash_reason() {
     fi
 }
 
-# Empty when stderr is exactly one non-empty line that is not a caught panic.
+# Empty when stderr is exactly one non-empty line, of a length a person can read, that is not
+# a caught panic.
 one_line_reason() {
-    local err=$1 lines
+    local err=$1 lines bytes
     lines=$(grep -c '[^[:space:]]' "$err")
+    bytes=$(wc -c <"$err")
     if [ "$lines" -ne 1 ]; then
         echo "exit 2 but $lines non-empty stderr lines, want 1: $(show "$err")"
+    elif [ "$bytes" -gt "$line_max" ]; then
+        echo "exit 2 with one line, but $bytes bytes long (at most $line_max): $(show "$err")"
     elif [ "$allow_internal" != 1 ] && grep -q -e 'internal error' \
         -e 'the tensor backend rejected the operation' "$err"; then
         echo "exit 2 via a caught panic, not a check of the input: $(show "$err")"
