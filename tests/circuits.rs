@@ -203,14 +203,22 @@ fn attribution_toward_a_class_on_the_builtin_model() {
     assert_eq!(unit.channels.len(), 64);
 }
 
-/// x → conv a (1×1, 2→3) → relu → conv b (1×1, 3→4) → maxpool 1×1 → conv c (1×1, 4→2).
+/// x → conv a (1×1, 2→3) → relu → conv b (1×1, 3→4) → maxpool 1×1 → conv c (1×1, 4→2), as
+/// exported with a batch of 1 and of 3 (a file's batch is fixed at what its exporter was fed;
+/// with 3, the weights were reshaped from a batch of 3 as if it were one image, and panicked).
 #[test]
 fn expanded_weights_are_the_product_of_weight_matrices_on_a_linear_path() {
+    for batch in [1, 3] {
+        expanded_weights_of_a_linear_path(batch);
+    }
+}
+
+fn expanded_weights_of_a_linear_path(batch: i64) {
     let wa: Vec<f32> = (0..6).map(|i| i as f32 * 0.3 - 0.7).collect();
     let wb: Vec<f32> = (0..12).map(|i| (i * 5 % 7) as f32 * 0.2 - 0.5).collect();
     let wc: Vec<f32> = (0..8).map(|i| (i * 3 % 5) as f32 * 0.4 - 0.9).collect();
     let mut b = OnnxBuilder::new();
-    b.input("x", &[1, 2, 5, 5])
+    b.input("x", &[batch, 2, 5, 5])
         .initializer("wa", &HostTensor::f32(vec![3, 2, 1, 1], wa))
         .initializer("wb", &HostTensor::f32(vec![4, 3, 1, 1], wb.clone()))
         .initializer("wc", &HostTensor::f32(vec![2, 4, 1, 1], wc.clone()))
@@ -225,7 +233,8 @@ fn expanded_weights_are_the_product_of_weight_matrices_on_a_linear_path() {
         )
         .node("Conv", "c", &["pool", "wc"], &[])
         .output("c");
-    let model = model_from(b.to_bytes("linear3"), "linear3");
+    let name = format!("linear3-batch{batch}");
+    let model = model_from(b.to_bytes(&name), &name);
     for unit in 0..2 {
         let e = expanded_weights(&model, "a", "c", unit).unwrap();
         assert_eq!(e.dims(), vec![3, 5, 5]);

@@ -42,12 +42,14 @@ fn expanded_weights_here(model: &Model, from: &str, to: &str, unit: usize) -> Re
     let net = model.network();
     model.unit(to, unit)?;
     let source = net.node(from)?;
-    let shape = net.output_shape(from)?;
+    let mut shape = net.output_shape(from)?;
     if shape.len() != 4 {
         return Err(Error::Message(format!(
             "{from}: expanded weights need a [N, C, H, W] layer, found {shape:?}"
         )));
     }
+    // One image, like the one fed below, whatever batch the file was exported with.
+    shape[0] = 1;
     let device = net.device().autodiff();
     let n: usize = shape.iter().product();
     let a = DynTensor::from_host(&vec![0.0; n], &shape, &device).require_grad();
