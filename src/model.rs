@@ -9,7 +9,7 @@ use crate::data::{Dataset, ImageSpec};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::import::{parse_file, parse_onnx, read_file};
-use crate::network::{DynTensor, Network, UnitLayout};
+use crate::network::{DynTensor, Network, UnitLayout, DYNAMIC_SIZE};
 use crate::zoo::files as zoo;
 
 #[derive(Clone, Debug)]
@@ -137,10 +137,17 @@ impl Model {
     }
 
     /// The image input the model expects. Pixels are in [0, 1] unless the file's metadata says
-    /// otherwise (`input_mean`, `input_std`: comma-separated, one value per channel).
+    /// otherwise (`input_mean`, `input_std`: comma-separated, one value per channel). A
+    /// dynamic height or width (a fully convolutional model exported for any size) is taken
+    /// at [`DYNAMIC_SIZE`], as the layers' shapes are.
     pub fn input_spec(&self) -> Result<ImageSpec> {
         let input = self.network.image_input()?;
-        let dims: Vec<usize> = input.shape.iter().map(|d| d.unwrap_or(0)).collect();
+        let dims: Vec<usize> = input
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(k, d)| d.unwrap_or(if k >= 2 { DYNAMIC_SIZE } else { 0 }))
+            .collect();
         let [_, c, h, w] = dims[..] else {
             return Err(Error::Input {
                 name: input.name.clone(),
@@ -153,7 +160,13 @@ impl Model {
         if c == 0 || h == 0 || w == 0 {
             return Err(Error::Input {
                 name: input.name.clone(),
-                message: "the channel and spatial sizes of the input must be fixed".into(),
+                message: format!(
+                    "an image input needs a fixed number of channels and a size above 0, \
+                     found [N, {}, {}, {}]",
+                    input.shape[1].map_or("?".into(), |c| c.to_string()),
+                    h,
+                    w
+                ),
             });
         }
         let mut spec = ImageSpec::unit(c, h, w);

@@ -1114,3 +1114,57 @@ fn models_of_a_fixed_size_above_256_px_or_not_square_plan_their_memory() {
     .unwrap_or_else(|e| panic!("deepdream: {e}"));
     assert_eq!(dream.dims(), [1, 3, 24, 40]);
 }
+
+/// A fully convolutional model exported for any image size (`[N, 3, H, W]`, H and W dynamic):
+/// its input is taken at 224 px, as its layers' shapes are, so its units render at the default
+/// 128 px and are excited by what they render. It was refused: "the channel and spatial sizes
+/// of the input must be fixed".
+#[test]
+fn a_model_of_any_input_size_renders_its_units() {
+    use microscope::import::builder::OnnxBuilder;
+    use microscope::network::HostTensor;
+    let mut o = OnnxBuilder::new();
+    o.input("x", &[0, 3, 0, 0])
+        .initializer(
+            "w",
+            &HostTensor::f32(
+                vec![4, 3, 3, 3],
+                (0..108).map(|i| (i as f32 * 0.37).sin()).collect(),
+            ),
+        )
+        .node("Conv", "conv", &["x", "w"], &[])
+        .node("Relu", "relu", &["conv"], &[])
+        .output("relu");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("any_size.onnx");
+    std::fs::write(&path, o.to_bytes("any_size")).unwrap();
+    let model = microscope::Model::load(&path).unwrap();
+    let spec = model.input_spec().unwrap();
+    assert_eq!((spec.channels, spec.height, spec.width), (3, 224, 224));
+    assert_eq!(model.layer("relu").unwrap().shape, [1, 4, 222, 222]);
+    let unit = model.unit("relu", 2).unwrap();
+    let out = FeatureVis::default()
+        .cache(None)
+        .steps(16)
+        .run(&unit)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.images.dims(), [1, 3, 128, 128]);
+    // Against a mid-grey image of the same size.
+    let grey = microscope::DynTensor::new(burn::Tensor::<burn::Dispatch, 4>::full(
+        [1, 3, 128, 128],
+        0.5,
+        &Device::cpu().burn().clone(),
+    ));
+    let act = model
+        .network()
+        .forward(&[("x", model.normalize(&grey).unwrap())], &["relu"])
+        .unwrap()
+        .remove(0);
+    assert_eq!(act.dims(), [1, 4, 126, 126]);
+    let plane = 126 * 126;
+    let grey_mean = act.to_vec()[2 * plane..3 * plane].iter().sum::<f32>() / plane as f32;
+    assert!(
+        out.activations[0] > grey_mean + 0.1,
+        "the rendered image excites the unit: {} vs grey {grey_mean}",
+        out.activations[0]
+    );
+}

@@ -40,6 +40,10 @@ pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, MAX_RAN
 /// Constants up to this many elements keep a host copy (shape arithmetic reads them there).
 const HOST_COPY_LIMIT: usize = 4096;
 
+/// The size a dynamic axis other than the batch is taken at where one size is needed (a
+/// layer's shape, an image input's size): ImageNet's 224.
+pub const DYNAMIC_SIZE: usize = 224;
+
 /// How [`Network::evaluate`] treats inputs and nonlinearities.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -503,12 +507,12 @@ impl Network {
                 .inputs
                 .iter()
                 .map(|i| {
-                    // Dynamic axes: a batch of 1, and 224 (ImageNet's size) for the others.
+                    // Dynamic axes: a batch of 1, and DYNAMIC_SIZE for the others.
                     let dims: Vec<usize> = i
                         .shape
                         .iter()
                         .enumerate()
-                        .map(|(k, d)| d.unwrap_or(if k == 0 { 1 } else { 224 }))
+                        .map(|(k, d)| d.unwrap_or(if k == 0 { 1 } else { DYNAMIC_SIZE }))
                         .collect();
                     let n = crate::budget::fits(&dims, 4)
                         .map_err(|e| format!("input {:?} as declared: {e}", i.name))?;
