@@ -653,6 +653,19 @@ def build(out):
     note = "a node named with a megabyte of text, whose weight does not fit its input"
     c.case("name_1mb_eval", m, "eval", "error", EVAL_X, note=note)
 
+    # Gather's output has the input's rank plus the indices' minus one: 4 + 4 - 1 = 7 axes,
+    # over the runtime's 6 (it reached burn, which panicked).
+    m = c.write(
+        "gather_rank_7.onnx",
+        model(
+            [helper.make_node("Gather", ["x", "idx"], ["y"], name="gather", axis=1)],
+            [x_input()],
+            [output("y", 7)],
+            [raw_tensor("idx", TensorProto.INT64, [1, 1, 1, 1], np.zeros(1, "<i8").tobytes())],
+        ),
+    )
+    c.case("gather_rank_7_eval", m, "eval", "error", EVAL_X, note="Gather to a rank-7 output")
+
     c.finish()
     return c.cases
 

@@ -412,6 +412,8 @@ pub fn gather<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
             Some(flat_index(&dims, &src))
         })),
         Value::Device(t) => {
+            // The indices' axes replace one: a rank-4 input and rank-4 indices make rank 7.
+            ctx.check_rank("output", &out)?;
             let picked = select(t, axis, &idx, ctx.device);
             Value::Device(picked.reshape(&out))
         }
