@@ -289,7 +289,8 @@ impl Network {
         }
     }
 
-    /// The output shape of node `name` for a batch of 1 at the declared input size.
+    /// The output shape of node `name` at the declared input size, for a batch of 1 where the
+    /// batch is dynamic (a file can fix it at another size).
     pub fn output_shape(&self, name: &str) -> Result<Vec<usize>> {
         let node = self.node(name)?;
         let index = self.names[&node.name];
@@ -360,7 +361,8 @@ impl Network {
         match self.inputs.as_slice() {
             [one] => Ok(one),
             many => Err(Error::Message(format!(
-                "the network has {} inputs ({}); name the one to feed",
+                "the network has {} inputs ({}), and the techniques take models of one image \
+                 input (`Network::forward` feeds several by name)",
                 many.len(),
                 many.iter()
                     .map(|i| i.name.as_str())
