@@ -358,6 +358,7 @@ fn widgets_work_in_chromium() {
         .unwrap();
     write("hostile_unit.html", "hostile unit", &hostile_view);
     manifest.insert("hostile".into(), serde_json::json!(support::HOSTILE));
+    manifest.insert("reordering".into(), serde_json::json!(support::REORDERING));
     std::fs::write(
         pages.join("manifest.json"),
         serde_json::Value::Object(manifest).to_string(),

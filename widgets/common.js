@@ -3,18 +3,27 @@
 // Text from props always goes into the page as text (textContent / SVG text nodes), never as
 // markup: node and class names come from untrusted model files.
 
+// Text as shown: the invisible characters that reorder what follows them (a right-to-left
+// override shows a name "\u202eevil" as "live") become visible escapes, `\u{202e}`, as the
+// crate writes them in text output (`reorders` in src/widget/mod.rs).
+microscope.shown = function (text) {
+  return String(text).replace(/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => "\\u{" + c.codePointAt(0).toString(16) + "}");
+};
+
 microscope.el = function (tag, attrs, children) {
   const svg = ["svg", "g", "rect", "path", "text", "title", "line", "circle"].includes(tag);
   const node = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
-    if (k === "text") node.textContent = String(v);
+    if (k === "text") node.textContent = microscope.shown(v);
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "title") node.setAttribute(k, microscope.shown(v));
     else node.setAttribute(k, v === true ? "" : String(v));
   }
   for (const c of [].concat(children || [])) {
     if (c === null || c === undefined || c === false) continue;
-    node.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    node.appendChild(typeof c === "string" ? document.createTextNode(microscope.shown(c)) : c);
   }
   return node;
 };

@@ -137,8 +137,9 @@ pub(crate) fn content_block(mime: &str, body: &str) -> String {
 }
 
 /// Text for a `text/plain` output or a terminal: control characters other than newline and tab
-/// (terminal escape sequences, carriage returns, NULs from a model file) become visible escapes
-/// such as `\u{1b}`.
+/// (terminal escape sequences, carriage returns, NULs from a model file) and the characters
+/// that reorder text (a right-to-left override shows a name `\u{202e}evil` as "live") become
+/// visible escapes such as `\u{1b}` and `\u{202e}`.
 pub fn plain(text: &str) -> String {
     escape_controls(text, |c| c == '\n' || c == '\t')
 }
@@ -148,10 +149,17 @@ pub fn one_line(text: &str) -> String {
     escape_controls(text, |_| false)
 }
 
+/// Unicode's explicit bidirectional formatting characters (marks, embeddings, overrides and
+/// isolates): invisible, and they change the order in which what follows them is shown. The
+/// widgets escape the same ones on the page (`microscope.shown` in widgets/common.js).
+fn reorders(c: char) -> bool {
+    matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 fn escape_controls(text: &str, keep: impl Fn(char) -> bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() && !keep(c) {
+        if (c.is_control() || reorders(c)) && !keep(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -295,6 +303,11 @@ mod tests {
         assert_eq!(
             plain("a\u{1b}[31mred\u{7}\r\nb\tc"),
             "a\\u{1b}[31mred\\u{7}\\r\nb\tc"
+        );
+        // What would reorder the rest of the line, too; other letters of any script stay.
+        assert_eq!(
+            one_line("pool\u{202e}evil\u{2066}x\u{2069} شبكة"),
+            "pool\\u{202e}evil\\u{2066}x\\u{2069} شبكة"
         );
     }
 }

@@ -227,6 +227,11 @@ for (const file of ["hostile_graph.html", "hostile_unit.html"]) {
   const text = await page.evaluate(() => document.body.innerText + Array.from(document.querySelectorAll("title")).map((t) => t.textContent).join(" "));
   const shown = manifest.hostile.filter((h) => text.includes(h) || text.includes(h.slice(0, 20)));
   check(shown.length > 0, `${file}: the names appear as text (${shown.length} of ${manifest.hostile.length})`);
+  if (file === "hostile_graph.html") {
+    const escaped = manifest.reordering.replace("\u202e", "\\u{202e}");
+    check(text.includes(escaped) && !text.includes("\u202e"),
+      `${file}: a right-to-left override in a name is shown as an escape (${JSON.stringify(escaped)})`);
+  }
   if (file === "hostile_unit.html") {
     await downloadsOnEveryImage(page, file);
     const saved = await savePage(page, file);

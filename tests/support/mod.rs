@@ -161,7 +161,12 @@ pub const HOSTILE: [&str; 3] = [
     "block/<b onmouseover=alert(3)>bold</b>",
 ];
 
-/// A small conv net (input [1, 3, 16, 16], 4 units a layer) whose node names are [`HOSTILE`].
+/// A name with a right-to-left override: shown as it is, the page would read "block/relu" then
+/// "dessap" reversed, as "passed". The page must show the override as an escape.
+pub const REORDERING: &str = "block/relu\u{202e}dessap";
+
+/// A small conv net (input [1, 3, 16, 16], 4 units a layer) whose node names are [`HOSTILE`]
+/// and [`REORDERING`].
 pub fn hostile_names_model() -> Vec<u8> {
     model(
         vec![
@@ -174,7 +179,7 @@ pub fn hostile_names_model() -> Vec<u8> {
             ),
             node("Relu", HOSTILE[1], &["c1"], &["r1"], vec![]),
             node("Conv", HOSTILE[2], &["r1", "w2", "b2"], &["c2"], vec![]),
-            node("Relu", "block/relu", &["c2"], &["r2"], vec![]),
+            node("Relu", REORDERING, &["c2"], &["r2"], vec![]),
         ],
         vec![
             random("w1", &[4, 3, 3, 3], 1, 0.5),
