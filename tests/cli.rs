@@ -72,6 +72,43 @@ fn info_prints_readable_layer_table() {
     );
 }
 
+/// A name of 5,000 characters ran every row of the table out to its width, and a right-to-left
+/// override reached the terminal as it was. The long name is whole in its own row, every other
+/// row stays narrow, and the override is shown as an escape.
+#[test]
+fn info_keeps_its_table_readable_with_long_and_reordering_names() {
+    use support::{node, random, value_info};
+    let long = format!("conv_{}", "n".repeat(5000));
+    let model = tmp("names.onnx");
+    let bytes = support::model(
+        vec![
+            node("Conv", &long, &["x", "w", "b"], &["c"], vec![]),
+            node("Relu", support::REORDERING, &["c"], &["r"], vec![]),
+        ],
+        vec![
+            random("w", &[4, 3, 3, 3], 1, 0.5),
+            random("b", &[4], 2, 0.1),
+        ],
+        value_info("x", &[1, 3, 8, 8]),
+        "r",
+    );
+    std::fs::write(&model, bytes).unwrap();
+    let out = microscope(&["info", model.to_str().unwrap()]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!("{long} "))),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| !l.starts_with("conv_")) {
+        assert!(line.chars().count() < 120, "{line}");
+    }
+    assert!(
+        text.contains("block/relu\\u{202e}dessap") && !text.contains('\u{202e}'),
+        "{text}"
+    );
+}
+
 #[test]
 fn eval_writes_requested_nodes() {
     let input = tmp("in.npy");

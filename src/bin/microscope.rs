@@ -200,12 +200,17 @@ fn info(model: &Path) -> Result<(), Error> {
         })
         .collect();
     let header = ["node", "op", "output shape", "params"];
+    // Columns as wide as their widest entry up to COLUMN_MAX characters: a longer name (a file
+    // can hold a megabyte of one) runs past its column in its own row only, whole, so that it
+    // can still be copied, and every other row stays aligned.
+    const COLUMN_MAX: usize = 60;
     let width = |i: usize| {
         rows.iter()
-            .map(|r| r[i].len())
+            .map(|r| r[i].chars().count())
             .chain([header[i].len()])
             .max()
             .unwrap_or(0)
+            .min(COLUMN_MAX)
     };
     let w = [width(0), width(1), width(2)];
     out!("model  {}", term(&model.source()))?;
