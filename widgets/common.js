@@ -18,7 +18,8 @@ microscope.el = function (tag, attrs, children) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "text") node.textContent = microscope.shown(v);
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (k === "title") node.setAttribute(k, microscope.shown(v));
+    // Attributes a person reads (a tooltip, an image's text, a screen reader's label).
+    else if (k === "title" || k === "alt" || k === "aria-label") node.setAttribute(k, microscope.shown(v));
     else node.setAttribute(k, v === true ? "" : String(v));
   }
   for (const c of [].concat(children || [])) {
