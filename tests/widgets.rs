@@ -236,8 +236,7 @@ fn a_512_unit_gallery_at_64_px_fits_the_payload_budget() {
         value_info("x", &[1, 3, 64, 64]),
         "y",
     );
-    let dir = std::env::temp_dir().join(format!("microscope-budget-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("budget");
     let path = dir.join("wide.onnx");
     std::fs::write(&path, bytes).unwrap();
     let model = Model::load(&path).unwrap();
@@ -341,8 +340,7 @@ fn widgets_work_in_chromium() {
     assert!(view.unavailable().is_empty(), "{:?}", view.unavailable());
     write("unit.html", "conv3:7", &view);
     // Hostile names: the graph and a unit view of a model whose node names are markup.
-    let dir = std::env::temp_dir().join(format!("microscope-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("hostile");
     let hostile = hostile_model(&dir);
     write(
         "hostile_graph.html",
@@ -559,8 +557,7 @@ fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
 
     // Saved PNGs: the same seed twice gives the same bytes; another seed other pixels, and a
     // provenance that names it, in the widget and in the file.
-    let dir = std::env::temp_dir().join(format!("microscope-export-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("export");
     let save = |seed: u64, name: &str| {
         let path = dir.join(name);
         assert_eq!(vis(seed).save_png(&path).unwrap(), vec![path.clone()]);
@@ -629,7 +626,6 @@ fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no/such.png"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The tour explains the unit view's tabs in a table: it names every tab the view has, so a new

@@ -204,3 +204,30 @@ pub fn onnx_fixtures() -> PathBuf {
 pub fn light_model(name: &str) -> PathBuf {
     onnx_fixtures().join("light").join(format!("{name}.onnx"))
 }
+
+/// A scratch directory of one test, `$TMPDIR/microscope-NAME-PID`, removed when dropped (also when
+/// the test fails), so test runs leave nothing behind in the user's temporary directory.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("microscope-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
