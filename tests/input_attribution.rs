@@ -380,6 +380,9 @@ fn every_method_runs_toward_a_class_and_a_unit() {
 #[test]
 fn notebook_05_input_attribution_cells_run() -> microscope::Result<()> {
     use microscope::prelude::*;
+    // The notebook displays its figures; here each is rendered, not printed (CI's log would carry
+    // a page of base64 per figure).
+    let display = |w: &Images| assert!(!w.pictures.is_empty() && !w.to_html().is_empty(), "{}", w.title);
     let model = zoo::fashion()?;
     let data = Dataset::fashion_mnist(Split::Test)?.take(100);
     let spec = microscope::data::ImageSpec::unit(1, 28, 28);
