@@ -23,7 +23,8 @@ enum Source {
 pub struct Model {
     network: Arc<Network>,
     source: Source,
-    /// SHA-256 of the model file: part of every cache key.
+    /// SHA-256 of the model file (followed by the external data it reads, if any): part of
+    /// every cache key.
     digest: String,
     /// The dataset attached with [`Model::with_dataset`] (for dataset examples).
     dataset: Option<Arc<Dataset>>,
@@ -39,10 +40,11 @@ impl Model {
     pub fn load_on(path: impl AsRef<Path>, device: Device) -> Result<Model> {
         let path = path.as_ref();
         let bytes = read_file(path)?;
+        let (network, digest) = parse_file(path, &bytes, device)?;
         Ok(Model {
-            network: Arc::new(parse_file(path, &bytes, device)?),
+            network: Arc::new(network),
             source: Source::File(path.to_path_buf()),
-            digest: crate::digest::sha256_hex(&bytes),
+            digest,
             dataset: None,
         })
     }
@@ -115,7 +117,7 @@ impl Model {
         &self.network
     }
 
-    /// SHA-256 of the model file (hex).
+    /// SHA-256 of the model file (hex), followed by the external data it reads, if any.
     pub fn digest(&self) -> &str {
         &self.digest
     }

@@ -298,3 +298,65 @@ fn render_writes_the_notebook_widgets_as_standalone_pages() {
         assert_clean_failure(&microscope(&all), &[needle]);
     }
 }
+
+/// A model saved as onnx saves large ones, its weights in a file beside it
+/// (`onnx.save_model(..., save_as_external_data=True)`, by the test venv's onnx), evaluates to
+/// the same bytes as the same model with its weights inline, whatever the working folder; and
+/// its digest, part of every cache key, changes with the weights file.
+#[test]
+fn a_model_with_its_weights_in_a_file_beside_it_evaluates_as_the_inline_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = support::venv_python();
+    let dir = tmp("external");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    // The zoo model keeps its weights in float_data, which onnx leaves inline: raw bytes first.
+    let script = r#"
+import sys, onnx
+from onnx import numpy_helper
+m = onnx.load(sys.argv[1])
+for t in m.graph.initializer:
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
+onnx.save_model(m, sys.argv[2] + "/inline.onnx")
+onnx.save_model(m, sys.argv[2] + "/sub/ext.onnx", save_as_external_data=True,
+                all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=0)
+"#;
+    let made = Command::new(&python)
+        .args(["-c", script])
+        .arg(root.join("src/zoo/fashion.onnx"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let data = dir.join("sub/ext.onnx.data");
+    assert!(
+        std::fs::metadata(&data).unwrap().len() > 1_000_000,
+        "the weights are external"
+    );
+    let input = dir.join("x.npy");
+    let x: Vec<f32> = (0..784).map(|i| (i % 29) as f32 / 29.0).collect();
+    npy::write(&input, &[1, 1, 28, 28], &x).unwrap();
+    let eval = |model: &str, out: &str| {
+        let out_dir = dir.join(out);
+        let run = Command::new(env!("CARGO_BIN_EXE_microscope"))
+            .current_dir(&dir)
+            .args(["eval", model, "--input", "x.npy", "--out"])
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert_success(&run);
+        std::fs::read(out_dir.join("logits.npy")).unwrap()
+    };
+    assert_eq!(
+        eval("sub/ext.onnx", "ext-out"),
+        eval("inline.onnx", "inline-out")
+    );
+
+    let before = microscope::Model::load(dir.join("sub/ext.onnx")).unwrap();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&data, bytes).unwrap();
+    let after = microscope::Model::load(dir.join("sub/ext.onnx")).unwrap();
+    assert_ne!(before.digest(), after.digest());
+}

@@ -1,6 +1,7 @@
 //! Importing models into a [`Network`]: ONNX files, parsed at run time.
 
 pub mod builder;
+pub mod external;
 pub mod naming;
 pub mod proto;
 pub mod tensor;
@@ -13,12 +14,13 @@ use prost::Message;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::network::{Attr, HostTensor, InputSpec, Network, Node};
+use external::ExternalData;
 use naming::NodeInfo;
 
 /// Reads and parses an ONNX file into a [`Network`] on `device`.
 pub fn load_onnx(path: &Path, device: Device) -> Result<Network> {
     let bytes = read_file(path)?;
-    parse_file(path, &bytes, device)
+    parse_file(path, &bytes, device).map(|(network, _)| network)
 }
 
 /// The bytes of a model file.
@@ -29,19 +31,23 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Parses the bytes of the file at `path`; errors name the file.
-pub fn parse_file(path: &Path, bytes: &[u8], device: Device) -> Result<Network> {
+/// Parses the bytes of the file at `path`, reading external data from the files beside it;
+/// errors name the file. Also returns the model's digest: the hex SHA-256 of the file, followed
+/// by the external data it reads (the file's own SHA-256 when it has none).
+pub fn parse_file(path: &Path, bytes: &[u8], device: Device) -> Result<(Network, String)> {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    parse_onnx(bytes, &stem, device).map_err(|e| match e {
+    let mut external = ExternalData::beside(path, bytes);
+    let network = parse_with(bytes, &stem, device, &mut external).map_err(|e| match e {
         Error::Format { reason, .. } => Error::Format {
             path: path.to_path_buf(),
             reason,
         },
         other => other.in_model(path),
-    })
+    })?;
+    Ok((network, external.digest()))
 }
 
 fn format_error(reason: impl Into<String>) -> Error {
@@ -51,8 +57,18 @@ fn format_error(reason: impl Into<String>) -> Error {
     }
 }
 
-/// Parses ONNX bytes; errors carry no path (the caller adds it).
+/// Parses ONNX bytes; errors carry no path (the caller adds it). A tensor stored in an external
+/// file is an error here: there is no folder to read it from (see [`parse_file`]).
 pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
+    parse_with(bytes, name, device, &mut ExternalData::none(bytes))
+}
+
+fn parse_with(
+    bytes: &[u8],
+    name: &str,
+    device: Device,
+    external: &mut ExternalData,
+) -> Result<Network> {
     let model = proto::ModelProto::decode(bytes)
         .map_err(|e| format_error(format!("not a valid ONNX model (protobuf: {e})")))?;
     let graph = match (&model.graph, model.ir_version) {
@@ -68,7 +84,8 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
 
     let mut constants: HashMap<String, HostTensor> = HashMap::new();
     for init in &graph.initializer {
-        let t = tensor::decode(init)
+        let t = external
+            .decode(init)
             .map_err(|r| format_error(format!("initializer {}: {r}", init.name)))?;
         constants.insert(init.name.clone(), t);
     }
@@ -147,7 +164,7 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
         for a in &n.attribute {
             attrs.insert(
                 a.name.clone(),
-                convert_attr(a).map_err(|r| Error::node(&name, &n.op_type, r))?,
+                convert_attr(a, external).map_err(|r| Error::node(&name, &n.op_type, r))?,
             );
         }
         if !n.name.is_empty() && n.name != name {
@@ -175,14 +192,15 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
     )
 }
 
-fn convert_attr(a: &proto::AttributeProto) -> Result<Attr, String> {
+fn convert_attr(a: &proto::AttributeProto, external: &mut ExternalData) -> Result<Attr, String> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok(match a.r#type {
         1 => Attr::Float(a.f),
         2 => Attr::Int(a.i),
         3 => Attr::String(text(&a.s)),
         4 => Attr::Tensor(
-            tensor::decode(a.t.as_ref().ok_or("tensor attribute without a tensor")?)
+            external
+                .decode(a.t.as_ref().ok_or("tensor attribute without a tensor")?)
                 .map_err(|r| format!("attribute {}: {r}", a.name))?,
         ),
         6 => Attr::Floats(a.floats.clone()),

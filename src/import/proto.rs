@@ -106,6 +106,10 @@ pub struct TensorProto {
     pub double_data: Vec<f64>,
     #[prost(uint64, repeated, tag = "11")]
     pub uint64_data: Vec<u64>,
+    /// Where an external tensor's bytes are: `location`, `offset`, `length` (see
+    /// [`super::external`]).
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
     /// 0 DEFAULT (inline), 1 EXTERNAL.
     #[prost(int32, tag = "14")]
     pub data_location: i32,

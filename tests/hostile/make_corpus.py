@@ -666,8 +666,76 @@ def build(out):
     )
     c.case("gather_rank_7_eval", m, "eval", "error", EVAL_X, note="Gather to a rank-7 output")
 
+    external_data(c, EVAL_X)
+
     c.finish()
     return c.cases
+
+
+def external_data(c, eval_x):
+    """Tensors whose bytes are in a file beside the model (ONNX external data), where the file
+    names a place outside the model's folder, something that is not a file, or bytes the file
+    does not have. One honest model first: it must load and evaluate."""
+    w = np.linspace(-1, 1, 4 * 3 * 3 * 3).astype("<f4")
+    c.write("weights.bin", b"\0" * 16 + w.tobytes())
+    os.makedirs(os.path.join(c.out, "folder.bin"), exist_ok=True)
+    for name, target in [("outside.bin", "/etc/passwd"), ("loop.bin", "loop.bin")]:
+        path = os.path.join(c.out, name)
+        if not os.path.lexists(path):
+            os.symlink(target, path)
+    if not os.path.exists(os.path.join(c.out, "pipe.bin")):
+        os.mkfifo(os.path.join(c.out, "pipe.bin"))
+
+    def conv_with(name, fields):
+        t = raw_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3])
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in fields:
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        return c.write(
+            name + ".onnx",
+            model(
+                [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+                [x_input()],
+                [output("y")],
+                [t],
+            ),
+        )
+
+    honest = [("location", "weights.bin"), ("offset", "16"), ("length", str(w.nbytes))]
+    m = conv_with("external_honest", honest)
+    c.case("external_honest_eval", m, "eval", "load_fast", eval_x, note="external data, honest")
+    c.case("external_honest_render", m, "render", "no_crash", ["--layer", "conv"],
+           note="external data, honest")
+    for name, fields, note in [
+        ("parent", [("location", "../weights.bin")], "a location in the parent folder"),
+        ("absolute", [("location", "/etc/passwd")], "an absolute location"),
+        ("symlink_out", [("location", "outside.bin")], "a link out of the model's folder"),
+        ("symlink_loop", [("location", "loop.bin")], "a link to itself"),
+        ("fifo", [("location", "pipe.bin")], "a named pipe (opening it would wait)"),
+        ("folder", [("location", "folder.bin")], "a folder"),
+        ("dot", [("location", ".")], "the model's folder itself"),
+        ("missing", [("location", "no_such.bin")], "a file that is not there"),
+        ("empty_location", [("location", "")], "an empty location"),
+        ("nul", [("location", "weights\0.bin")], "a location with a NUL byte"),
+        ("no_location", [("offset", "0")], "no location"),
+        ("offset_past_end", [("location", "weights.bin"), ("offset", "1000000")],
+         "an offset past the file's end"),
+        ("length_2p62", [("location", "weights.bin"), ("length", str(2**62))],
+         "a length of 2**62 bytes"),
+        ("end_overflows", [("location", "weights.bin"), ("offset", str(2**64 - 8)),
+                           ("length", "16")], "offset + length past 2**64"),
+        ("length_short", [("location", "weights.bin"), ("offset", "16"), ("length", "4")],
+         "fewer bytes than the shape needs"),
+        ("offset_negative", [("location", "weights.bin"), ("offset", "-16")],
+         "a negative offset"),
+        ("offset_text", [("location", "weights.bin"), ("offset", "<b>16</b>")],
+         "an offset that is markup"),
+    ]:
+        m = conv_with("external_" + name, fields)
+        c.case("external_%s_eval" % name, m, "eval", "error", eval_x, note=note)
+    c.case("external_symlink_out_info", "external_symlink_out.onnx", "info", "error",
+           note="a link out of the model's folder")
 
 
 def main():

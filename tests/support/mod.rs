@@ -231,3 +231,14 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The test venv's Python, with onnx, onnxruntime and numpy (tests/run.sh makes it).
+pub fn venv_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing; run tests/run.sh",
+        python.display()
+    );
+    python
+}
