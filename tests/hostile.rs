@@ -3,6 +3,8 @@
 //! `microscope`, each case under `ulimit -v 4000000` and a 10 s limit. Hostile files must exit 2
 //! with one line naming the problem; legal but adversarial ones must load within 2 s.
 
+mod support;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,12 +13,7 @@ use std::process::Command;
 /// with `env` set, prints the summary, and fails with the failing cases.
 fn make_and_run(script: &str, args: &[&OsStr], name: &str, env: &[(&str, &str)]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing; run tests/run.sh",
-        python.display()
-    );
+    let python = support::venv_python();
     let corpus = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&corpus);
     let made = Command::new(&python)

@@ -302,17 +302,12 @@ fn onnxruntime_nodes(path: &Path, x: &npy::Array) -> Reference {
     let input = path.with_extension("input.npy");
     npy::write(&input, &x.shape, &x.data).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
+    let python = support::venv_python();
     let out = Command::new(&python)
         .arg(root.join("tests/support/ort_nodes.py"))
         .args([path, &input, &dir])
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (tests/run.sh makes this venv with onnx and onnxruntime)",
-                python.display()
-            )
-        });
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
     assert!(
         out.status.success(),
         "ort_nodes.py {}: {}",
