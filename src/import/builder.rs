@@ -124,7 +124,7 @@ impl OnnxBuilder {
             name: name.into(),
             op_type: op.into(),
             attribute,
-            domain: String::new(),
+            ..Default::default()
         });
         self
     }

@@ -131,15 +131,21 @@ fn parse_with(
     let compute: Vec<usize> = (0..graph.node.len())
         .filter(|i| !constant_nodes.contains(i))
         .collect();
+    let torch: Vec<Option<String>> = compute
+        .iter()
+        .map(|&i| naming::torch_name(&graph.node[i].metadata_props))
+        .collect();
     let infos: Vec<NodeInfo> = compute
         .iter()
-        .map(|&i| {
+        .zip(&torch)
+        .map(|(&i, torch)| {
             let n = &graph.node[i];
             NodeInfo {
                 name: &n.name,
                 op: &n.op_type,
                 inputs: &n.input,
                 outputs: &n.output,
+                torch: torch.as_deref(),
             }
         })
         .collect();

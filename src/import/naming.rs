@@ -1,16 +1,21 @@
 //! Readable, unique node names for graphs whose nodes are unnamed or numbered (`n12`, `r52`).
 //!
 //! In order of preference a node is named:
-//! 1. by its own name, when that name says something (not empty, not `n12` or `Conv_3`);
+//! 1. by its own name, when that name says something (not empty, not `n12` or `Conv_3`, not
+//!    PyTorch's exporter's `node_Conv_292`);
 //! 2. after its first parameter: a Conv whose weight is `inception_4a/1x1_w_0` becomes
 //!    `inception_4a/1x1`;
-//! 3. an activation after the node it activates: `inception_4a/1x1/relu`;
-//! 4. a Concat after the block its inputs share: `inception_4a/output`;
-//! 5. else op type and index: `MaxPool_2`.
+//! 3. after the PyTorch module that made it, when the exporter noted it ([`torch_name`]):
+//!    `layer1.0.relu`, `layer1.0.add`;
+//! 4. an activation after the node it activates: `inception_4a/1x1/relu`;
+//! 5. a Concat after the block its inputs share: `inception_4a/output`;
+//! 6. else op type and index: `MaxPool_2`.
 //!
 //! Collisions get a `_2`, `_3`, ... suffix.
 
 use std::collections::{HashMap, HashSet};
+
+use super::proto::StringStringEntryProto;
 
 /// What the namer needs to know about one node.
 pub struct NodeInfo<'a> {
@@ -18,6 +23,62 @@ pub struct NodeInfo<'a> {
     pub op: &'a str,
     pub inputs: &'a [String],
     pub outputs: &'a [String],
+    /// The node's name after the PyTorch module that made it ([`torch_name`]).
+    pub torch: Option<&'a str>,
+}
+
+/// The name PyTorch users know a node by, from the notes of PyTorch's ONNX exporter (the
+/// `dynamo=True` one, the default from PyTorch 2.9). Its node names are counters
+/// (`node_Conv_292`, `node_relu_1`), but each node carries the path of modules that called it
+/// (`pkg.torch.onnx.name_scopes`: `['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']`, the
+/// last entry the call itself) and their classes (`pkg.torch.onnx.class_hierarchy`). As in
+/// torchvision's feature extraction, a node that is a `torch.nn` module's own computation is named
+/// after the module (`layer1.0.relu`, `avgpool`), and one computed in a model's own `forward`
+/// after the module and the call (`layer1.0.add`, `view` at the top).
+pub fn torch_name(metadata: &[StringStringEntryProto]) -> Option<String> {
+    let note = |key: &str| {
+        metadata
+            .iter()
+            .find(|e| e.key == key)
+            .and_then(|e| python_strings(&e.value))
+    };
+    let scopes = note("pkg.torch.onnx.name_scopes")?;
+    let [.., module, call] = &scopes[..] else {
+        return None;
+    };
+    // `relu_1` is the second call of `relu`: the counter says nothing the path does not.
+    let call = match call.rsplit_once('_') {
+        Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
+        _ => call,
+    };
+    let call = call.trim_matches('_');
+    if module.is_empty() {
+        return (!call.is_empty()).then(|| call.to_string());
+    }
+    let classes = note("pkg.torch.onnx.class_hierarchy").unwrap_or_default();
+    let leaf = classes.len() >= 2 && classes[classes.len() - 2].starts_with("torch.nn.modules.");
+    Some(if leaf || call.is_empty() {
+        module.clone()
+    } else {
+        format!("{module}.{call}")
+    })
+}
+
+/// The strings of a Python list literal of plain strings (`['', 'layer1']`); `None` for
+/// anything else (escapes included).
+fn python_strings(text: &str) -> Option<Vec<String>> {
+    let inner = text.trim().strip_prefix('[')?.strip_suffix(']')?.trim();
+    if inner.is_empty() {
+        return Some(Vec::new());
+    }
+    inner
+        .split(", ")
+        .map(|item| {
+            let quote = item.chars().next().filter(|q| matches!(q, '\'' | '"'))?;
+            let body = item.strip_prefix(quote)?.strip_suffix(quote)?;
+            (!body.contains(['\'', '"', '\\'])).then(|| body.to_string())
+        })
+        .collect()
 }
 
 /// How many activations may nest in a name (`conv/relu/lrn`) before they are named after the
@@ -74,10 +135,21 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
             .iter()
             .find(|t| !t.is_empty() && !params.contains_key(*t));
         let from_producer = data_input.and_then(|t| producer.get(t.as_str()).copied());
-        let candidate = if !n.name.is_empty() && !is_generic(n.name, n.op) {
+        // PyTorch's exporter names every node `node_…` after a counter or its call.
+        let exporters = n.torch.is_some() && n.name.starts_with("node_");
+        let candidate = if !n.name.is_empty() && !is_generic(n.name, n.op) && !exporters {
             Some(n.name.to_string())
-        } else if let Some(p) = n.inputs.iter().skip(1).find_map(|t| params.get(t)) {
+        } else if let Some(p) = n
+            .inputs
+            .iter()
+            .skip(1)
+            .filter_map(|t| params.get(t))
+            // Not after the constants the exporter made up (`val_226`: a ReduceMean's axes).
+            .find(|p| n.torch.is_none() || !is_generic(p, n.op))
+        {
             Some(param_stem(p))
+        } else if let Some(torch) = n.torch {
+            Some(torch.to_string())
         } else if crate::network::ops::is_activation(n.op)
             && from_producer.is_some_and(|p| derived[p])
         {
@@ -216,6 +288,41 @@ mod tests {
     }
 
     #[test]
+    fn pytorch_nodes_are_named_after_their_modules() {
+        let notes = |scopes: &str, classes: &str| {
+            [
+                ("pkg.torch.onnx.name_scopes", scopes),
+                ("pkg.torch.onnx.class_hierarchy", classes),
+            ]
+            .map(|(key, value)| StringStringEntryProto {
+                key: key.into(),
+                value: value.into(),
+            })
+        };
+        let relu = notes(
+            "['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']",
+            "['m.Net', 'm.Block', 'torch.nn.modules.activation.ReLU', 'aten.relu.default']",
+        );
+        assert_eq!(torch_name(&relu).as_deref(), Some("layer1.0.relu"));
+        let add = notes(
+            "['', 'layer1', 'layer1.0', 'add_12']",
+            "['m.Net', 'torch.nn.modules.container.Sequential', 'm.Block', 'aten.add.Tensor']",
+        );
+        assert_eq!(torch_name(&add).as_deref(), Some("layer1.0.add"));
+        let top = notes("['', 'view']", "['m.Net', 'aten.view.default']");
+        assert_eq!(torch_name(&top).as_deref(), Some("view"));
+        // `max_pool2d` ends in a digit that is not a counter.
+        let pool = notes(
+            "['', 'features', 'max_pool2d']",
+            "['m.Net', 'm.Features', 'aten.max_pool2d.default']",
+        );
+        assert_eq!(torch_name(&pool).as_deref(), Some("features.max_pool2d"));
+        for odd in ["", "[]", "['']", "['a\\', 'b']", "'a', 'b'", "['a', b]"] {
+            assert_eq!(torch_name(&notes(odd, "[]")), None, "{odd}");
+        }
+    }
+
+    #[test]
     fn inception_block_is_named_after_its_parameters() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let io = [
@@ -236,6 +343,7 @@ mod tests {
                 op,
                 inputs: inp,
                 outputs: out,
+                torch: None,
             })
             .collect();
         let params: HashMap<String, String> = ["a/1x1_w_0", "a/3x3_w_0", "b/1x1_w_0"]
@@ -267,6 +375,7 @@ mod tests {
                 op: "Relu",
                 inputs: &tensors[i],
                 outputs: &tensors[i + 1],
+                torch: None,
             })
             .collect();
         let start = std::time::Instant::now();
@@ -284,6 +393,7 @@ mod tests {
                 op: if i == 0 { "Conv" } else { "Relu" },
                 inputs: &tensors[i],
                 outputs: &tensors[i + 1],
+                torch: None,
             })
             .collect();
         let names = readable_names(&chain, &HashMap::new());

@@ -61,6 +61,10 @@ pub struct NodeProto {
     pub attribute: Vec<AttributeProto>,
     #[prost(string, tag = "7")]
     pub domain: String,
+    /// Exporters' notes (PyTorch's: `pkg.torch.onnx.name_scopes`, the module path; see
+    /// [`super::naming::torch_name`]).
+    #[prost(message, repeated, tag = "9")]
+    pub metadata_props: Vec<StringStringEntryProto>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -61,7 +61,7 @@ pub fn node(
         name: name.into(),
         op_type: op.into(),
         attribute,
-        domain: String::new(),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,114 @@
+//! A network as PyTorch's own exporter writes it: `torch.onnx.export` with its defaults since
+//! PyTorch 2.9 (the `dynamo=True` exporter), in tests/reference/pytorch_export, written by
+//! tests/support/pytorch_export.py (torch 2.15). Such a file names its nodes after counters
+//! (`node_Conv_292`), notes each node's module path in its metadata, and keeps the weights in
+//! `tiny.onnx.data` beside it.
+
+use std::path::{Path, PathBuf};
+
+use microscope::import::proto::ModelProto;
+use microscope::network::DynTensor;
+use microscope::npy;
+use microscope::prelude::*;
+use prost::Message;
+
+fn reference() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/pytorch_export")
+}
+
+/// Its layers have the names a PyTorch user knows them by (the module paths, as torchvision's
+/// feature extraction names them), and the exporter's own names still find them.
+#[test]
+fn a_pytorch_export_is_named_after_its_modules() {
+    let path = reference().join("tiny.onnx");
+    let model = Model::load(&path).unwrap();
+    let names: Vec<&str> = model
+        .network()
+        .nodes()
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "conv1",
+            "relu",
+            "maxpool",
+            "layer1.0.conv1",
+            "layer1.0.relu",
+            "layer1.0.conv2",
+            "layer1.0.add",
+            "layer1.0.relu_2",
+            "layer1.1.conv1",
+            "layer1.1.relu",
+            "layer1.1.conv2",
+            "layer1.1.add",
+            "layer1.1.relu_2",
+            "avgpool",
+            "view",
+            "fc"
+        ]
+    );
+    let file = ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let graph = file.graph.unwrap();
+    for (node, name) in graph.node.iter().zip(&names) {
+        assert!(node.name.starts_with("node_"), "{}", node.name);
+        assert_eq!(model.layer(&node.name).unwrap().name, *name);
+    }
+}
+
+/// It computes what PyTorch computed, at a batch of 2 (the export's batch axis is dynamic, its
+/// example had 1), and feature visualization lifts every unit of the last block above what the
+/// two inputs give it.
+#[test]
+fn a_pytorch_export_computes_as_pytorch_did() {
+    let model = Model::load(reference().join("tiny.onnx")).unwrap();
+    let x = npy::read(&reference().join("x.npy")).unwrap();
+    let want = npy::read(&reference().join("logits.npy")).unwrap();
+    assert_eq!(x.shape, [2, 3, 32, 32]);
+    let device = model.network().device().burn().clone();
+    let input = DynTensor::from_host(&x.data, &x.shape, &device);
+    let out = model
+        .network()
+        .forward(&[("image", input.clone())], &["fc", "layer1.1.relu_2"])
+        .unwrap();
+    let got = out[0].to_vec();
+    assert_eq!(out[0].dims(), want.shape);
+    let worst = got
+        .iter()
+        .zip(&want.data)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-5, "logits differ from PyTorch's by {worst}");
+
+    // Per unit, the larger of the two inputs' mean activations.
+    let block = &out[1];
+    let [n, c, h, w] = block.dims()[..] else {
+        panic!("{:?}", block.dims())
+    };
+    let values = block.to_vec();
+    let best: Vec<f32> = (0..c)
+        .map(|u| {
+            (0..n)
+                .map(|i| {
+                    let at = (i * c + u) * h * w;
+                    values[at..at + h * w].iter().sum::<f32>() / (h * w) as f32
+                })
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+        .collect();
+    let units: Vec<usize> = (0..c).collect();
+    let vis = FeatureVis::default()
+        .cache(None)
+        .steps(128)
+        .size(32)
+        .run_units(&model, "layer1.1.relu_2", &units)
+        .unwrap();
+    for u in units {
+        assert!(
+            vis.activations[u] > best[u],
+            "layer1.1.relu_2:{u}: feature visualization {} against the inputs' {}",
+            vis.activations[u],
+            best[u]
+        );
+    }
+}

@@ -1,0 +1,102 @@
+"""A small ResNet-style network exported by PyTorch's own ONNX exporter, as a user exports theirs.
+
+Not run in CI (it needs torch). Its output is checked in under tests/reference/pytorch_export/ and
+tests/pytorch_export.rs reads it: since PyTorch 2.9, `torch.onnx.export` uses the `dynamo=True`
+exporter by default, which names nodes after counters (`node_Conv_292`), notes each node's
+module path in its metadata, and saves the weights in a second file beside the model (ONNX
+external data). Run this again only to follow a newer exporter.
+
+Setup (a scratch virtual environment, CPU is enough):
+
+    python3 -m venv /tmp/export-venv
+    /tmp/export-venv/bin/pip install torch onnxscript "onnx==1.23.2" numpy
+
+usage: python pytorch_export.py OUT_DIR
+
+The network has torchvision ResNet's module layout (conv1, bn1, relu, maxpool, layer1 of two
+basic blocks with a residual add, avgpool, fc), 8 channels, seeded weights and batch-norm
+statistics. The export is the notebook's recipe (notebooks/04-your-own-model.ipynb) with the
+exporter's defaults: named input and output, a dynamic batch axis.
+
+Writes to OUT_DIR: tiny.onnx and tiny.onnx.data (the exporter's files, as written), x.npy
+[2, 3, 32, 32] float32 in [0, 1] (seeded), logits.npy [2, 10] (PyTorch's output on x), and
+versions.txt (torch and onnxscript versions).
+"""
+
+import os
+import sys
+
+import numpy as np
+import onnxscript
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + x)
+
+
+class Tiny(nn.Module):
+    def __init__(self, c=8, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(2)
+        self.layer1 = nn.Sequential(BasicBlock(c), BasicBlock(c))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: pytorch_export.py OUT_DIR")
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    model = Tiny()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.onnx.export(
+        model,
+        (x[:1],),
+        os.path.join(out, "tiny.onnx"),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_shapes=({0: "batch"},),
+        opset_version=18,
+    )
+    with torch.no_grad():
+        logits = model(x)
+    np.save(os.path.join(out, "x.npy"), x.numpy())
+    np.save(os.path.join(out, "logits.npy"), logits.numpy())
+    with open(os.path.join(out, "versions.txt"), "w") as f:
+        f.write("torch %s\nonnxscript %s\n" % (torch.__version__, onnxscript.__version__))
+    print("wrote", sorted(os.listdir(out)))
+
+
+if __name__ == "__main__":
+    main()
