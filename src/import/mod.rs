@@ -131,9 +131,9 @@ fn parse_with(
     let compute: Vec<usize> = (0..graph.node.len())
         .filter(|i| !constant_nodes.contains(i))
         .collect();
-    let torch: Vec<Option<String>> = compute
+    let torch: Vec<Option<naming::TorchCall>> = compute
         .iter()
-        .map(|&i| naming::torch_name(&graph.node[i].metadata_props))
+        .map(|&i| naming::TorchCall::read(&graph.node[i].metadata_props))
         .collect();
     let infos: Vec<NodeInfo> = compute
         .iter()
@@ -145,7 +145,7 @@ fn parse_with(
                 op: &n.op_type,
                 inputs: &n.input,
                 outputs: &n.output,
-                torch: torch.as_deref(),
+                torch: torch.as_ref(),
             }
         })
         .collect();

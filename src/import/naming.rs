@@ -1,11 +1,11 @@
 //! Readable, unique node names for graphs whose nodes are unnamed or numbered (`n12`, `r52`).
 //!
 //! In order of preference a node is named:
-//! 1. by its own name, when that name says something (not empty, not `n12` or `Conv_3`, not
-//!    PyTorch's exporter's `node_Conv_292`);
+//! 1. by its own name, when that name says something (not empty, not `n12` or `Conv_3`) and
+//!    PyTorch's exporter did not make it (its `node_Conv_292`);
 //! 2. after its first parameter: a Conv whose weight is `inception_4a/1x1_w_0` becomes
 //!    `inception_4a/1x1`;
-//! 3. after the PyTorch module that made it, when the exporter noted it ([`torch_name`]):
+//! 3. after the PyTorch module that made it, when the exporter noted it ([`TorchCall`]):
 //!    `layer1.0.relu`, `layer1.0.add`;
 //! 4. an activation after the node it activates: `inception_4a/1x1/relu`;
 //! 5. a Concat after the block its inputs share: `inception_4a/output`;
@@ -23,45 +23,82 @@ pub struct NodeInfo<'a> {
     pub op: &'a str,
     pub inputs: &'a [String],
     pub outputs: &'a [String],
-    /// The node's name after the PyTorch module that made it ([`torch_name`]).
-    pub torch: Option<&'a str>,
+    /// The PyTorch module that made the node, when the exporter noted it ([`TorchCall::read`]).
+    pub torch: Option<&'a TorchCall>,
 }
 
-/// The name PyTorch users know a node by, from the notes of PyTorch's ONNX exporter (the
+/// Where in a PyTorch model a node comes from, from the notes of PyTorch's ONNX exporter (the
 /// `dynamo=True` one, the default from PyTorch 2.9). Its node names are counters
 /// (`node_Conv_292`, `node_relu_1`), but each node carries the path of modules that called it
 /// (`pkg.torch.onnx.name_scopes`: `['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']`, the
-/// last entry the call itself) and their classes (`pkg.torch.onnx.class_hierarchy`). As in
-/// torchvision's feature extraction, a node that is a `torch.nn` module's own computation is named
-/// after the module (`layer1.0.relu`, `avgpool`), and one computed in a model's own `forward`
-/// after the module and the call (`layer1.0.add`, `view` at the top).
-pub fn torch_name(metadata: &[StringStringEntryProto]) -> Option<String> {
-    let note = |key: &str| {
-        metadata
-            .iter()
-            .find(|e| e.key == key)
-            .and_then(|e| python_strings(&e.value))
-    };
-    let scopes = note("pkg.torch.onnx.name_scopes")?;
-    let [.., module, call] = &scopes[..] else {
-        return None;
-    };
-    // `relu_1` is the second call of `relu`: the counter says nothing the path does not.
-    let call = match call.rsplit_once('_') {
-        Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
-        _ => call,
-    };
-    let call = call.trim_matches('_');
-    if module.is_empty() {
-        return (!call.is_empty()).then(|| call.to_string());
+/// last entry the call itself) and their classes (`pkg.torch.onnx.class_hierarchy`).
+///
+/// As in torchvision's feature extraction, a `torch.nn` module's computation is named after the
+/// module (`layer1.0.relu`, `avgpool`; where it takes several nodes, the last, which gives the
+/// module's output, and the others after the module and their call: `features.0.2.silu`), and
+/// a call in a model's own `forward` after the module and the call (`layer1.0.add`, `view` at
+/// the top).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TorchCall {
+    /// The innermost module's path (`layer1.0.relu`), empty at the top.
+    pub module: String,
+    /// The call, without its counter (`relu`, `add`, `view`).
+    pub call: String,
+    /// Whether the module is one of `torch.nn`'s own (a leaf, as torchvision's feature
+    /// extraction treats them).
+    pub leaf: bool,
+}
+
+impl TorchCall {
+    /// The exporter's notes among a node's metadata, if any.
+    pub fn read(metadata: &[StringStringEntryProto]) -> Option<TorchCall> {
+        let note = |key: &str| {
+            metadata
+                .iter()
+                .find(|e| e.key == key)
+                .and_then(|e| python_strings(&e.value))
+        };
+        let scopes = note("pkg.torch.onnx.name_scopes")?;
+        let [.., module, call] = &scopes[..] else {
+            return None;
+        };
+        // Not a module: torch's own bookkeeping (`_empty_nn_module_stack_from_metadata_hook`).
+        let module = if module.starts_with('_') { "" } else { module };
+        // `relu_1` is the second call of `relu`: the counter says nothing the path does not.
+        let call = match call.rsplit_once('_') {
+            Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
+            _ => call,
+        };
+        let call = call.trim_matches('_');
+        if module.is_empty() && call.is_empty() {
+            return None;
+        }
+        let classes = note("pkg.torch.onnx.class_hierarchy").unwrap_or_default();
+        let leaf = !module.is_empty()
+            && classes.len() >= 2
+            && classes[classes.len() - 2].starts_with("torch.nn.modules.");
+        Some(TorchCall {
+            module: module.to_string(),
+            call: call.to_string(),
+            leaf,
+        })
     }
-    let classes = note("pkg.torch.onnx.class_hierarchy").unwrap_or_default();
-    let leaf = classes.len() >= 2 && classes[classes.len() - 2].starts_with("torch.nn.modules.");
-    Some(if leaf || call.is_empty() {
-        module.clone()
-    } else {
-        format!("{module}.{call}")
-    })
+
+    /// `module.call`, or whichever of the two there is.
+    fn qualified(&self) -> String {
+        match (self.module.as_str(), self.call.as_str()) {
+            (m, "") => m.to_string(),
+            ("", c) => c.to_string(),
+            (m, c) => format!("{m}.{c}"),
+        }
+    }
+
+    /// Whether a layer named `name` sits beside this module (`conv1` beside `bn1`: a Conv the
+    /// exporter fused a BatchNormalization into).
+    fn beside(&self, name: &str) -> bool {
+        let parent = |path: &str| path.rsplit_once('.').map_or("", |(p, _)| p).to_string();
+        parent(name) == parent(&self.module)
+    }
 }
 
 /// The strings of a Python list literal of plain strings (`['', 'layer1']`); `None` for
@@ -129,27 +166,47 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
     // For a node named after the activation chain it ends: the chain's first node, and how
     // many activations deep this one is.
     let mut activation_chain: Vec<Option<(usize, usize)>> = vec![None; nodes.len()];
+    // One call of a `torch.nn` module is a run of its nodes; the run's last gives its output.
+    let leaf_module = |i: usize| {
+        nodes
+            .get(i)
+            .and_then(|n| n.torch)
+            .filter(|t| t.leaf)
+            .map(|t| &t.module)
+    };
+    let ends_call: Vec<bool> = (0..nodes.len())
+        .map(|i| leaf_module(i).is_some() && leaf_module(i) != leaf_module(i + 1))
+        .collect();
     for (i, n) in nodes.iter().enumerate() {
         let data_input = n
             .inputs
             .iter()
             .find(|t| !t.is_empty() && !params.contains_key(*t));
         let from_producer = data_input.and_then(|t| producer.get(t.as_str()).copied());
-        // PyTorch's exporter names every node `node_…` after a counter or its call.
-        let exporters = n.torch.is_some() && n.name.starts_with("node_");
-        let candidate = if !n.name.is_empty() && !is_generic(n.name, n.op) && !exporters {
+        // PyTorch's exporter names nodes after counters, its calls or its rewrite rules
+        // (`node_Conv_292`, `n0_19`): what it noted about the module says more.
+        let candidate = if !n.name.is_empty() && !is_generic(n.name, n.op) && n.torch.is_none() {
             Some(n.name.to_string())
-        } else if let Some(p) = n
+        } else if let Some(stem) = n
             .inputs
             .iter()
             .skip(1)
             .filter_map(|t| params.get(t))
-            // Not after the constants the exporter made up (`val_226`: a ReduceMean's axes).
-            .find(|p| n.torch.is_none() || !is_generic(p, n.op))
+            .map(|p| param_stem(p))
+            // For PyTorch's exporter, only a weight of the module or one beside it (not a
+            // Clip's bound `min_val_cast`, nor the constants it made up: `val_226`).
+            .find(|stem| {
+                n.torch
+                    .is_none_or(|t| !is_generic(stem, n.op) && t.beside(stem))
+            })
         {
-            Some(param_stem(p))
+            Some(stem)
         } else if let Some(torch) = n.torch {
-            Some(torch.to_string())
+            Some(if ends_call[i] {
+                torch.module.clone()
+            } else {
+                torch.qualified()
+            })
         } else if crate::network::ops::is_activation(n.op)
             && from_producer.is_some_and(|p| derived[p])
         {
@@ -299,27 +356,75 @@ mod tests {
                 value: value.into(),
             })
         };
+        let call = |module: &str, call: &str, leaf| TorchCall {
+            module: module.into(),
+            call: call.into(),
+            leaf,
+        };
         let relu = notes(
             "['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']",
             "['m.Net', 'm.Block', 'torch.nn.modules.activation.ReLU', 'aten.relu.default']",
         );
-        assert_eq!(torch_name(&relu).as_deref(), Some("layer1.0.relu"));
+        assert_eq!(
+            TorchCall::read(&relu),
+            Some(call("layer1.0.relu", "relu", true))
+        );
         let add = notes(
             "['', 'layer1', 'layer1.0', 'add_12']",
             "['m.Net', 'torch.nn.modules.container.Sequential', 'm.Block', 'aten.add.Tensor']",
         );
-        assert_eq!(torch_name(&add).as_deref(), Some("layer1.0.add"));
-        let top = notes("['', 'view']", "['m.Net', 'aten.view.default']");
-        assert_eq!(torch_name(&top).as_deref(), Some("view"));
-        // `max_pool2d` ends in a digit that is not a counter.
-        let pool = notes(
-            "['', 'features', 'max_pool2d']",
-            "['m.Net', 'm.Features', 'aten.max_pool2d.default']",
+        assert_eq!(TorchCall::read(&add), Some(call("layer1.0", "add", false)));
+        // `max_pool2d` ends in a digit that is not a counter; torch's own bookkeeping is no
+        // module.
+        let top = notes(
+            "['_empty_nn_module_stack_from_metadata_hook', 'max_pool2d']",
+            "['_empty_nn_module_stack_from_metadata_hook', 'aten.max_pool2d.default']",
         );
-        assert_eq!(torch_name(&pool).as_deref(), Some("features.max_pool2d"));
+        assert_eq!(TorchCall::read(&top), Some(call("", "max_pool2d", false)));
         for odd in ["", "[]", "['']", "['a\\', 'b']", "'a', 'b'", "['a', b]"] {
-            assert_eq!(torch_name(&notes(odd, "[]")), None, "{odd}");
+            assert_eq!(TorchCall::read(&notes(odd, "[]")), None, "{odd}");
         }
+
+        // A conv fused with its batch norm (noted as the norm's), a SiLU in two nodes, a
+        // Clip whose bound is a parameter, a residual add and a reshape at the top.
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let io = [
+            (
+                "Conv",
+                s(&["x", "b.conv1.weight"]),
+                call("b.bn1", "bn", true),
+            ),
+            ("Sigmoid", s(&["t0"]), call("b.act", "silu", true)),
+            ("Mul", s(&["t0", "t1"]), call("b.act", "silu", true)),
+            (
+                "Clip",
+                s(&["t2", "min_val_cast"]),
+                call("b.relu6", "hardtanh", true),
+            ),
+            ("Add", s(&["t3", "x"]), call("b", "add", false)),
+            ("Reshape", s(&["t4", "val_7"]), call("", "view", false)),
+        ];
+        let outputs: Vec<Vec<String>> = (0..io.len()).map(|i| vec![format!("t{i}")]).collect();
+        let nodes: Vec<NodeInfo> = io
+            .iter()
+            .zip(&outputs)
+            .enumerate()
+            .map(|(i, ((op, inputs, torch), outputs))| NodeInfo {
+                name: if i == 1 { "n0" } else { "node_x" },
+                op,
+                inputs,
+                outputs,
+                torch: Some(torch),
+            })
+            .collect();
+        let params: HashMap<String, String> = ["b.conv1.weight", "min_val_cast", "val_7"]
+            .iter()
+            .map(|p| (p.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(
+            readable_names(&nodes, &params),
+            ["b.conv1", "b.act.silu", "b.act", "b.relu6", "b.add", "view"]
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub struct NodeProto {
     #[prost(string, tag = "7")]
     pub domain: String,
     /// Exporters' notes (PyTorch's: `pkg.torch.onnx.name_scopes`, the module path; see
-    /// [`super::naming::torch_name`]).
+    /// [`super::naming::TorchCall`]).
     #[prost(message, repeated, tag = "9")]
     pub metadata_props: Vec<StringStringEntryProto>,
 }
