@@ -166,6 +166,12 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
     // For a node named after the activation chain it ends: the chain's first node, and how
     // many activations deep this one is.
     let mut activation_chain: Vec<Option<(usize, usize)>> = vec![None; nodes.len()];
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for n in nodes.iter().filter(|n| n.torch.is_some()) {
+        for t in n.inputs.iter().skip(1) {
+            *readers.entry(t).or_default() += 1;
+        }
+    }
     // One call of a `torch.nn` module is a run of its nodes; the run's last gives its output.
     let leaf_module = |i: usize| {
         nodes
@@ -191,14 +197,19 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
             .inputs
             .iter()
             .skip(1)
-            .filter_map(|t| params.get(t))
-            .map(|p| param_stem(p))
-            // For PyTorch's exporter, only a weight of the module or one beside it (not a
-            // Clip's bound `min_val_cast`, nor the constants it made up: `val_226`).
-            .find(|stem| {
-                n.torch
-                    .is_none_or(|t| !is_generic(stem, n.op) && t.beside(stem))
+            .filter_map(|t| Some((t, param_stem(params.get(t)?))))
+            .find(|(t, stem)| {
+                // For PyTorch's exporter, only a weight of the module, or of one beside it
+                // that this node alone reads (a conv with its batch norm folded in). Not a
+                // Clip's bound (`min_val_cast`), a constant it made up (`val_226`), or weights
+                // it merged because they were equal (every untrained LayerNorm's).
+                n.torch.is_none_or(|torch| {
+                    !is_generic(stem, n.op)
+                        && (*stem == torch.module
+                            || torch.beside(stem) && readers.get(t.as_str()) == Some(&1))
+                })
             })
+            .map(|(_, stem)| stem)
         {
             Some(stem)
         } else if let Some(torch) = n.torch {
@@ -386,7 +397,8 @@ mod tests {
         }
 
         // A conv fused with its batch norm (noted as the norm's), a SiLU in two nodes, a
-        // Clip whose bound is a parameter, a residual add and a reshape at the top.
+        // Clip whose bound is a parameter, a residual add, a reshape at the top, and two
+        // layer norms the exporter gave one weight (equal, untrained).
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let io = [
             (
@@ -403,6 +415,16 @@ mod tests {
             ),
             ("Add", s(&["t3", "x"]), call("b", "add", false)),
             ("Reshape", s(&["t4", "val_7"]), call("", "view", false)),
+            (
+                "LayerNormalization",
+                s(&["t5", "b.ln_1.weight"]),
+                call("b.ln_1", "ln", true),
+            ),
+            (
+                "LayerNormalization",
+                s(&["t6", "b.ln_1.weight"]),
+                call("b.ln_2", "ln", true),
+            ),
         ];
         let outputs: Vec<Vec<String>> = (0..io.len()).map(|i| vec![format!("t{i}")]).collect();
         let nodes: Vec<NodeInfo> = io
@@ -417,13 +439,23 @@ mod tests {
                 torch: Some(torch),
             })
             .collect();
-        let params: HashMap<String, String> = ["b.conv1.weight", "min_val_cast", "val_7"]
-            .iter()
-            .map(|p| (p.to_string(), p.to_string()))
-            .collect();
+        let params: HashMap<String, String> =
+            ["b.conv1.weight", "min_val_cast", "val_7", "b.ln_1.weight"]
+                .iter()
+                .map(|p| (p.to_string(), p.to_string()))
+                .collect();
         assert_eq!(
             readable_names(&nodes, &params),
-            ["b.conv1", "b.act.silu", "b.act", "b.relu6", "b.add", "view"]
+            [
+                "b.conv1",
+                "b.act.silu",
+                "b.act",
+                "b.relu6",
+                "b.add",
+                "view",
+                "b.ln_1",
+                "b.ln_2"
+            ]
         );
     }
 
