@@ -1,0 +1,85 @@
+"""Exports torchvision's architectures as a user would and checks each in `microscope`.
+
+Not run in CI (it needs torch and torchvision, and takes minutes). For each architecture: build
+it with seeded random weights (no download), export it with PyTorch's default exporter as
+notebooks/04-your-own-model.ipynb does (dynamic batch, opset 18), evaluate a batch of 2 with
+`microscope eval`, and compare with PyTorch's logits. Prints one line per architecture: the
+relative error, or why it failed, and the first and last layer names.
+
+Setup (a scratch virtual environment, CPU is enough):
+
+    python3 -m venv /tmp/export-venv
+    /tmp/export-venv/bin/pip install torch torchvision onnxscript "onnx==1.23.2" numpy
+
+usage: python torchvision_exports.py MICROSCOPE_BIN OUT_DIR [ARCH...]
+
+Measured on 2026-12-05 (torch 2.15, torchvision's defaults): 18 of the 19 below load and agree
+with PyTorch (relative error at most 2e-6). vit_b_16's export fixes its batch at 1 in a Reshape
+(onnxruntime refuses a batch of 2 there too); at batch 1 it agrees.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torchvision
+
+ARCHS = [
+    "resnet50", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t",
+    "regnet_y_400mf", "densenet121", "googlenet", "inception_v3", "squeezenet1_0",
+    "shufflenet_v2_x1_0", "mnasnet0_5", "vgg11", "alexnet", "maxvit_t", "efficientnet_v2_s",
+    "mobilenet_v2", "resnext50_32x4d",
+]
+
+
+def check(microscope, out, name):
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    size = 299 if name == "inception_v3" else 224
+    torch.onnx.export(
+        model,
+        (torch.rand(1, 3, size, size),),
+        os.path.join(d, "model.onnx"),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_shapes=({0: "batch"},),
+        opset_version=18,
+    )
+    x = np.random.default_rng(0).random((2, 3, size, size)).astype("float32")
+    np.save(os.path.join(d, "x.npy"), x)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x))
+    want = (want if torch.is_tensor(want) else want[0]).numpy()
+    run = subprocess.run(
+        [microscope, "eval", os.path.join(d, "model.onnx"), "--input", os.path.join(d, "x.npy"),
+         "--out", os.path.join(d, "out")],
+        capture_output=True, text=True,
+    )
+    if run.returncode != 0:
+        return "FAILED: " + run.stderr.strip()
+    got = np.load(os.path.join(d, "out", "logits.npy"))
+    error = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
+    info = subprocess.run([microscope, "info", os.path.join(d, "model.onnx")],
+                          capture_output=True, text=True).stdout.splitlines()
+    layers = [line.split()[0] for line in info[4:-1]]
+    return "relative error %.1e; layers %s ... %s" % (error, layers[:3], layers[-3:])
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit("usage: torchvision_exports.py MICROSCOPE_BIN OUT_DIR [ARCH...]")
+    microscope, out = os.path.abspath(sys.argv[1]), sys.argv[2]
+    for name in sys.argv[3:] or ARCHS:
+        try:
+            result = check(microscope, out, name)
+        except Exception as e:  # an export that fails is a result too
+            result = "EXPORT FAILED: %s: %s" % (type(e).__name__, str(e)[:300])
+        print("%s: %s" % (name, result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
