@@ -17,7 +17,8 @@ fn reference() -> PathBuf {
 }
 
 /// Its layers have the names a PyTorch user knows them by (the module paths, as torchvision's
-/// feature extraction names them), and the exporter's own names still find them.
+/// feature extraction names them), its layer graph draws a module as one box, and the
+/// exporter's own names still find the layers.
 #[test]
 fn a_pytorch_export_is_named_after_its_modules() {
     let path = reference().join("tiny.onnx");
@@ -49,6 +50,14 @@ fn a_pytorch_export_is_named_after_its_modules() {
             "fc"
         ]
     );
+    // The layer graph draws a block as one box (layer1 holds most of this network: its blocks).
+    let graph = LayerGraph::new(&model).unwrap();
+    let groups: Vec<(&str, usize)> = graph
+        .groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.members.len()))
+        .collect();
+    assert_eq!(groups, [("layer1.0", 5), ("layer1.1", 5)]);
     let file = ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
     let graph = file.graph.unwrap();
     for (node, name) in graph.node.iter().zip(&names) {

@@ -136,15 +136,15 @@ impl LayerGraph {
                 break (items, placed);
             }
             let largest = (0..groups.len())
-                .max_by_key(|&g| groups[g].len())
+                .max_by_key(|&g| groups[g].1.len())
                 .unwrap_or(0);
             groups.remove(largest);
         };
         let mut out_groups = Vec::with_capacity(groups.len());
-        for (g, members) in groups.iter().enumerate() {
+        for (g, (name, members)) in groups.iter().enumerate() {
             let (width, height) = lay_out_group(&mut nodes, members, g);
             out_groups.push(Group {
-                name: group_name(&nodes[members[0]].name).to_string(),
+                name: name.clone(),
                 members: members.clone(),
                 width,
                 height,
@@ -177,21 +177,48 @@ impl LayerGraph {
     }
 }
 
-/// `inception_4a` for `inception_4a/1x1`; the whole name when it has no `/`.
-fn group_name(name: &str) -> &str {
-    name.split('/').next().unwrap_or(name)
+/// The module path in a node's name: `inception_4a/1x1` → `[inception_4a, 1x1]`; PyTorch's
+/// classic exporter's `/layer1/layer1.0/conv1/Conv` → `[layer1, layer1.0, conv1, Conv]`; the
+/// module names given to its `dynamo=True` exporter's nodes, `layer1.0.conv1` → `[layer1, 0,
+/// conv1]`. Segments split at `/` where the name has one, else at `.`.
+fn module_path(name: &str) -> (Vec<&str>, char) {
+    let name = name.trim_start_matches('/');
+    let sep = if name.contains('/') { '/' } else { '.' };
+    (name.split(sep).filter(|s| !s.is_empty()).collect(), sep)
 }
 
-/// Nodes sharing a first path segment, for segments shared by at least two nodes with a `/`.
-fn candidate_groups(nodes: &[GraphNode]) -> Vec<Vec<usize>> {
-    let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, n) in nodes.iter().enumerate() {
-        if n.op != "Input" && n.name.contains('/') {
-            by_name.entry(group_name(&n.name)).or_default().push(i);
+/// The group of a node at `depth`: the first `depth` segments of its module path, when it has
+/// more than that (a node named just `conv1` is in no group).
+fn group_key(name: &str, depth: usize) -> Option<String> {
+    let (path, sep) = module_path(name);
+    (path.len() > depth).then(|| path[..depth].join(&sep.to_string()))
+}
+
+/// Nodes sharing the first segment of their module path (at least two of them), with the
+/// group's name. A group of more than half of the graph (`features` in a torchvision network)
+/// is split by the next segment instead (`features.1`, `features.2`).
+fn candidate_groups(nodes: &[GraphNode]) -> Vec<(String, Vec<usize>)> {
+    let by_key = |members: &mut dyn Iterator<Item = usize>, depth: usize| {
+        let mut by: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for i in members {
+            if let Some(key) = group_key(&nodes[i].name, depth) {
+                by.entry(key).or_default().push(i);
+            }
+        }
+        by
+    };
+    let layers = nodes.iter().filter(|n| n.op != "Input").count();
+    let mut all = (0..nodes.len()).filter(|&i| nodes[i].op != "Input");
+    let mut groups = Vec::new();
+    for (key, members) in by_key(&mut all, 1) {
+        if members.len() * 2 > layers {
+            groups.extend(by_key(&mut members.into_iter(), 2));
+        } else {
+            groups.push((key, members));
         }
     }
-    let mut groups: Vec<Vec<usize>> = by_name.into_values().filter(|m| m.len() >= 2).collect();
-    groups.sort_by_key(|m| m[0]);
+    groups.retain(|(_, members)| members.len() >= 2);
+    groups.sort_by_key(|(_, members)| members[0]);
     groups
 }
 
@@ -199,13 +226,13 @@ fn candidate_groups(nodes: &[GraphNode]) -> Vec<Vec<usize>> {
 #[allow(clippy::type_complexity)]
 fn collapsed(
     nodes: &[GraphNode],
-    groups: &[Vec<usize>],
+    groups: &[(String, Vec<usize>)],
 ) -> (Vec<(&'static str, usize)>, Vec<(usize, usize)>) {
     let mut item_of = vec![usize::MAX; nodes.len()];
     let mut items = Vec::new();
     let mut group_item = HashMap::new();
     let mut group_of = vec![None; nodes.len()];
-    for (g, members) in groups.iter().enumerate() {
+    for (g, (_, members)) in groups.iter().enumerate() {
         for &m in members {
             group_of[m] = Some(g);
         }
@@ -334,5 +361,81 @@ impl super::live::Answer for LiveGraph {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grouped(names: &[&str]) -> Vec<(String, Vec<usize>)> {
+        let nodes: Vec<GraphNode> = names
+            .iter()
+            .map(|name| GraphNode {
+                name: name.to_string(),
+                op: if name.is_empty() { "Input" } else { "Relu" }.into(),
+                shape: vec![1],
+                units: 1,
+                params: 0,
+                inputs: vec![],
+                group: None,
+                gx: 0.0,
+                gy: 0.0,
+                code: String::new(),
+            })
+            .collect();
+        candidate_groups(&nodes)
+    }
+
+    #[test]
+    fn modules_group_in_every_exporters_naming() {
+        let names = |groups: Vec<(String, Vec<usize>)>| -> Vec<String> {
+            groups.into_iter().map(|(name, _)| name).collect()
+        };
+        // Caffe2's blocks, PyTorch's classic exporter (its names start with `/`), and the
+        // module names microscope gives its dynamo exporter's nodes.
+        let caffe = [
+            "", "conv1", "a/1x1", "a/3x3", "a/output", "b/1x1", "b/output", "fc",
+        ];
+        assert_eq!(names(grouped(&caffe)), ["a", "b"]);
+        let classic = [
+            "",
+            "/conv1/Conv",
+            "/layer1/layer1.0/conv1/Conv",
+            "/layer1/layer1.0/Add",
+            "/layer2/layer2.0/conv1/Conv",
+            "/layer2/layer2.0/Add",
+            "/fc/Gemm",
+        ];
+        assert_eq!(names(grouped(&classic)), ["layer1", "layer2"]);
+        let dynamo = [
+            "",
+            "conv1",
+            "relu",
+            "layer1.0.conv1",
+            "layer1.0.add",
+            "layer1.1.add",
+            "avgpool",
+            "fc",
+        ];
+        assert_eq!(names(grouped(&dynamo)), ["layer1"]);
+        // One module holding most of the network is split by its children.
+        let torchvision = [
+            "",
+            "features.0.0",
+            "features.0.2",
+            "features.1.block.0",
+            "features.1.add",
+            "features.2",
+            "avgpool",
+            "classifier.0",
+            "classifier.1",
+        ];
+        let groups = grouped(&torchvision);
+        assert_eq!(
+            names(groups.clone()),
+            ["features.0", "features.1", "classifier"]
+        );
+        assert_eq!(groups[1].1, [3, 4]);
     }
 }
