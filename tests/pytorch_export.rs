@@ -50,6 +50,12 @@ fn a_pytorch_export_is_named_after_its_modules() {
             "fc"
         ]
     );
+    // Parameters are weights, not the shape or axes constants the exporter adds.
+    let params = |name: &str| model.layer(name).unwrap().params;
+    assert_eq!(
+        [params("layer1.0.conv1"), params("avgpool"), params("view"), params("fc")],
+        [8 * 8 * 9 + 8, 0, 0, 8 * 10 + 10]
+    );
     // The layer graph draws a block as one box (layer1 holds most of this network: its blocks).
     let graph = LayerGraph::new(&model).unwrap();
     let groups: Vec<(&str, usize)> = graph

@@ -297,11 +297,14 @@ impl Network {
         Ok(self.shapes()?[index].clone())
     }
 
-    /// Number of parameters (elements of float constants) each node reads.
+    /// Number of parameters (elements of float constants) each node reads: not its integer
+    /// ones (a Reshape's shape, a reduction's axes).
     pub fn param_count(&self, node: &Node) -> usize {
         node.inputs
             .iter()
             .filter_map(|i| self.constants.get(i))
+            // A constant held only on the device is a float one.
+            .filter(|c| c.host.as_ref().is_none_or(|h| h.elem == Elem::Float))
             .map(|c| c.shape.iter().product::<usize>())
             .sum()
     }
