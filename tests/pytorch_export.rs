@@ -53,7 +53,12 @@ fn a_pytorch_export_is_named_after_its_modules() {
     // Parameters are weights, not the shape or axes constants the exporter adds.
     let params = |name: &str| model.layer(name).unwrap().params;
     assert_eq!(
-        [params("layer1.0.conv1"), params("avgpool"), params("view"), params("fc")],
+        [
+            params("layer1.0.conv1"),
+            params("avgpool"),
+            params("view"),
+            params("fc")
+        ],
         [8 * 8 * 9 + 8, 0, 0, 8 * 10 + 10]
     );
     // The layer graph draws a block as one box (layer1 holds most of this network: its blocks).
