@@ -42,16 +42,18 @@ impl ExternalData {
         }
     }
 
-    /// For a model parsed from `bytes` with no folder around it: external data is an error.
-    pub fn none(bytes: &[u8]) -> ExternalData {
+    /// For a model parsed from bytes with no folder around it: external data is an error (and
+    /// the digest is not the model's; nothing is hashed).
+    pub fn none() -> ExternalData {
         ExternalData {
             dir: None,
-            digest: Sha256::new_with_prefix(bytes),
+            digest: Sha256::new(),
         }
     }
 
-    /// The hex SHA-256 of the model file and the external data read: the model file's own
-    /// digest when it has none, so that inline models keep their cache keys.
+    /// For [`ExternalData::beside`], the hex SHA-256 of the model file and the external data
+    /// read: the model file's own digest when it has none, so that inline models keep their
+    /// cache keys.
     pub fn digest(self) -> String {
         crate::digest::hex(&self.digest.finalize())
     }

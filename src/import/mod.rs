@@ -60,7 +60,7 @@ fn format_error(reason: impl Into<String>) -> Error {
 /// Parses ONNX bytes; errors carry no path (the caller adds it). A tensor stored in an external
 /// file is an error here: there is no folder to read it from (see [`parse_file`]).
 pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
-    parse_with(bytes, name, device, &mut ExternalData::none(bytes))
+    parse_with(bytes, name, device, &mut ExternalData::none())
 }
 
 fn parse_with(
