@@ -360,3 +360,46 @@ onnx.save_model(m, sys.argv[2] + "/sub/ext.onnx", save_as_external_data=True,
     let after = microscope::Model::load(dir.join("sub/ext.onnx")).unwrap();
     assert_ne!(before.digest(), after.digest());
 }
+
+/// Tensors of external data may all point at the same bytes, so a small weights file can ask
+/// for any amount of memory: what they read in all must fit the memory budget, or the model is
+/// refused with one line (here 64 tensors of one 64 KiB range against a 1 MiB budget).
+#[test]
+fn external_tensors_that_share_their_bytes_are_held_to_the_memory_budget() {
+    use microscope::import::proto::{StringStringEntryProto, TensorProto};
+    let dir = tmp("external-shared");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("w.bin"), vec![0u8; 65536]).unwrap();
+    let shared = |i: usize| TensorProto {
+        name: format!("w{i}"),
+        dims: vec![16384],
+        data_type: 1,
+        data_location: 1,
+        external_data: ["location", "w.bin"]
+            .chunks(2)
+            .map(|kv| StringStringEntryProto {
+                key: kv[0].into(),
+                value: kv[1].into(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let bytes = support::model(
+        vec![support::node("Add", "add", &["x", "w0"], &["y"], vec![])],
+        (0..64).map(shared).collect(),
+        support::value_info("x", &[1, 16384]),
+        "y",
+    );
+    let model = dir.join("shared.onnx");
+    std::fs::write(&model, bytes).unwrap();
+    let run = |budget: &str| {
+        Command::new(env!("CARGO_BIN_EXE_microscope"))
+            .args(["info", model.to_str().unwrap()])
+            .env("MICROSCOPE_MEMORY_BUDGET", budget)
+            .output()
+            .unwrap()
+    };
+    assert_clean_failure(&run("1M"), &["external data", "budget", "w16"]);
+    assert_success(&run("8M"));
+}

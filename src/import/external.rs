@@ -27,6 +27,9 @@ pub struct ExternalData {
     dir: Option<PathBuf>,
     /// SHA-256 of the model file followed by each external tensor's bytes, in the order read.
     digest: Sha256,
+    /// Bytes read so far. Tensors may point at the same bytes, so unlike inline data their
+    /// total is not bounded by the files' size: it must fit the memory budget too.
+    total: usize,
 }
 
 impl ExternalData {
@@ -39,6 +42,7 @@ impl ExternalData {
         ExternalData {
             dir: Some(dir),
             digest: Sha256::new_with_prefix(bytes),
+            total: 0,
         }
     }
 
@@ -48,6 +52,7 @@ impl ExternalData {
         ExternalData {
             dir: None,
             digest: Sha256::new(),
+            total: 0,
         }
     }
 
@@ -66,7 +71,7 @@ impl ExternalData {
         let Some(dir) = &self.dir else {
             return Err("its data is in an external file, and this model has no folder".into());
         };
-        let raw = read(dir, t)?;
+        let raw = read(dir, t, &mut self.total)?;
         self.digest.update(&raw);
         let inline = TensorProto {
             raw_data: raw,
@@ -79,7 +84,8 @@ impl ExternalData {
 }
 
 /// The bytes of external tensor `t`, from its file in `dir`.
-fn read(dir: &Path, t: &TensorProto) -> Result<Vec<u8>, String> {
+/// `total` counts the bytes read for every tensor so far.
+fn read(dir: &Path, t: &TensorProto, total: &mut usize) -> Result<Vec<u8>, String> {
     let field = |key: &str| {
         t.external_data
             .iter()
@@ -139,6 +145,14 @@ fn read(dir: &Path, t: &TensorProto) -> Result<Vec<u8>, String> {
     let length = usize::try_from(length)
         .map_err(|_| format!("external data of {length} bytes"))
         .and_then(|n| crate::budget::fits(&[n], 1))?;
+    *total = total.saturating_add(length);
+    let budget = crate::budget::budget();
+    if *total as u64 > budget.bytes {
+        return Err(format!(
+            "the external data read up to this tensor comes to {}, over the {budget}",
+            crate::budget::human(*total as u64)
+        ));
+    }
     let mut raw = vec![0u8; length];
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.read_exact(&mut raw))
