@@ -139,6 +139,39 @@ fn eval_writes_requested_nodes() {
     );
 }
 
+/// A transformer whose export fixed its batch at 1 (tests/pytorch_export.rs): `info` says so,
+/// and `eval` runs a batch of 2 through it one image at a time, as PyTorch computed it.
+#[test]
+fn a_model_whose_file_fixes_its_batch_evaluates_a_batch() {
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/pytorch_export");
+    let info = |name: &str| {
+        let out = microscope(&["info", reference.join(name).to_str().unwrap()]);
+        assert_success(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(info("vit.onnx").contains("batch  fixed at 1 by the file"));
+    assert!(!info("tiny.onnx").contains("batch  fixed"));
+    let out_dir = tmp("fixed-batch-out");
+    let out = microscope(&[
+        "eval",
+        reference.join("vit.onnx").to_str().unwrap(),
+        "--input",
+        reference.join("x.npy").to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    let got = npy::read(&out_dir.join("logits.npy")).unwrap();
+    let want = npy::read(&reference.join("vit_logits.npy")).unwrap();
+    assert_eq!(got.shape, [2, 10]);
+    let worst = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-5, "logits differ from PyTorch's by {worst}");
+}
+
 #[test]
 fn missing_file() {
     let out = microscope(&["info", "/nonexistent/model.onnx"]);

@@ -132,3 +132,71 @@ fn a_pytorch_export_computes_as_pytorch_did() {
         );
     }
 }
+
+/// A transformer as PyTorch exports it: `nn.MultiheadAttention` folds the batch into its heads'
+/// axis, and the file keeps that axis as it was for the one example image, although the batch
+/// axis was asked to be dynamic (onnxruntime refuses a batch of 2). Here a batch runs one image
+/// at a time: it computes what PyTorch computed for two images, and feature visualization
+/// renders a layer's units in one batch, each lifted above what the inputs give it.
+#[test]
+fn a_transformer_whose_export_fixed_its_batch_runs_a_batch() {
+    assert!(!Model::load(reference().join("tiny.onnx"))
+        .unwrap()
+        .network()
+        .batch_fixed());
+    let model = Model::load(reference().join("vit.onnx")).unwrap();
+    let net = model.network();
+    let x = npy::read(&reference().join("x.npy")).unwrap();
+    let want = npy::read(&reference().join("vit_logits.npy")).unwrap();
+    let input = DynTensor::from_host(&x.data, &x.shape, net.device().burn());
+    let out = net
+        .forward(&[("image", input.clone())], &["logits", "encoder.linear1"])
+        .unwrap();
+    assert_eq!(out[0].dims(), want.shape);
+    let worst = out[0]
+        .to_vec()
+        .iter()
+        .zip(&want.data)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-5, "logits differ from PyTorch's by {worst}");
+    // The batch of 2 failed, and a pass on zeros told why.
+    assert!(net.batch_fixed());
+
+    // Inside the attention, where batch and heads share an axis, there is no batch to gather.
+    let err = net
+        .forward(&[("image", input)], &["encoder.self_attn.view_2"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("encoder.self_attn.view_2") && err.contains("fixes its batch at 1"),
+        "{err}"
+    );
+
+    // Tokens [N, T, C]: a unit's value is its channel's mean over the tokens.
+    let tokens = &out[1];
+    let [n, t, c] = tokens.dims()[..] else {
+        panic!("{:?}", tokens.dims())
+    };
+    let values = tokens.to_vec();
+    let best = |u: usize| {
+        (0..n)
+            .map(|i| (0..t).map(|k| values[(i * t + k) * c + u]).sum::<f32>() / t as f32)
+            .fold(f32::NEG_INFINITY, f32::max)
+    };
+    let units: Vec<usize> = (0..8).collect();
+    let vis = FeatureVis::default()
+        .cache(None)
+        .steps(64)
+        .size(32)
+        .run_units(&model, "encoder.linear1", &units)
+        .unwrap();
+    assert_eq!(vis.images.dims(), [8, 3, 32, 32]);
+    for u in units {
+        assert!(
+            vis.activations[u] > best(u),
+            "encoder.linear1:{u}: feature visualization {} against the inputs' {}",
+            vis.activations[u],
+            best(u)
+        );
+    }
+}

@@ -238,6 +238,12 @@ fn info(model: &Path) -> Result<(), Error> {
             .collect();
         out!("input  {} [{}]", term(&i.name), dims.join(", "))?;
     }
+    if net.batch_fixed() {
+        out!(
+            "batch  fixed at 1 by the file (its exporter wrote the batch into a shape): \
+             a batch runs one image at a time"
+        )?;
+    }
     let line = |r: [&str; 4]| {
         format!(
             "{:<a$}  {:<b$}  {:<c$}  {:>9}",

@@ -127,6 +127,8 @@ pub struct Network {
     names: HashMap<String, usize>,
     device: Device,
     shapes: OnceLock<Result<Vec<Vec<usize>>, String>>,
+    /// See [`Network::batch_fixed`].
+    batch_fixed: OnceLock<bool>,
     metadata: BTreeMap<String, String>,
 }
 
@@ -182,6 +184,7 @@ impl Network {
             names: HashMap::new(),
             device,
             shapes: OnceLock::new(),
+            batch_fixed: OnceLock::new(),
             metadata: BTreeMap::new(),
         };
         net.index(aliases)?;
@@ -461,7 +464,7 @@ impl Network {
             .iter()
             .map(|(n, t)| (*n, Value::Device(t.clone())))
             .collect();
-        let values = self.evaluate(&feeds, targets, weights, mode, &mut |_, _| {})?;
+        let values = self.evaluate_batch(&feeds, targets, weights, mode)?;
         self.device_values(values, targets, &feeds)
     }
 
@@ -472,13 +475,7 @@ impl Network {
         targets: &[&str],
         feeds: &[(&str, Value<B>)],
     ) -> Result<Vec<DynTensor<B>>> {
-        let device = feeds
-            .iter()
-            .find_map(|(_, v)| match v {
-                Value::Device(d) => Some(d.device()),
-                Value::Host(_) => None,
-            })
-            .unwrap_or_else(|| B::device_of(&self.device));
+        let device = self.device_of(feeds);
         values
             .into_iter()
             .zip(targets)
@@ -499,7 +496,7 @@ impl Network {
     /// Runs the network on host or device values and returns the values of `targets` as computed
     /// (shape-like results stay on the host).
     pub fn run(&self, feeds: &[(&str, Value)], targets: &[&str]) -> Result<Vec<Value>> {
-        self.evaluate(feeds, targets, None, Mode::Strict, &mut |_, _| {})
+        self.evaluate_batch(feeds, targets, None, Mode::Strict)
     }
 
     /// Output shapes of every node (first output) for a batch of 1 at the declared input size
@@ -507,37 +504,69 @@ impl Network {
     /// Computed once with a forward pass on zeros and cached.
     pub fn shapes(&self) -> Result<&[Vec<usize>]> {
         let shapes = self.shapes.get_or_init(|| {
-            let device = self.device.burn().clone();
-            let feeds: Vec<(String, Value)> = self
-                .inputs
-                .iter()
-                .map(|i| {
-                    // Dynamic axes: a batch of 1, and DYNAMIC_SIZE for the others.
-                    let dims: Vec<usize> = i
-                        .shape
-                        .iter()
-                        .enumerate()
-                        .map(|(k, d)| d.unwrap_or(if k == 0 { 1 } else { DYNAMIC_SIZE }))
-                        .collect();
-                    let n = crate::budget::fits(&dims, 4)
-                        .map_err(|e| format!("input {:?} as declared: {e}", i.name))?;
-                    Ok((
-                        i.name.clone(),
-                        Value::Device(DynTensor::from_host(&vec![0.0; n], &dims, &device)),
-                    ))
-                })
-                .collect::<std::result::Result<_, String>>()?;
-            let feeds: Vec<(&str, Value)> =
-                feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
             let mut shapes = vec![Vec::new(); self.nodes.len()];
-            let all: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-            self.evaluate(&feeds, &all, None, Mode::Strict, &mut |i, outs| {
+            self.zeros_pass(None, &mut |i, outs| {
                 shapes[i] = outs.first().map(Value::dims).unwrap_or_default();
             })
             .map(|_| shapes)
-            .map_err(|e| e.to_string())
         });
         shapes.as_deref().map_err(|e| Error::Message(e.clone()))
+    }
+
+    /// Whether the file fixes the batch at 1: the whole graph runs on zeros at the declared size
+    /// for one image but not for two. PyTorch's exporter writes such files even when asked for a
+    /// dynamic batch, for code that folds the batch into another axis (`nn.MultiheadAttention`
+    /// views its input as `[tokens, batch·heads, width]`, and the export keeps `batch·heads` as
+    /// the number it was for one image); onnxruntime then refuses a batch of 2. Here a batch
+    /// runs one image at a time on such a network, with the same results, only slower.
+    /// Decided the first time a batch fails (or this is asked), by a pass on two images of zeros.
+    pub fn batch_fixed(&self) -> bool {
+        if let Some(&fixed) = self.batch_fixed.get() {
+            return fixed;
+        }
+        // Not `get_or_init`: render lanes may ask at once, and a thread that waits inside the
+        // probe's parallel ops may run another lane's step, which asks again on that thread.
+        // Two probes give the same answer; one waiting on the other could never end.
+        let fixed = self.shapes().is_ok() && self.zeros_pass(Some(2), &mut |_, _| {}).is_err();
+        let _ = self.batch_fixed.set(fixed);
+        fixed
+    }
+
+    /// Runs the whole graph on zeros at the declared input size: a batch of `batch`, else of the
+    /// declared batch or 1 where it is dynamic; dynamic spatial axes are [`DYNAMIC_SIZE`].
+    fn zeros_pass(
+        &self,
+        batch: Option<usize>,
+        observe: &mut dyn FnMut(usize, &[Value]),
+    ) -> std::result::Result<(), String> {
+        let device = self.device.burn().clone();
+        let feeds: Vec<(String, Value)> = self
+            .inputs
+            .iter()
+            .map(|i| {
+                let dims: Vec<usize> = i
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .map(|(k, d)| match (k, batch) {
+                        (0, Some(b)) => b,
+                        _ => d.unwrap_or(if k == 0 { 1 } else { DYNAMIC_SIZE }),
+                    })
+                    .collect();
+                let n = crate::budget::fits(&dims, 4)
+                    .map_err(|e| format!("input {:?} as declared: {e}", i.name))?;
+                Ok((
+                    i.name.clone(),
+                    Value::Device(DynTensor::from_host(&vec![0.0; n], &dims, &device)),
+                ))
+            })
+            .collect::<std::result::Result<_, String>>()?;
+        let feeds: Vec<(&str, Value)> =
+            feeds.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let all: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        self.evaluate(&feeds, &all, None, Mode::Strict, observe)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Bytes of every value one image of `[h, w]` pixels makes on its way to `targets` (each
@@ -588,6 +617,85 @@ impl Network {
         Err(self.unknown(target))
     }
 
+    /// The device of the fed device values, else the network's.
+    fn device_of<B: Back>(&self, feeds: &[(&str, Value<B>)]) -> B::Device {
+        feeds
+            .iter()
+            .find_map(|(_, v)| match v {
+                Value::Device(t) => Some(t.device()),
+                Value::Host(_) => None,
+            })
+            .unwrap_or_else(|| B::device_of(&self.device))
+    }
+
+    /// [`Network::evaluate`] without observer, for a batch that may have to run one image at a
+    /// time (see [`Network::batch_fixed`]).
+    fn evaluate_batch<B: Back>(
+        &self,
+        feeds: &[(&str, Value<B>)],
+        targets: &[&str],
+        weights: Option<&Weights<B>>,
+        mode: Mode,
+    ) -> Result<Vec<Value<B>>> {
+        // The batch: the leading axis of the fed network inputs.
+        let n = feeds
+            .iter()
+            .find(|(name, _)| self.inputs.iter().any(|i| i.name == *name))
+            .and_then(|(_, v)| v.dims().first().copied())
+            .unwrap_or(1);
+        if n > 1 && self.batch_fixed.get() == Some(&true) {
+            return self.one_at_a_time(n, feeds, targets, weights, mode);
+        }
+        match self.evaluate(feeds, targets, weights, mode, &mut |_, _| {}) {
+            Err(_) if n > 1 && self.batch_fixed() => {
+                self.one_at_a_time(n, feeds, targets, weights, mode)
+            }
+            result => result,
+        }
+    }
+
+    /// Evaluates a batch of `n` as `n` batches of one (every fed value whose leading axis is `n`
+    /// is split), and joins each target's values along its leading axis, which must be the
+    /// batch's: an axis of 1 for one image.
+    fn one_at_a_time<B: Back>(
+        &self,
+        n: usize,
+        feeds: &[(&str, Value<B>)],
+        targets: &[&str],
+        weights: Option<&Weights<B>>,
+        mode: Mode,
+    ) -> Result<Vec<Value<B>>> {
+        let mut per_target: Vec<Vec<Value<B>>> = vec![Vec::with_capacity(n); targets.len()];
+        for k in 0..n {
+            let item: Vec<(&str, Value<B>)> = feeds
+                .iter()
+                .map(|(name, v)| match v.dims().first() {
+                    Some(&d) if d == n => (*name, v.item(k)),
+                    _ => (*name, v.clone()),
+                })
+                .collect();
+            let values = self.evaluate(&item, targets, weights, mode, &mut |_, _| {})?;
+            for ((target, value), gathered) in targets.iter().zip(values).zip(&mut per_target) {
+                if value.dims().first() != Some(&1) {
+                    return Err(Error::Message(format!(
+                        "{target} is {:?} for one image, with no batch axis to gather a batch \
+                         of {n} along: {} fixes its batch at 1 (an exporter wrote the batch \
+                         into a shape), so a batch runs one image at a time here, and only to \
+                         nodes whose output leads with the batch",
+                        value.dims(),
+                        self.name
+                    )));
+                }
+                gathered.push(value);
+            }
+        }
+        let device = self.device_of(feeds);
+        Ok(per_target
+            .into_iter()
+            .map(|items| Value::join(items, &device))
+            .collect())
+    }
+
     fn evaluate<B: Back>(
         &self,
         feeds: &[(&str, Value<B>)],
@@ -601,13 +709,7 @@ impl Network {
             .iter()
             .map(|t| self.resolve(t))
             .collect::<Result<_>>()?;
-        let device = feeds
-            .iter()
-            .find_map(|(_, v)| match v {
-                Value::Device(t) => Some(t.device()),
-                Value::Host(_) => None,
-            })
-            .unwrap_or_else(|| B::device_of(&self.device));
+        let device = self.device_of(feeds);
         let autodiff = B::ad_enabled(&device);
         let mut env: HashMap<&str, Slot<B>> = HashMap::new();
         for (name, value) in feeds {

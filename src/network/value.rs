@@ -330,6 +330,64 @@ impl<B: Backend> Value<B> {
             Value::Device(t) => HostTensor::f32(t.dims(), t.to_vec()),
         }
     }
+
+    /// Item `k` of the leading axis, kept as an axis of 1 (a device tensor stays on the autodiff
+    /// graph). The leading axis must be longer than `k`.
+    pub(crate) fn item(&self, k: usize) -> Self {
+        match self {
+            Value::Device(t) => {
+                Value::Device(t.clone().map(|s| s.narrow(MAX_RANK - t.rank(), k, 1)))
+            }
+            Value::Host(h) => {
+                let per = h.shape[1..].iter().product::<usize>();
+                let range = k * per..(k + 1) * per;
+                let mut shape = h.shape.clone();
+                shape[0] = 1;
+                let data = match &h.data {
+                    HostData::F32(v) => HostData::F32(v[range].to_vec()),
+                    HostData::I64(v) => HostData::I64(v[range].to_vec()),
+                };
+                Value::Host(HostTensor {
+                    shape,
+                    data,
+                    elem: h.elem,
+                })
+            }
+        }
+    }
+
+    /// Joins values along their leading axis (all of the same shape past it, at least one): the
+    /// inverse of [`Value::item`]. Host values are joined on the host unless some are on the
+    /// device, where all go then.
+    pub(crate) fn join(items: Vec<Self>, device: &B::Device) -> Self {
+        if items.iter().all(|v| matches!(v, Value::Host(_))) {
+            let hosts: Vec<HostTensor> = items.into_iter().map(|v| v.to_host()).collect();
+            let mut shape = hosts[0].shape.clone();
+            shape[0] = hosts.iter().map(|h| h.shape[0]).sum();
+            let data = match hosts[0].data {
+                HostData::F32(_) => HostData::F32(hosts.iter().flat_map(|h| h.to_f32()).collect()),
+                HostData::I64(_) => HostData::I64(hosts.iter().flat_map(|h| h.to_i64()).collect()),
+            };
+            return Value::Host(HostTensor {
+                shape,
+                data,
+                elem: hosts[0].elem,
+            });
+        }
+        let tensors: Vec<DynTensor<B>> = items
+            .into_iter()
+            .map(|v| match v {
+                Value::Device(t) => t,
+                Value::Host(h) => h.upload_to(device),
+            })
+            .collect();
+        let rank = tensors[0].rank();
+        let storage = Tensor::cat(
+            tensors.into_iter().map(DynTensor::into_storage).collect(),
+            MAX_RANK - rank,
+        );
+        Value::Device(DynTensor::from_storage(storage, rank))
+    }
 }
 
 /// A graph constant (a weight) in the forms the backends read it in.

@@ -13,14 +13,21 @@ Setup (a scratch virtual environment, CPU is enough):
 
 usage: python pytorch_export.py OUT_DIR
 
-The network has torchvision ResNet's module layout (conv1, bn1, relu, maxpool, layer1 of two
-basic blocks with a residual add, avgpool, fc), 8 channels, seeded weights and batch-norm
-statistics. The export is the notebook's recipe (notebooks/04-your-own-model.ipynb) with the
-exporter's defaults: named input and output, a dynamic batch axis.
+Two networks, seeded weights, exported by the notebook's recipe
+(notebooks/04-your-own-model.ipynb) with the exporter's defaults: named input and output, a
+dynamic batch axis.
+- tiny: torchvision ResNet's module layout (conv1, bn1, relu, maxpool, layer1 of two basic
+  blocks with a residual add, avgpool, fc), 8 channels, seeded batch-norm statistics.
+- vit: a vision transformer in torchvision ViT's layout (conv_proj into 16 patches of 16
+  channels, a class token, one nn.TransformerEncoderLayer of 2 heads, heads). Its export fixes
+  the batch at 1 although the batch axis was asked to be dynamic: nn.MultiheadAttention views
+  its input as [tokens, batch * heads, width], and the file keeps batch * heads as 2.
+  onnxruntime refuses a batch of 2.
 
-Writes to OUT_DIR: tiny.onnx and tiny.onnx.data (the exporter's files, as written), x.npy
-[2, 3, 32, 32] float32 in [0, 1] (seeded), logits.npy [2, 10] (PyTorch's output on x), and
-versions.txt (torch and onnxscript versions).
+Writes to OUT_DIR: tiny.onnx and tiny.onnx.data, vit.onnx and vit.onnx.data (the exporter's
+files, as written), x.npy [2, 3, 32, 32] float32 in [0, 1] (seeded), logits.npy and
+vit_logits.npy [2, 10] (PyTorch's outputs on x), and versions.txt (torch and onnxscript
+versions).
 """
 
 import os
@@ -64,6 +71,36 @@ class Tiny(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class TinyViT(nn.Module):
+    def __init__(self, width=16, heads=2, classes=10):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, width, 8, stride=8)
+        self.class_token = nn.Parameter(torch.randn(1, 1, width) * 0.1)
+        self.pos_embedding = nn.Parameter(torch.randn(1, 17, width) * 0.1)
+        self.encoder = nn.TransformerEncoderLayer(
+            width, heads, 2 * width, dropout=0.0, batch_first=True
+        )
+        self.heads = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        token = self.class_token.expand(x.shape[0], -1, -1)
+        x = self.encoder(torch.cat([token, x], 1) + self.pos_embedding)
+        return self.heads(x[:, 0])
+
+
+def export(model, x, path):
+    torch.onnx.export(
+        model,
+        (x[:1],),
+        path,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_shapes=({0: "batch"},),
+        opset_version=18,
+    )
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: pytorch_export.py OUT_DIR")
@@ -80,17 +117,14 @@ def main():
                 m.running_var.uniform_(0.5, 1.5)
     model.eval()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    torch.onnx.export(
-        model,
-        (x[:1],),
-        os.path.join(out, "tiny.onnx"),
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_shapes=({0: "batch"},),
-        opset_version=18,
-    )
+    export(model, x, os.path.join(out, "tiny.onnx"))
     with torch.no_grad():
         logits = model(x)
+    torch.manual_seed(2)
+    vit = TinyViT().eval()
+    export(vit, x, os.path.join(out, "vit.onnx"))
+    with torch.no_grad():
+        np.save(os.path.join(out, "vit_logits.npy"), vit(x).numpy())
     np.save(os.path.join(out, "x.npy"), x.numpy())
     np.save(os.path.join(out, "logits.npy"), logits.numpy())
     with open(os.path.join(out, "versions.txt"), "w") as f:
