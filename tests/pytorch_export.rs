@@ -2,7 +2,7 @@
 //! PyTorch 2.9 (the `dynamo=True` exporter), in tests/reference/pytorch_export, written by
 //! tests/support/pytorch_export.py (torch 2.15). Such a file names its nodes after counters
 //! (`node_Conv_292`), notes each node's module path in its metadata, and keeps the weights in
-//! `tiny.onnx.data` beside it.
+//! `tiny.onnx.data` beside it. The classic exporter's file of the same network is there too.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,65 @@ fn reference() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/pytorch_export")
 }
 
+/// The layer names, in the graph's order.
+fn names(model: &Model) -> Vec<&str> {
+    model
+        .network()
+        .nodes()
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect()
+}
+
+/// The layer graph's boxes (groups) and how many layers each holds.
+fn boxes(model: &Model) -> Vec<(String, usize)> {
+    LayerGraph::new(model)
+        .unwrap()
+        .groups
+        .iter()
+        .map(|g| (g.name.clone(), g.members.len()))
+        .collect()
+}
+
+/// `model`'s `targets` on x.npy (a batch of 2), and that input.
+fn run_on_x(model: &Model, targets: &[&str]) -> (DynTensor, Vec<DynTensor>) {
+    let x = npy::read(&reference().join("x.npy")).unwrap();
+    assert_eq!(x.shape, [2, 3, 32, 32]);
+    let input = DynTensor::from_host(&x.data, &x.shape, model.network().device().burn());
+    let out = model
+        .network()
+        .forward(&[("image", input.clone())], targets)
+        .unwrap();
+    (input, out)
+}
+
+/// Checks logits against PyTorch's (`file`, an .npy of the reference), within 1e-5.
+fn assert_as_pytorch(logits: &DynTensor, file: &str) {
+    let want = npy::read(&reference().join(file)).unwrap();
+    assert_eq!(logits.dims(), want.shape);
+    let worst = logits
+        .to_vec()
+        .iter()
+        .zip(&want.data)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-5, "logits differ from PyTorch's by {worst}");
+}
+
+/// The layers of tiny (tests/support/pytorch_export.py), as torchvision's feature extraction
+/// names them. The exporters count a module's second call differently (`relu_2`, `relu_1`)
+/// and see `torch.flatten` as a `view` or a `Flatten`.
+fn tiny_layers(second_relu: &str, flatten: &str) -> Vec<String> {
+    let block =
+        |b: &str| ["conv1", "relu", "conv2", "add", second_relu].map(|l| format!("layer1.{b}.{l}"));
+    ["conv1", "relu", "maxpool"]
+        .into_iter()
+        .map(String::from)
+        .chain(block("0"))
+        .chain(block("1"))
+        .chain(["avgpool", flatten, "fc"].map(String::from))
+        .collect()
+}
+
 /// Its layers have the names a PyTorch user knows them by (the module paths, as torchvision's
 /// feature extraction names them), its layer graph draws a module as one box, and the
 /// exporter's own names still find the layers.
@@ -23,33 +82,8 @@ fn reference() -> PathBuf {
 fn a_pytorch_export_is_named_after_its_modules() {
     let path = reference().join("tiny.onnx");
     let model = Model::load(&path).unwrap();
-    let names: Vec<&str> = model
-        .network()
-        .nodes()
-        .iter()
-        .map(|n| n.name.as_str())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "conv1",
-            "relu",
-            "maxpool",
-            "layer1.0.conv1",
-            "layer1.0.relu",
-            "layer1.0.conv2",
-            "layer1.0.add",
-            "layer1.0.relu_2",
-            "layer1.1.conv1",
-            "layer1.1.relu",
-            "layer1.1.conv2",
-            "layer1.1.add",
-            "layer1.1.relu_2",
-            "avgpool",
-            "view",
-            "fc"
-        ]
-    );
+    let names = names(&model);
+    assert_eq!(names, tiny_layers("relu_2", "view"));
     // Parameters are weights, not the shape or axes constants the exporter adds.
     let params = |name: &str| model.layer(name).unwrap().params;
     assert_eq!(
@@ -62,13 +96,10 @@ fn a_pytorch_export_is_named_after_its_modules() {
         [8 * 8 * 9 + 8, 0, 0, 8 * 10 + 10]
     );
     // The layer graph draws a block as one box (layer1 holds most of this network: its blocks).
-    let graph = LayerGraph::new(&model).unwrap();
-    let groups: Vec<(&str, usize)> = graph
-        .groups
-        .iter()
-        .map(|g| (g.name.as_str(), g.members.len()))
-        .collect();
-    assert_eq!(groups, [("layer1.0", 5), ("layer1.1", 5)]);
+    assert_eq!(
+        boxes(&model),
+        [("layer1.0".into(), 5), ("layer1.1".into(), 5)]
+    );
     let file = ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
     let graph = file.graph.unwrap();
     for (node, name) in graph.node.iter().zip(&names) {
@@ -77,28 +108,34 @@ fn a_pytorch_export_is_named_after_its_modules() {
     }
 }
 
+/// The same network by the classic exporter (`dynamo=False`), which writes each node's module
+/// path into its name (`/layer1/layer1.0/conv1/Conv`) and keeps no notes: the layers have the
+/// same names (a second call of a module is `relu_1`, as the exporter counts it), the graph the
+/// same boxes, the exporter's names find them, and it computes what PyTorch computed.
+#[test]
+fn a_classic_pytorch_export_is_named_after_its_modules() {
+    let model = Model::load(reference().join("tiny_classic.onnx")).unwrap();
+    assert_eq!(names(&model), tiny_layers("relu_1", "flatten"));
+    assert_eq!(
+        boxes(&model),
+        [("layer1.0".into(), 5), ("layer1.1".into(), 5)]
+    );
+    assert_eq!(
+        model.layer("/layer1/layer1.0/conv1/Conv").unwrap().name,
+        "layer1.0.conv1"
+    );
+    let (_, out) = run_on_x(&model, &["fc"]);
+    assert_as_pytorch(&out[0], "logits.npy");
+}
+
 /// It computes what PyTorch computed, at a batch of 2 (the export's batch axis is dynamic, its
 /// example had 1), and feature visualization lifts every unit of the last block above what the
 /// two inputs give it.
 #[test]
 fn a_pytorch_export_computes_as_pytorch_did() {
     let model = Model::load(reference().join("tiny.onnx")).unwrap();
-    let x = npy::read(&reference().join("x.npy")).unwrap();
-    let want = npy::read(&reference().join("logits.npy")).unwrap();
-    assert_eq!(x.shape, [2, 3, 32, 32]);
-    let device = model.network().device().burn().clone();
-    let input = DynTensor::from_host(&x.data, &x.shape, &device);
-    let out = model
-        .network()
-        .forward(&[("image", input.clone())], &["fc", "layer1.1.relu_2"])
-        .unwrap();
-    let got = out[0].to_vec();
-    assert_eq!(out[0].dims(), want.shape);
-    let worst = got
-        .iter()
-        .zip(&want.data)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst < 1e-5, "logits differ from PyTorch's by {worst}");
+    let (_, out) = run_on_x(&model, &["fc", "layer1.1.relu_2"]);
+    assert_as_pytorch(&out[0], "logits.npy");
 
     // Per unit, the larger of the two inputs' mean activations.
     let block = &out[1];
@@ -146,19 +183,8 @@ fn a_transformer_whose_export_fixed_its_batch_runs_a_batch() {
         .batch_fixed());
     let model = Model::load(reference().join("vit.onnx")).unwrap();
     let net = model.network();
-    let x = npy::read(&reference().join("x.npy")).unwrap();
-    let want = npy::read(&reference().join("vit_logits.npy")).unwrap();
-    let input = DynTensor::from_host(&x.data, &x.shape, net.device().burn());
-    let out = net
-        .forward(&[("image", input.clone())], &["logits", "encoder.linear1"])
-        .unwrap();
-    assert_eq!(out[0].dims(), want.shape);
-    let worst = out[0]
-        .to_vec()
-        .iter()
-        .zip(&want.data)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst < 1e-5, "logits differ from PyTorch's by {worst}");
+    let (input, out) = run_on_x(&model, &["logits", "encoder.linear1"]);
+    assert_as_pytorch(&out[0], "vit_logits.npy");
     // The batch of 2 failed, and a pass on zeros told why.
     assert!(net.batch_fixed());
 

@@ -131,10 +131,18 @@ fn parse_with(
     let compute: Vec<usize> = (0..graph.node.len())
         .filter(|i| !constant_nodes.contains(i))
         .collect();
-    let torch: Vec<Option<naming::TorchCall>> = compute
+    let mut torch: Vec<Option<naming::TorchCall>> = compute
         .iter()
         .map(|&i| naming::TorchCall::read(&graph.node[i].metadata_props))
         .collect();
+    if torch.iter().all(Option::is_none) {
+        // No notes: perhaps the classic exporter, which writes the modules into the names.
+        let named: Vec<(&str, &str)> = compute
+            .iter()
+            .map(|&i| (graph.node[i].name.as_str(), graph.node[i].op_type.as_str()))
+            .collect();
+        torch = naming::TorchCall::from_scopes(&named);
+    }
     let infos: Vec<NodeInfo> = compute
         .iter()
         .zip(&torch)

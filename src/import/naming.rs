@@ -5,8 +5,8 @@
 //!    PyTorch's exporter did not make it (its `node_Conv_292`);
 //! 2. after its first parameter: a Conv whose weight is `inception_4a/1x1_w_0` becomes
 //!    `inception_4a/1x1`;
-//! 3. after the PyTorch module that made it, when the exporter noted it ([`TorchCall`]):
-//!    `layer1.0.relu`, `layer1.0.add`;
+//! 3. after the PyTorch module that made it, when the exporter noted it or wrote it into the
+//!    name ([`TorchCall`]): `layer1.0.relu`, `layer1.0.add`;
 //! 4. an activation after the node it activates: `inception_4a/1x1/relu`;
 //! 5. a Concat after the block its inputs share: `inception_4a/output`;
 //! 6. else op type and index: `MaxPool_2`.
@@ -84,6 +84,37 @@ impl TorchCall {
         })
     }
 
+    /// The module paths and calls that PyTorch's classic exporter (`dynamo=False`, the default
+    /// before PyTorch 2.9) writes into node names, one per node of `nodes` (name, op type):
+    /// `/layer1/layer1.0/conv1/Conv` is `layer1.0.conv1`'s Conv, `/layer1/layer1.0/Add` an add in
+    /// `layer1.0`'s own `forward`, `/Flatten` one at the top. Each scope is a module's path from
+    /// its last part that is not a number on (`layer1.0` for `layer1.0`, `conv1` for
+    /// `layer1.0.conv1`, `block.0.0` for `features.1.block.0.0`), so the path is rebuilt scope by
+    /// scope. The names carry no classes: a module is a leaf when no node lies inside it.
+    /// `None` for a name not of that form, e.g. a scope that does not continue its parent's.
+    pub fn from_scopes(nodes: &[(&str, &str)]) -> Vec<Option<TorchCall>> {
+        let parsed: Vec<Option<(String, String)>> = nodes
+            .iter()
+            .map(|&(name, op)| classic_scope(name, op))
+            .collect();
+        // Every module some node lies inside.
+        let mut outer: HashSet<&str> = HashSet::new();
+        for (module, _) in parsed.iter().flatten() {
+            outer.extend(module.match_indices('.').map(|(at, _)| &module[..at]));
+        }
+        parsed
+            .iter()
+            .map(|p| {
+                let (module, call) = p.as_ref()?;
+                Some(TorchCall {
+                    leaf: !module.is_empty() && !outer.contains(module.as_str()),
+                    module: module.clone(),
+                    call: call.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// `module.call`, or whichever of the two there is.
     fn qualified(&self) -> String {
         match (self.module.as_str(), self.call.as_str()) {
@@ -99,6 +130,44 @@ impl TorchCall {
         let parent = |path: &str| path.rsplit_once('.').map_or("", |(p, _)| p).to_string();
         parent(name) == parent(&self.module)
     }
+}
+
+/// Whether `part` can be one part of a module's path: `layer1`, `0`, `block1-0` (Python allows a
+/// child any name without a dot), but nothing empty and no spaces or control characters.
+fn module_part(part: &str) -> bool {
+    !part.is_empty() && !part.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/')
+}
+
+/// A classic export's node name read as (module path, call): see [`TorchCall::from_scopes`].
+fn classic_scope(name: &str, op: &str) -> Option<(String, String)> {
+    let mut scopes: Vec<&str> = name.strip_prefix('/')?.split('/').collect();
+    // The op type, with a counter after the first node of its kind in a scope (`Add_1`).
+    let last = scopes.pop()?;
+    let stem = match last.rsplit_once('_') {
+        Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
+        _ => last,
+    };
+    if stem != op {
+        return None;
+    }
+    let number = |a: &str| a.bytes().all(|b| b.is_ascii_digit());
+    let mut path: Vec<&str> = Vec::new();
+    for scope in scopes {
+        let parts: Vec<&str> = scope.split('.').collect();
+        let (head, own) = parts.split_at(parts.len() - 1);
+        // A name, then numbers, of which all but the last are the parent's; or numbers only,
+        // the whole path (the layers of a top-level `nn.Sequential`: `/0/Conv`).
+        let continues = match parts.iter().position(|a| !number(a)) {
+            Some(0) => parts[1..].iter().all(|a| number(a)) && path.ends_with(head),
+            None => path == head,
+            Some(_) => false,
+        };
+        if !parts.iter().all(|a| module_part(a)) || !continues {
+            return None;
+        }
+        path.push(own[0]);
+    }
+    Some((path.join("."), op.to_lowercase()))
 }
 
 /// The strings of a Python list literal of plain strings (`['', 'layer1']`); `None` for
@@ -127,8 +196,13 @@ const PARAM_SUFFIXES: &[&str] = &[
     "_weights", "/kernel", "_kernel", "_scale", "/scale", ".scale", "_gamma", "/gamma", ".gamma",
 ];
 
-/// Whether a node or tensor name is only a counter (`n12`, `r52`, `123`, `Conv_3`).
+/// Whether a node or tensor name is only a counter (`n12`, `r52`, `123`, `Conv_3`,
+/// `onnx::Conv_55`).
 pub fn is_generic(name: &str, op: &str) -> bool {
+    // The classic PyTorch exporter's made-up tensor names (`onnx::Conv_55`).
+    if name.starts_with("onnx::") {
+        return true;
+    }
     let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
     let stem = stem.trim_end_matches(['_', ':', '.']);
     stem.len() <= 3 && stem.chars().all(|c| c.is_ascii_alphabetic()) || stem == op
@@ -203,10 +277,18 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
                 // that this node alone reads (a conv with its batch norm folded in). Not a
                 // Clip's bound (`min_val_cast`), a constant it made up (`val_226`), or weights
                 // it merged because they were equal (every untrained LayerNorm's).
+                // Of a `torch.nn` module that takes several nodes, the last gives its output and
+                // has its name (a LayerNorm2d's norm is not it: its transpose back is).
                 n.torch.is_none_or(|torch| {
-                    !is_generic(stem, n.op)
-                        && (*stem == torch.module
-                            || torch.beside(stem) && readers.get(t.as_str()) == Some(&1))
+                    // A module's parameter is named by its path (not `/Constant_2_output_0`,
+                    // the classic exporter's name for a constant).
+                    let path = stem.split('.').all(module_part);
+                    path && !is_generic(stem, n.op)
+                        && if *stem == torch.module {
+                            ends_call[i] || !torch.leaf
+                        } else {
+                            torch.beside(stem) && readers.get(t.as_str()) == Some(&1)
+                        }
                 })
             })
             .map(|(_, stem)| stem)
@@ -356,6 +438,56 @@ mod tests {
     }
 
     #[test]
+    fn classic_pytorch_names_are_read_as_module_paths() {
+        let nodes = [
+            ("/conv1/Conv", "Conv"),
+            ("/layer1/layer1.0/conv1/Conv", "Conv"),
+            ("/layer1/layer1.0/Add", "Add"),
+            ("/layer1/layer1.0/Add_1", "Add"),
+            ("/layer1/layer1.0/relu_1/Relu", "Relu"),
+            ("/features/features.1/block/block.0/block.0.0/Conv", "Conv"),
+            ("/Flatten", "Flatten"),
+            ("/0/Conv", "Conv"),
+            ("/0/0.1/Relu", "Relu"),
+            ("/trunk/block1/block1-0/proj/proj.0/Conv", "Conv"),
+            // Not of that form.
+            ("/layer1/layer2.0/Conv", "Conv"),
+            ("/conv1/Relu", "Conv"),
+            ("conv1/Conv", "Conv"),
+            ("/a b/Conv", "Conv"),
+            ("//Conv", "Conv"),
+            ("/x.y/Conv", "Conv"),
+            ("/0.x/Conv", "Conv"),
+            ("/a\u{1b}[2J/Conv", "Conv"),
+            ("/", "Conv"),
+            ("", "Conv"),
+        ];
+        let got: Vec<Option<(String, String, bool)>> = TorchCall::from_scopes(&nodes)
+            .into_iter()
+            .map(|t| t.map(|t| (t.module, t.call, t.leaf)))
+            .collect();
+        let want = |module: &str, call: &str, leaf| Some((module.into(), call.into(), leaf));
+        assert_eq!(
+            got,
+            [
+                want("conv1", "conv", true),
+                want("layer1.0.conv1", "conv", true),
+                want("layer1.0", "add", false),
+                want("layer1.0", "add", false),
+                want("layer1.0.relu_1", "relu", true),
+                want("features.1.block.0.0", "conv", true),
+                want("", "flatten", false),
+                want("0", "conv", false),
+                want("0.1", "relu", true),
+                want("trunk.block1.block1-0.proj.0", "conv", true),
+            ]
+            .into_iter()
+            .chain(std::iter::repeat_n(None, 10))
+            .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn pytorch_nodes_are_named_after_their_modules() {
         let notes = |scopes: &str, classes: &str| {
             [
@@ -456,6 +588,52 @@ mod tests {
                 "b.ln_1",
                 "b.ln_2"
             ]
+        );
+    }
+
+    /// The classic exporter's tensor names (`onnx::Conv_55` for a conv with its batch norm
+    /// folded in, `/Constant_2_output_0`) name no layer; the modules do.
+    #[test]
+    fn classic_pytorch_nodes_are_named_after_their_modules() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let io = [
+            (
+                "/conv1/Conv",
+                "Conv",
+                s(&["x", "onnx::Conv_55", "onnx::Conv_56"]),
+            ),
+            ("/Shape", "Shape", s(&["t0"])),
+            ("/Slice", "Slice", s(&["t1", "/Constant_2_output_0"])),
+            ("/fc/Gemm", "Gemm", s(&["t2", "fc.weight", "fc.bias"])),
+        ];
+        let outputs: Vec<Vec<String>> = (0..io.len()).map(|i| vec![format!("t{i}")]).collect();
+        let named: Vec<(&str, &str)> = io.iter().map(|(name, op, _)| (*name, *op)).collect();
+        let torch = TorchCall::from_scopes(&named);
+        let nodes: Vec<NodeInfo> = io
+            .iter()
+            .zip(&outputs)
+            .zip(&torch)
+            .map(|(((name, op, inputs), outputs), torch)| NodeInfo {
+                name,
+                op,
+                inputs,
+                outputs,
+                torch: torch.as_ref(),
+            })
+            .collect();
+        let params: HashMap<String, String> = [
+            "onnx::Conv_55",
+            "onnx::Conv_56",
+            "/Constant_2_output_0",
+            "fc.weight",
+            "fc.bias",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), p.to_string()))
+        .collect();
+        assert_eq!(
+            readable_names(&nodes, &params),
+            ["conv1", "shape", "slice", "fc"]
         );
     }
 

@@ -25,7 +25,8 @@ dynamic batch axis.
   onnxruntime refuses a batch of 2.
 
 Writes to OUT_DIR: tiny.onnx and tiny.onnx.data, vit.onnx and vit.onnx.data (the exporter's
-files, as written), x.npy [2, 3, 32, 32] float32 in [0, 1] (seeded), logits.npy and
+files, as written), tiny_classic.onnx (tiny by the classic exporter, `dynamo=False`, which
+writes each node's module path into its name: `/layer1/layer1.0/conv1/Conv`), x.npy [2, 3, 32, 32] float32 in [0, 1] (seeded), logits.npy and
 vit_logits.npy [2, 10] (PyTorch's outputs on x), and versions.txt (torch and onnxscript
 versions).
 """
@@ -118,6 +119,17 @@ def main():
     model.eval()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     export(model, x, os.path.join(out, "tiny.onnx"))
+    # The classic exporter, as notebook 04 gives it for PyTorch before 2.9.
+    torch.onnx.export(
+        model,
+        (x[:1],),
+        os.path.join(out, "tiny_classic.onnx"),
+        dynamo=False,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+    )
     with torch.no_grad():
         logits = model(x)
     torch.manual_seed(2)

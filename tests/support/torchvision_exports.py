@@ -11,7 +11,10 @@ Setup (a scratch virtual environment, CPU is enough):
     python3 -m venv /tmp/export-venv
     /tmp/export-venv/bin/pip install torch torchvision onnxscript "onnx==1.23.2" numpy
 
-usage: python torchvision_exports.py MICROSCOPE_BIN OUT_DIR [ARCH...]
+usage: python torchvision_exports.py [--classic] MICROSCOPE_BIN OUT_DIR [ARCH...]
+
+With --classic, the classic exporter (`dynamo=False`, the default before PyTorch 2.9) with
+`dynamic_axes`, opset 17, as the notebook gives it for an older PyTorch.
 
 Measured on 2026-12-05 (torch 2.15, torchvision's defaults, weights that start at zero given
 small random values): all 19 below load and agree with PyTorch at a batch of 2 (relative error
@@ -46,14 +49,18 @@ def check(microscope, out, name):
             if not p.any():
                 p.normal_(0, 0.02)
     size = 299 if name == "inception_v3" else 224
+    if CLASSIC:
+        how = dict(dynamo=False, dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                   opset_version=17)
+    else:
+        how = dict(dynamic_shapes=({0: "batch"},), opset_version=18)
     torch.onnx.export(
         model,
         (torch.rand(1, 3, size, size),),
         os.path.join(d, "model.onnx"),
         input_names=["image"],
         output_names=["logits"],
-        dynamic_shapes=({0: "batch"},),
-        opset_version=18,
+        **how,
     )
     x = np.random.default_rng(0).random((2, 3, size, size)).astype("float32")
     np.save(os.path.join(d, "x.npy"), x)
@@ -76,11 +83,15 @@ def check(microscope, out, name):
     return "relative error %.1e; layers %s ... %s" % (error, layers[:3], layers[-3:])
 
 
+CLASSIC = "--classic" in sys.argv
+
+
 def main():
-    if len(sys.argv) < 3:
-        sys.exit("usage: torchvision_exports.py MICROSCOPE_BIN OUT_DIR [ARCH...]")
-    microscope, out = os.path.abspath(sys.argv[1]), sys.argv[2]
-    for name in sys.argv[3:] or ARCHS:
+    args = [a for a in sys.argv[1:] if a != "--classic"]
+    if len(args) < 2:
+        sys.exit("usage: torchvision_exports.py [--classic] MICROSCOPE_BIN OUT_DIR [ARCH...]")
+    microscope, out = os.path.abspath(args[0]), args[1]
+    for name in args[2:] or ARCHS:
         try:
             result = check(microscope, out, name)
         except Exception as e:  # an export that fails is a result too
