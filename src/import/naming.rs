@@ -97,17 +97,27 @@ impl TorchCall {
             .iter()
             .map(|&(name, op)| classic_scope(name, op))
             .collect();
-        // Every module some node lies inside.
-        let mut outer: HashSet<&str> = HashSet::new();
-        for (module, _) in parsed.iter().flatten() {
-            outer.extend(module.match_indices('.').map(|(at, _)| &module[..at]));
-        }
+        // `m.` for every module path m, sorted: the paths inside m follow `m.` at once. (A set
+        // of every path's ancestors would cost the square of a path's depth, and a file's names
+        // may be thousands of scopes deep.)
+        let mut keys: Vec<String> = parsed
+            .iter()
+            .flatten()
+            .map(|(module, _)| format!("{module}."))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let outer = |module: &str| {
+            let key = format!("{module}.");
+            let next = keys.partition_point(|k| *k <= key);
+            keys.get(next).is_some_and(|k| k.starts_with(&key))
+        };
         parsed
             .iter()
             .map(|p| {
                 let (module, call) = p.as_ref()?;
                 Some(TorchCall {
-                    leaf: !module.is_empty() && !outer.contains(module.as_str()),
+                    leaf: !module.is_empty() && !outer(module),
                     module: module.clone(),
                     call: call.clone(),
                 })

@@ -497,6 +497,27 @@ def build(out):
         note="named Conv then 20,000 unnamed Relus (derived names must not nest without bound)",
     )
 
+    # Names in the classic PyTorch exporter's form (`/a/a/.../Relu`), each 16,000 scopes deep:
+    # which modules hold others must not cost the square of the depth (100 nodes, 3.2 MB).
+    depth, deep = 16000, 100
+    scopes = "/a" * depth
+    chain = [
+        helper.make_node(
+            "Relu", ["x" if i == 0 else "d%d" % (i - 1)], ["d%d" % i], name=scopes + "/Relu_%d" % i
+        )
+        for i in range(deep)
+    ]
+    m = c.write(
+        "deep_scopes.onnx", model(chain, [x_input()], [output("d%d" % (deep - 1))])
+    )
+    c.case(
+        "deep_scopes_info",
+        m,
+        "info",
+        "load_fast",
+        note="100 nodes named in the classic exporter's form, 16,000 scopes deep",
+    )
+
     # A Concat of two constants of shape [200000, 1] (made by ConstantOfShape, so the file is
     # tiny): big-ish constants must not make describing the model slow.
     value = helper.make_tensor("value", TensorProto.FLOAT, [1], [0.5])
