@@ -139,7 +139,7 @@ fn eval_writes_requested_nodes() {
     );
 }
 
-/// A transformer whose export fixed its batch at 1 (tests/pytorch_export.rs): `info` says so,
+/// A transformer whose export fixed its batch at 1 (tests/exporters.rs): `info` says so,
 /// and `eval` runs a batch of 2 through it one image at a time, as PyTorch computed it.
 #[test]
 fn a_model_whose_file_fixes_its_batch_evaluates_a_batch() {

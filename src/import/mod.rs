@@ -2,6 +2,7 @@
 
 pub mod builder;
 pub mod external;
+pub mod layout;
 pub mod naming;
 pub mod proto;
 pub mod tensor;
@@ -89,7 +90,7 @@ fn parse_with(
             .map_err(|r| format_error(format!("initializer {}: {r}", init.name)))?;
         constants.insert(init.name.clone(), t);
     }
-    let inputs: Vec<InputSpec> = graph
+    let mut inputs: Vec<InputSpec> = graph
         .input
         .iter()
         .filter(|i| !constants.contains_key(&i.name))
@@ -194,6 +195,7 @@ fn parse_with(
             source_name: n.name.clone(),
         });
     }
+    layout::channels_first(&mut nodes, &mut inputs, opset);
     let outputs = graph.output.iter().map(|o| o.name.clone()).collect();
     let metadata = model
         .metadata_props

@@ -1,7 +1,7 @@
 """A small ResNet-style network exported by PyTorch's own ONNX exporter, as a user exports theirs.
 
 Not run in CI (it needs torch). Its output is checked in under tests/reference/pytorch_export/ and
-tests/pytorch_export.rs reads it: since PyTorch 2.9, `torch.onnx.export` uses the `dynamo=True`
+tests/exporters.rs reads it: since PyTorch 2.9, `torch.onnx.export` uses the `dynamo=True`
 exporter by default, which names nodes after counters (`node_Conv_292`), notes each node's
 module path in its metadata, and saves the weights in a second file beside the model (ONNX
 external data). Run this again only to follow a newer exporter.

@@ -1,8 +1,11 @@
-//! A network as PyTorch's own exporter writes it: `torch.onnx.export` with its defaults since
-//! PyTorch 2.9 (the `dynamo=True` exporter), in tests/reference/pytorch_export, written by
-//! tests/support/pytorch_export.py (torch 2.15). Such a file names its nodes after counters
-//! (`node_Conv_292`), notes each node's module path in its metadata, and keeps the weights in
-//! `tiny.onnx.data` beside it. The classic exporter's file of the same network is there too.
+//! Networks as the exporters users have write them, in tests/reference:
+//! - pytorch_export, written by tests/support/pytorch_export.py (torch 2.15): `torch.onnx.export`
+//!   with its defaults since PyTorch 2.9 (the `dynamo=True` exporter). Such a file names its
+//!   nodes after counters (`node_Conv_292`), notes each node's module path in its metadata, and
+//!   keeps the weights in `tiny.onnx.data` beside it. The classic exporter's file of the same
+//!   network is there too, and a transformer whose export fixed its batch at 1.
+//! - keras_export, written by tests/support/keras_export.py (TensorFlow 2.21, tf2onnx 1.17): a
+//!   Keras network that takes images channels-last.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,10 @@ use prost::Message;
 
 fn reference() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/pytorch_export")
+}
+
+fn keras() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/keras_export")
 }
 
 /// The layer names, in the graph's order.
@@ -36,9 +43,9 @@ fn boxes(model: &Model) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// `model`'s `targets` on x.npy (a batch of 2), and that input.
-fn run_on_x(model: &Model, targets: &[&str]) -> (DynTensor, Vec<DynTensor>) {
-    let x = npy::read(&reference().join("x.npy")).unwrap();
+/// `model`'s `targets` on x.npy of `dir` (a batch of 2), and that input.
+fn run_on_x(model: &Model, dir: &Path, targets: &[&str]) -> (DynTensor, Vec<DynTensor>) {
+    let x = npy::read(&dir.join("x.npy")).unwrap();
     assert_eq!(x.shape, [2, 3, 32, 32]);
     let input = DynTensor::from_host(&x.data, &x.shape, model.network().device().burn());
     let out = model
@@ -48,16 +55,16 @@ fn run_on_x(model: &Model, targets: &[&str]) -> (DynTensor, Vec<DynTensor>) {
     (input, out)
 }
 
-/// Checks logits against PyTorch's (`file`, an .npy of the reference), within 1e-5.
-fn assert_as_pytorch(logits: &DynTensor, file: &str) {
-    let want = npy::read(&reference().join(file)).unwrap();
+/// Checks logits against the exporting framework's (`file`, an .npy), within 1e-5.
+fn assert_as_exported(logits: &DynTensor, file: &Path) {
+    let want = npy::read(file).unwrap();
     assert_eq!(logits.dims(), want.shape);
     let worst = logits
         .to_vec()
         .iter()
         .zip(&want.data)
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst < 1e-5, "logits differ from PyTorch's by {worst}");
+    assert!(worst < 1e-5, "logits differ from {file:?} by {worst}");
 }
 
 /// The layers of tiny (tests/support/pytorch_export.py), as torchvision's feature extraction
@@ -124,8 +131,8 @@ fn a_classic_pytorch_export_is_named_after_its_modules() {
         model.layer("/layer1/layer1.0/conv1/Conv").unwrap().name,
         "layer1.0.conv1"
     );
-    let (_, out) = run_on_x(&model, &["fc"]);
-    assert_as_pytorch(&out[0], "logits.npy");
+    let (_, out) = run_on_x(&model, &reference(), &["fc"]);
+    assert_as_exported(&out[0], &reference().join("logits.npy"));
 }
 
 /// It computes what PyTorch computed, at a batch of 2 (the export's batch axis is dynamic, its
@@ -134,15 +141,19 @@ fn a_classic_pytorch_export_is_named_after_its_modules() {
 #[test]
 fn a_pytorch_export_computes_as_pytorch_did() {
     let model = Model::load(reference().join("tiny.onnx")).unwrap();
-    let (_, out) = run_on_x(&model, &["fc", "layer1.1.relu_2"]);
-    assert_as_pytorch(&out[0], "logits.npy");
+    let (_, out) = run_on_x(&model, &reference(), &["fc", "layer1.1.relu_2"]);
+    assert_as_exported(&out[0], &reference().join("logits.npy"));
 
-    // Per unit, the larger of the two inputs' mean activations.
-    let block = &out[1];
-    let [n, c, h, w] = block.dims()[..] else {
-        panic!("{:?}", block.dims())
+    lifts_every_unit(&model, "layer1.1.relu_2", &out[1], 32);
+}
+
+/// Checks that feature visualization (128 steps at `size` px) lifts every unit of `layer` that the
+/// inputs reach above the larger of its mean activations on them (`maps`, `[N, C, H, W]`).
+fn lifts_every_unit(model: &Model, layer: &str, maps: &DynTensor, size: usize) {
+    let [n, c, h, w] = maps.dims()[..] else {
+        panic!("{:?}", maps.dims())
     };
-    let values = block.to_vec();
+    let values = maps.to_vec();
     let best: Vec<f32> = (0..c)
         .map(|u| {
             (0..n)
@@ -157,17 +168,34 @@ fn a_pytorch_export_computes_as_pytorch_did() {
     let vis = FeatureVis::default()
         .cache(None)
         .steps(128)
-        .size(32)
-        .run_units(&model, "layer1.1.relu_2", &units)
+        .size(size)
+        .run_units(model, layer, &units)
         .unwrap();
-    for u in units {
+    // A unit the inputs leave at 0 may be dead (Keras's conv2:11 with its untrained weights).
+    for u in units.into_iter().filter(|&u| best[u] > 0.0) {
         assert!(
             vis.activations[u] > best[u],
-            "layer1.1.relu_2:{u}: feature visualization {} against the inputs' {}",
+            "{layer}:{u}: feature visualization {} against the inputs' {}",
             vis.activations[u],
             best[u]
         );
     }
+}
+
+/// A Keras network as tf2onnx writes it takes images channels-last (`[N, 32, 32, 3]`) and turns
+/// them channels-first itself. microscope declares that input channels-first, as every other
+/// model's (a Transpose in front turns it back), so the same images and techniques work: it
+/// computes what Keras computed, and feature visualization lifts the units of conv2 above what the
+/// two inputs give them (the file's metadata says its pixels are in [0, 255]).
+#[test]
+fn a_keras_export_takes_images_channels_first() {
+    let model = Model::load(keras().join("keras.onnx")).unwrap();
+    let input = model.network().image_input().unwrap();
+    assert_eq!(input.shape, [None, Some(3), Some(32), Some(32)]);
+    let conv2 = "functional_1/conv2_1/Relu";
+    let (_, out) = run_on_x(&model, &keras(), &["functional_1/logits_1/MatMul", conv2]);
+    assert_as_exported(&out[0], &keras().join("logits.npy"));
+    lifts_every_unit(&model, conv2, &out[1], 32);
 }
 
 /// A transformer as PyTorch exports it: `nn.MultiheadAttention` folds the batch into its heads'
@@ -183,8 +211,8 @@ fn a_transformer_whose_export_fixed_its_batch_runs_a_batch() {
         .batch_fixed());
     let model = Model::load(reference().join("vit.onnx")).unwrap();
     let net = model.network();
-    let (input, out) = run_on_x(&model, &["logits", "encoder.linear1"]);
-    assert_as_pytorch(&out[0], "vit_logits.npy");
+    let (input, out) = run_on_x(&model, &reference(), &["logits", "encoder.linear1"]);
+    assert_as_exported(&out[0], &reference().join("vit_logits.npy"));
     // The batch of 2 failed, and a pass on zeros told why.
     assert!(net.batch_fixed());
 
