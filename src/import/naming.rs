@@ -287,8 +287,9 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
                 // that this node alone reads (a conv with its batch norm folded in). Not a
                 // Clip's bound (`min_val_cast`), a constant it made up (`val_226`), or weights
                 // it merged because they were equal (every untrained LayerNorm's).
-                // Of a `torch.nn` module that takes several nodes, the last gives its output and
-                // has its name (a LayerNorm2d's norm is not it: its transpose back is).
+                // Of a leaf module that takes several nodes, the last gives its output and has
+                // its name (of torchvision's LayerNorm2d in a classic export, its transpose back,
+                // not the norm that reads its weight).
                 n.torch.is_none_or(|torch| {
                     // A module's parameter is named by its path (not `/Constant_2_output_0`,
                     // the classic exporter's name for a constant).

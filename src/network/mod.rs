@@ -678,12 +678,11 @@ impl Network {
             for ((target, value), gathered) in targets.iter().zip(values).zip(&mut per_target) {
                 if value.dims().first() != Some(&1) {
                     return Err(Error::Message(format!(
-                        "{target} is {:?} for one image, with no batch axis to gather a batch \
-                         of {n} along: {} fixes its batch at 1 (an exporter wrote the batch \
-                         into a shape), so a batch runs one image at a time here, and only to \
-                         nodes whose output leads with the batch",
-                        value.dims(),
-                        self.name
+                        "{target} is {:?} for one image, with no batch axis: this model's file \
+                         fixes its batch at 1 (its exporter wrote the batch into a shape), so a \
+                         batch of {n} runs one image at a time, and only to nodes whose output \
+                         leads with the batch",
+                        value.dims()
                     )));
                 }
                 gathered.push(value);
