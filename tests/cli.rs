@@ -172,6 +172,40 @@ fn a_model_whose_file_fixes_its_batch_evaluates_a_batch() {
     assert!(worst < 1e-5, "logits differ from PyTorch's by {worst}");
 }
 
+/// A Keras model (tests/exporters.rs) takes images channels-first like every other: a batch as
+/// TensorFlow keeps it, channels-last, is one error that says how to turn it.
+#[test]
+fn channels_last_images_are_refused_with_how_to_turn_them() {
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/keras_export");
+    let x = npy::read(&reference.join("x.npy")).unwrap();
+    let [n, c, h, w] = x.shape[..] else {
+        panic!("{:?}", x.shape)
+    };
+    let mut nhwc = vec![0.0; x.data.len()];
+    for (i, v) in x.data.iter().enumerate() {
+        let (b, ch, y, xx) = (i / (c * h * w), i / (h * w) % c, i / w % h, i % w);
+        nhwc[((b * h + y) * w + xx) * c + ch] = *v;
+    }
+    let input = tmp("keras-nhwc.npy");
+    npy::write(&input, &[n, h, w, c], &nhwc).unwrap();
+    let out = microscope(&[
+        "eval",
+        reference.join("keras.onnx").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        tmp("keras-nhwc-out").to_str().unwrap(),
+    ]);
+    assert_clean_failure(
+        &out,
+        &[
+            "expected shape [?, 3, 32, 32]",
+            "channels-last",
+            "transpose(0, 3, 1, 2)",
+        ],
+    );
+}
+
 #[test]
 fn missing_file() {
     let out = microscope(&["info", "/nonexistent/model.onnx"]);

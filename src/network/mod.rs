@@ -940,9 +940,23 @@ fn check_input(spec: &InputSpec, dims: &[usize], any_size: bool) -> Result<()> {
         .iter()
         .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
         .collect();
+    // Images channels-last, as TensorFlow keeps them (a Keras model's input is declared
+    // channels-first here too: see `import::layout`).
+    let channels_last = match (&spec.shape[..], dims) {
+        ([_, Some(c), h, w], &[_, gh, gw, gc]) => {
+            gc == *c && h.is_none_or(|h| h == gh) && w.is_none_or(|w| w == gw) && gc != gh
+        }
+        _ => false,
+    };
+    let hint = if channels_last {
+        "; these images are channels-last: microscope takes them channels-first, [N, C, H, W] \
+         (numpy: x.transpose(0, 3, 1, 2))"
+    } else {
+        ""
+    };
     Err(Error::Input {
         name: spec.name.clone(),
-        message: format!("expected shape [{}], got {dims:?}", want.join(", ")),
+        message: format!("expected shape [{}], got {dims:?}{hint}", want.join(", ")),
     })
 }
 
