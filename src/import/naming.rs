@@ -91,7 +91,7 @@ impl TorchCall {
     /// its last part that is not a number on (`layer1.0` for `layer1.0`, `conv1` for
     /// `layer1.0.conv1`, `block.0.0` for `features.1.block.0.0`), so the path is rebuilt scope by
     /// scope. The names carry no classes: a module is a leaf when no node lies inside it.
-    /// `None` for a name not of that form, e.g. a scope that does not continue its parent's.
+    /// `None` for a name not of that form.
     pub fn from_scopes(nodes: &[(&str, &str)]) -> Vec<Option<TorchCall>> {
         let parsed: Vec<Option<(String, String)>> = nodes
             .iter()
@@ -165,16 +165,27 @@ fn classic_scope(name: &str, op: &str) -> Option<(String, String)> {
     for scope in scopes {
         let parts: Vec<&str> = scope.split('.').collect();
         let (head, own) = parts.split_at(parts.len() - 1);
-        // A name, then numbers, of which all but the last are the parent's; or numbers only,
-        // the whole path (the layers of a top-level `nn.Sequential`: `/0/Conv`).
-        let continues = match parts.iter().position(|a| !number(a)) {
-            Some(0) => parts[1..].iter().all(|a| number(a)) && path.ends_with(head),
-            None => path == head,
-            Some(_) => false,
-        };
-        if !parts.iter().all(|a| module_part(a)) || !continues {
+        // Finding the ancestors below costs the square of their count: no module is nested in
+        // that many lists at once.
+        if head.len() > 16 {
             return None;
         }
+        // A name, then numbers: all but the last are ancestors', those the path has last, and
+        // those of modules that were never called (an `nn.ModuleList`, whose children are
+        // called one by one: `/encoder/layer.0/...` for `encoder.layer.0`). Or numbers only,
+        // the whole path (the layers of a top-level `nn.Sequential`: `/0/Conv`).
+        let known = match parts.iter().position(|a| !number(a)) {
+            Some(0) if parts[1..].iter().all(|a| number(a)) => (0..=head.len())
+                .rev()
+                .find(|&k| path.ends_with(&head[..k]))
+                .unwrap_or(0),
+            None if path == head => head.len(),
+            _ => return None,
+        };
+        if !parts.iter().all(|a| module_part(a)) {
+            return None;
+        }
+        path.extend(&head[known..]);
         path.push(own[0]);
     }
     Some((path.join("."), op.to_lowercase()))
@@ -461,8 +472,10 @@ mod tests {
             ("/0/Conv", "Conv"),
             ("/0/0.1/Relu", "Relu"),
             ("/trunk/block1/block1-0/proj/proj.0/Conv", "Conv"),
+            ("/encoder/layer.0/conv/Conv", "Conv"),
+            ("/encoder/layer.0/Add", "Add"),
             // Not of that form.
-            ("/layer1/layer2.0/Conv", "Conv"),
+            ("/a/0.1/Conv", "Conv"),
             ("/conv1/Relu", "Conv"),
             ("conv1/Conv", "Conv"),
             ("/a b/Conv", "Conv"),
@@ -491,6 +504,8 @@ mod tests {
                 want("0", "conv", false),
                 want("0.1", "relu", true),
                 want("trunk.block1.block1-0.proj.0", "conv", true),
+                want("encoder.layer.0.conv", "conv", true),
+                want("encoder.layer.0", "add", false),
             ]
             .into_iter()
             .chain(std::iter::repeat_n(None, 10))

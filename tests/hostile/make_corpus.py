@@ -518,6 +518,24 @@ def build(out):
         note="100 nodes named in the classic exporter's form, 16,000 scopes deep",
     )
 
+    # One scope of a name and 100,000 numbers (`/a.0.0.0.../Relu`, 200 KB), read as module
+    # paths are: it must still load at once.
+    m = c.write(
+        "numbered_scope.onnx",
+        model(
+            [helper.make_node("Relu", ["x"], ["y"], name="/a" + ".0" * 100000 + "/Relu")],
+            [x_input()],
+            [output("y")],
+        ),
+    )
+    c.case(
+        "numbered_scope_info",
+        m,
+        "info",
+        "load_fast",
+        note="a node named in the classic exporter's form, one scope of 100,000 numbers",
+    )
+
     # A Concat of two constants of shape [200000, 1] (made by ConstantOfShape, so the file is
     # tiny): big-ish constants must not make describing the model slow.
     value = helper.make_tensor("value", TensorProto.FLOAT, [1], [0.5])
