@@ -19,7 +19,9 @@ With --classic, the classic exporter (`dynamo=False`, the default before PyTorch
 Measured on 2026-12-05 (torch 2.15, torchvision's defaults, weights that start at zero given
 small random values): all 19 below load and agree with PyTorch at a batch of 2 (relative error
 at most 1.6e-6). vit_b_16's export fixes its batch at 1 in a Reshape (onnxruntime refuses a
-batch of 2); microscope runs a batch one image at a time on it.
+batch of 2); microscope runs a batch one image at a time on it. With --classic, all 19 agree
+too (at most 1.6e-6), and every layer has a module name (none is left a scope like
+`/features/features.0/Conv`).
 """
 
 import os
