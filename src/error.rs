@@ -23,10 +23,11 @@ pub enum Error {
     InModel { path: PathBuf, source: Box<Error> },
     /// The model uses an operator the runtime does not implement.
     #[error(
-        "unsupported op_type {} (domain {:?}) for node {}",
+        "unsupported op_type {} (domain {:?}) for node {}{}",
         brief(.op),
         brief(.domain),
-        brief(.node)
+        brief(.node),
+        unsupported_hint(.op)
     )]
     UnsupportedOp {
         op: String,
@@ -111,6 +112,18 @@ pub(crate) fn brief(text: &str) -> Cow<'_, str> {
     ))
 }
 
+/// What an unsupported op says about the file, where it says more than that microscope lacks it.
+fn unsupported_hint(op: &str) -> &'static str {
+    // tf2onnx leaves a TensorFlow function it could not convert as a call of it (Keras 3's
+    // ConvNeXt layers): no runtime can run such a file.
+    if op.ends_with("PartitionedCall") {
+        "; it is TensorFlow's, not ONNX's: the exporter (tf2onnx) left a function it did not \
+         convert"
+    } else {
+        ""
+    }
+}
+
 /// `text` with each innermost `[a, b, …]` list of more than [`LIST_LONG`] numbers shortened.
 fn brief_lists(text: &str) -> Cow<'_, str> {
     let mut out = String::new();
@@ -145,6 +158,28 @@ fn brief_lists(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tensorflow_call_left_in_the_file_is_named_as_the_exporters() {
+        let unsupported = |op: &str| {
+            Error::UnsupportedOp {
+                op: op.into(),
+                domain: String::new(),
+                node: "block/dwconv".into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            unsupported("StatefulPartitionedCall"),
+            "unsupported op_type StatefulPartitionedCall (domain \"\") for node block/dwconv; it \
+             is TensorFlow's, not ONNX's: the exporter (tf2onnx) left a function it did not \
+             convert"
+        );
+        assert_eq!(
+            unsupported("Loop"),
+            "unsupported op_type Loop (domain \"\") for node block/dwconv"
+        );
+    }
 
     #[test]
     fn a_long_list_of_numbers_shows_its_start_and_its_length() {
