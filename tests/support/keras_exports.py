@@ -21,7 +21,6 @@ was killed for memory on a 24 GB machine, so it is not in the list.)
 """
 
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -29,6 +28,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_check import compare, run_all  # noqa: E402
 
 ARCHS = [
     "ResNet50", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "EfficientNetV2B0",
@@ -52,32 +54,11 @@ def check(microscope, out, name):
     x = (np.random.default_rng(0).random((2, size, size, 3)) * 255).astype("float32")
     np.save(os.path.join(d, "x.npy"), np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     want = model(x).numpy()
-    run = subprocess.run(
-        [microscope, "eval", os.path.join(d, "model.onnx"), "--input", os.path.join(d, "x.npy"),
-         "--out", os.path.join(d, "out")],
-        capture_output=True, text=True,
-    )
-    if run.returncode != 0:
-        return "FAILED: " + run.stderr.strip()
-    got = np.load(os.path.join(d, "out", os.listdir(os.path.join(d, "out"))[0]))
-    error = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
-    info = subprocess.run([microscope, "info", os.path.join(d, "model.onnx")],
-                          capture_output=True, text=True).stdout.splitlines()
-    table = next(i for i, line in enumerate(info) if line.startswith("node ")) + 1
-    layers = [line.split()[0] for line in info[table:-1]]
-    return "relative error %.1e; layers %s ... %s" % (error, layers[:3], layers[-3:])
+    return compare(microscope, d, want)
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit("usage: keras_exports.py MICROSCOPE_BIN OUT_DIR [ARCH...]")
-    microscope, out = os.path.abspath(sys.argv[1]), sys.argv[2]
-    for name in sys.argv[3:] or ARCHS:
-        try:
-            result = check(microscope, out, name)
-        except Exception as e:  # an export that fails is a result too
-            result = "EXPORT FAILED: %s: %s" % (type(e).__name__, str(e)[:300])
-        print("%s: %s" % (name, result), flush=True)
+    run_all("keras_exports.py", ARCHS, check)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,14 @@ too (at most 1.6e-6), and every layer has a module name (none is left a scope li
 """
 
 import os
-import subprocess
 import sys
 
 import numpy as np
 import torch
 import torchvision
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_check import compare, run_all  # noqa: E402
 
 ARCHS = [
     "resnet50", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t",
@@ -69,36 +71,14 @@ def check(microscope, out, name):
     with torch.no_grad():
         want = model(torch.from_numpy(x))
     want = (want if torch.is_tensor(want) else want[0]).numpy()
-    run = subprocess.run(
-        [microscope, "eval", os.path.join(d, "model.onnx"), "--input", os.path.join(d, "x.npy"),
-         "--out", os.path.join(d, "out")],
-        capture_output=True, text=True,
-    )
-    if run.returncode != 0:
-        return "FAILED: " + run.stderr.strip()
-    got = np.load(os.path.join(d, "out", "logits.npy"))
-    error = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
-    info = subprocess.run([microscope, "info", os.path.join(d, "model.onnx")],
-                          capture_output=True, text=True).stdout.splitlines()
-    table = next(i for i, line in enumerate(info) if line.startswith("node ")) + 1
-    layers = [line.split()[0] for line in info[table:-1]]
-    return "relative error %.1e; layers %s ... %s" % (error, layers[:3], layers[-3:])
+    return compare(microscope, d, want)
 
 
 CLASSIC = "--classic" in sys.argv
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a != "--classic"]
-    if len(args) < 2:
-        sys.exit("usage: torchvision_exports.py [--classic] MICROSCOPE_BIN OUT_DIR [ARCH...]")
-    microscope, out = os.path.abspath(args[0]), args[1]
-    for name in args[2:] or ARCHS:
-        try:
-            result = check(microscope, out, name)
-        except Exception as e:  # an export that fails is a result too
-            result = "EXPORT FAILED: %s: %s" % (type(e).__name__, str(e)[:300])
-        print("%s: %s" % (name, result), flush=True)
+    run_all("torchvision_exports.py", ARCHS, check, ("--classic",))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""What tests/support/torchvision_exports.py and keras_exports.py share: evaluating an exported
+model with `microscope eval`, comparing with the framework's output, and the run over the
+architectures. Imports no framework, so that each script runs in its own environment.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+
+def compare(microscope, d, want):
+    """Runs `microscope eval` on d/model.onnx with d/x.npy; one line: the relative error against
+    `want` and the first and last layer names, or why it failed."""
+    out = os.path.join(d, "out")
+    run = subprocess.run(
+        [microscope, "eval", os.path.join(d, "model.onnx"), "--input", os.path.join(d, "x.npy"),
+         "--out", out],
+        capture_output=True, text=True,
+    )
+    if run.returncode != 0:
+        return "FAILED: " + run.stderr.strip()
+    got = np.load(os.path.join(out, sorted(os.listdir(out))[0]))
+    error = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
+    info = subprocess.run([microscope, "info", os.path.join(d, "model.onnx")],
+                          capture_output=True, text=True).stdout.splitlines()
+    table = next(i for i, line in enumerate(info) if line.startswith("node ")) + 1
+    layers = [line.split()[0] for line in info[table:-1]]
+    return "relative error %.1e; layers %s ... %s" % (error, layers[:3], layers[-3:])
+
+
+def run_all(script, archs, check, flags=()):
+    """The scripts' main: `script [FLAGS] MICROSCOPE_BIN OUT_DIR [ARCH...]`, one line per
+    architecture from `check(microscope, out, name)`."""
+    args = [a for a in sys.argv[1:] if a not in flags]
+    if len(args) < 2:
+        shown = "".join(" [%s]" % f for f in flags)
+        sys.exit("usage: %s%s MICROSCOPE_BIN OUT_DIR [ARCH...]" % (script, shown))
+    microscope, out = os.path.abspath(args[0]), args[1]
+    for name in args[2:] or archs:
+        try:
+            result = check(microscope, out, name)
+        except Exception as e:  # an export that fails is a result too
+            result = "EXPORT FAILED: %s: %s" % (type(e).__name__, str(e)[:300])
+        print("%s: %s" % (name, result), flush=True)
