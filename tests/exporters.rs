@@ -182,8 +182,9 @@ fn lifts_every_unit(model: &Model, layer: &str, maps: &DynTensor, size: usize) {
     }
 }
 
-/// A Keras network as tf2onnx writes it takes images channels-last (`[N, 32, 32, 3]`) and turns
-/// them channels-first itself. microscope declares that input channels-first, as every other
+/// A Keras network as tf2onnx writes it names nodes after TensorFlow's scopes
+/// (`functional_1/conv2_1/Relu`) and takes images channels-last (`[N, 32, 32, 3]`), turning them
+/// channels-first itself. Its layers have the names Keras gave them. microscope declares that input channels-first, as every other
 /// model's (a Transpose in front turns it back), so the same images and techniques work: it
 /// computes what Keras computed, and feature visualization lifts the units of conv2 above what the
 /// two inputs give them (the file's metadata says its pixels are in [0, 255]).
@@ -192,10 +193,32 @@ fn a_keras_export_takes_images_channels_first() {
     let model = Model::load(keras().join("keras.onnx")).unwrap();
     let input = model.network().image_input().unwrap();
     assert_eq!(input.shape, [None, Some(3), Some(32), Some(32)]);
-    let conv2 = "functional_1/conv2_1/Relu";
-    let (_, out) = run_on_x(&model, &keras(), &["functional_1/logits_1/MatMul", conv2]);
+    // Layers have their Keras names; a layer's ops but the last, and the Transpose in front,
+    // are named under it.
+    assert_eq!(
+        names(&model),
+        [
+            "image/channels_last",
+            "rescale/mul",
+            "rescale",
+            "conv1/convolution",
+            "conv1/convolution_2",
+            "conv1",
+            "pool1",
+            "conv2/convolution",
+            "conv2",
+            "gap/mean",
+            "gap",
+            "logits"
+        ]
+    );
+    assert_eq!(
+        model.layer("functional_1/conv2_1/Relu").unwrap().name,
+        "conv2"
+    );
+    let (_, out) = run_on_x(&model, &keras(), &["logits", "conv2"]);
     assert_as_exported(&out[0], &keras().join("logits.npy"));
-    lifts_every_unit(&model, conv2, &out[1], 32);
+    lifts_every_unit(&model, "conv2", &out[1], 32);
 }
 
 /// A transformer as PyTorch exports it: `nn.MultiheadAttention` folds the batch into its heads'

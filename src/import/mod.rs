@@ -143,6 +143,10 @@ fn parse_with(
             .map(|&i| (graph.node[i].name.as_str(), graph.node[i].op_type.as_str()))
             .collect();
         torch = naming::TorchCall::from_scopes(&named);
+        if model.producer_name == "tf2onnx" && torch.iter().all(Option::is_none) {
+            let names: Vec<&str> = named.iter().map(|(name, _)| *name).collect();
+            torch = naming::TorchCall::from_keras_scopes(&names);
+        }
     }
     let infos: Vec<NodeInfo> = compute
         .iter()

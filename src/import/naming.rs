@@ -6,7 +6,8 @@
 //! 2. after its first parameter: a Conv whose weight is `inception_4a/1x1_w_0` becomes
 //!    `inception_4a/1x1`;
 //! 3. after the PyTorch module that made it, when the exporter noted it or wrote it into the
-//!    name ([`TorchCall`]): `layer1.0.relu`, `layer1.0.add`;
+//!    name ([`TorchCall`]): `layer1.0.relu`, `layer1.0.add`; or after the Keras layer, from
+//!    the TensorFlow scopes tf2onnx names nodes by: `conv2_block1_out`, `conv1_bn/mul`;
 //! 4. an activation after the node it activates: `inception_4a/1x1/relu`;
 //! 5. a Concat after the block its inputs share: `inception_4a/output`;
 //! 6. else op type and index: `MaxPool_2`.
@@ -47,6 +48,8 @@ pub struct TorchCall {
     /// Whether the module is one of `torch.nn`'s own (a leaf, as torchvision's feature
     /// extraction treats them).
     pub leaf: bool,
+    /// What joins the module and the call: `.` as in PyTorch, `/` for Keras's layers.
+    pub sep: char,
 }
 
 impl TorchCall {
@@ -81,6 +84,7 @@ impl TorchCall {
             module: module.to_string(),
             call: call.to_string(),
             leaf,
+            sep: '.',
         })
     }
 
@@ -97,32 +101,49 @@ impl TorchCall {
             .iter()
             .map(|&(name, op)| classic_scope(name, op))
             .collect();
-        // `m.` for every module path m, sorted: the paths inside m follow `m.` at once. (A set
-        // of every path's ancestors would cost the square of a path's depth, and a file's names
-        // may be thousands of scopes deep.)
-        let mut keys: Vec<String> = parsed
-            .iter()
-            .flatten()
-            .map(|(module, _)| format!("{module}."))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let outer = |module: &str| {
-            let key = format!("{module}.");
-            let next = keys.partition_point(|k| *k <= key);
-            keys.get(next).is_some_and(|k| k.starts_with(&key))
+        with_leaves(parsed, '.')
+    }
+
+    /// The Keras layers that tf2onnx writes into node names from TensorFlow's name scopes, one
+    /// per node of `nodes` (names): `resnet50_1/conv2_block1_out_1/Relu` is the Relu of layer
+    /// `conv2_block1_out` of model `resnet50`. Keras 3 adds `_1` to each layer's scope (`_2` to
+    /// a second call), not to the scopes of TensorFlow's ops inside it
+    /// (`conv1_bn_1/batchnorm/mul_1`), so a layer inside a model inside the model is found too
+    /// (`mobilenetv2_1.00_224/block_1_expand`). The model's own scope, which every node has, is
+    /// left out. `None` for every node unless the names are of that form (Keras 2's carry no
+    /// such mark).
+    pub fn from_keras_scopes(nodes: &[&str]) -> Vec<Option<TorchCall>> {
+        let none = || vec![None; nodes.len()];
+        let Some(model) = nodes
+            .first()
+            .and_then(|n| n.split_once('/'))
+            .map(|(m, _)| m)
+        else {
+            return none();
         };
-        parsed
-            .iter()
-            .map(|p| {
-                let (module, call) = p.as_ref()?;
-                Some(TorchCall {
-                    leaf: !module.is_empty() && !outer(module),
-                    module: module.clone(),
-                    call: call.clone(),
-                })
-            })
-            .collect()
+        if keras_counter(model).is_none() {
+            return none();
+        }
+        let mut parsed = Vec::with_capacity(nodes.len());
+        for name in nodes {
+            let mut scopes: Vec<&str> = name.split('/').collect();
+            let op = scopes.pop().unwrap_or_default();
+            if scopes.first() != Some(&model) {
+                return none();
+            }
+            let layers: Vec<&str> = scopes[1..]
+                .iter()
+                .map_while(|scope| keras_counter(scope))
+                .collect();
+            if !layers.iter().all(|l| module_part(l)) || op.is_empty() {
+                return none();
+            }
+            // The op, without tf2onnx's counters (`mul_1__6`).
+            let op = op.split("__").next().unwrap_or_default();
+            let call = keras_counter(op).unwrap_or(op).to_lowercase();
+            parsed.push(Some((layers.join("/"), call)));
+        }
+        with_leaves(parsed, '/')
     }
 
     /// `module.call`, or whichever of the two there is.
@@ -130,7 +151,7 @@ impl TorchCall {
         match (self.module.as_str(), self.call.as_str()) {
             (m, "") => m.to_string(),
             ("", c) => c.to_string(),
-            (m, c) => format!("{m}.{c}"),
+            (m, c) => format!("{m}{}{c}", self.sep),
         }
     }
 
@@ -146,6 +167,45 @@ impl TorchCall {
 /// child any name without a dot), but nothing empty and no spaces or control characters.
 fn module_part(part: &str) -> bool {
     !part.is_empty() && !part.contains(|c: char| c.is_whitespace() || c.is_control() || c == '/')
+}
+
+/// `name` without the counter Keras 3 adds to a layer's scope (`conv1_1` → `conv1`); `None`
+/// without one.
+fn keras_counter(name: &str) -> Option<&str> {
+    let (stem, n) = name.rsplit_once('_')?;
+    (!stem.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(stem)
+}
+
+/// Module paths and calls as [`TorchCall`]s, each module a leaf when no other lies inside it
+/// (paths joined by `sep`).
+fn with_leaves(parsed: Vec<Option<(String, String)>>, sep: char) -> Vec<Option<TorchCall>> {
+    // `m.` for every module path m, sorted: the paths inside m follow `m.` at once. (A set of
+    // every path's ancestors would cost the square of a path's depth, and a file's names may be
+    // thousands of scopes deep.)
+    let mut keys: Vec<String> = parsed
+        .iter()
+        .flatten()
+        .map(|(module, _)| format!("{module}{sep}"))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let outer = |module: &str| {
+        let key = format!("{module}{sep}");
+        let next = keys.partition_point(|k| *k <= key);
+        keys.get(next).is_some_and(|k| k.starts_with(&key))
+    };
+    parsed
+        .into_iter()
+        .map(|p| {
+            let (module, call) = p?;
+            Some(TorchCall {
+                leaf: !module.is_empty() && !outer(&module),
+                module,
+                call,
+                sep,
+            })
+        })
+        .collect()
 }
 
 /// A classic export's node name read as (module path, call): see [`TorchCall::from_scopes`].
@@ -302,6 +362,11 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
                 // its name (of torchvision's LayerNorm2d in a classic export, its transpose back,
                 // not the norm that reads its weight).
                 n.torch.is_none_or(|torch| {
+                    // Keras's weights are named after TensorFlow's ops that read them
+                    // (`conv1_conv_1/convolution/ReadVariableOp:0`), never after a layer.
+                    if torch.sep != '.' {
+                        return false;
+                    }
                     // A module's parameter is named by its path (not `/Constant_2_output_0`,
                     // the classic exporter's name for a constant).
                     let path = stem.split('.').all(module_part);
@@ -459,6 +524,20 @@ mod tests {
         assert!(!is_generic("conv1", "Conv"));
     }
 
+    type Triple = Option<(String, String, bool)>;
+
+    /// Each call as (module, call, leaf).
+    fn triples(calls: Vec<Option<TorchCall>>) -> Vec<Triple> {
+        calls
+            .into_iter()
+            .map(|t| t.map(|t| (t.module, t.call, t.leaf)))
+            .collect()
+    }
+
+    fn want(module: &str, call: &str, leaf: bool) -> Triple {
+        Some((module.into(), call.into(), leaf))
+    }
+
     #[test]
     fn classic_pytorch_names_are_read_as_module_paths() {
         let nodes = [
@@ -486,11 +565,7 @@ mod tests {
             ("/", "Conv"),
             ("", "Conv"),
         ];
-        let got: Vec<Option<(String, String, bool)>> = TorchCall::from_scopes(&nodes)
-            .into_iter()
-            .map(|t| t.map(|t| (t.module, t.call, t.leaf)))
-            .collect();
-        let want = |module: &str, call: &str, leaf| Some((module.into(), call.into(), leaf));
+        let got = triples(TorchCall::from_scopes(&nodes));
         assert_eq!(
             got,
             [
@@ -529,6 +604,7 @@ mod tests {
             module: module.into(),
             call: call.into(),
             leaf,
+            sep: '.',
         };
         let relu = notes(
             "['', 'layer1', 'layer1.0', 'layer1.0.relu', 'relu_1']",
@@ -615,6 +691,39 @@ mod tests {
                 "b.ln_2"
             ]
         );
+    }
+
+    #[test]
+    fn keras_layers_are_read_from_tensorflow_scopes() {
+        let names = [
+            "resnet50_1/conv1_bn_1/batchnorm/mul_1__6",
+            "resnet50_1/conv1_bn_1/batchnorm/mul_1",
+            "resnet50_1/activation_1_1/Relu6",
+            "resnet50_1/base_1/block_1_expand_1/Conv2D",
+            "resnet50_1/base_1/add_2/Add",
+            "resnet50_1/Transpose__7",
+        ];
+        let got = triples(TorchCall::from_keras_scopes(&names));
+        assert_eq!(
+            got,
+            [
+                want("conv1_bn", "mul", true),
+                want("conv1_bn", "mul", true),
+                want("activation_1", "relu6", true),
+                want("base/block_1_expand", "conv2d", true),
+                want("base/add", "add", true),
+                want("", "transpose", false),
+            ]
+        );
+        // Keras 2's scopes carry no counter; a node outside the model's scope.
+        for other in [
+            &["model/conv1/Conv2D", "model/conv1/Relu"][..],
+            &["m_1/conv1_1/Conv2D", "Identity"][..],
+            &[][..],
+        ] {
+            let none = TorchCall::from_keras_scopes(other);
+            assert!(none.iter().all(Option::is_none), "{other:?}");
+        }
     }
 
     /// The classic exporter's tensor names (`onnx::Conv_55` for a conv with its batch norm

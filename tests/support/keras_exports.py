@@ -15,7 +15,7 @@ usage: python keras_exports.py MICROSCOPE_BIN OUT_DIR [ARCH...]
 
 Measured on 2026-12-05 (TensorFlow 2.21 with Keras 3, tf2onnx 1.17): 9 of the 10 below load and
 agree with Keras (relative error at most 1.1e-6), their channels-last input declared
-channels-first. ConvNeXtTiny's export keeps TensorFlow calls tf2onnx did not convert
+channels-first, their layers named as Keras names them (`conv1_bn`, `conv2_block1_out`). ConvNeXtTiny's export keeps TensorFlow calls tf2onnx did not convert
 (`StatefulPartitionedCall`), which microscope refuses in one line saying so. (VGG16's export
 was killed for memory on a 24 GB machine, so it is not in the list.)
 """
