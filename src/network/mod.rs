@@ -685,6 +685,17 @@ impl Network {
                         value.dims()
                     )));
                 }
+                // A shape may follow the values (NonZero): images must agree to be joined.
+                if let Some(first) = gathered.first().map(Value::dims) {
+                    if first != value.dims() {
+                        return Err(Error::Message(format!(
+                            "{target} is {first:?} for the first image and {:?} for image {k}: \
+                             a batch run one image at a time (this model's file fixes its batch \
+                             at 1) cannot be joined",
+                            value.dims()
+                        )));
+                    }
+                }
                 gathered.push(value);
             }
         }

@@ -497,6 +497,36 @@ def build(out):
         note="named Conv then 20,000 unnamed Relus (derived names must not nest without bound)",
     )
 
+    # A file that fixes its batch at 1 (a Reshape to [4]) and whose output's size follows the
+    # values (a Slice up to the largest): a batch runs one image at a time, and two images whose
+    # outputs differ in size cannot be joined. One error, not a panic in the join.
+    np.save(
+        os.path.join(out, "two_sizes.npy"),
+        np.array([[[[1, 2, 0, 0]]], [[[3, 0, 0, 0]]]], "<f4"),
+    )
+    m = c.write(
+        "batch_fixed_ragged.onnx",
+        model(
+            [
+                helper.make_node("Reshape", ["x", "flat"], ["r"], name="flatten_one"),
+                helper.make_node("ReduceMax", ["r"], ["m"], keepdims=1, name="largest"),
+                helper.make_node("Cast", ["m"], ["end"], to=TensorProto.INT64, name="end"),
+                helper.make_node("Slice", ["x", "zero", "end", "three"], ["y"], name="up_to"),
+            ],
+            [x_input((1, 1, 1, 4))],
+            [output("y")],
+            [int64s("flat", [4]), int64s("zero", [0]), int64s("three", [3])],
+        ),
+    )
+    c.case(
+        "batch_fixed_ragged_eval",
+        m,
+        "eval",
+        "error",
+        ["--input", "two_sizes.npy"],
+        note="batch fixed at 1, outputs of two sizes for the two images",
+    )
+
     # Names in the classic PyTorch exporter's form (`/a/a/.../Relu`), each 16,000 scopes deep:
     # which modules hold others must not cost the square of the depth (100 nodes, 3.2 MB).
     depth, deep = 16000, 100
