@@ -7,9 +7,9 @@
 //! own Transpose then undoes that one. The model computes what it computed before, from images
 //! in the layout every other model takes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use crate::network::{Attr, InputSpec, Node};
+use crate::network::{Attr, HostTensor, InputSpec, Node};
 
 /// From channels-last to channels-first, as tf2onnx's Transpose before the first convolution.
 const TO_CHANNELS_FIRST: [i64; 4] = [0, 3, 1, 2];
@@ -20,19 +20,27 @@ const KEEPS_LAYOUT: &[&str] = &[
     "Add", "Sub", "Mul", "Div", "Cast", "Identity", "Clip", "Relu",
 ];
 
-/// Declares every channels-last image input of the graph channels-first, with a Transpose
-/// in front of the nodes that read it. A rank-4 input counts as channels-last when its last
-/// axis holds 1, 3 or 4 channels and everything that reads it goes, through [`KEEPS_LAYOUT`]
-/// ops only, into a Transpose to channels-first.
-pub fn channels_first(nodes: &mut Vec<Node>, inputs: &mut [InputSpec], opset: i64) {
-    for spec in inputs.iter_mut() {
+/// Declares a channels-last image input channels-first, with a Transpose in front of the nodes
+/// that read it (its name free among the file's tensors and `constants`). A rank-4 input counts
+/// as channels-last when its last axis holds 1, 3 or 4 channels and everything that reads it
+/// goes, through [`KEEPS_LAYOUT`] ops only, into a Transpose to channels-first. Only the input
+/// of a graph of one: the techniques take one image input, and each of a file's many inputs
+/// would cost a walk over the graph.
+pub fn channels_first(
+    nodes: &mut Vec<Node>,
+    inputs: &mut [InputSpec],
+    constants: &HashMap<String, HostTensor>,
+    opset: i64,
+) {
+    if let [spec] = inputs {
         if !channels_last(spec, nodes) {
-            continue;
+            return;
         }
         let mut tensors: HashSet<&str> = nodes
             .iter()
             .flat_map(|n| n.inputs.iter().chain(&n.outputs))
             .map(String::as_str)
+            .chain(constants.keys().map(String::as_str))
             .collect();
         tensors.insert(&spec.name);
         let turned = free(&tensors, format!("{}:channels_last", spec.name));
@@ -138,7 +146,7 @@ mod tests {
             node("conv", "Conv", &["t", "w"], "c", None),
         ];
         let mut inputs = image(NHWC);
-        channels_first(&mut nodes, &mut inputs, 13);
+        channels_first(&mut nodes, &mut inputs, &HashMap::new(), 13);
         assert_eq!(inputs[0].shape, [None, Some(3), Some(32), Some(32)]);
         let front = &nodes[0];
         // The name is taken by a node of the file.
@@ -183,7 +191,7 @@ mod tests {
         for (what, shape, mut nodes) in cases {
             let before = nodes.len();
             let mut inputs = image(shape);
-            channels_first(&mut nodes, &mut inputs, 13);
+            channels_first(&mut nodes, &mut inputs, &HashMap::new(), 13);
             assert_eq!(
                 (nodes.len(), &inputs[0].shape[..]),
                 (before, &shape[..]),

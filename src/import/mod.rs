@@ -199,7 +199,7 @@ fn parse_with(
             source_name: n.name.clone(),
         });
     }
-    layout::channels_first(&mut nodes, &mut inputs, opset);
+    layout::channels_first(&mut nodes, &mut inputs, &constants, opset);
     let outputs = graph.output.iter().map(|o| o.name.clone()).collect();
     let metadata = model
         .metadata_props
