@@ -10,9 +10,30 @@ import sys
 import numpy as np
 
 
+def relative_error(got, want):
+    return np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
+
+
+def onnxruntime_error(d, want):
+    """onnxruntime's relative error against `want` on the same file, where onnxruntime is
+    installed: how far a second runtime lands tells a network whose random weights amplify
+    rounding from a wrong op."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return ""
+    try:
+        session = onnxruntime.InferenceSession(os.path.join(d, "model.onnx"))
+        name = session.get_inputs()[0].name
+        got = session.run(None, {name: np.load(os.path.join(d, "x.npy"))})[0]
+        return " (onnxruntime %.1e)" % relative_error(got, want)
+    except Exception as e:
+        return " (onnxruntime failed: %s)" % str(e).splitlines()[0][:100]
+
+
 def compare(microscope, d, want):
     """Runs `microscope eval` on d/model.onnx with d/x.npy; one line: the relative error against
-    `want` and the first and last layer names, or why it failed."""
+    `want` (and onnxruntime's) and the first and last layer names, or why it failed."""
     out = os.path.join(d, "out")
     run = subprocess.run(
         [microscope, "eval", os.path.join(d, "model.onnx"), "--input", os.path.join(d, "x.npy"),
@@ -22,12 +43,13 @@ def compare(microscope, d, want):
     if run.returncode != 0:
         return "FAILED: " + run.stderr.strip()
     got = np.load(os.path.join(out, sorted(os.listdir(out))[0]))
-    error = np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)
+    error = relative_error(got, want)
     info = subprocess.run([microscope, "info", os.path.join(d, "model.onnx")],
                           capture_output=True, text=True).stdout.splitlines()
     table = next(i for i, line in enumerate(info) if line.startswith("node ")) + 1
     layers = [line.split()[0] for line in info[table:-1]]
-    return "relative error %.1e; layers %s ... %s" % (error, layers[:3], layers[-3:])
+    return "relative error %.1e%s; layers %s ... %s" % (
+        error, onnxruntime_error(d, want), layers[:3], layers[-3:])
 
 
 def run_all(script, archs, check, flags=()):

@@ -1,5 +1,5 @@
 //! ScatterND: a copy of `data` whose slices at index tuples are replaced by, or combined with,
-//! `updates`.
+//! `updates`; and GatherND, which reads the slices at index tuples.
 //!
 //! Every index tuple is checked against the data's shape (negative indices count from the end)
 //! before anything is written. Host data with host updates (masks built from constants, as in
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use burn::tensor::IndexingUpdateOp;
 
 use super::binary::Op;
-use super::shape::index_tensor;
+use super::shape::{empty, index_tensor};
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{DynTensor, HostData, HostTensor};
@@ -134,7 +134,27 @@ fn layout<B: Backend>(ctx: &Ctx<B>) -> Result<Layout> {
     // Parts of a count that fits do not overflow.
     let rows: usize = dims[..k].iter().product();
     let slice: usize = dims[k..].iter().product();
-    let n = crate::budget::elements(batch).map_err(|e| ctx.error(format!("indices {e}")))?;
+    let targets = tuple_rows(ctx, &dims, 0, &index_dims)?;
+    Ok(Layout {
+        dims,
+        rows,
+        slice,
+        targets,
+    })
+}
+
+/// The row each index tuple of input 1 addresses, tuple by tuple, every tuple checked: rows
+/// count over the data's first `b + k` axes, where `b` leading axes are batch axes that the data
+/// and the indices share (GatherND's `batch_dims`; 0 for ScatterND) and each tuple indexes the
+/// `k` axes after them (negative indices count from the end).
+fn tuple_rows<B: Backend>(
+    ctx: &Ctx<B>,
+    dims: &[usize],
+    b: usize,
+    index_dims: &[usize],
+) -> Result<Vec<usize>> {
+    let (&k, tuples) = index_dims.split_last().expect("indices' rank is checked");
+    let n = crate::budget::elements(tuples).map_err(|e| ctx.error(format!("indices {e}")))?;
     let indices = ctx.ints(1)?;
     if n.checked_mul(k) != Some(indices.len()) {
         return Err(ctx.error(format!(
@@ -142,12 +162,18 @@ fn layout<B: Backend>(ctx: &Ctx<B>) -> Result<Layout> {
             indices.len()
         )));
     }
-    let targets = (0..n)
+    // Tuples per batch element, and rows per batch element; parts of sizes that fit the budget
+    // do not overflow.
+    let per_batch: usize = tuples[b..].iter().product();
+    let indexed = &dims[b..b + k];
+    let rows_per_batch: usize = indexed.iter().product();
+    (0..n)
         .map(|u| {
             let tuple = &indices[u * k..(u + 1) * k];
+            let first = (u / per_batch.max(1)) * rows_per_batch;
             tuple
                 .iter()
-                .zip(&dims)
+                .zip(indexed)
                 .try_fold(0usize, |row, (&i, &size)| {
                     // A size that fits the budget fits an i64.
                     let s = size as i64;
@@ -159,14 +185,78 @@ fn layout<B: Backend>(ctx: &Ctx<B>) -> Result<Layout> {
                     }
                     Ok(row * size + j as usize)
                 })
+                .map(|row| first + row)
         })
-        .collect::<Result<_>>()?;
-    Ok(Layout {
-        dims,
-        rows,
-        slice,
-        targets,
-    })
+        .collect()
+}
+
+/// GatherND (opsets 11–13; 12 added `batch_dims`): the slices of `data` at the index tuples of
+/// `indices`. PyTorch exports `table[:, idx]` (the relative position biases of LeViT,
+/// TinyViT, CoAtNet and GCViT) so. Host data is gathered on the host in its own type; device
+/// data is viewed as rows times slices and gathered with `select`, so gradients reach it.
+pub fn gather_nd<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let dims = ctx.dims(0)?;
+    let index_dims = ctx.dims(1)?;
+    let b = usize::try_from(ctx.node.int("batch_dims", 0)?)
+        .map_err(|_| ctx.error("batch_dims must be 0 or more"))?;
+    let Some(&k) = index_dims.last() else {
+        return Err(ctx.error("indices must have rank 1 or more, got a scalar"));
+    };
+    if b >= dims.len().min(index_dims.len()) {
+        return Err(ctx.error(format!(
+            "batch_dims {b} must be below the ranks of data {dims:?} and indices {index_dims:?}"
+        )));
+    }
+    if dims[..b] != index_dims[..b] {
+        return Err(ctx.error(format!(
+            "the first {b} axes of data {dims:?} and indices {index_dims:?} must agree \
+             (batch_dims)"
+        )));
+    }
+    if k > dims.len() - b {
+        return Err(ctx.error(format!(
+            "indices {index_dims:?} address {k} axes of data {dims:?} after {b} batch axes"
+        )));
+    }
+    let out: Vec<usize> = dims[..b]
+        .iter()
+        .chain(&index_dims[b..index_dims.len() - 1])
+        .chain(&dims[b + k..])
+        .copied()
+        .collect();
+    ctx.fits("output", &out, 8)?;
+    let rows: usize = dims[..b + k].iter().product();
+    let slice: usize = dims[b + k..].iter().product();
+    let targets = tuple_rows(ctx, &dims, b, &index_dims)?;
+    if ctx.is_host(0) {
+        let data = ctx.host(0)?;
+        let n = targets.len() * slice;
+        let slice = slice.max(1);
+        let pick = |i: usize| targets[i / slice] * slice + i % slice;
+        let values = match &data.data {
+            HostData::F32(v) => HostData::F32((0..n).map(|i| v[pick(i)]).collect()),
+            HostData::I64(v) => HostData::I64((0..n).map(|i| v[pick(i)]).collect()),
+        };
+        return Ok(vec![Value::Host(HostTensor {
+            shape: out,
+            data: values,
+            elem: data.elem,
+        })]);
+    }
+    if out.contains(&0) {
+        return Ok(vec![empty(out)]);
+    }
+    ctx.check_rank("output", &out)?;
+    // Device indices are 32-bit (see `index_tensor`).
+    if rows > i32::MAX as usize || targets.len() > i32::MAX as usize {
+        return Err(ctx.error(format!(
+            "{rows} rows and {} index tuples are past the device's 32-bit indices",
+            targets.len()
+        )));
+    }
+    let x = ctx.float(0)?.reshape(&[rows, slice]).to_rank::<2>()?;
+    let picked = x.select(0, index_tensor(&targets, ctx.device));
+    Ok(vec![Value::Device(DynTensor::new(picked).reshape(&out))])
 }
 
 /// ScatterND (opsets 11–18): the output is `data` with `updates[u]` written over (or, with a
@@ -380,5 +470,88 @@ mod tests {
         want[4..8].fill(0.0);
         assert_eq!(x.grad(&grads).unwrap().to_vec(), want);
         assert_eq!(u.grad(&grads).unwrap().to_vec(), [1.0; 4]);
+    }
+
+    #[test]
+    fn gather_nd_reads_batched_tuples_on_host_and_device_and_passes_gradients() {
+        // data [2, 3, 2], batch_dims 1, indices [2, 2, 1]: batch b's tuples pick rows of data[b].
+        let data: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let indices = ints(&[2, 2, 1], &[2, 0, -1, 1]);
+        let attrs = [("batch_dims", Attr::Int(1))];
+        let want = [4.0, 5.0, 0.0, 1.0, 10.0, 11.0, 8.0, 9.0];
+        let host = run(
+            "GatherND",
+            13,
+            &attrs,
+            vec![floats(&[2, 3, 2], &data), indices.clone()],
+        )
+        .unwrap()
+        .remove(0);
+        let Value::Host(host) = host else {
+            panic!("host data is gathered on the host");
+        };
+        assert_eq!(
+            (host.shape.clone(), host.to_f32()),
+            (vec![2, 2, 2], want.to_vec())
+        );
+        // Host integers keep their type.
+        let Value::Host(i) = run(
+            "GatherND",
+            13,
+            &attrs,
+            vec![ints(&[2, 3, 2], &[7; 12]), indices.clone()],
+        )
+        .unwrap()
+        .remove(0) else {
+            panic!("host data is gathered on the host");
+        };
+        assert_eq!(i.elem, Elem::Int);
+        // On the device, with gradients: row 2 of batch 1 is read twice.
+        let ad = crate::Device::cpu().autodiff();
+        let x = DynTensor::from_host(&data, &[2, 3, 2], &ad).require_grad();
+        let twice = ints(&[2, 2, 1], &[2, 0, 2, 2]);
+        let Value::Device(y) = run_on(
+            "GatherND",
+            13,
+            &attrs,
+            vec![Value::Device(x.clone()), twice],
+            &ad,
+        )
+        .unwrap()
+        .remove(0) else {
+            panic!("device data is gathered on the device");
+        };
+        assert_eq!(y.dims(), [2, 2, 2]);
+        let grads = y.backward();
+        let g = x.grad(&grads).unwrap().to_vec();
+        assert_eq!(
+            g,
+            [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0]
+        );
+        // Bad tuples and batch axes are errors that name the node.
+        let cases = [
+            (ints(&[2, 1, 1], &[3, 0]), &attrs[..], "out of range"),
+            (ints(&[3, 1, 1], &[0, 0, 0]), &attrs[..], "must agree"),
+            (ints(&[2, 1, 3], &[0; 6]), &attrs[..], "address 3 axes"),
+            (
+                ints(&[2], &[0, 0]),
+                &attrs[..],
+                "batch_dims 1 must be below",
+            ),
+        ];
+        for (indices, attrs, why) in cases {
+            let err = run(
+                "GatherND",
+                13,
+                attrs,
+                vec![floats(&[2, 3, 2], &data), indices],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("node_under_test") && err.contains(why),
+                "{err}"
+            );
+        }
     }
 }

@@ -1,0 +1,96 @@
+"""Exports timm's architectures as a user would and checks each in `microscope`.
+
+Not run in CI (it needs torch and timm, and takes a long while). For each architecture: build it
+with seeded random weights (`pretrained=False`: no download) at its default input size, export it
+with PyTorch's default exporter (dynamic batch, opset 18) and, where that fails, with the classic
+one (`dynamo=False`, opset 17), evaluate a batch of 2 with `microscope eval`, and compare with
+PyTorch's logits. One line per architecture: which exporter, the relative error or why it
+failed, and the first and last layer names.
+
+Setup (a scratch virtual environment, CPU is enough):
+
+    python3 -m venv /tmp/export-venv
+    /tmp/export-venv/bin/pip install torch torchvision timm onnxscript "onnx==1.23.2" numpy
+
+usage: python timm_exports.py MICROSCOPE_BIN OUT_DIR [ARCH...]
+"""
+
+import os
+import sys
+
+import numpy as np
+import timm
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_check import compare, run_all  # noqa: E402
+
+# One or two small members of each family: convolutions of every kind, attention of every kind,
+# MLP mixers, and the odd ones (TensorFlow's "same" padding, space-to-depth, an LSTM).
+ARCHS = [
+    # convolutional
+    "resnet18d", "seresnext26d_32x4d", "res2net50_14w_8s", "resnest14d", "skresnet18",
+    "ecaresnet26t", "regnety_002", "regnetz_b16", "rexnet_100", "ghostnet_100", "ghostnetv2_100",
+    "mobilenetv3_large_100", "mobilenetv4_conv_small", "tf_efficientnet_b0",
+    "tf_mobilenetv3_small_100", "efficientnetv2_rw_t", "mixnet_s", "lcnet_050", "hgnetv2_b0",
+    "dla34", "dpn68", "cspdarknet53", "hrnet_w18_small", "selecsls42b", "vovnet39a",
+    "tresnet_m", "inception_v4", "xception41", "dm_nfnet_f0", "nf_regnet_b0", "repvgg_a0",
+    "mobileone_s0", "fastvit_t8", "repvit_m1", "convnext_atto", "convnextv2_atto",
+    "inception_next_tiny", "edgenext_xx_small", "starnet_s1", "rdnet_tiny", "mambaout_femto",
+    "densenet121", "vgg11_bn", "gernet_s",
+    # attention
+    "vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "eva02_tiny_patch14_224",
+    "swin_tiny_patch4_window7_224", "swinv2_cr_tiny_ns_224", "cait_xxs24_224",
+    "xcit_nano_12_p16_224", "pit_ti_224", "crossvit_tiny_240", "twins_svt_small", "pvt_v2_b0",
+    "levit_128s", "mobilevit_xxs", "mobilevitv2_050", "efficientformer_l1",
+    "efficientformerv2_s0", "efficientvit_b0", "efficientvit_m0", "tiny_vit_5m_224",
+    "coatnet_nano_rw_224", "maxvit_nano_rw_256", "gcvit_xxtiny", "davit_tiny",
+    "focalnet_tiny_srf", "hiera_tiny_224", "botnet26t_256", "halonet26t", "lambda_resnet26t",
+    "convit_tiny", "visformer_tiny", "volo_d1_224", "nextvit_small", "beit_base_patch16_224",
+    # MLPs and the rest
+    "mixer_s16_224", "resmlp_12_224", "gmlp_ti16_224", "poolformer_s12", "sequencer2d_s",
+]
+
+
+def export(model, size, path, classic):
+    if classic:
+        how = dict(dynamo=False, dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                   opset_version=17)
+    else:
+        how = dict(dynamic_shapes=({0: "batch"},), opset_version=18)
+    torch.onnx.export(model, (torch.rand(1, 3, size[0], size[1]),), path,
+                      input_names=["image"], output_names=["logits"], **how)
+
+
+def check(microscope, out, name):
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    with torch.no_grad():
+        # Some heads start at zero: logits of zeros would agree with anything.
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+    size = model.pretrained_cfg.get("input_size", (3, 224, 224))[1:]
+    path = os.path.join(d, "model.onnx")
+    exporter = "dynamo"
+    try:
+        export(model, size, path, classic=False)
+    except Exception:
+        exporter = "classic"
+        export(model, size, path, classic=True)
+    x = np.random.default_rng(0).random((2, 3, size[0], size[1])).astype("float32")
+    np.save(os.path.join(d, "x.npy"), x)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x))
+    want = (want if torch.is_tensor(want) else want[0]).numpy()
+    return "%s, %s" % (exporter, compare(microscope, d, want))
+
+
+def main():
+    run_all("timm_exports.py", ARCHS, check)
+
+
+if __name__ == "__main__":
+    main()
