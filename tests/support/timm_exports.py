@@ -23,7 +23,7 @@ import timm
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_check import compare, run_all  # noqa: E402
+from export_check import compare, run_all, torch_export  # noqa: E402
 
 # One or two small members of each family: convolutions of every kind, attention of every kind,
 # MLP mixers, and the odd ones (TensorFlow's "same" padding, space-to-depth, an LSTM).
@@ -52,16 +52,6 @@ ARCHS = [
 ]
 
 
-def export(model, size, path, classic):
-    if classic:
-        how = dict(dynamo=False, dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                   opset_version=17)
-    else:
-        how = dict(dynamic_shapes=({0: "batch"},), opset_version=18)
-    torch.onnx.export(model, (torch.rand(1, 3, size[0], size[1]),), path,
-                      input_names=["image"], output_names=["logits"], **how)
-
-
 def check(microscope, out, name):
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
@@ -73,13 +63,7 @@ def check(microscope, out, name):
             if not p.any():
                 p.normal_(0, 0.02)
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))[1:]
-    path = os.path.join(d, "model.onnx")
-    exporter = "dynamo"
-    try:
-        export(model, size, path, classic=False)
-    except Exception:
-        exporter = "classic"
-        export(model, size, path, classic=True)
+    exporter = torch_export(model, size, os.path.join(d, "model.onnx"), "image")
     x = np.random.default_rng(0).random((2, 3, size[0], size[1])).astype("float32")
     np.save(os.path.join(d, "x.npy"), x)
     with torch.no_grad():

@@ -1,5 +1,6 @@
 //! Elementwise operators of several inputs, with numpy broadcasting: Add, Sub, Mul, Div, Mod, Pow,
-//! Max, Min, Sum, Mean, Equal and Where.
+//! Max, Min, Sum, Mean, the comparisons (Equal, Less, Greater, LessOrEqual, GreaterOrEqual), the
+//! logical And, Or and Xor, and Where.
 //!
 //! Activations are computed on the device with burn's ops, so gradients flow through them. When
 //! every input lives on the host (shape arithmetic, folded constants), so does the result, and
@@ -31,6 +32,14 @@ pub(super) enum Op {
     Max,
     Min,
     Equal,
+    Less,
+    Greater,
+    LessEq,
+    GreaterEq,
+    /// And, Or and Xor read nonzero as true.
+    And,
+    Or,
+    Xor,
 }
 
 impl Op {
@@ -62,6 +71,13 @@ impl Op {
             Op::Max => p.max(q),
             Op::Min => p.min(q),
             Op::Equal => f64::from(u8::from(p == q)),
+            Op::Less => f64::from(u8::from(p < q)),
+            Op::Greater => f64::from(u8::from(p > q)),
+            Op::LessEq => f64::from(u8::from(p <= q)),
+            Op::GreaterEq => f64::from(u8::from(p >= q)),
+            Op::And => f64::from(u8::from(p != 0.0 && q != 0.0)),
+            Op::Or => f64::from(u8::from(p != 0.0 || q != 0.0)),
+            Op::Xor => f64::from(u8::from((p != 0.0) != (q != 0.0))),
         }
     }
 
@@ -84,13 +100,28 @@ impl Op {
             Op::Max => p.max(q),
             Op::Min => p.min(q),
             Op::Equal => i64::from(p == q),
+            Op::Less => i64::from(p < q),
+            Op::Greater => i64::from(p > q),
+            Op::LessEq => i64::from(p <= q),
+            Op::GreaterEq => i64::from(p >= q),
+            Op::And => i64::from(p != 0 && q != 0),
+            Op::Or => i64::from(p != 0 || q != 0),
+            Op::Xor => i64::from((p != 0) != (q != 0)),
         })
     }
 
-    /// The element kind of the result: Pow keeps its base's, Equal makes booleans.
+    /// The element kind of the result: Pow keeps its base's, comparisons and logic make
+    /// booleans.
     fn elem(self, a: Elem, b: Elem) -> Elem {
         let float = match self {
-            Op::Equal => return Elem::Bool,
+            Op::Equal
+            | Op::Less
+            | Op::Greater
+            | Op::LessEq
+            | Op::GreaterEq
+            | Op::And
+            | Op::Or
+            | Op::Xor => return Elem::Bool,
             Op::Pow => a == Elem::Float,
             _ => a == Elem::Float || b == Elem::Float,
         };
@@ -156,6 +187,22 @@ fn device_binary<B: Backend>(
         Op::Max => a.expand(full).max_pair(b.expand(full)),
         Op::Min => a.expand(full).min_pair(b.expand(full)),
         Op::Equal => a.expand(full).equal(b.expand(full)).float(),
+        Op::Less => a.expand(full).lower(b.expand(full)).float(),
+        Op::Greater => a.expand(full).greater(b.expand(full)).float(),
+        Op::LessEq => a.expand(full).lower_equal(b.expand(full)).float(),
+        Op::GreaterEq => a.expand(full).greater_equal(b.expand(full)).float(),
+        Op::And | Op::Or | Op::Xor => {
+            let (p, q) = (
+                a.expand(full).not_equal_elem(0.0),
+                b.expand(full).not_equal_elem(0.0),
+            );
+            match op {
+                Op::And => p.bool_and(q),
+                Op::Or => p.bool_or(q),
+                _ => p.bool_xor(q),
+            }
+            .float()
+        }
     };
     DynTensor::from_storage(y, shape.len())
 }
@@ -205,6 +252,34 @@ pub fn pow<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 
 pub fn equal<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     binary(ctx, Op::Equal)
+}
+
+pub fn less<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    binary(ctx, Op::Less)
+}
+
+pub fn greater<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    binary(ctx, Op::Greater)
+}
+
+pub fn less_or_equal<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    binary(ctx, Op::LessEq)
+}
+
+pub fn greater_or_equal<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    binary(ctx, Op::GreaterEq)
+}
+
+pub fn and<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    binary(ctx, Op::And)
+}
+
+pub fn or<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    binary(ctx, Op::Or)
+}
+
+pub fn xor<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    binary(ctx, Op::Xor)
 }
 
 /// Mod (opsets 10–28): `fmod = 0` floors the quotient (the remainder has the divisor's sign, as
@@ -467,6 +542,35 @@ mod tests {
         let grads = out.backward();
         assert_eq!(x.grad(&grads).unwrap().to_vec(), [1.0; 3]);
         assert_eq!(y.grad(&grads).unwrap().to_vec(), [1.0; 3]);
+    }
+
+    #[test]
+    fn comparisons_and_logic_on_the_device_are_masks_as_on_the_host() {
+        let on = crate::Device::cpu();
+        let (a, b) = ([0.0, 1.0, 2.0, -3.0], [1.0, 1.0, 0.0, 0.0]);
+        let cases = [
+            ("Less", [1.0, 0.0, 0.0, 1.0]),
+            ("LessOrEqual", [1.0, 1.0, 0.0, 1.0]),
+            ("Greater", [0.0, 0.0, 1.0, 0.0]),
+            ("GreaterOrEqual", [0.0, 1.0, 1.0, 0.0]),
+            ("And", [0.0, 1.0, 0.0, 0.0]),
+            ("Or", [1.0, 1.0, 1.0, 1.0]),
+            ("Xor", [1.0, 0.0, 1.0, 1.0]),
+        ];
+        for (op, want) in cases {
+            let inputs = vec![device(&a, &[4], on.burn()), device(&b, &[4], on.burn())];
+            let got = run(op, 16, &[], inputs).unwrap().remove(0);
+            assert!(matches!(got, Value::Device(_)), "{op}");
+            assert_eq!(got.to_host().to_f32(), want, "{op}");
+            let host = |v: &[f32]| Value::Host(HostTensor::f32(vec![4], v.to_vec()));
+            let Value::Host(h) = run(op, 16, &[], vec![host(&a), host(&b)])
+                .unwrap()
+                .remove(0)
+            else {
+                panic!("{op} of host tensors is computed on the host");
+            };
+            assert_eq!((h.elem, h.to_f32()), (Elem::Bool, want.to_vec()), "{op}");
+        }
     }
 
     #[test]

@@ -19,8 +19,16 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// Reads strides, dilations, pads and auto_pad for an input of spatial size `input`.
+    /// Reads strides, dilations, pads and auto_pad for an input of spatial size `input`, and
+    /// checks that the kernel fits and the padded input and output fit the memory budget.
     pub fn read<B: Backend>(ctx: &Ctx<B>, kernel: Vec<usize>, input: &[usize]) -> Result<Window> {
+        let window = Self::parse(ctx, kernel, input)?;
+        window.check(ctx, input)?;
+        Ok(window)
+    }
+
+    /// [`Window::read`] without the checks.
+    pub fn parse<B: Backend>(ctx: &Ctx<B>, kernel: Vec<usize>, input: &[usize]) -> Result<Window> {
         let n = kernel.len();
         let node = ctx.node;
         let list = |name: &str| -> Result<Vec<usize>> {
@@ -83,22 +91,27 @@ impl Window {
             }
             other => return Err(ctx.error(format!("unknown auto_pad {other}"))),
         };
-        let window = Window {
+        Ok(Window {
             kernel,
             strides,
             dilations,
             begin,
             end,
-        };
-        // Sizes from the file: checked before anything is padded or allocated.
-        let out = window.output(input).map_err(|e| ctx.error(e))?;
+        })
+    }
+
+    /// Checks that the kernel fits the padded input and that the padded input and the output
+    /// fit the memory budget: sizes from the file, checked before anything is padded or
+    /// allocated.
+    pub fn check<B: Backend>(&self, ctx: &Ctx<B>, input: &[usize]) -> Result<()> {
+        let out = self.output(input).map_err(|e| ctx.error(e))?;
         ctx.fits(
             "padded input",
-            &window.padded(input).map_err(|e| ctx.error(e))?,
+            &self.padded(input).map_err(|e| ctx.error(e))?,
             4,
         )?;
         ctx.fits("output", &out, 4)?;
-        Ok(window)
+        Ok(())
     }
 
     /// The spatial size of the input after padding (checked arithmetic).

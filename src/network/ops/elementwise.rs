@@ -6,7 +6,7 @@ use burn::tensor::activation;
 
 use super::{Back, Ctx, Value};
 use crate::error::Result;
-use crate::network::value::{DynTensor, Elem, HostTensor, Storage};
+use crate::network::value::{DynTensor, Elem, HostTensor, Storage, MAX_RANK};
 
 fn unary<B: Backend>(
     ctx: &Ctx<B>,
@@ -105,6 +105,97 @@ pub fn gelu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     }
 }
 
+pub fn sin<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.sin())
+}
+
+pub fn cos<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.cos())
+}
+
+/// Floor, Ceil and Round (half to even, as ONNX and burn both say): host integers are already
+/// whole.
+pub fn floor<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary_int(ctx, |x| x.floor(), |v| v)
+}
+
+pub fn ceil<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary_int(ctx, |x| x.ceil(), |v| v)
+}
+
+pub fn round<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary_int(ctx, |x| x.round(), |v| v)
+}
+
+pub fn sign<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary_int(ctx, |x| x.sign(), i64::signum)
+}
+
+/// `log(1 + exp(x))` as `max(x, 0) + log1p(exp(-|x|))`, which neither overflows nor loses the
+/// small values.
+fn softplus_of<B: Backend>(x: Storage<B>) -> Storage<B> {
+    x.clone().clamp_min(0.0) + x.abs().neg().exp().log1p()
+}
+
+/// `alpha · (exp(min(x, 0) / scale) − 1)`: the negative side of Elu, Selu and Celu (0 for
+/// x ≥ 0, where its gradient is 0 too).
+fn exp_below_zero<B: Backend>(x: Storage<B>, alpha: f32, scale: f32) -> Storage<B> {
+    x.clamp_max(0.0)
+        .div_scalar(scale)
+        .exp()
+        .sub_scalar(1.0)
+        .mul_scalar(alpha)
+}
+
+pub fn softplus<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, softplus_of)
+}
+
+pub fn softsign<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.clone() / x.abs().add_scalar(1.0))
+}
+
+/// Mish (opset 18): `x · tanh(softplus(x))`.
+pub fn mish<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.clone() * softplus_of(x).tanh())
+}
+
+pub fn elu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let alpha = ctx.node.float("alpha", 1.0)?;
+    unary(ctx, |x| {
+        x.clone().clamp_min(0.0) + exp_below_zero(x, alpha, 1.0)
+    })
+}
+
+/// Selu: `gamma · elu_alpha(x)`, with ONNX's defaults (the self-normalizing constants).
+pub fn selu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let alpha = ctx.node.float("alpha", 1.673_263_2)?;
+    let gamma = ctx.node.float("gamma", 1.050_701)?;
+    unary(ctx, |x| {
+        (x.clone().clamp_min(0.0) + exp_below_zero(x, alpha, 1.0)).mul_scalar(gamma)
+    })
+}
+
+/// Celu (opset 12): `max(0, x) + min(0, alpha · (exp(x / alpha) − 1))`.
+pub fn celu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let alpha = ctx.node.float("alpha", 1.0)?;
+    if alpha == 0.0 {
+        return Err(ctx.error("alpha must not be 0"));
+    }
+    unary(ctx, |x| {
+        x.clone().clamp_min(0.0) + exp_below_zero(x, alpha, alpha)
+    })
+}
+
+/// ThresholdedRelu: `x` above `alpha`, else 0.
+pub fn thresholded_relu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let alpha = ctx.node.float("alpha", 1.0)?;
+    unary(ctx, |x| {
+        let off = x.clone().lower_equal_elem(alpha);
+        x.mask_fill(off, 0.0)
+    })
+}
+
 pub fn sqrt<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| x.sqrt())
 }
@@ -138,6 +229,50 @@ pub fn not<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         return Ok(vec![Value::Host(HostTensor::bool(h.shape, data))]);
     }
     unary(ctx, |x| x.equal_elem(0.0).float())
+}
+
+/// IsNaN (opsets 9–20): a mask of the NaN values. PyTorch's exporter guards attention's
+/// softmax with it (rows that a mask leaves empty). Host floats give host booleans; integers
+/// are never NaN.
+pub fn is_nan<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    mask_of(ctx, f32::is_nan, |x| x.is_nan())
+}
+
+/// IsInf (opsets 10–20): a mask of the infinite values, of either sign unless
+/// `detect_negative` or `detect_positive` is 0.
+pub fn is_inf<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let negative = ctx.node.int("detect_negative", 1)? != 0;
+    let positive = ctx.node.int("detect_positive", 1)? != 0;
+    let wanted =
+        move |v: f32| (v == f32::INFINITY && positive) || (v == f32::NEG_INFINITY && negative);
+    mask_of(ctx, wanted, move |x| {
+        let up = x.clone().equal_elem(f32::INFINITY);
+        let down = x.equal_elem(f32::NEG_INFINITY);
+        match (positive, negative) {
+            (true, true) => up.bool_or(down),
+            (true, false) => up,
+            (false, true) => down,
+            (false, false) => up.bool_and(down),
+        }
+    })
+}
+
+/// A mask of the values for which `host` holds (`device` on the device, as 0/1 floats).
+fn mask_of<B: Backend>(
+    ctx: &Ctx<B>,
+    host: impl Fn(f32) -> bool,
+    device: impl FnOnce(Storage<B>) -> burn::Tensor<B, MAX_RANK, burn::tensor::Bool>,
+) -> Result<Vec<Value<B>>> {
+    if ctx.is_host(0) {
+        let h = ctx.host(0)?;
+        let data = if h.elem == Elem::Float {
+            h.to_f32().into_iter().map(host).collect()
+        } else {
+            vec![false; h.len()]
+        };
+        return Ok(vec![Value::Host(HostTensor::bool(h.shape, data))]);
+    }
+    unary(ctx, |x| device(x).float())
 }
 
 pub fn hard_sigmoid<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
@@ -228,8 +363,36 @@ pub fn dropout<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::run;
+    use super::super::testing::{run, run_on};
     use crate::network::value::{DynTensor, Elem, HostTensor, Value};
+
+    #[test]
+    fn smooth_activations_stay_finite_far_out_and_pass_gradients() {
+        // Feature visualization pushes activations far: exp(100) overflows a naive softplus.
+        let ad = crate::Device::cpu().autodiff();
+        let xs = [-100.0, -1.0, 0.0, 1.0, 100.0];
+        for op in ["Softplus", "Mish", "Elu", "Selu", "Celu", "Softsign"] {
+            let x = DynTensor::from_host(&xs, &[5], &ad).require_grad();
+            let Value::Device(y) = run_on(op, 18, &[], vec![Value::Device(x.clone())], &ad)
+                .unwrap()
+                .remove(0)
+            else {
+                panic!("{op} runs on the device");
+            };
+            let (y_values, g) = (y.to_vec(), x.grad(&y.backward()).unwrap().to_vec());
+            assert!(
+                y_values.iter().chain(&g).all(|v| v.is_finite()),
+                "{op}: {y_values:?} {g:?}"
+            );
+            // Each rises at 1, and is about x (times Selu's gamma) far above 0.
+            assert!(g[3] > 0.0, "{op}: {g:?}");
+            let top = if op == "Selu" { 105.07 } else { 100.0 };
+            if op != "Softsign" {
+                assert!((y_values[4] - top).abs() < 0.01, "{op}: {y_values:?}");
+                assert!((g[4] - top / 100.0).abs() < 1e-3, "{op}: {g:?}");
+            }
+        }
+    }
 
     #[test]
     fn not_keeps_host_booleans_and_reads_device_masks_as_nonzero() {

@@ -43,8 +43,23 @@ fn plan<B: Backend>(ctx: &Ctx<B>, dims: &[usize]) -> Result<Plan> {
     if spatial.len() > 2 {
         return Err(ctx.error("3-D pooling is not supported"));
     }
-    let win = Window::read(ctx, kernel, spatial)?;
+    let mut win = Window::parse(ctx, kernel, spatial)?;
     let ceil = ctx.node.int("ceil_mode", 0)? != 0;
+    if ceil {
+        // A ceil-mode kernel larger than the padded input still makes one window while it
+        // overhangs by less than a stride (ONNX's and PyTorch's output size; Hugging Face's
+        // EfficientNet pools 7×7 with a 2560 kernel so). That window sees the whole padded input,
+        // and the overhang counts for neither pool: the kernel is cut to the padded input
+        // (undilated kernels only, where that leaves exactly one window).
+        let padded = win.padded(spatial).map_err(|e| ctx.error(e))?;
+        for (i, &padded) in padded.iter().enumerate() {
+            let k = win.kernel[i];
+            if win.dilations[i] == 1 && k > padded && padded > 0 && k - padded < win.strides[i] {
+                win.kernel[i] = padded;
+            }
+        }
+    }
+    win.check(ctx, spatial)?;
     let (mut extra, mut outs) = (Vec::new(), Vec::new());
     let padded_sizes = win.padded(spatial).map_err(|e| ctx.error(e))?;
     for (i, (&size, &padded)) in spatial.iter().zip(&padded_sizes).enumerate() {
@@ -210,4 +225,56 @@ pub fn global_average_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 
 pub fn global_max_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     global(ctx, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::run;
+    use crate::network::node::Attr;
+    use crate::network::value::{DynTensor, Value};
+
+    #[test]
+    fn a_ceil_mode_kernel_past_the_input_makes_one_window_of_all_of_it() {
+        // As onnxruntime computes them: a 3×3 input under an 8×8 kernel with stride 8.
+        let on = crate::Device::cpu();
+        let x = || {
+            let v: Vec<f32> = (0..9).map(|v| v as f32).collect();
+            Value::Device(DynTensor::from_host(&v, &[1, 1, 3, 3], on.burn()))
+        };
+        let ints = |v: &[i64]| Attr::Ints(v.to_vec());
+        let base = [
+            ("kernel_shape", ints(&[8, 8])),
+            ("strides", ints(&[8, 8])),
+            ("ceil_mode", Attr::Int(1)),
+        ];
+        let padded = [
+            ("pads", ints(&[1, 1, 1, 1])),
+            ("count_include_pad", Attr::Int(1)),
+        ];
+        let cases = [
+            ("AveragePool", base.to_vec(), 4.0_f32),
+            (
+                "AveragePool",
+                [&base[..], &padded[..]].concat(),
+                36.0 / 25.0,
+            ),
+            ("MaxPool", base.to_vec(), 8.0),
+        ];
+        for (op, attrs, want) in cases {
+            let y = run(op, 18, &attrs, vec![x()]).unwrap().remove(0);
+            assert_eq!(y.dims(), [1, 1, 1, 1], "{op}");
+            let got = y.to_host().to_f32()[0];
+            assert!((got - want).abs() < 1e-6, "{op} {attrs:?}: {got}");
+        }
+        // Overhanging by a stride or more makes no window: an error naming the node.
+        let mut far = base.to_vec();
+        far[1] = ("strides", ints(&[5, 5]));
+        let err = run("AveragePool", 18, &far, vec![x()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("node_under_test") && err.contains("kernel"),
+            "{err}"
+        );
+    }
 }
