@@ -24,6 +24,10 @@ const EXCLUDED: &[(&str, &str)] = &[
         "3-D pooling is outside the scope of 2-D vision CNNs",
     ),
     (
+        "test_col2im_5d",
+        "Col2Im of 3-D images (volumes) is outside the scope of 2-D vision models",
+    ),
+    (
         "test_einsum_batch_diagonal",
         "an index repeated within one Einsum term (a diagonal) is refused: exporters of vision \
          models do not emit it",

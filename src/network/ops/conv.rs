@@ -1,8 +1,10 @@
-//! Conv and ConvTranspose over 1, 2 or 3 spatial dimensions (1-D runs as 2-D with height 1).
+//! Conv and ConvTranspose over 1, 2 or 3 spatial dimensions (1-D runs as 2-D with height 1), and
+//! Col2Im, a transposed convolution in disguise.
 
 use burn::prelude::*;
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
+use burn::tensor::TensorData;
 
 use super::{Back, Ctx, Value};
 use crate::error::Result;
@@ -300,6 +302,75 @@ pub(crate) fn squeeze_1d<B: Backend>(y: DynTensor<B>, rank: usize) -> DynTensor<
     }
 }
 
+/// Col2Im (opset 18), 2-D images: sums the blocks of input `[N, C·kh·kw, L]` into an image
+/// `[N, C, H, W]` (`image_shape` input 1, `block_shape` input 2, `strides`, `dilations`,
+/// `pads`). PyTorch exports `F.fold` so (VOLO's outlook attention, MobileViTV2's patches).
+///
+/// It is the grouped transposed convolution (C groups) of the blocks laid out on their grid,
+/// with one-hot weights: input channel `c·K + j` adds into channel `c` at block position `j`.
+/// burn then gives it a gradient.
+pub fn col2im<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let x = ctx.float(0)?;
+    let xd = x.dims();
+    let sizes = |i: usize, what: &str| -> Result<Vec<usize>> {
+        let v = ctx.ints(i)?;
+        v.iter()
+            .map(|&s| usize::try_from(s).ok().filter(|&s| s >= 1))
+            .collect::<Option<Vec<_>>>()
+            .filter(|s| s.len() == 2)
+            .ok_or_else(|| ctx.error(format!("{what} {v:?} must be two positive sizes (2-D)")))
+    };
+    let (image, block) = (sizes(1, "image_shape")?, sizes(2, "block_shape")?);
+    let k = block[0]
+        .checked_mul(block[1])
+        .ok_or_else(|| ctx.error(format!("block_shape {block:?} overflows")))?;
+    if xd.len() != 3 || xd.contains(&0) || !xd[1].is_multiple_of(k) {
+        return Err(ctx.error(format!(
+            "input {xd:?} is not [N, C·{k}, blocks] for blocks of {block:?}"
+        )));
+    }
+    let (n, c) = (xd[0], xd[1] / k);
+    let win = Window::parse(ctx, block.clone(), &image)?;
+    win.check(ctx, &image)?;
+    let grid = win.output(&image).map_err(|e| ctx.error(e))?;
+    if grid[0].checked_mul(grid[1]) != Some(xd[2]) {
+        return Err(ctx.error(format!(
+            "input {xd:?} has {} blocks; image {image:?} holds {}×{} of them",
+            xd[2], grid[0], grid[1]
+        )));
+    }
+    ctx.fits("output", &[n, c, image[0], image[1]], 4)?;
+    let weights = ctx.fits("weights", &[xd[1], k], 4)?;
+    let mut w = vec![0.0f32; weights];
+    for ch in 0..xd[1] {
+        w[ch * k + ch % k] = 1.0;
+    }
+    let w = Tensor::<B, 4>::from_data(
+        TensorData::new(w, [xd[1], 1, block[0], block[1]]),
+        ctx.device,
+    );
+    // The transposed convolution covers `(grid - 1)·stride + span`, which reaches within a
+    // stride of the padded image's end; the output padding makes up the rest of the image.
+    let mut extra = [0; 2];
+    for i in 0..2 {
+        let span = span(block[i], win.dilations[i]).expect("checked by the window");
+        let full = (grid[i] - 1) * win.strides[i] + span;
+        extra[i] = (win.begin[i] + image[i]).saturating_sub(full);
+    }
+    let opts = ConvTransposeOptions::new(
+        lift_2d(&win.strides, 1),
+        [0, 0],
+        extra,
+        lift_2d(&win.dilations, 1),
+        c,
+    );
+    let blocks = x.reshape(&[n, xd[1], grid[0], grid[1]]).to_rank::<4>()?;
+    let y = module::conv_transpose2d(blocks, w, None, opts)
+        .narrow(2, win.begin[0], image[0])
+        .narrow(3, win.begin[1], image[1]);
+    Ok(vec![Value::Device(DynTensor::new(y))])
+}
+
 pub fn conv_transpose<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let w = ctx.float(1)?;
@@ -443,4 +514,33 @@ pub fn conv_transpose<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         storage,
         y.rank(),
     ))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::run_on;
+    use crate::network::node::Attr;
+    use crate::network::value::{DynTensor, HostTensor, Value};
+
+    #[test]
+    fn col2im_sums_overlapping_blocks_and_passes_each_its_gradient() {
+        // 2×2 blocks with stride 1 over a 3×3 image, one channel: 4 blocks of 4 values.
+        let ad = crate::Device::cpu().autodiff();
+        let blocks: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let x = DynTensor::from_host(&blocks, &[1, 4, 4], &ad).require_grad();
+        let sizes = |v: &[i64]| Value::Host(HostTensor::i64(vec![2], v.to_vec()));
+        let inputs = vec![Value::Device(x.clone()), sizes(&[3, 3]), sizes(&[2, 2])];
+        let attrs = [("strides", Attr::Ints(vec![1, 1]))];
+        let Value::Device(y) = run_on("Col2Im", 18, &attrs, inputs, &ad).unwrap().remove(0) else {
+            panic!("Col2Im runs on the device");
+        };
+        assert_eq!(y.dims(), [1, 1, 3, 3]);
+        // Input channel j holds block position j; the L axis runs over the 2×2 grid of blocks.
+        // Pixel (1, 1) is position 3 of block 0, 2 of block 1, 1 of block 2 and 0 of block 3.
+        let centre = 12.0 + 9.0 + 6.0 + 3.0;
+        assert_eq!(y.to_vec()[4], centre);
+        assert_eq!(y.to_vec()[0], 0.0);
+        let g = x.grad(&y.backward()).unwrap().to_vec();
+        assert_eq!(g, [1.0; 16]);
+    }
 }

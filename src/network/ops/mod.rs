@@ -342,6 +342,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Ceil", kernel: kernels!(elementwise::ceil), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "6–13" },
     OpSpec { name: "Celu", kernel: kernels!(elementwise::celu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "12" },
     OpSpec { name: "Clip", kernel: kernels!(elementwise::clip), linear: Some("Identity"), activation: true, cuts_off: true, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "Col2Im", kernel: kernels!(conv::col2im), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "18" },
     OpSpec { name: "Concat", kernel: kernels!(shape::concat), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "4–13" },
     OpSpec { name: "Constant", kernel: kernels!(shape::constant), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "1–25" },
     OpSpec { name: "ConstantOfShape", kernel: kernels!(shape::constant_of_shape), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "9–25" },
