@@ -1,5 +1,6 @@
 //! ScatterND: a copy of `data` whose slices at index tuples are replaced by, or combined with,
-//! `updates`; and GatherND, which reads the slices at index tuples.
+//! `updates`; GatherND, which reads the slices at index tuples; and ScatterElements and
+//! GatherElements, their single-element kin along one axis.
 //!
 //! Every index tuple is checked against the data's shape (negative indices count from the end)
 //! before anything is written. Host data with host updates (masks built from constants, as in
@@ -265,6 +266,122 @@ pub fn gather_nd<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 pub fn scatter_nd<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let reduction = Reduction::of(ctx)?;
     let l = layout(ctx)?;
+    scatter_rows(ctx, reduction, l)
+}
+
+/// Where ScatterElements and GatherElements read or write: for each element of the indices
+/// (input 1), the data's flat element at the same position except on `axis`, where the index
+/// says (negative counts from the end). Checks ranks, the indices' shape against the data's,
+/// and every index.
+fn element_targets<B: Backend>(ctx: &Ctx<B>) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+    let dims = ctx.dims(0)?;
+    let index_dims = ctx.dims(1)?;
+    let axis = ctx.axis(ctx.node.int("axis", 0)?, dims.len())?;
+    if index_dims.len() != dims.len()
+        || index_dims
+            .iter()
+            .zip(&dims)
+            .enumerate()
+            .any(|(a, (&i, &d))| a != axis && i > d)
+    {
+        return Err(ctx.error(format!(
+            "indices {index_dims:?} must have the rank of data {dims:?} and be no larger off \
+             axis {axis}"
+        )));
+    }
+    ctx.fits("indices", &index_dims, 8)?;
+    let indices = ctx.ints(1)?;
+    let size = dims[axis] as i64;
+    let mut coord = vec![0usize; dims.len()];
+    let targets = indices
+        .iter()
+        .enumerate()
+        .map(|(flat, &i)| {
+            let mut rem = flat;
+            for a in (0..dims.len()).rev() {
+                coord[a] = rem % index_dims[a];
+                rem /= index_dims[a];
+            }
+            let j = if i < 0 { i.saturating_add(size) } else { i };
+            if !(0..size).contains(&j) {
+                return Err(ctx.error(format!(
+                    "index {i} is out of range for axis {axis} of data {dims:?}"
+                )));
+            }
+            coord[axis] = j as usize;
+            Ok(super::shape::flat_index(&dims, &coord))
+        })
+        .collect::<Result<_>>()?;
+    Ok((dims, index_dims, targets))
+}
+
+/// ScatterElements (opsets 11–18; 16 added `reduction`, 18 max and min): a copy of `data`
+/// whose elements at `indices` along `axis` are replaced by, or combined with, `updates`.
+/// PyTorch exports `select_scatter` and `scatter_` so (ConViT's relative positions). It is
+/// ScatterND over the data seen as rows of one element.
+pub fn scatter_elements<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let reduction = Reduction::of(ctx)?;
+    let (dims, index_dims, targets) = element_targets(ctx)?;
+    let update_dims = ctx.dims(2)?;
+    if update_dims != index_dims {
+        return Err(ctx.error(format!(
+            "updates {update_dims:?} must have the shape of indices {index_dims:?}"
+        )));
+    }
+    ctx.fits("output", &dims, 8)?;
+    let rows = dims.iter().product();
+    let l = Layout {
+        dims,
+        rows,
+        slice: 1,
+        targets,
+    };
+    scatter_rows(ctx, reduction, l)
+}
+
+/// GatherElements (opsets 11–13): the elements of `data` at `indices` along `axis`, in the
+/// indices' shape. On the device, a `select` from the flattened data, so gradients reach it.
+pub fn gather_elements<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let (_, index_dims, targets) = element_targets(ctx)?;
+    if ctx.is_host(0) {
+        let data = ctx.host(0)?;
+        let values = match &data.data {
+            HostData::F32(v) => HostData::F32(targets.iter().map(|&t| v[t]).collect()),
+            HostData::I64(v) => HostData::I64(targets.iter().map(|&t| v[t]).collect()),
+        };
+        return Ok(vec![Value::Host(HostTensor {
+            shape: index_dims,
+            data: values,
+            elem: data.elem,
+        })]);
+    }
+    if index_dims.contains(&0) {
+        return Ok(vec![empty(index_dims)]);
+    }
+    let x = ctx.float(0)?;
+    let total = x.num_elements();
+    // Device indices are 32-bit (see `index_tensor`).
+    if total > i32::MAX as usize {
+        return Err(ctx.error(format!(
+            "data of {total} elements is past the device's 32-bit indices"
+        )));
+    }
+    let picked = x
+        .reshape(&[total])
+        .to_rank::<1>()?
+        .select(0, index_tensor(&targets, ctx.device));
+    Ok(vec![Value::Device(
+        DynTensor::new(picked).reshape(&index_dims),
+    )])
+}
+
+/// Writes the updates (input 2) into the rows of the data (input 0) that `l` says, with
+/// `reduction`: ScatterND's slices, or ScatterElements' single elements.
+fn scatter_rows<B: Backend>(
+    ctx: &Ctx<B>,
+    reduction: Reduction,
+    l: Layout,
+) -> Result<Vec<Value<B>>> {
     if l.targets.is_empty() || l.rows * l.slice == 0 {
         return Ok(vec![ctx.value(0)?]);
     }
@@ -545,6 +662,64 @@ mod tests {
                 13,
                 attrs,
                 vec![floats(&[2, 3, 2], &data), indices],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("node_under_test") && err.contains(why),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn element_ops_pick_along_an_axis_check_every_index_and_pass_gradients() {
+        // GatherElements along axis 1 of [2, 3]: out[i][j] = data[i][idx[i][j]].
+        let ad = crate::Device::cpu().autodiff();
+        let x = DynTensor::from_host(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3], &ad).require_grad();
+        let idx = ints(&[2, 2], &[2, 2, -3, 1]);
+        let axis = [("axis", Attr::Int(1))];
+        let Value::Device(y) = run_on(
+            "GatherElements",
+            13,
+            &axis,
+            vec![Value::Device(x.clone()), idx.clone()],
+            &ad,
+        )
+        .unwrap()
+        .remove(0) else {
+            panic!("device data is gathered on the device");
+        };
+        assert_eq!(y.to_vec(), [3.0, 3.0, 4.0, 5.0]);
+        let g = x.grad(&y.backward()).unwrap().to_vec();
+        assert_eq!(g, [0.0, 0.0, 2.0, 1.0, 1.0, 0.0]);
+        // ScatterElements of host integers (ConViT's position table) stays on the host.
+        let Value::Host(h) = run(
+            "ScatterElements",
+            18,
+            &axis,
+            vec![
+                ints(&[2, 3], &[0; 6]),
+                ints(&[2, 1], &[2, 0]),
+                ints(&[2, 1], &[7, 8]),
+            ],
+        )
+        .unwrap()
+        .remove(0) else {
+            panic!("host data is scattered on the host");
+        };
+        assert_eq!((h.elem, h.to_i64()), (Elem::Int, vec![0, 0, 7, 8, 0, 0]));
+        let bad = [
+            (ints(&[2, 1], &[3, 0]), "out of range"),
+            (ints(&[3, 1], &[0, 0, 0]), "no larger"),
+            (ints(&[2], &[0, 0]), "rank"),
+        ];
+        for (indices, why) in bad {
+            let err = run(
+                "GatherElements",
+                13,
+                &axis,
+                vec![floats(&[2, 3], &[0.0; 6]), indices],
             )
             .unwrap_err()
             .to_string();
