@@ -94,6 +94,14 @@ impl Node {
         }
     }
 
+    pub fn strings(&self, name: &str) -> Result<Option<Vec<String>>> {
+        match self.attr(name) {
+            None => Ok(None),
+            Some(Attr::Strings(v)) => Ok(Some(v.clone())),
+            Some(_) => Err(self.wrong_type(name, "a list of strings")),
+        }
+    }
+
     pub fn tensor(&self, name: &str) -> Option<&HostTensor> {
         match self.attr(name) {
             Some(Attr::Tensor(t)) => Some(t),

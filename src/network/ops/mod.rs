@@ -15,6 +15,7 @@ mod linear;
 pub(crate) mod max_pool_cpu;
 pub(crate) mod norm;
 mod pool;
+mod recurrent;
 mod reduce;
 pub mod resample;
 mod resize;
@@ -376,6 +377,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "IsInf", kernel: kernels!(elementwise::is_inf), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "10–20" },
     OpSpec { name: "IsNaN", kernel: kernels!(elementwise::is_nan), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "9–20" },
     OpSpec { name: "LRN", kernel: kernels!(norm::lrn), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–13" },
+    OpSpec { name: "LSTM", kernel: kernels!(recurrent::lstm), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–22" },
     OpSpec { name: "LayerNormalization", kernel: kernels!(norm::layer_norm), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "17" },
     OpSpec { name: "LeakyRelu", kernel: kernels!(elementwise::leaky_relu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, opsets: "1–16" },
     OpSpec { name: "Less", kernel: kernels!(binary::less), linear: None, activation: false, cuts_off: false, rearranges: false, opsets: "7–13" },
