@@ -9,7 +9,7 @@ use crate::data::{Dataset, ImageSpec};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::import::{parse_file, parse_onnx, read_file};
-use crate::network::{DynTensor, Network, UnitLayout, DYNAMIC_SIZE};
+use crate::network::{DynTensor, Network, DYNAMIC_SIZE};
 use crate::zoo::files as zoo;
 
 #[derive(Clone, Debug)]
@@ -107,7 +107,7 @@ impl Model {
             model: self.clone(),
             name: node.name.clone(),
             op: node.op.clone(),
-            units: UnitLayout::units(&shape),
+            units: self.network.units(name)?,
             shape,
             params: self.network.param_count(node),
         })
@@ -227,7 +227,7 @@ impl Model {
     pub fn unit(&self, layer: &str, index: usize) -> Result<Unit> {
         let node = self.network.node(layer)?;
         let shape = self.network.output_shape(layer)?;
-        let units = UnitLayout::units(&shape);
+        let units = self.network.units(layer)?;
         if index >= units {
             return Err(Error::Message(format!(
                 "unit {}:{index} does not exist: {} ({}) has output shape {shape:?}, units 0..{units}",

@@ -7,6 +7,8 @@
 //! 2. Token layers (`[N, T, C]`) are layers with C units: the layer card, the layer graph and
 //!    the gallery count them so, and feature visualization of a token-layer channel (its mean
 //!    over tokens) rises.
+//! 3. A recurrent layer (a bidirectional LSTM over convolution features) has no units of its
+//!    own; the token layer after it does, and its channels can be visualized.
 
 mod support;
 
@@ -502,4 +504,78 @@ fn a_token_unit_view_has_every_tab() {
             _ => {}
         }
     }
+}
+
+/// A text recognizer's shape: convolution features read as a sequence by a bidirectional LSTM.
+/// The LSTM's own output (`[steps, directions, batch, hidden]`) has no units; the token layer
+/// the exporter makes of it (`[N, T, directions·hidden]`) does, and feature visualization of
+/// one of its channels rises through the recurrence.
+#[test]
+fn a_recurrent_layer_is_viewed_through_the_token_layer_after_it() {
+    use microscope::import::builder::OnnxBuilder;
+    const HIDDEN: usize = 3;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut random = |dims: Vec<usize>, spread: f32| {
+        let n = dims.iter().product();
+        HostTensor::f32(
+            dims,
+            (0..n).map(|_| rng.random_range(-spread..spread)).collect(),
+        )
+    };
+    let mut o = OnnxBuilder::new();
+    o.input("image", &[0, 3, 16, 16])
+        .initializer("w", &random(vec![4, 3, 4, 4], 0.5))
+        .initializer("lw", &random(vec![2, 4 * HIDDEN, 4], 0.8))
+        .initializer("lr", &random(vec![2, 4 * HIDDEN, HIDDEN], 0.8))
+        .int64_initializer("seq", &[3], &[-1, 4, 16])
+        .int64_initializer("tok", &[3], &[-1, 16, 2 * HIDDEN as i64])
+        .node(
+            "Conv",
+            "features",
+            &["image", "w"],
+            &[("strides", AttrValue::Ints(vec![4, 4]))],
+        )
+        .node("Reshape", "columns", &["features", "seq"], &[])
+        .node(
+            "Transpose",
+            "steps",
+            &["columns"],
+            &[("perm", AttrValue::Ints(vec![2, 0, 1]))],
+        )
+        .node(
+            "LSTM",
+            "lstm",
+            &["steps", "lw", "lr"],
+            &[
+                ("hidden_size", AttrValue::Int(HIDDEN as i64)),
+                ("direction", AttrValue::String("bidirectional".into())),
+            ],
+        )
+        .node(
+            "Transpose",
+            "batch_first",
+            &["lstm"],
+            &[("perm", AttrValue::Ints(vec![2, 0, 1, 3]))],
+        )
+        .node("Reshape", "tokens", &["batch_first", "tok"], &[])
+        .output("tokens");
+    let path = tmp("recurrent").join("crnn.onnx");
+    std::fs::write(&path, o.to_bytes("crnn")).unwrap();
+    let model = Model::load(&path).unwrap();
+    assert_eq!(model.layer("lstm").unwrap().units, 0);
+    let err = model.unit("lstm", 0).unwrap_err().to_string();
+    assert!(err.contains("units 0..0"), "{err}");
+    assert_eq!(model.layer("tokens").unwrap().units, 2 * HIDDEN);
+    let graph = LayerGraph::new(&model).unwrap();
+    let units = |name: &str| graph.nodes.iter().find(|n| n.name == name).unwrap().units;
+    assert_eq!((units("lstm"), units("tokens")), (0, 2 * HIDDEN));
+    let mut values = Vec::new();
+    let vis = FeatureVis::default()
+        .cache(None)
+        .steps(64)
+        .seed(1)
+        .run_with(&model, "tokens", &[4], &mut |p| values.push(p.value), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = values[0];
+    assert!(vis.activations[0] > first + 0.1, "{values:?}");
 }

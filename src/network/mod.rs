@@ -300,6 +300,16 @@ impl Network {
         Ok(self.shapes()?[index].clone())
     }
 
+    /// The number of units of node `name`: its output's, as [`UnitLayout`] reads them, for a
+    /// node whose op holds units ([`ops::has_units`]); else 0.
+    pub fn units(&self, name: &str) -> Result<usize> {
+        let node = self.node(name)?;
+        if !ops::has_units(&node.op) {
+            return Ok(0);
+        }
+        Ok(UnitLayout::units(&self.output_shape(name)?))
+    }
+
     /// Number of parameters (elements of float constants) each node reads: not its integer
     /// ones (a Reshape's shape, a reduction's axes).
     pub fn param_count(&self, node: &Node) -> usize {

@@ -454,8 +454,9 @@ pub fn objective_values(
 }
 
 /// Whether `layer` can be computed from an image of another size than `size` (the network is
-/// fully convolutional up to it): one forward pass of a grey image of twice that size and 16 px
-/// more (a size near `size` can still give a Flatten the same length, as pooling rounds down).
+/// fully convolutional up to it), as one image: one forward pass of a grey image of twice that
+/// size and 16 px more (a size near `size` can still give a Flatten the same length, as pooling
+/// rounds down).
 /// Above 256 px the other size is 136 px (up to 600) or 528 px: far enough from `size` for
 /// that, and bounded, so that the pass takes little memory whatever size is asked for (the
 /// render then says whether that size fits, `render::step_bytes`).
@@ -477,9 +478,11 @@ pub(crate) fn reachable_at_any_size(
         net.device().burn(),
     );
     let input = net.image_input()?.name.clone();
+    // The pass must also keep its one image: a Reshape to `[-1, C, T]` (a text recognizer's
+    // columns read as a sequence) takes a larger image as more images, without an error.
     Ok(net
         .forward_any_size(&[(&input, model.normalize(&grey)?)], &[layer])
-        .is_ok())
+        .is_ok_and(|outs| outs.first().is_some_and(|o| o.dims().first() == Some(&1))))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use crate::device::on_cpu_pool;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::network::{DynTensor, UnitLayout};
+use crate::network::DynTensor;
 
 /// The first convolution's name and its filters, `[O, I, kH, kW]`, as the model has them (the
 /// widgets scale them for display).
@@ -187,9 +187,7 @@ pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
             let mut at = idom[v];
             while at != root {
                 let candidate = &nodes[at];
-                let has_units = net
-                    .output_shape(&candidate.name)
-                    .is_ok_and(|s| UnitLayout::units(&s) > 0);
+                let has_units = net.units(&candidate.name).is_ok_and(|u| u > 0);
                 if LAYER_OPS.contains(&candidate.op.as_str()) && has_units {
                     return Ok(Some(candidate.name.clone()));
                 }

@@ -116,7 +116,11 @@ impl LayerGraph {
             nodes.push(GraphNode {
                 name: node.name.clone(),
                 op: node.op.clone(),
-                units: UnitLayout::units(shape),
+                units: if crate::network::ops::has_units(&node.op) {
+                    UnitLayout::units(shape)
+                } else {
+                    0
+                },
                 shape: shape.clone(),
                 params: net.param_count(node),
                 inputs,

@@ -1,8 +1,9 @@
-//! LSTM: the long short-term memory layer, forward, reverse or both ways over a sequence.
+//! The recurrent layers LSTM, GRU and RNN, forward, reverse or both ways over a sequence.
 //!
-//! Vision networks meet it in Sequencer2D (an LSTM along rows and one along columns in place of
-//! attention) and in text recognizers (a CNN, then a bidirectional LSTM). The sequence is run
-//! step by step with burn's ops: the input projections of all steps at once, then one matrix
+//! Vision networks meet them in Sequencer2D (an LSTM along rows and one along columns in place
+//! of attention) and in text recognizers (a CNN, then a bidirectional LSTM or GRU). One driver
+//! reads what the three share (layout, directions, weights, biases, initial state), projects
+//! every step's input at once, then runs the cells step by step with burn's ops: one matrix
 //! product with the recurrent weights per step, so gradients flow through time.
 
 use burn::prelude::*;
@@ -12,7 +13,36 @@ use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::DynTensor;
 
-/// A gate's activation function, from the `activations` attribute.
+/// Which layer: its gate count and default activations are ONNX's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    /// Gates input, output, forget, cell; activations f, g, h.
+    Lstm,
+    /// Gates update, reset, hidden; activations f, g.
+    Gru,
+    /// One gate; activation f.
+    Rnn,
+}
+
+impl Cell {
+    fn gates(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+            Cell::Rnn => 1,
+        }
+    }
+
+    fn default_activations(self) -> &'static [&'static str] {
+        match self {
+            Cell::Lstm => &["Sigmoid", "Tanh", "Tanh"],
+            Cell::Gru => &["Sigmoid", "Tanh"],
+            Cell::Rnn => &["Tanh"],
+        }
+    }
+}
+
+/// An activation function, from the `activations` attribute.
 #[derive(Clone, Copy)]
 enum Act {
     Sigmoid,
@@ -31,10 +61,26 @@ impl Act {
 }
 
 /// LSTM (opsets 7–22; 14 added `layout`): inputs X, W, R, and optionally B, sequence_lens,
-/// initial_h, initial_c and the peepholes P; outputs Y, Y_h and Y_c. Gates in ONNX's order
-/// (input, output, forget, cell). Sequences shorter than the input (sequence_lens) and
-/// activations other than Sigmoid, Tanh and Relu are refused with an error naming the node.
+/// initial_h, initial_c and the peepholes P; outputs Y, Y_h and Y_c.
 pub fn lstm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    recurrent(ctx, Cell::Lstm)
+}
+
+/// GRU (opsets 7–22): inputs X, W, R, and optionally B, sequence_lens and initial_h; outputs Y
+/// and Y_h. `linear_before_reset` (PyTorch's GRU exports set it) applies the reset gate after
+/// the recurrent product.
+pub fn gru<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    recurrent(ctx, Cell::Gru)
+}
+
+/// RNN (opsets 7–22): `H = f(X·Wᵀ + H·Rᵀ + biases)`; outputs Y and Y_h.
+pub fn rnn<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    recurrent(ctx, Cell::Rnn)
+}
+
+/// The shared driver. Sequences shorter than the input (sequence_lens) and activations other
+/// than Sigmoid, Tanh and Relu are refused with an error naming the node.
+fn recurrent<B: Backend>(ctx: &Ctx<B>, cell: Cell) -> Result<Vec<Value<B>>> {
     let node = ctx.node;
     let batch_first = node.int("layout", 0)? != 0;
     let directions: &[bool] = match node.string("direction", "forward")?.as_str() {
@@ -51,14 +97,13 @@ pub fn lstm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?.to_rank::<3>()?;
     let x = if batch_first { x.swap_dims(0, 1) } else { x };
     let [steps, batch, features] = x.dims();
-    let w = ctx.float(1)?;
     let r = ctx.float(2)?;
     let hidden = match node.int("hidden_size", 0)? {
         0 => r.dims().last().copied().unwrap_or(0),
         h => usize::try_from(h).map_err(|_| ctx.error(format!("hidden_size {h} is negative")))?,
     };
     let gates = hidden
-        .checked_mul(4)
+        .checked_mul(cell.gates())
         .ok_or_else(|| ctx.error(format!("hidden_size {hidden} overflows")))?;
     let expect = |i: usize, what: &str, want: &[usize]| -> Result<()> {
         let got = ctx.dims(i)?;
@@ -84,9 +129,10 @@ pub fn lstm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
             )));
         }
     }
-    let acts = activations(ctx, dirs)?;
+    let acts = activations(ctx, cell, dirs)?;
     let clip = node.float("clip", f32::INFINITY)?;
-    let couple = node.int("input_forget", 0)? != 0;
+    let couple = cell == Cell::Lstm && node.int("input_forget", 0)? != 0;
+    let after_product = cell == Cell::Gru && node.int("linear_before_reset", 0)? != 0;
     let state = |i: usize, what: &str| -> Result<Option<Tensor<B, 3>>> {
         if !ctx.has(i) {
             return Ok(None);
@@ -100,20 +146,22 @@ pub fn lstm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         let s = ctx.float(i)?.to_rank::<3>()?;
         Ok(Some(if batch_first { s.swap_dims(0, 1) } else { s }))
     };
-    let (h0, c0) = (state(5, "initial_h")?, state(6, "initial_c")?);
+    let h0 = state(5, "initial_h")?;
+    let lstm = cell == Cell::Lstm;
+    let c0 = if lstm { state(6, "initial_c")? } else { None };
     let bias = if ctx.has(3) {
         expect(3, "B", &[dirs, 2 * gates])?;
         Some(ctx.float(3)?.to_rank::<2>()?)
     } else {
         None
     };
-    let peep = if ctx.has(7) {
+    let peep = if lstm && ctx.has(7) {
         expect(7, "P", &[dirs, 3 * hidden])?;
         Some(ctx.float(7)?.to_rank::<2>()?)
     } else {
         None
     };
-    let (w, r) = (w.to_rank::<3>()?, r.to_rank::<3>()?);
+    let (w, r) = (ctx.float(1)?.to_rank::<3>()?, r.to_rank::<3>()?);
     let device = x.device();
     let flat = x.reshape([steps * batch, features]);
     let (mut ys, mut hs, mut cs) = (Vec::new(), Vec::new(), Vec::new());
@@ -121,25 +169,31 @@ pub fn lstm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         let pick3 = |t: &Tensor<B, 3>| t.clone().narrow(0, d, 1).squeeze_dim::<2>(0);
         let pick2 = |t: &Tensor<B, 2>| t.clone().narrow(0, d, 1);
         let (wd, rd) = (pick3(&w), pick3(&r).transpose());
-        // Every step's input projection, with both biases: [steps, batch, 4·hidden].
+        // Every step's input projection with its bias: [steps, batch, gates]; the recurrent
+        // bias goes with the recurrent product (GRU's reset gate may come between).
         let mut proj = flat.clone().matmul(wd.transpose());
+        let mut rbias = None;
         if let Some(b) = &bias {
             let b = pick2(b);
-            let sum = b.clone().narrow(1, 0, gates) + b.narrow(1, gates, gates);
-            proj = proj + sum;
+            proj = proj + b.clone().narrow(1, 0, gates);
+            rbias = Some(b.narrow(1, gates, gates));
         }
         let proj = proj.reshape([steps, batch, gates]);
-        let mut h = h0
-            .as_ref()
-            .map_or_else(|| Tensor::zeros([batch, hidden], &device), &pick3);
-        let mut c = c0
-            .as_ref()
-            .map_or_else(|| Tensor::zeros([batch, hidden], &device), &pick3);
+        let zeros = || Tensor::zeros([batch, hidden], &device);
+        let mut h = h0.as_ref().map_or_else(zeros, &pick3);
+        let mut c = c0.as_ref().map_or_else(zeros, &pick3);
         let peep = peep.as_ref().map(|p| {
             let p = pick2(p);
             [0, 1, 2].map(|k| p.clone().narrow(1, k * hidden, hidden))
         });
-        let [f, g, hact] = acts[d];
+        let act = &acts[d];
+        let clipped = |z: Tensor<B, 2>| {
+            if clip.is_finite() {
+                z.clamp(-clip, clip)
+            } else {
+                z
+            }
+        };
         let mut out = vec![None; steps];
         let order: Vec<usize> = if reverse {
             (0..steps).rev().collect()
@@ -147,30 +201,52 @@ pub fn lstm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
             (0..steps).collect()
         };
         for t in order {
-            let z = proj.clone().narrow(0, t, 1).squeeze_dim::<2>(0) + h.matmul(rd.clone());
-            let z = if clip.is_finite() {
-                z.clamp(-clip, clip)
-            } else {
-                z
-            };
-            let part = |k: usize| z.clone().narrow(1, k * hidden, hidden);
-            let (mut zi, mut zo, mut zf, zc) = (part(0), part(1), part(2), part(3));
-            if let Some([pi, _, pf]) = &peep {
-                zi = zi + c.clone() * pi.clone();
-                zf = zf + c.clone() * pf.clone();
+            let xt = proj.clone().narrow(0, t, 1).squeeze_dim::<2>(0);
+            let mut rec = h.clone().matmul(rd.clone());
+            if let Some(b) = &rbias {
+                rec = rec + b.clone();
             }
-            let i = f.apply(zi);
-            let forget = if couple {
-                i.clone().neg().add_scalar(1.0)
-            } else {
-                f.apply(zf)
+            let part = |z: &Tensor<B, 2>, k: usize| z.clone().narrow(1, k * hidden, hidden);
+            h = match cell {
+                Cell::Rnn => act[0].apply(clipped(xt + rec)),
+                Cell::Lstm => {
+                    let z = clipped(xt + rec);
+                    let (mut zi, mut zo, mut zf, zc) =
+                        (part(&z, 0), part(&z, 1), part(&z, 2), part(&z, 3));
+                    if let Some([pi, _, pf]) = &peep {
+                        zi = zi + c.clone() * pi.clone();
+                        zf = zf + c.clone() * pf.clone();
+                    }
+                    let i = act[0].apply(zi);
+                    let forget = if couple {
+                        i.clone().neg().add_scalar(1.0)
+                    } else {
+                        act[0].apply(zf)
+                    };
+                    c = forget * c + i * act[1].apply(zc);
+                    // The output gate's peephole reads the new cell.
+                    if let Some([_, po, _]) = &peep {
+                        zo = zo + c.clone() * po.clone();
+                    }
+                    act[0].apply(zo) * act[2].apply(c.clone())
+                }
+                Cell::Gru => {
+                    let update = act[0].apply(clipped(part(&xt, 0) + part(&rec, 0)));
+                    let reset = act[0].apply(clipped(part(&xt, 1) + part(&rec, 1)));
+                    let candidate = if after_product {
+                        part(&xt, 2) + reset * part(&rec, 2)
+                    } else {
+                        let rh = rd.clone().narrow(1, 2 * hidden, hidden);
+                        let mut z = part(&xt, 2) + (reset * h.clone()).matmul(rh);
+                        if let Some(b) = &rbias {
+                            z = z + b.clone().narrow(1, 2 * hidden, hidden);
+                        }
+                        z
+                    };
+                    let candidate = act[1].apply(clipped(candidate));
+                    update.clone().neg().add_scalar(1.0) * candidate + update * h
+                }
             };
-            c = forget * c + i * g.apply(zc);
-            // The output gate's peephole reads the new cell.
-            if let Some([_, po, _]) = &peep {
-                zo = zo + c.clone() * po.clone();
-            }
-            h = f.apply(zo) * hact.apply(c.clone());
             out[t] = Some(h.clone());
         }
         let out: Vec<Tensor<B, 2>> = out
@@ -194,29 +270,31 @@ pub fn lstm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     } else {
         (y, yh, yc)
     };
-    Ok(vec![
+    let mut outs = vec![
         Value::Device(DynTensor::new(y)),
         Value::Device(DynTensor::new(yh)),
-        Value::Device(DynTensor::new(yc)),
-    ])
+    ];
+    if lstm {
+        outs.push(Value::Device(DynTensor::new(yc)));
+    }
+    Ok(outs)
 }
 
-/// The three activations (gates, cell input, output) of each direction.
-fn activations<B: Backend>(ctx: &Ctx<B>, dirs: usize) -> Result<Vec<[Act; 3]>> {
-    let names = ctx.node.strings("activations")?.unwrap_or_else(|| {
-        ["Sigmoid", "Tanh", "Tanh"]
-            .repeat(dirs)
-            .into_iter()
-            .map(String::from)
-            .collect()
-    });
-    if names.len() != 3 * dirs {
+/// The activations of each direction (3 for LSTM, 2 for GRU, 1 for RNN).
+fn activations<B: Backend>(ctx: &Ctx<B>, cell: Cell, dirs: usize) -> Result<Vec<Vec<Act>>> {
+    let per = cell.default_activations();
+    let names = ctx
+        .node
+        .strings("activations")?
+        .unwrap_or_else(|| per.repeat(dirs).into_iter().map(String::from).collect());
+    if names.len() != per.len() * dirs {
         return Err(ctx.error(format!(
-            "activations {names:?} are not 3 for each of {dirs} directions"
+            "activations {names:?} are not {} for each of {dirs} directions",
+            per.len()
         )));
     }
-    let act = |name: &str| -> Result<Act> {
-        Ok(match name {
+    let act = |name: &String| -> Result<Act> {
+        Ok(match name.as_str() {
             "Sigmoid" => Act::Sigmoid,
             "Tanh" => Act::Tanh,
             "Relu" => Act::Relu,
@@ -228,8 +306,8 @@ fn activations<B: Backend>(ctx: &Ctx<B>, dirs: usize) -> Result<Vec<[Act; 3]>> {
         })
     };
     names
-        .chunks(3)
-        .map(|c| Ok([act(&c[0])?, act(&c[1])?, act(&c[2])?]))
+        .chunks(per.len())
+        .map(|c| c.iter().map(act).collect())
         .collect()
 }
 
