@@ -32,10 +32,13 @@ from mutate_node_tests import INTS, Mutator  # noqa: E402
 UNARY = ["Relu", "Sigmoid", "Tanh", "Softmax", "Flatten", "MaxPool", "AveragePool",
          "GlobalAveragePool", "GlobalMaxPool", "LRN", "Identity", "Dropout", "Transpose", "Neg",
          "Exp", "Log", "Sqrt", "Abs", "LeakyRelu", "Elu", "Clip", "Squeeze", "Shape",
-         "ReduceMean", "ReduceMax", "Softplus", "Erf", "HardSigmoid", "InstanceNormalization"]
+         "ReduceMean", "ReduceMax", "Softplus", "Erf", "HardSigmoid", "InstanceNormalization",
+         "Mish", "Softsign", "Sin", "Floor", "Sign", "IsNaN", "ReduceL2", "ReduceLogSumExp"]
 NARY = ["Add", "Mul", "Sub", "Div", "MatMul", "Conv", "Concat", "Reshape", "Gemm", "PRelu", "Max",
         "Min", "Sum", "Pow", "Expand", "Gather", "Unsqueeze", "Tile", "Pad", "Slice", "Equal",
-        "Where", "ConvTranspose", "BatchNormalization", "Split", "Resize"]
+        "Where", "ConvTranspose", "BatchNormalization", "Split", "Resize", "GatherND",
+        "GatherElements", "ScatterElements", "ScatterND", "CumSum", "Col2Im", "LSTM", "Less",
+        "And"]
 # Names a file can give a node or tensor.
 NAMES = ["", "x", "<script>alert(1)</script>", "a\x1b[31mred", "\u202eevil", "n" * 5000,
          "../../etc/passwd", "a\nb", '"quoted"', "&amp;", "\x00nul"]

@@ -36,7 +36,8 @@ FLOATS = [0.0, -1.0, float("nan"), float("inf"), float("-inf"), 1e30, 1e-30, 2.0
 LIST_ATTRS = ["axes", "pads", "strides", "dilations", "kernel_shape", "split", "perm",
               "output_padding", "output_shape"]
 INT_ATTRS = ["axis", "group", "num_outputs", "keepdims", "blocksize", "size", "ceil_mode",
-             "count_include_pad"]
+             "count_include_pad", "batch_dims", "hidden_size", "layout", "input_forget",
+             "exclusive", "reverse"]
 
 
 def load_seeds(root):

@@ -52,22 +52,24 @@ def compare(microscope, d, want):
         error, onnxruntime_error(d, want), layers[:3], layers[-3:])
 
 
-def torch_export(model, side, path, input_name):
+def torch_export(model, side, path, input_name, classic=False):
     """Exports a PyTorch model as a user would: the default exporter (dynamic batch, opset 18)
-    and, where that fails, the classic one (`dynamo=False`, opset 17). Which one it took."""
+    and, where that fails or `classic` asks, the classic one (`dynamo=False`, opset 17, the
+    default before PyTorch 2.9). Which one it took."""
     import torch
 
     x = (torch.rand(1, 3, side[0], side[1]),)
     names = dict(input_names=[input_name], output_names=["logits"])
-    try:
-        torch.onnx.export(model, x, path, dynamic_shapes=({0: "batch"},), opset_version=18,
-                          **names)
-        return "dynamo"
-    except Exception:
-        torch.onnx.export(model, x, path, dynamo=False, opset_version=17,
-                          dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}},
-                          **names)
-        return "classic"
+    if not classic:
+        try:
+            torch.onnx.export(model, x, path, dynamic_shapes=({0: "batch"},), opset_version=18,
+                              **names)
+            return "dynamo"
+        except Exception:
+            pass
+    torch.onnx.export(model, x, path, dynamo=False, opset_version=17,
+                      dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}}, **names)
+    return "classic"
 
 
 def run_all(script, archs, check, flags=()):

@@ -12,7 +12,9 @@ Setup (a scratch virtual environment, CPU is enough):
     python3 -m venv /tmp/export-venv
     /tmp/export-venv/bin/pip install torch torchvision timm onnxscript "onnx==1.23.2" numpy
 
-usage: python timm_exports.py MICROSCOPE_BIN OUT_DIR [ARCH...]
+usage: python timm_exports.py [--classic] MICROSCOPE_BIN OUT_DIR [ARCH...]
+
+With --classic, the classic exporter only.
 """
 
 import os
@@ -63,7 +65,7 @@ def check(microscope, out, name):
             if not p.any():
                 p.normal_(0, 0.02)
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))[1:]
-    exporter = torch_export(model, size, os.path.join(d, "model.onnx"), "image")
+    exporter = torch_export(model, size, os.path.join(d, "model.onnx"), "image", CLASSIC)
     x = np.random.default_rng(0).random((2, 3, size[0], size[1])).astype("float32")
     np.save(os.path.join(d, "x.npy"), x)
     with torch.no_grad():
@@ -72,8 +74,11 @@ def check(microscope, out, name):
     return "%s, %s" % (exporter, compare(microscope, d, want))
 
 
+CLASSIC = "--classic" in sys.argv
+
+
 def main():
-    run_all("timm_exports.py", ARCHS, check)
+    run_all("timm_exports.py", ARCHS, check, ("--classic",))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ Setup (a scratch virtual environment, CPU is enough):
     python3 -m venv /tmp/export-venv
     /tmp/export-venv/bin/pip install torch transformers onnxscript "onnx==1.23.2" numpy
 
-usage: python transformers_exports.py MICROSCOPE_BIN OUT_DIR [ARCH...]
+usage: python transformers_exports.py [--classic] MICROSCOPE_BIN OUT_DIR [ARCH...]
+
+With --classic, the classic exporter only.
 """
 
 import os
@@ -74,7 +76,8 @@ def check(microscope, out, model_type):
             if not p.any():
                 p.normal_(0, 0.02)
     side = size(cfg)
-    exporter = torch_export(model, (side, side), os.path.join(d, "model.onnx"), "pixel_values")
+    path = os.path.join(d, "model.onnx")
+    exporter = torch_export(model, (side, side), path, "pixel_values", CLASSIC)
     x = np.random.default_rng(0).random((2, 3, side, side)).astype("float32")
     np.save(os.path.join(d, "x.npy"), x)
     with torch.no_grad():
@@ -83,8 +86,11 @@ def check(microscope, out, model_type):
     return "%s, %s" % (exporter, compare(microscope, d, want))
 
 
+CLASSIC = "--classic" in sys.argv
+
+
 def main():
-    run_all("transformers_exports.py", list(ARCHS), check)
+    run_all("transformers_exports.py", list(ARCHS), check, ("--classic",))
 
 
 if __name__ == "__main__":
