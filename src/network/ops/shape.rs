@@ -183,6 +183,61 @@ pub fn transpose<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     }])
 }
 
+/// The `blocksize` of DepthToSpace and SpaceToDepth, and the input's `[N, C, H, W]`.
+fn blocks<B: Backend>(ctx: &Ctx<B>) -> Result<(usize, [usize; 4])> {
+    let b = ctx.node.int("blocksize", 0)?;
+    let b = usize::try_from(b)
+        .ok()
+        .filter(|&b| b >= 1)
+        .ok_or_else(|| ctx.error(format!("blocksize {b} must be at least 1")))?;
+    let dims = ctx.dims(0)?;
+    let nchw: [usize; 4] = dims
+        .clone()
+        .try_into()
+        .map_err(|_| ctx.error(format!("input {dims:?} is not [N, C, H, W]")))?;
+    Ok((b, nchw))
+}
+
+/// DepthToSpace (opsets 1–13): moves `blocksize²` channels into each `blocksize × blocksize`
+/// block of pixels; `mode` DCR (depth, column, row: the default) or CRD (PyTorch's
+/// `pixel_shuffle`).
+pub fn depth_to_space<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let (b, [n, c, h, w]) = blocks(ctx)?;
+    let bb = b.checked_mul(b).filter(|bb| c.is_multiple_of(*bb));
+    let Some(bb) = bb else {
+        return Err(ctx.error(format!("{c} channels do not split into blocks of {b}×{b}")));
+    };
+    let out = [n, c / bb, h.saturating_mul(b), w.saturating_mul(b)];
+    ctx.fits("output", &out, 4)?;
+    let x = ctx.float(0)?;
+    let (split, perm) = match ctx.node.string("mode", "DCR")?.as_str() {
+        "DCR" => ([n, b, b, c / bb, h, w], [0, 3, 4, 1, 5, 2]),
+        "CRD" => ([n, c / bb, b, b, h, w], [0, 1, 4, 2, 5, 3]),
+        other => return Err(ctx.error(format!("mode {other:?} is not DCR or CRD"))),
+    };
+    let y = permute(x.reshape(&split), &perm).reshape(&out);
+    Ok(vec![Value::Device(y)])
+}
+
+/// SpaceToDepth (opsets 1–13; `mode` as opset 28 reads it): the inverse of DepthToSpace
+/// (TResNet's and YOLOv5's focus stems).
+pub fn space_to_depth<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let (b, [n, c, h, w]) = blocks(ctx)?;
+    if !h.is_multiple_of(b) || !w.is_multiple_of(b) {
+        return Err(ctx.error(format!("{h}×{w} does not split into blocks of {b}×{b}")));
+    }
+    let out = [n, c.saturating_mul(b).saturating_mul(b), h / b, w / b];
+    ctx.fits("output", &out, 4)?;
+    let perm = match ctx.node.string("mode", "DCR")?.as_str() {
+        "DCR" => [0, 3, 5, 1, 2, 4],
+        "CRD" => [0, 1, 3, 5, 2, 4],
+        other => return Err(ctx.error(format!("mode {other:?} is not DCR or CRD"))),
+    };
+    let x = ctx.float(0)?;
+    let y = permute(x.reshape(&[n, c, h / b, b, w / b, b]), &perm).reshape(&out);
+    Ok(vec![Value::Device(y)])
+}
+
 /// Permutes the logical axes of a device tensor: output axis `i` is input axis `perm[i]`.
 pub(super) fn permute<B: Backend>(t: DynTensor<B>, perm: &[usize]) -> DynTensor<B> {
     let pad = MAX_RANK - perm.len();
