@@ -276,11 +276,16 @@ pub fn human(bytes: u64) -> String {
 }
 
 /// The number of elements of `shape`, or why it has none that fits in memory's address space.
+/// An empty shape counts its other axes too: `[0, 2^40, 2^40]` holds nothing, but the axes'
+/// product overflows wherever an op multiplies them (the rows and slices of a gather, the outer
+/// and inner sizes of a reduction), so it is refused like a shape that holds too much.
 pub fn elements(shape: &[usize]) -> Result<usize, String> {
+    let too_many = || format!("shape {shape:?} has more elements than can be addressed");
     shape
         .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| format!("shape {shape:?} has more elements than can be addressed"))
+        .try_fold(1usize, |n, &d| n.checked_mul(d.max(1)))
+        .ok_or_else(too_many)?;
+    Ok(shape.iter().product())
 }
 
 /// The number of elements of `shape`, after checking that `elem_bytes` bytes for each fit the
@@ -304,6 +309,14 @@ pub fn fits(shape: &[usize], elem_bytes: usize) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_shape_whose_axes_overflow_is_refused() {
+        assert_eq!(elements(&[0, 3, 4]), Ok(0));
+        assert_eq!(elements(&[2, 3, 4]), Ok(24));
+        assert!(elements(&[0, 1 << 40, 1 << 40]).is_err());
+        assert!(elements(&[1 << 40, 1 << 40, 0]).is_err());
+    }
 
     #[test]
     fn sizes_parse_with_suffixes() {

@@ -735,6 +735,31 @@ def build(out):
     )
     c.case("gather_rank_7_eval", m, "eval", "error", EVAL_X, note="Gather to a rank-7 output")
 
+    # Tensors with no elements whose other axes multiply past 64 bits: an initializer of shape
+    # [0, 2**40, 2**40] and a ConstantOfShape of it, read by a Transpose and a ReduceSum (the
+    # ops' own size arithmetic overflowed: a caught panic, or none caught).
+    follow = [
+        helper.make_node("Transpose", ["e"], ["t"], name="transpose", perm=[2, 1, 0]),
+        helper.make_node("ReduceSum", ["t"], ["g"], name="sum", keepdims=1),
+        helper.make_node("Relu", ["x"], ["y"], name="relu"),
+    ]
+    empty_huge = [0, BIG, BIG]
+    m = c.write(
+        "empty_huge_initializer.onnx",
+        model(follow, [x_input()], [output("y"), output("g", 3)],
+              [raw_tensor("e", TensorProto.FLOAT, empty_huge)]),
+    )
+    note = "an initializer of shape [0, 2**40, 2**40]"
+    c.case("empty_huge_initializer_eval", m, "eval", "error", EVAL_X, note=note)
+    c.case("empty_huge_initializer_info", m, "info", "error", note=note)
+    m = c.write(
+        "empty_huge_fill.onnx",
+        model([helper.make_node("ConstantOfShape", ["s"], ["e"], name="fill")] + follow,
+              [x_input()], [output("y"), output("g", 3)], [int64s("s", empty_huge)]),
+    )
+    note = "ConstantOfShape([0, 2**40, 2**40])"
+    c.case("empty_huge_fill_eval", m, "eval", "error", EVAL_X + ["--node", "g"], note=note)
+
     external_data(c, EVAL_X)
 
     c.finish()
