@@ -51,6 +51,29 @@ ARCHS = [
     "convit_tiny", "visformer_tiny", "volo_d1_224", "nextvit_small", "beit_base_patch16_224",
     # MLPs and the rest
     "mixer_s16_224", "resmlp_12_224", "gmlp_ti16_224", "poolformer_s12", "sequencer2d_s",
+    # more members: DINOv2, CLIP and SigLIP towers, relative positions, anti-aliasing, BiT,
+    # NFNets, NAS nets, MobileNetV4/V5 hybrids, MetaFormers, Hiera, timm's test networks
+    "vit_small_patch14_dinov2", "vit_small_patch14_reg4_dinov2",
+    "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_siglip_224",
+    "vit_relpos_small_patch16_224", "vit_srelpos_small_patch16_224", "flexivit_small",
+    "deit3_small_patch16_224", "vitamin_small_224", "eva02_small_patch14_224",
+    "beitv2_base_patch16_224", "vit_medium_patch16_gap_256", "vit_little_patch16_reg4_gap_256",
+    "resnetv2_50x1_bit", "resnetv2_50", "resnetblur18", "resnetaa50", "seresnet18",
+    "legacy_seresnet18", "inception_v3", "inception_resnet_v2", "ese_vovnet19b_dw", "cs3darknet_s",
+    "cspresnext50", "darknet53", "res2next50", "sebotnet33ts_256", "haloregnetz_b",
+    "lambda_resnet26rpt_256", "gcresnet33ts", "eca_nfnet_l0", "regnetx_002", "efficientnet_b0",
+    "tf_efficientnetv2_b0", "tf_mixnet_s", "mnasnet_small", "spnasnet_100", "semnasnet_050",
+    "mobilenetv2_050", "fbnetv3_b", "hardcorenas_a", "tinynet_a", "lcnet_100", "ghostnetv3_100",
+    "efficientvit_l1", "fastvit_mci0", "hgnet_tiny", "mobilenetv4_hybrid_medium",
+    "mobilenetv5_300m", "vgg11", "wide_resnet50_2", "skresnext50_32x4d", "dpn48b", "nest_tiny",
+    "crossvit_9_240", "coat_lite_tiny", "coat_tiny", "twins_pcpvt_small", "xcit_tiny_12_p8_224",
+    "pit_xs_distilled_224", "levit_conv_128s", "rexnetr_100", "ghostnet_050", "repghostnet_050",
+    "fastvit_sa12", "edgenext_small_rw", "davit_small", "maxxvit_rmlp_nano_rw_256",
+    "maxvit_tiny_tf_224", "coatnext_nano_rw_224", "swin_s3_tiny_224", "swinv2_tiny_window8_256",
+    "gcvit_xtiny", "focalnet_tiny_lrf", "convformer_s18", "caformer_s18", "poolformerv2_s12",
+    "inception_next_atto", "hiera_small_224", "hieradet_small", "starnet_s050", "tiny_vit_11m_224",
+    "test_vit", "test_efficientnet", "test_byobnet", "test_convnext", "test_nfnet", "test_resnet",
+    "test_vit2", "test_vit3", "shvit_s1", "fasternet_t0", "csatv2", "mambaout_kobe",
 ]
 
 
