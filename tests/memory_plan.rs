@@ -141,5 +141,8 @@ fn the_planned_memory_per_image_covers_a_steps_peak() {
         peak as f64 / 1e6,
         all as f64 / 1e6
     );
-    assert!(peak > 0 && peak < all / 2, "{peak} bytes at the peak, {all} in all");
+    assert!(
+        peak > 0 && peak < all / 2,
+        "{peak} bytes at the peak, {all} in all"
+    );
 }
