@@ -289,6 +289,15 @@ pub fn is_generic(name: &str, op: &str) -> bool {
     stem.len() <= 3 && stem.chars().all(|c| c.is_ascii_alphabetic()) || stem == op
 }
 
+/// Whether a constant is one PyTorch's exporter made, named after the FX node that made it
+/// (`scalar_tensor_default` for the 2 of `(a + b) / 2`, `full_default`, `_tensor_constant0`,
+/// `lifted_tensor_0`), not a parameter of a module.
+fn made_by_torch(name: &str) -> bool {
+    name.ends_with("_default")
+        || name.starts_with("_tensor_constant")
+        || name.contains("lifted_tensor")
+}
+
 /// The layer name a parameter tensor implies: `inception_4a/1x1_w_0` → `inception_4a/1x1`.
 pub fn param_stem(param: &str) -> String {
     let mut s = param;
@@ -371,6 +380,7 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
                     // the classic exporter's name for a constant).
                     let path = stem.split('.').all(module_part);
                     path && !is_generic(stem, n.op)
+                        && !made_by_torch(stem)
                         && if *stem == torch.module {
                             ends_call[i] || !torch.leaf
                         } else {
@@ -649,14 +659,21 @@ mod tests {
             ),
             ("Add", s(&["t3", "x"]), call("b", "add", false)),
             ("Reshape", s(&["t4", "val_7"]), call("", "view", false)),
+            // A top-level `(a + b) / 2`: the 2 is the exporter's, the positions a parameter.
+            (
+                "Div",
+                s(&["t5", "scalar_tensor_default"]),
+                call("", "div", false),
+            ),
+            ("Add", s(&["t6", "pos_embed"]), call("", "add", false)),
             (
                 "LayerNormalization",
-                s(&["t5", "b.ln_1.weight"]),
+                s(&["t7", "b.ln_1.weight"]),
                 call("b.ln_1", "ln", true),
             ),
             (
                 "LayerNormalization",
-                s(&["t6", "b.ln_1.weight"]),
+                s(&["t8", "b.ln_1.weight"]),
                 call("b.ln_2", "ln", true),
             ),
         ];
@@ -673,11 +690,17 @@ mod tests {
                 torch: Some(torch),
             })
             .collect();
-        let params: HashMap<String, String> =
-            ["b.conv1.weight", "min_val_cast", "val_7", "b.ln_1.weight"]
-                .iter()
-                .map(|p| (p.to_string(), p.to_string()))
-                .collect();
+        let params: HashMap<String, String> = [
+            "b.conv1.weight",
+            "min_val_cast",
+            "val_7",
+            "scalar_tensor_default",
+            "pos_embed",
+            "b.ln_1.weight",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), p.to_string()))
+        .collect();
         assert_eq!(
             readable_names(&nodes, &params),
             [
@@ -687,6 +710,8 @@ mod tests {
                 "b.relu6",
                 "b.add",
                 "view",
+                "div",
+                "pos_embed",
                 "b.ln_1",
                 "b.ln_2"
             ]
