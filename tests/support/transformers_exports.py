@@ -18,6 +18,12 @@ Setup (a scratch virtual environment, CPU is enough):
 usage: python transformers_exports.py [--classic] MICROSCOPE_BIN OUT_DIR [ARCH...]
 
 With --classic, the classic exporter only.
+
+Measured on 2026-12-05 (torch 2.15, transformers 5.25): all 33 below load and agree with
+PyTorch at a batch of 2 (relative error at most 5.7e-6, BiT's; onnxruntime's is 1.2e-5 there).
+The default exporter fails on Swin (the classic one exports it); four exports (SegFormer, PVTv2,
+CvT, Hiera) fix their batch at 1 in a Reshape, which onnxruntime refuses at a batch of 2 and
+microscope runs one image at a time.
 """
 
 import os
