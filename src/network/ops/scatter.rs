@@ -233,16 +233,8 @@ pub fn gather_nd<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         let data = ctx.host(0)?;
         let n = targets.len() * slice;
         let slice = slice.max(1);
-        let pick = |i: usize| targets[i / slice] * slice + i % slice;
-        let values = match &data.data {
-            HostData::F32(v) => HostData::F32((0..n).map(|i| v[pick(i)]).collect()),
-            HostData::I64(v) => HostData::I64((0..n).map(|i| v[pick(i)]).collect()),
-        };
-        return Ok(vec![Value::Host(HostTensor {
-            shape: out,
-            data: values,
-            elem: data.elem,
-        })]);
+        let picks = (0..n).map(|i| targets[i / slice] * slice + i % slice);
+        return Ok(vec![Value::Host(host_pick(&data, out, picks))]);
     }
     if out.contains(&0) {
         return Ok(vec![empty(out)]);
@@ -345,15 +337,11 @@ pub fn gather_elements<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let (_, index_dims, targets) = element_targets(ctx)?;
     if ctx.is_host(0) {
         let data = ctx.host(0)?;
-        let values = match &data.data {
-            HostData::F32(v) => HostData::F32(targets.iter().map(|&t| v[t]).collect()),
-            HostData::I64(v) => HostData::I64(targets.iter().map(|&t| v[t]).collect()),
-        };
-        return Ok(vec![Value::Host(HostTensor {
-            shape: index_dims,
-            data: values,
-            elem: data.elem,
-        })]);
+        return Ok(vec![Value::Host(host_pick(
+            &data,
+            index_dims,
+            targets.into_iter(),
+        ))]);
     }
     if index_dims.contains(&0) {
         return Ok(vec![empty(index_dims)]);
@@ -373,6 +361,23 @@ pub fn gather_elements<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     Ok(vec![Value::Device(
         DynTensor::new(picked).reshape(&index_dims),
     )])
+}
+
+/// The elements of host tensor `data` at the flat positions `picks`, in its type, as `shape`.
+fn host_pick(
+    data: &HostTensor,
+    shape: Vec<usize>,
+    picks: impl Iterator<Item = usize>,
+) -> HostTensor {
+    let values = match &data.data {
+        HostData::F32(v) => HostData::F32(picks.map(|p| v[p]).collect()),
+        HostData::I64(v) => HostData::I64(picks.map(|p| v[p]).collect()),
+    };
+    HostTensor {
+        shape,
+        data: values,
+        elem: data.elem,
+    }
 }
 
 /// Writes the updates (input 2) into the rows of the data (input 0) that `l` says, with
