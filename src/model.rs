@@ -229,8 +229,17 @@ impl Model {
         let shape = self.network.output_shape(layer)?;
         let units = self.network.units(layer)?;
         if index >= units {
+            // A recurrent layer's output is [steps, directions, batch, hidden]: say where its
+            // units are viewed.
+            let why = if crate::network::ops::has_units(&node.op) {
+                ""
+            } else {
+                " (a recurrent layer's output has no unit axis; view the layer after it, which \
+                 reads it as tokens)"
+            };
             return Err(Error::Message(format!(
-                "unit {}:{index} does not exist: {} ({}) has output shape {shape:?}, units 0..{units}",
+                "unit {}:{index} does not exist: {} ({}) has output shape {shape:?}, units \
+                 0..{units}{why}",
                 node.name, node.name, node.op
             )));
         }

@@ -564,7 +564,10 @@ fn a_recurrent_layer_is_viewed_through_the_token_layer_after_it() {
     let model = Model::load(&path).unwrap();
     assert_eq!(model.layer("lstm").unwrap().units, 0);
     let err = model.unit("lstm", 0).unwrap_err().to_string();
-    assert!(err.contains("units 0..0"), "{err}");
+    assert!(
+        err.contains("units 0..0") && err.contains("view the layer after it"),
+        "{err}"
+    );
     assert_eq!(model.layer("tokens").unwrap().units, 2 * HIDDEN);
     let graph = LayerGraph::new(&model).unwrap();
     let units = |name: &str| graph.nodes.iter().find(|n| n.name == name).unwrap().units;

@@ -300,14 +300,10 @@ impl Network {
         Ok(self.shapes()?[index].clone())
     }
 
-    /// The number of units of node `name`: its output's, as [`UnitLayout`] reads them, for a
-    /// node whose op holds units ([`ops::has_units`]); else 0.
+    /// The number of units of node `name` (see [`node_units`]).
     pub fn units(&self, name: &str) -> Result<usize> {
         let node = self.node(name)?;
-        if !ops::has_units(&node.op) {
-            return Ok(0);
-        }
-        Ok(UnitLayout::units(&self.output_shape(name)?))
+        Ok(node_units(node, &self.output_shape(name)?))
     }
 
     /// Number of parameters (elements of float constants) each node reads: not its integer
@@ -953,6 +949,16 @@ pub(crate) fn guard<T>(
             .join(" ");
         Err(blame(reason))
     })
+}
+
+/// The number of units of `node` whose output has `shape`: as [`UnitLayout`] reads them, for a
+/// node whose op holds units ([`ops::has_units`]); else 0.
+pub fn node_units(node: &Node, shape: &[usize]) -> usize {
+    if ops::has_units(&node.op) {
+        UnitLayout::units(shape)
+    } else {
+        0
+    }
 }
 
 /// Checks a fed value against the declared input shape; the first axis is the batch and may

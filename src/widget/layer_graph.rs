@@ -116,11 +116,7 @@ impl LayerGraph {
             nodes.push(GraphNode {
                 name: node.name.clone(),
                 op: node.op.clone(),
-                units: if crate::network::ops::has_units(&node.op) {
-                    UnitLayout::units(shape)
-                } else {
-                    0
-                },
+                units: crate::network::node_units(node, shape),
                 shape: shape.clone(),
                 params: net.param_count(node),
                 inputs,
