@@ -131,6 +131,9 @@ fn recurrent<B: Backend>(ctx: &Ctx<B>, cell: Cell) -> Result<Vec<Value<B>>> {
     }
     let acts = activations(ctx, cell, dirs)?;
     let clip = node.float("clip", f32::INFINITY)?;
+    if clip.is_nan() || clip <= 0.0 {
+        return Err(ctx.error(format!("clip {clip} must be positive")));
+    }
     let couple = cell == Cell::Lstm && node.int("input_forget", 0)? != 0;
     let after_product = cell == Cell::Gru && node.int("linear_before_reset", 0)? != 0;
     let state = |i: usize, what: &str| -> Result<Option<Tensor<B, 3>>> {
