@@ -231,7 +231,7 @@ impl Model {
         if index >= units {
             // A recurrent layer's output is [steps, directions, batch, hidden]: say where its
             // units are viewed.
-            let why = if crate::network::ops::has_units(&node.op) {
+            let why = if crate::network::has_units(&node.op) {
                 ""
             } else {
                 " (a recurrent layer's output has no unit axis; view the layer after it, which \

@@ -139,5 +139,9 @@ timeout -k 30 "$LIMIT" cargo test --workspace --no-fail-fast -- --nocapture \
 kernel=0
 wait "$notebooks" || kernel=$?
 step "cargo test finished: crate tests exit $crate, notebook test exit $kernel (124: past $LIMIT)"
-[ "$crate" -eq 0 ] && [ "$kernel" -eq 0 ]
+# An `if`, not `[ ... ] && [ ... ]`: set -e lets a failing command before `&&` pass, and a crate
+# test failure was reported as "all tests passed".
+if [ "$crate" -ne 0 ] || [ "$kernel" -ne 0 ]; then
+  exit 1
+fi
 step "all tests passed"
