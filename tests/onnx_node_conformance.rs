@@ -20,6 +20,10 @@ use prost::Message;
 /// Cases that are not run, and why.
 const EXCLUDED: &[(&str, &str)] = &[
     (
+        "test_affine_grid_3d",
+        "AffineGrid of 3-D grids (volumes) is outside the scope of 2-D vision models",
+    ),
+    (
         "test_averagepool_3d_",
         "3-D pooling is outside the scope of 2-D vision CNNs",
     ),
@@ -31,6 +35,10 @@ const EXCLUDED: &[(&str, &str)] = &[
         "test_einsum_batch_diagonal",
         "an index repeated within one Einsum term (a diagonal) is refused: exporters of vision \
          models do not emit it",
+    ),
+    (
+        "test_gridsample_volumetric_",
+        "GridSample of volumes is outside the scope of 2-D vision models",
     ),
     (
         "test_maxpool_3d_",

@@ -9,6 +9,10 @@
 //!    over tokens) rises.
 //! 3. A recurrent layer (a bidirectional LSTM over convolution features) has no units of its
 //!    own; the token layer after it does, and its channels can be visualized.
+//! 4. A spatial transformer (AffineGrid and GridSample, as PyTorch's `affine_grid` and
+//!    `grid_sample` export from opset 20 on) with an L2-normalized embedding and TopK and ArgMax
+//!    heads matches onnxruntime node by node, and feature visualization of
+//!    a channel behind the warp rises.
 
 mod support;
 
@@ -284,6 +288,55 @@ fn vit(path: &Path) -> Model {
     n.finish("logits", path)
 }
 
+/// A spatial transformer (opset 21): a localization branch (strided convolution, pooled, a
+/// Gemm whose bias is near the identity) makes θ, AffineGrid and GridSample warp the image by
+/// it, and a convolution, pooled and L2-normalized, feeds the classifier; TopK and ArgMax read
+/// the logits. (GroupNormalization, which onnx's shape inference cannot type, is checked by the
+/// ONNX node tests instead.)
+fn spatial_transformer(path: &Path) -> Model {
+    let mut n = Net::new(21, 3);
+    let loc = n.conv("loc/conv", "image", [3, 8, 1], [4, 4, 0]);
+    let loc = n.node("Relu", "loc/relu", &[&loc], &[]);
+    let loc = n.node("GlobalAveragePool", "loc/pool", &[&loc], &[]);
+    let loc = n.node("Flatten", "loc/flat", &[&loc], &[]);
+    let w = n.weight("loc/fc.weight", &[6, 8], 0.0, 0.3);
+    n.b.initializer(
+        "loc/fc.bias",
+        &HostTensor::f32(vec![6], vec![0.8, 0.1, 0.05, -0.1, 0.8, 0.0]),
+    );
+    let fc = n.node(
+        "Gemm",
+        "loc/fc",
+        &[&loc, &w, "loc/fc.bias"],
+        &[("transB", AttrValue::Int(1))],
+    );
+    let shape = n.ints("theta/shape", &[-1, 2, 3]);
+    let theta = n.node("Reshape", "theta", &[&fc, &shape], &[]);
+    let size = n.node("Shape", "size", &["image"], &[]);
+    let grid = n.node("AffineGrid", "grid", &[&theta, &size], &[]);
+    let warped = n.node(
+        "GridSample",
+        "warped",
+        &["image", &grid],
+        &[("mode", AttrValue::String("linear".into()))],
+    );
+    let f = n.conv("features/conv", &warped, [3, C, 1], [4, 4, 0]);
+    let act = n.node("Relu", STN_LAYER, &[&f], &[]);
+    let pooled = n.node("GlobalAveragePool", "features/pool", &[&act], &[]);
+    let flat = n.node("Flatten", "features/flat", &[&pooled], &[]);
+    let emb = n.node("LpNormalization", "embedding", &[&flat], &axis(1));
+    n.classifier(&emb);
+    let k = n.ints("top/k", &[3]);
+    n.b.node_outputs("TopK", "top", &["logits", &k], &["top", "top/indices"], &[])
+        .node("ArgMax", "prediction", &["logits"], &axis(1))
+        .output("top")
+        .output("prediction");
+    n.finish("logits", path)
+}
+
+/// The spatial transformer's channel layer behind the warp.
+const STN_LAYER: &str = "features/relu";
+
 fn axis(axis: i64) -> [(&'static str, AttrValue); 1] {
     [("axis", AttrValue::Int(axis))]
 }
@@ -360,6 +413,33 @@ fn convnext_style_every_node_matches_onnxruntime() {
 #[test]
 fn vit_style_every_node_matches_onnxruntime() {
     every_node_matches("vit", vit);
+}
+
+#[test]
+fn spatial_transformer_every_node_matches_onnxruntime() {
+    every_node_matches("spatial_transformer", spatial_transformer);
+}
+
+/// Feature visualization reaches the image through GridSample (both the pixels it reads and the
+/// grid θ makes): a channel of the warped image, and one of the convolution behind it, rise.
+#[test]
+fn feature_visualization_through_a_spatial_transformer_rises() {
+    let model = spatial_transformer(&tmp("fv").join("stn.onnx"));
+    for (layer, unit) in [("warped", 0), (STN_LAYER, 2)] {
+        let mut values = Vec::new();
+        let vis = FeatureVis::default()
+            .cache(None)
+            .steps(64)
+            .seed(2)
+            .run_with(&model, layer, &[unit], &mut |p| values.push(p.value), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first = values[0];
+        println!(
+            "{layer}:{unit}: step 0 {first:.3}, final image {:.3}",
+            vis.activations[0]
+        );
+        assert!(vis.activations[0] > first + 0.1, "{layer}: {values:?}");
+    }
 }
 
 #[test]

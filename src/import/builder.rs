@@ -102,6 +102,18 @@ impl OnnxBuilder {
         inputs: &[&str],
         attrs: &[(&str, AttrValue)],
     ) -> &mut Self {
+        self.node_outputs(op, name, inputs, &[name], attrs)
+    }
+
+    /// A node with several output tensors (TopK's values and indices, LSTM's Y and Y_h).
+    pub fn node_outputs(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: &[(&str, AttrValue)],
+    ) -> &mut Self {
         let attribute = attrs
             .iter()
             .map(|(k, v)| {
@@ -120,7 +132,7 @@ impl OnnxBuilder {
             .collect();
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![name.to_string()],
+            output: outputs.iter().map(|s| s.to_string()).collect(),
             name: name.into(),
             op_type: op.into(),
             attribute,

@@ -33,12 +33,13 @@ UNARY = ["Relu", "Sigmoid", "Tanh", "Softmax", "Flatten", "MaxPool", "AveragePoo
          "GlobalAveragePool", "GlobalMaxPool", "LRN", "Identity", "Dropout", "Transpose", "Neg",
          "Exp", "Log", "Sqrt", "Abs", "LeakyRelu", "Elu", "Clip", "Squeeze", "Shape",
          "ReduceMean", "ReduceMax", "Softplus", "Erf", "HardSigmoid", "InstanceNormalization",
-         "Mish", "Softsign", "Sin", "Floor", "Sign", "IsNaN", "ReduceL2", "ReduceLogSumExp"]
+         "Mish", "Softsign", "Sin", "Floor", "Sign", "IsNaN", "ReduceL2", "ReduceLogSumExp",
+         "ArgMax", "Hardmax", "LpNormalization", "Size"]
 NARY = ["Add", "Mul", "Sub", "Div", "MatMul", "Conv", "Concat", "Reshape", "Gemm", "PRelu", "Max",
         "Min", "Sum", "Pow", "Expand", "Gather", "Unsqueeze", "Tile", "Pad", "Slice", "Equal",
         "Where", "ConvTranspose", "BatchNormalization", "Split", "Resize", "GatherND",
         "GatherElements", "ScatterElements", "ScatterND", "CumSum", "Col2Im", "LSTM", "Less",
-        "And"]
+        "And", "TopK", "GridSample", "AffineGrid", "GroupNormalization"]
 # Names a file can give a node or tensor.
 NAMES = ["", "x", "<script>alert(1)</script>", "a\x1b[31mred", "\u202eevil", "n" * 5000,
          "../../etc/passwd", "a\nb", '"quoted"', "&amp;", "\x00nul"]

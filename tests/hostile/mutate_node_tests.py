@@ -37,7 +37,8 @@ LIST_ATTRS = ["axes", "pads", "strides", "dilations", "kernel_shape", "split", "
               "output_padding", "output_shape"]
 INT_ATTRS = ["axis", "group", "num_outputs", "keepdims", "blocksize", "size", "ceil_mode",
              "count_include_pad", "batch_dims", "hidden_size", "layout", "input_forget",
-             "exclusive", "reverse"]
+             "exclusive", "reverse", "num_groups", "k", "largest", "select_last_index",
+             "align_corners", "p"]
 
 
 def load_seeds(root):

@@ -11,6 +11,7 @@ mod einsum;
 mod elementwise;
 pub(crate) use elementwise::pass_gradient_through;
 mod expand;
+mod grid;
 mod linear;
 pub(crate) mod max_pool_cpu;
 pub(crate) mod norm;
@@ -20,6 +21,7 @@ mod reduce;
 pub mod resample;
 mod resize;
 mod scatter;
+mod select;
 mod shape;
 
 use burn::backend::Autodiff;
@@ -341,7 +343,10 @@ impl OpSpec {
 pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Abs", kernel: kernels!(elementwise::abs), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Add", kernel: kernels!(binary::add), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–14" },
+    OpSpec { name: "AffineGrid", kernel: kernels!(grid::affine_grid), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "20" },
     OpSpec { name: "And", kernel: kernels!(binary::and), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7" },
+    OpSpec { name: "ArgMax", kernel: kernels!(select::argmax), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
+    OpSpec { name: "ArgMin", kernel: kernels!(select::argmin), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "AveragePool", kernel: kernels!(pool::average_pool), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
     OpSpec { name: "BatchNormalization", kernel: kernels!(norm::batch_norm), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–15" },
     OpSpec { name: "Cast", kernel: kernels!(shape::cast), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "6–25" },
@@ -377,8 +382,11 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "GlobalMaxPool", kernel: kernels!(pool::global_max_pool), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
     OpSpec { name: "Greater", kernel: kernels!(binary::greater), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–13" },
     OpSpec { name: "GreaterOrEqual", kernel: kernels!(binary::greater_or_equal), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "12–16" },
+    OpSpec { name: "GridSample", kernel: kernels!(grid::grid_sample), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "16–22" },
+    OpSpec { name: "GroupNormalization", kernel: kernels!(norm::group_norm), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "18–21" },
     OpSpec { name: "HardSigmoid", kernel: kernels!(elementwise::hard_sigmoid), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
     OpSpec { name: "HardSwish", kernel: kernels!(elementwise::hard_swish), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "14–22" },
+    OpSpec { name: "Hardmax", kernel: kernels!(select::hardmax), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Identity", kernel: kernels!(elementwise::identity), linear: None, activation: true, cuts_off: false, rearranges: true, units: true, opsets: "1–25" },
     OpSpec { name: "InstanceNormalization", kernel: kernels!(norm::instance_norm), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
     OpSpec { name: "IsInf", kernel: kernels!(elementwise::is_inf), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "10–20" },
@@ -391,6 +399,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "LessOrEqual", kernel: kernels!(binary::less_or_equal), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "12–16" },
     OpSpec { name: "Log", kernel: kernels!(elementwise::log), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "LogSoftmax", kernel: kernels!(norm::log_softmax), linear: None, activation: true, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
+    OpSpec { name: "LpNormalization", kernel: kernels!(norm::lp_norm), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
     OpSpec { name: "MatMul", kernel: kernels!(linear::matmul), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Max", kernel: kernels!(binary::max), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "8–13" },
     OpSpec { name: "MaxPool", kernel: kernels!(pool::max_pool), linear: Some("AveragePool"), activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
@@ -429,6 +438,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Sigmoid", kernel: kernels!(elementwise::sigmoid), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Sign", kernel: kernels!(elementwise::sign), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "9–13" },
     OpSpec { name: "Sin", kernel: kernels!(elementwise::sin), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–22" },
+    OpSpec { name: "Size", kernel: kernels!(shape::size), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–21" },
     OpSpec { name: "Slice", kernel: kernels!(shape::slice), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Softmax", kernel: kernels!(norm::softmax), linear: None, activation: true, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Softplus", kernel: kernels!(elementwise::softplus), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
@@ -442,6 +452,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Tanh", kernel: kernels!(elementwise::tanh), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "ThresholdedRelu", kernel: kernels!(elementwise::thresholded_relu), linear: Some("Identity"), activation: true, cuts_off: true, rearranges: false, units: true, opsets: "10–22" },
     OpSpec { name: "Tile", kernel: kernels!(expand::tile), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "6–13" },
+    OpSpec { name: "TopK", kernel: kernels!(select::topk), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–11" },
     OpSpec { name: "Transpose", kernel: kernels!(shape::transpose), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "1–25" },
     OpSpec { name: "Unsqueeze", kernel: kernels!(shape::unsqueeze), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "1–25" },
     OpSpec { name: "Upsample", kernel: kernels!(resize::upsample), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–9" },

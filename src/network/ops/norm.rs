@@ -1,5 +1,5 @@
-//! Normalizations: LRN, BatchNormalization, InstanceNormalization, LayerNormalization, Softmax,
-//! LogSoftmax.
+//! Normalizations: LRN, BatchNormalization, InstanceNormalization, GroupNormalization,
+//! LayerNormalization, LpNormalization, Softmax, LogSoftmax.
 
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -214,6 +214,86 @@ pub fn instance_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
 }
 
+/// GroupNormalization (opsets 18–21): the channels in `num_groups` groups, each normalized over
+/// its channels and the spatial axes, then scaled and shifted: by one value per group in opset 18
+/// (the version the standard deprecated), per channel from 21 on (as PyTorch's GroupNorm).
+pub fn group_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let x = ctx.float(0)?;
+    let dims = x.dims();
+    if dims.len() < 2 {
+        return Err(ctx.error(format!("input {dims:?} must be [N, C, ...]")));
+    }
+    let (n, c) = (dims[0], dims[1]);
+    let groups = ctx.node.int("num_groups", 0)?;
+    let g = usize::try_from(groups)
+        .ok()
+        .filter(|&g| g > 0 && c % g == 0)
+        .ok_or_else(|| {
+            ctx.error(format!(
+                "num_groups {groups} does not divide the input's {c} channels"
+            ))
+        })?;
+    let eps = ctx.node.float("epsilon", 1e-5)?;
+    let per_group = ctx.node.opset < 21;
+    let affine = |i: usize, what: &str| -> Result<DynTensor<B>> {
+        let v = ctx.float(i)?;
+        let want = if per_group { g } else { c };
+        if v.num_elements() != want {
+            return Err(ctx.error(format!(
+                "{what} {:?} does not have one value for each of the {want} {}",
+                v.dims(),
+                if per_group {
+                    "groups (opset 18)"
+                } else {
+                    "channels"
+                }
+            )));
+        }
+        Ok(v)
+    };
+    let (scale, bias) = (affine(1, "scale")?, affine(2, "bias")?);
+    let rank = dims.len();
+    let rest: usize = dims[1..].iter().product::<usize>() / g.max(1);
+    if n * rest == 0 {
+        return Ok(vec![Value::Device(x)]);
+    }
+    // [N, G, everything else]: the statistics run over the last axis.
+    let grouped = x.reshape(&[n, g, rest]);
+    let axes = [grouped.storage_axis(2)];
+    let (centered, _, var) = moments(grouped.into_storage(), &axes);
+    let y = DynTensor::from_storage(centered / var.add_scalar(eps).sqrt(), 3);
+    let shaped = |v: DynTensor<B>, shape: &[usize]| v.reshape(shape).into_storage();
+    let y = if per_group {
+        let (s, b) = (shaped(scale, &[g, 1]), shaped(bias, &[g, 1]));
+        DynTensor::from_storage(y.into_storage() * s + b, 3).reshape(&dims)
+    } else {
+        let mut shape = vec![c];
+        shape.extend(std::iter::repeat_n(1, rank - 2));
+        let (s, b) = (shaped(scale, &shape), shaped(bias, &shape));
+        let y = y.reshape(&dims);
+        DynTensor::from_storage(y.into_storage() * s + b, rank)
+    };
+    Ok(vec![Value::Device(y)])
+}
+
+/// LpNormalization (opsets 1–22): `x` divided by its L1 or L2 norm (`p`) along `axis`. A lane
+/// of zeros stays zeros, with a finite gradient (the reference would divide 0 by 0).
+pub fn lp_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let x = ctx.float(0)?;
+    let rank = x.rank();
+    if rank == 0 {
+        return Err(ctx.error("input is a scalar, which has no axis to normalize along"));
+    }
+    let axis = x.storage_axis(ctx.axis(ctx.node.int("axis", -1)?, rank)?);
+    let s = x.into_storage();
+    let norm = match ctx.node.int("p", 2)? {
+        1 => s.clone().abs().sum_dim(axis).clamp_min(f32::MIN_POSITIVE),
+        2 => (s.clone().powi_scalar(2).sum_dim(axis) + f32::MIN_POSITIVE).sqrt(),
+        p => return Err(ctx.error(format!("p = {p} is not 1 or 2"))),
+    };
+    Ok(vec![Value::Device(DynTensor::from_storage(s / norm, rank))])
+}
+
 /// LayerNormalization (opset 17): normalizes over the axes from `axis` on, then scales and
 /// shifts by Scale and B (which broadcast against those axes). The optional outputs Mean and
 /// InvStdDev have the input's shape with those axes of size 1.
@@ -292,6 +372,67 @@ mod tests {
     use super::super::testing::run;
     use crate::network::node::Attr;
     use crate::network::value::{DynTensor, Value};
+
+    #[test]
+    fn group_norm_scales_per_group_in_opset_18_and_per_channel_from_21() {
+        // One image, 4 channels of 2 pixels, 2 groups: group 0 is [0, 1, 2, 3], group 1 is
+        // [4, 4, 8, 8] (mean 6, variance 4).
+        let on = crate::Device::cpu();
+        let x = || {
+            let v = [0.0, 1.0, 2.0, 3.0, 4.0, 4.0, 8.0, 8.0];
+            Value::Device(DynTensor::from_host(&v, &[1, 4, 1, 2], on.burn()))
+        };
+        let vec = |v: &[f32]| Value::Device(DynTensor::from_host(v, &[v.len()], on.burn()));
+        let attrs = [("num_groups", Attr::Int(2)), ("epsilon", Attr::Float(0.0))];
+        let norm0: Vec<f32> = [-1.5f32, -0.5, 0.5, 1.5]
+            .iter()
+            .map(|v| v / 1.25f32.sqrt())
+            .collect();
+        let norm1 = [-1.0, -1.0, 1.0, 1.0];
+        let close = |got: Vec<f32>, want: Vec<f32>| {
+            assert!(
+                got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5),
+                "{got:?} vs {want:?}"
+            );
+        };
+        let per_group = run(
+            "GroupNormalization",
+            18,
+            &attrs,
+            vec![x(), vec(&[2.0, 3.0]), vec(&[0.0, 1.0])],
+        )
+        .unwrap();
+        let want: Vec<f32> = norm0
+            .iter()
+            .map(|v| 2.0 * v)
+            .chain(norm1.iter().map(|v| 3.0 * v + 1.0))
+            .collect();
+        close(per_group[0].to_host().to_f32(), want);
+        let scale = [1.0, 2.0, 3.0, 4.0];
+        let per_channel = run(
+            "GroupNormalization",
+            21,
+            &attrs,
+            vec![x(), vec(&scale), vec(&[0.0; 4])],
+        )
+        .unwrap();
+        let want: Vec<f32> = norm0
+            .iter()
+            .chain(&norm1)
+            .enumerate()
+            .map(|(i, v)| scale[i / 2] * v)
+            .collect();
+        close(per_channel[0].to_host().to_f32(), want);
+        let err = run(
+            "GroupNormalization",
+            21,
+            &[("num_groups", Attr::Int(3))],
+            vec![x(), vec(&scale), vec(&[0.0; 4])],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("does not divide"), "{err}");
+    }
 
     /// Softmax and LogSoftmax of `[[0, 1, 2], [3, 4, 5]]` at axis 0 in `opset`.
     fn at_axis_0(op: &str, opset: i64) -> Vec<f32> {

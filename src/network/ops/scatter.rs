@@ -335,16 +335,27 @@ pub fn scatter_elements<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 /// indices' shape. On the device, a `select` from the flattened data, so gradients reach it.
 pub fn gather_elements<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let (_, index_dims, targets) = element_targets(ctx)?;
+    Ok(vec![pick(ctx, index_dims, &targets)?])
+}
+
+/// The elements of input 0 at the flat positions `targets`, as `shape`: on the host in its type
+/// if it lives there, else a `select` from the flattened device tensor, so that gradients reach
+/// it (GatherElements, TopK's values).
+pub(super) fn pick<B: Backend>(
+    ctx: &Ctx<B>,
+    shape: Vec<usize>,
+    targets: &[usize],
+) -> Result<Value<B>> {
     if ctx.is_host(0) {
         let data = ctx.host(0)?;
-        return Ok(vec![Value::Host(host_pick(
+        return Ok(Value::Host(host_pick(
             &data,
-            index_dims,
-            targets.into_iter(),
-        ))]);
+            shape,
+            targets.iter().copied(),
+        )));
     }
-    if index_dims.contains(&0) {
-        return Ok(vec![empty(index_dims)]);
+    if shape.contains(&0) {
+        return Ok(empty(shape));
     }
     let x = ctx.float(0)?;
     let total = x.num_elements();
@@ -357,10 +368,8 @@ pub fn gather_elements<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let picked = x
         .reshape(&[total])
         .to_rank::<1>()?
-        .select(0, index_tensor(&targets, ctx.device));
-    Ok(vec![Value::Device(
-        DynTensor::new(picked).reshape(&index_dims),
-    )])
+        .select(0, index_tensor(targets, ctx.device));
+    Ok(Value::Device(DynTensor::new(picked).reshape(&shape)))
 }
 
 /// The elements of host tensor `data` at the flat positions `picks`, in its type, as `shape`.

@@ -437,6 +437,12 @@ pub fn shape<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     Ok(vec![Value::Host(HostTensor::i64(vec![vals.len()], vals))])
 }
 
+/// Size (opsets 1–21): the number of elements, a host scalar.
+pub fn size<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let n = crate::budget::elements(&ctx.dims(0)?).map_err(|e| ctx.error(e.to_string()))?;
+    Ok(vec![Value::Host(HostTensor::i64(vec![], vec![n as i64]))])
+}
+
 pub fn gather<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let axis = ctx.axis(ctx.node.int("axis", 0)?, dims.len())?;
