@@ -289,8 +289,7 @@ fn vit(path: &Path) -> Model {
 }
 
 /// A spatial transformer (opset 21): a localization branch (strided convolution, pooled, a
-/// Gemm whose bias is near the identity) makes θ, AffineGrid and GridSample warp the image by
-/// it, and a convolution, pooled and L2-normalized, feeds the classifier; TopK and ArgMax read
+/// Gemm) makes θ, AffineGrid and GridSample warp the image by it (three ways), and a convolution, pooled and L2-normalized, feeds the classifier; TopK and ArgMax read
 /// the logits. (GroupNormalization, which onnx's shape inference cannot type, is checked by the
 /// ONNX node tests instead.)
 fn spatial_transformer(path: &Path) -> Model {
@@ -302,7 +301,7 @@ fn spatial_transformer(path: &Path) -> Model {
     let w = n.weight("loc/fc.weight", &[6, 8], 0.0, 0.3);
     n.b.initializer(
         "loc/fc.bias",
-        &HostTensor::f32(vec![6], vec![0.8, 0.1, 0.05, -0.1, 0.8, 0.0]),
+        &HostTensor::f32(vec![6], vec![1.2, 0.1, 0.05, -0.1, 1.2, 0.0]),
     );
     let fc = n.node(
         "Gemm",
@@ -314,12 +313,21 @@ fn spatial_transformer(path: &Path) -> Model {
     let theta = n.node("Reshape", "theta", &[&fc, &shape], &[]);
     let size = n.node("Shape", "size", &["image"], &[]);
     let grid = n.node("AffineGrid", "grid", &[&theta, &size], &[]);
-    let warped = n.node(
-        "GridSample",
-        "warped",
-        &["image", &grid],
-        &[("mode", AttrValue::String("linear".into()))],
-    );
+    // Three samplings of the image by the grid, summed: PyTorch's default (bilinear, zeros),
+    // bicubic with border padding and aligned corners, nearest with reflection. θ scales by
+    // more than 1, so that points fall outside the image, where the paddings differ.
+    let sample = |n: &mut Net, name: &str, mode: &str, padding: &str, align: i64| {
+        let attrs = [
+            ("mode", AttrValue::String(mode.into())),
+            ("padding_mode", AttrValue::String(padding.into())),
+            ("align_corners", AttrValue::Int(align)),
+        ];
+        n.node("GridSample", name, &["image", &grid], &attrs)
+    };
+    let linear = sample(&mut n, "warped", "linear", "zeros", 0);
+    let cubic = sample(&mut n, "warped/cubic", "cubic", "border", 1);
+    let nearest = sample(&mut n, "warped/nearest", "nearest", "reflection", 0);
+    let warped = n.node("Sum", "warped/sum", &[&linear, &cubic, &nearest], &[]);
     let f = n.conv("features/conv", &warped, [3, C, 1], [4, 4, 0]);
     let act = n.node("Relu", STN_LAYER, &[&f], &[]);
     let pooled = n.node("GlobalAveragePool", "features/pool", &[&act], &[]);

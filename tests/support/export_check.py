@@ -52,10 +52,11 @@ def compare(microscope, d, want):
         error, onnxruntime_error(d, want), layers[:3], layers[-3:])
 
 
-def torch_export(model, side, path, input_name, classic=False):
+def torch_export(model, side, path, input_name, classic=False, classic_opset=17):
     """Exports a PyTorch model as a user would: the default exporter (dynamic batch, opset 18)
-    and, where that fails or `classic` asks, the classic one (`dynamo=False`, opset 17, the
-    default before PyTorch 2.9). Which one it took."""
+    and, where that fails or `classic` asks, the classic one (`dynamo=False`, opset
+    `classic_opset`: 17, the default before PyTorch 2.9, unless the model needs a newer op).
+    Which one it took."""
     import torch
 
     x = (torch.rand(1, 3, side[0], side[1]),)
@@ -67,7 +68,7 @@ def torch_export(model, side, path, input_name, classic=False):
             return "dynamo"
         except Exception:
             pass
-    torch.onnx.export(model, x, path, dynamo=False, opset_version=17,
+    torch.onnx.export(model, x, path, dynamo=False, opset_version=classic_opset,
                       dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}}, **names)
     return "classic"
 

@@ -114,6 +114,9 @@ fn axis_taps(g: f64, d: usize, interp: Interp, padding: Padding, align: bool) ->
     if x < lo || x > hi {
         match padding {
             Padding::Zeros => {}
+            // Cubic taps are clamped one by one, not the point: PyTorch and onnxruntime do
+            // so (the ONNX reference clamps the point too, and differs from both there).
+            Padding::Border if interp == Interp::Cubic => {}
             Padding::Border => {
                 x = x.clamp(0.0, df - 1.0);
                 slope = 0.0;
