@@ -32,7 +32,7 @@ Mask2Former (its deformable attention through GridSample; the classic exporter) 
 RT-DETR loads and runs but picks its queries by TopK among scores that random weights make
 equal to 1e-7, so rounding picks other queries (3.9e-3; at a batch of 1, which onnxruntime
 runs, onnxruntime and microscope differ by 2.3e-3 for that reason, every node before the
-TopK agreeing to 1e-6).
+TopK within 1e-4).
 Deformable DETR's configuration fails in transformers before export.
 """
 
