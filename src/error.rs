@@ -119,6 +119,10 @@ fn unsupported_hint(op: &str) -> &'static str {
     if op.ends_with("PartitionedCall") {
         "; it is TensorFlow's, not ONNX's: the exporter (tf2onnx) left a function it did not \
          convert"
+    } else if matches!(op, "If" | "Loop" | "Scan") {
+        // torchvision's detectors export their post-processing (box decoding, NMS) so.
+        "; control flow is not supported: export the network up to its outputs before the \
+         branch or loop (a detector's backbone and heads, without its post-processing)"
     } else {
         ""
     }
@@ -175,9 +179,10 @@ mod tests {
              is TensorFlow's, not ONNX's: the exporter (tf2onnx) left a function it did not \
              convert"
         );
+        assert!(unsupported("Loop").contains("control flow is not supported"));
         assert_eq!(
-            unsupported("Loop"),
-            "unsupported op_type Loop (domain \"\") for node block/dwconv"
+            unsupported("NonMaxSuppression"),
+            "unsupported op_type NonMaxSuppression (domain \"\") for node block/dwconv"
         );
     }
 

@@ -172,7 +172,10 @@ fn parse_with(
             let first = n.output.first().cloned().unwrap_or_default();
             format!("{}:{first}", n.op_type)
         });
-        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+        // Refused before its attributes are read: an op outside the table may carry kinds of
+        // attribute the runtime never reads (If's and Loop's subgraphs).
+        let standard = n.domain.is_empty() || n.domain == "ai.onnx";
+        if !standard || !crate::network::is_supported(&n.op_type) {
             return Err(Error::UnsupportedOp {
                 op: n.op_type.clone(),
                 domain: n.domain.clone(),
@@ -228,4 +231,36 @@ fn convert_attr(a: &proto::AttributeProto, external: &mut ExternalData) -> Resul
         8 => Attr::Strings(a.strings.iter().map(|s| text(s)).collect()),
         other => return Err(format!("attribute {} has unsupported type {other}", a.name)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_onnx, proto};
+    use crate::import::builder::OnnxBuilder;
+    use prost::Message;
+
+    /// A detector's post-processing exports as `If` nodes whose branches are subgraphs: the
+    /// error names the op and says what to export instead, not the attribute kind it skipped.
+    #[test]
+    fn control_flow_is_refused_by_its_op_before_its_subgraphs_are_read() {
+        let mut b = OnnxBuilder::new();
+        b.input("image", &[1, 3, 4, 4])
+            .node("Relu", "relu", &["image"], &[])
+            .node("If", "post", &["relu"], &[])
+            .output("post");
+        let mut model = proto::ModelProto::decode(b.to_bytes("detector").as_slice()).unwrap();
+        let graph = model.graph.as_mut().unwrap();
+        graph.node[1].attribute.push(proto::AttributeProto {
+            name: "then_branch".into(),
+            r#type: 5,
+            ..Default::default()
+        });
+        let err = parse_onnx(&model.encode_to_vec(), "detector", crate::Device::cpu())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unsupported op_type If") && err.contains("control flow"),
+            "{err}"
+        );
+    }
 }

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 pub use node::{Attr, Node};
 #[cfg(feature = "cuda")]
 pub use ops::FastCuda;
-pub use ops::{has_units, Back, Fast};
+pub use ops::{has_units, is_supported, Back, Fast};
 use ops::{Ctx, OpSpec, Slot};
 pub use units::UnitLayout;
 use value::Constant;

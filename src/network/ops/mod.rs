@@ -475,6 +475,11 @@ pub fn linearized<B: Back>(op: &str) -> Option<OpFn<B>> {
     spec(op).and_then(|s| s.linear).and_then(lookup::<B>)
 }
 
+/// Whether this runtime implements `op` (an op of [`OPS`]).
+pub fn is_supported(op: &str) -> bool {
+    spec(op).is_some()
+}
+
 /// Whether `op` cuts its input off (see [`OpSpec::cuts_off`]).
 pub fn cuts_off(op: &str) -> bool {
     spec(op).is_some_and(|s| s.cuts_off)
