@@ -73,6 +73,35 @@ def torch_export(model, side, path, input_name, classic=False, classic_opset=17)
     return "classic"
 
 
+def randomize_zeros(model):
+    """Gives parameters that start at zero (ViT's heads, layer scales) small random values:
+    outputs of zeros would agree with anything."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+
+
+def export_and_compare(microscope, d, model, side, input_name, classic, classic_opset=17):
+    """The scripts' check of one PyTorch model: `torch_export` into d/model.onnx, a seeded batch
+    of 2 at `side`×`side` through PyTorch and through `microscope eval`; one line: which exporter,
+    then `compare`'s."""
+    import torch
+
+    os.makedirs(d, exist_ok=True)
+    how = torch_export(model, (side, side), os.path.join(d, "model.onnx"), input_name, classic,
+                       classic_opset)
+    x = np.random.default_rng(0).random((2, 3, side, side)).astype("float32")
+    np.save(os.path.join(d, "x.npy"), x)
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    if not torch.is_tensor(out):
+        out = out.logits if hasattr(out, "logits") else out[0]
+    return "%s, %s" % (how, compare(microscope, d, out.numpy()))
+
+
 def run_all(script, archs, check, flags=()):
     """The scripts' main: `script [FLAGS] MICROSCOPE_BIN OUT_DIR [ARCH...]`, one line per
     architecture from `check(microscope, out, name)`."""

@@ -23,13 +23,12 @@ onnxruntime do (the ONNX reference clamps it), the bicubic networks were off by 
 import os
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_check import compare, run_all, torch_export  # noqa: E402
+from export_check import export_and_compare, run_all  # noqa: E402
 
 SIDE = 64
 
@@ -131,20 +130,13 @@ CLASSIC = "--classic" in sys.argv
 
 
 def check(microscope, out, name):
-    d = os.path.join(out, name)
-    os.makedirs(d, exist_ok=True)
     torch.manual_seed(0)
     model = NETS[name]().eval()
     # The classic exporter writes affine_grid as AffineGrid, which came with opset 20 (it says
     # so and stops at 17): a user takes its advice.
     opset = 20 if isinstance(model, SpatialTransformer) else 17
-    how = torch_export(model, (SIDE, SIDE), os.path.join(d, "model.onnx"), "image", CLASSIC,
-                       classic_opset=opset)
-    x = np.random.default_rng(0).random((2, 3, SIDE, SIDE)).astype("float32")
-    np.save(os.path.join(d, "x.npy"), x)
-    with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
-    return "%s: %s" % (how, compare(microscope, d, want))
+    return export_and_compare(microscope, os.path.join(out, name), model, SIDE, "image", CLASSIC,
+                              opset)
 
 
 def main():

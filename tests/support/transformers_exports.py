@@ -39,12 +39,11 @@ Deformable DETR's configuration fails in transformers before export.
 import os
 import sys
 
-import numpy as np
 import torch
 import transformers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_check import compare, run_all, torch_export  # noqa: E402
+from export_check import export_and_compare, randomize_zeros, run_all  # noqa: E402
 
 # Model types whose `<Class>ForImageClassification` takes `pixel_values` alone. Left out: Dinat
 # (needs the natten extension), ImageGPT (takes token ids), the CLIP/SigLIP/Gemma families'
@@ -80,26 +79,13 @@ def size(cfg):
 
 
 def check(microscope, out, model_type):
-    d = os.path.join(out, model_type)
-    os.makedirs(d, exist_ok=True)
     torch.manual_seed(0)
     cfg = config(model_type)
     cls = getattr(transformers, ARCHS[model_type] + "ForImageClassification")
     model = cls(cfg).eval()
-    with torch.no_grad():
-        # Some layers start at zero: logits of zeros would agree with anything.
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0, 0.02)
-    side = size(cfg)
-    path = os.path.join(d, "model.onnx")
-    exporter = torch_export(model, (side, side), path, "pixel_values", CLASSIC)
-    x = np.random.default_rng(0).random((2, 3, side, side)).astype("float32")
-    np.save(os.path.join(d, "x.npy"), x)
-    with torch.no_grad():
-        out = model(torch.from_numpy(x))
-        want = (out.logits if hasattr(out, "logits") else out[0]).numpy()
-    return "%s, %s" % (exporter, compare(microscope, d, want))
+    randomize_zeros(model)
+    return export_and_compare(microscope, os.path.join(out, model_type), model, size(cfg),
+                              "pixel_values", CLASSIC)
 
 
 CLASSIC = "--classic" in sys.argv
@@ -152,22 +138,12 @@ class FirstOutput(torch.nn.Module):
 
 
 def dense_check(microscope, out, name):
-    d = os.path.join(out, name)
-    os.makedirs(d, exist_ok=True)
     torch.manual_seed(0)
     cls, cfg, side = DENSE[name]
     model = FirstOutput(getattr(transformers, cls)(cfg())).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0, 0.02)
-    path = os.path.join(d, "model.onnx")
-    exporter = torch_export(model, (side, side), path, "pixel_values", CLASSIC)
-    x = np.random.default_rng(0).random((2, 3, side, side)).astype("float32")
-    np.save(os.path.join(d, "x.npy"), x)
-    with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
-    return "%s, %s" % (exporter, compare(microscope, d, want))
+    randomize_zeros(model)
+    return export_and_compare(microscope, os.path.join(out, name), model, side, "pixel_values",
+                              CLASSIC)
 
 
 def main():
