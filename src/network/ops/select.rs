@@ -58,9 +58,17 @@ fn comparer(h: &HostTensor) -> Box<dyn Fn(usize, usize) -> Ordering + '_> {
     }
 }
 
+/// Input 0's shape, checked so that every product of its sizes fits (an empty tensor may name
+/// huge ones), which [`Lanes`] takes.
+fn checked_dims<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<usize>> {
+    let dims = ctx.dims(0)?;
+    crate::budget::elements(&dims).map_err(|e| ctx.error(e))?;
+    Ok(dims)
+}
+
 /// Input 0's shape and its `axis` attribute (default `default`), normalized.
 fn axis_of<B: Backend>(ctx: &Ctx<B>, default: i64) -> Result<(Vec<usize>, usize)> {
-    let dims = ctx.dims(0)?;
+    let dims = checked_dims(ctx)?;
     if dims.is_empty() {
         return Err(ctx.error("input is a scalar, which has no axis to pick along"));
     }
@@ -179,7 +187,7 @@ pub fn topk<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 /// the lanes run along `axis` (default -1); before, the input is read as a matrix whose rows are
 /// everything from `axis` (default 1) on.
 pub fn hardmax<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
-    let dims = ctx.dims(0)?;
+    let dims = checked_dims(ctx)?;
     let rank = dims.len();
     if rank == 0 {
         return Err(ctx.error("input is a scalar, which has no axis"));
