@@ -234,26 +234,24 @@ pub fn group_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
             ))
         })?;
     let eps = ctx.node.float("epsilon", 1e-5)?;
+    // Opset 18: one scale and bias per group, shaped to broadcast against `[N, G, rest]`; from
+    // 21 on, per channel against the input.
     let per_group = ctx.node.opset < 21;
-    let affine = |i: usize, what: &str| -> Result<DynTensor<B>> {
+    let affine = |i: usize, what: &str| -> Result<Storage<B>> {
+        if !per_group {
+            return Ok(per_channel(ctx, i, what, &dims)?.into_storage());
+        }
         let v = ctx.float(i)?;
-        let want = if per_group { g } else { c };
-        if v.num_elements() != want {
+        if v.num_elements() != g {
             return Err(ctx.error(format!(
-                "{what} {:?} does not have one value for each of the {want} {}",
-                v.dims(),
-                if per_group {
-                    "groups (opset 18)"
-                } else {
-                    "channels"
-                }
+                "{what} {:?} does not have one value for each of the {g} groups (opset 18)",
+                v.dims()
             )));
         }
-        Ok(v)
+        Ok(v.reshape(&[g, 1]).into_storage())
     };
     let (scale, bias) = (affine(1, "scale")?, affine(2, "bias")?);
-    let rank = dims.len();
-    let rest: usize = dims[1..].iter().product::<usize>() / g.max(1);
+    let rest: usize = dims[1..].iter().product::<usize>() / g;
     if n * rest == 0 {
         return Ok(vec![Value::Device(x)]);
     }
@@ -261,17 +259,12 @@ pub fn group_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let grouped = x.reshape(&[n, g, rest]);
     let axes = [grouped.storage_axis(2)];
     let (centered, _, var) = moments(grouped.into_storage(), &axes);
-    let y = DynTensor::from_storage(centered / var.add_scalar(eps).sqrt(), 3);
-    let shaped = |v: DynTensor<B>, shape: &[usize]| v.reshape(shape).into_storage();
+    let y = centered / var.add_scalar(eps).sqrt();
     let y = if per_group {
-        let (s, b) = (shaped(scale, &[g, 1]), shaped(bias, &[g, 1]));
-        DynTensor::from_storage(y.into_storage() * s + b, 3).reshape(&dims)
+        DynTensor::from_storage(y * scale + bias, 3).reshape(&dims)
     } else {
-        let mut shape = vec![c];
-        shape.extend(std::iter::repeat_n(1, rank - 2));
-        let (s, b) = (shaped(scale, &shape), shaped(bias, &shape));
-        let y = y.reshape(&dims);
-        DynTensor::from_storage(y.into_storage() * s + b, rank)
+        let y = DynTensor::from_storage(y, 3).reshape(&dims).into_storage();
+        DynTensor::from_storage(y * scale + bias, dims.len())
     };
     Ok(vec![Value::Device(y)])
 }

@@ -58,6 +58,31 @@ fn comparer(h: &HostTensor) -> Box<dyn Fn(usize, usize) -> Ordering + '_> {
     }
 }
 
+/// The first greatest (`wins` = Greater) or least value of a non-empty `lane` of flat positions
+/// of `h`, or the last with `last`: its index along the lane and its flat position. NaN wins
+/// either way, the first one, as in numpy's argmax and argmin.
+fn best(
+    mut lane: impl Iterator<Item = usize>,
+    h: &HostTensor,
+    cmp: &dyn Fn(usize, usize) -> Ordering,
+    wins: Ordering,
+    last: bool,
+) -> (usize, usize) {
+    let nan_at = |p: usize| matches!(&h.data, HostData::F32(v) if v[p].is_nan());
+    let mut at = lane.next().expect("the lane is not empty");
+    let mut best = 0;
+    for (i, p) in lane.enumerate() {
+        if nan_at(at) {
+            break;
+        }
+        let c = if nan_at(p) { wins } else { cmp(p, at) };
+        if c == wins || (last && c == Ordering::Equal) {
+            (best, at) = (i + 1, p);
+        }
+    }
+    (best, at)
+}
+
 /// Input 0's shape, checked so that every product of its sizes fits (an empty tensor may name
 /// huge ones), which [`Lanes`] takes.
 fn checked_dims<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<usize>> {
@@ -101,23 +126,9 @@ fn arg<B: Backend>(ctx: &Ctx<B>, wins: Ordering) -> Result<Vec<Value<B>>> {
     let last = ctx.node.int("select_last_index", 0)? != 0;
     let h = ctx.host(0)?;
     let cmp = comparer(&h);
-    let nan_at = |p: usize| matches!(&h.data, HostData::F32(v) if v[p].is_nan());
     let picked: Vec<i64> = lanes
         .each()
-        .map(|(o, j)| {
-            let mut lane = lanes.lane(o, j).enumerate();
-            let (mut best, mut at) = lane.next().expect("the axis is not empty");
-            for (i, p) in lane {
-                if nan_at(at) {
-                    break;
-                }
-                let c = if nan_at(p) { wins } else { cmp(p, at) };
-                if c == wins || (last && c == Ordering::Equal) {
-                    (best, at) = (i, p);
-                }
-            }
-            best as i64
-        })
+        .map(|(o, j)| best(lanes.lane(o, j), &h, &cmp, wins, last).0 as i64)
         .collect();
     let shape: Vec<usize> = (0..dims.len())
         .filter_map(|a| match (a == axis, keep) {
@@ -212,14 +223,7 @@ pub fn hardmax<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let mut out = vec![0.0f32; h.len()];
     if lanes.n > 0 {
         for (o, j) in lanes.each() {
-            let mut lane = lanes.lane(o, j);
-            let mut at = lane.next().expect("the lane is not empty");
-            for p in lane {
-                // NaN compares above every number: the first NaN wins, as in numpy's argmax.
-                if cmp(p, at) == Ordering::Greater {
-                    at = p;
-                }
-            }
+            let (_, at) = best(lanes.lane(o, j), &h, &cmp, Ordering::Greater, false);
             out[at] = 1.0;
         }
     }
