@@ -223,8 +223,17 @@ fn classic_scope(name: &str, op: &str) -> Option<(String, String)> {
     let number = |a: &str| a.bytes().all(|b| b.is_ascii_digit());
     let mut path: Vec<&str> = Vec::new();
     for scope in scopes {
-        let parts: Vec<&str> = scope.split('.').collect();
-        let (head, own) = parts.split_at(parts.len() - 1);
+        let mut parts: Vec<&str> = scope.split('.').collect();
+        // A module called again in the same scope gets a counter on its own part (the second
+        // call of a shared head's `conv.0.0` is `conv.0.0_1`, of `cls_logits` is
+        // `cls_logits_1`). It is kept in the name, and read past to find the module's place.
+        let own = parts.pop()?;
+        let counted = match own.rsplit_once('_') {
+            Some((stem, n)) if !stem.is_empty() && !n.is_empty() && number(n) => stem,
+            _ => own,
+        };
+        parts.push(if number(counted) { counted } else { own });
+        let head = &parts[..parts.len() - 1];
         // Finding the ancestors below costs the square of their count: no module is nested in
         // that many lists at once.
         if head.len() > 16 {
@@ -242,11 +251,11 @@ fn classic_scope(name: &str, op: &str) -> Option<(String, String)> {
             None if path == head => head.len(),
             _ => return None,
         };
-        if !parts.iter().all(|a| module_part(a)) {
+        if !parts.iter().chain([&own]).all(|a| module_part(a)) {
             return None;
         }
         path.extend(&head[known..]);
-        path.push(own[0]);
+        path.push(own);
     }
     Some((path.join("."), op.to_lowercase()))
 }
@@ -563,6 +572,8 @@ mod tests {
             ("/trunk/block1/block1-0/proj/proj.0/Conv", "Conv"),
             ("/encoder/layer.0/conv/Conv", "Conv"),
             ("/encoder/layer.0/Add", "Add"),
+            ("/rpn/head/conv/conv.0/conv.0.0_1/Conv", "Conv"),
+            ("/rpn/head/cls_logits_1/Conv", "Conv"),
             // Not of that form.
             ("/a/0.1/Conv", "Conv"),
             ("/conv1/Relu", "Conv"),
@@ -591,6 +602,8 @@ mod tests {
                 want("trunk.block1.block1-0.proj.0", "conv", true),
                 want("encoder.layer.0.conv", "conv", true),
                 want("encoder.layer.0", "add", false),
+                want("rpn.head.conv.0.0_1", "conv", true),
+                want("rpn.head.cls_logits_1", "conv", true),
             ]
             .into_iter()
             .chain(std::iter::repeat_n(None, 10))
