@@ -113,19 +113,22 @@ pub(crate) fn brief(text: &str) -> Cow<'_, str> {
 }
 
 /// What an unsupported op says about the file, where it says more than that microscope lacks it.
-fn unsupported_hint(op: &str) -> &'static str {
+fn unsupported_hint(op: &str) -> String {
     // tf2onnx leaves a TensorFlow function it could not convert as a call of it (Keras 3's
     // ConvNeXt layers): no runtime can run such a file.
-    if op.ends_with("PartitionedCall") {
+    let what = if op.ends_with("PartitionedCall") {
         "; it is TensorFlow's, not ONNX's: the exporter (tf2onnx) left a function it did not \
          convert"
     } else if matches!(op, "If" | "Loop" | "Scan") {
         // torchvision's detectors export their post-processing (box decoding, NMS) so.
-        "; control flow is not supported: export the network up to its outputs before the \
-         branch or loop (a detector's backbone and heads, without its post-processing)"
+        "; control flow is not supported"
     } else {
         ""
-    }
+    };
+    format!(
+        "{what}; to look inside the nodes that do not depend on it, load the part that runs \
+         with `Model::load_partial` (`--partial` on the command line)"
+    )
 }
 
 /// `text` with each innermost `[a, b, …]` list of more than [`LIST_LONG`] numbers shortened.
@@ -177,12 +180,15 @@ mod tests {
             unsupported("StatefulPartitionedCall"),
             "unsupported op_type StatefulPartitionedCall (domain \"\") for node block/dwconv; it \
              is TensorFlow's, not ONNX's: the exporter (tf2onnx) left a function it did not \
-             convert"
+             convert; to look inside the nodes that do not depend on it, load the part that runs \
+             with `Model::load_partial` (`--partial` on the command line)"
         );
         assert!(unsupported("Loop").contains("control flow is not supported"));
         assert_eq!(
             unsupported("NonMaxSuppression"),
-            "unsupported op_type NonMaxSuppression (domain \"\") for node block/dwconv"
+            "unsupported op_type NonMaxSuppression (domain \"\") for node block/dwconv; to look \
+             inside the nodes that do not depend on it, load the part that runs with \
+             `Model::load_partial` (`--partial` on the command line)"
         );
     }
 

@@ -8,13 +8,13 @@ use burn::prelude::*;
 use crate::data::{Dataset, ImageSpec};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::import::{parse_file, parse_onnx, read_file};
+use crate::import::{parse_file, parse_onnx, read_file, Extent};
 use crate::network::{DynTensor, Network, DYNAMIC_SIZE};
 use crate::zoo::files as zoo;
 
 #[derive(Clone, Debug)]
 enum Source {
-    File(PathBuf),
+    File(PathBuf, Extent),
     Zoo(&'static str),
 }
 
@@ -38,15 +38,36 @@ impl Model {
 
     /// Loads an ONNX file onto `device`.
     pub fn load_on(path: impl AsRef<Path>, device: Device) -> Result<Model> {
-        let path = path.as_ref();
+        Self::load_extent(path.as_ref(), device, Extent::Whole)
+    }
+
+    /// Loads the part of an ONNX file that the runtime supports, onto the CPU: every node but
+    /// those whose op it lacks and those downstream of them (a detector's post-processing).
+    /// [`Model::left_out`] says what was left out; a file that is supported throughout loads
+    /// whole. See [`Extent::Supported`].
+    pub fn load_partial(path: impl AsRef<Path>) -> Result<Model> {
+        Self::load_partial_on(path, Device::cpu())
+    }
+
+    /// [`Model::load_partial`] onto `device`.
+    pub fn load_partial_on(path: impl AsRef<Path>, device: Device) -> Result<Model> {
+        Self::load_extent(path.as_ref(), device, Extent::Supported)
+    }
+
+    fn load_extent(path: &Path, device: Device, extent: Extent) -> Result<Model> {
         let bytes = read_file(path)?;
-        let (network, digest) = parse_file(path, &bytes, device)?;
+        let (network, digest) = parse_file(path, &bytes, device, extent)?;
         Ok(Model {
             network: Arc::new(network),
-            source: Source::File(path.to_path_buf()),
+            source: Source::File(path.to_path_buf(), extent),
             digest,
             dataset: None,
         })
+    }
+
+    /// What loading left out of the file ([`Model::load_partial`]); `None` when it loaded whole.
+    pub fn left_out(&self) -> Option<&crate::network::LeftOut> {
+        self.network.left_out()
     }
 
     /// A built-in model (see [`zoo::NAMES`]).
@@ -71,16 +92,22 @@ impl Model {
 
     /// `zoo:NAME` or a path to an `.onnx` file, as the command line accepts them.
     pub fn open(spec: &str, device: Device) -> Result<Model> {
+        Self::open_extent(spec, device, Extent::Whole)
+    }
+
+    /// [`Model::open`], loading as much of a file as `extent` says (a built-in model is
+    /// supported throughout).
+    pub fn open_extent(spec: &str, device: Device, extent: Extent) -> Result<Model> {
         match spec.strip_prefix("zoo:") {
             Some(name) => Self::zoo(name, device),
-            None => Self::load_on(spec, device),
+            None => Self::load_extent(Path::new(spec), device, extent),
         }
     }
 
     /// The same model on another device (an attached dataset stays attached).
     pub fn to(&self, device: Device) -> Result<Model> {
         let mut moved = match &self.source {
-            Source::File(path) => Self::load_on(path, device)?,
+            Source::File(path, extent) => Self::load_extent(path, device, *extent)?,
             Source::Zoo(name) => Self::zoo(name, device)?,
         };
         moved.dataset = self.dataset.clone();
@@ -125,7 +152,7 @@ impl Model {
     /// `zoo:NAME` or the file path.
     pub fn source(&self) -> String {
         match &self.source {
-            Source::File(p) => p.display().to_string(),
+            Source::File(p, _) => p.display().to_string(),
             Source::Zoo(name) => format!("zoo:{name}"),
         }
     }

@@ -22,6 +22,10 @@ pub struct Provenance {
     pub model: Option<String>,
     /// The SHA-256 of the model file (hex).
     pub model_sha256: Option<String>,
+    /// What loading left out of the model file, when only its supported part was loaded
+    /// ([`Model::load_partial`]): one line, e.g. `stops before NonZero (node rpn.nonzero): …`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_left_out: Option<String>,
     /// The attached dataset (name and size), when there is one.
     pub dataset: Option<String>,
     /// Every technique that went into the artifact, in order.
@@ -46,6 +50,7 @@ impl Provenance {
         Provenance {
             model: Some(model.source()),
             model_sha256: Some(model.digest().to_string()),
+            model_left_out: model.left_out().map(|l| l.to_string()),
             dataset: model
                 .dataset()
                 .map(|d| format!("{} ({} inputs)", d.name(), d.len())),
@@ -60,6 +65,7 @@ impl Provenance {
             backend: backend.to_string(),
             model: None,
             model_sha256: None,
+            model_left_out: None,
             dataset: None,
             techniques: Vec::new(),
         }
@@ -101,6 +107,9 @@ impl Provenance {
             (Some(m), Some(d)) => parts.push(format!("{m} (sha256 {d})")),
             (Some(m), None) => parts.push(m.clone()),
             _ => parts.push("no model recorded".into()),
+        }
+        if self.model_left_out.is_some() {
+            parts.push("loaded in part".into());
         }
         if let Some(d) = &self.dataset {
             parts.push(d.clone());

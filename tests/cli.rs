@@ -28,6 +28,13 @@ fn assert_success(out: &Output) {
     );
 }
 
+/// The largest absolute difference between two arrays' values.
+fn max_difference(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+}
+
 /// Exit code 2 and exactly one line on stderr that contains every `needle`.
 fn assert_clean_failure(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -164,11 +171,7 @@ fn a_model_whose_file_fixes_its_batch_evaluates_a_batch() {
     let got = npy::read(&out_dir.join("logits.npy")).unwrap();
     let want = npy::read(&reference.join("vit_logits.npy")).unwrap();
     assert_eq!(got.shape, [2, 10]);
-    let worst = got
-        .data
-        .iter()
-        .zip(&want.data)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let worst = max_difference(&got.data, &want.data);
     assert!(worst < 1e-5, "logits differ from PyTorch's by {worst}");
 }
 
@@ -289,7 +292,57 @@ fn unknown_op_is_named() {
     std::fs::write(&path, bytes).unwrap();
     assert_clean_failure(
         &microscope(&["info", path.to_str().unwrap()]),
-        &["FancyWarp", "warp1", "fancy.onnx"],
+        &["FancyWarp", "warp1", "fancy.onnx", "--partial"],
+    );
+}
+
+/// `--partial` loads the part of a detector that runs (tests/exporters.rs): `info` says what was
+/// left out, in the layer table's header; `eval` writes, by default, what the left-out nodes
+/// read (the pyramid's levels among them), as PyTorch computed it.
+#[test]
+fn partial_loads_what_runs_and_says_what_was_left_out() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/detector_export");
+    let model = dir.join("detector.onnx");
+    let model = model.to_str().unwrap();
+    let out = microscope(&["info", "--partial", model]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = text.lines().take(2).collect();
+    assert!(
+        header[1].starts_with("partial  stops before NonZero (node rpn.nonzero) and 9 more"),
+        "{header:?}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("rpn.head.conv.0.0_1 ")),
+        "{text}"
+    );
+
+    let out_dir = tmp("partial-eval");
+    let out = microscope(&[
+        "eval",
+        model,
+        "--partial",
+        "--input",
+        dir.join("x.npy").to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("/backbone/fpn/layer_blocks.0/layer_blocks.0.0/Conv_output_0 "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let file = line.rsplit(" -> ").next().unwrap();
+    let (got, want) = (
+        npy::read(Path::new(file)).unwrap(),
+        npy::read(&dir.join("fpn_0.npy")).unwrap(),
+    );
+    assert_eq!(got.shape, want.shape);
+    let worst = max_difference(&got.data, &want.data);
+    assert!(
+        worst < 1e-5,
+        "the pyramid differs from PyTorch's by {worst}"
     );
 }
 

@@ -6,6 +6,9 @@
 //!   network is there too, and a transformer whose export fixed its batch at 1.
 //! - keras_export, written by tests/support/keras_export.py (TensorFlow 2.21, tf2onnx 1.17): a
 //!   Keras network that takes images channels-last.
+//! - detector_export, written by tests/support/detector_export.py (torch 2.15, torchvision
+//!   0.29): a small torchvision Faster R-CNN by the classic exporter, whose post-processing
+//!   microscope does not run.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +20,10 @@ use prost::Message;
 
 fn reference() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/pytorch_export")
+}
+
+fn detector() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/detector_export")
 }
 
 fn keras() -> PathBuf {
@@ -57,14 +64,19 @@ fn run_on_x(model: &Model, dir: &Path, targets: &[&str]) -> (DynTensor, Vec<DynT
 
 /// Checks logits against the exporting framework's (`file`, an .npy), within 1e-5.
 fn assert_as_exported(logits: &DynTensor, file: &Path) {
+    assert_within(logits, file, 1e-5);
+}
+
+/// Checks `got` against the exporting framework's values (`file`, an .npy), within `tolerance`.
+fn assert_within(got: &DynTensor, file: &Path, tolerance: f32) {
     let want = npy::read(file).unwrap();
-    assert_eq!(logits.dims(), want.shape);
-    let worst = logits
+    assert_eq!(got.dims(), want.shape);
+    let worst = got
         .to_vec()
         .iter()
         .zip(&want.data)
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst < 1e-5, "logits differ from {file:?} by {worst}");
+    assert!(worst < tolerance, "values differ from {file:?} by {worst}");
 }
 
 /// The layers of tiny (tests/support/pytorch_export.py), as torchvision's feature extraction
@@ -276,4 +288,100 @@ fn a_transformer_whose_export_fixed_its_batch_runs_a_batch() {
             best(u)
         );
     }
+}
+
+/// A torchvision detector as its users export it (the classic exporter: the `dynamo=True` one
+/// cannot export torchvision's detectors). Its post-processing drops boxes with NonZero, pools
+/// regions with RoiAlign and branches with If, none of which microscope runs: loading it
+/// whole is an error that names the first such node and says how to load the rest. Loaded in
+/// part, its backbone, feature pyramid and region proposal head compute what PyTorch computed,
+/// keep torchvision's module names (the shared head's second and third calls too), say what
+/// was left out wherever the model is shown, and feature visualization lifts the pyramid's
+/// units.
+#[test]
+fn a_detector_loads_in_part_up_to_its_post_processing() {
+    let file = detector().join("detector.onnx");
+    let err = Model::load(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("detector.onnx")
+            && err.contains("NonZero")
+            && err.contains("rpn.nonzero")
+            && err.contains("Model::load_partial"),
+        "{err}"
+    );
+
+    let model = Model::load_partial(&file).unwrap();
+    let left = model.left_out().expect("loaded in part");
+    let ops: std::collections::BTreeSet<&str> =
+        left.unsupported.iter().map(|u| u.op.as_str()).collect();
+    assert_eq!(ops, ["If", "NonZero", "RoiAlign"].into());
+    assert_eq!(left.unsupported[0].node, "rpn.nonzero");
+    assert!(
+        left.nodes > 0 && left.nodes < left.total,
+        "{} of {}",
+        left.nodes,
+        left.total
+    );
+    // Nothing left in the network reads what a left-out node makes.
+    let net = model.network();
+    let made: std::collections::HashSet<&str> = net
+        .nodes()
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(String::as_str))
+        .collect();
+    for n in net.nodes() {
+        for t in n.inputs.iter().filter(|t| !t.is_empty()) {
+            assert!(
+                made.contains(t.as_str())
+                    || net.constant_shape(t).is_some()
+                    || net.inputs().iter().any(|i| &i.name == t),
+                "{} reads {t}",
+                n.name
+            );
+        }
+    }
+    let names = names(&model);
+    for layer in [
+        "backbone.body.layer1.0",
+        "backbone.fpn.layer_blocks.0.0",
+        "backbone.fpn.extra_blocks",
+        "rpn.head.conv.0.0",
+        "rpn.head.conv.0.0_1",
+        "rpn.head.conv.0.0_2",
+        "rpn.head.cls_logits_2",
+    ] {
+        assert!(names.contains(&layer), "{layer} is not among {names:?}");
+    }
+    // The pyramid's output, which the left-out region pooling read, is an output now.
+    assert!(net
+        .outputs()
+        .contains(&net.node("backbone.fpn.layer_blocks.0.0").unwrap().outputs[0]));
+
+    let x = npy::read(&detector().join("x.npy")).unwrap();
+    let input = DynTensor::from_host(&x.data, &x.shape, net.device().burn());
+    let out = net
+        .forward(
+            &[("image", input)],
+            &[
+                "backbone.fpn.layer_blocks.0.0",
+                "backbone.fpn.extra_blocks",
+                "rpn.head.cls_logits",
+            ],
+        )
+        .unwrap();
+    assert_within(&out[0], &detector().join("fpn_0.npy"), 1e-5);
+    assert_within(&out[1], &detector().join("fpn_pool.npy"), 1e-5);
+    // torchvision starts the head's weights at a hundredth: its logits are that small.
+    assert_within(&out[2], &detector().join("objectness_0.npy"), 1e-7);
+
+    let graph = LayerGraph::new(&model).unwrap();
+    let line = graph.left_out.as_deref().expect("the layer graph says so");
+    assert!(
+        line.starts_with("stops before NonZero (node rpn.nonzero)"),
+        "{line}"
+    );
+    assert!(graph.summary().contains(line));
+    assert_eq!(graph.provenance.model_left_out.as_deref(), Some(line));
+
+    lifts_every_unit(&model, "backbone.fpn.layer_blocks.0.0", &out[0], 64);
 }

@@ -257,11 +257,18 @@ fn a_512_unit_gallery_at_64_px_fits_the_payload_budget() {
     assert!(html.len() < 5_000_000, "{} bytes", html.len());
 }
 
-/// A small conv net whose node names are HTML and script ([`support::HOSTILE`]).
+/// A small conv net whose node names are HTML and script ([`support::HOSTILE`]), loaded in
+/// part: it ends in an unsupported node whose name is markup too, which the graph and every
+/// provenance record then name.
 fn hostile_model(dir: &Path) -> Model {
     let path = dir.join("hostile.onnx");
-    std::fs::write(&path, support::hostile_names_model()).unwrap();
-    Model::load(&path).unwrap()
+    std::fs::write(&path, support::hostile_names_model_with(true)).unwrap();
+    let model = Model::load_partial(&path).unwrap();
+    assert_eq!(
+        model.left_out().unwrap().unsupported[0].node,
+        support::HOSTILE_UNSUPPORTED
+    );
+    model
 }
 
 #[test]
@@ -356,6 +363,10 @@ fn widgets_work_in_chromium() {
         .unwrap();
     write("hostile_unit.html", "hostile unit", &hostile_view);
     manifest.insert("hostile".into(), serde_json::json!(support::HOSTILE));
+    manifest.insert(
+        "hostile_unsupported".into(),
+        serde_json::json!(support::HOSTILE_UNSUPPORTED),
+    );
     manifest.insert("reordering".into(), serde_json::json!(support::REORDERING));
     std::fs::write(
         pages.join("manifest.json"),

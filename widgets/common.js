@@ -109,6 +109,7 @@ microscope.provenance = function (root, name, props) {
   const p = props.provenance;
   const parts = ["microscope " + p.crate_version, p.backend,
     p.model ? p.model + (p.model_sha256 ? " · sha256 " + p.model_sha256.slice(0, 12) + "…" : "") : "no model recorded"];
+  if (p.model_left_out) parts.push("loaded in part");
   if (p.dataset) parts.push(p.dataset);
   p.techniques.forEach((t) => parts.push(t.name + " of " + t.target));
   ["seed", "steps"].forEach((k) => {

@@ -20,8 +20,13 @@ microscope.components.LayerGraph = function (root, p) {
   // Layout.
   const search = el("input", { type: "search", placeholder: "search nodes by name", "aria-label": "search nodes" });
   const info = el("span", { class: "ms-muted", text: nodes.length + " nodes · " + groups.length + " groups" });
+  // A model loaded in part (Model::load_partial) says so beside its name.
+  const partial = p.left_out
+    ? el("span", { class: "ms-partial", title: "loaded in part: the nodes that depend on an unsupported op are left out", text: "partial: " + p.left_out })
+    : null;
   const bar = el("div", { class: "ms-bar" }, [
     el("span", { class: "ms-title", text: p.model }),
+    partial,
     info,
     search,
     el("button", { text: "fit", title: "show the whole graph", onclick: () => fit(true) }),

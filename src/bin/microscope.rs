@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use microscope::import::Extent;
 use microscope::paths::file_names;
 use microscope::{npy, Device, DynTensor, Error, Model};
 
@@ -29,6 +30,11 @@ macro_rules! out {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Load the part of the model that runs: every node except those whose op is not
+    /// supported and those downstream of them (a detector's post-processing). What the left-out
+    /// nodes read becomes the outputs; `info` says what was left out.
+    #[arg(long, global = true)]
+    partial: bool,
 }
 
 #[derive(Subcommand)]
@@ -152,9 +158,17 @@ enum ZooAction {
     Fetch { names: Vec<String> },
 }
 
-/// Loads MODEL: `zoo:NAME` or a path to an .onnx file.
-fn load(model: &Path, device: Device) -> Result<Model, Error> {
-    Model::open(&model.to_string_lossy(), device)
+/// MODEL as given (`zoo:NAME` or a path to an .onnx file), and how much of it to load.
+#[derive(Clone, Copy)]
+struct ModelArg<'a> {
+    path: &'a Path,
+    extent: Extent,
+}
+
+impl ModelArg<'_> {
+    fn load(self, device: Device) -> Result<Model, Error> {
+        Model::open_extent(&self.path.to_string_lossy(), device, self.extent)
+    }
 }
 
 /// A string from a model file as one line of terminal output: control characters (escape
@@ -181,9 +195,9 @@ fn list_ops() -> Result<(), Error> {
     Ok(())
 }
 
-fn info(model: &Path) -> Result<(), Error> {
-    let path = model;
-    let model = load(model, Device::cpu())?;
+fn info(model: ModelArg) -> Result<(), Error> {
+    let path = model.path;
+    let model = model.load(Device::cpu())?;
     let net = model.network();
     let shapes = net.shapes().map_err(|e| e.in_model(path))?;
     let rows: Vec<[String; 4]> = net
@@ -214,6 +228,9 @@ fn info(model: &Path) -> Result<(), Error> {
     };
     let w = [width(0), width(1), width(2)];
     out!("model  {}", term(&model.source()))?;
+    if let Some(left) = model.left_out() {
+        out!("partial  {}", term(&left.to_string()))?;
+    }
     out!("{}", microscope::budget::budget())?;
     if let Some(classes) = model.classes() {
         // ImageNet's names carry commas of their own ("tabby, tabby cat"); 1,000 of them
@@ -266,14 +283,14 @@ fn info(model: &Path) -> Result<(), Error> {
 }
 
 fn eval(
-    model: &Path,
+    model: ModelArg,
     input: &Path,
     nodes: &[String],
     out: &Path,
     device: &str,
 ) -> Result<(), Error> {
     let device = Device::parse(device)?;
-    let model = load(model, device.clone())?;
+    let model = model.load(device.clone())?;
     let net = model.network();
     let array = npy::read(input)?;
     if array.shape.len() > microscope::network::MAX_RANK || array.data.is_empty() {
@@ -309,7 +326,7 @@ fn eval(
 
 #[allow(clippy::too_many_arguments)]
 fn render(
-    model: &Path,
+    model: ModelArg,
     out: &Path,
     layer: Option<&str>,
     unit: Option<usize>,
@@ -319,7 +336,7 @@ fn render(
     device: &str,
 ) -> Result<(), Error> {
     use microscope::widget::{GalleryOptions, ViewOptions, Widget};
-    let model = with_dataset(load(model, Device::parse(device)?)?, dataset)?;
+    let model = with_dataset(model.load(Device::parse(device)?)?, dataset)?;
     let fv = microscope::technique::FeatureVis::default()
         .steps(steps)
         .seed(seed);
@@ -383,7 +400,7 @@ fn with_dataset(model: Model, dataset: Option<&str>) -> Result<Model, Error> {
 
 /// The settings of `microscope atlas`.
 struct AtlasArgs<'a> {
-    model: &'a Path,
+    model: ModelArg<'a>,
     out: &'a Path,
     layers: Option<&'a [String]>,
     steps: usize,
@@ -402,7 +419,7 @@ fn atlas(args: AtlasArgs) -> Result<(), Error> {
         .shard
         .map(|s| Shard::parse(s, |v| std::env::var(v).ok()))
         .transpose()?;
-    let model = with_dataset(load(args.model, Device::parse(args.device)?)?, args.dataset)?;
+    let model = with_dataset(args.model.load(Device::parse(args.device)?)?, args.dataset)?;
     let mut fv = microscope::technique::FeatureVis::default()
         .steps(args.steps)
         .seed(args.seed);
@@ -485,12 +502,18 @@ fn train_fashion(out: &Path, seed: u64, epochs: usize) -> Result<(), Error> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let extent = if cli.partial {
+        Extent::Supported
+    } else {
+        Extent::Whole
+    };
     // Failures inside the tensor library are caught and reported as one line, never a backtrace.
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(|| match &cli.command {
         Command::Info { ops: true, .. } => list_ops(),
         Command::Info { model, .. } => {
-            info(model.as_deref().expect("clap requires MODEL without --ops"))
+            let path = model.as_deref().expect("clap requires MODEL without --ops");
+            info(ModelArg { path, extent })
         }
         Command::Eval {
             model,
@@ -498,7 +521,16 @@ fn main() -> ExitCode {
             nodes,
             out,
             device,
-        } => eval(model, input, nodes, out, device),
+        } => eval(
+            ModelArg {
+                path: model,
+                extent,
+            },
+            input,
+            nodes,
+            out,
+            device,
+        ),
         Command::Zoo {
             action: ZooAction::Fetch { names },
         } => zoo_fetch(names),
@@ -516,7 +548,10 @@ fn main() -> ExitCode {
             shard,
             plan,
         } => atlas(AtlasArgs {
-            model,
+            model: ModelArg {
+                path: model,
+                extent,
+            },
             out,
             layers: layers.as_deref(),
             steps: *steps,
@@ -538,7 +573,10 @@ fn main() -> ExitCode {
             dataset,
             device,
         } => render(
-            model,
+            ModelArg {
+                path: model,
+                extent,
+            },
             out,
             layer.as_deref(),
             *unit,

@@ -14,14 +14,28 @@ use prost::Message;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::network::{Attr, HostTensor, InputSpec, Network, Node};
+use crate::network::{Attr, HostTensor, InputSpec, LeftOut, Network, Node, UnsupportedNode};
 use external::ExternalData;
 use naming::NodeInfo;
+
+/// How much of a model file to load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Extent {
+    /// Every node; a node whose op the runtime lacks is an error naming it.
+    #[default]
+    Whole,
+    /// The nodes the runtime can run: every node except those whose op it lacks and those
+    /// downstream of them. What the left-out nodes read from the rest becomes the network's
+    /// outputs, beside the file's outputs that remain, and [`Network::left_out`] says what was
+    /// left out. A detector whose post-processing (NonZero, NonMaxSuppression, If, Loop) is
+    /// not supported loads as its backbone, neck and heads.
+    Supported,
+}
 
 /// Reads and parses an ONNX file into a [`Network`] on `device`.
 pub fn load_onnx(path: &Path, device: Device) -> Result<Network> {
     let bytes = read_file(path)?;
-    parse_file(path, &bytes, device).map(|(network, _)| network)
+    parse_file(path, &bytes, device, Extent::Whole).map(|(network, _)| network)
 }
 
 /// The bytes of a model file.
@@ -35,13 +49,18 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 /// Parses the bytes of the file at `path`, reading external data from the files beside it;
 /// errors name the file. Also returns the model's digest: the hex SHA-256 of the file, followed
 /// by the external data it reads (the file's own SHA-256 when it has none).
-pub fn parse_file(path: &Path, bytes: &[u8], device: Device) -> Result<(Network, String)> {
+pub fn parse_file(
+    path: &Path,
+    bytes: &[u8],
+    device: Device,
+    extent: Extent,
+) -> Result<(Network, String)> {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut external = ExternalData::beside(path, bytes);
-    let network = parse_with(bytes, &stem, device, &mut external).map_err(|e| match e {
+    let network = parse_with(bytes, &stem, device, &mut external, extent).map_err(|e| match e {
         Error::Format { reason, .. } => Error::Format {
             path: path.to_path_buf(),
             reason,
@@ -61,7 +80,13 @@ fn format_error(reason: impl Into<String>) -> Error {
 /// Parses ONNX bytes; errors carry no path (the caller adds it). A tensor stored in an external
 /// file is an error here: there is no folder to read it from (see [`parse_file`]).
 pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
-    parse_with(bytes, name, device, &mut ExternalData::none())
+    parse_with(
+        bytes,
+        name,
+        device,
+        &mut ExternalData::none(),
+        Extent::Whole,
+    )
 }
 
 fn parse_with(
@@ -69,6 +94,7 @@ fn parse_with(
     name: &str,
     device: Device,
     external: &mut ExternalData,
+    extent: Extent,
 ) -> Result<Network> {
     let model = proto::ModelProto::decode(bytes)
         .map_err(|e| format_error(format!("not a valid ONNX model (protobuf: {e})")))?;
@@ -167,6 +193,13 @@ fn parse_with(
 
     let mut nodes = Vec::with_capacity(graph.node.len());
     let mut aliases = Vec::new();
+    // Tensors that the left-out nodes produce (with `Extent::Supported`).
+    let mut dropped: HashSet<&str> = HashSet::new();
+    let mut left_out = LeftOut {
+        total: graph.node.len(),
+        ..LeftOut::default()
+    };
+    let mut frontier: Vec<String> = Vec::new();
     for (i, n) in graph.node.iter().enumerate() {
         let name = names.remove(&i).unwrap_or_else(|| {
             let first = n.output.first().cloned().unwrap_or_default();
@@ -175,12 +208,38 @@ fn parse_with(
         // Refused before its attributes are read: an op outside the table may carry kinds of
         // attribute the runtime never reads (If's and Loop's subgraphs).
         let standard = n.domain.is_empty() || n.domain == "ai.onnx";
-        if !standard || !crate::network::is_supported(&n.op_type) {
+        let unsupported = !standard || !crate::network::is_supported(&n.op_type);
+        if unsupported && extent == Extent::Whole {
             return Err(Error::UnsupportedOp {
                 op: n.op_type.clone(),
                 domain: n.domain.clone(),
                 node: name,
             });
+        }
+        if unsupported || n.input.iter().any(|t| dropped.contains(t.as_str())) {
+            if unsupported {
+                left_out.unsupported.push(UnsupportedNode {
+                    node: name,
+                    op: n.op_type.clone(),
+                    domain: n.domain.clone(),
+                });
+            }
+            left_out.nodes += 1;
+            dropped.extend(
+                n.output
+                    .iter()
+                    .filter(|o| !o.is_empty())
+                    .map(String::as_str),
+            );
+            // What it reads from the nodes kept: an output of the part loaded.
+            for t in n.input.iter().filter(|t| !t.is_empty()) {
+                let computed = !dropped.contains(t.as_str()) && !params.contains_key(t);
+                let input = inputs.iter().any(|i| &i.name == t);
+                if computed && !input && !frontier.contains(t) {
+                    frontier.push(t.clone());
+                }
+            }
+            continue;
         }
         let mut attrs = BTreeMap::new();
         for a in &n.attribute {
@@ -203,16 +262,37 @@ fn parse_with(
         });
     }
     layout::channels_first(&mut nodes, &mut inputs, &constants, opset);
-    let outputs = graph.output.iter().map(|o| o.name.clone()).collect();
+    let mut outputs: Vec<String> = graph
+        .output
+        .iter()
+        .map(|o| o.name.clone())
+        .filter(|o| !dropped.contains(o.as_str()))
+        .collect();
+    for t in frontier {
+        if !outputs.contains(&t) {
+            outputs.push(t);
+        }
+    }
     let metadata = model
         .metadata_props
         .iter()
         .map(|m| (m.key.clone(), m.value.clone()))
         .collect();
-    Ok(
-        Network::new(name, nodes, inputs, outputs, constants, aliases, device)?
-            .with_metadata(metadata),
-    )
+    let network = Network::new(name, nodes, inputs, outputs, constants, aliases, device)?
+        .with_metadata(metadata);
+    if left_out.nodes == 0 {
+        return Ok(network);
+    }
+    if network.nodes().is_empty() {
+        // Nothing runs before the first unsupported node: that node is the error.
+        let first = left_out.unsupported.swap_remove(0);
+        return Err(Error::UnsupportedOp {
+            op: first.op,
+            domain: first.domain,
+            node: first.node,
+        });
+    }
+    Ok(network.with_left_out(left_out))
 }
 
 fn convert_attr(a: &proto::AttributeProto, external: &mut ExternalData) -> Result<Attr, String> {
@@ -235,12 +315,92 @@ fn convert_attr(a: &proto::AttributeProto, external: &mut ExternalData) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_onnx, proto};
+    use super::{parse_onnx, parse_with, proto, Extent, ExternalData};
     use crate::import::builder::OnnxBuilder;
+    use crate::network::Network;
+    use crate::{Device, Result};
     use prost::Message;
 
+    fn partial(bytes: &[u8]) -> Result<Network> {
+        parse_with(
+            bytes,
+            "detector",
+            Device::cpu(),
+            &mut ExternalData::none(),
+            Extent::Supported,
+        )
+    }
+
+    /// Loaded in part, a network keeps every node that does not depend on an unsupported one
+    /// (a branch beside it, constants, a graph output it does not reach) and drops the rest,
+    /// however indirectly they depend on it. What the dropped nodes read from the kept ones
+    /// becomes an output beside the file's outputs that remain.
+    #[test]
+    fn a_partial_load_keeps_what_does_not_depend_on_an_unsupported_op() {
+        let mut b = OnnxBuilder::new();
+        b.input("image", &[1, 3, 4, 4])
+            .node("Relu", "relu", &["image"], &[])
+            .node("NonZero", "boxes", &["relu"], &[])
+            .node(
+                "Cast",
+                "cast",
+                &["boxes"],
+                &[("to", crate::import::builder::AttrValue::Int(1))],
+            )
+            .node("Sigmoid", "score", &["relu"], &[])
+            .node("Add", "sum", &["score", "cast"], &[])
+            .node("Neg", "negated", &["score"], &[])
+            .output("sum")
+            .output("negated");
+        let bytes = b.to_bytes("detector");
+        let net = partial(&bytes).unwrap();
+        let kept: Vec<&str> = net.nodes().iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(kept, ["relu", "score", "negated"]);
+        // The file's output that remains, then what the dropped nodes read, in graph order.
+        assert_eq!(net.outputs(), ["negated", "relu", "score"]);
+        let left = net.left_out().unwrap();
+        assert_eq!(left.nodes, 3);
+        assert_eq!(left.total, 6);
+        assert_eq!(left.unsupported.len(), 1);
+        assert_eq!(
+            left.to_string(),
+            "stops before NonZero (node boxes): 3 of 6 nodes left out"
+        );
+        // Loaded whole, the same file is the error it always was.
+        let err = parse_onnx(&bytes, "detector", Device::cpu()).unwrap_err();
+        assert!(err.to_string().contains("NonZero"), "{err}");
+
+        // A file that is supported throughout loads whole either way, marked as such.
+        let mut b = OnnxBuilder::new();
+        b.input("image", &[1, 3, 4, 4])
+            .node("Relu", "relu", &["image"], &[])
+            .output("relu");
+        let net = partial(&b.to_bytes("plain")).unwrap();
+        assert!(net.left_out().is_none());
+        assert_eq!(net.outputs(), ["relu"]);
+    }
+
+    /// An op of another domain (onnxruntime's fused ones) is left out as ONNX's own are; a file
+    /// whose first node is unsupported has nothing to load, and says which node.
+    #[test]
+    fn a_partial_load_of_nothing_is_the_first_unsupported_node() {
+        let mut b = OnnxBuilder::new();
+        b.input("image", &[1, 3, 4, 4])
+            .node("FusedConv", "fused", &["image"], &[])
+            .node("Relu", "relu", &["fused"], &[])
+            .output("relu");
+        let mut model = proto::ModelProto::decode(b.to_bytes("ort").as_slice()).unwrap();
+        model.graph.as_mut().unwrap().node[0].domain = "com.microsoft".into();
+        let err = partial(&model.encode_to_vec()).unwrap_err().to_string();
+        assert!(
+            err.contains("FusedConv") && err.contains("com.microsoft") && err.contains("fused"),
+            "{err}"
+        );
+    }
+
     /// A detector's post-processing exports as `If` nodes whose branches are subgraphs: the
-    /// error names the op and says what to export instead, not the attribute kind it skipped.
+    /// error names the op and says how to load the rest, not the attribute kind it skipped;
+    /// loaded in part, the branch is left out unread.
     #[test]
     fn control_flow_is_refused_by_its_op_before_its_subgraphs_are_read() {
         let mut b = OnnxBuilder::new();
@@ -255,12 +415,17 @@ mod tests {
             r#type: 5,
             ..Default::default()
         });
-        let err = parse_onnx(&model.encode_to_vec(), "detector", crate::Device::cpu())
+        let bytes = model.encode_to_vec();
+        let err = parse_onnx(&bytes, "detector", Device::cpu())
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("unsupported op_type If") && err.contains("control flow"),
             "{err}"
         );
+        // Loaded in part, the branch is left out unread.
+        let net = partial(&bytes).unwrap();
+        assert_eq!(net.outputs(), ["relu"]);
+        assert_eq!(net.left_out().unwrap().unsupported[0].op, "If");
     }
 }

@@ -37,6 +37,45 @@ pub use units::UnitLayout;
 use value::Constant;
 pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, MAX_RANK};
 
+/// What an import left out of a model file: the nodes whose op the runtime lacks and every node
+/// that reads what they produce, directly or not (see `import::Extent::Supported`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct LeftOut {
+    /// The unsupported nodes, in the graph's order.
+    pub unsupported: Vec<UnsupportedNode>,
+    /// How many nodes were left out (the unsupported ones and all downstream of them).
+    pub nodes: usize,
+    /// How many nodes the file holds.
+    pub total: usize,
+}
+
+/// A node whose op the runtime lacks.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct UnsupportedNode {
+    pub node: String,
+    pub op: String,
+    /// The op's domain: empty for ONNX's own.
+    pub domain: String,
+}
+
+impl std::fmt::Display for LeftOut {
+    /// One line, e.g. `stops before NonZero (node roi/nonzero) and 2 more unsupported nodes:
+    /// 130 of 412 nodes left out`. Names come from the file: show it through an escaper.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first = self.unsupported.first();
+        match first {
+            Some(u) => write!(f, "stops before {} (node {})", u.op, u.node)?,
+            None => write!(f, "stops early")?,
+        }
+        match self.unsupported.len() {
+            0 | 1 => {}
+            2 => write!(f, " and 1 more unsupported node")?,
+            k => write!(f, " and {} more unsupported nodes", k - 1)?,
+        }
+        write!(f, ": {} of {} nodes left out", self.nodes, self.total)
+    }
+}
+
 /// Constants up to this many elements keep a host copy (shape arithmetic reads them there).
 const HOST_COPY_LIMIT: usize = 4096;
 
@@ -130,6 +169,8 @@ pub struct Network {
     /// See [`Network::batch_fixed`].
     batch_fixed: OnceLock<bool>,
     metadata: BTreeMap<String, String>,
+    /// What the import left out, when it loaded only part of the file.
+    left_out: Option<LeftOut>,
 }
 
 /// A summary: printing every weight of a model is never what a user wants.
@@ -142,6 +183,7 @@ impl std::fmt::Debug for Network {
             .field("outputs", &self.outputs)
             .field("constants", &self.constants.len())
             .field("device", &self.device.to_string())
+            .field("left_out", &self.left_out)
             .finish()
     }
 }
@@ -186,6 +228,7 @@ impl Network {
             shapes: OnceLock::new(),
             batch_fixed: OnceLock::new(),
             metadata: BTreeMap::new(),
+            left_out: None,
         };
         net.index(aliases)?;
         Ok(net)
@@ -238,6 +281,17 @@ impl Network {
     pub fn with_metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
         self.metadata = metadata;
         self
+    }
+
+    /// Marks the network as part of its file (importers call this).
+    pub fn with_left_out(mut self, left_out: LeftOut) -> Self {
+        self.left_out = Some(left_out);
+        self
+    }
+
+    /// What the import left out of the file, when it loaded only the part the runtime supports.
+    pub fn left_out(&self) -> Option<&LeftOut> {
+        self.left_out.as_ref()
     }
 
     pub fn nodes(&self) -> &[Node] {

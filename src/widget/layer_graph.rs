@@ -68,6 +68,8 @@ pub struct Item {
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerGraph {
     pub model: String,
+    /// What loading left out of the model file ([`Model::load_partial`]), as one line.
+    pub left_out: Option<String>,
     pub nodes: Vec<GraphNode>,
     pub groups: Vec<Group>,
     pub items: Vec<Item>,
@@ -162,6 +164,7 @@ impl LayerGraph {
             .collect();
         Ok(LayerGraph {
             model: model.source(),
+            left_out: model.left_out().map(|l| l.to_string()),
             nodes,
             groups: out_groups,
             items,
@@ -313,6 +316,9 @@ impl LayerGraph {
             self.groups.len(),
             ops.join(", ")
         );
+        if let Some(left_out) = &self.left_out {
+            s.push_str(&format!("  partial: {}\n", super::one_line(left_out)));
+        }
         const SHOWN: usize = 24;
         for n in self.nodes.iter().take(SHOWN) {
             s.push_str(&format!("  {:<32} {:<20} {:?}\n", n.name, n.op, n.shape));

@@ -228,6 +228,9 @@ for (const file of ["hostile_graph.html", "hostile_unit.html"]) {
   const shown = manifest.hostile.filter((h) => text.includes(h) || text.includes(h.slice(0, 20)));
   check(shown.length > 0, `${file}: the names appear as text (${shown.length} of ${manifest.hostile.length})`);
   if (file === "hostile_graph.html") {
+    const partial = await page.locator(".ms-partial").textContent();
+    check(partial.includes(manifest.hostile_unsupported),
+      `${file}: the model is marked as loaded in part, the unsupported node's name as text (${JSON.stringify(partial)})`);
     const escaped = manifest.reordering.replace("\u202e", "\\u{202e}");
     check(text.includes(escaped) && !text.includes("\u202e"),
       `${file}: a right-to-left override in a name is shown as an escape (${JSON.stringify(escaped)})`);

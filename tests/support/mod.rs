@@ -165,22 +165,37 @@ pub const HOSTILE: [&str; 3] = [
 /// "dessap" reversed, as "passed". The page must show the override as an escape.
 pub const REORDERING: &str = "block/relu\u{202e}dessap";
 
+/// The name of a node whose op is not supported, at the end of [`hostile_names_model`] with
+/// `unsupported_tail`: what a partially loaded model shows of it must stay text.
+pub const HOSTILE_UNSUPPORTED: &str = "<img src=x onerror=\"window.__pwned=4\">nms";
+
 /// A small conv net (input [1, 3, 16, 16], 4 units a layer) whose node names are [`HOSTILE`]
-/// and [`REORDERING`].
-pub fn hostile_names_model() -> Vec<u8> {
+/// and [`REORDERING`]; with `unsupported_tail`, a NonZero named [`HOSTILE_UNSUPPORTED`] reads
+/// its output (loaded in part, the rest is the same network).
+pub fn hostile_names_model_with(unsupported_tail: bool) -> Vec<u8> {
+    let mut nodes = vec![
+        node(
+            "Conv",
+            HOSTILE[0],
+            &["x", "w1", "b1"],
+            &["c1"],
+            vec![ints("pads", &[1, 1, 1, 1])],
+        ),
+        node("Relu", HOSTILE[1], &["c1"], &["r1"], vec![]),
+        node("Conv", HOSTILE[2], &["r1", "w2", "b2"], &["c2"], vec![]),
+        node("Relu", REORDERING, &["c2"], &["r2"], vec![]),
+    ];
+    if unsupported_tail {
+        nodes.push(node(
+            "NonZero",
+            HOSTILE_UNSUPPORTED,
+            &["r2"],
+            &["boxes"],
+            vec![],
+        ));
+    }
     model(
-        vec![
-            node(
-                "Conv",
-                HOSTILE[0],
-                &["x", "w1", "b1"],
-                &["c1"],
-                vec![ints("pads", &[1, 1, 1, 1])],
-            ),
-            node("Relu", HOSTILE[1], &["c1"], &["r1"], vec![]),
-            node("Conv", HOSTILE[2], &["r1", "w2", "b2"], &["c2"], vec![]),
-            node("Relu", REORDERING, &["c2"], &["r2"], vec![]),
-        ],
+        nodes,
         vec![
             random("w1", &[4, 3, 3, 3], 1, 0.5),
             random("b1", &[4], 2, 0.1),
@@ -188,8 +203,13 @@ pub fn hostile_names_model() -> Vec<u8> {
             random("b2", &[4], 4, 0.1),
         ],
         value_info("x", &[1, 3, 16, 16]),
-        "r2",
+        if unsupported_tail { "boxes" } else { "r2" },
     )
+}
+
+/// [`hostile_names_model_with`] without the unsupported tail.
+pub fn hostile_names_model() -> Vec<u8> {
+    hostile_names_model_with(false)
 }
 
 /// The ONNX fixtures tests/run.sh makes: `$MICROSCOPE_ONNX_FIXTURES`, else tests/fixtures/onnx.
