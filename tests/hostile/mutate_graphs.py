@@ -6,14 +6,16 @@ Usage: mutate_graphs.py MODEL COUNT SEED OUT_DIR
 Why: mutate_node_tests.py changes what one node reads. A downloaded model can also be wrong as a
 graph: a node reading a tensor that comes later or never, two nodes writing one tensor, an op
 type swapped for another that reads the same inputs differently (a Conv's weight read as a
-Split's sizes), an initializer whose dims, type or bytes disagree, a graph input or output that
+Split's sizes) or for one outside the table (which `--partial` leaves out with everything that
+depends on it), an initializer whose dims, type or bytes disagree, a graph input or output that
 names the wrong thing, names that are empty, huge or full of markup and escapes. Each such model
 must be evaluated, described or rendered, or refused with one short line, never crash.
 
 What: the seeds are MODEL (an .onnx file: the tests pass the zoo's fashion model) and a small
 branching convolutional net built here (a Concat of two branches, BatchNormalization, LRN, a
 residual Add, pooling, Gemm and Softmax). Each case changes one graph-level thing, sometimes more,
-and runs `eval`, `info` or `render` (of a convolutional layer's gallery or one unit's view).
+and runs `eval`, `info` or `render` (of a convolutional layer's gallery or one unit's view),
+two cases in five with `--partial`.
 The same MODEL, COUNT and SEED give the same corpus. Every case expects "no_crash".
 """
 
@@ -40,6 +42,8 @@ NARY = ["Add", "Mul", "Sub", "Div", "MatMul", "Conv", "Concat", "Reshape", "Gemm
         "Where", "ConvTranspose", "BatchNormalization", "Split", "Resize", "GatherND",
         "GatherElements", "ScatterElements", "ScatterND", "CumSum", "Col2Im", "LSTM", "Less",
         "And", "TopK", "GridSample", "AffineGrid", "GroupNormalization"]
+# Ops outside the table, which `--partial` leaves out with all that depends on them.
+UNSUPPORTED = ["NonZero", "NonMaxSuppression", "If", "Loop", "RoiAlign"]
 # Names a file can give a node or tensor.
 NAMES = ["", "x", "<script>alert(1)</script>", "a\x1b[31mred", "\u202eevil", "n" * 5000,
          "../../etc/passwd", "a\nb", '"quoted"', "&amp;", "\x00nul"]
@@ -126,6 +130,14 @@ class GraphMutator(Mutator):
             del n.attribute[:]
         return "op " + n.op_type
 
+    def unsupported(self, g):
+        n = self.rng.choice(list(g.node))
+        if self.rng.random() < 0.25:
+            n.domain = self.rng.choice(["com.microsoft", "ai.onnx.ml", "x" * 300])
+        else:
+            n.op_type = self.rng.choice(UNSUPPORTED)
+        return "op %s (domain %r), outside the table" % (n.op_type, n.domain[:20])
+
     def initializer(self, g):
         rng = self.rng
         t = rng.choice(list(g.initializer))
@@ -201,8 +213,8 @@ class GraphMutator(Mutator):
         what = self.rng.choices(
             [self.rewire, self.cycle, self.shared_output, self.drop, self.swap_op,
              self.initializer, self.graph_input, self.graph_output, self.rename,
-             self.attribute_of_some_node],
-            weights=[12, 8, 7, 6, 10, 12, 8, 7, 10, 20])[0]
+             self.attribute_of_some_node, self.unsupported],
+            weights=[12, 8, 7, 6, 10, 12, 8, 7, 10, 20, 8])[0]
         if what == self.initializer and not len(g.initializer):
             what = self.rewire
         return what(g)
@@ -230,14 +242,16 @@ def main():
         x = np.random.default_rng(i).standard_normal(fed).astype(np.float32)
         np.save(os.path.join(out, case + ".npy"), x)
         note = "; ".join(what)
+        # Loading the part that runs (`--partial`) reads the same file by another path.
+        partial = ["--partial"] if rng.random() < 0.4 else []
         r = rng.random()
         if r < 0.5:
-            corpus.case(case, model_file, "eval", "no_crash", ["--input", case + ".npy"],
-                        note=note)
+            corpus.case(case, model_file, "eval", "no_crash",
+                        ["--input", case + ".npy"] + partial, note=note)
         elif r < 0.65:
-            corpus.case(case, model_file, "info", "no_crash", note=note)
+            corpus.case(case, model_file, "info", "no_crash", partial, note=note)
         else:
-            args = ["--layer", rng.choice(layers)]
+            args = ["--layer", rng.choice(layers)] + partial
             if rng.random() < 0.5:
                 args += ["--unit", str(rng.choice([0, 1, 3]))]
             corpus.case(case, model_file, "render", "no_crash", args, note=note)
