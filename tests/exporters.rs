@@ -316,6 +316,8 @@ fn a_detector_loads_in_part_up_to_its_post_processing() {
         left.unsupported.iter().map(|u| u.op.as_str()).collect();
     assert_eq!(ops, ["If", "NonZero", "RoiAlign"].into());
     assert_eq!(left.unsupported[0].node, "rpn.nonzero");
+    // Moved to another device, it is loaded the same way.
+    assert_eq!(model.to(Device::cpu()).unwrap().left_out(), Some(left));
     assert!(
         left.nodes > 0 && left.nodes < left.total,
         "{} of {}",

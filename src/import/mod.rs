@@ -396,6 +396,25 @@ mod tests {
             err.contains("FusedConv") && err.contains("com.microsoft") && err.contains("fused"),
             "{err}"
         );
+
+        // After a node that runs, it is left out and named with its domain; a name of a
+        // megabyte is shown by its start and end.
+        let long = "n".repeat(1 << 20);
+        let mut b = OnnxBuilder::new();
+        b.input("image", &[1, 3, 4, 4])
+            .node("Relu", "relu", &["image"], &[])
+            .node("FusedConv", &long, &["relu"], &[])
+            .output(&long);
+        let mut model = proto::ModelProto::decode(b.to_bytes("ort").as_slice()).unwrap();
+        model.graph.as_mut().unwrap().node[1].domain = "com.microsoft".into();
+        let net = partial(&model.encode_to_vec()).unwrap();
+        let line = net.left_out().unwrap().to_string();
+        assert!(
+            line.starts_with("stops before FusedConv of domain com.microsoft (node nnnn")
+                && line.contains("characters left out")
+                && line.len() < 1000,
+            "{line}"
+        );
     }
 
     /// A detector's post-processing exports as `If` nodes whose branches are subgraphs: the

@@ -60,11 +60,21 @@ pub struct UnsupportedNode {
 
 impl std::fmt::Display for LeftOut {
     /// One line, e.g. `stops before NonZero (node roi/nonzero) and 2 more unsupported nodes:
-    /// 130 of 412 nodes left out`. Names come from the file: show it through an escaper.
+    /// 130 of 412 nodes left out`. Names come from the file: a long one is shortened, and the
+    /// line must still be shown through an escaper (as text, or `widget::one_line`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let first = self.unsupported.first();
-        match first {
-            Some(u) => write!(f, "stops before {} (node {})", u.op, u.node)?,
+        use crate::error::brief;
+        match self.unsupported.first() {
+            Some(u) if u.domain.is_empty() => {
+                write!(f, "stops before {} (node {})", brief(&u.op), brief(&u.node))?
+            }
+            Some(u) => write!(
+                f,
+                "stops before {} of domain {} (node {})",
+                brief(&u.op),
+                brief(&u.domain),
+                brief(&u.node)
+            )?,
             None => write!(f, "stops early")?,
         }
         match self.unsupported.len() {
