@@ -377,6 +377,20 @@ fn a_detector_loads_in_part_up_to_its_post_processing() {
     assert_within(&out[2], &detector().join("objectness_0.npy"), 1e-7);
 
     let graph = LayerGraph::new(&model).unwrap();
+    // The exporter's shape arithmetic (Shape → Gather → Unsqueeze → Concat, anchor grids) is not
+    // drawn; every convolution is.
+    assert!(
+        graph.shape_nodes > net.nodes().len() / 2,
+        "{}",
+        graph.shape_nodes
+    );
+    assert_eq!(graph.nodes.len() + graph.shape_nodes, net.nodes().len() + 1);
+    assert!(graph.nodes.iter().all(|n| n.op != "Shape"));
+    let convs = |ops: &mut dyn Iterator<Item = &str>| ops.filter(|&op| op == "Conv").count();
+    assert_eq!(
+        convs(&mut graph.nodes.iter().map(|n| n.op.as_str())),
+        convs(&mut net.nodes().iter().map(|n| n.op.as_str()))
+    );
     let line = graph.left_out.as_deref().expect("the layer graph says so");
     assert!(
         line.starts_with("stops before NonZero (node rpn.nonzero)"),

@@ -19,7 +19,8 @@ microscope.components.LayerGraph = function (root, p) {
 
   // Layout.
   const search = el("input", { type: "search", placeholder: "search nodes by name", "aria-label": "search nodes" });
-  const info = el("span", { class: "ms-muted", text: nodes.length + " nodes · " + groups.length + " groups" });
+  const hidden = p.shape_nodes ? " · " + p.shape_nodes + " nodes of shape arithmetic not drawn" : "";
+  const info = el("span", { class: "ms-muted", text: nodes.length + " nodes · " + groups.length + " groups" + hidden });
   // A model loaded in part (Model::load_partial) says so beside its name.
   const partial = p.left_out
     ? el("span", { class: "ms-partial", title: "loaded in part: the nodes that depend on an unsupported op are left out", text: "partial: " + p.left_out })

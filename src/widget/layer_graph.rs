@@ -70,6 +70,9 @@ pub struct LayerGraph {
     pub model: String,
     /// What loading left out of the model file ([`Model::load_partial`]), as one line.
     pub left_out: Option<String>,
+    /// How many nodes of shape arithmetic are not drawn: nodes that compute from the input's
+    /// shape alone, never from its pixels.
+    pub shape_nodes: usize,
     pub nodes: Vec<GraphNode>,
     pub groups: Vec<Group>,
     pub items: Vec<Item>,
@@ -106,7 +109,15 @@ impl LayerGraph {
                 code: String::new(),
             });
         }
-        for (node, shape) in net.nodes().iter().zip(shapes) {
+        let arithmetic = shape_arithmetic(net);
+        let shape_nodes = arithmetic.iter().filter(|&&a| a).count();
+        for ((node, shape), _) in net
+            .nodes()
+            .iter()
+            .zip(shapes)
+            .zip(&arithmetic)
+            .filter(|(_, &a)| !a)
+        {
             let inputs = node
                 .inputs
                 .iter()
@@ -165,6 +176,7 @@ impl LayerGraph {
         Ok(LayerGraph {
             model: model.source(),
             left_out: model.left_out().map(|l| l.to_string()),
+            shape_nodes,
             nodes,
             groups: out_groups,
             items,
@@ -178,6 +190,32 @@ impl LayerGraph {
             provenance: Provenance::of(model),
         })
     }
+}
+
+/// Which nodes compute from the input's shape alone, never from its pixels: `Shape` and `Size`,
+/// and every node that reads nothing but their outputs, its own kind's and constants (a
+/// Resize's target size, an anchor grid, a mask of ones). The graph does not draw them: they
+/// have no units worth looking at, and an exporter's shape arithmetic (PyTorch's classic one
+/// writes Shape → Gather → Unsqueeze → Concat for each size it reads) can outnumber the layers
+/// (419 of a small torchvision Faster R-CNN's 560 nodes). `info` lists them.
+fn shape_arithmetic(net: &crate::network::Network) -> Vec<bool> {
+    let mut from_shapes: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    net.nodes()
+        .iter()
+        .map(|node| {
+            let mut read = node
+                .inputs
+                .iter()
+                .filter(|t| !t.is_empty() && net.constant_shape(t).is_none())
+                .peekable();
+            let only_shapes = matches!(node.op.as_str(), "Shape" | "Size")
+                || (read.peek().is_some() && read.all(|t| from_shapes.contains(t.as_str())));
+            if only_shapes {
+                from_shapes.extend(node.outputs.iter().map(String::as_str));
+            }
+            only_shapes
+        })
+        .collect()
 }
 
 /// The module path in a node's name: `inception_4a/1x1` → `[inception_4a, 1x1]`; PyTorch's
@@ -316,6 +354,12 @@ impl LayerGraph {
             self.groups.len(),
             ops.join(", ")
         );
+        if self.shape_nodes > 0 {
+            s.push_str(&format!(
+                "  ({} nodes of shape arithmetic not drawn)\n",
+                self.shape_nodes
+            ));
+        }
         if let Some(left_out) = &self.left_out {
             s.push_str(&format!("  partial: {}\n", super::one_line(left_out)));
         }
