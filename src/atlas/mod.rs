@@ -103,21 +103,16 @@ pub fn clock(seconds: f64) -> String {
 /// [`OpSpec::rearranges`]: crate::network::ops::OpSpec::rearranges
 pub fn default_layers(model: &Model) -> Result<Vec<String>> {
     let network = model.network();
-    let mut from_image = std::collections::HashSet::new();
-    from_image.insert(network.image_input()?.name.clone());
-    let mut names = Vec::new();
-    // Nodes are in topological order: a node's inputs are decided before it.
-    for node in network.nodes() {
-        let computed = node.op != "Shape" && node.inputs.iter().any(|i| from_image.contains(i));
-        if !computed {
-            continue;
-        }
-        from_image.extend(node.outputs.iter().cloned());
-        if !crate::network::ops::spec(&node.op).is_some_and(|s| s.rearranges) {
-            names.push(node.name.clone());
-        }
-    }
-    Ok(names)
+    let image = network.image_input()?.name.as_str();
+    Ok(network
+        .nodes()
+        .iter()
+        .zip(network.computed_from(&[image]))
+        .filter(|(node, computed)| {
+            *computed && !crate::network::ops::spec(&node.op).is_some_and(|s| s.rearranges)
+        })
+        .map(|(node, _)| node.name.clone())
+        .collect())
 }
 
 /// Folder names the site keeps for itself: no layer's folder takes them.

@@ -370,6 +370,26 @@ impl Network {
         Ok(node_units(node, &self.output_shape(name)?))
     }
 
+    /// For each node, whether it computes from the values of the tensors `sources` (graph
+    /// inputs), directly or through other nodes, rather than from their shapes and constants
+    /// alone: Shape and Size read only shapes, so an exporter's shape arithmetic (Shape →
+    /// Gather → Unsqueeze → Concat, an anchor grid from a Range) computes from none. Only the
+    /// nodes that do have a gradient toward the sources.
+    pub fn computed_from(&self, sources: &[&str]) -> Vec<bool> {
+        let mut values: HashSet<&str> = sources.iter().copied().collect();
+        self.nodes
+            .iter()
+            .map(|node| {
+                let computed = !matches!(node.op.as_str(), "Shape" | "Size")
+                    && node.inputs.iter().any(|i| values.contains(i.as_str()));
+                if computed {
+                    values.extend(node.outputs.iter().map(String::as_str));
+                }
+                computed
+            })
+            .collect()
+    }
+
     /// Number of parameters (elements of float constants) each node reads: not its integer
     /// ones (a Reshape's shape, a reduction's axes).
     pub fn param_count(&self, node: &Node) -> usize {

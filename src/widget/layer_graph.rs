@@ -70,8 +70,13 @@ pub struct LayerGraph {
     pub model: String,
     /// What loading left out of the model file ([`Model::load_partial`]), as one line.
     pub left_out: Option<String>,
-    /// How many nodes of shape arithmetic are not drawn: nodes that compute from the input's
-    /// shape alone, never from its pixels.
+    /// How many nodes of shape arithmetic are not drawn: nodes that compute from the inputs'
+    /// shapes and constants alone, never from their values ([`Network::computed_from`]), such
+    /// as the Shape → Gather → Unsqueeze → Concat that PyTorch's classic exporter writes for
+    /// each size it reads (419 of a small torchvision Faster R-CNN's 560 nodes). They have no
+    /// units worth looking at; `info` lists them.
+    ///
+    /// [`Network::computed_from`]: crate::network::Network::computed_from
     pub shape_nodes: usize,
     pub nodes: Vec<GraphNode>,
     pub groups: Vec<Group>,
@@ -109,14 +114,16 @@ impl LayerGraph {
                 code: String::new(),
             });
         }
-        let arithmetic = shape_arithmetic(net);
-        let shape_nodes = arithmetic.iter().filter(|&&a| a).count();
+        // Shape arithmetic is not drawn (see `LayerGraph::shape_nodes`).
+        let sources: Vec<&str> = net.inputs().iter().map(|i| i.name.as_str()).collect();
+        let computed = net.computed_from(&sources);
+        let shape_nodes = computed.iter().filter(|&&c| !c).count();
         for ((node, shape), _) in net
             .nodes()
             .iter()
             .zip(shapes)
-            .zip(&arithmetic)
-            .filter(|(_, &a)| !a)
+            .zip(&computed)
+            .filter(|(_, &c)| c)
         {
             let inputs = node
                 .inputs
@@ -190,32 +197,6 @@ impl LayerGraph {
             provenance: Provenance::of(model),
         })
     }
-}
-
-/// Which nodes compute from the input's shape alone, never from its pixels: `Shape` and `Size`,
-/// and every node that reads nothing but their outputs, its own kind's and constants (a
-/// Resize's target size, an anchor grid, a mask of ones). The graph does not draw them: they
-/// have no units worth looking at, and an exporter's shape arithmetic (PyTorch's classic one
-/// writes Shape → Gather → Unsqueeze → Concat for each size it reads) can outnumber the layers
-/// (419 of a small torchvision Faster R-CNN's 560 nodes). `info` lists them.
-fn shape_arithmetic(net: &crate::network::Network) -> Vec<bool> {
-    let mut from_shapes: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    net.nodes()
-        .iter()
-        .map(|node| {
-            let mut read = node
-                .inputs
-                .iter()
-                .filter(|t| !t.is_empty() && net.constant_shape(t).is_none())
-                .peekable();
-            let only_shapes = matches!(node.op.as_str(), "Shape" | "Size")
-                || (read.peek().is_some() && read.all(|t| from_shapes.contains(t.as_str())));
-            if only_shapes {
-                from_shapes.extend(node.outputs.iter().map(String::as_str));
-            }
-            only_shapes
-        })
-        .collect()
 }
 
 /// The module path in a node's name: `inception_4a/1x1` → `[inception_4a, 1x1]`; PyTorch's
