@@ -199,7 +199,11 @@ fn parse_with(
         total: graph.node.len(),
         ..LeftOut::default()
     };
+    // What the left-out nodes read from the rest, in the order they first read it (a set
+    // beside it: a file can hold a million such reads).
     let mut frontier: Vec<String> = Vec::new();
+    let mut in_frontier: HashSet<&str> = HashSet::new();
+    let input_names: HashSet<String> = inputs.iter().map(|i| i.name.clone()).collect();
     for (i, n) in graph.node.iter().enumerate() {
         let name = names.remove(&i).unwrap_or_else(|| {
             let first = n.output.first().cloned().unwrap_or_default();
@@ -233,9 +237,10 @@ fn parse_with(
             );
             // What it reads from the nodes kept: an output of the part loaded.
             for t in n.input.iter().filter(|t| !t.is_empty()) {
-                let computed = !dropped.contains(t.as_str()) && !params.contains_key(t);
-                let input = inputs.iter().any(|i| &i.name == t);
-                if computed && !input && !frontier.contains(t) {
+                let computed = !dropped.contains(t.as_str())
+                    && !params.contains_key(t)
+                    && !input_names.contains(t);
+                if computed && in_frontier.insert(t.as_str()) {
                     frontier.push(t.clone());
                 }
             }
@@ -268,11 +273,8 @@ fn parse_with(
         .map(|o| o.name.clone())
         .filter(|o| !dropped.contains(o.as_str()))
         .collect();
-    for t in frontier {
-        if !outputs.contains(&t) {
-            outputs.push(t);
-        }
-    }
+    let named: HashSet<String> = outputs.iter().cloned().collect();
+    outputs.extend(frontier.into_iter().filter(|t| !named.contains(t)));
     let metadata = model
         .metadata_props
         .iter()

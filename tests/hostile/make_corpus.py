@@ -470,6 +470,33 @@ def build(out):
     )
     c.case("same_name_20000_info", m, "info", "load_fast", note="20,000 Relus all named `same`")
 
+    # Loaded in part: each Relu of the chain read by a NonZero left out, so that 20,000 tensors
+    # become outputs (what the left-out nodes read must be gathered in linear time), and a
+    # left-out node named with markup, notebook output markers and terminal escapes, which
+    # `info` and the graph page show as text.
+    left = [helper.make_node("NonZero", ["t%d" % i], ["z%d" % i]) for i in range(n)]
+    m = c.write(
+        "partial_20000.onnx",
+        model(chain + left, [x_input()], [output("z%d" % (n - 1))]),
+    )
+    c.case("partial_20000_info", m, "info", "load_fast", ["--partial"],
+           note="20,000 NonZeros left out, each reading another Relu of a chain")
+    m = c.write(
+        "partial_markup.onnx",
+        model(
+            [
+                helper.make_node("Relu", ["x"], ["t0"]),
+                helper.make_node("NonZero", ["t0"], ["y"], name=hostile_names[1]),
+            ],
+            [x_input()],
+            [output("y")],
+        ),
+    )
+    note = "a left-out node named with EVCXR content markers"
+    c.case("partial_markup_info", m, "info", "load_fast", ["--partial"], note=note)
+    c.case("partial_markup_render", m, "render", "load_fast", ["--partial"],
+           note=note + " (graph page)")
+
     # 20,000 unnamed Relus after a named Conv: names derived as `conv/relu/relu/...` would grow
     # quadratically (about 1 GB of name text); they must not.
     chain = [
