@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(left.unsupported.len(), 1);
         assert_eq!(
             left.to_string(),
-            "stops before NonZero (node boxes): 3 of 6 nodes left out"
+            "stops before NonZero (node boxes): 3 of the file's 6 nodes left out"
         );
         // Loaded whole, the same file is the error it always was.
         let err = parse_onnx(&bytes, "detector", Device::cpu()).unwrap_err();

@@ -60,8 +60,9 @@ pub struct UnsupportedNode {
 
 impl std::fmt::Display for LeftOut {
     /// One line, e.g. `stops before NonZero (node roi/nonzero) and 2 more unsupported nodes:
-    /// 130 of 412 nodes left out`. Names come from the file: a long one is shortened, and the
-    /// line must still be shown through an escaper (as text, or `widget::one_line`).
+    /// 130 of the file's 412 nodes left out` (its Constant nodes counted). Names come from the
+    /// file: a long one is shortened, and the line must still be shown through an escaper (as
+    /// text, or `widget::one_line`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::error::brief;
         match self.unsupported.first() {
@@ -82,7 +83,11 @@ impl std::fmt::Display for LeftOut {
             2 => write!(f, " and 1 more unsupported node")?,
             k => write!(f, " and {} more unsupported nodes", k - 1)?,
         }
-        write!(f, ": {} of {} nodes left out", self.nodes, self.total)
+        write!(
+            f,
+            ": {} of the file's {} nodes left out",
+            self.nodes, self.total
+        )
     }
 }
 
