@@ -316,6 +316,15 @@ fn a_detector_loads_in_part_up_to_its_post_processing() {
         left.unsupported.iter().map(|u| u.op.as_str()).collect();
     assert_eq!(ops, ["If", "NonZero", "RoiAlign"].into());
     assert_eq!(left.unsupported[0].node, "rpn.nonzero");
+    // The box head was left out: asking for it says why.
+    let err = model
+        .layer("roi_heads.box_head.fc6")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("left out") && err.contains("NonZero (node rpn.nonzero)"),
+        "{err}"
+    );
     // Moved to another device, it is loaded the same way.
     assert_eq!(model.to(Device::cpu()).unwrap().left_out(), Some(left));
     assert!(

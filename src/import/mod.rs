@@ -193,8 +193,9 @@ fn parse_with(
 
     let mut nodes = Vec::with_capacity(graph.node.len());
     let mut aliases = Vec::new();
-    // Tensors that the left-out nodes produce (with `Extent::Supported`).
-    let mut dropped: HashSet<&str> = HashSet::new();
+    // Tensors that the left-out nodes produce (with `Extent::Supported`), each with the
+    // unsupported node it depends on (an index into `left_out.unsupported`).
+    let mut dropped: HashMap<&str, usize> = HashMap::new();
     let mut left_out = LeftOut {
         total: graph.node.len(),
         ..LeftOut::default()
@@ -220,24 +221,30 @@ fn parse_with(
                 node: name,
             });
         }
-        if unsupported || n.input.iter().any(|t| dropped.contains(t.as_str())) {
-            if unsupported {
-                left_out.unsupported.push(UnsupportedNode {
-                    node: name,
-                    op: n.op_type.clone(),
-                    domain: n.domain.clone(),
-                });
-            }
+        let cause = if unsupported {
+            left_out.unsupported.push(UnsupportedNode {
+                node: name.clone(),
+                op: n.op_type.clone(),
+                domain: n.domain.clone(),
+            });
+            Some(left_out.unsupported.len() - 1)
+        } else {
+            n.input
+                .iter()
+                .find_map(|t| dropped.get(t.as_str()).copied())
+        };
+        if let Some(cause) = cause {
             left_out.nodes += 1;
-            dropped.extend(
-                n.output
-                    .iter()
-                    .filter(|o| !o.is_empty())
-                    .map(String::as_str),
-            );
+            let outputs = n.output.iter().filter(|o| !o.is_empty());
+            dropped.extend(outputs.map(|o| (o.as_str(), cause)));
+            // Its names, so that asking for it says why it is missing.
+            let known = [&name, &n.name].into_iter().chain(&n.output);
+            for known in known.filter(|k| !k.is_empty()) {
+                left_out.depends_on.entry(known.clone()).or_insert(cause);
+            }
             // What it reads from the nodes kept: an output of the part loaded.
             for t in n.input.iter().filter(|t| !t.is_empty()) {
-                let computed = !dropped.contains(t.as_str())
+                let computed = !dropped.contains_key(t.as_str())
                     && !params.contains_key(t)
                     && !input_names.contains(t);
                 if computed && in_frontier.insert(t.as_str()) {
@@ -271,7 +278,7 @@ fn parse_with(
         .output
         .iter()
         .map(|o| o.name.clone())
-        .filter(|o| !dropped.contains(o.as_str()))
+        .filter(|o| !dropped.contains_key(o.as_str()))
         .collect();
     let named: HashSet<String> = outputs.iter().cloned().collect();
     outputs.extend(frontier.into_iter().filter(|t| !named.contains(t)));
@@ -368,6 +375,13 @@ mod tests {
             left.to_string(),
             "stops before NonZero (node boxes): 3 of the file's 6 nodes left out"
         );
+        // Asking for a left-out node says why it is missing.
+        let err = net.node("sum").unwrap_err().to_string();
+        assert!(
+            err.contains("left out") && err.contains("NonZero (node boxes)"),
+            "{err}"
+        );
+        assert!(net.left_out().unwrap().cause("score").is_none());
         // Loaded whole, the same file is the error it always was.
         let err = parse_onnx(&bytes, "detector", Device::cpu()).unwrap_err();
         assert!(err.to_string().contains("NonZero"), "{err}");

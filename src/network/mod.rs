@@ -39,7 +39,7 @@ pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, MAX_RAN
 
 /// What an import left out of a model file: the nodes whose op the runtime lacks and every node
 /// that reads what they produce, directly or not (see `import::Extent::Supported`).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LeftOut {
     /// The unsupported nodes, in the graph's order.
     pub unsupported: Vec<UnsupportedNode>,
@@ -47,10 +47,23 @@ pub struct LeftOut {
     pub nodes: usize,
     /// How many nodes the file holds.
     pub total: usize,
+    /// Each left-out node's names (the one microscope gave it, the file's, its output
+    /// tensors') → the unsupported node it depends on, an index into `unsupported`.
+    pub depends_on: HashMap<String, usize>,
+}
+
+impl LeftOut {
+    /// The unsupported node that the left-out node (or tensor) `name` depends on; `None` when
+    /// `name` was not left out.
+    pub fn cause(&self, name: &str) -> Option<&UnsupportedNode> {
+        self.depends_on
+            .get(name)
+            .and_then(|&k| self.unsupported.get(k))
+    }
 }
 
 /// A node whose op the runtime lacks.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct UnsupportedNode {
     pub node: String,
     pub op: String,
@@ -338,6 +351,16 @@ impl Network {
     }
 
     fn unknown(&self, name: &str) -> Error {
+        if let Some(cause) = self.left_out.as_ref().and_then(|l| l.cause(name)) {
+            return Error::UnknownName {
+                name: name.to_string(),
+                hint: format!(
+                    ": it was left out when the model was loaded in part, as it depends on \
+                     {} (node {}), which microscope does not run",
+                    cause.op, cause.node
+                ),
+            };
+        }
         let lower = name.to_lowercase();
         let mut close: Vec<&str> = self
             .nodes
