@@ -25,6 +25,19 @@ pub const MAX_RANK: usize = 6;
 /// The storage type of every device tensor.
 pub type Storage<B = Dispatch> = Tensor<B, MAX_RANK>;
 
+/// A boolean mask as 0/1 floats, in the autodiff graph of `like` (a tensor of the mask's
+/// shape), with no gradient through it. `mask.float()` would do on a plain backend, but under
+/// burn-dispatch 0.21 it makes a tensor outside the autodiff graph, and a backward pass from
+/// it (the weights of a layer that is a comparison's output) panics. Filling `like` everywhere
+/// keeps its kind.
+pub(crate) fn mask_to_float<B: Backend>(
+    like: Storage<B>,
+    mask: Tensor<B, MAX_RANK, burn::tensor::Bool>,
+) -> Storage<B> {
+    like.mask_fill(mask.clone().bool_not(), 0.0)
+        .mask_fill(mask, 1.0)
+}
+
 /// A float32 tensor on a device, of any rank up to [`MAX_RANK`].
 ///
 /// The backend is `Dispatch` (picked at run time) everywhere in the notebook API; the render

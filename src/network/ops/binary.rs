@@ -13,7 +13,7 @@ use burn::tensor::TensorData;
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{
-    storage_shape, DynTensor, Elem, HostData, HostTensor, Storage, MAX_RANK,
+    mask_to_float, storage_shape, DynTensor, Elem, HostData, HostTensor, Storage, MAX_RANK,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -186,22 +186,29 @@ fn device_binary<B: Backend>(
         Op::Pow => a.expand(full).powf(b.expand(full)),
         Op::Max => a.expand(full).max_pair(b.expand(full)),
         Op::Min => a.expand(full).min_pair(b.expand(full)),
-        Op::Equal => a.expand(full).equal(b.expand(full)).float(),
-        Op::Less => a.expand(full).lower(b.expand(full)).float(),
-        Op::Greater => a.expand(full).greater(b.expand(full)).float(),
-        Op::LessEq => a.expand(full).lower_equal(b.expand(full)).float(),
-        Op::GreaterEq => a.expand(full).greater_equal(b.expand(full)).float(),
+        Op::Equal | Op::Less | Op::Greater | Op::LessEq | Op::GreaterEq => {
+            let (a, b) = (a.expand(full), b.expand(full));
+            let mask = match op {
+                Op::Equal => a.clone().equal(b),
+                Op::Less => a.clone().lower(b),
+                Op::Greater => a.clone().greater(b),
+                Op::LessEq => a.clone().lower_equal(b),
+                _ => a.clone().greater_equal(b),
+            };
+            mask_to_float(a, mask)
+        }
         Op::And | Op::Or | Op::Xor => {
+            let a = a.expand(full);
             let (p, q) = (
-                a.expand(full).not_equal_elem(0.0),
+                a.clone().not_equal_elem(0.0),
                 b.expand(full).not_equal_elem(0.0),
             );
-            match op {
+            let mask = match op {
                 Op::And => p.bool_and(q),
                 Op::Or => p.bool_or(q),
                 _ => p.bool_xor(q),
-            }
-            .float()
+            };
+            mask_to_float(a, mask)
         }
     };
     DynTensor::from_storage(y, shape.len())
@@ -542,6 +549,26 @@ mod tests {
         let grads = out.backward();
         assert_eq!(x.grad(&grads).unwrap().to_vec(), [1.0; 3]);
         assert_eq!(y.grad(&grads).unwrap().to_vec(), [1.0; 3]);
+    }
+
+    /// A comparison's or a mask's output stays in the autodiff graph, with no gradient through
+    /// it: a backward pass from it (the weights tab of such a layer) gives no gradient for the
+    /// input, never a panic outside the graph.
+    #[test]
+    fn masks_on_the_device_stay_in_the_autodiff_graph_without_a_gradient() {
+        let on = crate::Device::cpu().autodiff();
+        for (op, inputs) in [("Greater", 2), ("And", 2), ("Not", 1), ("IsNaN", 1)] {
+            let x = DynTensor::from_host(&[0.5, f32::NAN, -1.0], &[3], &on).require_grad();
+            let b = DynTensor::from_host(&[0.0, 0.0, 0.0], &[3], &on);
+            let mut args = vec![Value::Device(x.clone()), Value::Device(b)];
+            args.truncate(inputs);
+            let Value::Device(out) = run_on(op, 13, &[], args, &on).unwrap().remove(0) else {
+                panic!("{op}: a device input gives a device mask");
+            };
+            let grads = out.backward();
+            let g = x.grad(&grads).map(|g| g.to_vec());
+            assert!(g.as_ref().is_none_or(|g| g == &[0.0; 3]), "{op}: {g:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use burn::tensor::activation;
 
 use super::{Back, Ctx, Value};
 use crate::error::Result;
-use crate::network::value::{DynTensor, Elem, HostTensor, Storage, MAX_RANK};
+use crate::network::value::{mask_to_float, DynTensor, Elem, HostTensor, Storage, MAX_RANK};
 
 fn unary<B: Backend>(
     ctx: &Ctx<B>,
@@ -228,7 +228,7 @@ pub fn not<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         let data = h.to_f32().iter().map(|&v| v == 0.0).collect();
         return Ok(vec![Value::Host(HostTensor::bool(h.shape, data))]);
     }
-    unary(ctx, |x| x.equal_elem(0.0).float())
+    unary(ctx, |x| mask_to_float(x.clone(), x.equal_elem(0.0)))
 }
 
 /// IsNaN (opsets 9–20): a mask of the NaN values. PyTorch's exporter guards attention's
@@ -272,7 +272,7 @@ fn mask_of<B: Backend>(
         };
         return Ok(vec![Value::Host(HostTensor::bool(h.shape, data))]);
     }
-    unary(ctx, |x| device(x).float())
+    unary(ctx, |x| mask_to_float(x.clone(), device(x)))
 }
 
 pub fn hard_sigmoid<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
