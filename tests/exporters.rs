@@ -400,13 +400,17 @@ fn a_detector_loads_in_part_up_to_its_post_processing() {
         convs(&mut graph.nodes.iter().map(|n| n.op.as_str())),
         convs(&mut net.nodes().iter().map(|n| n.op.as_str()))
     );
-    let line = graph.left_out.as_deref().expect("the layer graph says so");
+    let line = graph
+        .provenance
+        .model_left_out
+        .as_deref()
+        .expect("the layer graph says so");
     assert!(
         line.starts_with("stops before NonZero (node rpn.nonzero)"),
         "{line}"
     );
     assert!(graph.summary().contains(line));
-    assert_eq!(graph.provenance.model_left_out.as_deref(), Some(line));
+    assert_eq!(line, left.to_string());
 
     lifts_every_unit(&model, "backbone.fpn.layer_blocks.0.0", &out[0], 64);
 }

@@ -21,9 +21,11 @@ microscope.components.LayerGraph = function (root, p) {
   const search = el("input", { type: "search", placeholder: "search nodes by name", "aria-label": "search nodes" });
   const hidden = p.shape_nodes ? " · " + p.shape_nodes + " nodes of shape arithmetic not drawn" : "";
   const info = el("span", { class: "ms-muted", text: nodes.length + " nodes · " + groups.length + " groups" + hidden });
-  // A model loaded in part (Model::load_partial) says so beside its name.
-  const partial = p.left_out
-    ? el("span", { class: "ms-partial", title: "loaded in part: the nodes that depend on an unsupported op are left out", text: "partial: " + p.left_out })
+  // A model loaded in part (Model::load_partial) says so beside its name, as its provenance
+  // records it.
+  const leftOut = p.provenance.model_left_out;
+  const partial = leftOut
+    ? el("span", { class: "ms-partial", title: "loaded in part: the nodes that depend on an unsupported op are left out", text: "partial: " + leftOut })
     : null;
   const bar = el("div", { class: "ms-bar" }, [
     el("span", { class: "ms-title", text: p.model }),

@@ -211,7 +211,7 @@ impl std::fmt::Debug for Network {
             .field("outputs", &self.outputs)
             .field("constants", &self.constants.len())
             .field("device", &self.device.to_string())
-            .field("left_out", &self.left_out)
+            .field("left_out", &self.left_out.as_ref().map(LeftOut::to_string))
             .finish()
     }
 }
@@ -401,8 +401,9 @@ impl Network {
     /// For each node, whether it computes from the values of the tensors `sources` (graph
     /// inputs), directly or through other nodes, rather than from their shapes and constants
     /// alone: Shape and Size read only shapes, so an exporter's shape arithmetic (Shape →
-    /// Gather → Unsqueeze → Concat, an anchor grid from a Range) computes from none. Only the
-    /// nodes that do have a gradient toward the sources.
+    /// Gather → Unsqueeze → Concat, an anchor grid from a Range) computes from none. A node that
+    /// does not has no gradient toward the sources (one that does may still have none: a
+    /// comparison's mask).
     pub fn computed_from(&self, sources: &[&str]) -> Vec<bool> {
         let mut values: HashSet<&str> = sources.iter().copied().collect();
         self.nodes

@@ -68,8 +68,6 @@ pub struct Item {
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerGraph {
     pub model: String,
-    /// What loading left out of the model file ([`Model::load_partial`]), as one line.
-    pub left_out: Option<String>,
     /// How many nodes of shape arithmetic are not drawn: nodes that compute from the inputs'
     /// shapes and constants alone, never from their values ([`Network::computed_from`]), such
     /// as the Shape → Gather → Unsqueeze → Concat that PyTorch's classic exporter writes for
@@ -182,7 +180,6 @@ impl LayerGraph {
             .collect();
         Ok(LayerGraph {
             model: model.source(),
-            left_out: model.left_out().map(|l| l.to_string()),
             shape_nodes,
             nodes,
             groups: out_groups,
@@ -341,7 +338,9 @@ impl LayerGraph {
                 self.shape_nodes
             ));
         }
-        if let Some(left_out) = &self.left_out {
+        // What loading left out of the model file (`Model::load_partial`), as its provenance
+        // records it.
+        if let Some(left_out) = &self.provenance.model_left_out {
             s.push_str(&format!("  partial: {}\n", super::one_line(left_out)));
         }
         const SHOWN: usize = 24;
