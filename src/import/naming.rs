@@ -310,6 +310,14 @@ fn made_by_torch(name: &str) -> bool {
 /// The layer name a parameter tensor implies: `inception_4a/1x1_w_0` → `inception_4a/1x1`.
 pub fn param_stem(param: &str) -> String {
     let mut s = param;
+    // onnxruntime's quantizer stores `fc1.weight` as `fc1.weight_quantized` and names what its
+    // DequantizeLinear makes of it `fc1.weight_DequantizeLinear_Output`.
+    for suffix in ["_DequantizeLinear_Output", "_quantized"] {
+        s = s
+            .strip_suffix(suffix)
+            .filter(|r| !r.is_empty())
+            .unwrap_or(s);
+    }
     for suffix in [":0", "_0"] {
         if let Some(rest) = s.strip_suffix(suffix) {
             if !rest.is_empty() {
@@ -336,6 +344,19 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
     let mut derived = vec![false; nodes.len()];
     let mut producer: HashMap<&str, usize> = HashMap::new();
     let mut unique = Unique::default();
+    // A name never given to a node when it is another node's tensor: a name asks for a node
+    // first, and the file's tensor must stay reachable by its own name (onnxruntime's quantizer
+    // keeps the Gemm `logits` and renames its output, giving `logits` to the DequantizeLinear
+    // after it, the graph's output). Such a node is named after its op within it: `logits/gemm`.
+    let tensors: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.outputs.iter().map(move |t| (t.as_str(), i)))
+        .collect();
+    let apart = |base: String, i: usize| match tensors.get(base.as_str()) {
+        Some(&p) if p != i => format!("{base}/{}", nodes[i].op.to_lowercase()),
+        _ => base,
+    };
     // For a node named after the activation chain it ends: the chain's first node, and how
     // many activations deep this one is.
     let mut activation_chain: Vec<Option<(usize, usize)>> = vec![None; nodes.len()];
@@ -436,7 +457,7 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
         };
         derived[i] = candidate.is_some();
         let base = candidate.unwrap_or_else(|| format!("{}_{i}", n.op));
-        names.push(unique.claim(base));
+        names.push(unique.claim(apart(base, i)));
         for out in n.outputs {
             producer.insert(out, i);
         }
@@ -466,7 +487,7 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
         };
         if let Some(block) = block {
             let base = format!("{block}/{}", nodes[i].op.to_lowercase());
-            let name = unique.claim(base);
+            let name = unique.claim(apart(base, i));
             unique.release(&names[i]);
             names[i] = name;
         }
@@ -849,6 +870,59 @@ mod tests {
                 "MaxPool_5",
                 "b/maxpool",
                 "b/1x1"
+            ]
+        );
+    }
+
+    /// onnxruntime's quantizer keeps a Gemm's name, `logits`, renames its output and gives the
+    /// name `logits` to the output of the DequantizeLinear after it. The Gemm is `logits/gemm`,
+    /// so that `logits` still asks for the file's tensor; and a quantized weight's name gives
+    /// the layer its name as the float weight did (`fc1.weight_DequantizeLinear_Output`).
+    #[test]
+    fn no_node_is_named_after_another_nodes_tensor() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let io = [
+            (s(&["x", "fc1.weight_DequantizeLinear_Output"]), s(&["h"])),
+            (
+                s(&["h", "logits.weight_DequantizeLinear_Output"]),
+                s(&["t"]),
+            ),
+            (s(&["t", "scale", "zero"]), s(&["q"])),
+            (s(&["q", "scale", "zero"]), s(&["logits"])),
+        ];
+        let named = [
+            ("fc1", "Gemm"),
+            ("logits", "Gemm"),
+            ("logits_QuantizeLinear", "QuantizeLinear"),
+            ("logits_DequantizeLinear", "DequantizeLinear"),
+        ];
+        let nodes: Vec<NodeInfo> = named
+            .iter()
+            .zip(&io)
+            .map(|(&(name, op), (inputs, outputs))| NodeInfo {
+                name,
+                op,
+                inputs,
+                outputs,
+                torch: None,
+            })
+            .collect();
+        let params: HashMap<String, String> = [
+            "fc1.weight_DequantizeLinear_Output",
+            "logits.weight_DequantizeLinear_Output",
+            "scale",
+            "zero",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), p.to_string()))
+        .collect();
+        assert_eq!(
+            readable_names(&nodes, &params),
+            [
+                "fc1",
+                "logits/gemm",
+                "logits_QuantizeLinear",
+                "logits_DequantizeLinear"
             ]
         );
     }

@@ -290,7 +290,10 @@ impl Network {
         }
         for (alias, target) in aliases {
             if let Some(&i) = self.names.get(&target) {
-                self.names.entry(alias).or_insert(i);
+                // Not over another node's tensor of that name (see `import::naming`).
+                if self.producer.get(&alias).is_none_or(|&(p, _)| p == i) {
+                    self.names.entry(alias).or_insert(i);
+                }
             }
         }
         Ok(())
