@@ -241,11 +241,30 @@ fn info_ops_lists_the_op_table() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    let table: Vec<&str> = microscope::network::ops::OPS
+    let lowered = microscope::network::lower::LOWERED
         .iter()
-        .map(|o| o.name)
+        .map(|o| match o.domain {
+            "" => o.name.to_string(),
+            domain => format!("{domain}.{}", o.name),
+        });
+    let table: Vec<String> = microscope::network::ops::OPS
+        .iter()
+        .map(|o| o.name.to_string())
+        .chain(lowered)
         .collect();
-    assert_eq!(names, table, "one line per op of the table, in its order");
+    assert_eq!(
+        names, table,
+        "one line per op of the table, in its order, then the ops that run lowered to them"
+    );
+    let qgemm = text
+        .lines()
+        .find(|l| l.starts_with("com.microsoft.QGemm "))
+        .unwrap();
+    assert!(
+        qgemm.contains("runs as DequantizeLinear, Gemm, QuantizeLinear")
+            && qgemm.contains("ContribOperators.md#com.microsoft.QGemm"),
+        "{qgemm}"
+    );
     let relu = text.lines().find(|l| l.starts_with("Relu ")).unwrap();
     assert!(
         relu.contains("activation")

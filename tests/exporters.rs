@@ -9,8 +9,14 @@
 //! - detector_export, written by tests/support/detector_export.py (torch 2.15, torchvision
 //!   0.29): a small torchvision Faster R-CNN by the classic exporter, whose post-processing
 //!   microscope does not run.
+//! - quantized, written by tests/support/quantized_export.py (onnxruntime 1.32): the built-in
+//!   Fashion-MNIST CNN quantized to 8 bits by onnxruntime's quantizer, in its three formats
+//!   (QDQ, QOperator, dynamic).
+
+mod support;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use microscope::import::proto::ModelProto;
 use microscope::network::DynTensor;
@@ -24,6 +30,10 @@ fn reference() -> PathBuf {
 
 fn detector() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/detector_export")
+}
+
+fn quantized() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/quantized")
 }
 
 fn keras() -> PathBuf {
@@ -413,4 +423,163 @@ fn a_detector_loads_in_part_up_to_its_post_processing() {
     assert_eq!(line, left.to_string());
 
     lifts_every_unit(&model, "backbone.fpn.layer_blocks.0.0", &out[0], 64);
+}
+
+/// Quantized models as onnxruntime's quantizer writes them compute what onnxruntime computes
+/// and classify Fashion-MNIST as well as the float model they came from:
+/// - QDQ (`quantize_static`): INT8 weights per channel, each with a DequantizeLinear; UINT8
+///   activations, each through a QuantizeLinear and a DequantizeLinear;
+/// - QOperator (`quantize_static`): QLinearConv, and onnxruntime's QGemm (com.microsoft);
+/// - dynamic (`quantize_dynamic`): DynamicQuantizeLinear, ConvInteger and MatMulInteger.
+///
+/// Their weights fold into float constants when they load; their layers keep the float model's
+/// names; and feature visualization sees through the quantizers.
+#[test]
+fn quantized_models_compute_what_onnxruntime_computes_and_can_be_visualized() {
+    let x = npy::read(&quantized().join("x.npy")).unwrap();
+    let x = DynTensor::from_host(&x.data, &x.shape, Device::cpu().burn());
+    let test = Dataset::fashion_mnist(Split::Test).unwrap();
+    let accuracy =
+        |net: &Network| microscope::zoo::train::accuracy(net, &test, &Device::cpu()).unwrap();
+    let float = zoo::fashion().unwrap();
+    let float_accuracy = accuracy(float.network());
+    let load = |kind: &str| Model::load(quantized().join(format!("{kind}.onnx"))).unwrap();
+    for kind in ["qdq", "qoperator", "dynamic"] {
+        let model = load(kind);
+        let net = model.network();
+        let input = net.image_input().unwrap().name.clone();
+        let out = net.forward(&[(&input, x.clone())], &["logits"]).unwrap();
+        // onnxruntime's logits are integers times the output scale (0.152 for QDQ): rounding
+        // one way or the other would differ by a whole step. They are the same.
+        let want = quantized().join(format!("{kind}_logits.npy"));
+        assert_within(&out[0], &want, 1e-5);
+        let quantized = accuracy(net);
+        println!("{kind}: Fashion-MNIST test accuracy {quantized:.4}, float {float_accuracy:.4}");
+        assert!(quantized > float_accuracy - 0.01, "{kind}: {quantized}");
+        // No integer op is left: each ran lowered to float ops, and its weights were
+        // dequantized once, at load.
+        for n in net.nodes() {
+            assert!(n.domain.is_empty(), "{kind}: {} is {}", n.name, n.domain);
+            assert!(
+                microscope::network::ops::spec(&n.op).is_some(),
+                "{kind}: {}",
+                n.op
+            );
+        }
+        let conv1 = net
+            .nodes()
+            .iter()
+            .find(|n| n.op == "Conv" && n.name.starts_with("conv1"))
+            .unwrap_or_else(|| panic!("{kind}: no conv1 in {:?}", names(&model)));
+        let weight = net.constant(&conv1.inputs[1]).unwrap();
+        assert_eq!(weight.elem, microscope::network::Elem::Float, "{kind}");
+        assert_eq!(weight.shape[0], 32, "{kind}");
+    }
+
+    // QDQ: the layers keep the float model's names; the Gemm that the quantizer left named
+    // `logits`, whose output it renamed, is `logits/gemm`: `logits` is the graph's output.
+    let model = load("qdq");
+    let net = model.network();
+    let ops = |op: &str| net.nodes().iter().filter(|n| n.op == op).count();
+    assert_eq!((ops("QuantizeLinear"), ops("DequantizeLinear")), (9, 9));
+    let names = names(&model);
+    for layer in ["conv1", "conv2", "conv3", "fc1", "logits/gemm"] {
+        assert!(names.contains(&layer), "{layer} is not among {names:?}");
+    }
+    assert_eq!(net.node("logits").unwrap().op, "DequantizeLinear");
+    // The layer graph draws the float model's layers with a DequantizeLinear after each, where
+    // its rounded values are real numbers again; the QuantizeLinear between is passed through.
+    let graph = LayerGraph::new(&model).unwrap();
+    assert_eq!(graph.quantizers, 9);
+    assert_eq!(graph.nodes.len(), net.nodes().len() + 1 - 9);
+    let drawn = |name: &str| graph.nodes.iter().position(|n| n.name == name).unwrap();
+    let dequantized = &graph.nodes[drawn("conv1/relu_DequantizeLinear")];
+    assert_eq!(dequantized.inputs, [drawn("conv1")]);
+    assert!(graph.summary().contains("9 QuantizeLinear nodes not drawn"));
+    // QOperator: each QLinearConv is its Conv, named after the float one (`conv1_quant`).
+    let qoperator = load("qoperator");
+    let names = self::names(&qoperator);
+    for layer in [
+        "conv1/input",
+        "conv1",
+        "conv1/quantize",
+        "conv2",
+        "conv3",
+        "fc1",
+    ] {
+        assert!(names.contains(&layer), "{layer} is not among {names:?}");
+    }
+
+    // Rounding has no gradient: only the straight-through gradient of the quantizers lets
+    // feature visualization lift the units of a quantized layer. It lifts each one above what
+    // the test images give it, as it does in the float model (where one unit, 11, stays below
+    // them after 128 steps: it is left out).
+    let layer = "conv2/relu_DequantizeLinear";
+    let input = net.image_input().unwrap().name.clone();
+    let maps = net.forward(&[(&input, x)], &[layer]).unwrap()[0].to_vec();
+    let units: Vec<usize> = (0..64).collect();
+    let vis = |model: &Model, layer: &str| {
+        FeatureVis::default()
+            .cache(None)
+            .steps(128)
+            .size(28)
+            .run_units(model, layer, &units)
+            .unwrap()
+            .activations
+    };
+    let (quantized, float) = (vis(&model, layer), vis(&float, "conv2/relu"));
+    let plane = 14 * 14;
+    for u in units {
+        let best = (0..16)
+            .map(|i| maps[(i * 64 + u) * plane..][..plane].iter().sum::<f32>() / plane as f32)
+            .fold(f32::NEG_INFINITY, f32::max);
+        if float[u] > best {
+            assert!(
+                quantized[u] > best,
+                "{layer}:{u}: feature visualization {} against the inputs' {best} (float: {})",
+                quantized[u],
+                float[u]
+            );
+        }
+    }
+}
+
+/// onnxruntime's own quantized ops (domain com.microsoft, which its QOperator format and the ONNX
+/// Model Zoo's `-int8` models use beside QLinearConv) compute what onnxruntime computes: a model
+/// that chains each of them, written and run by tests/support/quantized_ops.py.
+#[test]
+fn onnxruntimes_quantized_ops_compute_what_onnxruntime_computes() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("quantized_ops");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/quantized_ops.py");
+    let out = Command::new(support::venv_python())
+        .arg(script)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "quantized_ops.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let file = ModelProto::decode(bytes.as_slice()).unwrap();
+    let ops: Vec<String> = file.graph.unwrap().node[1..]
+        .iter()
+        .map(|n| format!("{}.{}", n.domain, n.op_type))
+        .collect();
+    for lowered in microscope::network::lower::LOWERED {
+        let name = format!("{}.{}", lowered.domain, lowered.name);
+        let covered = lowered.domain.is_empty() || lowered.name == "QGemm";
+        assert!(covered || ops.contains(&name), "{name} is not in the model");
+    }
+    let net = microscope::import::parse_onnx(&bytes, "quantized_ops", Device::cpu()).unwrap();
+    let x = npy::read(&dir.join("x.npy")).unwrap();
+    let x = DynTensor::from_host(&x.data, &x.shape, Device::cpu().burn());
+    let outputs = net.outputs().to_vec();
+    let targets: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    let got = net.forward(&[("x", x)], &targets).unwrap();
+    for (name, got) in outputs.iter().zip(got) {
+        assert_within(&got, &dir.join(format!("{name}.npy")), 1e-3);
+    }
+    println!("{} ops match onnxruntime: {ops:?}", outputs.len());
 }

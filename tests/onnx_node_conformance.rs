@@ -54,6 +54,17 @@ const EXCLUDED: &[(&str, &str)] = &[
     ),
 ];
 
+/// The ops of quantized models, whose cases are of 8- and 16-bit integers.
+const QUANTIZED: &[&str] = &[
+    "ConvInteger",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
+];
+
 fn fixtures() -> PathBuf {
     std::env::var_os("MICROSCOPE_ONNX_NODE_TESTS")
         .map(PathBuf::from)
@@ -101,10 +112,15 @@ fn run_case(dir: &Path) -> (String, Outcome) {
     }
     // float32 (double is computed in float32), or int/bool tensors used as indices, shapes, masks.
     // The first output may be a mask too (Equal's only cases; compared as 0 and 1).
-    let allowed = |t: &proto::TensorProto| matches!(t.data_type, 1 | 6 | 7 | 9 | 11);
+    // The 8- and 16-bit integers of quantized models' ops are their data, in and out (and the
+    // INT32 products of the integer ops).
+    let quantized =
+        |t: &proto::TensorProto| QUANTIZED.contains(&op.as_str()) && matches!(t.data_type, 2..=6);
+    let allowed =
+        |t: &proto::TensorProto| matches!(t.data_type, 1 | 6 | 7 | 9 | 11) || quantized(t);
     let first_is_float = expected
         .first()
-        .is_some_and(|(_, t)| matches!(t.data_type, 1 | 7 | 9 | 11));
+        .is_some_and(|(_, t)| matches!(t.data_type, 1 | 7 | 9 | 11) || quantized(t));
     let all = inputs
         .iter()
         .map(|(_, t)| t)
@@ -259,9 +275,15 @@ fn onnx_backend_node_tests() {
     // Every op of the runtime's table (`microscope info --ops`, which tests/run.sh generates the
     // fixtures from) is exercised: an op added to the table without conformance cases fails.
     if std::env::var_os("MICROSCOPE_NODE_TESTS_ONLY").is_none() {
+        // ONNX's ops that run lowered to others too; onnxruntime's have no node tests
+        // (tests/exporters.rs checks them against onnxruntime).
+        let lowered = microscope::network::lower::LOWERED
+            .iter()
+            .filter(|o| o.domain.is_empty());
         let untested: Vec<&str> = microscope::network::ops::OPS
             .iter()
             .map(|o| o.name)
+            .chain(lowered.map(|o| o.name))
             .filter(|op| table.get(*op).is_none_or(|row| row.0 == 0))
             .collect();
         assert!(

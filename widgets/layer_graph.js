@@ -19,7 +19,8 @@ microscope.components.LayerGraph = function (root, p) {
 
   // Layout.
   const search = el("input", { type: "search", placeholder: "search nodes by name", "aria-label": "search nodes" });
-  const hidden = p.shape_nodes ? " · " + p.shape_nodes + " nodes of shape arithmetic not drawn" : "";
+  const hidden = (p.quantizers ? " · " + p.quantizers + " quantizers not drawn" : "") +
+    (p.shape_nodes ? " · " + p.shape_nodes + " nodes of shape arithmetic not drawn" : "");
   const info = el("span", { class: "ms-muted", text: nodes.length + " nodes · " + groups.length + " groups" + hidden });
   // A model loaded in part (Model::load_partial) says so beside its name, as its provenance
   // records it.

@@ -177,7 +177,8 @@ fn term(text: &str) -> String {
     microscope::widget::one_line(text)
 }
 
-/// `info --ops`: the op table (`microscope::network::ops::OPS`), one op per line, its name first
+/// `info --ops`: the op table (`microscope::network::ops::OPS`) and the ops that run lowered to
+/// some of them (`microscope::network::lower::LOWERED`), one op per line, its name first
 /// (tests/run.sh reads that column to generate the conformance fixtures).
 fn list_ops() -> Result<(), Error> {
     for op in microscope::network::ops::OPS {
@@ -189,6 +190,22 @@ fn list_ops() -> Result<(), Error> {
             "{:<22} opsets {:<6} {kind:<10} {linear:<27} {}",
             op.name,
             op.opsets,
+            op.spec_url()
+        )?;
+    }
+    // Ops that run as some of those above (`microscope::network::lower`); another domain's op
+    // named with its domain (`com.microsoft.QLinearAdd`).
+    for op in microscope::network::lower::LOWERED {
+        let name = match op.domain {
+            "" => op.name.to_string(),
+            domain => format!("{domain}.{}", op.name),
+        };
+        out!(
+            "{:<22} opsets {:<6} {:<10} {:<27} {}",
+            name,
+            op.opsets,
+            "-",
+            format!("runs as {}", op.into),
             op.spec_url()
         )?;
     }

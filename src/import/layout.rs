@@ -59,6 +59,7 @@ pub fn channels_first(
             Node {
                 name,
                 op: "Transpose".into(),
+                domain: String::new(),
                 opset,
                 inputs: vec![spec.name.clone()],
                 outputs: vec![turned],
@@ -117,6 +118,7 @@ mod tests {
         Node {
             name: name.into(),
             op: op.into(),
+            domain: String::new(),
             opset: 13,
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             outputs: vec![output.into()],

@@ -205,6 +205,7 @@ fn parse_with(
     let mut frontier: Vec<String> = Vec::new();
     let mut in_frontier: HashSet<&str> = HashSet::new();
     let input_names: HashSet<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    let declared = declared_types(graph);
     for (i, n) in graph.node.iter().enumerate() {
         let name = names.remove(&i).unwrap_or_else(|| {
             let first = n.output.first().cloned().unwrap_or_default();
@@ -213,7 +214,8 @@ fn parse_with(
         // Refused before its attributes are read: an op outside the table may carry kinds of
         // attribute the runtime never reads (If's and Loop's subgraphs).
         let standard = n.domain.is_empty() || n.domain == "ai.onnx";
-        let unsupported = !standard || !crate::network::is_supported(&n.op_type);
+        let domain = if standard { "" } else { n.domain.as_str() };
+        let unsupported = !crate::network::is_supported(domain, &n.op_type);
         if unsupported && extent == Extent::Whole {
             return Err(Error::UnsupportedOp {
                 op: n.op_type.clone(),
@@ -260,12 +262,14 @@ fn parse_with(
                 convert_attr(a, external).map_err(|r| Error::node(&name, &n.op_type, r))?,
             );
         }
+        declare_output_type(&mut attrs, n, domain, &declared);
         if !n.name.is_empty() && n.name != name {
             aliases.push((n.name.clone(), name.clone()));
         }
         nodes.push(Node {
             name,
             op: n.op_type.clone(),
+            domain: domain.to_string(),
             opset,
             inputs: n.input.clone(),
             outputs: n.output.clone(),
@@ -302,6 +306,59 @@ fn parse_with(
         });
     }
     Ok(network.with_left_out(left_out))
+}
+
+/// The element type the file declares for each tensor it types: initializers, graph inputs and
+/// Constant nodes' values. The runtime keeps integers as i64 whatever their ONNX type, and only a
+/// QuantizeLinear needs one back: its zero point's type is its output type, the integer range
+/// it saturates to.
+fn declared_types(graph: &proto::GraphProto) -> HashMap<&str, i32> {
+    let mut types: HashMap<&str, i32> = HashMap::new();
+    for t in &graph.initializer {
+        types.insert(&t.name, t.data_type);
+    }
+    for i in &graph.input {
+        let elem = i.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
+        if let Some(t) = elem.filter(|t| t.elem_type != 0) {
+            types.entry(&i.name).or_insert(t.elem_type);
+        }
+    }
+    for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
+        let Some(out) = n.output.first() else {
+            continue;
+        };
+        for a in &n.attribute {
+            let code = match a.name.as_str() {
+                "value" => a.t.as_ref().map(|t| t.data_type),
+                "value_int" | "value_ints" => Some(7),
+                "value_float" | "value_floats" => Some(1),
+                _ => None,
+            };
+            if let Some(code) = code {
+                types.insert(out, code);
+            }
+        }
+    }
+    types
+}
+
+/// Gives a node that quantizes its output (QuantizeLinear, QLinearConv, …) its output type as an
+/// `output_dtype` attribute (QuantizeLinear's name for it since opset 21) where the file leaves
+/// it to the output zero point's declared type.
+fn declare_output_type(
+    attrs: &mut BTreeMap<String, Attr>,
+    n: &proto::NodeProto,
+    domain: &str,
+    declared: &HashMap<&str, i32>,
+) {
+    let Some(zero_point) = crate::network::lower::output_zero_point(domain, &n.op_type) else {
+        return;
+    };
+    let set = matches!(attrs.get("output_dtype"), Some(Attr::Int(code)) if *code != 0);
+    let zero_point = n.input.get(zero_point).filter(|z| !z.is_empty());
+    if let (false, Some(code)) = (set, zero_point.and_then(|z| declared.get(z.as_str()))) {
+        attrs.insert("output_dtype".into(), Attr::Int(i64::from(*code)));
+    }
 }
 
 fn convert_attr(a: &proto::AttributeProto, external: &mut ExternalData) -> Result<Attr, String> {

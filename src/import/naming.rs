@@ -298,6 +298,16 @@ pub fn is_generic(name: &str, op: &str) -> bool {
     stem.len() <= 3 && stem.chars().all(|c| c.is_ascii_alphabetic()) || stem == op
 }
 
+/// A quantized op's node as onnxruntime's quantizer names it after the float node it replaced
+/// (`conv1_quant` for `conv1`), by that node's name.
+fn unquantized<'a>(name: &'a str, op: &str) -> &'a str {
+    let quantized = op.starts_with("QLinear") || op == "QGemm" || op.ends_with("Integer");
+    match name.strip_suffix("_quant") {
+        Some(stem) if quantized && !stem.is_empty() => stem,
+        _ => name,
+    }
+}
+
 /// Whether a constant is one PyTorch's exporter made, named after the FX node that made it
 /// (`scalar_tensor_default` for the 2 of `(a + b) / 2`, `full_default`, `_tensor_constant0`,
 /// `lifted_tensor_0`), not a parameter of a module.
@@ -386,7 +396,7 @@ pub fn readable_names(nodes: &[NodeInfo], params: &HashMap<String, String>) -> V
         // PyTorch's exporter names nodes after counters, its calls or its rewrite rules
         // (`node_Conv_292`, `n0_19`): what it noted about the module says more.
         let candidate = if !n.name.is_empty() && !is_generic(n.name, n.op) && n.torch.is_none() {
-            Some(n.name.to_string())
+            Some(unquantized(n.name, n.op).to_string())
         } else if let Some(stem) = n
             .inputs
             .iter()

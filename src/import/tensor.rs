@@ -1,6 +1,7 @@
 //! Decoding ONNX `TensorProto` payloads into host tensors.
 
 use super::proto::TensorProto;
+pub use crate::network::value::type_name;
 use crate::network::{Elem, HostData, HostTensor};
 
 /// Decodes a tensor; the error says what is wrong with it (the caller adds the file and name).
@@ -139,26 +140,4 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         other => return Err(format!("data type {} is not supported", type_name(other))),
     };
     Ok(HostTensor { shape, data, elem })
-}
-
-/// ONNX's name for a data type code.
-pub fn type_name(code: i32) -> String {
-    let name = match code {
-        1 => "FLOAT",
-        2 => "UINT8",
-        3 => "INT8",
-        4 => "UINT16",
-        5 => "INT16",
-        6 => "INT32",
-        7 => "INT64",
-        8 => "STRING",
-        9 => "BOOL",
-        10 => "FLOAT16",
-        11 => "DOUBLE",
-        12 => "UINT32",
-        13 => "UINT64",
-        16 => "BFLOAT16",
-        _ => return format!("#{code}"),
-    };
-    name.to_string()
 }

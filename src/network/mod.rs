@@ -15,6 +15,7 @@
 #[cfg(feature = "cuda")]
 mod cuda;
 mod fast;
+pub mod lower;
 pub mod node;
 pub mod ops;
 pub mod units;
@@ -31,7 +32,7 @@ use crate::error::{Error, Result};
 pub use node::{Attr, Node};
 #[cfg(feature = "cuda")]
 pub use ops::FastCuda;
-pub use ops::{has_units, is_supported, Back, Fast};
+pub use ops::{has_units, Back, Fast};
 use ops::{Ctx, OpSpec, Slot};
 pub use units::UnitLayout;
 use value::Constant;
@@ -102,6 +103,12 @@ impl std::fmt::Display for LeftOut {
             self.nodes, self.total
         )
     }
+}
+
+/// Whether op `op` of `domain` (empty for ONNX's own) runs: an op of the table ([`ops::OPS`]),
+/// or one that runs as some of them ([`lower::LOWERED`]).
+pub fn is_supported(domain: &str, op: &str) -> bool {
+    (domain.is_empty() && ops::spec(op).is_some()) || lower::spec(domain, op).is_some()
 }
 
 /// Constants up to this many elements keep a host copy (shape arithmetic reads them there).
@@ -225,15 +232,17 @@ impl Network {
         nodes: Vec<Node>,
         inputs: Vec<InputSpec>,
         outputs: Vec<String>,
-        constants: HashMap<String, HostTensor>,
+        mut constants: HashMap<String, HostTensor>,
         aliases: Vec<(String, String)>,
         device: Device,
     ) -> Result<Self> {
+        let nodes = lower::lower(nodes, &mut constants)?;
         let mut specs = Vec::with_capacity(nodes.len());
         for n in &nodes {
-            specs.push(ops::spec(&n.op).ok_or_else(|| Error::UnsupportedOp {
+            let spec = ops::spec(&n.op).filter(|_| n.domain.is_empty());
+            specs.push(spec.ok_or_else(|| Error::UnsupportedOp {
                 op: n.op.clone(),
-                domain: String::new(),
+                domain: n.domain.clone(),
                 node: n.name.clone(),
             })?);
         }

@@ -24,6 +24,9 @@ pub struct Node {
     pub name: String,
     /// ONNX op type, e.g. `Conv`.
     pub op: String,
+    /// The op's domain: empty for ONNX's own (`ai.onnx`), else e.g. `com.microsoft`. Only ONNX's
+    /// ops run; another domain's op runs lowered to them ([`super::lower`]) or not at all.
+    pub domain: String,
     /// Operator-set version of the op's domain in this model.
     pub opset: i64,
     /// Names of the input tensors; an empty string marks an omitted optional input.

@@ -231,6 +231,38 @@ pub enum Elem {
     Bool,
 }
 
+/// ONNX's name for a data type code.
+pub fn type_name(code: i32) -> String {
+    let name = match code {
+        1 => "FLOAT",
+        2 => "UINT8",
+        3 => "INT8",
+        4 => "UINT16",
+        5 => "INT16",
+        6 => "INT32",
+        7 => "INT64",
+        8 => "STRING",
+        9 => "BOOL",
+        10 => "FLOAT16",
+        11 => "DOUBLE",
+        12 => "UINT32",
+        13 => "UINT64",
+        16 => "BFLOAT16",
+        17 => "FLOAT8E4M3FN",
+        18 => "FLOAT8E4M3FNUZ",
+        19 => "FLOAT8E5M2",
+        20 => "FLOAT8E5M2FNUZ",
+        21 => "UINT4",
+        22 => "INT4",
+        23 => "FLOAT4E2M1",
+        24 => "FLOAT8E8M0",
+        25 => "UINT2",
+        26 => "INT2",
+        _ => return format!("#{code}"),
+    };
+    name.to_string()
+}
+
 /// Data held on the host: float32 for float types, i64 for integer and bool types.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostData {

@@ -76,6 +76,12 @@ pub struct LayerGraph {
     ///
     /// [`Network::computed_from`]: crate::network::Network::computed_from
     pub shape_nodes: usize,
+    /// How many QuantizeLinear nodes of a quantized model are not drawn: their integer codes are
+    /// the values of the layer before them, rounded, and an edge passes through each. The
+    /// DequantizeLinear after one is drawn: there a layer's rounded values are real numbers
+    /// again (in onnxruntime's QDQ models, the only place a ReLU's output is, as the quantizer
+    /// folds the ReLU into the rounding).
+    pub quantizers: usize,
     pub nodes: Vec<GraphNode>,
     pub groups: Vec<Group>,
     pub items: Vec<Item>,
@@ -116,6 +122,7 @@ impl LayerGraph {
         let sources: Vec<&str> = net.inputs().iter().map(|i| i.name.as_str()).collect();
         let computed = net.computed_from(&sources);
         let shape_nodes = computed.iter().filter(|&&c| !c).count();
+        let mut quantizers = 0;
         for ((node, shape), _) in net
             .nodes()
             .iter()
@@ -123,6 +130,16 @@ impl LayerGraph {
             .zip(&computed)
             .filter(|(_, &c)| c)
         {
+            // Quantizers are not drawn (see `LayerGraph::quantizers`).
+            if node.op == "QuantizeLinear" && node.domain.is_empty() {
+                if let Some(&from) = node.inputs.first().and_then(|t| producer.get(t.as_str())) {
+                    for t in &node.outputs {
+                        producer.insert(t, from);
+                    }
+                }
+                quantizers += 1;
+                continue;
+            }
             let inputs = node
                 .inputs
                 .iter()
@@ -181,6 +198,7 @@ impl LayerGraph {
         Ok(LayerGraph {
             model: model.source(),
             shape_nodes,
+            quantizers,
             nodes,
             groups: out_groups,
             items,
@@ -332,6 +350,12 @@ impl LayerGraph {
             self.groups.len(),
             ops.join(", ")
         );
+        if self.quantizers > 0 {
+            s.push_str(&format!(
+                "  ({} QuantizeLinear nodes not drawn)\n",
+                self.quantizers
+            ));
+        }
         if self.shape_nodes > 0 {
             s.push_str(&format!(
                 "  ({} nodes of shape arithmetic not drawn)\n",

@@ -16,6 +16,7 @@ mod linear;
 pub(crate) mod max_pool_cpu;
 pub(crate) mod norm;
 mod pool;
+mod quantize;
 mod recurrent;
 mod reduce;
 pub mod resample;
@@ -362,8 +363,10 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Cos", kernel: kernels!(elementwise::cos), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–22" },
     OpSpec { name: "CumSum", kernel: kernels!(reduce::cumsum), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "11–14" },
     OpSpec { name: "DepthToSpace", kernel: kernels!(shape::depth_to_space), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "1–13" },
+    OpSpec { name: "DequantizeLinear", kernel: kernels!(quantize::dequantize_linear), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "10–28" },
     OpSpec { name: "Div", kernel: kernels!(binary::div), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–14" },
     OpSpec { name: "Dropout", kernel: kernels!(elementwise::dropout), linear: None, activation: true, cuts_off: false, rearranges: true, units: true, opsets: "1–22" },
+    OpSpec { name: "DynamicQuantizeLinear", kernel: kernels!(quantize::dynamic_quantize_linear), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "11" },
     OpSpec { name: "Einsum", kernel: kernels!(einsum::einsum), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "12–28" },
     OpSpec { name: "Elu", kernel: kernels!(elementwise::elu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "6–22" },
     OpSpec { name: "Equal", kernel: kernels!(binary::equal), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–19" },
@@ -414,6 +417,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "PRelu", kernel: kernels!(elementwise::prelu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "7–16" },
     OpSpec { name: "Pad", kernel: kernels!(shape::pad), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "2–25" },
     OpSpec { name: "Pow", kernel: kernels!(binary::pow), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–15" },
+    OpSpec { name: "QuantizeLinear", kernel: kernels!(quantize::quantize_linear), linear: None, activation: false, cuts_off: true, rearranges: false, units: true, opsets: "10–28" },
     OpSpec { name: "RNN", kernel: kernels!(recurrent::rnn), linear: None, activation: false, cuts_off: false, rearranges: false, units: false, opsets: "7–22" },
     OpSpec { name: "Range", kernel: kernels!(expand::range), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "11–27" },
     OpSpec { name: "Reciprocal", kernel: kernels!(elementwise::reciprocal), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
@@ -475,11 +479,6 @@ pub fn linearized<B: Back>(op: &str) -> Option<OpFn<B>> {
     spec(op).and_then(|s| s.linear).and_then(lookup::<B>)
 }
 
-/// Whether this runtime implements `op` (an op of [`OPS`]).
-pub fn is_supported(op: &str) -> bool {
-    spec(op).is_some()
-}
-
 /// Whether `op` cuts its input off (see [`OpSpec::cuts_off`]).
 pub fn cuts_off(op: &str) -> bool {
     spec(op).is_some_and(|s| s.cuts_off)
@@ -517,6 +516,7 @@ pub(crate) mod testing {
         let node = Node {
             name: "node_under_test".into(),
             op: op.into(),
+            domain: String::new(),
             opset,
             inputs: (0..inputs.len()).map(|i| format!("in{i}")).collect(),
             outputs: vec!["out".into()],

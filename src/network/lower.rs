@@ -1,0 +1,573 @@
+//! Ops that run as a few ops of the table ([`ops::OPS`](super::ops::OPS)): the integer ops of
+//! quantized models. ONNX's QLinearConv and QLinearMatMul (the "operator" format), ConvInteger
+//! and MatMulInteger (onnxruntime's dynamic quantization), and onnxruntime's own QLinear ops
+//! (domain `com.microsoft`: QLinearAdd, QLinearConcat, QLinearGlobalAveragePool, …), which its
+//! quantizer and Intel's Neural Compressor write beside them (the ONNX Model Zoo's `-int8`
+//! models).
+//!
+//! Each becomes what the QDQ format writes for it: its quantized inputs dequantized, the float
+//! op, and the result quantized again. So the quantized weights are dequantized once, when the
+//! network loads (constant folding), instead of on every evaluation; the float op keeps the
+//! node's name, and its units are the layer's real values before they are rounded to integers;
+//! and the gradient through it is the straight-through one of QuantizeLinear.
+//!
+//! The float sums equal the integer ones as long as they stay below 2^24 in magnitude; larger
+//! ones round in the last place, and a value that lands within that of a rounding boundary is
+//! quantized one step off onnxruntime's (a few in 10^5 per layer, on the light models).
+
+use std::collections::{HashMap, HashSet};
+
+use super::node::{Attr, Node};
+use super::value::HostTensor;
+use crate::error::{Error, Result};
+
+/// One op that runs lowered.
+pub struct Lowering {
+    /// The op's domain: empty for ONNX's own.
+    pub domain: &'static str,
+    /// The op type.
+    pub name: &'static str,
+    /// The versions of the op (ONNX opsets) whose semantics the lowering implements.
+    pub opsets: &'static str,
+    /// The ops of the table it becomes.
+    pub into: &'static str,
+    lower: fn(&mut Lowerer, &Node) -> Result<Vec<Node>>,
+}
+
+impl Lowering {
+    /// The op's specification: its page in the ONNX operator documentation, or in
+    /// onnxruntime's for its own ops.
+    pub fn spec_url(&self) -> String {
+        match self.domain {
+            "" => format!("https://onnx.ai/onnx/operators/onnx__{}.html", self.name),
+            domain => format!(
+                "https://github.com/microsoft/onnxruntime/blob/main/docs/ContribOperators.md#{domain}.{}",
+                self.name
+            ),
+        }
+    }
+}
+
+/// Every op that runs lowered, by domain and name.
+pub static LOWERED: &[Lowering] = &[
+    Lowering {
+        domain: "",
+        name: "ConvInteger",
+        opsets: "10",
+        into: "DequantizeLinear, Conv",
+        lower: conv_integer,
+    },
+    Lowering {
+        domain: "",
+        name: "MatMulInteger",
+        opsets: "10",
+        into: "DequantizeLinear, MatMul",
+        lower: matmul_integer,
+    },
+    Lowering {
+        domain: "",
+        name: "QLinearConv",
+        opsets: "10",
+        into: "DequantizeLinear, Conv, QuantizeLinear",
+        lower: qlinear_conv,
+    },
+    Lowering {
+        domain: "",
+        name: "QLinearMatMul",
+        opsets: "10–21",
+        into: "DequantizeLinear, MatMul, QuantizeLinear",
+        lower: qlinear_matmul,
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QGemm",
+        opsets: "1",
+        into: "DequantizeLinear, Gemm, QuantizeLinear",
+        lower: qgemm,
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QLinearAdd",
+        opsets: "1",
+        into: "DequantizeLinear, Add, QuantizeLinear",
+        lower: |l, n| binary(l, n, "Add"),
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QLinearAveragePool",
+        opsets: "1",
+        into: "DequantizeLinear, AveragePool, QuantizeLinear",
+        lower: |l, n| unary(l, n, "AveragePool", POOL_ATTRS),
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QLinearConcat",
+        opsets: "1",
+        into: "DequantizeLinear, Concat, QuantizeLinear",
+        lower: concat,
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QLinearGlobalAveragePool",
+        opsets: "1",
+        into: "DequantizeLinear, GlobalAveragePool, QuantizeLinear",
+        lower: |l, n| unary(l, n, "GlobalAveragePool", &[]),
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QLinearLeakyRelu",
+        opsets: "1",
+        into: "DequantizeLinear, LeakyRelu, QuantizeLinear",
+        lower: |l, n| unary(l, n, "LeakyRelu", &["alpha"]),
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QLinearMul",
+        opsets: "1",
+        into: "DequantizeLinear, Mul, QuantizeLinear",
+        lower: |l, n| binary(l, n, "Mul"),
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QLinearSigmoid",
+        opsets: "1",
+        into: "DequantizeLinear, Sigmoid, QuantizeLinear",
+        lower: |l, n| unary(l, n, "Sigmoid", &[]),
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QLinearSoftmax",
+        opsets: "1",
+        into: "DequantizeLinear, Softmax, QuantizeLinear",
+        lower: softmax,
+    },
+];
+
+/// onnxruntime's domain.
+const MICROSOFT: &str = "com.microsoft";
+
+/// The lowering of op `op` of `domain` (empty for ONNX's own), if it runs lowered.
+pub fn spec(domain: &str, op: &str) -> Option<&'static Lowering> {
+    LOWERED.iter().find(|l| l.domain == domain && l.name == op)
+}
+
+/// The input of a node that quantizes its output whose element type is the output's: its output
+/// zero point. The importer reads that type from the file and gives it to the node as
+/// `output_dtype` (QuantizeLinear's attribute for it since opset 21).
+pub fn output_zero_point(domain: &str, op: &str) -> Option<usize> {
+    Some(match (domain, op) {
+        ("", "QuantizeLinear") => 2,
+        ("", "QLinearConv" | "QLinearMatMul") | (MICROSOFT, "QLinearAdd" | "QLinearMul") => 7,
+        (MICROSOFT, "QLinearConcat") => 1,
+        (MICROSOFT, "QGemm") => 8,
+        (MICROSOFT, _) if spec(domain, op).is_some() => 4,
+        _ => return None,
+    })
+}
+
+/// Replaces every node of a lowered op by the nodes it runs as. New tensors and constants are
+/// named after the node (`conv1/weight`), apart from every name the file uses.
+pub(crate) fn lower(
+    nodes: Vec<Node>,
+    constants: &mut HashMap<String, HostTensor>,
+) -> Result<Vec<Node>> {
+    if !nodes.iter().any(|n| spec(&n.domain, &n.op).is_some()) {
+        return Ok(nodes);
+    }
+    let mut tensors: HashSet<String> = constants.keys().cloned().collect();
+    for n in &nodes {
+        tensors.extend(n.inputs.iter().chain(&n.outputs).cloned());
+    }
+    let mut taken = tensors.clone();
+    taken.extend(nodes.iter().map(|n| n.name.clone()));
+    // DynamicQuantizeLinear's scale and zero point are scalars.
+    let scalars = nodes
+        .iter()
+        .filter(|n| n.domain.is_empty() && n.op == "DynamicQuantizeLinear")
+        .flat_map(|n| n.outputs.iter().skip(1).cloned())
+        .collect();
+    let mut lowerer = Lowerer {
+        constants,
+        tensors,
+        taken,
+        scalars,
+    };
+    let mut out = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        match spec(&node.domain, &node.op) {
+            Some(l) => out.extend((l.lower)(&mut lowerer, &node)?),
+            None => out.push(node),
+        }
+    }
+    Ok(out)
+}
+
+struct Lowerer<'a> {
+    constants: &'a mut HashMap<String, HostTensor>,
+    /// The tensor names of the graph.
+    tensors: HashSet<String>,
+    /// Every node and tensor name in use.
+    taken: HashSet<String>,
+    /// Tensors known to be scalars without being constants.
+    scalars: HashSet<String>,
+}
+
+impl Lowerer<'_> {
+    /// A name not in use, from `base`.
+    fn fresh(&mut self, base: String) -> String {
+        let mut name = base.clone();
+        let mut k = 2;
+        while !self.taken.insert(name.clone()) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        name
+    }
+
+    /// A node of `op` made for `from`, named `{from}/{role}`, or for the role `""` `from`
+    /// itself: unless a tensor has that name (its output, which the node's last op makes), as no
+    /// node is named after another's tensor (see `import::naming`): then `{from}/{op}`. It has
+    /// one output of its own unless `output` is given.
+    fn node(
+        &mut self,
+        from: &Node,
+        op: &str,
+        role: &str,
+        inputs: Vec<String>,
+        output: Option<String>,
+        attrs: Vec<(&str, Attr)>,
+    ) -> Node {
+        let name = match role {
+            "" if !self.tensors.contains(&from.name) => from.name.clone(),
+            "" => self.fresh(format!("{}/{}", from.name, op.to_lowercase())),
+            role => self.fresh(format!("{}/{role}", from.name)),
+        };
+        let output = output.unwrap_or_else(|| self.fresh(format!("{name}:0")));
+        Node {
+            name,
+            op: op.into(),
+            domain: String::new(),
+            opset: from.opset,
+            inputs,
+            outputs: vec![output],
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            source_name: from.source_name.clone(),
+        }
+    }
+
+    /// A scale of ones for zero point `zero`, shaped like it: a constant where the zero point
+    /// is a constant, absent or DynamicQuantizeLinear's (a scalar); else computed from its
+    /// shape (Shape, then ConstantOfShape).
+    fn ones_like(&mut self, from: &Node, zero: &str, out: &mut Vec<Node>) -> String {
+        let known = match self.constants.get(zero) {
+            Some(c) => Some(c.shape.clone()),
+            None if zero.is_empty() || self.scalars.contains(zero) => Some(vec![]),
+            None => None,
+        };
+        if let Some(shape) = known {
+            let name = self.fresh(format!("{}/one", from.name));
+            let n = shape.iter().product();
+            let ones = HostTensor::f32(shape, vec![1.0; n]);
+            self.constants.insert(name.clone(), ones);
+            return name;
+        }
+        let shape = self.node(from, "Shape", "one_shape", vec![zero.into()], None, vec![]);
+        let one = Attr::Tensor(HostTensor::f32(vec![1], vec![1.0]));
+        let inputs = vec![shape.outputs[0].clone()];
+        let ones = self.node(
+            from,
+            "ConstantOfShape",
+            "one",
+            inputs,
+            None,
+            vec![("value", one)],
+        );
+        let name = ones.outputs[0].clone();
+        out.extend([shape, ones]);
+        name
+    }
+}
+
+/// Input `i` of `node`, or `""` (absent) past its end.
+fn input(node: &Node, i: usize) -> String {
+    node.inputs.get(i).cloned().unwrap_or_default()
+}
+
+/// The node's attributes named in `keep`.
+fn attrs_of(node: &Node, keep: &[&'static str]) -> Vec<(&'static str, Attr)> {
+    keep.iter()
+        .filter_map(|&k| node.attrs.get(k).map(|v| (k, v.clone())))
+        .collect()
+}
+
+const CONV_ATTRS: &[&str] = &[
+    "auto_pad",
+    "dilations",
+    "group",
+    "kernel_shape",
+    "pads",
+    "strides",
+];
+
+fn check_arity(node: &Node, min: usize, max: usize) -> Result<()> {
+    let n = node.inputs.len();
+    if n < min || n > max || node.outputs.len() != 1 {
+        return Err(Error::node(
+            &node.name,
+            &node.op,
+            format!(
+                "expects {min} to {max} inputs and one output, has {n} and {}",
+                node.outputs.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `y = quantize(conv(dequantize(x), dequantize(w)) + dequantize(B))`; B is INT32 at scale
+/// `x_scale · w_scale`.
+fn qlinear_conv(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_arity(n, 8, 9)?;
+    let [x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero, bias] =
+        std::array::from_fn(|i| input(n, i));
+    let dq = "DequantizeLinear";
+    let xf = l.node(
+        n,
+        dq,
+        "input",
+        vec![x, x_scale.clone(), x_zero],
+        None,
+        vec![],
+    );
+    // One scale per output channel: axis 0 of the weight.
+    let per_channel = || vec![("axis", Attr::Int(0))];
+    let wf = l.node(
+        n,
+        dq,
+        "weight",
+        vec![w, w_scale.clone(), w_zero],
+        None,
+        per_channel(),
+    );
+    let mut conv_inputs = vec![xf.outputs[0].clone(), wf.outputs[0].clone()];
+    let mut out = vec![xf, wf];
+    conv_inputs.extend(bias_of(l, n, bias, x_scale, w_scale, &mut out));
+    let conv = l.node(n, "Conv", "", conv_inputs, None, attrs_of(n, CONV_ATTRS));
+    let q = quantize(l, n, &conv, y_scale, y_zero);
+    out.extend([conv, q]);
+    Ok(out)
+}
+
+/// An INT32 bias dequantized at the scale of the product it is added to, `input_scale ·
+/// weight_scale` (one per output channel where the weight's is), or nothing where it is absent.
+fn bias_of(
+    l: &mut Lowerer,
+    n: &Node,
+    bias: String,
+    input_scale: String,
+    weight_scale: String,
+    out: &mut Vec<Node>,
+) -> Option<String> {
+    if bias.is_empty() {
+        return None;
+    }
+    let scales = vec![input_scale, weight_scale];
+    let scale = l.node(n, "Mul", "bias_scale", scales, None, vec![]);
+    let inputs = vec![bias, scale.outputs[0].clone()];
+    let per_channel = vec![("axis", Attr::Int(0))];
+    let dequantized = l.node(n, "DequantizeLinear", "bias", inputs, None, per_channel);
+    let name = dequantized.outputs[0].clone();
+    out.extend([scale, dequantized]);
+    Some(name)
+}
+
+/// `y = quantize(dequantize(a) · dequantize(b))`, a per row, b per column.
+fn qlinear_matmul(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_arity(n, 8, 8)?;
+    let [a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero] =
+        std::array::from_fn(|i| input(n, i));
+    let dq = "DequantizeLinear";
+    let rows = vec![("axis", Attr::Int(-2))];
+    let af = l.node(n, dq, "input", vec![a, a_scale, a_zero], None, rows);
+    let columns = vec![("axis", Attr::Int(-1))];
+    let bf = l.node(n, dq, "weight", vec![b, b_scale, b_zero], None, columns);
+    let inputs = vec![af.outputs[0].clone(), bf.outputs[0].clone()];
+    let product = l.node(n, "MatMul", "", inputs, None, vec![]);
+    let q = quantize(l, n, &product, y_scale, y_zero);
+    Ok(vec![af, bf, product, q])
+}
+
+/// The node's output: `producer`'s quantized by `scale` and `zero`, as the node's type says.
+fn quantize(l: &mut Lowerer, n: &Node, producer: &Node, scale: String, zero: String) -> Node {
+    let inputs = vec![producer.outputs[0].clone(), scale, zero];
+    let output = Some(n.outputs[0].clone());
+    let attrs = attrs_of(n, &["output_dtype"]);
+    l.node(n, "QuantizeLinear", "quantize", inputs, output, attrs)
+}
+
+/// `y = conv(x - x_zero, w - w_zero)`, in INT32.
+fn conv_integer(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_arity(n, 2, 4)?;
+    let [x, w, x_zero, w_zero] = std::array::from_fn(|i| input(n, i));
+    let dq = "DequantizeLinear";
+    let mut out = Vec::new();
+    let ones = l.ones_like(n, &x_zero, &mut out);
+    let xf = l.node(n, dq, "input", vec![x, ones, x_zero], None, vec![]);
+    let ones = l.ones_like(n, &w_zero, &mut out);
+    let per_channel = vec![("axis", Attr::Int(0))];
+    let wf = l.node(n, dq, "weight", vec![w, ones, w_zero], None, per_channel);
+    let inputs = vec![xf.outputs[0].clone(), wf.outputs[0].clone()];
+    let output = Some(n.outputs[0].clone());
+    let conv = l.node(n, "Conv", "", inputs, output, attrs_of(n, CONV_ATTRS));
+    out.extend([xf, wf, conv]);
+    Ok(out)
+}
+
+/// `y = (a - a_zero) · (b - b_zero)`, in INT32; a's zero point per row, b's per column.
+fn matmul_integer(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_arity(n, 2, 4)?;
+    let [a, b, a_zero, b_zero] = std::array::from_fn(|i| input(n, i));
+    let dq = "DequantizeLinear";
+    let mut out = Vec::new();
+    let ones = l.ones_like(n, &a_zero, &mut out);
+    let rows = vec![("axis", Attr::Int(-2))];
+    let af = l.node(n, dq, "input", vec![a, ones, a_zero], None, rows);
+    let ones = l.ones_like(n, &b_zero, &mut out);
+    let columns = vec![("axis", Attr::Int(-1))];
+    let bf = l.node(n, dq, "weight", vec![b, ones, b_zero], None, columns);
+    let inputs = vec![af.outputs[0].clone(), bf.outputs[0].clone()];
+    let output = Some(n.outputs[0].clone());
+    let product = l.node(n, "MatMul", "", inputs, output, vec![]);
+    out.extend([af, bf, product]);
+    Ok(out)
+}
+
+const POOL_ATTRS: &[&str] = &[
+    "auto_pad",
+    "ceil_mode",
+    "count_include_pad",
+    "kernel_shape",
+    "pads",
+    "strides",
+];
+
+/// onnxruntime's QLinear ops may take their input channels-last; microscope's models are
+/// channels-first (`import::layout` turns a channels-last input around in front).
+fn channels_first(n: &Node) -> Result<()> {
+    if n.int("channels_last", 0)? != 0 {
+        return Err(Error::node(
+            &n.name,
+            &n.op,
+            "channels_last inputs are not supported",
+        ));
+    }
+    Ok(())
+}
+
+/// `y = quantize(op(dequantize(x)))`: inputs X, X_scale, X_zero_point, Y_scale, Y_zero_point.
+fn unary(l: &mut Lowerer, n: &Node, op: &str, keep: &[&'static str]) -> Result<Vec<Node>> {
+    check_arity(n, 4, 5)?;
+    channels_first(n)?;
+    let [x, x_scale, x_zero, y_scale, y_zero] = std::array::from_fn(|i| input(n, i));
+    let dq = "DequantizeLinear";
+    let xf = l.node(n, dq, "input", vec![x, x_scale, x_zero], None, vec![]);
+    let inputs = vec![xf.outputs[0].clone()];
+    let float = l.node(n, op, "", inputs, None, attrs_of(n, keep));
+    let q = quantize(l, n, &float, y_scale, y_zero);
+    Ok(vec![xf, float, q])
+}
+
+/// QLinearSoftmax: its `opset` attribute is the Softmax whose axis semantics it follows (before
+/// 13 the input is seen as 2-D from `axis` on).
+fn softmax(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    let mut nodes = unary(l, n, "Softmax", &["axis"])?;
+    let opset = n.int("opset", n.opset)?;
+    nodes[1].opset = opset;
+    if !nodes[1].attrs.contains_key("axis") {
+        // QLinearSoftmax's axis defaults to -1 at every opset, Softmax's to 1 before 13.
+        nodes[1].attrs.insert("axis".into(), Attr::Int(-1));
+    }
+    Ok(nodes)
+}
+
+/// `c = quantize(op(dequantize(a), dequantize(b)))`: inputs A, A_scale, A_zero_point, B,
+/// B_scale, B_zero_point, C_scale, C_zero_point.
+fn binary(l: &mut Lowerer, n: &Node, op: &str) -> Result<Vec<Node>> {
+    check_arity(n, 7, 8)?;
+    let [a, a_scale, a_zero, b, b_scale, b_zero, c_scale, c_zero] =
+        std::array::from_fn(|i| input(n, i));
+    let dq = "DequantizeLinear";
+    let af = l.node(n, dq, "input", vec![a, a_scale, a_zero], None, vec![]);
+    let bf = l.node(n, dq, "input", vec![b, b_scale, b_zero], None, vec![]);
+    let inputs = vec![af.outputs[0].clone(), bf.outputs[0].clone()];
+    let float = l.node(n, op, "", inputs, None, vec![]);
+    let q = quantize(l, n, &float, c_scale, c_zero);
+    Ok(vec![af, bf, float, q])
+}
+
+/// QLinearConcat: inputs Y_scale, Y_zero_point, then X, X_scale, X_zero_point for each input.
+fn concat(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    let k = n.inputs.len();
+    if k < 5 || !(k - 2).is_multiple_of(3) || n.outputs.len() != 1 {
+        return Err(Error::node(
+            &n.name,
+            &n.op,
+            format!("expects Y_scale, Y_zero_point and triples of inputs, has {k} inputs"),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    for triple in n.inputs[2..].chunks(3) {
+        let xf = l.node(
+            n,
+            "DequantizeLinear",
+            "input",
+            triple.to_vec(),
+            None,
+            vec![],
+        );
+        parts.push(xf.outputs[0].clone());
+        out.push(xf);
+    }
+    let float = l.node(n, "Concat", "", parts, None, attrs_of(n, &["axis"]));
+    let q = quantize(l, n, &float, input(n, 0), input(n, 1));
+    out.extend([float, q]);
+    Ok(out)
+}
+
+/// QGemm: `y = alpha · dequantize(a) · dequantize(b) + dequantize(c)`, quantized where it has
+/// a y_scale (else float). C is INT32 at scale `a_scale · b_scale`; B's scale is per column of
+/// the product (its axis 0 when transposed).
+fn qgemm(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_arity(n, 6, 9)?;
+    let [a, a_scale, a_zero, b, b_scale, b_zero, c, y_scale, y_zero] =
+        std::array::from_fn(|i| input(n, i));
+    let dq = "DequantizeLinear";
+    let af = l.node(
+        n,
+        dq,
+        "input",
+        vec![a, a_scale.clone(), a_zero],
+        None,
+        vec![],
+    );
+    let columns = vec![(
+        "axis",
+        Attr::Int(if n.int("transB", 0)? != 0 { 0 } else { 1 }),
+    )];
+    let inputs = vec![b, b_scale.clone(), b_zero];
+    let bf = l.node(n, dq, "weight", inputs, None, columns);
+    let mut gemm_inputs = vec![af.outputs[0].clone(), bf.outputs[0].clone()];
+    let mut out = vec![af, bf];
+    gemm_inputs.extend(bias_of(l, n, c, a_scale, b_scale, &mut out));
+    let attrs = attrs_of(n, &["alpha", "transA", "transB"]);
+    if y_scale.is_empty() {
+        let output = Some(n.outputs[0].clone());
+        out.push(l.node(n, "Gemm", "", gemm_inputs, output, attrs));
+        return Ok(out);
+    }
+    let gemm = l.node(n, "Gemm", "", gemm_inputs, None, attrs);
+    let q = quantize(l, n, &gemm, y_scale, y_zero);
+    out.extend([gemm, q]);
+    Ok(out)
+}
