@@ -787,10 +787,52 @@ def build(out):
     note = "ConstantOfShape([0, 2**40, 2**40])"
     c.case("empty_huge_fill_eval", m, "eval", "error", EVAL_X + ["--node", "g"], note=note)
 
+    quantized(c, EVAL_X)
     external_data(c, EVAL_X)
 
     c.finish()
     return c.cases
+
+
+def quantized(c, eval_x):
+    """Quantized models' ops with types, shapes and arities they cannot have: each an error
+    naming the node, never a panic."""
+    scale = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])]
+    uint8 = [helper.make_tensor("z", TensorProto.UINT8, [], [128])]
+    cases = [
+        # A float8 output (opset 21's output_dtype 17): not supported.
+        ("quantize_float8", [helper.make_node(
+            "QuantizeLinear", ["x", "s"], ["y"], name="to_float8", output_dtype=17)], scale, 21),
+        # Blocks of 2**40 along H with a scale shaped for blocks of 2.
+        ("dequantize_blocked_2p40", [helper.make_node(
+            "DequantizeLinear", ["x", "bs"], ["y"], name="blocked", axis=2, block_size=2**40)],
+         [floats("bs", np.ones((1, 3, 4, 8)))], 21),
+        # A zero point that a node computes: its type, the output's, is declared nowhere.
+        ("quantize_computed_zero_point", [
+            helper.make_node("ReduceMax", ["x"], ["zf"], name="computed", keepdims=0),
+            helper.make_node("QuantizeLinear", ["x", "s", "zf"], ["y"], name="untyped"),
+        ], scale, 13),
+        # onnxruntime's QLinearConcat with a triple cut short.
+        ("qlinear_concat_short", [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+            helper.make_node("QLinearConcat", ["s", "z", "q", "s"], ["y"], name="short",
+                             domain="com.microsoft", axis=1),
+        ], scale + uint8, 13),
+        # A per-channel scale of the wrong length (3 channels, 5 scales) for a QLinearConv's
+        # weight.
+        ("qlinear_conv_scales", [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+            helper.make_node("QLinearConv", ["q", "s", "z", "w", "ws", "wz", "s", "z"], ["y"],
+                             name="bad_scales"),
+        ], scale + uint8 + [
+            helper.make_tensor("w", TensorProto.INT8, [3, 3, 1, 1], [1] * 9),
+            floats("ws", np.ones(5)),
+            helper.make_tensor("wz", TensorProto.INT8, [5], [0] * 5),
+        ], 13),
+    ]
+    for name, nodes, inits, opset in cases:
+        m = c.write(f"{name}.onnx", model(nodes, [x_input()], [output("y")], inits, opset=opset))
+        c.case(f"{name}_eval", m, "eval", "error", eval_x, note=name.replace("_", " "))
 
 
 def external_data(c, eval_x):

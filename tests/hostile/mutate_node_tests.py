@@ -38,7 +38,7 @@ LIST_ATTRS = ["axes", "pads", "strides", "dilations", "kernel_shape", "split", "
 INT_ATTRS = ["axis", "group", "num_outputs", "keepdims", "blocksize", "size", "ceil_mode",
              "count_include_pad", "batch_dims", "hidden_size", "layout", "input_forget",
              "exclusive", "reverse", "num_groups", "k", "largest", "select_last_index",
-             "align_corners", "p"]
+             "align_corners", "p", "block_size", "output_dtype"]
 
 
 def load_seeds(root):
