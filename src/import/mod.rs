@@ -310,8 +310,8 @@ fn parse_with(
 
 /// The element type the file declares for each tensor it types: initializers, graph inputs and
 /// Constant nodes' values. The runtime keeps integers as i64 whatever their ONNX type, and only a
-/// QuantizeLinear needs one back: its zero point's type is its output type, the integer range
-/// it saturates to.
+/// node that quantizes its output needs one back: its output zero point's type is its output
+/// type, the integer range it saturates to.
 fn declared_types(graph: &proto::GraphProto) -> HashMap<&str, i32> {
     let mut types: HashMap<&str, i32> = HashMap::new();
     for t in &graph.initializer {
