@@ -181,33 +181,35 @@ fn term(text: &str) -> String {
 /// some of them (`microscope::network::lower::LOWERED`), one op per line, its name first
 /// (tests/run.sh reads that column to generate the conformance fixtures).
 fn list_ops() -> Result<(), Error> {
-    for op in microscope::network::ops::OPS {
+    // One row per op of the table, then the ops that run as some of them
+    // (`microscope::network::lower`), another domain's named with its domain
+    // (`com.microsoft.QLinearAdd`).
+    let table = microscope::network::ops::OPS.iter().map(|op| {
         let kind = if op.activation { "activation" } else { "-" };
         let linear = op
             .linear
             .map_or("-".into(), |l| format!("linearized as {l}"));
-        out!(
-            "{:<22} opsets {:<6} {kind:<10} {linear:<27} {}",
-            op.name,
-            op.opsets,
-            op.spec_url()
-        )?;
-    }
-    // Ops that run as some of those above (`microscope::network::lower`); another domain's op
-    // named with its domain (`com.microsoft.QLinearAdd`).
-    for op in microscope::network::lower::LOWERED {
+        [
+            op.name.to_string(),
+            op.opsets.into(),
+            kind.into(),
+            linear,
+            op.spec_url(),
+        ]
+    });
+    let lowered = microscope::network::lower::LOWERED.iter().map(|op| {
         let name = match op.domain {
             "" => op.name.to_string(),
             domain => format!("{domain}.{}", op.name),
         };
-        out!(
-            "{:<22} opsets {:<6} {:<10} {:<27} {}",
-            name,
-            op.opsets,
-            "-",
-            format!("runs as {}", op.into),
-            op.spec_url()
-        )?;
+        let runs = format!("runs as {}", op.into);
+        [name, op.opsets.into(), "-".into(), runs, op.spec_url()]
+    });
+    let rows: Vec<[String; 5]> = table.chain(lowered).collect();
+    let width = |k: usize| rows.iter().map(|r| r[k].chars().count()).max().unwrap_or(0);
+    let (name, opsets, kind, how) = (width(0), width(1), width(2), width(3));
+    for [n, o, k, h, url] in &rows {
+        out!("{n:<name$} opsets {o:<opsets$} {k:<kind$} {h:<how$} {url}")?;
     }
     Ok(())
 }
