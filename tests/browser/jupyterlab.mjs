@@ -42,6 +42,20 @@ page.on("pageerror", (e) => {
 page.on("console", (m) => {
   if (m.type() === "error" && /microscope/i.test(m.text())) problems.push("console: " + m.text());
 });
+// JupyterLab 4 and Notebook 7 render only the cells near the viewport (windowing): the widget
+// of a cell far above the one just used may not be in the page at all. Scroll the notebook up
+// until it is, then to it.
+async function reveal(page, locator) {
+  for (let k = 0; k < 60 && (await locator.count()) === 0; k++) {
+    await page.evaluate(() => {
+      const outer = document.querySelector(".jp-WindowedPanel-outer") || document.querySelector(".jp-Notebook");
+      if (outer) outer.scrollBy(0, -outer.clientHeight / 2);
+    });
+    await page.waitForTimeout(250);
+  }
+  await locator.scrollIntoViewIfNeeded();
+}
+
 try {
   await openNotebook(page, base, token, notebook);
   check(await page.evaluate(() => !!window.microscopeJupyter), "the microscope front-end extension is loaded");
@@ -93,7 +107,7 @@ try {
 
   // The layer graph: select a layer, ask for its gallery, see its first units computed.
   const graph = page.locator('.microscope-root[data-component="LayerGraph"][data-live="connected"]').first();
-  await graph.scrollIntoViewIfNeeded();
+  await reveal(page, graph);
   await graph.locator('.ms-node[data-name="conv1"]').click();
   await graph.locator(".ms-graph-gallery-button").click();
   await page.waitForFunction(() => {
