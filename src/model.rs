@@ -56,7 +56,7 @@ impl Model {
 
     fn load_extent(path: &Path, device: Device, extent: Extent) -> Result<Model> {
         let bytes = read_file(path)?;
-        let (network, digest) = parse_file(path, &bytes, device, extent)?;
+        let (network, digest) = parse_file(path, bytes, device, extent)?;
         Ok(Model {
             network: Arc::new(network),
             source: Source::File(path.to_path_buf(), extent),

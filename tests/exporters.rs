@@ -474,6 +474,34 @@ fn quantized_models_compute_what_onnxruntime_computes_and_can_be_visualized() {
         let weight = net.constant(&conv1.inputs[1]).unwrap();
         assert_eq!(weight.elem, microscope::network::Elem::Float, "{kind}");
         assert_eq!(weight.shape[0], 32, "{kind}");
+        // Once dequantized, the integer weights are not kept beside their float values: each
+        // is dropped, and asking for one says which node took its place.
+        let path = self::quantized().join(format!("{kind}.onnx"));
+        let file = ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+        let integer_weights: Vec<_> = file
+            .graph
+            .unwrap()
+            .initializer
+            .into_iter()
+            .filter(|t| [2, 3].contains(&t.data_type) && t.dims.iter().product::<i64>() > 64)
+            .collect();
+        assert!(
+            integer_weights.len() >= 4,
+            "{kind}: {}",
+            integer_weights.len()
+        );
+        for t in &integer_weights {
+            assert!(
+                net.constant(&t.name).is_none(),
+                "{kind}: {} is kept",
+                t.name
+            );
+            let message = net.node(&t.name).unwrap_err().to_string();
+            assert!(
+                message.contains("which ran when the model was loaded"),
+                "{kind}: {message}"
+            );
+        }
     }
 
     // QDQ: the layers keep the float model's names; the Gemm that the quantizer left named

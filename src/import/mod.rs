@@ -35,7 +35,7 @@ pub enum Extent {
 /// Reads and parses an ONNX file into a [`Network`] on `device`.
 pub fn load_onnx(path: &Path, device: Device) -> Result<Network> {
     let bytes = read_file(path)?;
-    parse_file(path, &bytes, device, Extent::Whole).map(|(network, _)| network)
+    parse_file(path, bytes, device, Extent::Whole).map(|(network, _)| network)
 }
 
 /// The bytes of a model file.
@@ -49,9 +49,11 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 /// Parses the bytes of the file at `path`, reading external data from the files beside it;
 /// errors name the file. Also returns the model's digest: the hex SHA-256 of the file, followed
 /// by the external data it reads (the file's own SHA-256 when it has none).
+///
+/// Takes the bytes over so that they are freed once decoded, before the weights are uploaded.
 pub fn parse_file(
     path: &Path,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     device: Device,
     extent: Extent,
 ) -> Result<(Network, String)> {
@@ -59,7 +61,7 @@ pub fn parse_file(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut external = ExternalData::beside(path, bytes);
+    let mut external = ExternalData::beside(path, &bytes);
     let network = parse_with(bytes, &stem, device, &mut external, extent).map_err(|e| match e {
         Error::Format { reason, .. } => Error::Format {
             path: path.to_path_buf(),
@@ -89,15 +91,19 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
     )
 }
 
+/// `bytes` is dropped once decoded, and the decoded file once the nodes and weights are read
+/// from it: a model is not held three times over (file, protobuf, weights) while its weights
+/// are uploaded.
 fn parse_with(
-    bytes: &[u8],
+    bytes: impl AsRef<[u8]>,
     name: &str,
     device: Device,
     external: &mut ExternalData,
     extent: Extent,
 ) -> Result<Network> {
-    let model = proto::ModelProto::decode(bytes)
+    let model = proto::ModelProto::decode(bytes.as_ref())
         .map_err(|e| format_error(format!("not a valid ONNX model (protobuf: {e})")))?;
+    drop(bytes);
     let graph = match (&model.graph, model.ir_version) {
         (Some(g), v) if v > 0 => g,
         _ => return Err(format_error("not an ONNX model (no ir_version or graph)")),
@@ -291,6 +297,7 @@ fn parse_with(
         .iter()
         .map(|m| (m.key.clone(), m.value.clone()))
         .collect();
+    drop(model);
     let network = Network::new(name, nodes, inputs, outputs, constants, aliases, device)?
         .with_metadata(metadata);
     if left_out.nodes == 0 {

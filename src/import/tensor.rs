@@ -22,7 +22,9 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
     };
     let n = crate::budget::fits(&shape, host_width)?;
     let raw = &t.raw_data;
-    let from_raw = |width: usize| -> Result<Vec<&[u8]>, String> {
+    // The values' bytes, one element at a time: not collected first, as a slice per element
+    // takes 16 bytes (1.6 GB more, for a moment, to decode VGG's largest weight).
+    let from_raw = |width: usize| -> Result<std::slice::ChunksExact<'_, u8>, String> {
         // n fits the budget at 8 bytes each, so n * width (at most 8) does not overflow.
         if raw.len() != n * width {
             return Err(format!(
@@ -31,7 +33,7 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
                 n * width
             ));
         }
-        Ok(raw.chunks_exact(width).collect())
+        Ok(raw.chunks_exact(width))
     };
     let check = |len: usize| -> Result<(), String> {
         if len == n {
@@ -44,8 +46,7 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         1 => {
             let v: Vec<f32> = if !raw.is_empty() {
                 from_raw(4)?
-                    .iter()
-                    .map(|b| f32::from_le_bytes((*b).try_into().unwrap()))
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                     .collect()
             } else {
                 t.float_data.clone()
@@ -56,8 +57,7 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         11 => {
             let v: Vec<f32> = if !raw.is_empty() {
                 from_raw(8)?
-                    .iter()
-                    .map(|b| f64::from_le_bytes((*b).try_into().unwrap()) as f32)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
                     .collect()
             } else {
                 t.double_data.iter().map(|&x| x as f32).collect()
@@ -68,8 +68,7 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         10 | 16 => {
             let bits: Vec<u16> = if !raw.is_empty() {
                 from_raw(2)?
-                    .iter()
-                    .map(|b| u16::from_le_bytes((*b).try_into().unwrap()))
+                    .map(|b| u16::from_le_bytes(b.try_into().unwrap()))
                     .collect()
             } else {
                 t.int32_data.iter().map(|&x| x as u16).collect()
@@ -90,8 +89,7 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         7 => {
             let v: Vec<i64> = if !raw.is_empty() {
                 from_raw(8)?
-                    .iter()
-                    .map(|b| i64::from_le_bytes((*b).try_into().unwrap()))
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
                     .collect()
             } else {
                 t.int64_data.clone()
@@ -109,7 +107,6 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
             let signed = matches!(t.data_type, 3 | 5 | 6);
             let v: Vec<i64> = if !raw.is_empty() {
                 from_raw(width)?
-                    .iter()
                     .map(|b| {
                         let mut buf = [0u8; 8];
                         buf[..width].copy_from_slice(b);

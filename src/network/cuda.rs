@@ -50,7 +50,7 @@ impl Back for FastCuda {
         let cuda = c.cuda.get_or_init(|| {
             c.device
                 .as_ref()
-                .map(|d| c.host().upload_to::<Cuda>(&cuda_device(&d.device())))
+                .map(|d| c.host().into_device::<Cuda>(&cuda_device(&d.device())))
         });
         cuda.clone().map(DynTensor::<FastCuda>::from_inner)
     }

@@ -81,7 +81,7 @@ impl Back for Fast {
         let flex = c.flex.get_or_init(|| {
             c.device
                 .as_ref()
-                .map(|_| c.host().upload_to::<Flex>(&FlexDevice))
+                .map(|_| c.host().into_device::<Flex>(&FlexDevice))
         });
         flex.clone().map(DynTensor::<Fast>::from_inner)
     }

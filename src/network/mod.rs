@@ -22,7 +22,7 @@ pub mod units;
 pub mod value;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use burn::prelude::*;
 use burn::{Dispatch, DispatchDevice};
@@ -146,11 +146,17 @@ impl Constant {
         // one on the device then fails with an error naming it).
         let uploadable =
             host.elem == Elem::Float && !host.is_empty() && host.shape.len() <= MAX_RANK;
-        let on_device = uploadable.then(|| host.upload_to(device));
-        let keep_host = on_device.is_none() || host.len() <= HOST_COPY_LIMIT;
+        let (host, device) = match uploadable {
+            false => (Some(host), None),
+            true if host.len() <= HOST_COPY_LIMIT => {
+                let on_device = host.upload_to(device);
+                (Some(host), Some(on_device))
+            }
+            true => (None, Some(host.into_device(device))),
+        };
         Constant {
-            host: keep_host.then_some(host),
-            device: on_device,
+            host,
+            device,
             flex: OnceLock::new(),
             #[cfg(feature = "cuda")]
             cuda: OnceLock::new(),
@@ -206,6 +212,8 @@ pub struct Network {
     metadata: BTreeMap<String, String>,
     /// What the import left out, when it loaded only part of the file.
     left_out: Option<LeftOut>,
+    /// Initializers dropped after folding (see [`fold_constants`]) → the node that read them.
+    dropped: HashMap<String, Arc<Node>>,
 }
 
 /// A summary: printing every weight of a model is never what a user wants.
@@ -246,7 +254,12 @@ impl Network {
                 node: n.name.clone(),
             })?);
         }
-        let (nodes, specs, constants) = fold_constants(nodes, specs, constants)?;
+        let Folded {
+            nodes,
+            specs,
+            constants,
+            dropped,
+        } = fold_constants(nodes, specs, constants, &outputs)?;
         let plain = device.burn().clone();
         let constants = constants
             .into_iter()
@@ -266,6 +279,7 @@ impl Network {
             batch_fixed: OnceLock::new(),
             metadata: BTreeMap::new(),
             left_out: None,
+            dropped,
         };
         net.index(aliases)?;
         Ok(net)
@@ -370,6 +384,17 @@ impl Network {
                     ": it was left out when the model was loaded in part, as it depends on \
                      {} (node {}), which microscope does not run",
                     cause.op, cause.node
+                ),
+            };
+        }
+        if let Some(reader) = self.dropped.get(name) {
+            let made = reader.outputs.first().map(String::as_str).unwrap_or("");
+            return Error::UnknownName {
+                name: name.to_string(),
+                hint: format!(
+                    ": it was a constant read only by {} node {:?}, which ran when the model \
+                     was loaded; microscope keeps that node's output instead, {made:?}",
+                    reader.op, reader.name
                 ),
             };
         }
@@ -1125,17 +1150,38 @@ fn check_input(spec: &InputSpec, dims: &[usize], any_size: bool) -> Result<()> {
     })
 }
 
+/// What [`fold_constants`] leaves.
+struct Folded {
+    nodes: Vec<Node>,
+    specs: Vec<&'static OpSpec>,
+    constants: HashMap<String, HostTensor>,
+    dropped: HashMap<String, Arc<Node>>,
+}
+
 /// Evaluates on the host every node whose inputs are all constants, turning its outputs into
 /// constants (weights materialized from ConstantOfShape, shape arithmetic on initializers).
-#[allow(clippy::type_complexity)]
+///
+/// An initializer that only such nodes read is dropped once the last of them has run, unless
+/// it is a graph output: a quantized model's 8-bit weights, read by DequantizeLinear alone,
+/// would otherwise stay resident next to their float values, as `i64` (8 bytes a weight: 1.1
+/// GB more for an int8 VGG-19). `dropped` maps each to that last node, for the error that
+/// names it. What folding made stays, so every node can still be evaluated.
 fn fold_constants(
     nodes: Vec<Node>,
     specs: Vec<&'static OpSpec>,
     mut constants: HashMap<String, HostTensor>,
-) -> Result<(Vec<Node>, Vec<&'static OpSpec>, HashMap<String, HostTensor>)> {
+    outputs: &[String],
+) -> Result<Folded> {
     let cpu = Device::cpu().burn().clone();
+    let outputs: HashSet<&str> = outputs.iter().map(String::as_str).collect();
+    let initializers: HashSet<String> = constants.keys().cloned().collect();
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for input in nodes.iter().flat_map(|n| &n.inputs) {
+        *readers.entry(input.clone()).or_default() += 1;
+    }
     let mut kept_nodes = Vec::new();
     let mut kept_specs = Vec::new();
+    let mut dropped = HashMap::new();
     for (node, spec) in nodes.into_iter().zip(specs) {
         let foldable = node
             .inputs
@@ -1146,12 +1192,34 @@ fn fold_constants(
             kept_specs.push(spec);
             continue;
         }
+        // Initializers that no later node reads: dropped after this one, so taken out for it
+        // rather than copied (unless it reads one twice). Sets, not scans: a hostile file's
+        // node may have a million inputs.
+        let mut reads: HashMap<&str, usize> = HashMap::new();
+        for input in &node.inputs {
+            *reads.entry(input.as_str()).or_default() += 1;
+        }
+        let made: HashSet<&str> = node.outputs.iter().map(String::as_str).collect();
+        let mut last = HashSet::new();
+        for (&input, &times) in reads.iter().filter(|(i, _)| initializers.contains(**i)) {
+            if let Some(left) = readers.get_mut(input) {
+                *left -= times;
+                if *left == 0 && !outputs.contains(input) && !made.contains(input) {
+                    last.insert(input);
+                }
+            }
+        }
+        let once = |i: &str| reads[i] == 1;
         let inputs = node
             .inputs
             .iter()
             .map(|i| {
-                constants.get(i).map(|h| Slot {
-                    host: Some(h.clone()),
+                let host = match last.contains(i.as_str()) && once(i) {
+                    true => constants.remove(i),
+                    false => constants.get(i).cloned(),
+                };
+                host.map(|h| Slot {
+                    host: Some(h),
                     device: None,
                 })
             })
@@ -1162,11 +1230,24 @@ fn fold_constants(
             device: &cpu,
         };
         let outs = guarded(&node, || (spec.kernel.dispatch)(&ctx))?;
+        drop(ctx);
         for (name, v) in node.outputs.iter().zip(outs) {
             if !name.is_empty() {
-                constants.insert(name.clone(), v.to_host());
+                constants.insert(name.clone(), v.into_host());
+            }
+        }
+        if !last.is_empty() {
+            let reader = Arc::new(node.clone());
+            for input in last {
+                constants.remove(input);
+                dropped.insert(input.to_string(), reader.clone());
             }
         }
     }
-    Ok((kept_nodes, kept_specs, constants))
+    Ok(Folded {
+        nodes: kept_nodes,
+        specs: kept_specs,
+        constants,
+        dropped,
+    })
 }

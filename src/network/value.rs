@@ -67,8 +67,12 @@ impl<B: Backend> DynTensor<B> {
 
     /// A tensor from host data on a device of backend `B`.
     pub fn from_host_on(data: &[f32], shape: &[usize], device: &B::Device) -> Self {
-        let storage =
-            Storage::<B>::from_data(TensorData::new(data.to_vec(), storage_shape(shape)), device);
+        Self::from_vec_on(data.to_vec(), shape, device)
+    }
+
+    /// [`DynTensor::from_host_on`], taking the values over.
+    pub fn from_vec_on(data: Vec<f32>, shape: &[usize], device: &B::Device) -> Self {
+        let storage = Storage::<B>::from_data(TensorData::new(data, storage_shape(shape)), device);
         Self {
             storage,
             rank: shape.len(),
@@ -337,7 +341,17 @@ impl HostTensor {
 
     /// Uploads to a device of backend `B` as a float tensor.
     pub fn upload_to<B: Backend>(&self, device: &B::Device) -> DynTensor<B> {
-        DynTensor::from_host_on(&self.to_f32(), &self.shape, device)
+        DynTensor::from_vec_on(self.to_f32(), &self.shape, device)
+    }
+
+    /// [`HostTensor::upload_to`], handing float values over rather than copying them: a
+    /// weight is not held twice on its way to the device.
+    pub fn into_device<B: Backend>(self, device: &B::Device) -> DynTensor<B> {
+        let values = match self.data {
+            HostData::F32(v) => v,
+            HostData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+        };
+        DynTensor::from_vec_on(values, &self.shape, device)
     }
 
     /// Same data, another shape.
@@ -372,6 +386,14 @@ impl<B: Backend> Value<B> {
     pub fn to_host(&self) -> HostTensor {
         match self {
             Value::Host(h) => h.clone(),
+            Value::Device(t) => HostTensor::f32(t.dims(), t.to_vec()),
+        }
+    }
+
+    /// [`Value::to_host`], without a copy of a host value.
+    pub fn into_host(self) -> HostTensor {
+        match self {
+            Value::Host(h) => h,
             Value::Device(t) => HostTensor::f32(t.dims(), t.to_vec()),
         }
     }

@@ -111,10 +111,18 @@ impl<B: Backend> Ctx<'_, B> {
 
     /// Input `i` on the host (a device tensor is read back).
     pub fn host(&self, i: usize) -> Result<HostTensor> {
+        self.host_ref(i).map(std::borrow::Cow::into_owned)
+    }
+
+    /// [`Ctx::host`] without a copy where the input is on the host (a weight folded at load).
+    pub fn host_ref(&self, i: usize) -> Result<std::borrow::Cow<'_, HostTensor>> {
         let slot = self.slot(i)?;
         match (&slot.host, &slot.device) {
-            (Some(h), _) => Ok(h.clone()),
-            (None, Some(t)) => Ok(HostTensor::f32(t.dims(), t.to_vec())),
+            (Some(h), _) => Ok(std::borrow::Cow::Borrowed(h)),
+            (None, Some(t)) => Ok(std::borrow::Cow::Owned(HostTensor::f32(
+                t.dims(),
+                t.to_vec(),
+            ))),
             (None, None) => unreachable!("slots hold a value"),
         }
     }

@@ -19,7 +19,7 @@ use burn::prelude::Backend;
 
 use super::{Ctx, Slot, Value};
 use crate::error::Result;
-use crate::network::value::{type_name, DynTensor, HostTensor, Storage};
+use crate::network::value::{type_name, DynTensor, HostData, HostTensor, Storage};
 
 /// ONNX element type codes this runtime quantizes to, with their ranges.
 fn integer_range(code: i64) -> Option<(f32, f32)> {
@@ -255,14 +255,17 @@ pub fn dequantize_linear<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let layout = Layout::of(ctx, &ctx.dims(0)?)?;
     if ctx.is_host(0) {
         // A quantized weight: folded into a float constant when the network loads.
-        let x = ctx.host(0)?.to_f32();
+        let x = ctx.host_ref(0)?;
         let (scale, zero) = host_params(ctx)?;
         ctx.fits("the output", &layout.dims, 4)?;
-        let y = layout
-            .indices()
-            .zip(x)
-            .map(|(k, x)| (x - zero[k]) * scale[k])
-            .collect();
+        let k = layout.indices();
+        let y = match &x.data {
+            HostData::F32(x) => k.zip(x).map(|(k, &x)| (x - zero[k]) * scale[k]).collect(),
+            HostData::I64(x) => k
+                .zip(x)
+                .map(|(k, &x)| (x as f32 - zero[k]) * scale[k])
+                .collect(),
+        };
         return Ok(vec![Value::Host(HostTensor::f32(layout.dims, y))]);
     }
     let x = ctx.float(0)?;
