@@ -4,7 +4,7 @@
 use prost::Message;
 
 use super::proto::*;
-use crate::network::{HostData, HostTensor};
+use crate::network::HostTensor;
 
 /// Accumulates nodes, initializers and metadata of a single-input model (opset 13 unless
 /// [`OnnxBuilder::opset`] says otherwise).
@@ -68,10 +68,7 @@ impl OnnxBuilder {
     /// A float32 initializer (integer data converted; shapes and indices that ops read as
     /// integers go through [`OnnxBuilder::int64_initializer`]).
     pub fn initializer(&mut self, name: &str, tensor: &HostTensor) -> &mut Self {
-        let data = match &tensor.data {
-            HostData::F32(v) => v.clone(),
-            HostData::I64(v) => v.iter().map(|&x| x as f32).collect(),
-        };
+        let data = tensor.to_f32();
         self.initializers.push(TensorProto {
             dims: tensor.shape.iter().map(|&d| d as i64).collect(),
             data_type: 1,

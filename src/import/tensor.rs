@@ -14,7 +14,9 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
         .collect::<Result<_, _>>()?;
-    // Host storage: f32 for the float types, i64 for the rest.
+    // Host storage: f32 for the float types, i64 for the other types but the 8-bit integers,
+    // which are stored a byte each. Those are checked at i64's width all the same, as host
+    // arithmetic on them (HostData::wide) widens them into a copy.
     let host_width = if matches!(t.data_type, 1 | 10 | 11 | 16) {
         4
     } else {
@@ -97,14 +99,34 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
             check(v.len())?;
             (HostData::I64(v), Elem::Int)
         }
-        2 | 3 | 4 | 5 | 6 | 9 | 12 | 13 => {
+        // 8-bit integers as they are stored: quantized weights, a quarter of a model's float
+        // size, would take eight times as much as i64.
+        2 => {
+            let v: Vec<u8> = if !raw.is_empty() {
+                from_raw(1)?.map(|b| b[0]).collect()
+            } else {
+                t.int32_data.iter().map(|&x| x as u8).collect()
+            };
+            check(v.len())?;
+            (HostData::U8(v), Elem::Int)
+        }
+        3 => {
+            let v: Vec<i8> = if !raw.is_empty() {
+                from_raw(1)?.map(|b| b[0] as i8).collect()
+            } else {
+                t.int32_data.iter().map(|&x| x as i8).collect()
+            };
+            check(v.len())?;
+            (HostData::I8(v), Elem::Int)
+        }
+        4 | 5 | 6 | 9 | 12 | 13 => {
             let width = match t.data_type {
-                2 | 3 | 9 => 1,
+                9 => 1,
                 4 | 5 => 2,
                 6 | 12 => 4,
                 _ => 8,
             };
-            let signed = matches!(t.data_type, 3 | 5 | 6);
+            let signed = matches!(t.data_type, 5 | 6);
             let v: Vec<i64> = if !raw.is_empty() {
                 from_raw(width)?
                     .map(|b| {
@@ -137,4 +159,42 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         other => return Err(format!("data type {} is not supported", type_name(other))),
     };
     Ok(HostTensor { shape, data, elem })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(data_type: i32, dims: Vec<i64>) -> TensorProto {
+        TensorProto {
+            data_type,
+            dims,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn eight_bit_integers_are_kept_a_byte_each_with_their_sign() {
+        let mut int8 = tensor(3, vec![4]);
+        int8.raw_data = vec![0x80, 0xff, 0x00, 0x7f];
+        let h = decode(&int8).unwrap();
+        assert_eq!(h.data, HostData::I8(vec![-128, -1, 0, 127]));
+        assert_eq!((h.elem, h.to_i64()), (Elem::Int, vec![-128, -1, 0, 127]));
+
+        let mut uint8 = tensor(2, vec![2, 2]);
+        uint8.raw_data = vec![0x80, 0xff, 0x00, 0x7f];
+        let h = decode(&uint8).unwrap();
+        assert_eq!(h.data, HostData::U8(vec![128, 255, 0, 127]));
+        assert_eq!(h.to_f32(), [128.0, 255.0, 0.0, 127.0]);
+
+        // Without raw data the values sit in int32_data, as the ONNX spec says for 8-bit types.
+        let mut listed = tensor(3, vec![2]);
+        listed.int32_data = vec![-5, 100];
+        assert_eq!(decode(&listed).unwrap().data, HostData::I8(vec![-5, 100]));
+
+        let mut short = tensor(2, vec![3]);
+        short.raw_data = vec![1, 2];
+        let err = decode(&short).unwrap_err();
+        assert!(err.contains("raw data has 2 bytes"), "{err}");
+    }
 }

@@ -36,7 +36,7 @@ pub use ops::{has_units, Back, Fast};
 use ops::{Ctx, OpSpec, Slot};
 pub use units::UnitLayout;
 use value::Constant;
-pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, MAX_RANK};
+pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, Wide, MAX_RANK};
 
 /// What an import left out of a model file: the nodes whose op the runtime lacks and every node
 /// that reads what they produce, directly or not (see `import::Extent::Supported`).

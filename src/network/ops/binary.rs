@@ -13,7 +13,7 @@ use burn::tensor::TensorData;
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::value::{
-    mask_to_float, storage_shape, DynTensor, Elem, HostData, HostTensor, Storage, MAX_RANK,
+    mask_to_float, storage_shape, DynTensor, Elem, HostData, HostTensor, Storage, Wide, MAX_RANK,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -474,9 +474,9 @@ pub(super) fn broadcast_sources(shape: &[usize], s: &[usize]) -> Vec<usize> {
 
 /// Host values widened to f64 (integers exactly up to 2^53).
 fn wide(t: &HostTensor) -> Vec<f64> {
-    match &t.data {
-        HostData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        HostData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+    match t.data.wide() {
+        Wide::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        Wide::I64(v) => v.iter().map(|&x| x as f64).collect(),
     }
 }
 

@@ -265,6 +265,14 @@ pub fn dequantize_linear<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
                 .zip(x)
                 .map(|(k, &x)| (x as f32 - zero[k]) * scale[k])
                 .collect(),
+            HostData::I8(x) => k
+                .zip(x)
+                .map(|(k, &x)| (f32::from(x) - zero[k]) * scale[k])
+                .collect(),
+            HostData::U8(x) => k
+                .zip(x)
+                .map(|(k, &x)| (f32::from(x) - zero[k]) * scale[k])
+                .collect(),
         };
         return Ok(vec![Value::Host(HostTensor::f32(layout.dims, y))]);
     }

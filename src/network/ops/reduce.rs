@@ -9,7 +9,7 @@
 
 use super::{Ctx, Value};
 use crate::error::Result;
-use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage};
+use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage, Wide};
 use burn::prelude::Backend;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -201,14 +201,14 @@ pub fn cumsum<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
                 }
             }
         };
-        let data = match &h.data {
-            HostData::F32(v) => {
-                let mut out = v.clone();
+        let data = match h.data.wide() {
+            Wide::F32(v) => {
+                let mut out = v.to_vec();
                 run(&|at| f64::from(v[at]), &mut |at, s| out[at] = s as f32);
                 HostData::F32(out)
             }
-            HostData::I64(v) => {
-                let mut out = v.clone();
+            Wide::I64(v) => {
+                let mut out = v.to_vec();
                 run(&|at| v[at] as f64, &mut |at, s| out[at] = s as i64);
                 HostData::I64(out)
             }

@@ -17,7 +17,7 @@ use super::binary::Op;
 use super::shape::{empty, index_tensor};
 use super::{Ctx, Value};
 use crate::error::Result;
-use crate::network::value::{DynTensor, HostData, HostTensor};
+use crate::network::value::{DynTensor, HostData, HostTensor, Wide};
 
 /// How an update meets the value it lands on (`reduction`, opset 16 on).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -378,9 +378,9 @@ fn host_pick(
     shape: Vec<usize>,
     picks: impl Iterator<Item = usize>,
 ) -> HostTensor {
-    let values = match &data.data {
-        HostData::F32(v) => HostData::F32(picks.map(|p| v[p]).collect()),
-        HostData::I64(v) => HostData::I64(picks.map(|p| v[p]).collect()),
+    let values = match data.data.wide() {
+        Wide::F32(v) => HostData::F32(picks.map(|p| v[p]).collect()),
+        Wide::I64(v) => HostData::I64(picks.map(|p| v[p]).collect()),
     };
     HostTensor {
         shape,
@@ -402,12 +402,12 @@ fn scatter_rows<B: Backend>(
     if ctx.is_host(0) && ctx.is_host(2) {
         let (data, updates) = (ctx.host(0)?, ctx.host(2)?);
         let op = reduction.op();
-        let out = match &data.data {
-            HostData::F32(v) => HostData::F32(scatter_host(v, &updates.to_f32(), &l, |o, u| {
+        let out = match data.data.wide() {
+            Wide::F32(v) => HostData::F32(scatter_host(v, &updates.to_f32(), &l, |o, u| {
                 op.map_or(u, |op| op.float(f64::from(o), f64::from(u)) as f32)
             })),
             // Add, Mul, Max and Min never fail on integers (only division does).
-            HostData::I64(v) => HostData::I64(scatter_host(v, &updates.to_i64(), &l, |o, u| {
+            Wide::I64(v) => HostData::I64(scatter_host(&v, &updates.to_i64(), &l, |o, u| {
                 op.and_then(|op| op.int(o, u)).unwrap_or(u)
             })),
         };

@@ -13,7 +13,7 @@ use burn::prelude::Backend;
 use super::scatter::pick;
 use super::{Ctx, Value};
 use crate::error::Result;
-use crate::network::value::{HostData, HostTensor};
+use crate::network::value::{HostData, HostTensor, Wide};
 
 /// An axis of a shape seen as `[outer, n, inner]`: element `(o, i, j)` sits at
 /// `(o · n + i) · inner + j`.
@@ -47,14 +47,14 @@ impl Lanes {
 /// Compares the values at two flat positions of `h` as numpy sorts them: NaN above every
 /// number, integers exactly.
 fn comparer(h: &HostTensor) -> Box<dyn Fn(usize, usize) -> Ordering + '_> {
-    match &h.data {
-        HostData::F32(v) => Box::new(move |a, b| match (v[a].is_nan(), v[b].is_nan()) {
+    match h.data.wide() {
+        Wide::F32(v) => Box::new(move |a, b| match (v[a].is_nan(), v[b].is_nan()) {
             (true, true) => Ordering::Equal,
             (true, false) => Ordering::Greater,
             (false, true) => Ordering::Less,
             _ => v[a].partial_cmp(&v[b]).expect("neither is NaN"),
         }),
-        HostData::I64(v) => Box::new(move |a, b| v[a].cmp(&v[b])),
+        Wide::I64(v) => Box::new(move |a, b| v[a].cmp(&v[b])),
     }
 }
 

@@ -7,7 +7,7 @@ use burn::tensor::TensorData;
 use super::{Ctx, Value};
 use crate::error::Result;
 use crate::network::node::Attr;
-use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage, MAX_RANK};
+use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage, Wide, MAX_RANK};
 
 /// Builds a host tensor of `shape` whose element at each coordinate comes from `src(coord)`:
 /// `Some(flat index into t)` or `None` for `fill`.
@@ -28,13 +28,13 @@ pub(super) fn host_remap(
         }
         idx.push(src(&coord));
     }
-    let data = match &t.data {
-        HostData::F32(v) => HostData::F32(
+    let data = match t.data.wide() {
+        Wide::F32(v) => HostData::F32(
             idx.iter()
                 .map(|i| i.map_or(fill as f32, |i| v[i]))
                 .collect(),
         ),
-        HostData::I64(v) => HostData::I64(
+        Wide::I64(v) => HostData::I64(
             idx.iter()
                 .map(|i| i.map_or(fill as i64, |i| v[i]))
                 .collect(),
@@ -640,9 +640,9 @@ pub fn constant_of_shape<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     if fill.len() != 1 {
         return Err(ctx.error("value must hold exactly one element"));
     }
-    let out = match &fill.data {
-        HostData::F32(v) => HostTensor::f32(shape, vec![v[0]; n]),
-        HostData::I64(v) => HostTensor {
+    let out = match fill.data.wide() {
+        Wide::F32(v) => HostTensor::f32(shape, vec![v[0]; n]),
+        Wide::I64(v) => HostTensor {
             shape,
             data: HostData::I64(vec![v[0]; n]),
             elem: fill.elem,
