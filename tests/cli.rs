@@ -542,3 +542,51 @@ fn external_tensors_that_share_their_bytes_are_held_to_the_memory_budget() {
     assert_clean_failure(&run("1M"), &["external data", "budget", "w16"]);
     assert_success(&run("8M"));
 }
+
+/// A layer that does not keep the batch on its first axis (its output broadcast to `[1, 3, N,
+/// 128]`, as a fuzzed quantized model's was): the unit view renders, and each tab that reads
+/// the layer image by image says why it cannot, rather than the run dying on rows that are not
+/// there.
+#[test]
+fn a_layer_that_moves_the_batch_off_its_first_axis_is_named_not_a_crash() {
+    use microscope::import::builder::{AttrValue, OnnxBuilder};
+    use microscope::network::HostTensor;
+    let w: Vec<f32> = (0..18).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect();
+    let mut o = OnnxBuilder::new();
+    o.input("x", &[1, 1, 8, 8])
+        .initializer("w", &HostTensor::f32(vec![2, 1, 3, 3], w))
+        .initializer(
+            "spread.by",
+            &HostTensor::f32(vec![1, 3, 1, 1], vec![1.0, -1.0, 2.0]),
+        )
+        .node(
+            "Conv",
+            "conv",
+            &["x", "w"],
+            &[("pads", AttrValue::Ints(vec![1; 4]))],
+        )
+        .node("Flatten", "flat", &["conv"], &[])
+        .node("Mul", "spread", &["flat", "spread.by"], &[])
+        .output("spread");
+    let model = tmp("batch_off_axis.onnx");
+    std::fs::write(&model, o.to_bytes("batch_off_axis")).unwrap();
+    let page = tmp("batch_off_axis.html");
+    let out = microscope(&[
+        "render",
+        model.to_str().unwrap(),
+        "--layer",
+        "spread",
+        "--unit",
+        "0",
+        "--steps",
+        "2",
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    let html = std::fs::read_to_string(&page).unwrap();
+    let why = "does not keep the batch there";
+    // Feature visualization (its diversity batch), Integrated Gradients and SmoothGrad.
+    assert!(html.matches(why).count() >= 3, "{html}");
+    assert!(html.contains("layer \\\"spread\\\": the first axis of its output is 1 long"));
+}

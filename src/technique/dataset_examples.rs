@@ -176,9 +176,8 @@ impl DatasetExamples {
             }
             let end = start.saturating_add(batch).min(data.len());
             let x = data.batch(start..end, &spec, &device)?;
-            let act = net
-                .forward(&[(&input, model.normalize(&x)?)], &[layer])?
-                .remove(0);
+            let act = net.forward(&[(&input, model.normalize(&x)?)], &[layer])?;
+            let act = super::per_image(&[layer], act, end - start)?.remove(0);
             // Tokens `[N, T, C]` are seen as `[N, C, T, 1]`: a unit's map over tokens.
             tokens = act.dims().len() == 3;
             let act = DynTensor::new(act.to_nchw()?);

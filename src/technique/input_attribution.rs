@@ -664,9 +664,8 @@ fn gradients(
         }
         let n = chunk.len() / per;
         let x = DynTensor::from_host(chunk, &[n, c, h, w], &device).require_grad();
-        let out = net
-            .forward_any_size(&[(&input, model.normalize(&x)?)], &[target.node()])?
-            .remove(0);
+        let out = net.forward_any_size(&[(&input, model.normalize(&x)?)], &[target.node()])?;
+        let out = super::per_image(&[target.node()], out, n)?.remove(0);
         let v = target_values(&out, target)?;
         values.extend(DynTensor::new(v.clone()).to_vec());
         let g = x.grad(&DynTensor::new(v).backward()).ok_or_else(|| {

@@ -445,6 +445,7 @@ pub fn objective_values(
     let input = net.image_input()?.name.clone();
     let layers: Vec<&str> = objective.layers().iter().map(String::as_str).collect();
     let outs = net.forward_any_size(&[(&input, x)], &layers)?;
+    let outs = super::per_image(&layers, outs, images.dims()[0])?;
     let acts: Activations = layers
         .iter()
         .zip(outs)

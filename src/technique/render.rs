@@ -867,12 +867,15 @@ impl<B: Back + AutodiffBackend> Part<B> {
             image = Tensor::cat(vec![fixed.clone(), image], 0);
         }
         let image = transform::apply(&config.transforms, image, rng);
+        let images = image.dims()[0];
         let x = model.normalize(&DynTensor::new(image))?;
         let acts = if redirect {
             network.forward_redirected(&[(&input, x)], &layers)?
         } else {
             network.forward_any_size(&[(&input, x)], &layers)?
         };
+        // The parts of a coupled step take their rows of the gradient by image.
+        let acts = super::per_image(&layers, acts, images)?;
         layers
             .iter()
             .zip(acts)
