@@ -79,9 +79,10 @@ impl Back for Fast {
 
     fn constant(c: &Constant, _autodiff: bool) -> Option<DynTensor<Self>> {
         let flex = c.flex.get_or_init(|| {
-            c.device
-                .as_ref()
-                .map(|_| c.host().into_device::<Flex>(&FlexDevice))
+            c.device.as_ref().map(|_| match &c.shared {
+                Some(values) => DynTensor::from_shared_on(values, &c.shape, &FlexDevice),
+                None => c.host().into_device::<Flex>(&FlexDevice),
+            })
         });
         flex.clone().map(DynTensor::<Fast>::from_inner)
     }
@@ -638,6 +639,31 @@ mod tests {
     use burn_flex::FlexDevice;
 
     use super::*;
+
+    /// A large weight on the CPU is held once: the render backend's tensor reads the buffer
+    /// that the `Dispatch` tensor was made from, in place, and both give its values.
+    #[test]
+    fn a_large_weight_is_read_in_place_by_the_render_backend() {
+        let n = 4 * crate::network::HOST_COPY_LIMIT;
+        let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let device = crate::Device::cpu().burn().clone();
+        let host = crate::network::HostTensor::f32(vec![4, n / 4], values.clone());
+        let c = Constant::new(host, &device);
+        let shared = c
+            .shared
+            .as_ref()
+            .expect("a large weight on the CPU is shared");
+        assert_eq!(c.device.as_ref().unwrap().to_vec(), values);
+        let fast = Fast::constant(&c, false).unwrap();
+        let flex = fast.into_storage().inner().into_primitive().tensor();
+        let read = flex.as_slice::<f32>().unwrap();
+        assert_eq!(read, &values[..]);
+        assert_eq!(
+            read.as_ptr(),
+            shared.values().as_ptr(),
+            "the values were copied"
+        );
+    }
 
     /// [`relu`] gives exactly burn's values and input gradients: for zeros, negatives and NaN;
     /// for a gradient that arrives as a slice of a concatenation (a view strided along the

@@ -152,12 +152,28 @@ impl Constant {
                 let on_device = host.upload_to(device);
                 (Some(host), Some(on_device))
             }
+            // On the CPU the values go into a buffer that the render backend's copy
+            // (`Constant::flex`) shares.
+            true if crate::device::is_cpu(device) => {
+                let shared = value::SharedF32::new(host.data.into_f32());
+                let on_device = DynTensor::from_shared_on(&shared, &shape, device);
+                return Constant {
+                    host: None,
+                    device: Some(on_device),
+                    flex: OnceLock::new(),
+                    shared: Some(shared),
+                    #[cfg(feature = "cuda")]
+                    cuda: OnceLock::new(),
+                    shape,
+                };
+            }
             true => (None, Some(host.into_device(device))),
         };
         Constant {
             host,
             device,
             flex: OnceLock::new(),
+            shared: None,
             #[cfg(feature = "cuda")]
             cuda: OnceLock::new(),
             shape,

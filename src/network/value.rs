@@ -80,6 +80,20 @@ impl<B: Backend> DynTensor<B> {
         }
     }
 
+    /// A tensor that reads `values` in place, on a CPU device of backend `B` (on another device
+    /// its backend copies them there).
+    pub fn from_shared_on(values: &SharedF32, shape: &[usize], device: &B::Device) -> Self {
+        let bytes = burn::tensor::Bytes::from_shared(
+            values.0.clone(),
+            burn::tensor::AllocationProperty::Native,
+        );
+        let data = TensorData::from_bytes(bytes, storage_shape(shape), burn::tensor::DType::F32);
+        Self {
+            storage: Storage::<B>::from_data(data, device),
+            rank: shape.len(),
+        }
+    }
+
     /// The logical shape.
     pub fn dims(&self) -> Vec<usize> {
         self.storage.dims()[MAX_RANK - self.rank..].to_vec()
@@ -502,6 +516,32 @@ impl<B: Backend> Value<B> {
     }
 }
 
+/// f32 values in a reference-counted buffer that tensors of several CPU backends read in place
+/// (burn's shared bytes; a tensor that writes to them copies them first). A weight read through
+/// burn's `Dispatch` and through the render backend on burn-flex was held twice, as burn-dispatch
+/// 0.21 does not hand out the burn-flex tensor inside its own: VGG-19 took 1.1 GB for its 0.55
+/// GB of weights once it had rendered.
+#[derive(Clone, Debug)]
+pub struct SharedF32(bytes::Bytes);
+
+impl SharedF32 {
+    pub fn new(values: Vec<f32>) -> Self {
+        /// Lends the vector's memory as bytes, and frees it with the last reference.
+        struct Owner(Vec<f32>);
+        impl AsRef<[u8]> for Owner {
+            fn as_ref(&self) -> &[u8] {
+                bytemuck::cast_slice(&self.0)
+            }
+        }
+        SharedF32(bytes::Bytes::from_owner(Owner(values)))
+    }
+
+    /// The values, in place.
+    pub fn values(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
 /// A graph constant (a weight) in the forms the backends read it in.
 #[derive(Debug)]
 pub struct Constant {
@@ -511,6 +551,8 @@ pub struct Constant {
     /// A burn-flex copy, made the first time a run on the CPU render backend (`Fast`) reads
     /// the constant.
     pub flex: OnceLock<Option<DynTensor<Flex>>>,
+    /// A large weight's values on the CPU, which `device` and `flex` both read in place.
+    pub shared: Option<SharedF32>,
     /// A burn-cuda copy, made the first time a run on the CUDA render backend (`FastCuda`)
     /// reads the constant.
     #[cfg(feature = "cuda")]
