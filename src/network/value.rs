@@ -548,8 +548,8 @@ pub struct Constant {
     pub host: Option<HostTensor>,
     /// On the network's `Dispatch` device.
     pub device: Option<DynTensor<Dispatch>>,
-    /// A burn-flex copy, made the first time a run on the CPU render backend (`Fast`) reads
-    /// the constant.
+    /// A burn-flex tensor, made the first time a run on the CPU render backend (`Fast`) reads
+    /// the constant: over `shared` where there is one, else a copy.
     pub flex: OnceLock<Option<DynTensor<Flex>>>,
     /// A large weight's values on the CPU, which `device` and `flex` both read in place.
     pub shared: Option<SharedF32>,
