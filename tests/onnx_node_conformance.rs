@@ -112,10 +112,11 @@ fn run_case(dir: &Path) -> (String, Outcome) {
     }
     // float32 (double is computed in float32), or int/bool tensors used as indices, shapes, masks.
     // The first output may be a mask too (Equal's only cases; compared as 0 and 1).
-    // The 8- and 16-bit integers of quantized models' ops are their data, in and out (and the
-    // INT32 products of the integer ops).
-    let quantized =
-        |t: &proto::TensorProto| QUANTIZED.contains(&op.as_str()) && matches!(t.data_type, 2..=6);
+    // The 4-, 8- and 16-bit integers of quantized models' ops are their data, in and out (and
+    // the INT32 products of the integer ops).
+    let quantized = |t: &proto::TensorProto| {
+        QUANTIZED.contains(&op.as_str()) && matches!(t.data_type, 2..=6 | 21 | 22)
+    };
     let allowed =
         |t: &proto::TensorProto| matches!(t.data_type, 1 | 6 | 7 | 9 | 11) || quantized(t);
     let first_is_float = expected

@@ -119,6 +119,31 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
             check(v.len())?;
             (HostData::I8(v), Elem::Int)
         }
+        // 4-bit integers (opset 21's quantized weights), two to a byte, the first in the low
+        // nibble: in raw data, or one packed byte per int32_data entry. Unpacked here, a byte
+        // each.
+        21 | 22 => {
+            let packed: std::borrow::Cow<'_, [u8]> = if !raw.is_empty() {
+                std::borrow::Cow::Borrowed(raw)
+            } else {
+                t.int32_data.iter().map(|&x| x as u8).collect()
+            };
+            let bytes = n.div_ceil(2);
+            if packed.len() != bytes {
+                return Err(format!(
+                    "{} bytes of packed 4-bit values, shape {shape:?} needs {bytes}",
+                    packed.len()
+                ));
+            }
+            let nibble = |k: usize| (packed[k / 2] >> (4 * (k % 2))) & 0xf;
+            if t.data_type == 21 {
+                (HostData::U8((0..n).map(nibble).collect()), Elem::Int)
+            } else {
+                // The nibble's top bit is its sign.
+                let signed = |k: usize| ((nibble(k) << 4) as i8) >> 4;
+                (HostData::I8((0..n).map(signed).collect()), Elem::Int)
+            }
+        }
         4 | 5 | 6 | 9 | 12 | 13 => {
             let width = match t.data_type {
                 9 => 1,
@@ -174,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn eight_bit_integers_are_kept_a_byte_each_with_their_sign() {
+    fn four_and_eight_bit_integers_are_kept_a_byte_each_with_their_sign() {
         let mut int8 = tensor(3, vec![4]);
         int8.raw_data = vec![0x80, 0xff, 0x00, 0x7f];
         let h = decode(&int8).unwrap();
@@ -191,6 +216,20 @@ mod tests {
         let mut listed = tensor(3, vec![2]);
         listed.int32_data = vec![-5, 100];
         assert_eq!(decode(&listed).unwrap().data, HostData::I8(vec![-5, 100]));
+
+        // 4-bit: [0, 1, 7, -4, -8] packed as ONNX's int4 node test packs them (0x10, 0xc7, 0x08).
+        let mut int4 = tensor(22, vec![5]);
+        int4.int32_data = vec![0x10, 0xc7, 0x08];
+        assert_eq!(
+            decode(&int4).unwrap().data,
+            HostData::I8(vec![0, 1, 7, -4, -8])
+        );
+        let mut uint4 = tensor(21, vec![3]);
+        uint4.raw_data = vec![0xf0, 0x0a];
+        assert_eq!(decode(&uint4).unwrap().data, HostData::U8(vec![0, 15, 10]));
+        uint4.raw_data.push(0);
+        let err = decode(&uint4).unwrap_err();
+        assert!(err.contains("3 bytes of packed 4-bit values"), "{err}");
 
         let mut short = tensor(2, vec![3]);
         short.raw_data = vec![1, 2];

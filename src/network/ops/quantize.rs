@@ -28,6 +28,8 @@ fn integer_range(code: i64) -> Option<(f32, f32)> {
         3 => (-128.0, 127.0),     // INT8
         4 => (0.0, 65535.0),      // UINT16
         5 => (-32768.0, 32767.0), // INT16
+        21 => (0.0, 15.0),        // UINT4
+        22 => (-8.0, 7.0),        // INT4
         _ => return None,
     })
 }
@@ -218,7 +220,7 @@ fn output_range<B: Backend>(ctx: &Ctx<B>) -> Result<(f32, f32)> {
     };
     integer_range(code).ok_or_else(|| {
         ctx.error(format!(
-            "quantizing to {} is not supported (UINT8, INT8, UINT16 and INT16 are)",
+            "quantizing to {} is not supported (UINT4, INT4, UINT8, INT8, UINT16 and INT16 are)",
             type_name(code as i32)
         ))
     })
