@@ -146,34 +146,26 @@ impl Constant {
         // one on the device then fails with an error naming it).
         let uploadable =
             host.elem == Elem::Float && !host.is_empty() && host.shape.len() <= MAX_RANK;
-        let (host, device) = match uploadable {
-            false => (Some(host), None),
+        let (host, device, shared) = match uploadable {
+            false => (Some(host), None, None),
             true if host.len() <= HOST_COPY_LIMIT => {
                 let on_device = host.upload_to(device);
-                (Some(host), Some(on_device))
+                (Some(host), Some(on_device), None)
             }
-            // On the CPU the values go into a buffer that the render backend's copy
-            // (`Constant::flex`) shares.
+            // On the CPU the values go into a buffer that the render backend's tensor
+            // (`Constant::flex`) reads too.
             true if crate::device::is_cpu(device) => {
                 let shared = value::SharedF32::new(host.data.into_f32());
                 let on_device = DynTensor::from_shared_on(&shared, &shape, device);
-                return Constant {
-                    host: None,
-                    device: Some(on_device),
-                    flex: OnceLock::new(),
-                    shared: Some(shared),
-                    #[cfg(feature = "cuda")]
-                    cuda: OnceLock::new(),
-                    shape,
-                };
+                (None, Some(on_device), Some(shared))
             }
-            true => (None, Some(host.into_device(device))),
+            true => (None, Some(host.into_device(device)), None),
         };
         Constant {
             host,
             device,
             flex: OnceLock::new(),
-            shared: None,
+            shared,
             #[cfg(feature = "cuda")]
             cuda: OnceLock::new(),
             shape,
