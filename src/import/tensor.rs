@@ -14,9 +14,9 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
         .collect::<Result<_, _>>()?;
-    // Host storage: f32 for the float types, i64 for the other types but the 8-bit integers,
-    // which are stored a byte each. Those are checked at i64's width all the same, as host
-    // arithmetic on them (HostData::wide) widens them into a copy.
+    // Host storage: f32 for the float types, i64 for the other types but the 8- and 4-bit
+    // integers, which are stored a byte each. Those are checked at i64's width all the same, as
+    // host arithmetic on them (HostData::wide) widens them into a copy.
     let host_width = if matches!(t.data_type, 1 | 10 | 11 | 16) {
         4
     } else {

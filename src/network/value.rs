@@ -283,7 +283,7 @@ pub fn type_name(code: i32) -> String {
 }
 
 /// Data held on the host: float32 for float types, i64 for integer and bool types, and one
-/// byte for 8-bit integers as a file stores them. The bytes are for quantized weights: an int8
+/// byte for 8-bit integers as a file stores them (and 4-bit ones, unpacked). The bytes are for quantized weights: an int8
 /// VGG-19 held as i64 takes 1.1 GB on its way to the dequantized 0.55 GB, as bytes 0.14 GB.
 /// Host arithmetic reads values through [`HostData::wide`], so only loading and
 /// `DequantizeLinear` see the byte forms.
