@@ -8,7 +8,7 @@ use burn::prelude::*;
 use crate::data::{Dataset, ImageSpec};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::import::{parse_file, parse_onnx, read_file, Extent};
+use crate::import::{parse_file, parse_onnx, Extent};
 use crate::network::{DynTensor, Network, DYNAMIC_SIZE};
 use crate::zoo::files as zoo;
 
@@ -55,8 +55,7 @@ impl Model {
     }
 
     fn load_extent(path: &Path, device: Device, extent: Extent) -> Result<Model> {
-        let bytes = read_file(path)?;
-        let (network, digest) = parse_file(path, bytes, device, extent)?;
+        let (network, digest) = parse_file(path, device, extent)?;
         Ok(Model {
             network: Arc::new(network),
             source: Source::File(path.to_path_buf(), extent),

@@ -441,7 +441,8 @@ fn render_writes_the_notebook_widgets_as_standalone_pages() {
 /// A model saved as onnx saves large ones, its weights in a file beside it
 /// (`onnx.save_model(..., save_as_external_data=True)`, by the test venv's onnx), evaluates to
 /// the same bytes as the same model with its weights inline, whatever the working folder; and
-/// its digest, part of every cache key, changes with the weights file.
+/// its digest, part of every cache key, changes with the weights file. The inline file's digest
+/// is its SHA-256 (hashed as the file is read field by field).
 #[test]
 fn a_model_with_its_weights_in_a_file_beside_it_evaluates_as_the_inline_one() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -491,6 +492,11 @@ onnx.save_model(m, sys.argv[2] + "/sub/ext.onnx", save_as_external_data=True,
         eval("inline.onnx", "inline-out")
     );
 
+    let inline = dir.join("inline.onnx");
+    assert_eq!(
+        microscope::Model::load(&inline).unwrap().digest(),
+        microscope::digest::sha256_hex(&std::fs::read(&inline).unwrap())
+    );
     let before = microscope::Model::load(dir.join("sub/ext.onnx")).unwrap();
     let mut bytes = std::fs::read(&data).unwrap();
     let last = bytes.len() - 1;

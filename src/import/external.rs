@@ -33,15 +33,15 @@ pub struct ExternalData {
 }
 
 impl ExternalData {
-    /// For the model file at `path`, whose bytes are `bytes`.
-    pub fn beside(path: &Path, bytes: &[u8]) -> ExternalData {
+    /// For the model file at `path`, whose bytes `digest` has hashed ([`Hashing`]).
+    pub fn beside(path: &Path, digest: Sha256) -> ExternalData {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
         ExternalData {
             dir: Some(dir),
-            digest: Sha256::new_with_prefix(bytes),
+            digest,
             total: 0,
         }
     }
@@ -64,22 +64,49 @@ impl ExternalData {
     }
 
     /// Decodes `t`, reading its bytes from its file when it stores them externally.
-    pub fn decode(&mut self, t: &TensorProto) -> Result<HostTensor, String> {
+    pub fn decode(&mut self, t: TensorProto) -> Result<HostTensor, String> {
         if t.data_location != 1 {
-            return tensor::decode(t);
+            return tensor::decode_owned(t);
         }
         let Some(dir) = &self.dir else {
             return Err("its data is in an external file, and this model has no folder".into());
         };
-        let raw = read(dir, t, &mut self.total)?;
+        let raw = read(dir, &t, &mut self.total)?;
         self.digest.update(&raw);
         let inline = TensorProto {
             raw_data: raw,
             data_location: 0,
             external_data: Vec::new(),
-            ..t.clone()
+            ..t
         };
-        tensor::decode(&inline)
+        tensor::decode_owned(inline)
+    }
+}
+
+/// A reader that hashes what is read through it: the model file, for its digest.
+pub struct Hashing<R> {
+    inner: R,
+    digest: Sha256,
+}
+
+impl<R: Read> Hashing<R> {
+    pub fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            digest: Sha256::new(),
+        }
+    }
+
+    pub fn into_digest(self) -> Sha256 {
+        self.digest
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
     }
 }
 

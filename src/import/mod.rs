@@ -5,12 +5,11 @@ pub mod external;
 pub mod layout;
 pub mod naming;
 pub mod proto;
+pub mod stream;
 pub mod tensor;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-
-use prost::Message;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -34,41 +33,46 @@ pub enum Extent {
 
 /// Reads and parses an ONNX file into a [`Network`] on `device`.
 pub fn load_onnx(path: &Path, device: Device) -> Result<Network> {
-    let bytes = read_file(path)?;
-    parse_file(path, bytes, device, Extent::Whole).map(|(network, _)| network)
+    parse_file(path, device, Extent::Whole).map(|(network, _)| network)
 }
 
-/// The bytes of a model file.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Parses the bytes of the file at `path`, reading external data from the files beside it;
+/// Reads and parses the file at `path`, reading external data from the files beside it;
 /// errors name the file. Also returns the model's digest: the hex SHA-256 of the file, followed
 /// by the external data it reads (the file's own SHA-256 when it has none).
 ///
-/// Takes the bytes over so that they are freed once decoded, before the weights are uploaded.
-pub fn parse_file(
-    path: &Path,
-    bytes: Vec<u8>,
-    device: Device,
-    extent: Extent,
-) -> Result<(Network, String)> {
+/// The file is read field by field ([`stream`]): its weights go straight into the buffers that
+/// keep them, so the model is not held twice while it loads.
+pub fn parse_file(path: &Path, device: Device, extent: Extent) -> Result<(Network, String)> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut reader = external::Hashing::new(std::io::BufReader::new(file));
+    let model = match stream::read_model(&mut reader, len) {
+        Ok(model) => model,
+        Err(stream::ReadError::Io(source)) => return Err(io(source)),
+        Err(stream::ReadError::Format(reason)) => {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                reason: not_onnx(reason),
+            })
+        }
+    };
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut external = ExternalData::beside(path, &bytes);
-    let network = parse_with(bytes, &stem, device, &mut external, extent).map_err(|e| match e {
-        Error::Format { reason, .. } => Error::Format {
-            path: path.to_path_buf(),
-            reason,
-        },
-        other => other.in_model(path),
-    })?;
+    let mut external = ExternalData::beside(path, reader.into_digest());
+    let network =
+        parse_model(model, &stem, device, &mut external, extent).map_err(|e| match e {
+            Error::Format { reason, .. } => Error::Format {
+                path: path.to_path_buf(),
+                reason,
+            },
+            other => other.in_model(path),
+        })?;
     Ok((network, external.digest()))
 }
 
@@ -79,11 +83,20 @@ fn format_error(reason: impl Into<String>) -> Error {
     }
 }
 
+fn not_onnx(reason: String) -> String {
+    format!("not a valid ONNX model (protobuf: {reason})")
+}
+
 /// Parses ONNX bytes; errors carry no path (the caller adds it). A tensor stored in an external
 /// file is an error here: there is no folder to read it from (see [`parse_file`]).
 pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
-    parse_with(
-        bytes,
+    let model = stream::read_model(bytes, bytes.len() as u64).map_err(|e| match e {
+        stream::ReadError::Format(reason) => format_error(not_onnx(reason)),
+        // Reading a slice fails only where it ends, which is a format error above.
+        stream::ReadError::Io(e) => format_error(not_onnx(e.to_string())),
+    })?;
+    parse_model(
+        model,
         name,
         device,
         &mut ExternalData::none(),
@@ -91,19 +104,19 @@ pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
     )
 }
 
-/// `bytes` is dropped once decoded, and the decoded file once the nodes and weights are read
-/// from it: a model is not held three times over (file, protobuf, weights) while its weights
-/// are uploaded.
-fn parse_with(
-    bytes: impl AsRef<[u8]>,
+/// The decoded file is dropped once the nodes and weights are read from it, and each weight is
+/// taken out of it as it is read: a model is not held twice while its weights are uploaded.
+fn parse_model(
+    mut model: proto::ModelProto,
     name: &str,
     device: Device,
     external: &mut ExternalData,
     extent: Extent,
 ) -> Result<Network> {
-    let model = proto::ModelProto::decode(bytes.as_ref())
-        .map_err(|e| format_error(format!("not a valid ONNX model (protobuf: {e})")))?;
-    drop(bytes);
+    let initializers = match &mut model.graph {
+        Some(g) => std::mem::take(&mut g.initializer),
+        None => Vec::new(),
+    };
     let graph = match (&model.graph, model.ir_version) {
         (Some(g), v) if v > 0 => g,
         _ => return Err(format_error("not an ONNX model (no ir_version or graph)")),
@@ -116,11 +129,14 @@ fn parse_with(
         .unwrap_or(1);
 
     let mut constants: HashMap<String, HostTensor> = HashMap::new();
-    for init in &graph.initializer {
+    let mut initializer_types = HashMap::new();
+    for init in initializers {
+        let (name, code) = (init.name.clone(), init.data_type);
         let t = external
             .decode(init)
-            .map_err(|r| format_error(format!("initializer {}: {r}", init.name)))?;
-        constants.insert(init.name.clone(), t);
+            .map_err(|r| format_error(format!("initializer {name}: {r}")))?;
+        initializer_types.insert(name.clone(), code);
+        constants.insert(name, t);
     }
     let mut inputs: Vec<InputSpec> = graph
         .input
@@ -211,7 +227,7 @@ fn parse_with(
     let mut frontier: Vec<String> = Vec::new();
     let mut in_frontier: HashSet<&str> = HashSet::new();
     let input_names: HashSet<String> = inputs.iter().map(|i| i.name.clone()).collect();
-    let declared = declared_types(graph);
+    let declared = declared_types(graph, &initializer_types);
     for (i, n) in graph.node.iter().enumerate() {
         let name = names.remove(&i).unwrap_or_else(|| {
             let first = n.output.first().cloned().unwrap_or_default();
@@ -319,11 +335,15 @@ fn parse_with(
 /// Constant nodes' values. The runtime keeps integers as i64 whatever their ONNX type, and only a
 /// node that quantizes its output needs one back: its output zero point's type is its output
 /// type, the integer range it saturates to.
-fn declared_types(graph: &proto::GraphProto) -> HashMap<&str, i32> {
-    let mut types: HashMap<&str, i32> = HashMap::new();
-    for t in &graph.initializer {
-        types.insert(&t.name, t.data_type);
-    }
+/// `initializers` are the initializers' types, by name (taken out of `graph` as they are read).
+fn declared_types<'a>(
+    graph: &'a proto::GraphProto,
+    initializers: &'a HashMap<String, i32>,
+) -> HashMap<&'a str, i32> {
+    let mut types: HashMap<&str, i32> = initializers
+        .iter()
+        .map(|(name, &code)| (name.as_str(), code))
+        .collect();
     for i in &graph.input {
         let elem = i.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
         if let Some(t) = elem.filter(|t| t.elem_type != 0) {
@@ -374,9 +394,10 @@ fn convert_attr(a: &proto::AttributeProto, external: &mut ExternalData) -> Resul
         1 => Attr::Float(a.f),
         2 => Attr::Int(a.i),
         3 => Attr::String(text(&a.s)),
+        // A copy: the nodes are read in place. A Constant node's value is one tensor at a time.
         4 => Attr::Tensor(
             external
-                .decode(a.t.as_ref().ok_or("tensor attribute without a tensor")?)
+                .decode(a.t.clone().ok_or("tensor attribute without a tensor")?)
                 .map_err(|r| format!("attribute {}: {r}", a.name))?,
         ),
         6 => Attr::Floats(a.floats.clone()),
@@ -388,15 +409,16 @@ fn convert_attr(a: &proto::AttributeProto, external: &mut ExternalData) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_onnx, parse_with, proto, Extent, ExternalData};
+    use super::{parse_model, parse_onnx, proto, stream, Extent, ExternalData};
     use crate::import::builder::OnnxBuilder;
     use crate::network::Network;
     use crate::{Device, Result};
     use prost::Message;
 
     fn partial(bytes: &[u8]) -> Result<Network> {
-        parse_with(
-            bytes,
+        let model = stream::read_model(bytes, bytes.len() as u64).unwrap();
+        parse_model(
+            model,
             "detector",
             Device::cpu(),
             &mut ExternalData::none(),

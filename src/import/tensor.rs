@@ -6,6 +6,19 @@ use crate::network::{Elem, HostData, HostTensor};
 
 /// Decodes a tensor; the error says what is wrong with it (the caller adds the file and name).
 pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
+    decode_with(t, None)
+}
+
+/// [`decode`], taking a float tensor's `float_data` over rather than copying it: where the
+/// file reader puts a float weight's payload ([`super::stream`]).
+pub fn decode_owned(mut t: TensorProto) -> Result<HostTensor, String> {
+    let floats = std::mem::take(&mut t.float_data);
+    decode_with(&t, Some(floats))
+}
+
+/// `floats`: `t`'s `float_data`, when it was taken out of it.
+fn decode_with(t: &TensorProto, floats: Option<Vec<f32>>) -> Result<HostTensor, String> {
+    let float_data = || floats.unwrap_or_else(|| t.float_data.clone());
     if t.data_location == 1 {
         return Err("tensor data stored in an external file is not supported".into());
     }
@@ -51,7 +64,7 @@ pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
                     .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                     .collect()
             } else {
-                t.float_data.clone()
+                float_data()
             };
             check(v.len())?;
             (HostData::F32(v), Elem::Float)
