@@ -18,6 +18,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::proto::TensorProto;
+use super::stream::{self, Payload};
 use super::tensor;
 use crate::network::HostTensor;
 
@@ -71,14 +72,14 @@ impl ExternalData {
         let Some(dir) = &self.dir else {
             return Err("its data is in an external file, and this model has no folder".into());
         };
-        let raw = read(dir, &t, &mut self.total)?;
-        self.digest.update(&raw);
-        let inline = TensorProto {
-            raw_data: raw,
+        let payload = read(dir, &t, &mut self.total)?;
+        self.digest.update(payload.bytes());
+        let mut inline = TensorProto {
             data_location: 0,
             external_data: Vec::new(),
             ..t
         };
+        payload.store(&mut inline);
         tensor::decode_owned(inline)
     }
 }
@@ -110,9 +111,9 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// The bytes of external tensor `t`, from its file in `dir`.
+/// The payload of external tensor `t`, from its file in `dir`.
 /// `total` counts the bytes read for every tensor so far.
-fn read(dir: &Path, t: &TensorProto, total: &mut usize) -> Result<Vec<u8>, String> {
+fn read(dir: &Path, t: &TensorProto, total: &mut usize) -> Result<Payload, String> {
     let field = |key: &str| {
         t.external_data
             .iter()
@@ -180,9 +181,9 @@ fn read(dir: &Path, t: &TensorProto, total: &mut usize) -> Result<Vec<u8>, Strin
             crate::budget::human(*total as u64)
         ));
     }
-    let mut raw = vec![0u8; length];
-    file.seek(SeekFrom::Start(offset))
-        .and_then(|_| file.read_exact(&mut raw))
-        .map_err(failed)?;
-    Ok(raw)
+    Payload::read(length, t.data_type == stream::FLOAT, |buf| {
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(buf))
+            .map_err(failed)
+    })
 }

@@ -26,7 +26,7 @@ const GRAPH_INITIALIZER: u64 = 5;
 const TENSOR_DATA_TYPE: u64 = 2;
 const TENSOR_RAW_DATA: u64 = 9;
 /// TensorProto.DataType FLOAT.
-const FLOAT: i32 = 1;
+pub const FLOAT: i32 = 1;
 
 // Protobuf wire types.
 const VARINT: u64 = 0;
@@ -107,10 +107,56 @@ fn read_graph(
     Ok(())
 }
 
-/// A tensor's payload as read: a float tensor's straight into the `f32` vector that keeps it.
-enum Raw {
+/// A tensor's payload as read from a file (its `raw_data`, or its bytes in an external data
+/// file): a float tensor's straight into the `f32` vector that keeps it.
+pub enum Payload {
     Bytes(Vec<u8>),
     F32(Vec<f32>),
+}
+
+impl Payload {
+    /// `n` bytes that `fill` reads, into floats where `float` (the tensor's type, as far as it
+    /// is known, is FLOAT) and they are whole floats.
+    pub fn read<E>(
+        n: usize,
+        float: bool,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Payload, E> {
+        Ok(if float && n > 0 && n.is_multiple_of(4) {
+            let mut values = vec![0f32; n / 4];
+            fill(bytemuck::cast_slice_mut(&mut values))?;
+            Payload::F32(values)
+        } else {
+            let mut bytes = vec![0u8; n];
+            fill(&mut bytes)?;
+            Payload::Bytes(bytes)
+        })
+    }
+
+    /// The bytes as they were in the file.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Bytes(bytes) => bytes,
+            Payload::F32(values) => bytemuck::cast_slice(values),
+        }
+    }
+
+    /// Makes it `t`'s payload. Non-empty raw data is what a tensor holds (it comes before
+    /// `float_data`), so a float tensor's stands in its `float_data`, which is read as it stands.
+    pub fn store(self, t: &mut TensorProto) {
+        match self {
+            Payload::F32(mut values) if t.data_type == FLOAT => {
+                for v in &mut values {
+                    *v = f32::from_bits(u32::from_le(v.to_bits()));
+                }
+                t.float_data = values;
+                t.raw_data = Vec::new();
+            }
+            // The type changed after the payload (a type written twice): the bytes as they were.
+            Payload::F32(values) => t.raw_data = bytemuck::cast_slice(&values).to_vec(),
+            Payload::Bytes(bytes) => t.raw_data = bytes,
+        }
+    }
 }
 
 fn read_tensor(input: &mut Input<impl Read>, end: u64) -> Result<TensorProto> {
@@ -124,15 +170,7 @@ fn read_tensor(input: &mut Input<impl Read>, end: u64) -> Result<TensorProto> {
             let raw_end = input.length_end(end)?;
             // Fits in usize: the bytes are in a file being read into memory (or in memory).
             let n = usize::try_from(raw_end - input.pos).map_err(|e| e.to_string())?;
-            raw = Some(if data_type == FLOAT && n > 0 && n % 4 == 0 {
-                let mut values = vec![0f32; n / 4];
-                input.read(bytemuck::cast_slice_mut(&mut values))?;
-                Raw::F32(values)
-            } else {
-                let mut bytes = vec![0u8; n];
-                input.read(&mut bytes)?;
-                Raw::Bytes(bytes)
-            });
+            raw = Some(Payload::read(n, data_type == FLOAT, |buf| input.read(buf))?);
         } else if field == TENSOR_DATA_TYPE && wire == VARINT {
             let value = input.varint()?;
             if input.pos > end {
@@ -147,19 +185,8 @@ fn read_tensor(input: &mut Input<impl Read>, end: u64) -> Result<TensorProto> {
         }
     }
     let mut t = TensorProto::decode(&rest[..])?;
-    match raw {
-        None => {}
-        Some(Raw::Bytes(bytes)) => t.raw_data = bytes,
-        // Non-empty raw data is what the tensor holds (it comes before `float_data`), so a float
-        // tensor's may stand in its `float_data`, which is read as it stands.
-        Some(Raw::F32(mut values)) if t.data_type == FLOAT => {
-            for v in &mut values {
-                *v = f32::from_bits(u32::from_le(v.to_bits()));
-            }
-            t.float_data = values;
-        }
-        // The type changed after the payload (a type written twice): the bytes as they were.
-        Some(Raw::F32(values)) => t.raw_data = bytemuck::cast_slice(&values).to_vec(),
+    if let Some(raw) = raw {
+        raw.store(&mut t);
     }
     Ok(t)
 }
@@ -311,7 +338,8 @@ mod tests {
     fn as_prost_reads(bytes: &[u8]) -> ModelProto {
         let mut m = ModelProto::decode(bytes).unwrap();
         for t in m.graph.iter_mut().flat_map(|g| &mut g.initializer) {
-            if t.data_type == FLOAT && !t.raw_data.is_empty() && t.raw_data.len() % 4 == 0 {
+            if t.data_type == FLOAT && !t.raw_data.is_empty() && t.raw_data.len().is_multiple_of(4)
+            {
                 t.float_data = std::mem::take(&mut t.raw_data)
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
