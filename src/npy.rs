@@ -24,7 +24,7 @@ pub fn read(path: &Path) -> Result<Array> {
         path: path.to_path_buf(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(io)?.len();
+    let size = crate::paths::regular_file(path)?;
     if size > crate::budget::budget().bytes {
         return Err(bad(
             path,

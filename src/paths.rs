@@ -17,6 +17,26 @@ pub fn cache_root() -> Option<PathBuf> {
         .or_else(|| set("HOME").map(|h| Path::new(&h).join(".cache/microscope")))
 }
 
+/// The size of the file at `path`, checked to be a regular file (links followed) before anything
+/// opens it: opening a named pipe waits for a writer, which would hang a notebook cell, and a
+/// folder or a device is not what a user meant to read.
+pub fn regular_file(path: &Path) -> crate::Result<u64> {
+    let meta = std::fs::metadata(path).map_err(|source| crate::Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(crate::Error::Format {
+            path: path.to_path_buf(),
+            reason: NOT_REGULAR.into(),
+        });
+    }
+    Ok(meta.len())
+}
+
+/// What [`regular_file`] says of anything else.
+pub const NOT_REGULAR: &str = "not a regular file (a folder, a pipe or a device)";
+
 /// A name (a node's, an image's caption) as a file name: `[A-Za-z0-9_.-]` kept, anything else
 /// becomes `_`, at most [`MAX_FILE_STEM`] characters.
 pub fn file_name(name: &str) -> String {

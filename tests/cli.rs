@@ -230,6 +230,42 @@ fn truncated_and_non_onnx_files() {
         &microscope(&["info", text.to_str().unwrap()]),
         &["notes.onnx", "ONNX"],
     );
+    // A folder, and a named pipe that no one writes to: refused at once, not read (the pipe
+    // would wait for a writer for ever).
+    let folder = tmp("folder.onnx");
+    let pipe = tmp("pipe.onnx");
+    for path in [&folder, &pipe] {
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_dir_all(path);
+    }
+    std::fs::create_dir_all(&folder).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new("timeout")
+            .arg("20")
+            .arg(env!("CARGO_BIN_EXE_microscope"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (path, name) in [(&folder, "folder.onnx"), (&pipe, "pipe.onnx")] {
+        let out = run(&["info".as_ref(), path.as_os_str()]);
+        assert_clean_failure(&out, &[name, "not a regular file"]);
+    }
+    // An input array, the same.
+    let out = run(&[
+        "eval".as_ref(),
+        "zoo:fashion".as_ref(),
+        "--input".as_ref(),
+        pipe.as_os_str(),
+        "--out".as_ref(),
+        tmp("pipe-out").as_os_str(),
+    ]);
+    assert_clean_failure(&out, &["pipe.onnx", "not a regular file"]);
 }
 
 #[test]

@@ -198,6 +198,23 @@ fn image_folder_is_resized_and_normalized_to_the_model_input() {
     let v = x.to_vec();
     let expect = |byte: f32| (byte / 255.0 - 0.5) / 0.25;
     assert!((v[0] - expect(200.0)).abs() < 1e-3 && (v[3 * 784] - expect(50.0)).abs() < 1e-3);
+    // A named pipe among the images is not read (opening it would wait for a writer).
+    let piped = tmp("piped-folder");
+    std::fs::create_dir_all(piped.join("x")).unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]))
+        .save(piped.join("x").join("a.png"))
+        .unwrap();
+    let pipe = piped.join("x").join("b.png");
+    let _ = std::fs::remove_file(&pipe);
+    let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+    assert!(made.unwrap().success());
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(Dataset::image_folder(&piped).map(|d| d.labels().len()));
+    });
+    let read = receive.recv_timeout(std::time::Duration::from_secs(60));
+    assert_eq!(read.expect("the pipe was opened").unwrap(), 1);
+
     let bad = tmp("bad-folder");
     std::fs::create_dir_all(bad.join("x")).unwrap();
     std::fs::write(bad.join("x").join("broken.png"), b"not a png").unwrap();

@@ -26,6 +26,8 @@ pub fn load(root: &Path) -> Result<Dataset> {
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .map_err(|e| io(&dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
+            // Regular files only (links followed): opening a named pipe would wait for ever.
+            .filter(|p| p.is_file())
             .filter(|p| {
                 let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase());
                 matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))

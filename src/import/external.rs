@@ -154,7 +154,10 @@ fn read(dir: &Path, t: &TensorProto, total: &mut usize) -> Result<Payload, Strin
     // Before opening: opening a named pipe waits for a writer.
     let meta = std::fs::metadata(&real).map_err(failed)?;
     if !meta.is_file() {
-        return Err(format!("external data {shown} is not a regular file"));
+        return Err(format!(
+            "external data {shown}: {}",
+            crate::paths::NOT_REGULAR
+        ));
     }
     let size = meta.len();
     let mut file = std::fs::File::open(&real).map_err(failed)?;

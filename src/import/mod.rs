@@ -47,6 +47,7 @@ pub fn parse_file(path: &Path, device: Device, extent: Extent) -> Result<(Networ
         path: path.to_path_buf(),
         source,
     };
+    crate::paths::regular_file(path)?;
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     let mut reader = external::Hashing::new(std::io::BufReader::new(file));
