@@ -585,6 +585,44 @@ fn external_tensors_that_share_their_bytes_are_held_to_the_memory_budget() {
     assert_success(&run("8M"));
 }
 
+/// A weight's data larger than the memory budget are refused before they are read, whatever
+/// shape the tensor declares (here one float that brings 2 MiB of data, against a 1 MiB
+/// budget); within the budget, its shape and data disagree.
+#[test]
+fn a_weight_larger_than_the_memory_budget_is_refused_before_it_is_read() {
+    use microscope::import::proto::TensorProto;
+    let heavy = TensorProto {
+        name: "heavy".into(),
+        dims: vec![1],
+        data_type: 1,
+        raw_data: vec![0u8; 2 << 20],
+        ..Default::default()
+    };
+    let bytes = support::model(
+        vec![support::node("Add", "add", &["x", "heavy"], &["y"], vec![])],
+        vec![heavy],
+        support::value_info("x", &[1, 1]),
+        "y",
+    );
+    let model = tmp("heavy.onnx");
+    std::fs::write(&model, bytes).unwrap();
+    let run = |budget: &str| {
+        Command::new(env!("CARGO_BIN_EXE_microscope"))
+            .args(["info", model.to_str().unwrap()])
+            .env("MICROSCOPE_MEMORY_BUDGET", budget)
+            .output()
+            .unwrap()
+    };
+    assert_clean_failure(
+        &run("1M"),
+        &["heavy.onnx", "initializer heavy", "2.0 MiB", "budget"],
+    );
+    assert_clean_failure(
+        &run("8M"),
+        &["initializer heavy", "524288 values for shape [1]"],
+    );
+}
+
 /// A layer that does not keep the batch on its first axis (its output broadcast to `[1, 3, N,
 /// 128]`, as a fuzzed quantized model's was): the unit view renders, and each tab that reads
 /// the layer image by image says why it cannot, rather than the run dying on rows that are not

@@ -60,6 +60,12 @@ pub fn parse_file(path: &Path, device: Device, extent: Extent) -> Result<(Networ
                 reason: not_onnx(reason),
             })
         }
+        Err(stream::ReadError::Budget(reason)) => {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                reason,
+            })
+        }
     };
     let stem = path
         .file_stem()
@@ -93,6 +99,7 @@ fn not_onnx(reason: String) -> String {
 pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
     let model = stream::read_model(bytes, bytes.len() as u64).map_err(|e| match e {
         stream::ReadError::Format(reason) => format_error(not_onnx(reason)),
+        stream::ReadError::Budget(reason) => format_error(reason),
         // Reading a slice fails only where it ends, which is a format error above.
         stream::ReadError::Io(e) => format_error(not_onnx(e.to_string())),
     })?;

@@ -41,6 +41,8 @@ pub enum ReadError {
     Io(std::io::Error),
     /// The bytes are not a protobuf ModelProto: what is wrong with them.
     Format(String),
+    /// A tensor's data are larger than the memory budget: which, and by how much.
+    Budget(String),
 }
 
 impl From<String> for ReadError {
@@ -170,6 +172,17 @@ fn read_tensor(input: &mut Input<impl Read>, end: u64) -> Result<TensorProto> {
             let raw_end = input.length_end(end)?;
             // Fits in usize: the bytes are in a file being read into memory (or in memory).
             let n = usize::try_from(raw_end - input.pos).map_err(|e| e.to_string())?;
+            // Within the file, but perhaps not within the memory this process may use: refused
+            // before it is allocated, naming the tensor where its name came first.
+            let budget = crate::budget::budget();
+            if n as u64 > budget.bytes {
+                let name = TensorProto::decode(&rest[..]).map(|t| t.name);
+                return Err(ReadError::Budget(format!(
+                    "initializer {}: its data take {}, over the {budget}",
+                    name.unwrap_or_default(),
+                    crate::budget::human(n as u64)
+                )));
+            }
             raw = Some(Payload::read(n, data_type == FLOAT, |buf| input.read(buf))?);
         } else if field == TENSOR_DATA_TYPE && wire == VARINT {
             let value = input.varint()?;
