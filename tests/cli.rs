@@ -542,6 +542,16 @@ onnx.save_model(m, sys.argv[2] + "/sub/ext.onnx", save_as_external_data=True,
     assert_ne!(before.digest(), after.digest());
 }
 
+/// `microscope info MODEL` under a memory budget of `budget`.
+fn info_with_budget(model: &Path, budget: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_microscope"))
+        .arg("info")
+        .arg(model)
+        .env("MICROSCOPE_MEMORY_BUDGET", budget)
+        .output()
+        .unwrap()
+}
+
 /// Tensors of external data may all point at the same bytes, so a small weights file can ask
 /// for any amount of memory: what they read in all must fit the memory budget, or the model is
 /// refused with one line (here 64 tensors of one 64 KiB range against a 1 MiB budget).
@@ -574,13 +584,7 @@ fn external_tensors_that_share_their_bytes_are_held_to_the_memory_budget() {
     );
     let model = dir.join("shared.onnx");
     std::fs::write(&model, bytes).unwrap();
-    let run = |budget: &str| {
-        Command::new(env!("CARGO_BIN_EXE_microscope"))
-            .args(["info", model.to_str().unwrap()])
-            .env("MICROSCOPE_MEMORY_BUDGET", budget)
-            .output()
-            .unwrap()
-    };
+    let run = |budget: &str| info_with_budget(&model, budget);
     assert_clean_failure(&run("1M"), &["external data", "budget", "w16"]);
     assert_success(&run("8M"));
 }
@@ -606,13 +610,7 @@ fn a_weight_larger_than_the_memory_budget_is_refused_before_it_is_read() {
     );
     let model = tmp("heavy.onnx");
     std::fs::write(&model, bytes).unwrap();
-    let run = |budget: &str| {
-        Command::new(env!("CARGO_BIN_EXE_microscope"))
-            .args(["info", model.to_str().unwrap()])
-            .env("MICROSCOPE_MEMORY_BUDGET", budget)
-            .output()
-            .unwrap()
-    };
+    let run = |budget: &str| info_with_budget(&model, budget);
     assert_clean_failure(
         &run("1M"),
         &["heavy.onnx", "initializer heavy", "2.0 MiB", "budget"],
