@@ -60,12 +60,12 @@ fi
 step "npm: playwright-core (tests/browser)"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 
-step "python venv with onnx==$ONNX_VERSION, onnxruntime, numpy, jupyter_client, nbclient, nbconvert, jupyterlab, notebook"
+step "python venv with onnx==$ONNX_VERSION, onnxruntime, numpy, sympy, jupyter_client, nbclient, nbconvert, jupyterlab, notebook"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-  "onnx==$ONNX_VERSION" onnxruntime numpy jupyter_client nbclient nbconvert nbformat jupyterlab notebook
+  "onnx==$ONNX_VERSION" onnxruntime numpy sympy jupyter_client nbclient nbconvert nbformat jupyterlab notebook
 
 # Everything cargo test will run, built once up front with the features cargo test resolves for
 # the whole workspace. Building only the CLI first (`cargo run --bin microscope`) resolved shared

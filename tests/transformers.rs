@@ -670,3 +670,66 @@ fn a_recurrent_layer_is_viewed_through_the_token_layer_after_it() {
     let first = values[0];
     assert!(vis.activations[0] > first + 0.1, "{values:?}");
 }
+
+/// onnxruntime's fused transformer ops (domain com.microsoft: Attention, SkipLayerNormalization
+/// and the GELUs, as its transformer optimizer and Hugging Face Optimum's `--optimize` write
+/// them into ViTs) compute what onnxruntime computes: two blocks made of them, written and run
+/// by tests/support/transformer_ops.py, every node's output within 1e-5. Each fused op that
+/// microscope lowers is in the model, and an attention's parts are layers of their own: its
+/// queries (a unit per channel) and its attention weights (a unit per head). And the ViT of
+/// `tests/reference/pytorch_export`, run through the optimizer, gives onnxruntime's logits.
+#[test]
+fn onnxruntimes_fused_transformer_ops_compute_what_onnxruntime_computes() {
+    let dir = tmp("transformer_ops");
+    let vit = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/pytorch_export/vit.onnx");
+    support::run_script("transformer_ops.py", &[dir.as_os_str(), vit.as_os_str()]);
+    let model = Model::load(dir.join("model.onnx")).unwrap();
+    let net = model.network();
+    let file = std::fs::read(dir.join("model.onnx")).unwrap();
+    let file = microscope::import::stream::read_model(file.as_slice(), file.len() as u64).unwrap();
+    let ops: Vec<String> = file
+        .graph
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.clone())
+        .collect();
+    for lowered in microscope::network::lower::LOWERED {
+        // The quantized ones are tests/exporters.rs's.
+        let quantized = lowered.into.contains("DequantizeLinear");
+        if lowered.domain == "com.microsoft" && !quantized {
+            assert!(
+                ops.iter().any(|o| o == lowered.name),
+                "{} is not in the model",
+                lowered.name
+            );
+        }
+    }
+    let x = npy::read(&dir.join("x.npy")).unwrap();
+    let x = microscope::DynTensor::from_host(&x.data, &x.shape, net.device().burn());
+    let outputs = net.outputs().to_vec();
+    let targets: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    let got = net.forward(&[("x", x)], &targets).unwrap();
+    for (name, got) in outputs.iter().zip(got) {
+        let want = npy::read(&dir.join(format!("{name}.npy"))).unwrap();
+        assert_eq!(got.dims(), want.shape, "{name}");
+        let got = got.to_vec();
+        let off = support::reference::mismatch(&got, &want.data, 1e-5, 1e-5);
+        assert!(off.is_none(), "{name}: {off:?}");
+    }
+    assert_eq!(model.layer("attention/query").unwrap().units, 8);
+    let weights = model.layer("attention2/attention").unwrap();
+    assert_eq!((weights.op.as_str(), weights.units), ("Softmax", 4));
+    println!("{} outputs match onnxruntime; ops {ops:?}", outputs.len());
+
+    // What the optimizer itself makes of a ViT as PyTorch exports it.
+    let vit = Model::load(dir.join("vit_optimized.onnx")).unwrap();
+    let net = vit.network();
+    let x = npy::read(&dir.join("vit_x.npy")).unwrap();
+    let x = microscope::DynTensor::from_host(&x.data, &x.shape, net.device().burn());
+    let logits = net.outputs()[0].clone();
+    let got = net.forward(&[("image", x)], &[&logits]).unwrap().remove(0);
+    let want = npy::read(&dir.join("vit_logits.npy")).unwrap();
+    let off = support::reference::mismatch(&got.to_vec(), &want.data, 1e-5, 1e-5);
+    assert!(off.is_none(), "optimized ViT logits: {off:?}");
+}

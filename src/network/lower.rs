@@ -14,6 +14,11 @@
 //! The float sums equal the integer ones as long as they stay below 2^24 in magnitude; larger
 //! ones round in the last place, and a value that lands within that of a rounding boundary is
 //! quantized one step off onnxruntime's (a few in 10^5 per layer, on the light models).
+//!
+//! Also onnxruntime's fused transformer ops, which its transformer optimizer (and Hugging Face
+//! Optimum's `--optimize`) writes into ViTs and other transformers: Attention,
+//! SkipLayerNormalization and the GELUs. Each becomes the ops it fuses, so that its parts are
+//! layers of their own: an attention's queries, keys, values and attention weights.
 
 use std::collections::{HashMap, HashSet};
 
@@ -141,6 +146,48 @@ pub static LOWERED: &[Lowering] = &[
         into: "DequantizeLinear, Softmax, QuantizeLinear",
         lower: softmax,
     },
+    Lowering {
+        domain: MICROSOFT,
+        name: "Attention",
+        opsets: "1",
+        into: "MatMul, Add, Reshape, Transpose, Mul, Softmax",
+        lower: attention,
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "BiasGelu",
+        opsets: "1",
+        into: "Add, Gelu",
+        lower: |l, n| gelu(l, n, "none"),
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "FastGelu",
+        opsets: "1",
+        into: "Add, Gelu",
+        lower: |l, n| gelu(l, n, "tanh"),
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "Gelu",
+        opsets: "1",
+        into: "Gelu",
+        lower: |l, n| gelu(l, n, "none"),
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "QuickGelu",
+        opsets: "1",
+        into: "Mul, Sigmoid",
+        lower: quick_gelu,
+    },
+    Lowering {
+        domain: MICROSOFT,
+        name: "SkipLayerNormalization",
+        opsets: "1",
+        into: "Add, LayerNormalization",
+        lower: skip_layer_norm,
+    },
 ];
 
 /// onnxruntime's domain.
@@ -160,16 +207,20 @@ pub fn output_zero_point(domain: &str, op: &str) -> Option<usize> {
         ("", "QLinearConv" | "QLinearMatMul") | (MICROSOFT, "QLinearAdd" | "QLinearMul") => 7,
         (MICROSOFT, "QLinearConcat") => 1,
         (MICROSOFT, "QGemm") => 8,
-        (MICROSOFT, _) if spec(domain, op).is_some() => 4,
+        (MICROSOFT, op) if op.starts_with("QLinear") && spec(domain, op).is_some() => 4,
         _ => return None,
     })
 }
 
 /// Replaces every node of a lowered op by the nodes it runs as. New tensors and constants are
 /// named after the node (`conv1/weight`), apart from every name the file uses.
+///
+/// A constant that a lowering replaced by its parts (Attention's weights, split into the
+/// queries', keys' and values') is dropped when nothing else reads it.
 pub(crate) fn lower(
     nodes: Vec<Node>,
     constants: &mut HashMap<String, HostTensor>,
+    outputs: &[String],
 ) -> Result<Vec<Node>> {
     if !nodes.iter().any(|n| spec(&n.domain, &n.op).is_some()) {
         return Ok(nodes);
@@ -191,12 +242,21 @@ pub(crate) fn lower(
         tensors,
         taken,
         scalars,
+        replaced: Vec::new(),
     };
     let mut out = Vec::with_capacity(nodes.len());
     for node in nodes {
         match spec(&node.domain, &node.op) {
             Some(l) => out.extend((l.lower)(&mut lowerer, &node)?),
             None => out.push(node),
+        }
+    }
+    if !lowerer.replaced.is_empty() {
+        let read: HashSet<&String> = out.iter().flat_map(|n| &n.inputs).chain(outputs).collect();
+        for name in &lowerer.replaced {
+            if !read.contains(name) {
+                lowerer.constants.remove(name);
+            }
         }
     }
     Ok(out)
@@ -210,6 +270,8 @@ struct Lowerer<'a> {
     taken: HashSet<String>,
     /// Tensors known to be scalars without being constants.
     scalars: HashSet<String>,
+    /// Constants that a lowering replaced by its parts.
+    replaced: Vec<String>,
 }
 
 impl Lowerer<'_> {
@@ -309,19 +371,34 @@ const CONV_ATTRS: &[&str] = &[
     "strides",
 ];
 
+/// `min` to `max` inputs and one output.
 fn check_arity(node: &Node, min: usize, max: usize) -> Result<()> {
-    let n = node.inputs.len();
-    if n < min || n > max || node.outputs.len() != 1 {
-        return Err(Error::node(
-            &node.name,
-            &node.op,
-            format!(
-                "expects {min} to {max} inputs and one output, has {n} and {}",
-                node.outputs.len()
-            ),
-        ));
+    check_counts(node, min..=max, 1..=1)
+}
+
+fn check_counts(
+    node: &Node,
+    inputs: std::ops::RangeInclusive<usize>,
+    outputs: std::ops::RangeInclusive<usize>,
+) -> Result<()> {
+    let (k, m) = (node.inputs.len(), node.outputs.len());
+    if inputs.contains(&k) && outputs.contains(&m) {
+        return Ok(());
     }
-    Ok(())
+    let count = |r: &std::ops::RangeInclusive<usize>, what: &str| match (r.start(), r.end()) {
+        (1, 1) => format!("one {what}"),
+        (a, b) if a == b => format!("{a} {what}s"),
+        (a, b) => format!("{a} to {b} {what}s"),
+    };
+    Err(Error::node(
+        &node.name,
+        &node.op,
+        format!(
+            "expects {} and {}, has {k} and {m}",
+            count(&inputs, "input"),
+            count(&outputs, "output")
+        ),
+    ))
 }
 
 /// `y = quantize(conv(dequantize(x), dequantize(w)) + dequantize(B))`; B is INT32 at scale
@@ -569,5 +646,259 @@ fn qgemm(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
     let gemm = l.node(n, "Gemm", "", gemm_inputs, None, attrs);
     let q = quantize(l, n, &gemm, y_scale, y_zero);
     out.extend([gemm, q]);
+    Ok(out)
+}
+
+/// An input that must be absent (or empty): the error names what the lowering does not run.
+fn absent(n: &Node, i: usize, what: &str) -> Result<()> {
+    if input(n, i).is_empty() {
+        return Ok(());
+    }
+    Err(Error::node(
+        &n.name,
+        &n.op,
+        format!("its {what} input is not supported"),
+    ))
+}
+
+/// BiasGelu, FastGelu and onnxruntime's Gelu: `gelu(x + bias)`, the bias optional but for
+/// BiasGelu; GELU exact (`"none"`) or tanh-approximated.
+fn gelu(l: &mut Lowerer, n: &Node, approximate: &str) -> Result<Vec<Node>> {
+    check_arity(n, 1, 2)?;
+    let [x, bias] = std::array::from_fn(|i| input(n, i));
+    let mut out = Vec::new();
+    let x = if bias.is_empty() {
+        x
+    } else {
+        let add = l.node(n, "Add", "bias", vec![x, bias], None, vec![]);
+        let sum = add.outputs[0].clone();
+        out.push(add);
+        sum
+    };
+    let attrs = vec![("approximate", Attr::String(approximate.into()))];
+    let output = Some(n.outputs[0].clone());
+    out.push(l.node(n, "Gelu", "", vec![x], output, attrs));
+    // Gelu is opset 20's.
+    out.last_mut().unwrap().opset = n.opset.max(20);
+    Ok(out)
+}
+
+/// QuickGelu: `x · sigmoid(alpha · x)`.
+fn quick_gelu(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_arity(n, 1, 1)?;
+    let x = input(n, 0);
+    let alpha = l.fresh(format!("{}/alpha", n.name));
+    let value = n.float("alpha", 1.702)?;
+    l.constants
+        .insert(alpha.clone(), HostTensor::f32(vec![], vec![value]));
+    let scaled = l.node(n, "Mul", "scaled", vec![x.clone(), alpha], None, vec![]);
+    let inputs = vec![scaled.outputs[0].clone()];
+    let gate = l.node(n, "Sigmoid", "gate", inputs, None, vec![]);
+    let inputs = vec![x, gate.outputs[0].clone()];
+    let output = Some(n.outputs[0].clone());
+    let product = l.node(n, "Mul", "", inputs, output, vec![]);
+    Ok(vec![scaled, gate, product])
+}
+
+/// SkipLayerNormalization: `layer_norm(input + skip + bias)` over the last axis, with gamma and
+/// beta; its outputs are the normalized sum, the mean and inverse standard deviation, and the
+/// sum itself (which the next one in a chain reads).
+fn skip_layer_norm(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_counts(n, 3..=5, 1..=4)?;
+    let [x, skip, gamma, beta, bias] = std::array::from_fn(|i| input(n, i));
+    let output = |i: usize| n.outputs.get(i).filter(|o| !o.is_empty()).cloned();
+    let sum_output = if bias.is_empty() { output(3) } else { None };
+    let add = l.node(n, "Add", "skip", vec![x, skip], sum_output, vec![]);
+    let mut sum = add.outputs[0].clone();
+    let mut out = vec![add];
+    if !bias.is_empty() {
+        let add = l.node(n, "Add", "bias", vec![sum, bias], output(3), vec![]);
+        sum = add.outputs[0].clone();
+        out.push(add);
+    }
+    let mut inputs = vec![sum, gamma];
+    if !beta.is_empty() {
+        inputs.push(beta);
+    }
+    // onnxruntime's default epsilon.
+    let epsilon = n.float("epsilon", 1e-12)?;
+    let attrs = vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(epsilon))];
+    let mut norm = l.node(n, "LayerNormalization", "", inputs, output(0), attrs);
+    norm.opset = n.opset.max(17);
+    if output(1).is_some() || output(2).is_some() {
+        let statistic = |l: &mut Lowerer, i: usize, what: &str| {
+            output(i).unwrap_or_else(|| l.fresh(format!("{}/{what}", n.name)))
+        };
+        let mean = statistic(l, 1, "mean");
+        let inv_std = statistic(l, 2, "inv_std_var");
+        norm.outputs.extend([mean, inv_std]);
+    }
+    out.push(norm);
+    Ok(out)
+}
+
+/// Attention (onnxruntime's, as its transformer optimizer fuses a ViT's or BERT's): the input
+/// `[B, S, D]` projected by one weight `[D, Q + K + V]` (and bias) into queries, keys and values,
+/// each split into `num_heads` heads; `softmax(q kᵀ · scale)` over the keys; the heads' weighted
+/// values joined again, `[B, S, V]`. Without a mask, a cache, an attention bias or rotary
+/// embeddings, which vision transformers do not use (each is an error naming the node).
+///
+/// The weight and bias are split into one per projection, so that the queries, keys and values
+/// are layers of their own (`{node}/query`, `/key`, `/value`), as are the attention weights
+/// (`{node}/attention`).
+fn attention(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_counts(n, 2..=7, 1..=2)?;
+    if n.outputs.get(1).is_some_and(|o| !o.is_empty()) {
+        return Err(Error::node(
+            &n.name,
+            &n.op,
+            "its present output (a cache) is not supported",
+        ));
+    }
+    for (i, what) in [
+        (3, "mask_index"),
+        (4, "past"),
+        (5, "attention_bias"),
+        (6, "past_sequence_length"),
+    ] {
+        absent(n, i, what)?;
+    }
+    let fail = |reason: String| Error::node(&n.name, &n.op, reason);
+    for (attr, what) in [
+        ("unidirectional", "a causal mask"),
+        ("do_rotary", "rotary embeddings"),
+    ] {
+        if n.int(attr, 0)? != 0 {
+            return Err(fail(format!("{attr} ({what}) is not supported")));
+        }
+    }
+    let [x, weight, bias] = std::array::from_fn(|i| input(n, i));
+    let heads = n.int("num_heads", 0)?;
+    let w = l
+        .constants
+        .get(&weight)
+        .ok_or_else(|| fail(format!("its weights {weight:?} must be a constant")))?;
+    let &[rows, columns] = w.shape.as_slice() else {
+        return Err(fail(format!("weights of shape {:?}: not 2-D", w.shape)));
+    };
+    let sizes = match n.ints("qkv_hidden_sizes")? {
+        Some(s) => s,
+        None => vec![(columns / 3) as i64; 3],
+    };
+    let usable = |s: i64| s > 0 && heads > 0 && s % heads == 0;
+    if sizes.len() != 3
+        || !sizes.iter().all(|&s| usable(s))
+        || sizes[0] != sizes[1]
+        || sizes.iter().try_fold(0i64, |sum, &s| sum.checked_add(s)) != Some(columns as i64)
+    {
+        return Err(fail(format!(
+            "qkv_hidden_sizes {sizes:?} with {heads} heads: the sizes must be whole numbers of \
+             heads, equal for queries and keys, and add up to the weights' {columns} columns"
+        )));
+    }
+    let sizes: Vec<usize> = sizes.iter().map(|&s| s as usize).collect();
+    let w = w.to_f32();
+    l.replaced.push(weight.clone());
+    let b = match bias.is_empty() {
+        true => None,
+        false => {
+            let b = l
+                .constants
+                .get(&bias)
+                .ok_or_else(|| fail(format!("its bias {bias:?} must be a constant")))?;
+            if b.shape != [columns] {
+                return Err(fail(format!(
+                    "bias of shape {:?} for weights of {columns} columns",
+                    b.shape
+                )));
+            }
+            l.replaced.push(bias.clone());
+            Some(b.to_f32())
+        }
+    };
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (role, size) in ["query", "key", "value"].into_iter().zip(&sizes) {
+        let columns_of = |row: &[f32]| row[start..start + size].to_vec();
+        let weight_part: Vec<f32> = w.chunks_exact(columns).flat_map(columns_of).collect();
+        let name = l.fresh(format!("{}/{role}_weight", n.name));
+        l.constants.insert(
+            name.clone(),
+            HostTensor::f32(vec![rows, *size], weight_part),
+        );
+        let projected = match &b {
+            None => l.node(n, "MatMul", role, vec![x.clone(), name], None, vec![]),
+            Some(b) => {
+                let inputs = vec![x.clone(), name];
+                let product = l.node(n, "MatMul", &format!("{role}_matmul"), inputs, None, vec![]);
+                let bias_name = l.fresh(format!("{}/{role}_bias", n.name));
+                let bias_part = b[start..start + size].to_vec();
+                l.constants
+                    .insert(bias_name.clone(), HostTensor::f32(vec![*size], bias_part));
+                let inputs = vec![product.outputs[0].clone(), bias_name];
+                out.push(product);
+                l.node(n, "Add", role, inputs, None, vec![])
+            }
+        };
+        // [B, S, size] → [B, S, heads, size / heads] → [B, heads, S, size / heads] (keys:
+        // [B, heads, size / heads, S], ready for the product with the queries).
+        let shape = l.fresh(format!("{}/{role}_heads_shape", n.name));
+        let head = size / heads as usize;
+        l.constants.insert(
+            shape.clone(),
+            HostTensor::i64(vec![4], vec![0, 0, heads, head as i64]),
+        );
+        let inputs = vec![projected.outputs[0].clone(), shape];
+        let split = l.node(n, "Reshape", &format!("{role}_heads"), inputs, None, vec![]);
+        let perm = if role == "key" {
+            [0, 2, 3, 1]
+        } else {
+            [0, 2, 1, 3]
+        };
+        let inputs = vec![split.outputs[0].clone()];
+        let perm = vec![("perm", Attr::Ints(perm.to_vec()))];
+        let turned = l.node(
+            n,
+            "Transpose",
+            &format!("{role}_by_head"),
+            inputs,
+            None,
+            perm,
+        );
+        parts.push(turned.outputs[0].clone());
+        out.extend([projected, split, turned]);
+        start += size;
+    }
+    let head = (sizes[0] / heads as usize) as f32;
+    let scale = n.float("scale", 1.0 / head.sqrt())?;
+    let scores = l.node(n, "MatMul", "scores", parts[..2].to_vec(), None, vec![]);
+    let scale_name = l.fresh(format!("{}/scale", n.name));
+    l.constants
+        .insert(scale_name.clone(), HostTensor::f32(vec![], vec![scale]));
+    let inputs = vec![scores.outputs[0].clone(), scale_name];
+    let scaled = l.node(n, "Mul", "scaled_scores", inputs, None, vec![]);
+    let inputs = vec![scaled.outputs[0].clone()];
+    let mut weights = l.node(
+        n,
+        "Softmax",
+        "attention",
+        inputs,
+        None,
+        vec![("axis", Attr::Int(-1))],
+    );
+    weights.opset = n.opset.max(13);
+    let inputs = vec![weights.outputs[0].clone(), parts[2].clone()];
+    let context = l.node(n, "MatMul", "context", inputs, None, vec![]);
+    let inputs = vec![context.outputs[0].clone()];
+    let perm = vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))];
+    let joined = l.node(n, "Transpose", "context_by_position", inputs, None, perm);
+    let shape = l.fresh(format!("{}/output_shape", n.name));
+    l.constants
+        .insert(shape.clone(), HostTensor::i64(vec![3], vec![0, 0, -1]));
+    let inputs = vec![joined.outputs[0].clone(), shape];
+    let output = Some(n.outputs[0].clone());
+    let merged = l.node(n, "Reshape", "", inputs, output, vec![]);
+    out.extend([scores, scaled, weights, context, joined, merged]);
     Ok(out)
 }

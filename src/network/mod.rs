@@ -252,7 +252,7 @@ impl Network {
         aliases: Vec<(String, String)>,
         device: Device,
     ) -> Result<Self> {
-        let nodes = lower::lower(nodes, &mut constants)?;
+        let nodes = lower::lower(nodes, &mut constants, &outputs)?;
         let mut specs = Vec::with_capacity(nodes.len());
         for n in &nodes {
             let spec = ops::spec(&n.op).filter(|_| n.domain.is_empty());

@@ -262,3 +262,19 @@ pub fn venv_python() -> PathBuf {
     );
     python
 }
+
+/// Runs `tests/support/SCRIPT` with the test venv's Python and `args`; fails the test with the
+/// script's stderr if it fails.
+pub fn run_script(script: &str, args: &[&std::ffi::OsStr]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(venv_python())
+        .arg(root.join("tests/support").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -58,27 +58,34 @@ def main():
         op("QLinearSoftmax", ["global_average_pool"] + gap + soft, "softmax", axis=1, opset=13),
     ]
     outputs = [n.output[0] for n in nodes[1:]]
+    x = np.random.default_rng(0).uniform(-1.2, 1.2, (1, 4, 6, 6)).astype(np.float32)
+    write_with_values(out, "quantized_ops", nodes, inits, x, outputs, TensorProto.UINT8, 13)
+
+
+def write_with_values(out, name, nodes, inits, x, outputs, output_type, opset):
+    """Saves the graph of `nodes` on input "x" as OUT/model.onnx (ONNX's domain at `opset`,
+    onnxruntime's at 1), `x` as OUT/x.npy, and what onnxruntime computes for each of `outputs`
+    (graph optimizations off, so each node runs as written) as OUT/<output>.npy, in float32."""
+    shape = ["batch"] + list(x.shape[1:])
     graph = helper.make_graph(
         nodes,
-        "quantized_ops",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
-        [helper.make_tensor_value_info(o, TensorProto.UINT8, None) for o in outputs],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(o, output_type, None) for o in outputs],
         inits,
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(MS, 1)]
+        graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(MS, 1)]
     )
     path = os.path.join(out, "model.onnx")
     onnx.save(model, path)
-    x = np.random.default_rng(0).uniform(-1.2, 1.2, (1, 4, 6, 6)).astype(np.float32)
     np.save(os.path.join(out, "x.npy"), x)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    for name, value in zip(outputs, session.run(outputs, {"x": x})):
-        np.save(os.path.join(out, f"{name}.npy"), value.astype(np.float32))
-    print(f"{path}: {len(outputs)} ops")
-
+    for output, value in zip(outputs, session.run(outputs, {"x": x})):
+        np.save(os.path.join(out, f"{output}.npy"), value.astype(np.float32))
+    print(f"{path}: {len(nodes)} nodes, {len(outputs)} outputs")
 
 if __name__ == "__main__":
     main()
