@@ -740,8 +740,9 @@ fn skip_layer_norm(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
 /// Attention (onnxruntime's, as its transformer optimizer fuses a ViT's or BERT's): the input
 /// `[B, S, D]` projected by one weight `[D, Q + K + V]` (and bias) into queries, keys and values,
 /// each split into `num_heads` heads; `softmax(q kᵀ · scale)` over the keys; the heads' weighted
-/// values joined again, `[B, S, V]`. Without a mask, a cache, an attention bias or rotary
-/// embeddings, which vision transformers do not use (each is an error naming the node).
+/// values joined again, `[B, S, V]`; an attention bias, where there is one, is added to the
+/// scores. Without a mask, a cache or rotary embeddings, which vision transformers do not use
+/// (each is an error naming the node).
 ///
 /// The weight and bias are split into one per projection, so that the queries, keys and values
 /// are layers of their own (`{node}/query`, `/key`, `/value`), as are the attention weights
@@ -755,12 +756,7 @@ fn attention(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
             "its present output (a cache) is not supported",
         ));
     }
-    for (i, what) in [
-        (3, "mask_index"),
-        (4, "past"),
-        (5, "attention_bias"),
-        (6, "past_sequence_length"),
-    ] {
+    for (i, what) in [(3, "mask_index"), (4, "past"), (6, "past_sequence_length")] {
         absent(n, i, what)?;
     }
     let fail = |reason: String| Error::node(&n.name, &n.op, reason);
@@ -878,7 +874,17 @@ fn attention(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
         .insert(scale_name.clone(), HostTensor::f32(vec![], vec![scale]));
     let inputs = vec![scores.outputs[0].clone(), scale_name];
     let scaled = l.node(n, "Mul", "scaled_scores", inputs, None, vec![]);
-    let inputs = vec![scaled.outputs[0].clone()];
+    let mut logits = scaled.outputs[0].clone();
+    out.extend([scores, scaled]);
+    // A bias on the scores (BEiT's and Swin's relative positions), `[B or 1, heads, S, S]`.
+    let attention_bias = input(n, 5);
+    if !attention_bias.is_empty() {
+        let inputs = vec![logits, attention_bias];
+        let biased = l.node(n, "Add", "biased_scores", inputs, None, vec![]);
+        logits = biased.outputs[0].clone();
+        out.push(biased);
+    }
+    let inputs = vec![logits];
     let mut weights = l.node(
         n,
         "Softmax",
@@ -899,6 +905,6 @@ fn attention(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
     let inputs = vec![joined.outputs[0].clone(), shape];
     let output = Some(n.outputs[0].clone());
     let merged = l.node(n, "Reshape", "", inputs, output, vec![]);
-    out.extend([scores, scaled, weights, context, joined, merged]);
+    out.extend([weights, context, joined, merged]);
     Ok(out)
 }

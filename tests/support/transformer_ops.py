@@ -62,9 +62,11 @@ def main():
         # No beta, no bias, onnxruntime's default epsilon; the mean and deviation too.
         op("SkipLayerNormalization", ["down", "sum1", param("g2", D)],
            ["norm2", "norm2_mean", "norm2_inv_std"]),
-        # Values wider than queries and keys, 4 heads, a scale of its own, no bias.
-        op("Attention", ["norm2", param("qkv2", D, 8 + 8 + 12)], "attention2", num_heads=4,
-           qkv_hidden_sizes=[8, 8, 12], scale=0.3),
+        # Values wider than queries and keys, 4 heads, a scale of its own, no bias, a bias on
+        # the scores (as relative positions are).
+        op("Attention",
+           ["norm2", param("qkv2", D, 8 + 8 + 12), "", "", "", param("scores_b", 1, 4, 5, 5)],
+           "attention2", num_heads=4, qkv_hidden_sizes=[8, 8, 12], scale=0.3),
     ]
     outputs = [o for n in nodes for o in n.output if o]
     x = rng.normal(0, 1, (2, 5, D)).astype(np.float32)
