@@ -1,8 +1,11 @@
-//! Where microscope keeps files between runs, and how it names the files it writes. A leaf: the
-//! technique cache and the zoo's downloads both live under [`cache_root`]; the CLI's outputs and
-//! saved images are named by [`file_names`].
+//! Where microscope keeps files between runs, how it names the files it writes, and which files
+//! it will open. A leaf (it knows only the error type): the technique cache and the zoo's
+//! downloads both live under [`cache_root`]; the CLI's outputs and saved images are named by
+//! [`file_names`]; models, arrays and images are checked by [`regular_file`].
 
 use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
 
 /// The environment variable that sets the cache folder.
 pub const CACHE_ENV: &str = "MICROSCOPE_CACHE";
@@ -20,13 +23,13 @@ pub fn cache_root() -> Option<PathBuf> {
 /// The size of the file at `path`, checked to be a regular file (links followed) before anything
 /// opens it: opening a named pipe waits for a writer, which would hang a notebook cell, and a
 /// folder or a device is not what a user meant to read.
-pub fn regular_file(path: &Path) -> crate::Result<u64> {
-    let meta = std::fs::metadata(path).map_err(|source| crate::Error::Io {
+pub fn regular_file(path: &Path) -> Result<u64> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
     if !meta.is_file() {
-        return Err(crate::Error::Format {
+        return Err(Error::Format {
             path: path.to_path_buf(),
             reason: NOT_REGULAR.into(),
         });
