@@ -47,39 +47,28 @@ pub fn parse_file(path: &Path, device: Device, extent: Extent) -> Result<(Networ
         path: path.to_path_buf(),
         source,
     };
+    // Errors from reading and parsing carry no path: this one's.
+    let at_path = |e: Error| match e {
+        Error::Format { reason, .. } => Error::Format {
+            path: path.to_path_buf(),
+            reason,
+        },
+        other => other.in_model(path),
+    };
     crate::paths::regular_file(path)?;
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     let mut reader = external::Hashing::new(std::io::BufReader::new(file));
-    let model = match stream::read_model(&mut reader, len) {
-        Ok(model) => model,
-        Err(stream::ReadError::Io(source)) => return Err(io(source)),
-        Err(stream::ReadError::Format(reason)) => {
-            return Err(Error::Format {
-                path: path.to_path_buf(),
-                reason: not_onnx(reason),
-            })
-        }
-        Err(stream::ReadError::Budget(reason)) => {
-            return Err(Error::Format {
-                path: path.to_path_buf(),
-                reason,
-            })
-        }
-    };
+    let model = stream::read_model(&mut reader, len).map_err(|e| match e {
+        stream::ReadError::Io(source) => io(source),
+        other => at_path(read_error(other)),
+    })?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut external = ExternalData::beside(path, reader.into_digest());
-    let network =
-        parse_model(model, &stem, device, &mut external, extent).map_err(|e| match e {
-            Error::Format { reason, .. } => Error::Format {
-                path: path.to_path_buf(),
-                reason,
-            },
-            other => other.in_model(path),
-        })?;
+    let network = parse_model(model, &stem, device, &mut external, extent).map_err(at_path)?;
     Ok((network, external.digest()))
 }
 
@@ -90,19 +79,22 @@ fn format_error(reason: impl Into<String>) -> Error {
     }
 }
 
-fn not_onnx(reason: String) -> String {
-    format!("not a valid ONNX model (protobuf: {reason})")
+/// What [`stream::read_model`]'s error says, without a path.
+fn read_error(e: stream::ReadError) -> Error {
+    let not_onnx = |reason| format!("not a valid ONNX model (protobuf: {reason})");
+    format_error(match e {
+        stream::ReadError::Format(reason) => not_onnx(reason),
+        stream::ReadError::Budget(reason) => reason,
+        // Only from a slice here, which fails only where it ends (parse_file reports a file's
+        // own I/O errors as such).
+        stream::ReadError::Io(e) => not_onnx(e.to_string()),
+    })
 }
 
 /// Parses ONNX bytes; errors carry no path (the caller adds it). A tensor stored in an external
 /// file is an error here: there is no folder to read it from (see [`parse_file`]).
 pub fn parse_onnx(bytes: &[u8], name: &str, device: Device) -> Result<Network> {
-    let model = stream::read_model(bytes, bytes.len() as u64).map_err(|e| match e {
-        stream::ReadError::Format(reason) => format_error(not_onnx(reason)),
-        stream::ReadError::Budget(reason) => format_error(reason),
-        // Reading a slice fails only where it ends, which is a format error above.
-        stream::ReadError::Io(e) => format_error(not_onnx(e.to_string())),
-    })?;
+    let model = stream::read_model(bytes, bytes.len() as u64).map_err(read_error)?;
     parse_model(
         model,
         name,
