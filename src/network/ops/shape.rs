@@ -761,16 +761,20 @@ pub fn pad<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         let picks: Vec<usize> = src.iter().map(|s| s.unwrap_or(0)).collect();
         t = select(t, a, &picks, ctx.device);
         if src.iter().any(Option::is_none) {
-            // Constant mode: overwrite fill positions along this axis.
+            // Constant mode: overwrite fill positions along this axis. Selected, not blended
+            // (`s · keep + value · (1 - keep)`): an infinite value (an attention mask padded
+            // with -∞) or an infinite element times 0 is NaN.
             let mut mask_shape = vec![1; rank];
             mask_shape[a] = src.len();
-            let keep: Vec<f32> = src
+            let fill: Vec<f32> = src
                 .iter()
-                .map(|s| if s.is_some() { 1.0 } else { 0.0 })
+                .map(|s| if s.is_some() { 0.0 } else { 1.0 })
                 .collect();
-            let keep = DynTensor::from_host_on(&keep, &mask_shape, ctx.device).into_storage();
-            let fill = keep.clone().neg().add_scalar(1.0).mul_scalar(value);
-            t = t.map(|s| s * keep + fill);
+            let fill = DynTensor::from_host_on(&fill, &mask_shape, ctx.device).into_storage();
+            t = t.map(|s| {
+                let fill = fill.equal_elem(1.0).expand(s.shape());
+                s.mask_fill(fill, value)
+            });
         }
     }
     Ok(vec![Value::Device(t)])
