@@ -134,6 +134,7 @@ mod tests {
         vec![InputSpec {
             name: "image".into(),
             shape: shape.to_vec(),
+            elem: None,
         }]
     }
 

@@ -142,20 +142,21 @@ fn parse_model(
         .input
         .iter()
         .filter(|i| !constants.contains_key(&i.name))
-        .map(|i| InputSpec {
-            name: i.name.clone(),
-            shape: i
-                .r#type
-                .as_ref()
-                .and_then(|t| t.tensor_type.as_ref())
-                .and_then(|t| t.shape.as_ref())
-                .map(|s| {
-                    s.dim
-                        .iter()
-                        .map(|d| d.dim_value.filter(|&v| v > 0).map(|v| v as usize))
-                        .collect()
-                })
-                .unwrap_or_default(),
+        .map(|i| {
+            let tensor_type = i.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
+            InputSpec {
+                name: i.name.clone(),
+                elem: tensor_type.and_then(|t| crate::network::ops::elem_of(t.elem_type.into())),
+                shape: tensor_type
+                    .and_then(|t| t.shape.as_ref())
+                    .map(|s| {
+                        s.dim
+                            .iter()
+                            .map(|d| d.dim_value.filter(|&v| v > 0).map(|v| v as usize))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
         })
         .collect();
 

@@ -19,12 +19,18 @@
 //! Optimum's `--optimize`) writes into ViTs and other transformers: Attention,
 //! SkipLayerNormalization and the GELUs. Each becomes the ops it fuses, so that its parts are
 //! layers of their own: an attention's queries, keys, values and attention weights.
+//!
+//! And ONNX's own Attention and RMSNormalization (opset 23), which PyTorch's exporter writes
+//! from opset 23 on ([`attention`]).
 
 use std::collections::{HashMap, HashSet};
 
 use super::node::{Attr, Node};
-use super::value::HostTensor;
+use super::value::{Elem, HostTensor};
+use super::InputSpec;
 use crate::error::{Error, Result};
+
+mod attention;
 
 /// One op that runs lowered.
 pub struct Lowering {
@@ -57,6 +63,13 @@ impl Lowering {
 pub static LOWERED: &[Lowering] = &[
     Lowering {
         domain: "",
+        name: "Attention",
+        opsets: "23–25",
+        into: "MatMul, Mul, Add, Softmax, Where, Reshape, Transpose, Shape, Range",
+        lower: attention::onnx_attention,
+    },
+    Lowering {
+        domain: "",
         name: "ConvInteger",
         opsets: "10",
         into: "DequantizeLinear, Conv",
@@ -68,6 +81,13 @@ pub static LOWERED: &[Lowering] = &[
         opsets: "10",
         into: "DequantizeLinear, MatMul",
         lower: matmul_integer,
+    },
+    Lowering {
+        domain: "",
+        name: "RMSNormalization",
+        opsets: "23",
+        into: "Mul, ReduceMean, Add, Sqrt, Div",
+        lower: attention::rms_normalization,
     },
     Lowering {
         domain: "",
@@ -220,6 +240,7 @@ pub fn output_zero_point(domain: &str, op: &str) -> Option<usize> {
 pub(crate) fn lower(
     nodes: Vec<Node>,
     constants: &mut HashMap<String, HostTensor>,
+    inputs: &[InputSpec],
     outputs: &[String],
 ) -> Result<Vec<Node>> {
     if !nodes.iter().any(|n| spec(&n.domain, &n.op).is_some()) {
@@ -237,11 +258,13 @@ pub(crate) fn lower(
         .filter(|n| n.domain.is_empty() && n.op == "DynamicQuantizeLinear")
         .flat_map(|n| n.outputs.iter().skip(1).cloned())
         .collect();
+    let booleans = booleans(&nodes, constants, inputs);
     let mut lowerer = Lowerer {
         constants,
         tensors,
         taken,
         scalars,
+        booleans,
         replaced: Vec::new(),
     };
     let mut out = Vec::with_capacity(nodes.len());
@@ -262,6 +285,48 @@ pub(crate) fn lower(
     Ok(out)
 }
 
+/// The tensors of a graph that hold booleans, as far as it says: boolean inputs and constants,
+/// what comparisons, logic ops and casts to BOOL make, and what ops that move values around make
+/// of them. ONNX's Attention takes a boolean mask (which keys to attend to) or a float one (a
+/// bias added to the scores), and the runtime's values only say which once they are computed.
+fn booleans(
+    nodes: &[Node],
+    constants: &HashMap<String, HostTensor>,
+    inputs: &[InputSpec],
+) -> HashSet<String> {
+    let mut known: HashSet<String> = constants
+        .iter()
+        .filter(|(_, c)| c.elem == Elem::Bool)
+        .map(|(name, _)| name.clone())
+        .chain(
+            inputs
+                .iter()
+                .filter(|i| i.elem == Some(Elem::Bool))
+                .map(|i| i.name.clone()),
+        )
+        .collect();
+    for n in nodes.iter().filter(|n| n.domain.is_empty()) {
+        let reads = |i: usize| n.inputs.get(i).is_some_and(|t| known.contains(t));
+        let boolean = match n.op.as_str() {
+            "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or"
+            | "Xor" | "Not" | "IsNaN" | "IsInf" => true,
+            "Cast" => n.int("to", 0).ok() == Some(9),
+            "Constant" => {
+                matches!(n.attrs.get("value"), Some(Attr::Tensor(t)) if t.elem == Elem::Bool)
+            }
+            "Identity" | "Reshape" | "Unsqueeze" | "Squeeze" | "Expand" | "Transpose"
+            | "Flatten" | "Slice" | "Gather" | "Tile" | "Pad" => reads(0),
+            "Concat" => (0..n.inputs.len()).any(reads),
+            "Where" => reads(1),
+            _ => false,
+        };
+        if boolean {
+            known.extend(n.outputs.iter().filter(|o| !o.is_empty()).cloned());
+        }
+    }
+    known
+}
+
 struct Lowerer<'a> {
     constants: &'a mut HashMap<String, HostTensor>,
     /// The tensor names of the graph.
@@ -270,6 +335,8 @@ struct Lowerer<'a> {
     taken: HashSet<String>,
     /// Tensors known to be scalars without being constants.
     scalars: HashSet<String>,
+    /// Tensors known to hold booleans ([`booleans`]).
+    booleans: HashSet<String>,
     /// Constants that a lowering replaced by its parts.
     replaced: Vec<String>,
 }
@@ -907,4 +974,62 @@ fn attention(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
     let merged = l.node(n, "Reshape", "", inputs, output, vec![]);
     out.extend([weights, context, joined, merged]);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, op: &str, inputs: &[&str], output: &str) -> Node {
+        Node {
+            name: name.into(),
+            op: op.into(),
+            domain: String::new(),
+            opset: 23,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![output.into()],
+            attrs: Default::default(),
+            source_name: name.into(),
+        }
+    }
+
+    fn input(name: &str, elem: Option<Elem>) -> InputSpec {
+        InputSpec {
+            name: name.into(),
+            shape: vec![],
+            elem,
+        }
+    }
+
+    /// The ops an Attention reading `mask` lowers to.
+    fn lowered_ops(before: Vec<Node>, inputs: &[InputSpec]) -> Vec<String> {
+        let mut nodes = before;
+        nodes.push(node("attn", "Attention", &["q", "k", "v", "mask"], "y"));
+        let mut constants = HashMap::new();
+        let lowered = lower(nodes, &mut constants, inputs, &["y".into()]).unwrap();
+        lowered.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// A boolean mask (which keys to attend to) becomes a bias of 0 and -∞; any other is the
+    /// bias. Booleans are known from the inputs' declared types and from the ops that make them.
+    #[test]
+    fn an_attention_mask_is_a_condition_where_the_graph_says_it_is_boolean() {
+        let qkv = ["q", "k", "v"].map(|n| input(n, Some(Elem::Float)));
+        let selects = |names: &[String]| names.iter().any(|n| n == "attn/mask_bias");
+
+        let declared = [qkv.as_slice(), &[input("mask", Some(Elem::Bool))]].concat();
+        assert!(selects(&lowered_ops(vec![], &declared)));
+        let float = [qkv.as_slice(), &[input("mask", Some(Elem::Float))]].concat();
+        assert!(!selects(&lowered_ops(vec![], &float)));
+
+        let ids = [qkv.as_slice(), &[input("ids", Some(Elem::Int))]].concat();
+        let compared = vec![
+            node("pad", "Equal", &["ids", "zero"], "padding"),
+            node("keep", "Not", &["padding"], "keep"),
+            node("rows", "Unsqueeze", &["keep", "axes"], "mask"),
+        ];
+        assert!(selects(&lowered_ops(compared, &ids)));
+        let scaled = vec![node("scale", "Mul", &["ids", "zero"], "mask")];
+        assert!(!selects(&lowered_ops(scaled, &ids)));
+    }
 }

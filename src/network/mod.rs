@@ -137,6 +137,8 @@ pub struct InputSpec {
     pub name: String,
     /// `None` for a dynamic dimension (e.g. the batch).
     pub shape: Vec<Option<usize>>,
+    /// The element type the file declares, if it does.
+    pub elem: Option<Elem>,
 }
 
 impl Constant {
@@ -252,7 +254,7 @@ impl Network {
         aliases: Vec<(String, String)>,
         device: Device,
     ) -> Result<Self> {
-        let nodes = lower::lower(nodes, &mut constants, &outputs)?;
+        let nodes = lower::lower(nodes, &mut constants, &inputs, &outputs)?;
         let mut specs = Vec::with_capacity(nodes.len());
         for n in &nodes {
             let spec = ops::spec(&n.op).filter(|_| n.domain.is_empty());

@@ -24,6 +24,7 @@ mod resize;
 mod scatter;
 mod select;
 mod shape;
+pub(crate) use shape::elem_of;
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
