@@ -3,7 +3,8 @@
 //!   with its defaults since PyTorch 2.9 (the `dynamo=True` exporter). Such a file names its
 //!   nodes after counters (`node_Conv_292`), notes each node's module path in its metadata, and
 //!   keeps the weights in `tiny.onnx.data` beside it. The classic exporter's file of the same
-//!   network is there too, and a transformer whose export fixed its batch at 1.
+//!   network is there too, a transformer whose export fixed its batch at 1, and two transformers
+//!   exported at opset 23 (ONNX's Attention and RMSNormalization).
 //! - keras_export, written by tests/support/keras_export.py (TensorFlow 2.21, tf2onnx 1.17): a
 //!   Keras network that takes images channels-last.
 //! - detector_export, written by tests/support/detector_export.py (torch 2.15, torchvision
@@ -270,8 +271,13 @@ fn a_transformer_whose_export_fixed_its_batch_runs_a_batch() {
         "{err}"
     );
 
-    // Tokens [N, T, C]: a unit's value is its channel's mean over the tokens.
-    let tokens = &out[1];
+    lifts_token_units(&model, "encoder.linear1", &out[1], 8);
+}
+
+/// Checks that feature visualization (64 steps at 32 px, in one batch) lifts each of the first
+/// `count` units of token layer `layer` (`[N, T, C]`: a unit's value is its channel's mean over
+/// the tokens) above the larger of its values on the inputs (`tokens`).
+fn lifts_token_units(model: &Model, layer: &str, tokens: &DynTensor, count: usize) {
     let [n, t, c] = tokens.dims()[..] else {
         panic!("{:?}", tokens.dims())
     };
@@ -281,22 +287,56 @@ fn a_transformer_whose_export_fixed_its_batch_runs_a_batch() {
             .map(|i| (0..t).map(|k| values[(i * t + k) * c + u]).sum::<f32>() / t as f32)
             .fold(f32::NEG_INFINITY, f32::max)
     };
-    let units: Vec<usize> = (0..8).collect();
+    let units: Vec<usize> = (0..count).collect();
     let vis = FeatureVis::default()
         .cache(None)
         .steps(64)
         .size(32)
-        .run_units(&model, "encoder.linear1", &units)
+        .run_units(model, layer, &units)
         .unwrap();
-    assert_eq!(vis.images.dims(), [8, 3, 32, 32]);
+    assert_eq!(vis.images.dims(), [count, 3, 32, 32]);
     for u in units {
         assert!(
             vis.activations[u] > best(u),
-            "encoder.linear1:{u}: feature visualization {} against the inputs' {}",
+            "{layer}:{u}: feature visualization {} against the inputs' {}",
             vis.activations[u],
             best(u)
         );
     }
+}
+
+/// From opset 23 PyTorch's exporter writes ONNX's Attention for `scaled_dot_product_attention`
+/// and RMSNormalization for `nn.RMSNorm`. A block as recent ViTs build it (RMSNorm,
+/// grouped-query attention: 4 query heads share 2 key/value heads) computes what PyTorch
+/// computed; its attention weights are a layer, one unit per head, each query's weights summing
+/// to 1; and feature visualization, whose gradient runs back through both ops, lifts the units
+/// after them. The ViT of `nn.MultiheadAttention` exported at opset 23 computes what it did at 18.
+#[test]
+fn a_pytorch_export_at_opset_23_runs_attention_and_rms_norm() {
+    let model = Model::load(reference().join("modern_vit.onnx")).unwrap();
+    let attention = "scaled_dot_product_attention/attention";
+    let (_, out) = run_on_x(&model, &reference(), &["logits", attention, "mlp.0"]);
+    assert_as_exported(&out[0], &reference().join("modern_vit_logits.npy"));
+
+    assert_eq!(out[1].dims(), [2, 4, 17, 17]);
+    assert_eq!(model.layer(attention).unwrap().units, 4);
+    for (row, weights) in out[1].to_vec().chunks(17).enumerate() {
+        let sum: f32 = weights.iter().sum();
+        assert!(
+            (sum - 1.0).abs() < 1e-5 && weights.iter().all(|&w| w >= 0.0),
+            "row {row} of {attention}: {weights:?}"
+        );
+    }
+    lifts_token_units(&model, "mlp.0", &out[2], 8);
+
+    let model = Model::load(reference().join("vit_opset23.onnx")).unwrap();
+    assert!(model
+        .network()
+        .nodes()
+        .iter()
+        .any(|n| n.name.ends_with("/attention") && n.op == "Softmax"));
+    let (_, out) = run_on_x(&model, &reference(), &["logits"]);
+    assert_as_exported(&out[0], &reference().join("vit_logits.npy"));
 }
 
 /// A torchvision detector as its users export it (the classic exporter: the `dynamo=True` one

@@ -24,10 +24,14 @@ dynamic batch axis.
   its input as [tokens, batch * heads, width], and the file keeps batch * heads as 2.
   onnxruntime refuses a batch of 2.
 
-Writes to OUT_DIR: tiny.onnx and tiny.onnx.data, vit.onnx and vit.onnx.data (the exporter's
-files, as written), tiny_classic.onnx (tiny by the classic exporter, `dynamo=False`, which
+- vit again at opset 23 (vit_opset23.onnx), where the exporter writes ONNX's Attention op.
+- modern_vit: a block as recent ViTs build it (RMSNorm, grouped-query attention by
+  `F.scaled_dot_product_attention`), at opset 23: ONNX's RMSNormalization and Attention.
+
+Writes to OUT_DIR: tiny.onnx and tiny.onnx.data, vit.onnx and vit.onnx.data, vit_opset23.onnx
+and modern_vit.onnx with their .data files (the exporter's files, as written), tiny_classic.onnx (tiny by the classic exporter, `dynamo=False`, which
 writes each node's module path into its name: `/layer1/layer1.0/conv1/Conv`), x.npy [2, 3, 32, 32] float32 in [0, 1] (seeded), logits.npy and
-vit_logits.npy [2, 10] (PyTorch's outputs on x), and versions.txt (torch and onnxscript
+vit_logits.npy and modern_vit_logits.npy [2, 10] (PyTorch's outputs on x), and versions.txt (torch and onnxscript
 versions).
 """
 
@@ -38,6 +42,7 @@ import numpy as np
 import onnxscript
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class BasicBlock(nn.Module):
@@ -90,7 +95,42 @@ class TinyViT(nn.Module):
         return self.heads(x[:, 0])
 
 
-def export(model, x, path):
+class ModernViT(nn.Module):
+    """A ViT block as recent ones are built: RMSNorm in front of the attention and the MLP, and
+    grouped-query attention (4 query heads share 2 key/value heads) by
+    `F.scaled_dot_product_attention`."""
+
+    def __init__(self, width=16, heads=4, kv_heads=2, classes=10):
+        super().__init__()
+        self.shape = (heads, kv_heads, width // heads)
+        self.conv_proj = nn.Conv2d(3, width, 8, stride=8)
+        self.class_token = nn.Parameter(torch.randn(1, 1, width) * 0.1)
+        self.pos_embedding = nn.Parameter(torch.randn(1, 17, width) * 0.1)
+        self.norm1 = nn.RMSNorm(width, eps=1e-6)
+        self.query = nn.Linear(width, width)
+        self.key = nn.Linear(width, kv_heads * width // heads)
+        self.value = nn.Linear(width, kv_heads * width // heads)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.RMSNorm(width, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        self.heads = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embedding
+        heads, kv_heads, d = self.shape
+        b, t, _ = x.shape
+        h = self.norm1(x)
+        q = self.query(h).view(b, t, heads, d).transpose(1, 2)
+        k = self.key(h).view(b, t, kv_heads, d).transpose(1, 2)
+        v = self.value(h).view(b, t, kv_heads, d).transpose(1, 2)
+        a = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(b, t, -1))
+        x = x + self.mlp(self.norm2(x))
+        return self.heads(x[:, 0])
+
+
+def export(model, x, path, opset=18):
     torch.onnx.export(
         model,
         (x[:1],),
@@ -98,7 +138,7 @@ def export(model, x, path):
         input_names=["image"],
         output_names=["logits"],
         dynamic_shapes=({0: "batch"},),
-        opset_version=18,
+        opset_version=opset,
     )
 
 
@@ -135,8 +175,15 @@ def main():
     torch.manual_seed(2)
     vit = TinyViT().eval()
     export(vit, x, os.path.join(out, "vit.onnx"))
+    # From opset 23 the exporter writes ONNX's Attention for the attention itself.
+    export(vit, x, os.path.join(out, "vit_opset23.onnx"), opset=23)
     with torch.no_grad():
         np.save(os.path.join(out, "vit_logits.npy"), vit(x).numpy())
+    torch.manual_seed(3)
+    modern = ModernViT().eval()
+    export(modern, x, os.path.join(out, "modern_vit.onnx"), opset=23)
+    with torch.no_grad():
+        np.save(os.path.join(out, "modern_vit_logits.npy"), modern(x).numpy())
     np.save(os.path.join(out, "x.npy"), x.numpy())
     np.save(os.path.join(out, "logits.npy"), logits.numpy())
     with open(os.path.join(out, "versions.txt"), "w") as f:
