@@ -15,7 +15,7 @@
 use super::{check_counts, input, Lowerer};
 use crate::error::{Error, Result};
 use crate::network::node::{Attr, Node};
-use crate::network::value::HostTensor;
+use crate::network::value::{HostTensor, MAX_RANK};
 
 /// The nodes of one lowering, and their builder.
 struct Graph<'l, 'a> {
@@ -469,12 +469,17 @@ pub(super) fn rms_normalization(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> 
     let [x, scale] = std::array::from_fn(|i| input(n, i));
     let axis = n.int("axis", -1)?;
     let epsilon = n.float("epsilon", 1e-5)?;
+    let fail = |reason: String| Error::node(&n.name, &n.op, reason);
     if !epsilon.is_finite() || epsilon < 0.0 {
-        return Err(Error::node(
-            &n.name,
-            &n.op,
-            format!("epsilon {epsilon} is not a finite number of at least 0"),
-        ));
+        return Err(fail(format!(
+            "epsilon {epsilon} is not a finite number of at least 0"
+        )));
+    }
+    let ranks = MAX_RANK as i64;
+    if !(-ranks..ranks).contains(&axis) {
+        return Err(fail(format!(
+            "axis {axis} is outside the ranks the runtime holds (up to {ranks})"
+        )));
     }
     let output = n.outputs.first().filter(|o| !o.is_empty()).cloned();
     let mut g = Graph {
@@ -485,12 +490,17 @@ pub(super) fn rms_normalization(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> 
     let axes = match axis {
         // The last -axis axes, whatever the rank.
         ..=-1 => g.ints("axes", &(axis..0).collect::<Vec<_>>()),
-        // From axis to the rank, which is known when the network runs.
+        // From axis to the rank, which is known when the network runs (an axis past it is an
+        // index out of range there, not an empty list of axes, which would reduce them all).
         _ => {
             let shape = g.op("Shape", "input_shape", vec![x.clone()], vec![]);
             let rank = g.op("Size", "rank", vec![shape], vec![]);
-            let start = g.constant("axes_start", HostTensor::i64(vec![], vec![axis]));
             let step = g.constant("axes_step", HostTensor::i64(vec![], vec![1]));
+            let zero = g.constant("axes_zero", HostTensor::i64(vec![], vec![0]));
+            let inputs = vec![zero, rank.clone(), step.clone()];
+            let all = g.op("Range", "input_axes", inputs, vec![]);
+            let at = g.constant("axis", HostTensor::i64(vec![], vec![axis]));
+            let start = g.op("Gather", "first_axis", vec![all, at], vec![]);
             g.op("Range", "axes", vec![start, rank, step], vec![])
         }
     };
