@@ -327,6 +327,14 @@ impl Layer {
         &self.model
     }
 
+    /// What a unit's value is, where it is not its map's mean: a softmax over the units' own
+    /// maps, such as attention weights, is read by its concentration ([`Reading`]).
+    ///
+    /// [`Reading`]: crate::network::Reading
+    pub fn unit_value(&self) -> Option<String> {
+        self.model.network().reading(&self.name).note(&self.shape)
+    }
+
     /// Unit `index` of this layer.
     pub fn unit(&self, index: usize) -> Result<Unit> {
         self.model.unit(&self.name, index)

@@ -309,8 +309,8 @@ fn lifts_token_units(model: &Model, layer: &str, tokens: &DynTensor, count: usiz
 /// and RMSNormalization for `nn.RMSNorm`. A block as recent ViTs build it (RMSNorm,
 /// grouped-query attention: 4 query heads share 2 key/value heads) computes what PyTorch
 /// computed; its attention weights are a layer, one unit per head, each query's weights summing
-/// to 1; and feature visualization, whose gradient runs back through both ops, lifts the units
-/// after them. The ViT of `nn.MultiheadAttention` exported at opset 23 computes what it did at 18.
+/// to 1; and feature visualization, whose gradient runs back through both ops, makes each head
+/// attend more sharply than the inputs do and lifts the units after them. The ViT of `nn.MultiheadAttention` exported at opset 23 computes what it did at 18.
 #[test]
 fn a_pytorch_export_at_opset_23_runs_attention_and_rms_norm() {
     let model = Model::load(reference().join("modern_vit.onnx")).unwrap();
@@ -319,12 +319,38 @@ fn a_pytorch_export_at_opset_23_runs_attention_and_rms_norm() {
     assert_as_exported(&out[0], &reference().join("modern_vit_logits.npy"));
 
     assert_eq!(out[1].dims(), [2, 4, 17, 17]);
-    assert_eq!(model.layer(attention).unwrap().units, 4);
+    let layer = model.layer(attention).unwrap();
+    assert_eq!(layer.units, 4);
+    // Every query's weights sum to 1, so a head's mean is 1/17 on every image: a head is read
+    // by how concentrated its weights are, Σ w² per query, averaged over the queries.
+    let mut concentration = [[0.0f32; 4]; 2];
     for (row, weights) in out[1].to_vec().chunks(17).enumerate() {
         let sum: f32 = weights.iter().sum();
         assert!(
             (sum - 1.0).abs() < 1e-5 && weights.iter().all(|&w| w >= 0.0),
             "row {row} of {attention}: {weights:?}"
+        );
+        let squares: f32 = weights.iter().map(|w| w * w).sum();
+        concentration[row / (4 * 17)][row / 17 % 4] += squares / 17.0;
+    }
+    let note = layer.unit_value().unwrap();
+    assert!(
+        note.contains("concentrated") && note.contains("1/17"),
+        "{note}"
+    );
+    let heads: Vec<usize> = (0..4).collect();
+    let vis = FeatureVis::default()
+        .cache(None)
+        .steps(64)
+        .size(32)
+        .run_units(&model, attention, &heads)
+        .unwrap();
+    for h in heads {
+        let best = concentration[0][h].max(concentration[1][h]);
+        assert!(
+            vis.activations[h] > best && vis.activations[h] <= 1.0,
+            "{attention}:{h}: feature visualization {} against the inputs' {best}",
+            vis.activations[h]
         );
     }
     lifts_token_units(&model, "mlp.0", &out[2], 8);

@@ -104,6 +104,7 @@ fn fixed_gallery() -> Gallery {
                 activation: None,
             },
         ],
+        unit_value: None,
         thumbnail: 64,
         steps: 512,
         seed: 0,

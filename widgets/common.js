@@ -225,6 +225,7 @@ microscope.components.LayerCard = function (root, p) {
         el("span", { class: "ms-muted", text: "op " }),
         el("span", { text: p.op + " · output " + microscope.shape(p.shape) + " · " + p.units + " units · " + microscope.count(p.params) + " parameters" }),
       ]),
+      p.unit_value ? el("div", { class: "ms-muted ms-unit-value", text: p.unit_value }) : null,
       el("div", { class: "ms-muted", text: p.model }),
       microscope.code(p.code),
     ]),

@@ -26,6 +26,7 @@ microscope.components.Gallery = function (root, p) {
     el("span", { class: "ms-muted", text: p.op + " · " + microscope.shape(p.shape) + " · " + p.units.length + " units · " + p.steps + " steps, seed " + p.seed }),
     sort,
   ]));
+  if (p.unit_value) root.appendChild(el("div", { class: "ms-muted ms-unit-value", text: p.unit_value }));
   root.appendChild(el("div", { class: "ms-bar" }, [status, rest, stop]));
   root.appendChild(bar);
   root.appendChild(grid);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::network::{Attr, HostTensor, InputSpec, LeftOut, Network, Node, UnsupportedNode};
+use crate::network::{Attr, Elem, HostTensor, InputSpec, LeftOut, Network, Node, UnsupportedNode};
 use external::ExternalData;
 use naming::NodeInfo;
 
@@ -146,7 +146,7 @@ fn parse_model(
             let tensor_type = i.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
             InputSpec {
                 name: i.name.clone(),
-                elem: tensor_type.and_then(|t| crate::network::ops::elem_of(t.elem_type.into())),
+                elem: tensor_type.and_then(|t| Elem::of_onnx(t.elem_type.into())),
                 shape: tensor_type
                     .and_then(|t| t.shape.as_ref())
                     .map(|s| {

@@ -34,7 +34,7 @@ pub use node::{Attr, Node};
 pub use ops::FastCuda;
 pub use ops::{has_units, Back, Fast};
 use ops::{Ctx, OpSpec, Slot};
-pub use units::UnitLayout;
+pub use units::{Reading, UnitLayout};
 use value::Constant;
 pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, Wide, MAX_RANK};
 
@@ -384,6 +384,27 @@ impl Network {
             return Ok(&self.nodes[i]);
         }
         Err(self.unknown(name))
+    }
+
+    /// How the units of layer `name` are read ([`Reading`]); as they are for a name that is not
+    /// a node's.
+    pub fn reading(&self, name: &str) -> Reading {
+        let Ok(node) = self.node(name) else {
+            return Reading::Values;
+        };
+        if node.op != "Softmax" || !node.domain.is_empty() {
+            return Reading::Values;
+        }
+        let joint = node.opset < 13;
+        let axis = node.int("axis", if joint { 1 } else { -1 }).unwrap_or(-1);
+        Reading::Softmax { axis, joint }
+    }
+
+    /// Whether the units of layer `name` are read by their concentration ([`Reading::span`]):
+    /// a softmax over their own maps, such as attention weights.
+    pub fn concentrates(&self, name: &str) -> bool {
+        let shape = self.output_shape(name);
+        shape.is_ok_and(|s| self.reading(name).span(&s).is_some())
     }
 
     fn unknown(&self, name: &str) -> Error {

@@ -16,6 +16,11 @@
 //! mean is its mean over tokens (class token included), and a "neuron" is the middle token.
 //! Rank-4 outputs are always channels-first: the channels-last inside of a ConvNeXt block or a
 //! Swin stage (`[N, H, W, C]`) cannot be told apart by shape, and counts `H` units.
+//!
+//! A unit's map is read as it is, but for one kind of layer ([`Reading`]): a softmax over the
+//! map's own axes, such as a transformer's attention weights `[N, heads, queries, keys]`, whose
+//! every row sums to 1. Its mean is the same for every image (1 / keys), so a unit is read by
+//! how concentrated its distributions are instead.
 
 /// How an activation holds a layer's units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,9 +68,78 @@ impl UnitLayout {
     }
 }
 
+/// How a layer's values are read as its units' maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// As they are.
+    Values,
+    /// A softmax's output, over axis `axis` (negative: from the end) or, for `joint`, over every
+    /// axis from `axis` on (Softmax before opset 13).
+    Softmax { axis: i64, joint: bool },
+}
+
+impl Reading {
+    /// Where the unit maps of an output of shape `dims` hold whole distributions (a softmax
+    /// over axes that are neither the batch's nor the units'), the number of values each
+    /// spans. Such a map's mean is the same for every input: a unit is then read by the map
+    /// of its squared values times that number, whose mean is `Σ p²` per distribution,
+    /// averaged: 1 / span for even weights, 1 when each distribution is one value.
+    pub fn span(self, dims: &[usize]) -> Option<usize> {
+        let Reading::Softmax { axis, joint } = self else {
+            return None;
+        };
+        let layout = UnitLayout::of(dims)?;
+        let rank = dims.len() as i64;
+        let axis = if axis < 0 { axis + rank } else { axis };
+        if !(0..rank).contains(&axis) {
+            return None;
+        }
+        let axes = match joint {
+            true => axis as usize..dims.len(),
+            false => axis as usize..axis as usize + 1,
+        };
+        if axes.contains(&0) || axes.contains(&layout.unit_axis()) {
+            return None;
+        }
+        Some(dims[axes].iter().product())
+    }
+}
+
+impl Reading {
+    /// What a unit's value is for an output of shape `dims`, where it is not its map's mean.
+    pub fn note(self, dims: &[usize]) -> Option<String> {
+        let span = self.span(dims)?;
+        Some(format!(
+            "a unit's value is how concentrated its softmax weights are: the sum of their \
+             squares over each distribution of {span}, averaged (1/{span} when spread evenly, 1 \
+             when all on one)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Attention weights `[N, heads, queries, keys]` (softmax over the keys) are read by their
+    /// concentration; a softmax over the units (classes, a segmentation's classes per pixel) or
+    /// over token rows `[N, T, T]` (units: keys, a key's mean: the attention it receives) as
+    /// they are.
+    #[test]
+    fn a_softmax_over_a_units_own_map_spans_its_distributions() {
+        let softmax = |axis, joint| Reading::Softmax { axis, joint };
+        assert_eq!(softmax(-1, false).span(&[2, 4, 17, 17]), Some(17));
+        assert_eq!(softmax(2, false).span(&[2, 4, 17, 9]), Some(17));
+        assert_eq!(softmax(2, true).span(&[2, 4, 17, 9]), Some(153));
+        assert_eq!(softmax(1, false).span(&[2, 21, 8, 8]), None);
+        assert_eq!(softmax(1, true).span(&[2, 21, 8, 8]), None);
+        assert_eq!(softmax(-1, false).span(&[2, 1000]), None);
+        assert_eq!(softmax(-1, false).span(&[2, 17, 17]), None);
+        assert_eq!(softmax(1, false).span(&[2, 17, 17]), Some(17));
+        assert_eq!(softmax(0, false).span(&[2, 4, 17, 17]), None);
+        assert_eq!(softmax(7, false).span(&[2, 4, 17, 17]), None);
+        assert_eq!(Reading::Values.span(&[2, 4, 17, 17]), None);
+    }
 
     #[test]
     fn units_sit_on_the_channel_axis_of_each_layout() {

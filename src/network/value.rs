@@ -14,7 +14,7 @@ use burn_flex::Flex;
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use super::units::UnitLayout;
+use super::units::{Reading, UnitLayout};
 use crate::error::{Error, Result};
 
 /// Gradients returned by [`DynTensor::backward`].
@@ -187,6 +187,18 @@ impl<B: Backend> DynTensor<B> {
         }
     }
 
+    /// The units' maps, `[N, C, H, W]` as [`DynTensor::to_nchw`] views them, read as
+    /// `reading` says ([`Reading::span`]): a softmax over a unit's own map by its
+    /// concentration, `p² · span`.
+    pub fn to_unit_maps(self, reading: Reading) -> Result<Tensor<B, 4>> {
+        let span = reading.span(&self.dims());
+        let maps = self.to_nchw()?;
+        Ok(match span {
+            Some(span) => maps.powi_scalar(2).mul_scalar(span as f32),
+            None => maps,
+        })
+    }
+
     /// Marks the tensor as a leaf whose gradient should be computed.
     pub fn require_grad(self) -> Self {
         self.map(|s| s.require_grad())
@@ -248,6 +260,18 @@ pub enum Elem {
     Float,
     Int,
     Bool,
+}
+
+impl Elem {
+    /// The element kind ONNX data type `code` collapses to, or None if unsupported.
+    pub fn of_onnx(code: i64) -> Option<Elem> {
+        match code {
+            1 | 10 | 11 | 16 => Some(Elem::Float),
+            2..=7 | 12 | 13 => Some(Elem::Int),
+            9 => Some(Elem::Bool),
+            _ => None,
+        }
+    }
 }
 
 /// ONNX's name for a data type code.

@@ -11,7 +11,7 @@ use burn::Dispatch;
 use crate::device::on_cpu_pool;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::network::DynTensor;
+use crate::network::{DynTensor, Reading};
 
 /// What the attribution explains.
 #[derive(Clone, Debug, PartialEq)]
@@ -115,7 +115,8 @@ pub(crate) fn layer_gradient(
             &[target.node()],
         )?
         .remove(0);
-    let value = DynTensor::new(target_values(&out, target)?.sum());
+    let reading = net.reading(target.node());
+    let value = DynTensor::new(target_values(&out, target, reading)?.sum());
     let grads = value.backward();
     let grad = leaf
         .grad(&grads)
@@ -140,7 +141,11 @@ impl Target {
 
 /// The target's value for each image of a batch, `[N]`, from `out`, the output of
 /// [`Target::node`] (`[N, classes]` for a logit; any unit layout for a unit).
-pub(crate) fn target_values(out: &DynTensor, target: &Target) -> Result<Tensor<Dispatch, 1>> {
+pub(crate) fn target_values(
+    out: &DynTensor,
+    target: &Target,
+    reading: Reading,
+) -> Result<Tensor<Dispatch, 1>> {
     let dims = out.dims();
     let (node, n) = (target.node(), dims.first().copied().unwrap_or(0));
     let units = crate::network::UnitLayout::units(&dims);
@@ -155,7 +160,7 @@ pub(crate) fn target_values(out: &DynTensor, target: &Target) -> Result<Tensor<D
     Ok(match target {
         Target::Logit { .. } => out.to_rank::<2>()?.narrow(1, index, 1).reshape([n]),
         Target::Unit { .. } => {
-            let unit = out.clone().to_nchw()?.narrow(1, index, 1);
+            let unit = out.clone().to_unit_maps(reading)?.narrow(1, index, 1);
             let [_, _, h, w] = unit.dims();
             unit.reshape([n, h * w]).mean_dim(1).reshape([n])
         }

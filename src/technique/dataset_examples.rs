@@ -178,9 +178,11 @@ impl DatasetExamples {
             let x = data.batch(start..end, &spec, &device)?;
             let act = net.forward(&[(&input, model.normalize(&x)?)], &[layer])?;
             let act = super::per_image(&[layer], act, end - start)?.remove(0);
-            // Tokens `[N, T, C]` are seen as `[N, C, T, 1]`: a unit's map over tokens.
-            tokens = act.dims().len() == 3;
-            let act = DynTensor::new(act.to_nchw()?);
+            // Tokens `[N, T, C]` are seen as `[N, C, T, 1]`: a unit's map over tokens. The map
+            // of attention weights is over queries and keys, not over the image.
+            let reading = net.reading(layer);
+            tokens = act.dims().len() == 3 || reading.span(&act.dims()).is_some();
+            let act = DynTensor::new(act.to_unit_maps(reading)?);
             let [_, c, h, w] = act.dims()[..] else {
                 unreachable!("to_nchw gives rank 4")
             };
@@ -215,7 +217,7 @@ impl DatasetExamples {
         }
         let crop = self.crop.min(spec.height).min(spec.width).max(1);
         // No crop stands for a unit without positions, nor (without the token grid's geometry)
-        // for a token layer's unit: their examples are whole inputs.
+        // for a token layer's unit or an attention head's: their examples are whole inputs.
         let whole = map_size == (1, 1) || tokens;
         let mut out = Vec::with_capacity(units.len());
         for (((&unit, top), bottom), scores) in units.iter().zip(tops).zip(bottoms).zip(scores) {

@@ -160,10 +160,18 @@ impl FeatureVis {
         self
     }
 
-    /// The cache key: everything the pixels depend on. `what` is the objective's name, which
-    /// names every parameter of it.
-    fn key(&self, model: &Model, what: &str, batch: usize, size: usize, fixed: bool) -> String {
-        let parts = [
+    /// The cache key: everything the pixels depend on. The objective's name names every
+    /// parameter of it.
+    fn key(
+        &self,
+        model: &Model,
+        objective: &Objective,
+        batch: usize,
+        size: usize,
+        fixed: bool,
+    ) -> String {
+        let what = objective.name();
+        let mut parts = vec![
             // Bumped when the pixels a seed gives change (2: one resampling for scale and
             // rotation; 4: redirected gradients in the first steps; 5: Adam restarts after them;
             // 6: LRN's own op on the CPU backend, whose sums round differently; 7: so does its
@@ -183,6 +191,14 @@ impl FeatureVis {
             ),
             render::pixels_backend(model.network().device()).to_string(),
         ];
+        // Layers whose units are read by their concentration (attention weights), which were
+        // read as they are before.
+        let net = model.network();
+        for layer in objective.layers() {
+            if net.concentrates(layer) {
+                parts.push(format!("{layer}/concentration"));
+            }
+        }
         Cache::key(&parts.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
@@ -307,7 +323,7 @@ impl FeatureVis {
             redirect_steps: self.redirect_steps,
             context: None,
         };
-        let key = self.key(model, objective.name(), batch, size, fixed);
+        let key = self.key(model, objective, batch, size, fixed);
         let device = model.network().device().burn().clone();
         let cached = self
             .cache

@@ -666,7 +666,7 @@ fn gradients(
         let x = DynTensor::from_host(chunk, &[n, c, h, w], &device).require_grad();
         let out = net.forward_any_size(&[(&input, model.normalize(&x)?)], &[target.node()])?;
         let out = super::per_image(&[target.node()], out, n)?.remove(0);
-        let v = target_values(&out, target)?;
+        let v = target_values(&out, target, net.reading(target.node()))?;
         values.extend(DynTensor::new(v.clone()).to_vec());
         let g = x.grad(&DynTensor::new(v).backward()).ok_or_else(|| {
             Error::Message(format!("{} does not depend on the image", target.node()))

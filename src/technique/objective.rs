@@ -449,7 +449,7 @@ pub fn objective_values(
     let acts: Activations = layers
         .iter()
         .zip(outs)
-        .map(|(l, a)| Ok((l.to_string(), a.to_nchw()?)))
+        .map(|(l, a)| Ok((l.to_string(), a.to_unit_maps(net.reading(l))?)))
         .collect::<Result<_>>()?;
     Ok(crate::network::DynTensor::new(objective.eval(&acts)?).to_vec())
 }

@@ -879,7 +879,7 @@ impl<B: Back + AutodiffBackend> Part<B> {
         layers
             .iter()
             .zip(acts)
-            .map(|(l, a)| Ok((l.to_string(), a.to_nchw()?)))
+            .map(|(l, a)| Ok((l.to_string(), a.to_unit_maps(network.reading(l))?)))
             .collect()
     }
 

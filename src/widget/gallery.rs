@@ -84,6 +84,9 @@ pub struct Gallery {
     pub op: String,
     pub shape: Vec<usize>,
     pub units: Vec<GalleryUnit>,
+    /// What a unit's value is, where it is not its map's mean ([`Layer::unit_value`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_value: Option<String>,
     pub thumbnail: usize,
     pub steps: usize,
     pub seed: u64,
@@ -191,6 +194,7 @@ impl Layer {
             op: self.op.clone(),
             shape: self.shape.clone(),
             units,
+            unit_value: self.unit_value(),
             thumbnail: options.thumbnail,
             steps: options.feature_vis.steps,
             seed: options.feature_vis.seed,
@@ -301,7 +305,7 @@ impl Gallery {
         let computed = best.len();
         format!(
             "Gallery of {} ({}, {:?}) in {}: {} units ({computed} computed), feature \
-             visualization {} steps, seed {}; strongest: {}\n",
+             visualization {} steps, seed {}; strongest: {}\n{}",
             self.layer,
             self.op,
             self.shape,
@@ -309,7 +313,8 @@ impl Gallery {
             self.units.len(),
             self.steps,
             self.seed,
-            top.join(", ")
+            top.join(", "),
+            note_line(&self.unit_value)
         )
     }
 }
@@ -322,6 +327,9 @@ pub struct LayerCard {
     pub op: String,
     pub shape: Vec<usize>,
     pub units: usize,
+    /// What a unit's value is, where it is not its map's mean ([`Layer::unit_value`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_value: Option<String>,
     pub params: usize,
     pub code: String,
     pub provenance: Provenance,
@@ -336,6 +344,7 @@ impl Layer {
             op: self.op.clone(),
             shape: self.shape.clone(),
             units: self.units,
+            unit_value: self.unit_value(),
             params: self.params,
             code: format!("model.layer({:?})?.gallery()?", self.name),
             provenance: Provenance::of(self.model()),
@@ -352,10 +361,23 @@ impl LayerCard {
     /// The plain-text summary (the `text/plain` fallback).
     pub fn summary(&self) -> String {
         format!(
-            "Layer {} ({}) of {}: output {:?}, {} units, {} parameters\n",
-            self.layer, self.op, self.model, self.shape, self.units, self.params
+            "Layer {} ({}) of {}: output {:?}, {} units, {} parameters\n{}",
+            self.layer,
+            self.op,
+            self.model,
+            self.shape,
+            self.units,
+            self.params,
+            note_line(&self.unit_value)
         )
     }
+}
+
+/// A text summary's line for what a unit's value is, if it says.
+fn note_line(unit_value: &Option<String>) -> String {
+    unit_value
+        .as_ref()
+        .map_or(String::new(), |note| format!("({note})\n"))
 }
 
 /// The tab a gallery's cells are: the feature visualization of each unit.

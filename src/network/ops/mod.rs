@@ -24,7 +24,6 @@ mod resize;
 mod scatter;
 mod select;
 mod shape;
-pub(crate) use shape::elem_of;
 
 use burn::backend::Autodiff;
 use burn::prelude::*;

@@ -579,20 +579,10 @@ pub fn slice<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     }])
 }
 
-/// The element kind an ONNX data type collapses to, or None if unsupported.
-pub(crate) fn elem_of(data_type: i64) -> Option<Elem> {
-    match data_type {
-        1 | 10 | 11 | 16 => Some(Elem::Float),
-        2..=7 | 12 | 13 => Some(Elem::Int),
-        9 => Some(Elem::Bool),
-        _ => None,
-    }
-}
-
 pub fn cast<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let to = ctx.node.int("to", 1)?;
-    let elem =
-        elem_of(to).ok_or_else(|| ctx.error(format!("cast to data type {to} is not supported")))?;
+    let elem = Elem::of_onnx(to)
+        .ok_or_else(|| ctx.error(format!("cast to data type {to} is not supported")))?;
     if elem == Elem::Float && !ctx.is_host(0) {
         return Ok(vec![Value::Device(ctx.float(0)?)]);
     }
