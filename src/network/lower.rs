@@ -21,7 +21,7 @@
 //! layers of their own: an attention's queries, keys, values and attention weights.
 //!
 //! And ONNX's own Attention and RMSNormalization (opset 23), which PyTorch's exporter writes
-//! from opset 23 on ([`attention`]).
+//! from opset 23 on, and RotaryEmbedding ([`transformer`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,7 +30,7 @@ use super::value::{Elem, HostTensor};
 use super::InputSpec;
 use crate::error::{Error, Result};
 
-mod attention;
+mod transformer;
 
 /// One op that runs lowered.
 pub struct Lowering {
@@ -66,7 +66,7 @@ pub static LOWERED: &[Lowering] = &[
         name: "Attention",
         opsets: "23–25",
         into: "MatMul, Mul, Add, Softmax, Where, Reshape, Transpose, Shape, Range",
-        lower: attention::onnx_attention,
+        lower: transformer::onnx_attention,
     },
     Lowering {
         domain: "",
@@ -87,7 +87,14 @@ pub static LOWERED: &[Lowering] = &[
         name: "RMSNormalization",
         opsets: "23",
         into: "Mul, ReduceMean, Add, Sqrt, Div",
-        lower: attention::rms_normalization,
+        lower: transformer::rms_normalization,
+    },
+    Lowering {
+        domain: "",
+        name: "RotaryEmbedding",
+        opsets: "23",
+        into: "Slice, Gather, Mul, Sub, Add, Concat",
+        lower: transformer::rotary_embedding,
     },
     Lowering {
         domain: "",

@@ -1,6 +1,7 @@
-//! ONNX's own Attention (opset 23 on), which PyTorch's exporter writes for
+//! ONNX's own transformer ops. Attention (opset 23 on), which PyTorch's exporter writes for
 //! `scaled_dot_product_attention` from opset 23 (a ViT's `nn.MultiheadAttention`, timm's
-//! attention blocks), and RMSNormalization, which it writes for `nn.RMSNorm`.
+//! attention blocks), and RMSNormalization, which it writes for `nn.RMSNorm`; and
+//! RotaryEmbedding (opset 23), for models that rotate their queries and keys by position.
 //!
 //! Attention runs as the ops it is defined by, so that its parts are layers a user can look at:
 //! the scores and the attention weights (`{node}/attention`, `[B, heads, queries, keys]`: one
@@ -512,4 +513,132 @@ pub(super) fn rms_normalization(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> 
     let root = g.op("Sqrt", "root_mean_square", vec![shifted], vec![]);
     let normalized = g.op("Div", "normalized", vec![x, root], vec![]);
     finish(g, "Mul", "", vec![normalized, scale], output, vec![])
+}
+
+/// RotaryEmbedding: each head's first `rotary_embedding_dim` values (all, by default) taken in
+/// pairs (a value of the first half with its partner in the second, or neighbours when
+/// interleaved) and each pair rotated by the angle whose cosine and sine the caches hold for the
+/// token's position (its row of the caches, or the position `position_ids` gives).
+pub(super) fn rotary_embedding(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_counts(n, 3..=4, 1..=1)?;
+    let fail = |reason: String| Error::node(&n.name, &n.op, reason);
+    let [x, cos, sin, positions] = std::array::from_fn(|i| input(n, i));
+    // 3-D inputs `[B, S, heads · d]` say how many heads they hold; 4-D ones are
+    // `[B, heads, S, d]`.
+    let heads = match n.has_attr("num_heads") {
+        true => Some(n.int("num_heads", 0)?),
+        false => None,
+    };
+    if heads.is_some_and(|h| h <= 0) {
+        return Err(fail(format!("num_heads {heads:?} is not positive")));
+    }
+    let interleaved = n.int("interleaved", 0)? != 0;
+    let dim = n.int("rotary_embedding_dim", 0)?;
+    if dim < 0 || dim % 2 != 0 {
+        return Err(fail(format!(
+            "rotary_embedding_dim {dim} is not an even number of at least 0"
+        )));
+    }
+    let output = n.outputs.first().filter(|o| !o.is_empty()).cloned();
+    let mut g = Graph {
+        l,
+        n,
+        out: Vec::new(),
+    };
+    let by_position = vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))];
+    // `[B, S, heads, d]`.
+    let tokens = match heads {
+        Some(h) => {
+            let shape = g.ints("heads_shape", &[0, 0, h, -1]);
+            g.op("Reshape", "heads", vec![x, shape], vec![])
+        }
+        None => g.op("Transpose", "by_position", vec![x], by_position.clone()),
+    };
+    // The angles of each token, `[B, S, 1, dim / 2]`.
+    let angles = |g: &mut Graph, cache: String, role: &str| {
+        let cache = match positions.is_empty() {
+            true => cache,
+            false => {
+                let inputs = vec![cache, positions.clone()];
+                g.op("Gather", &format!("{role}_at_position"), inputs, vec![])
+            }
+        };
+        g.unsqueeze(&format!("{role}_by_head"), cache, &[2])
+    };
+    let cos = angles(&mut g, cos, "cos");
+    let sin = angles(&mut g, sin, "sin");
+    let last = g.ints("last_axis", &[-1]);
+    let end = g.ints("end", &[i64::MAX]);
+    let slice = |g: &mut Graph, role: &str, x: &str, start: String, stop: String, step| {
+        let mut inputs = vec![x.to_string(), start, stop, last.clone()];
+        if step != 1 {
+            inputs.push(g.ints(&format!("{role}_step"), &[step]));
+        }
+        g.op("Slice", role, inputs, vec![])
+    };
+    let (rotated, kept) = match dim {
+        0 => (tokens, None),
+        _ => {
+            let (zero, cut) = (g.ints("rotated_start", &[0]), g.ints("rotated_end", &[dim]));
+            let rotated = slice(&mut g, "rotated_part", &tokens, zero, cut.clone(), 1);
+            let kept = slice(&mut g, "kept_part", &tokens, cut, end.clone(), 1);
+            (rotated, Some(kept))
+        }
+    };
+    let (first, second) = match interleaved {
+        true => {
+            let [zero, one] = [g.ints("even_start", &[0]), g.ints("odd_start", &[1])];
+            let first = slice(&mut g, "first", &rotated, zero, end.clone(), 2);
+            (
+                first,
+                slice(&mut g, "second", &rotated, one, end.clone(), 2),
+            )
+        }
+        false => {
+            let half = match dim {
+                0 => {
+                    let d = g.dims("head_size", &rotated, -1, None);
+                    let two = g.ints("two", &[2]);
+                    g.op("Div", "half", vec![d, two], vec![])
+                }
+                _ => g.ints("half", &[dim / 2]),
+            };
+            let zero = g.ints("first_start", &[0]);
+            let first = slice(&mut g, "first", &rotated, zero, half.clone(), 1);
+            (first, slice(&mut g, "second", &rotated, half, end, 1))
+        }
+    };
+    let product = |g: &mut Graph, role: &str, a: &str, b: &str| {
+        g.op("Mul", role, vec![a.to_string(), b.to_string()], vec![])
+    };
+    let [cos_first, sin_second, sin_first, cos_second] = [
+        product(&mut g, "cos_first", &cos, &first),
+        product(&mut g, "sin_second", &sin, &second),
+        product(&mut g, "sin_first", &sin, &first),
+        product(&mut g, "cos_second", &cos, &second),
+    ];
+    let real = g.op("Sub", "real", vec![cos_first, sin_second], vec![]);
+    let imaginary = g.op("Add", "imaginary", vec![sin_first, cos_second], vec![]);
+    let axis = || vec![("axis", Attr::Int(-1))];
+    let turned = match interleaved {
+        true => {
+            let real = g.unsqueeze("real_pair", real, &[-1]);
+            let imaginary = g.unsqueeze("imaginary_pair", imaginary, &[-1]);
+            let pairs = g.op("Concat", "pairs", vec![real, imaginary], axis());
+            let shape = g.ints("pairs_shape", &[0, 0, 0, -1]);
+            g.op("Reshape", "turned", vec![pairs, shape], vec![])
+        }
+        false => g.op("Concat", "turned", vec![real, imaginary], axis()),
+    };
+    let joined = match kept {
+        Some(kept) => g.op("Concat", "joined", vec![turned, kept], axis()),
+        None => turned,
+    };
+    match heads {
+        Some(_) => {
+            let shape = g.ints("output_shape", &[0, 0, -1]);
+            finish(g, "Reshape", "", vec![joined, shape], output, vec![])
+        }
+        None => finish(g, "Transpose", "", vec![joined], output, by_position),
+    }
 }
