@@ -103,9 +103,7 @@ impl Reading {
         }
         Some(dims[axes].iter().product())
     }
-}
 
-impl Reading {
     /// What a unit's value is for an output of shape `dims`, where it is not its map's mean.
     pub fn note(self, dims: &[usize]) -> Option<String> {
         let span = self.span(dims)?;
