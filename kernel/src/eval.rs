@@ -218,8 +218,13 @@ impl Preload {
             let quoted: Vec<String> = self.features.iter().map(|f| format!("{f:?}")).collect();
             format!(", features = [{}]", quoted.join(", "))
         };
+        // Builds use the user's cargo home, not the one this process shows rust-analyzer
+        // (crate_graph.rs).
+        let cargo_home = crate::crate_graph::user_cargo_home()
+            .map(|h| format!(":build_env CARGO_HOME={h}\n"))
+            .unwrap_or_default();
         format!(
-            ":linker system\n:opt {}\n:offline 1\n:dep microscope = {{ path = {:?}{features} }}\nuse microscope::prelude::*;\n",
+            "{cargo_home}:linker system\n:opt {}\n:offline 1\n:dep microscope = {{ path = {:?}{features} }}\nuse microscope::prelude::*;\n",
             self.opt_level,
             self.crate_dir.display().to_string(),
         )
@@ -684,6 +689,7 @@ fn start_evcxr(
         "LD_LIBRARY_PATH",
         crate::toolchain::prepend_paths(library_path, "LD_LIBRARY_PATH"),
     );
+    crate::crate_graph::restore(&mut command);
     let (eval, outputs) = evcxr::EvalContext::with_subprocess_command(command)?;
     Ok((CommandContext::with_eval_context(eval), outputs))
 }

@@ -11,6 +11,7 @@
 //! See HOW_IT_WORKS.md for the pipeline.
 
 mod bridge;
+mod crate_graph;
 mod eval;
 mod install;
 mod kernel;
@@ -81,6 +82,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // rust-analyzer's `cargo`, inside a kernel (crate_graph.rs).
+    if let Some(code) = crate_graph::main_as_cargo() {
+        return code;
+    }
     relay_cell_output();
     // When evcxr starts this binary as its evaluation process, this call never returns.
     evcxr::runtime_hook();

@@ -77,10 +77,14 @@ fn affects_build(name: &str) -> bool {
             || matches!(name, "HOME" | "LD_LIBRARY_PATH" | "CUDARC_CUDA_VERSION"))
 }
 
+/// The environment as the user set it (not as `crate_graph::redirect` changed it for this
+/// process).
 fn environment() -> BTreeMap<String, String> {
-    std::env::vars_os()
+    let mut env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
+        .collect();
+    crate::crate_graph::as_user_set(&mut env);
+    env
 }
 
 /// The first executable called `name` on PATH.
@@ -235,6 +239,7 @@ pub fn spawn(exe: &Path, template: Option<&Path>, features: &str) -> Option<u32>
     for name in INTERNAL.iter().chain(&["JPY_PARENT_PID"]) {
         cmd.env_remove(name);
     }
+    crate::crate_graph::restore(&mut cmd);
     // SAFETY: setsid is async-signal-safe; it detaches the spare from this process's session,
     // so signals meant for this kernel's process group do not reach it.
     unsafe {

@@ -57,6 +57,13 @@ pub fn prepare(
     let secret = format!("\u{1b}[{}]", uuid::Uuid::new_v4().simple());
     std::env::set_var(DISPLAY_SECRET_ENV, &secret);
     let evcxr_dir = work.join("evcxr");
+    if let Ok(t) = toolchain {
+        let cargo = t.sysroot.join("bin").join("cargo");
+        if let Err(e) = crate::crate_graph::redirect(&work, &evcxr_dir, &cargo) {
+            // Only memory is lost: rust-analyzer then indexes the whole graph.
+            eprintln!("microscope-kernel: could not trim rust-analyzer's crate graph: {e}");
+        }
+    }
     let preload = eval::Preload {
         crate_dir: template::crate_dir(),
         features,
