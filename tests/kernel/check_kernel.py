@@ -210,6 +210,15 @@ def check_spare(out):
         # the widgets it makes as a kernel are live all the same.
         check(live_props(msgs) is not None,
               f"... and its widgets are live (they carry a handle to the kernel: {live_props(msgs)})")
+        # rust-analyzer, in the kernel process, is shown only the crates the build uses
+        # (kernel/src/crate_graph.rs); the whole graph `cargo metadata` lists held 2.4 GB.
+        # Cells still see the user's cargo home (this test's: none).
+        reply, msgs = s.execute("let home = std::env::var_os(\"CARGO_HOME\");\nformat!(\"{home:?}\")")
+        rss = kernel_rss(server) if server else None
+        held = "gone" if rss is None else f"{rss / 1e9:.2f} GB"
+        check(reply["status"] == "ok" and "None" in text_of(msgs) and rss is not None and rss < 2.0e9,
+              f"... holds under 2 GB ({held}), and its cells see the user's CARGO_HOME "
+              f"({text_of(msgs).strip()!r})")
         # Once quiet, this kernel leaves a spare; a kill-restart (Jupyter's "restart" of a stuck
         # kernel) starts from it, and the client's first request must reach the new kernel, not
         # the old one on its way out.
@@ -234,6 +243,18 @@ def check_spare(out):
         while os.path.exists(f"/proc/{server}") and time.time() < deadline:
             time.sleep(0.2)
         check(not os.path.exists(f"/proc/{server}"), "shutting that kernel down ends the spare that served it")
+
+
+def kernel_rss(pid):
+    """Resident memory of a process, in bytes; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def check_user_environment(out):
