@@ -544,15 +544,8 @@ fn feature_visualization_of_a_token_channel_rises() {
     );
 }
 
-/// Every unit-view tab works on a token layer's unit: weights and attribution at the patch
-/// embedding (the class token's branch, built from the input's shape, is not a path of the
-/// pixels), and whole images as dataset examples.
-#[test]
-fn a_token_unit_view_has_every_tab() {
-    use microscope::widget::unit_view::Body;
-    use microscope::widget::ViewOptions;
-    let dir = tmp("view");
-    // A small folder of seeded random images, two classes.
+/// A small folder of seeded random images, two classes of three, at the models' size.
+fn random_images(dir: &Path) -> microscope::data::Dataset {
     let mut rng = 7u64;
     for class in ["a", "b"] {
         std::fs::create_dir_all(dir.join("images").join(class)).unwrap();
@@ -570,7 +563,18 @@ fn a_token_unit_view_has_every_tab() {
                 .unwrap();
         }
     }
-    let data = microscope::data::Dataset::image_folder(dir.join("images")).unwrap();
+    microscope::data::Dataset::image_folder(dir.join("images")).unwrap()
+}
+
+/// Every unit-view tab works on a token layer's unit: weights and attribution at the patch
+/// embedding (the class token's branch, built from the input's shape, is not a path of the
+/// pixels), and whole images as dataset examples, with the unit's heatmap over the patch grid.
+#[test]
+fn a_token_unit_view_has_every_tab() {
+    use microscope::widget::unit_view::Body;
+    use microscope::widget::ViewOptions;
+    let dir = tmp("view");
+    let data = random_images(&dir);
     let model = vit(&dir.join("vit.onnx")).with_dataset(data);
     let view = model
         .unit(TOKEN_LAYER, 5)
@@ -588,9 +592,86 @@ fn a_token_unit_view_has_every_tab() {
         match &t.body {
             Body::Weights { from, .. } => assert_eq!(from.as_deref(), Some("patch")),
             Body::Attribution { at, .. } => assert_eq!(at, "patch"),
-            Body::DatasetExamples { top, .. } => assert!(top.iter().all(|e| e.heatmap.is_empty())),
+            Body::DatasetExamples { top, heatmap, .. } => {
+                assert!(top.iter().all(|e| e.heatmap.starts_with("data:image/png")));
+                let side = SIZE / PATCH;
+                let said = format!("the unit at each of the {side} × {side} patch tokens");
+                assert!(
+                    heatmap.as_deref().unwrap().starts_with(&said),
+                    "{heatmap:?}"
+                );
+            }
             _ => {}
         }
+    }
+}
+
+/// A whole input's heatmap lies over the patch grid: a token unit's values at the patch
+/// tokens, and an attention head's weights from the class token to them, read back from the
+/// layers' own activations on the example's image.
+#[test]
+fn dataset_examples_of_tokens_and_attention_heads_lie_over_the_patch_grid() {
+    use microscope::technique::dataset_examples::DatasetExamples;
+    let dir = tmp("grid");
+    let data = random_images(&dir);
+    let model = vit(&dir.join("vit.onnx"));
+    let side = SIZE / PATCH;
+    let settings = DatasetExamples {
+        k: 2,
+        ..DatasetExamples::default()
+    };
+    let spec = microscope::data::ImageSpec::unit(3, SIZE, SIZE);
+    let device = model.network().device().burn().clone();
+    let activation = |layer: &str, index: usize| {
+        let x = data.batch(index..index + 1, &spec, &device).unwrap();
+        let x = model.normalize(&x).unwrap();
+        let act = model.network().forward(&[("image", x)], &[layer]).unwrap();
+        act[0].to_vec()
+    };
+    let unit = 5;
+    let found = settings
+        .run(&model, &data, TOKEN_LAYER, &[unit])
+        .unwrap()
+        .remove(0);
+    assert!(found
+        .heatmap
+        .unwrap()
+        .contains(&format!("{side} × {side} patch tokens")));
+    for e in found.top.iter().chain(&found.bottom) {
+        assert_eq!(e.map, (side, side));
+        let act = activation(TOKEN_LAYER, e.index);
+        let patches: Vec<f32> = (1..TOKENS).map(|t| act[t * C + unit]).collect();
+        let close = e
+            .heatmap
+            .iter()
+            .zip(&patches)
+            .all(|(a, b)| (a - b).abs() < 1e-4);
+        assert!(close, "{:?} vs {patches:?}", e.heatmap);
+    }
+    let attention = "block/attn/softmax";
+    let head = 1;
+    let found = settings
+        .run(&model, &data, attention, &[head])
+        .unwrap()
+        .remove(0);
+    let said = found.heatmap.unwrap();
+    assert!(
+        said.starts_with("where the first token (the class token) attends"),
+        "{said}"
+    );
+    for e in found.top.iter().chain(&found.bottom) {
+        assert_eq!(e.map, (side, side));
+        // [N, heads, queries, keys]: the class token's row of this head, patch keys only.
+        let act = activation(attention, e.index);
+        let row = head * TOKENS * TOKENS;
+        let weights = &act[row + 1..row + TOKENS];
+        let close = e
+            .heatmap
+            .iter()
+            .zip(weights)
+            .all(|(a, b)| (a - b).abs() < 1e-4);
+        assert!(close, "{:?} vs {weights:?}", e.heatmap);
+        assert!(weights.iter().sum::<f32>() < 1.0);
     }
 }
 

@@ -442,10 +442,15 @@ fn a_logit_unit_view_has_every_tab() {
                     );
                 }
             }
-            Body::DatasetExamples { top, bottom } => {
+            Body::DatasetExamples {
+                top,
+                bottom,
+                heatmap,
+            } => {
                 for e in top.iter().chain(bottom) {
                     assert!(e.heatmap.is_empty(), "a logit has no heatmap");
                 }
+                assert_eq!(heatmap, &None);
                 // The top examples of "Ankle boot" are ankle boots.
                 let boots = top
                     .iter()

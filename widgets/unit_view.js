@@ -61,6 +61,7 @@ microscope.unitView = function (p, load) {
       return el("div", {}, [
         maps ? el("label", { class: "ms-bar" }, [toggle, "show each whole input with the unit's activation heatmap"])
           : el("div", { class: "ms-muted", text: "whole inputs: this unit has no positions" }),
+        b.heatmap ? el("div", { class: "ms-muted", text: "heatmap: " + b.heatmap }) : null,
         el("div", { class: "ms-muted", text: "top (strongest)" }), el("div", { class: "ms-figs" }, top),
         el("div", { class: "ms-muted", text: "bottom (weakest)" }), el("div", { class: "ms-figs" }, bottom),
       ]);

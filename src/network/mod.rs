@@ -34,7 +34,7 @@ pub use node::{Attr, Node};
 pub use ops::FastCuda;
 pub use ops::{has_units, Back, Fast};
 use ops::{Ctx, OpSpec, Slot};
-pub use units::{Reading, UnitLayout};
+pub use units::{Reading, TokenGrid, UnitLayout};
 use value::Constant;
 pub use value::{DynTensor, Elem, Gradients, HostData, HostTensor, Value, Wide, MAX_RANK};
 

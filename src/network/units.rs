@@ -21,6 +21,9 @@
 //! map's own axes, such as a transformer's attention weights `[N, heads, queries, keys]`, whose
 //! every row sums to 1. Its mean is the same for every image (1 / keys), so a unit is read by
 //! how concentrated its distributions are instead.
+//!
+//! Where tokens lie on the image is [`TokenGrid`]'s to say: the patch grid their count fits.
+//! Dataset examples draw a token unit's and a head's heatmaps over it.
 
 /// How an activation holds a layer's units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,9 +118,82 @@ impl Reading {
     }
 }
 
+/// Where a token layer's tokens lie on the input: a vision transformer's patch grid.
+///
+/// Exports write the patch tokens row by row after a few others (a class token, a distillation
+/// token, registers). From the number of tokens and the input's size alone, the grid is the one
+/// whose square patches tile the input exactly: `skip` leading tokens (one of
+/// [`TokenGrid::LEADING`]), then `rows × cols` patches of `p × p` pixels, `rows·p = H` and
+/// `cols·p = W`; the fewest leading tokens that give one win.
+/// ViT-B/16 at 224 px: 197 tokens, 1 + 14 × 14; DINOv2 with 4 registers: 261, 5 + 16 × 16; a
+/// Swin stage at 7 × 7: 49, no leading token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenGrid {
+    /// Tokens before the patches.
+    pub skip: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl TokenGrid {
+    /// The leading tokens looked for: none; a class token; a class and a distillation token
+    /// (DeiT); a class token and 4, 8 or 16 registers. Any count would find a grid in some
+    /// token counts by chance (7 tokens: 3, then 2 × 2 patches).
+    pub const LEADING: [usize; 6] = [0, 1, 2, 5, 9, 17];
+
+    /// The grid of `tokens` tokens over an input of `height × width` pixels, if one tiles it.
+    pub fn of(tokens: usize, height: usize, width: usize) -> Option<TokenGrid> {
+        let area = height.checked_mul(width)?;
+        if tokens == 0 {
+            return None;
+        }
+        Self::LEADING.iter().find_map(|&skip| {
+            let patches = tokens.checked_sub(skip).filter(|&p| p > 0)?;
+            if !area.is_multiple_of(patches) {
+                return None;
+            }
+            let p2 = area / patches;
+            let p = (p2 as f64).sqrt().round() as usize;
+            (p > 0 && p * p == p2 && height.is_multiple_of(p) && width.is_multiple_of(p)).then_some(
+                TokenGrid {
+                    skip,
+                    rows: height / p,
+                    cols: width / p,
+                },
+            )
+        })
+    }
+
+    /// The patches' values, row by row, of one value per token.
+    pub fn patches<'a>(&self, per_token: &'a [f32]) -> Option<&'a [f32]> {
+        per_token.get(self.skip..self.skip + self.rows * self.cols)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_count_finds_the_patch_grid_that_tiles_the_input() {
+        let grid = |skip, rows, cols| Some(TokenGrid { skip, rows, cols });
+        assert_eq!(TokenGrid::of(197, 224, 224), grid(1, 14, 14)); // ViT-B/16
+        assert_eq!(TokenGrid::of(50, 224, 224), grid(1, 7, 7)); // ViT-B/32
+        assert_eq!(TokenGrid::of(198, 224, 224), grid(2, 14, 14)); // DeiT, distilled
+        assert_eq!(TokenGrid::of(261, 224, 224), grid(5, 16, 16)); // DINOv2, 4 registers
+        assert_eq!(TokenGrid::of(49, 224, 224), grid(0, 7, 7)); // Swin's last stage
+        assert_eq!(TokenGrid::of(17, 32, 32), grid(1, 4, 4));
+        assert_eq!(TokenGrid::of(1 + 8 * 16, 128, 256), grid(1, 8, 16));
+        assert_eq!(TokenGrid::of(9 + 256, 224, 224), grid(9, 16, 16)); // 8 registers
+                                                                       // No square patches tile the input: no grid.
+        assert_eq!(TokenGrid::of(7, 224, 224), None);
+        assert_eq!(TokenGrid::of(0, 224, 224), None);
+        assert_eq!(TokenGrid::of(197, usize::MAX, 2), None);
+        let g = TokenGrid::of(17, 32, 32).unwrap();
+        let values: Vec<f32> = (0..17).map(|v| v as f32).collect();
+        assert_eq!(g.patches(&values).unwrap()[0], 1.0);
+        assert_eq!(g.patches(&values[..10]), None);
+    }
 
     /// Attention weights `[N, heads, queries, keys]` (softmax over the keys) are read by their
     /// concentration; a softmax over the units (classes, a segmentation's classes per pixel) or

@@ -7,7 +7,7 @@
 use crate::data::{Dataset, ImageSpec};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::network::DynTensor;
+use crate::network::{DynTensor, Reading, TokenGrid};
 
 /// Settings for [`DatasetExamples::run`].
 #[derive(Clone, Debug)]
@@ -44,7 +44,9 @@ pub struct Example {
     pub score: f32,
     /// Where in the activation map, (row, column).
     pub position: (usize, usize),
-    /// The unit's activation map `[h, w]`, row-major, and its (h, w).
+    /// The unit's map over the input `[h, w]`, row-major, and its (h, w): its activation map;
+    /// for a whole input, what [`UnitExamples::heatmap`] says, or empty with (0, 0) where no
+    /// map lies over the input (a unit without positions; tokens without a patch grid).
     pub heatmap: Vec<f32>,
     pub map: (usize, usize),
     /// The input around the position, `[C, crop, crop]` in [0, 1] (zero outside the image); for
@@ -65,6 +67,99 @@ pub struct UnitExamples {
     pub bottom: Vec<Example>,
     /// Each input's score, in dataset order, when [`DatasetExamples::scores`] is set.
     pub scores: Vec<f32>,
+    /// What the heatmaps of whole inputs show, when they have one (tokens on a patch grid).
+    pub heatmap: Option<String>,
+}
+
+/// How a whole input's heatmap is made from a unit's map, for a layer of tokens on a patch grid
+/// ([`TokenGrid`]).
+#[derive(Clone, Copy, Debug)]
+enum OverInput {
+    /// A token layer's unit: its value at each patch token (map `[T, 1]`).
+    Tokens(TokenGrid),
+    /// An attention head, softmax over the keys (map `[queries, keys]`, read as `p² · keys`):
+    /// the class token's weights over the patch keys when the queries are the same tokens and
+    /// begin with one, else each key's weight averaged over the queries.
+    Attention { grid: TokenGrid, keys: usize },
+}
+
+impl OverInput {
+    /// For a layer's activation of shape `dims` (as the forward pass gave it) read by
+    /// `reading`, on an input of `height × width` pixels.
+    fn of(dims: &[usize], reading: Reading, height: usize, width: usize) -> Option<OverInput> {
+        match (dims, reading) {
+            (&[_, tokens, _], Reading::Values) => {
+                TokenGrid::of(tokens, height, width).map(OverInput::Tokens)
+            }
+            (&[_, _, _, keys], Reading::Softmax { axis, joint: false })
+                if axis == -1 || axis == 3 =>
+            {
+                let grid = TokenGrid::of(keys, height, width)?;
+                Some(OverInput::Attention { grid, keys })
+            }
+            _ => None,
+        }
+    }
+
+    fn grid(self) -> TokenGrid {
+        match self {
+            OverInput::Tokens(grid) | OverInput::Attention { grid, .. } => grid,
+        }
+    }
+
+    /// What the heatmaps show, for the unit view.
+    fn describe(self, class_token: bool) -> String {
+        let g = self.grid();
+        let left_out = match g.skip {
+            0 => String::new(),
+            1 => " (the first token, a class token, left out)".into(),
+            n => format!(" (the first {n}, class, distillation or register tokens, left out)"),
+        };
+        match self {
+            OverInput::Tokens(_) => format!(
+                "the unit at each of the {} × {} patch tokens{left_out}",
+                g.rows, g.cols
+            ),
+            OverInput::Attention { .. } if class_token => format!(
+                "where the first token (the class token) attends: its weight on each of the {}                  × {} patch tokens",
+                g.rows, g.cols
+            ),
+            OverInput::Attention { .. } => format!(
+                "the weight each of the {} × {} patch tokens receives, averaged over the                  queries{left_out}",
+                g.rows, g.cols
+            ),
+        }
+    }
+
+    /// Whether an attention map of `map` (queries, keys) is read from the class token's row.
+    fn class_token(self, map: (usize, usize)) -> bool {
+        matches!(self, OverInput::Attention { grid, keys } if grid.skip > 0 && map.0 == keys)
+    }
+
+    /// The heatmap over the patch grid of one example's unit map `values` of shape `map`.
+    fn heatmap(self, values: &[f32], map: (usize, usize)) -> Option<Vec<f32>> {
+        let grid = self.grid();
+        match self {
+            OverInput::Tokens(_) => grid.patches(values).map(<[f32]>::to_vec),
+            OverInput::Attention { keys, .. } => {
+                let (queries, k) = map;
+                if k != keys || values.len() != queries * keys || queries == 0 {
+                    return None;
+                }
+                // The weights back from `p² · keys`.
+                let p =
+                    |q: usize, key: usize| (values[q * keys + key] / keys as f32).max(0.0).sqrt();
+                let per_key: Vec<f32> = if self.class_token(map) {
+                    (0..keys).map(|key| p(0, key)).collect()
+                } else {
+                    (0..keys)
+                        .map(|key| (0..queries).map(|q| p(q, key)).sum::<f32>() / queries as f32)
+                        .collect()
+                };
+                grid.patches(&per_key).map(<[f32]>::to_vec)
+            }
+        }
+    }
 }
 
 /// The k best entries seen so far, by a score comparison.
@@ -148,6 +243,7 @@ impl DatasetExamples {
         let mut scores: Vec<Vec<f32>> = vec![Vec::new(); units.len()];
         let mut map_size = (0, 0);
         let mut tokens = false;
+        let mut over_input = None;
         // `batch` images a pass, fewer where that many would not fit the memory available (the
         // same scores, in more passes).
         let batch = match super::render::available_memory(model) {
@@ -182,6 +278,7 @@ impl DatasetExamples {
             // of attention weights is over queries and keys, not over the image.
             let reading = net.reading(layer);
             tokens = act.dims().len() == 3 || reading.span(&act.dims()).is_some();
+            over_input = OverInput::of(&act.dims(), reading, spec.height, spec.width);
             let act = DynTensor::new(act.to_unit_maps(reading)?);
             let [_, c, h, w] = act.dims()[..] else {
                 unreachable!("to_nchw gives rank 4")
@@ -219,6 +316,7 @@ impl DatasetExamples {
         // No crop stands for a unit without positions, nor (without the token grid's geometry)
         // for a token layer's unit or an attention head's: their examples are whole inputs.
         let whole = map_size == (1, 1) || tokens;
+        let over_input = over_input.filter(|_| whole);
         let mut out = Vec::with_capacity(units.len());
         for (((&unit, top), bottom), scores) in units.iter().zip(tops).zip(bottoms).zip(scores) {
             let finish = |mut list: Vec<Example>| -> Result<Vec<Example>> {
@@ -228,6 +326,11 @@ impl DatasetExamples {
                         e.crop = image;
                         e.crop_size = (spec.height, spec.width);
                         e.whole = true;
+                        let map = over_input.and_then(|o| Some((o.heatmap(&e.heatmap, e.map)?, o)));
+                        (e.heatmap, e.map) = match map {
+                            Some((m, o)) => (m, (o.grid().rows, o.grid().cols)),
+                            None => (Vec::new(), (0, 0)),
+                        };
                         continue;
                     }
                     e.crop = crop_around(
@@ -243,11 +346,13 @@ impl DatasetExamples {
                 }
                 Ok(list)
             };
+            let heatmap = over_input.map(|o| o.describe(o.class_token(map_size)));
             out.push(UnitExamples {
                 unit,
                 top: finish(top.entries)?,
                 bottom: finish(bottom.entries)?,
                 scores,
+                heatmap,
             });
         }
         Ok(out)

@@ -136,6 +136,9 @@ pub enum Body {
     DatasetExamples {
         top: Vec<ExampleCard>,
         bottom: Vec<ExampleCard>,
+        /// What the heatmaps of whole inputs show (tokens on a patch grid).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        heatmap: Option<String>,
     },
     DeepDream {
         before: Picture,
@@ -612,8 +615,8 @@ fn example_cards(model: &Model, data: &Dataset, list: &[Example]) -> Result<Vec<
                 height: ch,
                 width: cw,
             };
-            // A unit without positions (or of tokens) has the whole input as its example, and
-            // no heatmap.
+            // A unit without positions (or of tokens) has the whole input as its example, with
+            // a heatmap only where its map lies over the input (tokens on a patch grid).
             let whole = e.whole;
             Ok(ExampleCard {
                 crop: if whole {
@@ -622,7 +625,7 @@ fn example_cards(model: &Model, data: &Dataset, list: &[Example]) -> Result<Vec<
                     png(&crop)
                 },
                 image: thumbnail(&planar(&pixels, &full.dims()[1..]), side),
-                heatmap: if whole {
+                heatmap: if e.heatmap.is_empty() {
                     String::new()
                 } else {
                     heatmap(&e.heatmap, mh, mw, Scale::Heat)
@@ -643,6 +646,7 @@ fn examples_tab(model: &Model, data: &Dataset, ex: &UnitExamples) -> Result<Body
     Ok(Body::DatasetExamples {
         top: example_cards(model, data, &ex.top)?,
         bottom: example_cards(model, data, &ex.bottom)?,
+        heatmap: ex.heatmap.clone(),
     })
 }
 
