@@ -655,10 +655,11 @@ fn dataset_examples_of_tokens_and_attention_heads_lie_over_the_patch_grid() {
         .unwrap()
         .remove(0);
     let said = found.heatmap.unwrap();
-    assert!(
-        said.starts_with("where the first token (the class token) attends"),
-        "{said}"
+    let expected = format!(
+        "where the first token (the class token) attends: its weight on each of the {side} × \
+         {side} patch tokens"
     );
+    assert_eq!(said, expected);
     for e in found.top.iter().chain(&found.bottom) {
         assert_eq!(e.map, (side, side));
         // [N, heads, queries, keys]: the class token's row of this head, patch keys only.

@@ -121,11 +121,13 @@ impl OverInput {
                 g.rows, g.cols
             ),
             OverInput::Attention { .. } if class_token => format!(
-                "where the first token (the class token) attends: its weight on each of the {}                  × {} patch tokens",
+                "where the first token (the class token) attends: its weight on each of the {} \
+                 × {} patch tokens",
                 g.rows, g.cols
             ),
             OverInput::Attention { .. } => format!(
-                "the weight each of the {} × {} patch tokens receives, averaged over the                  queries{left_out}",
+                "the weight each of the {} × {} patch tokens receives, averaged over the \
+                 queries{left_out}",
                 g.rows, g.cols
             ),
         }
