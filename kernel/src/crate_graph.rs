@@ -30,10 +30,10 @@ const CARGO_ENV: &str = "MICROSCOPE_TOOLCHAIN_CARGO";
 /// The manifest whose metadata is trimmed: the kernel's evcxr crate.
 const MANIFEST_ENV: &str = "MICROSCOPE_TRIMMED_MANIFEST";
 /// Set to 1, rust-analyzer is shown the whole graph, as before.
-pub const ALL_CRATES_ENV: &str = "MICROSCOPE_RUST_ANALYZER_ALL_CRATES";
+const ALL_CRATES_ENV: &str = "MICROSCOPE_RUST_ANALYZER_ALL_CRATES";
 
 /// The variables [`redirect`] sets for this process alone.
-pub const INTERNAL: [&str; 3] = [USER_HOME_ENV, CARGO_ENV, MANIFEST_ENV];
+const INTERNAL: [&str; 3] = [USER_HOME_ENV, CARGO_ENV, MANIFEST_ENV];
 
 /// Points this process's `CARGO_HOME` at `<work>/cargo-home`, whose `bin/cargo` is this binary,
 /// for rust-analyzer to trim the metadata of `<evcxr_dir>/Cargo.toml` through. Call it before
