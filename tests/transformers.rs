@@ -223,6 +223,12 @@ fn convnext(path: &Path) -> Model {
 /// scale, Softmax, MatMul with v, heads merged, projection, residual; MLP with Gelu, residual),
 /// a final LayerNorm, the class token (Gather on axis 1) and a Gemm head.
 fn vit(path: &Path) -> Model {
+    vit_of(path, 1)
+}
+
+/// [`vit`] with `blocks` blocks: the first's nodes are named `block/…`, the others'
+/// `block{i}/…`.
+fn vit_of(path: &Path, blocks: usize) -> Model {
     let mut n = Net::new(20, 2);
     let patches = n.conv("patch", "image", [3, C, 1], [PATCH, PATCH, 0]);
     let shape = n.ints("patch/flat_shape", &[0, C as i64, -1]);
@@ -244,15 +250,32 @@ fn vit(path: &Path) -> Model {
     let cls = n.node("Expand", "cls/expand", &[&cls, &target], &[]);
     let seq = n.node("Concat", "tokens", &[&cls, &tokens], &axis(1));
     let pos = n.weight("pos_embedding", &[1, TOKENS, C], 0.0, 0.5);
-    let x = n.node("Add", "embed", &[&seq, &pos], &[]);
+    let mut x = n.node("Add", "embed", &[&seq, &pos], &[]);
+    for i in 0..blocks {
+        let b = if i == 0 {
+            "block".to_string()
+        } else {
+            format!("block{i}")
+        };
+        x = vit_block(&mut n, &b, &x);
+    }
+    let ln = n.layer_norm("ln", &x, C);
+    n.b.int64_initializer("class/index", &[], &[0]);
+    let cls = n.node("Gather", "class", &[&ln, "class/index"], &axis(1));
+    n.classifier(&cls);
+    n.finish("logits", path)
+}
+
+/// One pre-LN block of [`vit`] on tokens `x`, its nodes named `{b}/…`; returns its output, `b`.
+fn vit_block(n: &mut Net, b: &str, x: &str) -> String {
     // Attention, pre-LN.
-    let ln = n.layer_norm("block/ln_1", &x, C);
+    let ln = n.layer_norm(&format!("{b}/ln_1"), x, C);
     let heads_shape = n.ints(
-        "block/attn/heads_shape",
+        &format!("{b}/attn/heads_shape"),
         &[0, 0, HEADS as i64, HEAD_DIM as i64],
     );
     let heads = |n: &mut Net, which: &str| {
-        let name = format!("block/attn/{which}");
+        let name = format!("{b}/attn/{which}");
         let t = n.linear(&name, &ln, C, C);
         let split = n.node(
             "Reshape",
@@ -262,30 +285,35 @@ fn vit(path: &Path) -> Model {
         );
         n.transpose(&format!("{name}_heads"), &split, &[0, 2, 1, 3])
     };
-    let (q, k, v) = (heads(&mut n, "q"), heads(&mut n, "k"), heads(&mut n, "v"));
+    let (q, k, v) = (heads(n, "q"), heads(n, "k"), heads(n, "v"));
     let eq = ("equation", AttrValue::String("bhqd,bhkd->bhqk".into()));
-    let scores = n.node("Einsum", "block/attn/scores", &[&q, &k], &[eq]);
-    let sqrt_d = n.scalar("block/attn/sqrt_d", (HEAD_DIM as f32).sqrt());
-    let scaled = n.node("Div", "block/attn/scaled", &[&scores, &sqrt_d], &[]);
-    let attn = n.node("Softmax", "block/attn/softmax", &[&scaled], &axis(-1));
-    let mixed = n.node("MatMul", "block/attn/mix", &[&attn, &v], &[]);
-    let merged = n.transpose("block/attn/merge_heads", &mixed, &[0, 2, 1, 3]);
-    let shape = n.ints("block/attn/merged_shape", &[0, 0, C as i64]);
-    let merged = n.node("Reshape", "block/attn/merged", &[&merged, &shape], &[]);
-    let proj = n.linear("block/attn/proj", &merged, C, C);
-    let x = n.node("Add", TOKEN_LAYER, &[&x, &proj], &[]);
+    let scores = n.node("Einsum", &format!("{b}/attn/scores"), &[&q, &k], &[eq]);
+    let sqrt_d = n.scalar(&format!("{b}/attn/sqrt_d"), (HEAD_DIM as f32).sqrt());
+    let scaled = n.node("Div", &format!("{b}/attn/scaled"), &[&scores, &sqrt_d], &[]);
+    let attn = n.node(
+        "Softmax",
+        &format!("{b}/attn/softmax"),
+        &[&scaled],
+        &axis(-1),
+    );
+    let mixed = n.node("MatMul", &format!("{b}/attn/mix"), &[&attn, &v], &[]);
+    let merged = n.transpose(&format!("{b}/attn/merge_heads"), &mixed, &[0, 2, 1, 3]);
+    let shape = n.ints(&format!("{b}/attn/merged_shape"), &[0, 0, C as i64]);
+    let merged = n.node(
+        "Reshape",
+        &format!("{b}/attn/merged"),
+        &[&merged, &shape],
+        &[],
+    );
+    let proj = n.linear(&format!("{b}/attn/proj"), &merged, C, C);
+    let x = n.node("Add", &format!("{b}/attn_residual"), &[x, &proj], &[]);
     // MLP, pre-LN, with the opset-20 Gelu.
-    let ln = n.layer_norm("block/ln_2", &x, C);
-    let up = n.linear("block/mlp/fc1", &ln, C, 2 * C);
+    let ln = n.layer_norm(&format!("{b}/ln_2"), &x, C);
+    let up = n.linear(&format!("{b}/mlp/fc1"), &ln, C, 2 * C);
     let exact = ("approximate", AttrValue::String("none".into()));
-    let act = n.node("Gelu", "block/mlp/gelu", &[&up], &[exact]);
-    let down = n.linear("block/mlp/fc2", &act, 2 * C, C);
-    let x = n.node("Add", "block", &[&x, &down], &[]);
-    let ln = n.layer_norm("ln", &x, C);
-    n.b.int64_initializer("class/index", &[], &[0]);
-    let cls = n.node("Gather", "class", &[&ln, "class/index"], &axis(1));
-    n.classifier(&cls);
-    n.finish("logits", path)
+    let act = n.node("Gelu", &format!("{b}/mlp/gelu"), &[&up], &[exact]);
+    let down = n.linear(&format!("{b}/mlp/fc2"), &act, 2 * C, C);
+    n.node("Add", b, &[&x, &down], &[])
 }
 
 /// A spatial transformer (opset 21): a localization branch (strided convolution, pooled, a
@@ -591,7 +619,17 @@ fn a_token_unit_view_has_every_tab() {
     for t in &view.tabs {
         match &t.body {
             Body::Weights { from, .. } => assert_eq!(from.as_deref(), Some("patch")),
-            Body::Attribution { at, .. } => assert_eq!(at, "patch"),
+            Body::Attribution { at, inputs, .. } => {
+                assert_eq!(at, "patch");
+                // Every method draws, the attention flow ones over the patch grid too.
+                support::assert_methods_drawn(inputs, None);
+                let rollout = inputs.iter().find(|i| i.id == "attention-rollout").unwrap();
+                assert!(
+                    rollout.note.contains("the mean row of every token"),
+                    "{}",
+                    rollout.note
+                );
+            }
             Body::DatasetExamples { top, heatmap, .. } => {
                 assert!(top.iter().all(|e| e.heatmap.starts_with("data:image/png")));
                 let side = SIZE / PATCH;
@@ -814,4 +852,173 @@ fn onnxruntimes_fused_transformer_ops_compute_what_onnxruntime_computes() {
     let want = npy::read(&dir.join("vit_logits.npy")).unwrap();
     let off = support::reference::mismatch(&got.to_vec(), &want.data, 1e-5, 1e-5);
     assert!(off.is_none(), "optimized ViT logits: {off:?}");
+}
+
+/// Attention rollout and gradient-weighted rollout of a three-block ViT, checked against the
+/// textbook computation: the full T × T products of the attention layers' own weights (read
+/// with `forward`), and for the gradients, each layer's gradient taken on its own by feeding
+/// its weights back as a leaf (activation patching), not by the one backward pass the method
+/// uses. The class logit's map is the class token's row; a token unit's, the mean row.
+#[test]
+fn attention_flow_is_the_rollout_of_the_layers_own_weights_and_gradients() {
+    use microscope::network::DynTensor;
+    use microscope::technique::attention_flow::{attention_flow, attention_layers, Flow};
+    use microscope::technique::attribution::Target;
+    use microscope::technique::input_attribution::{methods_for, InputAttribution};
+    let dir = tmp("flow");
+    let model = vit_of(&dir.join("vit3.onnx"), 3);
+    let net = model.network();
+    let x = input(11);
+    let device = net.device().burn().clone();
+    let image = DynTensor::from_host(&x.data, &x.shape, &device);
+    let layers = [
+        "block/attn/softmax",
+        "block1/attn/softmax",
+        "block2/attn/softmax",
+    ];
+    let logit = |index| Target::Logit {
+        node: "logits".into(),
+        index,
+    };
+    let unit = Target::Unit {
+        layer: "block1/attn_residual".into(),
+        index: 3,
+    };
+    assert_eq!(attention_layers(&model, &logit(0)).unwrap(), layers);
+    assert_eq!(attention_layers(&model, &unit).unwrap(), &layers[..2]);
+    let ids: Vec<&str> = methods_for(&model, &unit).iter().map(|m| m.id).collect();
+    assert!(
+        ids.ends_with(&["attention-rollout", "gradient-rollout"]),
+        "{ids:?}"
+    );
+
+    // Each layer's weights [heads, T, T] as the network computes them.
+    let normalized = model.normalize(&image).unwrap();
+    let weights: Vec<Vec<f32>> = net
+        .forward(&[("image", normalized.clone())], &layers)
+        .unwrap()
+        .iter()
+        .map(DynTensor::to_vec)
+        .collect();
+    // The gradient of `target` with respect to layer k's weights, that layer fed as a leaf.
+    let gradient = |target: &Target, k: usize| -> Vec<f32> {
+        let leaf = DynTensor::from_host(&weights[k], &[1, HEADS, TOKENS, TOKENS], &device)
+            .detached()
+            .require_grad();
+        let tensor = net.node(layers[k]).unwrap().outputs[0].clone();
+        let feeds = [
+            ("image", normalized.detached()),
+            (tensor.as_str(), leaf.clone()),
+        ];
+        let out = net.forward(&feeds, &[target.node()]).unwrap().remove(0);
+        let value = match target {
+            Target::Logit { index, .. } => {
+                DynTensor::new(out.to_rank::<2>().unwrap().narrow(1, *index, 1))
+            }
+            Target::Unit { index, .. } => {
+                DynTensor::new(out.to_rank::<3>().unwrap().narrow(2, *index, 1).mean())
+            }
+        };
+        leaf.grad(&value.backward()).unwrap().to_vec()
+    };
+    // R = M_L ⋯ M_1 as full matrices, M = keep·I + mix·(head mean of f(A, ∇A)).
+    let rollout = |target: &Target, count: usize, gradients: bool| -> Vec<f32> {
+        let t = TOKENS;
+        let mut r: Vec<f32> = (0..t * t).map(|i| f32::from(i % (t + 1) == 0)).collect();
+        for (k, a) in weights.iter().enumerate().take(count) {
+            let g = gradients.then(|| gradient(target, k));
+            let (keep, mix) = if gradients { (1.0, 1.0) } else { (0.5, 0.5) };
+            let mut m = vec![0.0f32; t * t];
+            for h in 0..HEADS {
+                for i in 0..t * t {
+                    let v = a[h * t * t + i];
+                    let v = g.as_ref().map_or(v, |g| (v * g[h * t * t + i]).max(0.0));
+                    m[i] += mix * v / HEADS as f32;
+                }
+            }
+            (0..t).for_each(|i| m[i * t + i] += keep);
+            // r ← M · r
+            let mut next = vec![0.0f32; t * t];
+            for i in 0..t {
+                for j in 0..t {
+                    next[i * t + j] = (0..t).map(|l| m[i * t + l] * r[l * t + j]).sum();
+                }
+            }
+            r = next;
+        }
+        r
+    };
+    let class_row = |r: &[f32]| r[1..TOKENS].to_vec();
+    let mean_row = |r: &[f32]| -> Vec<f32> {
+        (1..TOKENS)
+            .map(|j| (0..TOKENS).map(|i| r[i * TOKENS + j]).sum::<f32>() / TOKENS as f32)
+            .collect()
+    };
+    let close = |what: &str, ours: &[f32], expected: &[f32]| {
+        let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let err = ours
+            .iter()
+            .zip(expected)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!("{what}: max |ours − textbook| = {err:.2e} of {scale:.3}");
+        assert_eq!(ours.len(), expected.len());
+        assert!(err <= 1e-4 * scale, "{what}: {ours:?} vs {expected:?}");
+    };
+    let side = SIZE / PATCH;
+    for (target, count, class_token) in [(logit(3), 3, true), (unit.clone(), 2, false)] {
+        for flow in [Flow::Rollout, Flow::Gradient] {
+            let f = attention_flow(&model, &image, &target, flow).unwrap();
+            assert_eq!((f.grid.skip, f.grid.rows, f.grid.cols), (1, side, side));
+            assert_eq!(f.layers, &layers[..count]);
+            assert_eq!(f.class_token, class_token);
+            let r = rollout(&target, count, flow == Flow::Gradient);
+            let expected = if class_token {
+                class_row(&r)
+            } else {
+                mean_row(&r)
+            };
+            close(
+                &format!("{flow:?} toward {}", target.node()),
+                &f.map,
+                &expected,
+            );
+            assert!(f.map.iter().all(|&v| v >= 0.0));
+            assert!(f.map.iter().any(|&v| v > 0.0));
+        }
+    }
+    // Rollout knows no target; its gradient-weighted form does.
+    let of = |index, flow| {
+        attention_flow(&model, &image, &logit(index), flow)
+            .unwrap()
+            .map
+    };
+    assert_eq!(of(0, Flow::Rollout), of(5, Flow::Rollout));
+    assert_ne!(of(0, Flow::Gradient), of(5, Flow::Gradient));
+    // As input attributions: upsampled from the 4 × 4 grid to the image, one line on where.
+    let m = InputAttribution::default()
+        .run("gradient-rollout", &model, &image, &logit(3))
+        .unwrap();
+    assert_eq!((m.dims, m.map.len()), ([3, SIZE, SIZE], SIZE * SIZE));
+    assert_eq!(
+        m.detail.as_deref(),
+        Some(
+            "3 attention layers, block/attn/softmax to block2/attn/softmax; the class token's \
+             row over the 4 × 4 patches"
+        )
+    );
+    // A CNN has no attention: the methods are not offered, and asked for, they say why.
+    let convnext = convnext(&dir.join("convnext.onnx"));
+    let ids: Vec<&str> = methods_for(&convnext, &logit(0))
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert!(!ids.contains(&"attention-rollout"), "{ids:?}");
+    let err = InputAttribution::default()
+        .run("attention-rollout", &convnext, &image, &logit(0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("logits is computed from no attention layer"),
+        "{err}"
+    );
 }

@@ -618,6 +618,66 @@ impl Network {
         self.forward_in(feeds, targets, None, Mode::Redirected)
     }
 
+    /// [`Network::forward_any_size`] on the autodiff device that also takes the gradient at
+    /// `probes` (tensor names on the way to `targets`): a tracked zero is added to each probed
+    /// tensor as it is computed, and the gradient with respect to that leaf is the gradient with
+    /// respect to the tensor, through every path from it. burn keeps gradients of leaves only,
+    /// and feeding the tensor instead (as `technique::attribution` does for one layer) would cut
+    /// the paths from an earlier probe through a later one. Returns the targets' values and each
+    /// probe's value and leaf.
+    pub fn forward_probed(
+        &self,
+        feeds: &[(&str, DynTensor)],
+        probes: &[&str],
+        targets: &[&str],
+    ) -> Result<(Vec<DynTensor>, Vec<Probe>)> {
+        let mut at = HashMap::new();
+        for (k, p) in probes.iter().enumerate() {
+            let tensor = self.resolve(p)?;
+            let &(node, slot) = self.producer.get(&tensor).ok_or_else(|| {
+                Error::Message(format!("{p} is not computed by a node: nothing to probe"))
+            })?;
+            at.insert((node, slot), k);
+        }
+        let feeds: Vec<(&str, Value)> = feeds
+            .iter()
+            .map(|(n, t)| (*n, Value::Device(t.clone())))
+            .collect();
+        let mut found: Vec<Option<Probe>> = vec![None; probes.len()];
+        let values = crate::device::on_cpu_pool(self.device.burn(), || {
+            self.evaluate(&feeds, targets, None, Mode::AnySize, &mut |i, outs| {
+                for (slot, out) in outs.iter_mut().enumerate() {
+                    let (Some(&k), Value::Device(d)) = (at.get(&(i, slot)), &*out) else {
+                        continue;
+                    };
+                    let zero =
+                        value::Storage::zeros(d.storage().dims(), &d.device()).require_grad();
+                    let leaf = DynTensor::from_storage(zero.clone(), d.rank());
+                    let probed = d.clone().map(|s| s + zero);
+                    found[k] = Some(Probe {
+                        value: d.clone(),
+                        leaf,
+                    });
+                    *out = Value::Device(probed);
+                }
+            })
+        })?;
+        let outputs = self.device_values(values, targets, &feeds)?;
+        let probes = found
+            .into_iter()
+            .zip(probes)
+            .map(|(f, p)| {
+                f.ok_or_else(|| {
+                    Error::Message(format!(
+                        "{p} was not computed on the way to {}: nothing to probe",
+                        targets.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((outputs, probes))
+    }
+
     /// [`Network::forward`] with tracked weights (their gradients are then computed).
     pub fn forward_with(
         &self,
@@ -724,7 +784,7 @@ impl Network {
     fn zeros_pass(
         &self,
         batch: Option<usize>,
-        observe: &mut dyn FnMut(usize, &[Value]),
+        observe: &mut dyn FnMut(usize, &mut Vec<Value>),
     ) -> std::result::Result<(), String> {
         let device = self.device.burn().clone();
         let feeds: Vec<(String, Value)> = self
@@ -912,7 +972,7 @@ impl Network {
         targets: &[&str],
         weights: Option<&Weights<B>>,
         mode: Mode,
-        observe: &mut dyn FnMut(usize, &[Value<B>]),
+        observe: &mut dyn FnMut(usize, &mut Vec<Value<B>>),
     ) -> Result<Vec<Value<B>>> {
         let any_size = mode != Mode::Strict;
         let wanted: Vec<String> = targets
@@ -995,7 +1055,7 @@ impl Network {
             if outs.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {
                 return Err(node.error("produced fewer outputs than declared"));
             }
-            observe(i, &outs);
+            observe(i, &mut outs);
             // Drop each intermediate after its last reader.
             for input in &node.inputs {
                 if let Some(u) = uses.get_mut(input.as_str()) {
@@ -1068,6 +1128,15 @@ impl Network {
             device,
         })
     }
+}
+
+/// A tensor probed by [`Network::forward_probed`].
+#[derive(Clone, Debug)]
+pub struct Probe {
+    /// Its value.
+    pub value: DynTensor,
+    /// The zero added to it: `leaf.grad(&grads)` is the gradient with respect to it.
+    pub leaf: DynTensor,
 }
 
 /// A weight as an autodiff constant: usable in a tracked graph, but no gradient is computed for it.

@@ -26,6 +26,7 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use super::attention_flow::{attention_flow, attention_layers, Flow};
 use super::attribution::{layer_gradient, target_values, Target};
 use super::param::normal;
 use super::weights::previous_spatial_layer;
@@ -98,7 +99,28 @@ pub struct MethodSpec {
     pub signed: bool,
     /// The settings it reads, in words (empty when it has none).
     pub settings: fn(&InputAttribution) -> String,
+    /// The targets it explains.
+    pub scope: Scope,
     compute: fn(&InputAttribution, &Model, &DynTensor, &Target) -> Result<InputMap>,
+}
+
+/// The targets a method explains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Any target of any network.
+    Any,
+    /// Targets computed from attention layers ([`attention_layers`]): a transformer's.
+    Attention,
+}
+
+impl Scope {
+    /// Whether a method of this scope explains `target`.
+    pub fn applies(self, model: &Model, target: &Target) -> bool {
+        match self {
+            Scope::Any => true,
+            Scope::Attention => attention_layers(model, target).is_ok_and(|l| !l.is_empty()),
+        }
+    }
 }
 
 /// The input attribution methods, in the order the unit view lists them.
@@ -112,6 +134,7 @@ pub static METHODS: &[MethodSpec] = &[
                  jumps from pixel to pixel.",
         signed: true,
         settings: |_| String::new(),
+        scope: Scope::Any,
         compute: |s, m, x, t| s.saliency(m, x, t),
     },
     MethodSpec {
@@ -122,6 +145,7 @@ pub static METHODS: &[MethodSpec] = &[
         caveat: "Black pixels always get zero, whatever the network does with them.",
         signed: true,
         settings: |_| String::new(),
+        scope: Scope::Any,
         compute: |s, m, x, t| s.gradient_times_input(m, x, t),
     },
     MethodSpec {
@@ -149,6 +173,7 @@ pub static METHODS: &[MethodSpec] = &[
                 format!("{} steps from {from} baseline", s.steps)
             }
         },
+        scope: Scope::Any,
         compute: |s, m, x, t| s.integrated_gradients(m, x, t),
     },
     MethodSpec {
@@ -165,6 +190,7 @@ pub static METHODS: &[MethodSpec] = &[
                 s.samples, s.noise, s.seed
             )
         },
+        scope: Scope::Any,
         compute: |s, m, x, t| s.smoothgrad(m, x, t),
     },
     MethodSpec {
@@ -176,9 +202,59 @@ pub static METHODS: &[MethodSpec] = &[
                  drops it).",
         signed: false,
         settings: |_| String::new(),
+        scope: Scope::Any,
         compute: |s, m, x, t| s.grad_cam_map(m, x, t),
     },
+    MethodSpec {
+        id: "attention-rollout",
+        title: "Attention rollout",
+        about: "The attention weights, averaged over heads with the residual as half, \
+                multiplied through the layers (Abnar & Zuidema): how much each patch flows into \
+                the tokens the target reads.",
+        caveat: "Blind to the target (every unit after the same layers gets one map) and to \
+                 what the MLPs do with the tokens.",
+        signed: false,
+        settings: |_| String::new(),
+        scope: Scope::Attention,
+        compute: |_, m, x, t| flow_map("attention-rollout", m, x, t, Flow::Rollout),
+    },
+    MethodSpec {
+        id: "gradient-rollout",
+        title: "Gradient-weighted rollout",
+        about: "Attention weights times the target's gradient with respect to them, positive \
+                part, averaged over heads and accumulated through the layers (Chefer et al.).",
+        caveat: "Shows where attention raised the target; what lowered it, and the MLPs' share, \
+                 are left out.",
+        signed: false,
+        settings: |_| String::new(),
+        scope: Scope::Attention,
+        compute: |_, m, x, t| flow_map("gradient-rollout", m, x, t, Flow::Gradient),
+    },
 ];
+
+/// An attention flow method's map, upsampled from the patch grid to the image.
+fn flow_map(
+    method: &'static str,
+    model: &Model,
+    image: &DynTensor,
+    target: &Target,
+    flow: Flow,
+) -> Result<InputMap> {
+    let x = Pixels::of(image)?;
+    let f = attention_flow(model, image, target, flow)?;
+    let [c, h, w] = x.dims;
+    let map = upsample(&f.map, f.grid.rows, f.grid.cols, h, w);
+    Ok(InputMap {
+        method,
+        value: f.value,
+        dims: x.dims,
+        pixels: map.repeat(c),
+        map,
+        completeness: None,
+        layer: None,
+        detail: Some(f.describe()),
+    })
+}
 
 /// One method's attributions on one image.
 #[derive(Clone, Debug)]
@@ -198,6 +274,8 @@ pub struct InputMap {
     pub completeness: Option<Completeness>,
     /// Grad-CAM only: the layer whose maps were weighed.
     pub layer: Option<String>,
+    /// Attention flow only: the layers and the token row it was read from, in words.
+    pub detail: Option<String>,
 }
 
 /// How nearly Integrated Gradients' attributions add up to f(x) − f(baseline).
@@ -237,6 +315,15 @@ pub struct GradCam {
     pub map: Vec<f32>,
     pub height: usize,
     pub width: usize,
+}
+
+/// The methods of [`METHODS`] whose [`Scope`] covers `target`, in their order: the attention
+/// flow methods only for a transformer's targets.
+pub fn methods_for(model: &Model, target: &Target) -> Vec<&'static MethodSpec> {
+    METHODS
+        .iter()
+        .filter(|m| m.scope.applies(model, target))
+        .collect()
 }
 
 impl MethodSpec {
@@ -317,15 +404,15 @@ impl InputAttribution {
         })
     }
 
-    /// Every method of [`METHODS`], in its order.
+    /// Every method of [`METHODS`] that explains `target` ([`methods_for`]), in their order.
     pub fn run_all(
         &self,
         model: &Model,
         image: &DynTensor,
         target: &Target,
     ) -> Result<Vec<InputMap>> {
-        METHODS
-            .iter()
+        methods_for(model, target)
+            .into_iter()
             .map(|m| self.run(m.id, model, image, target))
             .collect()
     }
@@ -538,6 +625,7 @@ impl InputAttribution {
             map,
             completeness: None,
             layer: Some(layer),
+            detail: None,
         })
     }
 }
@@ -635,6 +723,7 @@ impl Pixels {
             map,
             completeness: None,
             layer: None,
+            detail: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Techniques for looking inside a network, after Lucid's `optvis`: objectives, image
 //! parameterizations, transforms, and the render loop, composed into [`FeatureVis`].
 
+pub mod attention_flow;
 pub mod attribution;
 pub mod cache;
 pub mod caricature;

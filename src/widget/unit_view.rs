@@ -17,7 +17,9 @@ use crate::technique::attribution::{attribution, Target};
 use crate::technique::caricature::Caricature;
 use crate::technique::dataset_examples::{DatasetExamples, Example, UnitExamples};
 use crate::technique::deepdream::DeepDream;
-use crate::technique::input_attribution::{InputAttribution, InputMap, MethodSpec, METHODS};
+use crate::technique::input_attribution::{
+    methods_for, InputAttribution, InputMap, MethodSpec, Scope, METHODS,
+};
 use crate::technique::weights::{
     expanded_weights, first_layer_filters, previous_spatial_layer, strongest_inputs,
 };
@@ -318,12 +320,20 @@ pub static TABS: &[TabSpec] = &[
         title: "Attribution",
         weight: 0.1,
         about: |_, _, _| {
-            let methods: Vec<&str> = METHODS.iter().map(|m| m.title).collect();
+            let titles = |scope: Scope| {
+                let t: Vec<&str> = METHODS
+                    .iter()
+                    .filter(|m| m.scope == scope)
+                    .map(|m| m.title)
+                    .collect();
+                t.join(", ")
+            };
             format!(
                 "Activation × gradient toward this unit at the previous layer: where in the \
                  image, and through which units, its activation comes from; and input \
-                 attributions over the pixels ({}).",
-                methods.join(", ")
+                 attributions over the pixels ({}; after attention layers also {}).",
+                titles(Scope::Any),
+                titles(Scope::Attention)
             )
         },
         compute: |cx| {
@@ -807,8 +817,8 @@ fn attribution_tab(unit: &Unit, image: &DynTensor, inputs: &InputAttribution) ->
     channels.truncate(8);
     // A method that fails for this model (Grad-CAM without a convolution) says why in its
     // place; the others stay.
-    let inputs = METHODS
-        .iter()
+    let inputs = methods_for(model, &target)
+        .into_iter()
         .map(|spec| match inputs.run(spec.id, model, &image, &target) {
             Ok(m) => Ok(input_heatmap(&m, spec, inputs)),
             Err(e @ Error::Cancelled { .. }) => Err(e),
@@ -861,6 +871,7 @@ fn input_heatmap(m: &InputMap, spec: &MethodSpec, settings: &InputAttribution) -
     if let Some(layer) = &m.layer {
         note.push(format!("at {layer}"));
     }
+    note.extend(m.detail.clone());
     note.retain(|n| !n.is_empty());
     InputHeatmap {
         heatmap,

@@ -278,3 +278,28 @@ pub fn run_script(script: &str, args: &[&std::ffi::OsStr]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An attribution tab's input attribution maps are those of the methods of `scope` in
+/// [`METHODS`](microscope::technique::input_attribution::METHODS)' order (all of them for `None`),
+/// and each method drew its heatmap.
+pub fn assert_methods_drawn(
+    inputs: &[microscope::widget::unit_view::InputHeatmap],
+    scope: Option<microscope::technique::input_attribution::Scope>,
+) {
+    use microscope::technique::input_attribution::METHODS;
+    let expected: Vec<&str> = METHODS
+        .iter()
+        .filter(|m| scope.is_none_or(|s| m.scope == s))
+        .map(|m| m.id)
+        .collect();
+    let drawn: Vec<&str> = inputs.iter().map(|i| i.id).collect();
+    assert_eq!(drawn, expected);
+    for i in inputs {
+        assert!(
+            i.heatmap.starts_with("data:image/png"),
+            "{}: {}",
+            i.id,
+            i.note
+        );
+    }
+}
