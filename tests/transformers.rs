@@ -840,7 +840,19 @@ fn onnxruntimes_fused_transformer_ops_compute_what_onnxruntime_computes() {
     assert_eq!(model.layer("attention/query").unwrap().units, 8);
     let weights = model.layer("attention2/attention").unwrap();
     assert_eq!((weights.op.as_str(), weights.units), ("Softmax", 4));
+    let weights = model.layer("mha/attention").unwrap();
+    assert_eq!((weights.op.as_str(), weights.units), ("Softmax", 2));
     println!("{} outputs match onnxruntime; ops {ops:?}", outputs.len());
+
+    // MultiHeadAttention on keys and values split by head, [B, heads, L, head], is refused.
+    let err = Model::load(dir.join("mha_by_head.onnx"))
+        .and_then(|m| m.layer("mha_by_head").map(|_| ()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mha_by_head/key_as_tokens") && err.contains("of 4 axes"),
+        "{err}"
+    );
 
     // What the optimizer itself makes of a ViT as PyTorch exports it.
     let vit = Model::load(dir.join("vit_optimized.onnx")).unwrap();

@@ -182,6 +182,13 @@ pub static LOWERED: &[Lowering] = &[
     },
     Lowering {
         domain: MICROSOFT,
+        name: "MultiHeadAttention",
+        opsets: "1",
+        into: "Split, Add, Transpose, then ONNX's Attention",
+        lower: multi_head_attention,
+    },
+    Lowering {
+        domain: MICROSOFT,
         name: "BiasGelu",
         opsets: "1",
         into: "Add, Gelu",
@@ -980,6 +987,124 @@ fn attention(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
     let output = Some(n.outputs[0].clone());
     let merged = l.node(n, "Reshape", "", inputs, output, vec![]);
     out.extend([weights, context, joined, merged]);
+    Ok(out)
+}
+
+/// onnxruntime's MultiHeadAttention (what its transformer optimizer writes with
+/// `--use_multi_head_attention`, and for SAM's and diffusion models' attention): queries, keys and
+/// values projected outside it, `[B, S, D]`, `[B, L, D]`, `[B, L, D_v]`, a bias of the three
+/// (split where the network runs, by their widths) and a bias on the scores. With the bias added,
+/// it is ONNX's Attention on 3-D inputs with `num_heads` heads, and runs lowered as that.
+/// onnxruntime runs packed inputs only on GPUs; they, the key padding mask, the cache and the
+/// causal mask are refused. Keys and values already split by head (`[B, heads, L, head]`) are
+/// refused when the network runs: the node `{node}/key_as_tokens` (a Transpose that keeps a 3-D
+/// tensor as it is) fails on them.
+fn multi_head_attention(l: &mut Lowerer, n: &Node) -> Result<Vec<Node>> {
+    check_counts(n, 1..=10, 1..=4)?;
+    let fail = |reason: &str| Error::node(&n.name, &n.op, reason);
+    for (i, what) in [(1, "present_key"), (2, "present_value"), (3, "qk")] {
+        if n.outputs.get(i).is_some_and(|o| !o.is_empty()) {
+            return Err(fail(&format!("its {what} output is not supported")));
+        }
+    }
+    let [query, key, value, bias, _, scores_bias] = std::array::from_fn(|i| input(n, i));
+    if key.is_empty() {
+        return Err(fail(
+            "packed queries, keys and values (one [B, S, heads, 3, head] input) are not \
+             supported",
+        ));
+    }
+    if value.is_empty() {
+        return Err(fail(
+            "packed keys and values ([B, L, heads, 2, head]) are not supported",
+        ));
+    }
+    for (i, what) in [
+        (4, "key_padding_mask"),
+        (6, "past_key"),
+        (7, "past_value"),
+        (8, "past_sequence_length"),
+        (9, "cache_indirection"),
+    ] {
+        absent(n, i, what)?;
+    }
+    if n.int("unidirectional", 0)? != 0 {
+        return Err(fail("unidirectional (a causal mask) is not supported"));
+    }
+    let heads = n.int("num_heads", 0)?;
+    if heads <= 0 {
+        return Err(fail(&format!("num_heads {heads}: must be at least 1")));
+    }
+    // The nodes below are ONNX's, of an opset whose Shape takes `start` and Split its sizes as
+    // an input (the node's own opset is its domain's).
+    let mut out: Vec<Node> = Vec::new();
+    let mut add = |l: &mut Lowerer, op: &str, role: &str, inputs, outputs: Option<Vec<String>>| {
+        let attrs = match op {
+            "Transpose" => vec![("perm", Attr::Ints(vec![0, 1, 2]))],
+            "Shape" => vec![("start", Attr::Int(-1))],
+            "Concat" => vec![("axis", Attr::Int(0))],
+            _ => vec![],
+        };
+        let mut node = l.node(n, op, role, inputs, None, attrs);
+        node.opset = 17;
+        if let Some(outputs) = outputs {
+            node.outputs = outputs;
+        }
+        let first = node.outputs[0].clone();
+        out.push(node);
+        first
+    };
+    let roles = ["query", "key", "value"];
+    let mut tokens: Vec<String> = roles
+        .iter()
+        .zip([query, key, value])
+        .map(|(role, x)| add(l, "Transpose", &format!("{role}_as_tokens"), vec![x], None))
+        .collect();
+    if !bias.is_empty() {
+        // The bias's parts are as wide as the queries, keys and values.
+        let widths = roles
+            .iter()
+            .zip(&tokens)
+            .map(|(role, x)| add(l, "Shape", &format!("{role}_width"), vec![x.clone()], None))
+            .collect();
+        let sizes = add(l, "Concat", "bias_widths", widths, None);
+        let parts: Vec<String> = roles
+            .iter()
+            .map(|role| l.fresh(format!("{}/{role}_bias", n.name)))
+            .collect();
+        add(
+            l,
+            "Split",
+            "bias_parts",
+            vec![bias, sizes],
+            Some(parts.clone()),
+        );
+        for ((role, x), b) in roles.iter().zip(tokens.iter_mut()).zip(parts) {
+            *x = add(l, "Add", role, vec![x.clone(), b], None);
+        }
+    }
+    let mut attrs = vec![
+        ("q_num_heads".to_string(), Attr::Int(heads)),
+        ("kv_num_heads".to_string(), Attr::Int(heads)),
+    ];
+    if n.has_attr("scale") {
+        attrs.push(("scale".to_string(), Attr::Float(n.float("scale", 1.0)?)));
+    }
+    let mut inputs = tokens;
+    if !scores_bias.is_empty() {
+        inputs.push(scores_bias);
+    }
+    let attention = Node {
+        name: n.name.clone(),
+        op: "Attention".into(),
+        domain: String::new(),
+        opset: 23,
+        inputs,
+        outputs: vec![n.outputs[0].clone()],
+        attrs: attrs.into_iter().collect(),
+        source_name: n.source_name.clone(),
+    };
+    out.extend(transformer::onnx_attention(l, &attention)?);
     Ok(out)
 }
 

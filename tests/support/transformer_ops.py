@@ -13,7 +13,7 @@ which fuses its residual layer norms.
 usage: python transformer_ops.py OUT_DIR VIT
 
 Writes OUT_DIR/model.onnx, OUT_DIR/x.npy (the tokens, [2, 5, 8]) and, for each graph output
-(every node's), OUT_DIR/<output>.npy; and OUT_DIR/vit_optimized.onnx, OUT_DIR/vit_x.npy (an
+(every node's), OUT_DIR/<output>.npy; OUT_DIR/mha_by_head.onnx; and OUT_DIR/vit_optimized.onnx, OUT_DIR/vit_x.npy (an
 image) and OUT_DIR/vit_logits.npy.
 """
 
@@ -21,6 +21,7 @@ import os
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
@@ -68,10 +69,54 @@ def main():
            ["norm2", param("qkv2", D, 8 + 8 + 12), "", "", "", param("scores_b", 1, 4, 5, 5)],
            "attention2", num_heads=4, qkv_hidden_sizes=[8, 8, 12], scale=0.3),
     ]
+    nodes += multi_head_attention(op, param)
     outputs = [o for n in nodes for o in n.output if o]
     x = rng.normal(0, 1, (2, 5, D)).astype(np.float32)
     write_with_values(out, "transformer_ops", nodes, inits, x, outputs, TensorProto.FLOAT, 17)
+    by_head_model(out)
     optimize_vit(sys.argv[2], out)
+
+
+def multi_head_attention(op, param):
+    """MultiHeadAttention, which the optimizer writes with `--use_multi_head_attention` (and for
+    SAM's and diffusion models' attention): queries, keys and values projected outside it, in
+    layouts onnxruntime's CPU kernel takes (not packed ones), on the tokens of `attention2`."""
+    def matmul(name, width):
+        return helper.make_node("MatMul", ["attention2", param(f"{name}_w", 12, width)], [name],
+                                name=name)
+
+    return [
+        matmul("mha_q", 8), matmul("mha_k", 8), matmul("mha_v", 12),
+        # Separate [B, S, D] inputs, values wider than queries and keys, a bias of all three.
+        op("MultiHeadAttention", ["mha_q", "mha_k", "mha_v", param("mha_b", 8 + 8 + 12)], "mha",
+           num_heads=2),
+        # No bias; a bias on the scores and a scale of its own.
+        matmul("mha_v8", 8),
+        op("MultiHeadAttention", ["mha_q", "mha_k", "mha_v8", "", "", param("mha_scores_b", 1, 2, 5, 5)],
+           "mha_biased", num_heads=2, scale=0.4),
+    ]
+
+
+def by_head_model(out):
+    """MultiHeadAttention on keys and values already split by head, `[B, heads, L, head]`, which
+    onnxruntime runs and microscope refuses: OUT/mha_by_head.onnx on x `[2, 5, 8]`."""
+    shape = numpy_helper.from_array(np.array([0, 0, 2, 4], np.int64), "by_head_shape")
+    nodes = [
+        helper.make_node("Reshape", ["x", "by_head_shape"], ["split"], name="split"),
+        helper.make_node("Transpose", ["split"], ["by_head"], name="by_head", perm=[0, 2, 1, 3]),
+        helper.make_node("MultiHeadAttention", ["x", "by_head", "by_head"], ["mha_by_head"],
+                         name="mha_by_head", domain=MS, num_heads=2),
+    ]
+    graph = helper.make_graph(
+        nodes, "mha_by_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, D])],
+        [helper.make_tensor_value_info("mha_by_head", TensorProto.FLOAT, None)], [shape])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    path = os.path.join(out, "mha_by_head.onnx")
+    onnx.save(model, path)
+    x = np.random.default_rng(2).normal(0, 1, (2, 5, D)).astype(np.float32)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": x})[0].shape == (2, 5, D)
 
 
 def optimize_vit(vit, out):
