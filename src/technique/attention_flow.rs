@@ -185,9 +185,8 @@ pub fn attention_flow(
     }
     let grid = TokenGrid::of(tokens, height, width).ok_or_else(|| {
         Error::Message(format!(
-            "{} tokens after {} do not tile the {height} × {width} image as square patches \
-             after {:?} leading tokens",
-            tokens,
+            "the {tokens} tokens of {} do not tile the {height} × {width} image as square \
+             patches after any of {:?} leading tokens",
             layers[0],
             TokenGrid::LEADING
         ))
