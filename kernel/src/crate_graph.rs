@@ -9,8 +9,9 @@
 //! 2.4 GB (1.24 GB with the graph trimmed; `benches/kernel_memory.sh` measures both).
 //!
 //! Neither evcxr 0.22 nor rust-analyzer lets its caller filter that graph, and rust-analyzer runs
-//! `$CARGO_HOME/bin/cargo` before any other cargo. So a kernel points its own `CARGO_HOME` at a
-//! directory of its own whose `bin/cargo` is this binary ([`redirect`]). Run as `cargo`
+//! `$CARGO_HOME/bin/cargo` before any other cargo. So a kernel, and the install while it
+//! prebuilds the template, point their own `CARGO_HOME` at a directory of their own whose
+//! `bin/cargo` is this binary ([`redirect`]). Run as `cargo`
 //! ([`main_as_cargo`]), it runs the pinned toolchain's cargo with the same arguments and the
 //! user's `CARGO_HOME`; for `cargo metadata` of the kernel's evcxr crate only, it then keeps
 //! the packages that `cargo tree` (cargo's feature resolver, the one builds use) lists.
@@ -35,10 +36,15 @@ const ALL_CRATES_ENV: &str = "MICROSCOPE_RUST_ANALYZER_ALL_CRATES";
 /// The variables [`redirect`] sets for this process alone.
 const INTERNAL: [&str; 3] = [USER_HOME_ENV, CARGO_ENV, MANIFEST_ENV];
 
-/// Points this process's `CARGO_HOME` at `<work>/cargo-home`, whose `bin/cargo` is this binary,
-/// for rust-analyzer to trim the metadata of `<evcxr_dir>/Cargo.toml` through. Call it before
-/// any thread starts. Does nothing when [`ALL_CRATES_ENV`] is 1 or it already happened.
-pub fn redirect(work: &Path, evcxr_dir: &Path, cargo: &Path) -> std::io::Result<()> {
+/// Points this process's `CARGO_HOME` at `home` (a new directory), whose `bin/cargo` is this
+/// binary, for rust-analyzer to trim the metadata of `<evcxr_dir>/Cargo.toml` through. Call it
+/// before any thread that reads the environment starts. Does nothing when [`ALL_CRATES_ENV`] is 1
+/// or it already happened.
+///
+/// `bin/cargo` links to `/proc/<this process>/exe`, the running binary itself: the file it was
+/// started from may be replaced meanwhile (a re-install renames a new kernel over it; a `cargo
+/// build` rewrites the one an install runs from).
+pub fn redirect(home: &Path, evcxr_dir: &Path, cargo: &Path) -> std::io::Result<()> {
     if std::env::var_os(ALL_CRATES_ENV).is_some_and(|v| v == "1")
         || std::env::var_os(USER_HOME_ENV).is_some()
     {
@@ -49,15 +55,31 @@ pub fn redirect(work: &Path, evcxr_dir: &Path, cargo: &Path) -> std::io::Result<
     if build_home(&user).is_none() {
         return Ok(());
     }
-    let home = work.join("cargo-home");
     let bin = home.join("bin");
     std::fs::create_dir_all(&bin)?;
-    std::os::unix::fs::symlink(std::env::current_exe()?, bin.join("cargo"))?;
+    let exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    std::os::unix::fs::symlink(exe, bin.join("cargo"))?;
     std::env::set_var(USER_HOME_ENV, user);
     std::env::set_var(CARGO_ENV, cargo);
     std::env::set_var(MANIFEST_ENV, evcxr_dir.join("Cargo.toml"));
     std::env::set_var("CARGO_HOME", home);
     Ok(())
+}
+
+/// Undoes [`redirect`] in this process: the user's `CARGO_HOME` back, the private variables
+/// gone. The install calls it after its prebuild; a kernel keeps the redirect for its life.
+pub fn undo() {
+    let Some(user) = std::env::var_os(USER_HOME_ENV) else {
+        return;
+    };
+    if user.is_empty() {
+        std::env::remove_var("CARGO_HOME");
+    } else {
+        std::env::set_var("CARGO_HOME", user);
+    }
+    for k in INTERNAL {
+        std::env::remove_var(k);
+    }
 }
 
 /// The `CARGO_HOME` builds must use, when [`redirect`] changed this process's: the user's, or

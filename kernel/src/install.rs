@@ -223,7 +223,17 @@ fn prebuild_template(
             .join("debug")
             .join("deps"),
     );
+    // rust-analyzer, inside evcxr in this process, is shown the crate graph the build uses, as in
+    // a kernel (crate_graph.rs): 1.2 GB less at the install's peak.
+    let cargo_home = staged.with_file_name(".template.cargo-home");
+    let _ = std::fs::remove_dir_all(&cargo_home);
+    let cargo = toolchain.sysroot.join("bin").join("cargo");
+    if let Err(e) = crate::crate_graph::redirect(&cargo_home, staged, &cargo) {
+        println!("could not trim rust-analyzer's crate graph ({e}): it indexes the whole graph");
+    }
     let built = eval::prebuild(&preload);
+    crate::crate_graph::undo();
+    let _ = std::fs::remove_dir_all(&cargo_home);
     progress.stop();
     built.with_context(|| {
         format!(

@@ -59,7 +59,7 @@ pub fn prepare(
     let evcxr_dir = work.join("evcxr");
     if let Ok(t) = toolchain {
         let cargo = t.sysroot.join("bin").join("cargo");
-        if let Err(e) = crate::crate_graph::redirect(&work, &evcxr_dir, &cargo) {
+        if let Err(e) = crate::crate_graph::redirect(&work.join("cargo-home"), &evcxr_dir, &cargo) {
             // Only memory is lost: rust-analyzer then indexes the whole graph.
             eprintln!("microscope-kernel: could not trim rust-analyzer's crate graph: {e}");
         }
