@@ -36,7 +36,7 @@ pub mod prelude {
     pub use crate::network::{DynTensor, Network};
     pub use crate::provenance::Provenance;
     pub use crate::technique::{
-        Caricature, FeatureVis, InputAttribution, Objective, UnitObjective,
+        Caricature, FeatureVis, InputAttribution, NeuronGroups, Objective, UnitObjective,
     };
     pub use crate::technique::{DatasetExamples, ParamKind};
     pub use crate::widget::DebugDisplay as _;

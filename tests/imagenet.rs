@@ -14,6 +14,8 @@ use burn::Dispatch;
 
 use microscope::data::{Dataset, SAMPLE_PHOTOS};
 use microscope::network::DynTensor;
+use microscope::technique::objective::{objective_values, Objective};
+use microscope::technique::NeuronGroups;
 use microscope::zoo;
 
 fn reference(name: &str) -> Vec<f32> {
@@ -313,6 +315,86 @@ fn save_strip(images: &DynTensor, name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/imagenet");
     std::fs::create_dir_all(&dir).unwrap();
     strip.save(dir.join(name)).unwrap();
+}
+
+/// Neuron groups split what a layer sees in a photo into its parts. In a collage of the cat
+/// (left half) and the espresso (right half), each squeezed to half its width, the two groups of
+/// the last spatial layer each fire on one photo: at least 80 % of a group's map on its own side. Each
+/// group's feature visualization drives its own direction more than the other group's.
+#[test]
+fn neuron_groups_of_a_collage_find_each_photo() {
+    let model = lite0();
+    zoo::fetch("sample-photos").expect("fetch scikit-image's wheel from PyPI");
+    let photos = Dataset::sample_photos().unwrap();
+    let spec = model.input_spec().unwrap();
+    let device = model.network().device().burn().clone();
+    let both = photos.batch(0..2, &spec, &device).unwrap();
+    let both = both.to_vec();
+    let (s, half) = (224, 112);
+    let mut collage = vec![0f32; 3 * s * s];
+    for (photo, offset) in [(0, 0), (1, half)] {
+        for c in 0..3 {
+            for y in 0..s {
+                for x in 0..half {
+                    let at = |x: usize| both[((photo * 3 + c) * s + y) * s + x];
+                    collage[(c * s + y) * s + offset + x] = (at(2 * x) + at(2 * x + 1)) / 2.0;
+                }
+            }
+        }
+    }
+    let image = DynTensor::from_host(&collage, &[1, 3, s, s], &device);
+    let layer = "head/relu6";
+    let result = NeuronGroups::default()
+        .groups(2)
+        .steps(64)
+        .cache(None)
+        .run(&model.layer(layer).unwrap(), &image)
+        .unwrap();
+    let (rows, cols) = (result.rows, result.cols);
+    let left: Vec<f32> = result
+        .maps
+        .iter()
+        .map(|map| {
+            // A middle column (an odd width) counts half to each side.
+            let side = |x: usize| match (2 * x + 1).cmp(&cols) {
+                std::cmp::Ordering::Less => 1.0,
+                std::cmp::Ordering::Equal => 0.5,
+                std::cmp::Ordering::Greater => 0.0,
+            };
+            let total: f32 = map.iter().sum();
+            (0..rows * cols)
+                .map(|i| map[i] * side(i % cols))
+                .sum::<f32>()
+                / total
+        })
+        .collect();
+    println!(
+        "{layer} ({rows}×{cols}): explained {:.3}, shares {:?}, share of each map on the left \
+         (cat) {left:?}, negative {:.3}",
+        result.explained, result.shares, result.negative
+    );
+    result
+        .save_png(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/imagenet/groups.png"),
+        )
+        .unwrap();
+    let (cat, espresso) = match left[0] > left[1] {
+        true => (0, 1),
+        false => (1, 0),
+    };
+    assert!(left[cat] >= 0.8 && 1.0 - left[espresso] >= 0.8, "{left:?}");
+    assert!(result.explained > 0.3, "{}", result.explained);
+
+    let own = Objective::directions(layer, &result.directions);
+    let swapped: Vec<Vec<f32>> = result.directions.iter().rev().cloned().collect();
+    let other = Objective::directions(layer, &swapped);
+    let images = &result.visualization.images;
+    let own = objective_values(&model, &own, images).unwrap();
+    let other = objective_values(&model, &other, images).unwrap();
+    println!("each group's image on its own direction {own:?}, on the other's {other:?}");
+    for g in 0..2 {
+        assert!(own[g] > other[g], "group {g}: {own:?} against {other:?}");
+    }
 }
 
 /// Without its downloads, the real model is one line that says how to get them, naming the

@@ -301,6 +301,104 @@ fn a_caricature_points_the_way_its_image_does() {
     }
 }
 
+/// Neuron groups of a layer on a test image: a map per group over the layer's grid, directions
+/// of unit length with weights ≥ 0, shares that add up to 1, largest first, and the same result
+/// twice. The groups reproduce the layer's activations better the more there are. A layer
+/// without positions, a count of groups the layer cannot hold, or an image of another shape is
+/// one error naming the layer.
+#[test]
+fn neuron_groups_split_a_layer_and_refuse_what_they_cannot() {
+    use microscope::technique::NeuronGroups;
+    let model = zoo::fashion().unwrap();
+    let data = Dataset::fashion_mnist(Split::Test).unwrap().take(1);
+    let image = data
+        .batch(0..1, &ImageSpec::unit(1, 28, 28), Device::cpu().burn())
+        .unwrap();
+    let layer = model.layer("conv2/relu").unwrap();
+    let groups = |k: usize| {
+        NeuronGroups::default()
+            .groups(k)
+            .steps(8)
+            .cache(None)
+            .run(&layer, &image)
+    };
+    let mut explained = Vec::new();
+    for k in [1, 3, 6] {
+        let result = groups(k).unwrap();
+        assert_eq!((result.rows, result.cols), (14, 14));
+        assert_eq!(result.maps.len(), k);
+        assert!(result.maps.iter().all(|m| m.len() == 14 * 14));
+        for d in &result.directions {
+            let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4 && d.iter().all(|&v| v >= 0.0));
+        }
+        assert!((result.shares.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        assert!(result.shares.windows(2).all(|w| w[0] >= w[1]));
+        assert_eq!(result.visualization.images.dims(), [k, 1, 28, 28]);
+        assert_eq!(result.negative, 0.0, "after a ReLU");
+        let again = groups(k).unwrap();
+        assert_eq!(
+            (&again.maps, &again.directions),
+            (&result.maps, &result.directions)
+        );
+        assert_eq!(
+            again.visualization.images.to_vec(),
+            result.visualization.images.to_vec()
+        );
+        explained.push(result.explained);
+        let names: Vec<&str> = result
+            .provenance
+            .techniques
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, ["feature-vis", "neuron-groups"]);
+    }
+    println!("conv2/relu explained by 1, 3, 6 groups: {explained:?}");
+    assert!(
+        explained.windows(2).all(|w| w[0] < w[1]) && explained[2] > 0.5,
+        "{explained:?}"
+    );
+    // Before its ReLU a convolution's negative part is left out, and said so.
+    let signed = NeuronGroups::default()
+        .groups(3)
+        .steps(2)
+        .cache(None)
+        .run(&model.layer("conv2").unwrap(), &image)
+        .unwrap();
+    assert!(
+        signed.negative > 0.0 && signed.negative < 1.0,
+        "{}",
+        signed.negative
+    );
+
+    let err = |result: microscope::Result<_>| {
+        result
+            .map(|_: microscope::technique::neuron_groups::NeuronGroupsResult| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let logits = err(NeuronGroups::default().run(&model.layer("logits").unwrap(), &image));
+    assert!(
+        logits.contains("neuron groups of logits") && logits.contains("no positions"),
+        "{logits}"
+    );
+    for k in [0, 65] {
+        let says = err(groups(k));
+        assert!(
+            says.contains(&format!("conv2/relu: {k} groups; it takes 1 to 64")),
+            "{says}"
+        );
+    }
+    let wide = microscope::network::DynTensor::from_host(
+        &[0.5; 2 * 28 * 28],
+        &[2, 1, 28, 28],
+        Device::cpu().burn(),
+    );
+    let says = err(NeuronGroups::default().run(&layer, &wide));
+    assert!(says.contains("the image is [2, 1, 28, 28]"), "{says}");
+}
+
 #[test]
 fn same_seed_same_pixels() {
     let model = zoo::fashion().unwrap();

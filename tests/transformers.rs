@@ -572,6 +572,57 @@ fn feature_visualization_of_a_token_channel_rises() {
     );
 }
 
+/// Neuron groups of a token layer lie over its patch grid: the class token is left out, and
+/// the groups' maps and directions reproduce the patch tokens' activations as much as they say.
+#[test]
+fn neuron_groups_of_tokens_lie_over_the_patch_grid() {
+    use microscope::technique::NeuronGroups;
+    let dir = tmp("groups");
+    let data = random_images(&dir);
+    let model = vit(&dir.join("vit.onnx"));
+    let side = SIZE / PATCH;
+    let spec = microscope::data::ImageSpec::unit(3, SIZE, SIZE);
+    let image = data
+        .batch(0..1, &spec, model.network().device().burn())
+        .unwrap();
+    let result = NeuronGroups::default()
+        .groups(3)
+        .steps(4)
+        .cache(None)
+        .run(&model.layer(TOKEN_LAYER).unwrap(), &image)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((result.rows, result.cols), (side, side));
+    let x = model.normalize(&image).unwrap();
+    let act = model
+        .network()
+        .forward(&[("image", x)], &[TOKEN_LAYER])
+        .unwrap()[0]
+        .to_vec();
+    // The patch tokens, 1.., against the groups' reconstruction.
+    let (mut error, mut norm) = (0f64, 0f64);
+    for p in 0..side * side {
+        for c in 0..C {
+            let a = act[(1 + p) * C + c].max(0.0) as f64;
+            let x: f64 = (0..3)
+                .map(|g| (result.maps[g][p] * result.directions[g][c]) as f64)
+                .sum();
+            error += (a - x).powi(2);
+            norm += a * a;
+        }
+    }
+    let explained = 1.0 - error / norm;
+    println!(
+        "{TOKEN_LAYER}: explained {explained:.4} (said {:.4}), negative {:.3}",
+        result.explained, result.negative
+    );
+    assert!(
+        (explained - result.explained as f64).abs() < 1e-3,
+        "{explained} vs {}",
+        result.explained
+    );
+    assert!(result.explained > 0.3);
+}
+
 /// A small folder of seeded random images, two classes of three, at the models' size.
 fn random_images(dir: &Path) -> microscope::data::Dataset {
     let mut rng = 7u64;

@@ -9,6 +9,7 @@ pub mod dataset_examples;
 pub mod deepdream;
 pub mod feature_vis;
 pub mod input_attribution;
+pub mod neuron_groups;
 pub mod objective;
 pub mod param;
 pub mod render;
@@ -19,6 +20,7 @@ pub use caricature::Caricature;
 pub use dataset_examples::DatasetExamples;
 pub use feature_vis::{FeatureVis, UnitObjective, Visualization};
 pub use input_attribution::InputAttribution;
+pub use neuron_groups::NeuronGroups;
 pub use objective::Objective;
 pub use render::{ParamKind, Progress};
 

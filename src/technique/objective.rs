@@ -42,9 +42,10 @@ enum Term {
     DeepDream {
         layer: String,
     },
-    Direction {
+    /// Image `i` of the batch reads `directions[i % len]`.
+    Directions {
         layer: String,
-        direction: Vec<f32>,
+        directions: Vec<Vec<f32>>,
     },
     Caricature {
         layer: String,
@@ -153,17 +154,21 @@ impl Objective {
 
     /// The mean of `layer`'s activations projected on `direction` (one weight per channel).
     pub fn direction(layer: &str, direction: &[f32]) -> Self {
-        let (l, d) = (layer.to_string(), direction.to_vec());
-        // The name identifies the objective (caches key on it): the direction goes in as a
-        // digest of its values.
-        let bytes: Vec<u8> = d.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let digest = crate::digest::sha256_hex(&bytes);
+        let directions = [direction.to_vec()];
+        let name = format!("direction({layer}, {})", digest_of(&directions));
+        Self::directions(layer, &directions).named(name)
+    }
+
+    /// Image `i` of the batch maximizes [`Objective::direction`] `directions[i % len]` of
+    /// `layer`: a direction per image, as [`Objective::channels`] has a channel per image.
+    pub fn directions(layer: &str, directions: &[Vec<f32>]) -> Self {
+        let l = layer.to_string();
         Self::new(
-            format!("direction({layer}, {})", &digest[..12]),
+            format!("directions({layer}, {})", digest_of(directions)),
             vec![l.clone()],
-            Term::Direction {
+            Term::Directions {
                 layer: l,
-                direction: d,
+                directions: directions.to_vec(),
             },
         )
     }
@@ -311,14 +316,19 @@ impl Term {
                     .mean_dim(1)
                     .reshape([n])
             }
-            Term::Direction { layer, direction } => {
+            Term::Directions { layer, directions } => {
                 let a = &acts[layer];
                 let [n, c, h, w] = a.dims();
-                let v = Tensor::<B, 4>::from_data(
-                    TensorData::new(direction.clone(), [1, c, 1, 1]),
-                    &a.device(),
-                );
-                (a.clone() * v)
+                let v = match directions.as_slice() {
+                    [one] => TensorData::new(one.clone(), [1, c, 1, 1]),
+                    _ => {
+                        let rows: Vec<f32> = (first..first + n)
+                            .flat_map(|i| directions[i % directions.len()].iter().copied())
+                            .collect();
+                        TensorData::new(rows, [n, c, 1, 1])
+                    }
+                };
+                (a.clone() * Tensor::<B, 4>::from_data(v, &a.device()))
                     .reshape([n, c * h * w])
                     .mean_dim(1)
                     .reshape([n])
@@ -375,6 +385,17 @@ impl Term {
             Term::Neg(a) => a.eval(acts, first).neg(),
         }
     }
+}
+
+/// What names a list of directions (caches key on objective names): the first 12 hex digits of
+/// the SHA-256 of their values, little-endian, end to end.
+fn digest_of(directions: &[Vec<f32>]) -> String {
+    let bytes: Vec<u8> = directions
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    crate::digest::sha256_hex(&bytes)[..12].to_string()
 }
 
 /// Column `units[(first + i) % len]` of row `i` of `[N, C]`, whose rows are the batch's rows

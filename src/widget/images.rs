@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::image::pngs;
+use super::image::{png, pngs, Planar};
 use super::unit_view::Picture;
 use crate::device::Device;
 use crate::error::Result;
 use crate::network::DynTensor;
 use crate::provenance::Provenance;
+use crate::technique::neuron_groups::NeuronGroupsResult;
 use crate::technique::Visualization;
 
 /// A titled row of captioned images, drawn at `size` px.
@@ -117,4 +118,104 @@ impl Visualization {
     pub fn evcxr_display(&self) {
         super::evcxr_print(&self.images());
     }
+}
+
+impl NeuronGroupsResult {
+    /// The image, then for each group (largest first) where it fires, the image dimmed away
+    /// from its map, and what it responds to, its direction's feature visualization: captioned
+    /// with its share of the activation and its heaviest units.
+    pub fn images(&self) -> Images {
+        let dims = self.image.dims();
+        let (channels, height, width) = (dims[1], dims[2], dims[3]);
+        let pixels = self.image.to_vec();
+        let picture = |data: &[f32]| {
+            png(&Planar {
+                data,
+                channels,
+                height,
+                width,
+            })
+        };
+        let mut pictures = vec![Picture {
+            src: picture(&pixels),
+            caption: match self.negative >= 0.005 {
+                false => format!(
+                    "the image · {:.0} % of {} explained",
+                    self.explained * 100.0,
+                    self.layer
+                ),
+                true => format!(
+                    "the image · {:.0} % of {} explained · {:.0} % below 0, left out",
+                    self.explained * 100.0,
+                    self.layer,
+                    self.negative * 100.0
+                ),
+            },
+        }];
+        let drawn = pngs(&self.visualization.images);
+        for (g, map) in self.maps.iter().enumerate() {
+            let weight = upsample(map, self.rows, self.cols, height, width);
+            let dimmed: Vec<f32> = pixels
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * (0.15 + 0.85 * weight[i % (height * width)]))
+                .collect();
+            let units: Vec<String> = self.top_units(g, 3).iter().map(|u| u.to_string()).collect();
+            pictures.push(Picture {
+                src: picture(&dimmed),
+                caption: format!("group {} · {:.0} %", g + 1, self.shares[g] * 100.0),
+            });
+            pictures.push(Picture {
+                src: drawn.get(g).cloned().unwrap_or_default(),
+                caption: format!("group {}: units {}", g + 1, units.join(", ")),
+            });
+        }
+        Images {
+            title: format!("neuron groups of {}", self.layer),
+            pictures,
+            size: 128,
+            provenance: self.provenance.clone(),
+        }
+    }
+
+    /// Saves the images as PNG with their provenance ([`Images::save_png`]).
+    pub fn save_png(&self, path: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+        self.images().save_png(path)
+    }
+
+    /// Rich display in evcxr-based notebooks.
+    pub fn evcxr_display(&self) {
+        super::evcxr_print(&self.images());
+    }
+}
+
+/// A `rows × cols` map stretched bilinearly over `height × width` pixels (each value at its
+/// cell's centre) and scaled to [0, 1] by its largest value.
+fn upsample(map: &[f32], rows: usize, cols: usize, height: usize, width: usize) -> Vec<f32> {
+    let top = map.iter().copied().fold(0f32, f32::max);
+    let at = |r: usize, c: usize| {
+        if top > 0.0 {
+            map[r * cols + c] / top
+        } else {
+            0.0
+        }
+    };
+    // The source coordinate of pixel `i` of `n`, over `cells` cells: its two cells and the
+    // weight of the second.
+    let source = |i: usize, n: usize, cells: usize| {
+        let x = ((i as f32 + 0.5) * cells as f32 / n as f32 - 0.5).clamp(0.0, (cells - 1) as f32);
+        let lo = x.floor() as usize;
+        (lo, (lo + 1).min(cells - 1), x - lo as f32)
+    };
+    let mut out = Vec::with_capacity(height * width);
+    for y in 0..height {
+        let (r0, r1, fy) = source(y, height, rows);
+        for x in 0..width {
+            let (c0, c1, fx) = source(x, width, cols);
+            let top_row = at(r0, c0) * (1.0 - fx) + at(r0, c1) * fx;
+            let bottom_row = at(r1, c0) * (1.0 - fx) + at(r1, c1) * fx;
+            out.push(top_row * (1.0 - fy) + bottom_row * fy);
+        }
+    }
+    out
 }
