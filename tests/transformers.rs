@@ -621,6 +621,16 @@ fn neuron_groups_of_tokens_lie_over_the_patch_grid() {
         result.explained
     );
     assert!(result.explained > 0.3);
+    // Attention weights are distributions over keys, not activations at positions.
+    let err = NeuronGroups::default()
+        .run(&model.layer("block/attn/softmax").unwrap(), &image)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("neuron groups of block/attn/softmax") && err.contains("softmax"),
+        "{err}"
+    );
 }
 
 /// A small folder of seeded random images, two classes of three, at the models' size.

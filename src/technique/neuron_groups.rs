@@ -215,6 +215,13 @@ fn positions(
     let x = model.normalize(image)?;
     let out = net.forward_any_size(&[(&input, x)], &[layer])?.remove(0);
     let dims = out.dims();
+    if let Some(span) = net.reading(layer).span(&dims) {
+        return Err(fail(format!(
+            "its output {dims:?} holds softmax distributions of {span} values (attention \
+             weights), not activations at positions on the image; take the token layer they \
+             weigh, or the one after"
+        )));
+    }
     let values = out.to_vec();
     match UnitLayout::of(&dims) {
         Some(UnitLayout::Maps) => {

@@ -163,11 +163,11 @@ impl NeuronGroupsResult {
             let units: Vec<String> = self.top_units(g, 3).iter().map(|u| u.to_string()).collect();
             pictures.push(Picture {
                 src: picture(&dimmed),
-                caption: format!("group {} · {:.0} %", g + 1, self.shares[g] * 100.0),
+                caption: format!("group {} · where · {:.0} %", g + 1, self.shares[g] * 100.0),
             });
             pictures.push(Picture {
                 src: drawn.get(g).cloned().unwrap_or_default(),
-                caption: format!("group {}: units {}", g + 1, units.join(", ")),
+                caption: format!("group {} · what · units {}", g + 1, units.join(", ")),
             });
         }
         Images {
