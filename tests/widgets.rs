@@ -352,6 +352,17 @@ fn widgets_work_in_chromium() {
         .collect();
     manifest.insert("methods".into(), serde_json::json!(methods));
     assert!(view.unavailable().is_empty(), "{:?}", view.unavailable());
+    // The neuron groups are conv3's after its ReLU, with conv3:7's own group outlined.
+    let groups = view.tabs.iter().find_map(|t| match &t.body {
+        Body::NeuronGroups { note, groups, .. } => Some((note, groups)),
+        _ => None,
+    });
+    let (note, groups) = groups.expect("a neuron-groups tab");
+    assert!(
+        note.starts_with("at conv3/relu, conv3 after its activation: conv3:7 weighs"),
+        "{note}"
+    );
+    assert_eq!(groups.iter().filter(|g| g.mine).count(), 1);
     write("unit.html", "conv3:7", &view);
     // Hostile names: the graph and a unit view of a model whose node names are markup.
     let dir = support::Scratch::new("hostile");
@@ -431,6 +442,12 @@ fn a_logit_unit_view_has_every_tab() {
     assert!(view.unavailable().is_empty(), "{:?}", view.unavailable());
     for t in &view.tabs {
         match &t.body {
+            // At the last spatial layer, after its ReLU; a logit is in none of its groups.
+            Body::NeuronGroups { note, groups, .. } => {
+                assert!(note.starts_with("at conv3/relu, the last layer"), "{note}");
+                assert_eq!(groups.len(), 4);
+                assert!(groups.iter().all(|g| !g.mine));
+            }
             Body::Weights { from, cards } => {
                 assert_eq!(from.as_deref(), Some("conv3"));
                 assert_eq!(cards.len(), 8);
@@ -548,20 +565,25 @@ fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
         }
         if *kind == "UnitView" {
             // Every tab's technique with settings of its own is on record: the caricature's
-            // weighting too, with the feature visualization's seed and steps.
+            // weighting too, with the feature visualization's seed and steps, and the neuron
+            // groups' count.
             let names: Vec<&str> = p["techniques"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|t| t["name"].as_str().unwrap())
                 .collect();
-            assert_eq!(names, ["feature-vis", "caricature", "unit-view"]);
+            assert_eq!(
+                names,
+                ["feature-vis", "caricature", "neuron-groups", "unit-view"]
+            );
             let caricature = &p["techniques"][1]["params"];
             assert_eq!(
                 (&caricature["seed"], &caricature["steps"]),
                 (&serde_json::json!(5), &serde_json::json!(4))
             );
             assert_eq!(caricature["cossim_pow"], 4.0);
+            assert_eq!(p["techniques"][2]["params"]["groups"], 4);
         }
         let page = w.to_page("a page");
         assert!(

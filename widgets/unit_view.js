@@ -69,6 +69,12 @@ microscope.unitView = function (p, load) {
     DeepDream: (b) => el("div", { class: "ms-figs" }, [fig(b.before, big), fig(b.after, big)]),
     Caricature: (b) => el("div", { class: "ms-figs" }, [fig(b.image, big), fig(b.caricature, big)]),
     Pictures: (b) => el("div", { class: "ms-figs" }, b.pictures.map((pic) => fig(pic, big))),
+    NeuronGroups: (b) => el("div", {}, [
+      el("div", { class: "ms-muted", text: b.note }),
+      el("div", { class: "ms-figs" }, [fig(b.image, big)].concat(b.groups.map((g) => el("figure", { class: g.mine ? "ms-group ms-mine" : "ms-group" }, [
+        el("div", { class: "ms-figs" }, [fig(g.place, 112), fig(g.drawn, 112)]),
+      ])))),
+    ]),
     Weights: (b) => el("div", {}, [
       el("div", { class: "ms-muted", text: b.from ? "from " + b.from + " (strongest first: unit, L2 norm, sum)" : "first layer: the unit's filter" }),
       el("div", { class: "ms-figs" }, b.cards.map((c) => el("figure", { class: "ms-weight" }, [

@@ -24,14 +24,16 @@ use crate::model::{Layer, Model};
 use crate::network::{DynTensor, TokenGrid, UnitLayout};
 use crate::provenance::Provenance;
 
-/// Settings of a neuron-group factorization (builder style).
-#[derive(Clone, Debug)]
+/// Settings of a neuron-group factorization (builder style). They serialize as a provenance
+/// records them (the feature visualization's are a record of their own).
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct NeuronGroups {
     /// How many groups (Building Blocks shows 6).
     pub groups: usize,
     /// Multiplicative-update iterations of the factorization.
     pub iterations: usize,
     /// How the groups' directions are drawn (its objective is replaced by theirs).
+    #[serde(skip)]
     pub vis: FeatureVis,
 }
 

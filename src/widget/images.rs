@@ -121,10 +121,11 @@ impl Visualization {
 }
 
 impl NeuronGroupsResult {
-    /// The image, then for each group (largest first) where it fires, the image dimmed away
-    /// from its map, and what it responds to, its direction's feature visualization: captioned
-    /// with its share of the activation and its heaviest units.
-    pub fn images(&self) -> Images {
+    /// The image, captioned with how much of the layer the groups explain, then for each group
+    /// (largest first) where it fires, the image dimmed away from its map, captioned with its
+    /// share of the activation, and what it responds to, its direction's feature visualization,
+    /// captioned with its heaviest units.
+    pub fn pictures(&self) -> (Picture, Vec<[Picture; 2]>) {
         let dims = self.image.dims();
         let (channels, height, width) = (dims[1], dims[2], dims[3]);
         let pixels = self.image.to_vec();
@@ -136,7 +137,7 @@ impl NeuronGroupsResult {
                 width,
             })
         };
-        let mut pictures = vec![Picture {
+        let image = Picture {
             src: picture(&pixels),
             caption: match self.negative >= 0.005 {
                 false => format!(
@@ -151,28 +152,48 @@ impl NeuronGroupsResult {
                     self.negative * 100.0
                 ),
             },
-        }];
+        };
         let drawn = pngs(&self.visualization.images);
-        for (g, map) in self.maps.iter().enumerate() {
-            let weight = upsample(map, self.rows, self.cols, height, width);
-            let dimmed: Vec<f32> = pixels
-                .iter()
-                .enumerate()
-                .map(|(i, v)| v * (0.15 + 0.85 * weight[i % (height * width)]))
-                .collect();
-            let units: Vec<String> = self.top_units(g, 3).iter().map(|u| u.to_string()).collect();
-            pictures.push(Picture {
-                src: picture(&dimmed),
-                caption: format!("group {} · where · {:.0} %", g + 1, self.shares[g] * 100.0),
-            });
-            pictures.push(Picture {
-                src: drawn.get(g).cloned().unwrap_or_default(),
-                caption: format!("group {} · what · units {}", g + 1, units.join(", ")),
-            });
-        }
+        let groups = self
+            .maps
+            .iter()
+            .enumerate()
+            .map(|(g, map)| {
+                let weight = upsample(map, self.rows, self.cols, height, width);
+                let dimmed: Vec<f32> = pixels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v * (0.15 + 0.85 * weight[i % (height * width)]))
+                    .collect();
+                let units: Vec<String> =
+                    self.top_units(g, 3).iter().map(|u| u.to_string()).collect();
+                [
+                    Picture {
+                        src: picture(&dimmed),
+                        caption: format!(
+                            "group {} · where · {:.0} %",
+                            g + 1,
+                            self.shares[g] * 100.0
+                        ),
+                    },
+                    Picture {
+                        src: drawn.get(g).cloned().unwrap_or_default(),
+                        caption: format!("group {} · what · units {}", g + 1, units.join(", ")),
+                    },
+                ]
+            })
+            .collect();
+        (image, groups)
+    }
+
+    /// [`NeuronGroupsResult::pictures`] in a row: the image, then each group's two.
+    pub fn images(&self) -> Images {
+        let (image, groups) = self.pictures();
         Images {
             title: format!("neuron groups of {}", self.layer),
-            pictures,
+            pictures: std::iter::once(image)
+                .chain(groups.into_iter().flatten())
+                .collect(),
             size: 128,
             provenance: self.provenance.clone(),
         }

@@ -23,7 +23,7 @@ use crate::technique::input_attribution::{
 use crate::technique::weights::{
     expanded_weights, first_layer_filters, previous_spatial_layer, strongest_inputs,
 };
-use crate::technique::{FeatureVis, Visualization};
+use crate::technique::{FeatureVis, NeuronGroups, Visualization};
 
 /// What a unit view computes, and how. They serialize as the view's parameters in its
 /// provenance (the feature visualization's settings as a record of their own, first).
@@ -52,6 +52,8 @@ pub struct ViewOptions {
     /// The attribution tab's input attributions (every method of
     /// [`crate::technique::input_attribution::METHODS`]).
     pub input_attribution: InputAttribution,
+    /// How many groups the neuron-groups tab factorizes the layer into.
+    pub neuron_groups: usize,
 }
 
 impl Default for ViewOptions {
@@ -72,6 +74,7 @@ impl Default for ViewOptions {
                 .steps(32)
                 .max_steps(96)
                 .samples(16),
+            neuron_groups: 4,
         }
     }
 }
@@ -120,6 +123,15 @@ pub struct InputHeatmap {
     pub note: String,
 }
 
+/// One neuron group: where it fires over the image, and its direction's feature visualization.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupCard {
+    pub place: Picture,
+    pub drawn: Picture,
+    /// The group in which the view's unit weighs most.
+    pub mine: bool,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ChannelScore {
     pub unit: usize,
@@ -151,6 +163,12 @@ pub enum Body {
         caricature: Picture,
         /// Cosine similarity of the two images' activations at the layer.
         similarity: f32,
+    },
+    NeuronGroups {
+        /// Which layer, and the unit's place in it.
+        note: String,
+        image: Picture,
+        groups: Vec<GroupCard>,
     },
     Weights {
         from: Option<String>,
@@ -272,7 +290,7 @@ pub static TABS: &[TabSpec] = &[
     TabSpec {
         id: "deepdream",
         title: "DeepDream",
-        weight: 0.15,
+        weight: 0.1,
         about: |_, layer, options| {
             format!(
                 "Gradient ascent on the mean square of {layer} from an input image, over {} \
@@ -288,7 +306,7 @@ pub static TABS: &[TabSpec] = &[
     TabSpec {
         id: "caricature",
         title: "Caricature",
-        weight: 0.15,
+        weight: 0.1,
         about: |_, layer, options| {
             format!(
                 "An image optimized from noise until {layer}'s activations point the way they do \
@@ -302,6 +320,25 @@ pub static TABS: &[TabSpec] = &[
                 None => cx.source_image()?,
             };
             caricature_tab(cx.unit, cx.options, &image)
+        },
+    },
+    TabSpec {
+        id: "neuron-groups",
+        title: "Neuron groups",
+        weight: 0.1,
+        about: |unit, layer, options| {
+            format!(
+                "{layer}'s activations on the input (after its activation function, when one \
+                 follows), factorized into {} groups of units that fire together (non-negative \
+                 matrix factorization): where each fires, and what \
+                 it responds to, its direction drawn by feature visualization ({} steps, seed \
+                 {}); outlined, the group {unit} weighs most in.",
+                options.neuron_groups, options.feature_vis.steps, options.feature_vis.seed
+            )
+        },
+        compute: |cx| {
+            let image = cx.source_image()?;
+            neuron_groups_tab(cx.unit, cx.options, &image)
         },
     },
     TabSpec {
@@ -542,6 +579,11 @@ impl Unit {
             provenance: Provenance::of(model)
                 .technique("feature-vis", &self.to_string(), &options.feature_vis)
                 .technique("caricature", &self.to_string(), &caricature_of(options))
+                .technique(
+                    "neuron-groups",
+                    &self.to_string(),
+                    &neuron_groups_of(options),
+                )
                 .technique("unit-view", &self.to_string(), options),
         })
     }
@@ -684,6 +726,117 @@ fn caricature_tab(unit: &Unit, options: &ViewOptions, image: &DynTensor) -> Resu
         },
         similarity: result.similarity,
     })
+}
+
+/// The neuron-groups tab's settings: the feature visualization's.
+fn neuron_groups_of(options: &ViewOptions) -> NeuronGroups {
+    NeuronGroups::default()
+        .groups(options.neuron_groups)
+        .vis(options.feature_vis.clone())
+}
+
+/// The neuron groups of the unit's layer on `image`, after its activation function when one
+/// alone reads it (`conv3/relu` for `conv3`: what the next layers see); for a unit without
+/// positions (a logit), of the last layer with positions before it.
+fn neuron_groups_tab(unit: &Unit, options: &ViewOptions, image: &DynTensor) -> Result<Body> {
+    let model = unit.model();
+    let first = DynTensor::new(image.to_rank::<4>()?.narrow(0, 0, 1));
+    let own = model.network().output_shape(unit.layer())?.len() != 2;
+    let before = match own {
+        true => unit.layer().to_string(),
+        false => match previous_spatial_layer(model, unit.layer())? {
+            Some(layer) => layer,
+            None => {
+                return Ok(Body::Unavailable {
+                    reason: format!(
+                        "{} has no positions on the image, and no layer with positions comes \
+                         before it: nothing to split over the image",
+                        unit.layer()
+                    ),
+                })
+            }
+        },
+    };
+    let layer = activated(model, &before);
+    let result = neuron_groups_of(options).run(&model.layer(&layer)?, &first)?;
+    let index = unit.index();
+    let weights: Vec<f32> = result
+        .directions
+        .iter()
+        .map(|d| d.get(index).copied().unwrap_or(0.0))
+        .collect();
+    let mine = (0..weights.len()).max_by(|&a, &b| weights[a].total_cmp(&weights[b]));
+    let note = match (own, mine) {
+        (true, Some(g)) => format!(
+            "{unit} weighs {:.2} in group {} (its weights in the groups' unit-length \
+             directions: {})",
+            weights[g],
+            g + 1,
+            weights
+                .iter()
+                .map(|w| format!("{w:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => format!(
+            "at {layer}, the last layer with positions before {}: {unit} is in none of its \
+             groups",
+            unit.layer()
+        ),
+    };
+    let note = match own && layer != unit.layer() {
+        true => format!("at {layer}, {} after its activation: {note}", unit.layer()),
+        false => note,
+    };
+    let (image, groups) = result.pictures();
+    Ok(Body::NeuronGroups {
+        note,
+        image,
+        groups: groups
+            .into_iter()
+            .enumerate()
+            .map(|(g, [place, drawn])| GroupCard {
+                place,
+                drawn,
+                mine: own && mine == Some(g),
+            })
+            .collect(),
+    })
+}
+
+/// Elementwise activation functions: what a layer's values become before the next layer reads
+/// them.
+const ACTIVATIONS: [&str; 12] = [
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Gelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+];
+
+/// `layer`'s activation function when one alone reads it (`conv3/relu` for `conv3`), else
+/// `layer`.
+fn activated(model: &Model, layer: &str) -> String {
+    let net = model.network();
+    let Some(out) = net.node(layer).ok().and_then(|n| n.outputs.first()) else {
+        return layer.to_string();
+    };
+    let readers: Vec<_> = net
+        .nodes()
+        .iter()
+        .filter(|n| n.inputs.contains(out))
+        .collect();
+    match readers[..] {
+        [next] if ACTIVATIONS.contains(&next.op.as_str()) => next.name.clone(),
+        _ => layer.to_string(),
+    }
 }
 
 fn deepdream_tab(
