@@ -330,9 +330,9 @@ pub static TABS: &[TabSpec] = &[
             format!(
                 "{layer}'s activations on the input (after its activation function, when one \
                  follows), factorized into {} groups of units that fire together (non-negative \
-                 matrix factorization): where each fires, and what \
-                 it responds to, its direction drawn by feature visualization ({} steps, seed \
-                 {}); outlined, the group {unit} weighs most in.",
+                 matrix factorization): where each fires, and what it responds to, its \
+                 direction drawn by feature visualization ({} steps, seed {}); outlined, the \
+                 group {unit} weighs most in.",
                 options.neuron_groups, options.feature_vis.steps, options.feature_vis.seed
             )
         },
