@@ -265,8 +265,8 @@ fn positions(
 /// Non-negative matrix factorization `A ≈ W·H` of `a` (`p × c`, row-major, ≥ 0) with `k`
 /// components, on `device`: started from NNDSVDa (Boutsidis and Gallopoulos 2008, scikit-learn's
 /// default start), then Lee and Seung's multiplicative updates for the squared error. Returns
-/// `W` (`p × k`) and `H` (`k × c`), row-major. The same input gives the same result: nothing in
-/// it is drawn at random.
+/// `W` (`p × k`) and `H` (`k × c`), row-major. The same input gives the same result (the
+/// eigenvector search starts from a fixed draw).
 ///
 /// Written here rather than taken from a crate: the Rust NMF crates bring LAPACK bindings or an
 /// unmaintained linear-algebra crate, and the updates are four matrix products each, which burn

@@ -11,6 +11,7 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::network::DynTensor;
 use crate::provenance::Provenance;
+use crate::technique::input_attribution::upsample;
 use crate::technique::neuron_groups::NeuronGroupsResult;
 use crate::technique::Visualization;
 
@@ -159,7 +160,12 @@ impl NeuronGroupsResult {
             .iter()
             .enumerate()
             .map(|(g, map)| {
-                let weight = upsample(map, self.rows, self.cols, height, width);
+                // Stretched over the image (each value at its cell's centre), scaled to [0, 1].
+                let top = map.iter().copied().fold(0f32, f32::max);
+                let weight: Vec<f32> = upsample(map, self.rows, self.cols, height, width)
+                    .into_iter()
+                    .map(|v| if top > 0.0 { v / top } else { 0.0 })
+                    .collect();
                 let dimmed: Vec<f32> = pixels
                     .iter()
                     .enumerate()
@@ -208,35 +214,4 @@ impl NeuronGroupsResult {
     pub fn evcxr_display(&self) {
         super::evcxr_print(&self.images());
     }
-}
-
-/// A `rows × cols` map stretched bilinearly over `height × width` pixels (each value at its
-/// cell's centre) and scaled to [0, 1] by its largest value.
-fn upsample(map: &[f32], rows: usize, cols: usize, height: usize, width: usize) -> Vec<f32> {
-    let top = map.iter().copied().fold(0f32, f32::max);
-    let at = |r: usize, c: usize| {
-        if top > 0.0 {
-            map[r * cols + c] / top
-        } else {
-            0.0
-        }
-    };
-    // The source coordinate of pixel `i` of `n`, over `cells` cells: its two cells and the
-    // weight of the second.
-    let source = |i: usize, n: usize, cells: usize| {
-        let x = ((i as f32 + 0.5) * cells as f32 / n as f32 - 0.5).clamp(0.0, (cells - 1) as f32);
-        let lo = x.floor() as usize;
-        (lo, (lo + 1).min(cells - 1), x - lo as f32)
-    };
-    let mut out = Vec::with_capacity(height * width);
-    for y in 0..height {
-        let (r0, r1, fy) = source(y, height, rows);
-        for x in 0..width {
-            let (c0, c1, fx) = source(x, width, cols);
-            let top_row = at(r0, c0) * (1.0 - fx) + at(r0, c1) * fx;
-            let bottom_row = at(r1, c0) * (1.0 - fx) + at(r1, c1) * fx;
-            out.push(top_row * (1.0 - fy) + bottom_row * fy);
-        }
-    }
-    out
 }
