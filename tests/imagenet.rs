@@ -14,6 +14,7 @@ use burn::Dispatch;
 
 use microscope::data::{Dataset, SAMPLE_PHOTOS};
 use microscope::network::DynTensor;
+use microscope::technique::attribution::Target;
 use microscope::technique::objective::{objective_values, Objective};
 use microscope::technique::NeuronGroups;
 use microscope::zoo;
@@ -351,23 +352,21 @@ fn neuron_groups_of_a_collage_find_each_photo() {
         .run(&model.layer(layer).unwrap(), &image)
         .unwrap();
     let (rows, cols) = (result.rows, result.cols);
-    let left: Vec<f32> = result
-        .maps
-        .iter()
-        .map(|map| {
-            // A middle column (an odd width) counts half to each side.
-            let side = |x: usize| match (2 * x + 1).cmp(&cols) {
-                std::cmp::Ordering::Less => 1.0,
-                std::cmp::Ordering::Equal => 0.5,
-                std::cmp::Ordering::Greater => 0.0,
-            };
-            let total: f32 = map.iter().sum();
-            (0..rows * cols)
-                .map(|i| map[i] * side(i % cols))
-                .sum::<f32>()
-                / total
-        })
-        .collect();
+    // The share of a map (≥ 0) on the left; a middle column (an odd width) counts half to
+    // each side.
+    let on_left = |map: &[f32]| {
+        let side = |x: usize| match (2 * x + 1).cmp(&cols) {
+            std::cmp::Ordering::Less => 1.0,
+            std::cmp::Ordering::Equal => 0.5,
+            std::cmp::Ordering::Greater => 0.0,
+        };
+        let total: f32 = map.iter().sum();
+        (0..rows * cols)
+            .map(|i| map[i] * side(i % cols))
+            .sum::<f32>()
+            / total
+    };
+    let left: Vec<f32> = result.maps.iter().map(|map| on_left(map)).collect();
     println!(
         "{layer} ({rows}×{cols}): explained {:.3}, shares {:?}, share of each map on the left \
          (cat) {left:?}, negative {:.3}",
@@ -384,6 +383,40 @@ fn neuron_groups_of_a_collage_find_each_photo() {
     };
     assert!(left[cat] >= 0.8 && 1.0 - left[espresso] >= 0.8, "{left:?}");
     assert!(result.explained > 0.3, "{}", result.explained);
+
+    // Group attribution: each photo's class gets more from the group over that photo than from
+    // the other, and where it draws on that group lies on that photo's side.
+    for (photo, own, other) in [(0, cat, espresso), (1, espresso, cat)] {
+        let (class, name) = SAMPLE_PHOTOS[photo].imagenet.unwrap();
+        let target = Target::Logit {
+            node: "logits".into(),
+            index: class,
+        };
+        let support = result.attribution(&model, &target).unwrap();
+        assert!(
+            support.groups[own] > support.groups[other],
+            "{name}: {:?}",
+            support.groups
+        );
+        assert_eq!(support.strongest(), Some(own));
+        let positive: Vec<f32> = support.maps[own].iter().map(|v| v.max(0.0)).collect();
+        let share = match photo {
+            0 => on_left(&positive),
+            _ => 1.0 - on_left(&positive),
+        };
+        println!(
+            "logits:{class} ({name}) = {:.2}: groups {:?}, rest {:.2}, total {:.2}; {share:.3} \
+             of its group's support on its side",
+            support.value,
+            support.groups,
+            support.rest(),
+            support.total
+        );
+        assert!(
+            share >= 0.8,
+            "{name}: {share:.3} of its group's support on its side"
+        );
+    }
 
     let own = Objective::directions(layer, &result.directions);
     let swapped: Vec<Vec<f32>> = result.directions.iter().rev().cloned().collect();

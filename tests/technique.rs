@@ -308,6 +308,7 @@ fn a_caricature_points_the_way_its_image_does() {
 /// one error naming the layer.
 #[test]
 fn neuron_groups_split_a_layer_and_refuse_what_they_cannot() {
+    use microscope::technique::neuron_groups::GroupAttribution;
     use microscope::technique::NeuronGroups;
     let model = zoo::fashion().unwrap();
     let data = Dataset::fashion_mnist(Split::Test).unwrap().take(1);
@@ -397,6 +398,41 @@ fn neuron_groups_split_a_layer_and_refuse_what_they_cannot() {
     );
     let says = err(NeuronGroups::default().run(&layer, &wide));
     assert!(says.contains("the image is [2, 1, 28, 28]"), "{says}");
+
+    // Group attribution: the top classes strongest first, the first the model's prediction;
+    // a node that is no row of class scores, or groups taken to a layer of another shape, is
+    // one error naming the layer.
+    let result = groups(3).unwrap();
+    let top = result.top_classes(&model, "logits", 3).unwrap();
+    let net = model.network();
+    let input = net.image_input().unwrap().name.clone();
+    let x = model.normalize(&image).unwrap();
+    let scores = net.forward(&[(&input, x)], &["logits"]).unwrap()[0].to_vec();
+    let best = (0..scores.len())
+        .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+        .unwrap();
+    assert_eq!(top[0].target.index(), best);
+    assert!(top.windows(2).all(|w| w[0].value >= w[1].value));
+    assert!(top
+        .iter()
+        .all(|s| s.groups.len() == 3 && s.maps[0].len() == 14 * 14));
+    let fails = |r: microscope::Result<_>| r.map(|_: GroupAttribution| ()).unwrap_err().to_string();
+    let says = fails(
+        result
+            .top_classes(&model, "conv3", 3)
+            .map(|mut top| top.remove(0)),
+    );
+    assert!(
+        says.contains("neuron groups of conv2/relu") && says.contains("not one row of class"),
+        "{says}"
+    );
+    let mut moved = result.clone();
+    moved.layer = "conv3/relu".into();
+    let says = fails(moved.attribution(&model, &top[0].target));
+    assert!(
+        says.contains("conv3/relu is 7×7 positions") && says.contains("the groups' 14×14"),
+        "{says}"
+    );
 }
 
 #[test]

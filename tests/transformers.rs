@@ -621,6 +621,21 @@ fn neuron_groups_of_tokens_lie_over_the_patch_grid() {
         result.explained
     );
     assert!(result.explained > 0.3);
+    // After this layer each token goes its own way (LayerNorm and MLP per token) and the head
+    // reads only the class token: the patch tokens' groups support no class, and the layer's
+    // whole activation × gradient, the class token's, is what the groups leave out.
+    let target = microscope::technique::attribution::Target::Logit {
+        node: "logits".into(),
+        index: 0,
+    };
+    let support = result.attribution(&model, &target).unwrap();
+    println!(
+        "logits:0 from the groups {:?}, the rest {}",
+        support.groups,
+        support.rest()
+    );
+    assert!(support.groups.iter().all(|g| g.abs() < 1e-9), "{support:?}");
+    assert!(support.total.abs() > 1e-3 && support.rest() == support.total);
     // Attention weights are distributions over keys, not activations at positions.
     let err = NeuronGroups::default()
         .run(&model.layer("block/attn/softmax").unwrap(), &image)

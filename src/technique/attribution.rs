@@ -86,13 +86,52 @@ pub(crate) struct LayerGradient {
 }
 
 /// The activation of `layer` on `image` (`[1, C, H, W]` in [0, 1]) and the gradient of `target`
-/// with respect to it. Runs where it is called (callers wrap it in `on_cpu_pool`).
+/// with respect to it, for a layer of maps. Runs where it is called (callers wrap it in
+/// `on_cpu_pool`).
 pub(crate) fn layer_gradient(
     model: &Model,
     image: &DynTensor,
     layer: &str,
     target: &Target,
 ) -> Result<LayerGradient> {
+    let any = activation_gradient(model, image, layer, target, |dims| match dims {
+        [1, _, _, _] => Ok(()),
+        _ => Err(Error::Message(format!(
+            "{layer}: attribution needs a [1, C, H, W] activation, found {dims:?}"
+        ))),
+    })?;
+    let [_, c, h, w] = any.dims[..] else {
+        unreachable!("checked to be [1, C, H, W]")
+    };
+    Ok(LayerGradient {
+        value: any.value,
+        activation: any.activation,
+        gradient: any.gradient,
+        dims: [c, h, w],
+    })
+}
+
+/// A layer's activation on one image and the target's gradient with respect to it, in the
+/// layer's own layout.
+pub(crate) struct AnyGradient {
+    /// The target's value on the image.
+    pub value: f32,
+    /// The activation's shape (its first dimension is 1); both hold that many values.
+    pub dims: Vec<usize>,
+    pub activation: Vec<f32>,
+    pub gradient: Vec<f32>,
+}
+
+/// The activation of `layer` on `image` (`[1, C, H, W]` in [0, 1]), whatever its layout, and the
+/// gradient of `target` with respect to it; `accept` refuses an activation shape before anything
+/// is differentiated. Runs where it is called (callers wrap it in `on_cpu_pool`).
+pub(crate) fn activation_gradient(
+    model: &Model,
+    image: &DynTensor,
+    layer: &str,
+    target: &Target,
+    accept: impl FnOnce(&[usize]) -> Result<()>,
+) -> Result<AnyGradient> {
     let net = model.network();
     let x = model.normalize(image)?;
     let input = net.image_input()?.name.clone();
@@ -100,11 +139,7 @@ pub(crate) fn layer_gradient(
         .forward_any_size(&[(&input, x.clone())], &[layer])?
         .remove(0);
     let dims = act.dims();
-    let [1, c, h, w] = dims[..] else {
-        return Err(Error::Message(format!(
-            "{layer}: attribution needs a [1, C, H, W] activation, found {dims:?}"
-        )));
-    };
+    accept(&dims)?;
     // Feed the activation back as a leaf and differentiate the target with respect to it.
     let leaf = act.detached().require_grad();
     let tensor = net.node(layer)?.outputs[0].clone();
@@ -121,11 +156,11 @@ pub(crate) fn layer_gradient(
     let grad = leaf
         .grad(&grads)
         .ok_or_else(|| Error::Message(format!("{} does not depend on {layer}", target.node())))?;
-    Ok(LayerGradient {
+    Ok(AnyGradient {
         value: value.to_vec()[0],
         activation: act.to_vec(),
         gradient: grad.to_vec(),
-        dims: [c, h, w],
+        dims,
     })
 }
 
@@ -135,6 +170,13 @@ impl Target {
         match self {
             Target::Logit { node, .. } => node,
             Target::Unit { layer, .. } => layer,
+        }
+    }
+
+    /// The output (class) or unit it explains.
+    pub fn index(&self) -> usize {
+        match self {
+            Target::Logit { index, .. } | Target::Unit { index, .. } => *index,
         }
     }
 }
@@ -149,9 +191,7 @@ pub(crate) fn target_values(
     let dims = out.dims();
     let (node, n) = (target.node(), dims.first().copied().unwrap_or(0));
     let units = crate::network::UnitLayout::units(&dims);
-    let index = match target {
-        Target::Logit { index, .. } | Target::Unit { index, .. } => *index,
-    };
+    let index = target.index();
     if index >= units {
         return Err(Error::Message(format!(
             "{node}:{index} does not exist ({node} has {units} units)"

@@ -8,6 +8,8 @@
 //! `ChannelReducer` does with scikit-learn's NMF. A group's map says where on the image it
 //! fires; its direction, a non-negative mix of the layer's units, is what it responds to, drawn
 //! by feature visualization ([`Objective::directions`]: one image per group, in one batch).
+//! [`NeuronGroupsResult::attribution`] says how much each group supports a class or a unit (the
+//! groups' spatial attribution of Building Blocks), by activation × gradient.
 //!
 //! # Shapes
 //! image `[1, C, H, W]` in [0, 1] · maps `k × P` (rows × cols of the layer's grid) ·
@@ -19,8 +21,10 @@ use burn::Dispatch;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::attribution::{activation_gradient, Target};
 use super::feature_vis::{FeatureVis, Visualization};
 use super::objective::Objective;
+use crate::device::on_cpu_pool;
 use crate::error::{Error, Result};
 use crate::model::{Layer, Model};
 use crate::network::{DynTensor, TokenGrid, UnitLayout};
@@ -88,6 +92,131 @@ impl NeuronGroupsResult {
         units.sort_by(|&a, &b| d[b].total_cmp(&d[a]).then(a.cmp(&b)));
         units.truncate(n);
         units
+    }
+}
+
+/// How much each neuron group contributes to a target (a class logit or a unit), by activation
+/// × gradient at the groups' layer: the part of the activation a group reproduces, its map times
+/// its direction, times the target's gradient there (Building Blocks' group attribution). The
+/// groups' contributions and what the factorization leaves out sum to the layer's whole
+/// activation × gradient.
+#[derive(Clone, Debug)]
+pub struct GroupAttribution {
+    pub target: Target,
+    /// The target's value on the image.
+    pub value: f32,
+    /// Group `g`'s contribution: the sum of its map.
+    pub groups: Vec<f32>,
+    /// Where group `g` contributes: at position `p`, `maps[g][p] · (directions[g] · ∂target/∂a_p)`
+    /// (`rows · cols` values, row by row; < 0 where it works against the target).
+    pub maps: Vec<Vec<f32>>,
+    /// The layer's whole activation × gradient, over every position (and any leading token).
+    pub total: f32,
+}
+
+impl GroupAttribution {
+    /// What the groups leave out: `total` less their sum (the factorization's error, the
+    /// negative activations it ignores, and any leading tokens).
+    pub fn rest(&self) -> f32 {
+        self.total - self.groups.iter().sum::<f32>()
+    }
+
+    /// The group that supports the target most (the largest contribution).
+    pub fn strongest(&self) -> Option<usize> {
+        (0..self.groups.len()).max_by(|&a, &b| self.groups[a].total_cmp(&self.groups[b]))
+    }
+}
+
+impl NeuronGroupsResult {
+    /// Each group's contribution to `target` on the groups' image, by activation × gradient at
+    /// their layer in `model` (the model they were found in).
+    pub fn attribution(&self, model: &Model, target: &Target) -> Result<GroupAttribution> {
+        let layer = self.layer.as_str();
+        let dims = self.image.dims();
+        let [1, _, height, width] = dims[..] else {
+            return Err(Error::Message(format!(
+                "attribution of the neuron groups of {layer}: their image is {dims:?}, not one \
+                 image [1, C, H, W]"
+            )));
+        };
+        let any = on_cpu_pool(model.network().device().burn(), || {
+            activation_gradient(model, &self.image, layer, target, |_| Ok(()))
+        })?;
+        let total = any
+            .activation
+            .iter()
+            .zip(&any.gradient)
+            .map(|(a, g)| a * g)
+            .sum();
+        let (gradient, rows, cols, units) = on_grid(layer, &any.dims, any.gradient, height, width)?;
+        let fits = self.directions.first().map(Vec::len) == Some(units);
+        if (rows, cols) != (self.rows, self.cols) || !fits {
+            return Err(Error::Message(format!(
+                "attribution of the neuron groups of {layer}: in this model, {layer} is \
+                 {rows}×{cols} positions of {units} units on their image, not the groups' \
+                 {}×{} of {}; take the model they were found in",
+                self.rows,
+                self.cols,
+                self.directions.first().map_or(0, Vec::len)
+            )));
+        }
+        let maps: Vec<Vec<f32>> = self
+            .maps
+            .iter()
+            .zip(&self.directions)
+            .map(|(map, direction)| {
+                (0..rows * cols)
+                    .map(|p| {
+                        let along: f32 = direction
+                            .iter()
+                            .zip(&gradient[p * units..(p + 1) * units])
+                            .map(|(d, g)| d * g)
+                            .sum();
+                        map[p] * along
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(GroupAttribution {
+            target: target.clone(),
+            value: any.value,
+            groups: maps.iter().map(|m| m.iter().sum()).collect(),
+            maps,
+            total,
+        })
+    }
+
+    /// The groups' support for the `k` top outputs of `node` (a classifier's logits, `[1, N]`)
+    /// on their image, strongest first: [`NeuronGroupsResult::attribution`] toward each.
+    pub fn top_classes(
+        &self,
+        model: &Model,
+        node: &str,
+        k: usize,
+    ) -> Result<Vec<GroupAttribution>> {
+        let net = model.network();
+        let input = net.image_input()?.name.clone();
+        let x = model.normalize(&self.image)?;
+        let out = net.forward_any_size(&[(&input, x)], &[node])?.remove(0);
+        let dims = out.dims();
+        let [1, n] = dims[..] else {
+            return Err(Error::Message(format!(
+                "top classes of the neuron groups of {}: {node}'s output on their image is \
+                 {dims:?}, not one row of class scores [1, N]; take a classifier's logits",
+                self.layer
+            )));
+        };
+        let scores = out.to_vec();
+        let mut classes: Vec<usize> = (0..n).collect();
+        classes.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        classes
+            .into_iter()
+            .take(k)
+            .map(|index| {
+                let node = node.to_string();
+                self.attribution(model, &Target::Logit { node, index })
+            })
+            .collect()
     }
 }
 
@@ -226,8 +355,24 @@ fn positions(
              weigh, or the one after"
         )));
     }
-    let values = out.to_vec();
-    match UnitLayout::of(&dims) {
+    let [_, _, height, width] = image.dims()[..] else {
+        unreachable!("checked to be [1, C, H, W]")
+    };
+    on_grid(layer, &dims, out.to_vec(), height, width)
+}
+
+/// `values`, a layer's output of shape `dims` on one `height × width` image, as one row per
+/// position of the layer's grid over the image (`rows × cols` of them, row by row), `units`
+/// values each: `(rows of values, rows, cols, units)`.
+fn on_grid(
+    layer: &str,
+    dims: &[usize],
+    values: Vec<f32>,
+    height: usize,
+    width: usize,
+) -> Result<(Vec<f32>, usize, usize, usize)> {
+    let fail = |what: String| Error::Message(format!("neuron groups of {layer}: {what}"));
+    match UnitLayout::of(dims) {
         Some(UnitLayout::Maps) => {
             let [_, c, h, w] = [dims[0], dims[1], dims[2], dims[3]];
             let p = h * w;
@@ -240,9 +385,6 @@ fn positions(
         }
         Some(UnitLayout::Tokens) => {
             let [_, t, c] = [dims[0], dims[1], dims[2]];
-            let [_, _, height, width] = image.dims()[..] else {
-                unreachable!("checked to be [1, C, H, W]")
-            };
             let grid = TokenGrid::of(t, height, width).ok_or_else(|| {
                 fail(format!(
                     "its {t} tokens are no grid of square patches over the {height}×{width} \
