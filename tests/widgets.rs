@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use microscope::data::{Dataset, Split};
+use microscope::network::DynTensor;
 use microscope::provenance::Provenance;
 use microscope::technique::attribution::Target;
 use microscope::technique::dataset_examples::DatasetExamples;
 use microscope::technique::input_attribution::{methods_for, Scope};
-use microscope::technique::FeatureVis;
+use microscope::technique::{FeatureVis, NeuronGroups};
 use microscope::widget::gallery::{GalleryOptions, GalleryUnit};
 use microscope::widget::live::Live;
 use microscope::widget::unit_view::{Body, Picture, Tab};
@@ -363,6 +364,7 @@ fn widgets_work_in_chromium() {
         "{note}"
     );
     assert_eq!(groups.iter().filter(|g| g.mine).count(), 1);
+    assert!(groups.iter().all(|g| g.support.is_none()));
     write("unit.html", "conv3:7", &view);
     // Hostile names: the graph and a unit view of a model whose node names are markup.
     let dir = support::Scratch::new("hostile");
@@ -380,6 +382,49 @@ fn widgets_work_in_chromium() {
         })
         .unwrap();
     write("hostile_unit.html", "hostile unit", &hostile_view);
+    // Neuron groups against classes: fashion's conv3 groups on a test image against its top 3
+    // classes; and a classifier whose class names are markup.
+    let spec = fashion.input_spec().unwrap();
+    let device = fashion.network().device().burn().clone();
+    let image = fashion
+        .dataset()
+        .unwrap()
+        .batch(0..1, &spec, &device)
+        .unwrap();
+    let groups = NeuronGroups::default()
+        .groups(3)
+        .vis(fv.clone())
+        .run(&fashion.layer("conv3/relu").unwrap(), &image)
+        .unwrap();
+    let table = groups.classes(&fashion, "logits", 3).unwrap();
+    assert_eq!(table.classes.len(), 3);
+    assert!(table.classes.iter().all(|c| c.groups.len() == 3));
+    let top = |c: &microscope::widget::images::ClassSupport| c.value;
+    assert!(top(&table.classes[0]) >= top(&table.classes[1]));
+    manifest.insert(
+        "group_classes".into(),
+        serde_json::json!({ "groups": 3, "classes": 3 }),
+    );
+    write("groups.html", "neuron groups against classes", &table);
+    let path = dir.join("hostile_classifier.onnx");
+    std::fs::write(&path, support::hostile_classifier()).unwrap();
+    let classifier = Model::load(&path).unwrap();
+    let pattern: Vec<f32> = (0..3 * 16 * 16)
+        .map(|i| (i * 7 % 17) as f32 / 16.0)
+        .collect();
+    let image = DynTensor::from_host(&pattern, &[1, 3, 16, 16], &device);
+    let hostile_groups = NeuronGroups::default()
+        .groups(2)
+        .vis(FeatureVis::default().steps(4).cache(None))
+        .run(&classifier.layer("relu").unwrap(), &image)
+        .unwrap()
+        .classes(&classifier, "logits", 3)
+        .unwrap();
+    assert!(hostile_groups
+        .classes
+        .iter()
+        .any(|c| c.label.contains(support::HOSTILE[1])));
+    write("hostile_groups.html", "hostile groups", &hostile_groups);
     manifest.insert("hostile".into(), serde_json::json!(support::HOSTILE));
     manifest.insert(
         "hostile_unsupported".into(),
@@ -442,11 +487,24 @@ fn a_logit_unit_view_has_every_tab() {
     assert!(view.unavailable().is_empty(), "{:?}", view.unavailable());
     for t in &view.tabs {
         match &t.body {
-            // At the last spatial layer, after its ReLU; a logit is in none of its groups.
+            // At the last spatial layer, after its ReLU: each group's contribution to the
+            // logit, the largest outlined.
             Body::NeuronGroups { note, groups, .. } => {
                 assert!(note.starts_with("at conv3/relu, the last layer"), "{note}");
+                assert!(note.contains("activation × gradient"), "{note}");
                 assert_eq!(groups.len(), 4);
-                assert!(groups.iter().all(|g| !g.mine));
+                let support: Vec<f32> = groups
+                    .iter()
+                    .map(|g| {
+                        let text = g.support.as_deref().expect("each group's support");
+                        assert!(text.ends_with(" toward logits:9"), "{text}");
+                        text.split(' ').next().unwrap().parse().unwrap()
+                    })
+                    .collect();
+                let mine: Vec<usize> = (0..4).filter(|&g| groups[g].mine).collect();
+                let top = support.iter().copied().fold(f32::MIN, f32::max);
+                assert_eq!(mine.len(), 1);
+                assert_eq!(support[mine[0]], top, "{support:?}");
             }
             Body::Weights { from, cards } => {
                 assert_eq!(from.as_deref(), Some("conv3"));
@@ -531,7 +589,21 @@ fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
         })
         .unwrap();
     let vis = |seed| fv(seed).run_units(&model, "conv2", &[0, 1]).unwrap();
+    let spec = model.input_spec().unwrap();
+    let device = model.network().device().burn().clone();
+    let image = Dataset::fashion_mnist(Split::Test)
+        .unwrap()
+        .batch(0..1, &spec, &device)
+        .unwrap();
+    let groups = NeuronGroups::default()
+        .groups(2)
+        .vis(fv(5))
+        .run(&model.layer("conv2/relu").unwrap(), &image)
+        .unwrap()
+        .classes(&model, "logits", 2)
+        .unwrap();
     let widgets: Vec<(&str, Box<dyn Widget>)> = vec![
+        ("GroupClasses", Box::new(groups)),
         ("LayerGraph", Box::new(model.graph().unwrap())),
         ("LayerCard", Box::new(layer.card())),
         ("Gallery", Box::new(gallery(5))),
@@ -563,16 +635,20 @@ fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
                 w.text()
             );
         }
+        let names: Vec<&str> = p["techniques"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        if *kind == "GroupClasses" {
+            assert_eq!(names, ["feature-vis", "neuron-groups", "group-attribution"]);
+            assert_eq!(p["techniques"][2]["params"]["node"], "logits");
+        }
         if *kind == "UnitView" {
             // Every tab's technique with settings of its own is on record: the caricature's
             // weighting too, with the feature visualization's seed and steps, and the neuron
             // groups' count.
-            let names: Vec<&str> = p["techniques"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["name"].as_str().unwrap())
-                .collect();
             assert_eq!(
                 names,
                 ["feature-vis", "caricature", "neuron-groups", "unit-view"]

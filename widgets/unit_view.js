@@ -73,6 +73,7 @@ microscope.unitView = function (p, load) {
       el("div", { class: "ms-muted", text: b.note }),
       el("div", { class: "ms-figs" }, [fig(b.image, big)].concat(b.groups.map((g) => el("figure", { class: g.mine ? "ms-group ms-mine" : "ms-group" }, [
         el("div", { class: "ms-figs" }, [fig(g.place, 112), fig(g.drawn, 112)]),
+        g.support ? el("figcaption", { text: g.support }) : null,
       ])))),
     ]),
     Weights: (b) => el("div", {}, [

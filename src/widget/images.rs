@@ -9,6 +9,7 @@ use super::image::{png, pngs, Planar};
 use super::unit_view::Picture;
 use crate::device::Device;
 use crate::error::Result;
+use crate::model::Model;
 use crate::network::DynTensor;
 use crate::provenance::Provenance;
 use crate::technique::input_attribution::upsample;
@@ -213,5 +214,95 @@ impl NeuronGroupsResult {
     /// Rich display in evcxr-based notebooks.
     pub fn evcxr_display(&self) {
         super::evcxr_print(&self.images());
+    }
+}
+
+/// Neuron groups against classes (the figure of Building Blocks' group attribution): for each of
+/// a classifier's top classes on the groups' image, how much each group supports (> 0) or
+/// opposes (< 0) it, by activation × gradient at the groups' layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupClasses {
+    pub title: String,
+    pub image: Picture,
+    /// Each group's two pictures, as [`NeuronGroupsResult::pictures`] draws them.
+    pub groups: Vec<[Picture; 2]>,
+    /// The classes, strongest first.
+    pub classes: Vec<ClassSupport>,
+    pub provenance: Provenance,
+}
+
+/// One class of [`GroupClasses`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassSupport {
+    /// `node:index`, then the class's name where the model has one.
+    pub label: String,
+    /// The class's score on the image.
+    pub value: f32,
+    /// Each group's contribution.
+    pub groups: Vec<f32>,
+    /// What the groups leave out ([`crate::technique::neuron_groups::GroupAttribution::rest`]).
+    pub rest: f32,
+}
+
+impl GroupClasses {
+    pub fn summary(&self) -> String {
+        let mut text = format!("{}\n", self.title);
+        for class in &self.classes {
+            let groups: Vec<String> = class
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(g, v)| format!("group {} {v:+.2}", g + 1))
+                .collect();
+            text.push_str(&format!(
+                "{} = {:.2}: {}, rest {:+.2}\n",
+                class.label,
+                class.value,
+                groups.join(", "),
+                class.rest
+            ));
+        }
+        text
+    }
+}
+
+impl NeuronGroupsResult {
+    /// The groups against the `k` top classes of `node` (a classifier's logits) on their image,
+    /// in `model` (the model they were found in): [`NeuronGroupsResult::top_classes`], drawn.
+    pub fn classes(&self, model: &Model, node: &str, k: usize) -> Result<GroupClasses> {
+        let support = self.top_classes(model, node, k)?;
+        let names = model.classes();
+        let classes = support
+            .iter()
+            .map(|s| {
+                let index = s.target.index();
+                let name = names.as_ref().and_then(|n| n.get(index));
+                ClassSupport {
+                    label: match name {
+                        Some(name) => format!("{node}:{index} {name}"),
+                        None => format!("{node}:{index}"),
+                    },
+                    value: s.value,
+                    groups: s.groups.clone(),
+                    rest: s.rest(),
+                }
+            })
+            .collect();
+        let (image, groups) = self.pictures();
+        let params = serde_json::json!({ "node": node, "classes": k });
+        Ok(GroupClasses {
+            title: format!(
+                "neuron groups of {} against the top {k} classes of {node}",
+                self.layer
+            ),
+            image,
+            groups,
+            classes,
+            provenance: self.provenance.clone().technique(
+                "group-attribution",
+                &self.layer,
+                &params,
+            ),
+        })
     }
 }

@@ -26,7 +26,7 @@ pub mod site;
 pub mod unit_view;
 
 pub use gallery::{Gallery, GalleryOptions, LayerCard};
-pub use images::Images;
+pub use images::{GroupClasses, Images};
 pub use layer_graph::LayerGraph;
 pub use progress::{Progress, ProgressDisplay};
 pub use unit_view::{UnitView, ViewOptions};
@@ -201,6 +201,7 @@ widget!(
     UnitView => "UnitView", provenance;
     LayerCard => "LayerCard", provenance;
     Images => "Images", provenance;
+    GroupClasses => "GroupClasses", provenance;
     Progress => "Progress"
 );
 
@@ -215,7 +216,14 @@ macro_rules! evcxr_display {
     )*};
 }
 
-evcxr_display!(LayerGraph, Gallery, UnitView, LayerCard, Images);
+evcxr_display!(
+    LayerGraph,
+    Gallery,
+    UnitView,
+    LayerCard,
+    Images,
+    GroupClasses
+);
 
 /// Shows any `Debug` value the way evcxr shows a cell's last value when it has no rich display
 /// (`{:?}` as text/plain). evcxr first compiles a cell as if its last value had an

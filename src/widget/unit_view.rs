@@ -128,8 +128,13 @@ pub struct InputHeatmap {
 pub struct GroupCard {
     pub place: Picture,
     pub drawn: Picture,
-    /// The group in which the view's unit weighs most.
+    /// The group in which the view's unit weighs most, or (for a unit after the groups' layer)
+    /// the one that supports it most.
     pub mine: bool,
+    /// For a unit after the groups' layer: the group's contribution to it (activation ×
+    /// gradient).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub support: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -332,7 +337,8 @@ pub static TABS: &[TabSpec] = &[
                  follows), factorized into {} groups of units that fire together (non-negative \
                  matrix factorization): where each fires, and what it responds to, its \
                  direction drawn by feature visualization ({} steps, seed {}); outlined, the \
-                 group {unit} weighs most in.",
+                 group {unit} weighs most in, or for a unit after the layer (a logit), the group \
+                 that supports it most (activation × gradient).",
                 options.neuron_groups, options.feature_vis.steps, options.feature_vis.seed
             )
         },
@@ -760,33 +766,60 @@ fn neuron_groups_tab(unit: &Unit, options: &ViewOptions, image: &DynTensor) -> R
     let layer = activated(model, &before);
     let result = neuron_groups_of(options).run(&model.layer(&layer)?, &first)?;
     let index = unit.index();
-    let weights: Vec<f32> = result
-        .directions
-        .iter()
-        .map(|d| d.get(index).copied().unwrap_or(0.0))
-        .collect();
-    let mine = (0..weights.len()).max_by(|&a, &b| weights[a].total_cmp(&weights[b]));
-    let note = match (own, mine) {
-        (true, Some(g)) => format!(
-            "{unit} weighs {:.2} in group {} (its weights in the groups' unit-length \
-             directions: {})",
-            weights[g],
-            g + 1,
-            weights
+    let signed = |v: f32| format!("{v:+.2}");
+    let (note, mine, support) = match own {
+        true => {
+            let weights: Vec<f32> = result
+                .directions
                 .iter()
-                .map(|w| format!("{w:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        _ => format!(
-            "at {layer}, the last layer with positions before {}: {unit} is in none of its \
-             groups",
-            unit.layer()
-        ),
-    };
-    let note = match own && layer != unit.layer() {
-        true => format!("at {layer}, {} after its activation: {note}", unit.layer()),
-        false => note,
+                .map(|d| d.get(index).copied().unwrap_or(0.0))
+                .collect();
+            let mine = (0..weights.len()).max_by(|&a, &b| weights[a].total_cmp(&weights[b]));
+            let list: Vec<String> = weights.iter().map(|w| format!("{w:.2}")).collect();
+            let note = match mine {
+                Some(g) => format!(
+                    "{unit} weighs {:.2} in group {} (its weights in the groups' unit-length \
+                     directions: {})",
+                    weights[g],
+                    g + 1,
+                    list.join(", ")
+                ),
+                None => format!("{unit} is in none of the groups"),
+            };
+            let note = match layer != unit.layer() {
+                true => format!("at {layer}, {} after its activation: {note}", unit.layer()),
+                false => note,
+            };
+            (note, mine, vec![None; weights.len()])
+        }
+        false => {
+            let target = Target::Logit {
+                node: unit.layer().to_string(),
+                index,
+            };
+            let support = result.attribution(model, &target)?;
+            let mine = support.strongest();
+            let note = format!(
+                "at {layer}, the last layer with positions before {}: {unit} is {:.2} on this \
+                 image; activation × gradient at {layer} gives the groups {} in all{} and the \
+                 rest {}",
+                unit.layer(),
+                support.value,
+                signed(support.groups.iter().sum()),
+                mine.map_or(String::new(), |g| format!(
+                    ", group {} the most ({})",
+                    g + 1,
+                    signed(support.groups[g])
+                )),
+                signed(support.rest())
+            );
+            let cards = support
+                .groups
+                .iter()
+                .map(|&v| Some(format!("{} toward {unit}", signed(v))))
+                .collect();
+            (note, mine, cards)
+        }
     };
     let (image, groups) = result.pictures();
     Ok(Body::NeuronGroups {
@@ -795,10 +828,12 @@ fn neuron_groups_tab(unit: &Unit, options: &ViewOptions, image: &DynTensor) -> R
         groups: groups
             .into_iter()
             .enumerate()
-            .map(|(g, [place, drawn])| GroupCard {
+            .zip(support)
+            .map(|((g, [place, drawn]), support)| GroupCard {
                 place,
                 drawn,
-                mine: own && mine == Some(g),
+                mine: mine == Some(g),
+                support,
             })
             .collect(),
     })

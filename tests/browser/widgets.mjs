@@ -4,7 +4,7 @@
 // matches; each unit-view tab shows its own panel, and the attribution tab's method selector
 // shows one method's heatmap at a time; gallery hover enlarges and sorting sorts; no page logs
 // a console error or fetches anything from the network; hostile node names render as text and
-// run nothing. Export: every image has a download control for its PNG, the provenance footer
+// run nothing; neuron groups against classes draw a table of bars. Export: every image has a download control for its PNG, the provenance footer
 // shows the seed and expands to the record, and "save page" downloads a standalone page that
 // works on its own. Saves light and dark screenshots of the three widgets.
 import { chromium } from "playwright-core";
@@ -215,8 +215,28 @@ for (const scheme of ["light", "dark"]) {
   await done("unit.html", o);
 }
 
+// Neuron groups against classes: a row per group and the rest, a column per class, each cell a
+// number and a bar no longer than its column.
+for (const scheme of ["light", "dark"]) {
+  const o = await open("groups.html", scheme);
+  const { page } = o;
+  const want = manifest.group_classes;
+  const rows = await page.locator(".ms-group-classes tr").count();
+  const heads = await page.locator(".ms-group-classes th").count();
+  check(rows === want.groups + 2 && heads === want.classes + 1, `groups: ${rows} rows and ${heads} headers for ${want.groups} groups and ${want.classes} classes`);
+  const bars = await page.$$eval(".ms-support", (bs) => bs.map((b) => [b.getBoundingClientRect().width, b.parentElement.getBoundingClientRect().width]));
+  check(bars.length === want.classes * (want.groups + 1) && bars.some(([w]) => w > 0) && bars.every(([w, cell]) => w <= cell),
+    `groups: a bar in each of ${bars.length} cells, within its cell`);
+  if (scheme === "light") {
+    await downloadsOnEveryImage(page, "groups.html");
+    await footer(page, "groups.html", ["seed " + manifest.seed, "steps " + manifest.steps]);
+  }
+  await shot(o, "groups", scheme);
+  await done("groups.html", o);
+}
+
 // Hostile names: shown as text, never run.
-for (const file of ["hostile_graph.html", "hostile_unit.html"]) {
+for (const file of ["hostile_graph.html", "hostile_unit.html", "hostile_groups.html"]) {
   const o = await open(file, "light");
   const { page } = o;
   if (file === "hostile_graph.html") await page.click(".ms-expand-all");

@@ -169,18 +169,23 @@ pub const REORDERING: &str = "block/relu\u{202e}dessap";
 /// `unsupported_tail`: what a partially loaded model shows of it must stay text.
 pub const HOSTILE_UNSUPPORTED: &str = "<img src=x onerror=\"window.__pwned=4\">nms";
 
+/// A 3×3 convolution from `x` (3 channels, weights `w1`, `b1`) to `c1`, named [`HOSTILE`]`[0]`.
+fn hostile_first_conv() -> NodeProto {
+    node(
+        "Conv",
+        HOSTILE[0],
+        &["x", "w1", "b1"],
+        &["c1"],
+        vec![ints("pads", &[1, 1, 1, 1])],
+    )
+}
+
 /// A small conv net (input [1, 3, 16, 16], 4 units a layer) whose node names are [`HOSTILE`]
 /// and [`REORDERING`]; with `unsupported_tail`, a NonZero named [`HOSTILE_UNSUPPORTED`] reads
 /// its output (loaded in part, the rest is the same network).
 pub fn hostile_names_model_with(unsupported_tail: bool) -> Vec<u8> {
     let mut nodes = vec![
-        node(
-            "Conv",
-            HOSTILE[0],
-            &["x", "w1", "b1"],
-            &["c1"],
-            vec![ints("pads", &[1, 1, 1, 1])],
-        ),
+        hostile_first_conv(),
         node("Relu", HOSTILE[1], &["c1"], &["r1"], vec![]),
         node("Conv", HOSTILE[2], &["r1", "w2", "b2"], &["c2"], vec![]),
         node("Relu", REORDERING, &["c2"], &["r2"], vec![]),
@@ -205,6 +210,42 @@ pub fn hostile_names_model_with(unsupported_tail: bool) -> Vec<u8> {
         value_info("x", &[1, 3, 16, 16]),
         if unsupported_tail { "boxes" } else { "r2" },
     )
+}
+
+/// A small classifier (input [1, 3, 16, 16]: conv → ReLU → global average pool → `logits`, 3
+/// classes) whose first node is named [`HOSTILE`]`[0]` and whose class names (metadata
+/// `classes`) are the other two and [`REORDERING`].
+pub fn hostile_classifier() -> Vec<u8> {
+    let nodes = vec![
+        hostile_first_conv(),
+        node("Relu", "relu", &["c1"], &["r1"], vec![]),
+        node("GlobalAveragePool", "pool", &["r1"], &["p1"], vec![]),
+        node("Flatten", "flatten", &["p1"], &["f1"], vec![]),
+        node(
+            "Gemm",
+            "logits",
+            &["f1", "w2", "b2"],
+            &["logits"],
+            vec![int("transB", 1)],
+        ),
+    ];
+    let bytes = model(
+        nodes,
+        vec![
+            random("w1", &[4, 3, 3, 3], 1, 0.5),
+            random("b1", &[4], 2, 0.1),
+            random("w2", &[3, 4], 3, 1.0),
+            random("b2", &[3], 4, 0.1),
+        ],
+        value_info("x", &[1, 3, 16, 16]),
+        "logits",
+    );
+    let mut proto = ModelProto::decode(bytes.as_slice()).unwrap();
+    proto.metadata_props.push(StringStringEntryProto {
+        key: "classes".into(),
+        value: [HOSTILE[1], HOSTILE[2], REORDERING].join("\n"),
+    });
+    proto.encode_to_vec()
 }
 
 /// [`hostile_names_model_with`] without the unsupported tail.
