@@ -474,6 +474,96 @@ fn render_writes_the_notebook_widgets_as_standalone_pages() {
     }
 }
 
+/// `groups` writes a layer's neuron groups on a PNG file against the model's top classes, the
+/// first of them the class the model predicts for the image; a missing file, a directory or a
+/// layer without positions is one line naming it.
+#[test]
+fn groups_writes_the_neuron_groups_of_an_image_against_its_top_classes() {
+    use microscope::data::{Dataset, ImageSpec, Split};
+    let data = Dataset::fashion_mnist(Split::Test).unwrap();
+    let spec = ImageSpec::unit(1, 28, 28);
+    let cpu = microscope::Device::cpu();
+    let image = data.batch(0..1, &spec, cpu.burn()).unwrap();
+    let pixels: Vec<u8> = image
+        .to_vec()
+        .iter()
+        .map(|v| (v * 255.0).round() as u8)
+        .collect();
+    let png = tmp("boot.png");
+    image::GrayImage::from_raw(28, 28, pixels)
+        .unwrap()
+        .save(&png)
+        .unwrap();
+    let model = microscope::zoo::fashion().unwrap();
+    let logits = model
+        .network()
+        .forward(&[("image", model.normalize(&image).unwrap())], &["logits"]);
+    let scores = logits.unwrap()[0].to_vec();
+    let best = (0..10)
+        .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+        .unwrap();
+    let page = tmp("groups.html");
+    let (png, page) = (png.to_str().unwrap(), page.to_str().unwrap());
+    let base = ["groups", "zoo:fashion", "--image", png, "--out", page];
+    let run = |more: &[&str]| microscope(&[&base[..], more].concat());
+    let out = run(&["--layer", "conv3/relu", "--groups", "3", "--steps", "8"]);
+    assert_success(&out);
+    let html = std::fs::read_to_string(page).unwrap();
+    assert!(
+        html.contains("data-component=\"GroupClasses\""),
+        "a groups-against-classes page"
+    );
+    let first = format!(
+        "\"label\":\"logits:{best} {}\"",
+        microscope::data::FASHION_CLASSES[best]
+    );
+    let labels: Vec<&str> = html
+        .match_indices("\"label\":\"logits:")
+        .map(|(i, _)| &html[i..i + 40])
+        .collect();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    assert!(
+        html.find(&first) == html.find("\"label\":\"logits:"),
+        "{first} first: {labels:?}"
+    );
+    // Without classes: the groups alone.
+    assert_success(&run(&[
+        "--layer",
+        "conv3/relu",
+        "--groups",
+        "2",
+        "--steps",
+        "8",
+        "--classes",
+        "0",
+    ]));
+    let html = std::fs::read_to_string(page).unwrap();
+    assert!(
+        html.contains("data-component=\"Images\"") && html.contains("neuron groups of conv3/relu")
+    );
+    // Bad input: one line naming it.
+    let missing = tmp("missing.png");
+    let dir = tmp("");
+    for (args, needle) in [
+        (
+            vec!["--image", missing.to_str().unwrap(), "--layer", "conv3"],
+            "missing.png",
+        ),
+        (
+            vec!["--image", dir.to_str().unwrap(), "--layer", "conv3"],
+            "not a file",
+        ),
+        (
+            vec!["--image", png, "--layer", "logits"],
+            "neuron groups of logits",
+        ),
+    ] {
+        let mut all = vec!["groups", "zoo:fashion", "--out", page];
+        all.extend(args);
+        assert_clean_failure(&microscope(&all), &[needle]);
+    }
+}
+
 /// A model saved as onnx saves large ones, its weights in a file beside it
 /// (`onnx.save_model(..., save_as_external_data=True)`, by the test venv's onnx), evaluates to
 /// the same bytes as the same model with its weights inline, whatever the working folder; and

@@ -1,4 +1,5 @@
-//! The `microscope` command line: `info`, `eval`, `render` and `atlas` (see DESIGN.md for the contract).
+//! The `microscope` command line: `info`, `eval`, `render`, `groups` and `atlas` (see DESIGN.md
+//! for the contract).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -90,6 +91,39 @@ enum Command {
         /// folder of class folders of images.
         #[arg(long)]
         dataset: Option<String>,
+        /// cpu or cuda[:N].
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Write a layer's neuron groups on one image as a standalone HTML page: the groups of
+    /// units that fire together on it, where each lies on the image and what it responds to
+    /// (its direction, feature-visualized), and how much each supports the model's top classes.
+    Groups {
+        /// An .onnx file or zoo:NAME.
+        model: PathBuf,
+        /// The image: a PNG or JPEG file (cropped and resized to the model's input as a
+        /// dataset's images are).
+        #[arg(long)]
+        image: PathBuf,
+        /// The layer to factorize: maps [N, C, H, W] or patch tokens [N, T, C].
+        #[arg(long)]
+        layer: String,
+        #[arg(long, default_value_t = 6)]
+        groups: usize,
+        /// Draw the groups against the model's top N classes on the image (0: do not).
+        #[arg(long, default_value_t = 3)]
+        classes: usize,
+        /// The node of class scores, [1, N] (default: the model's output, when it has one).
+        #[arg(long)]
+        logits: Option<String>,
+        /// The page to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The groups' feature-visualization steps.
+        #[arg(long, default_value_t = 512)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         /// cpu or cuda[:N].
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -404,6 +438,65 @@ fn render(
     Ok(())
 }
 
+/// The settings of `microscope groups`.
+struct GroupsArgs<'a> {
+    image: &'a Path,
+    layer: &'a str,
+    groups: usize,
+    classes: usize,
+    logits: Option<&'a str>,
+    out: &'a Path,
+    steps: usize,
+    seed: u64,
+}
+
+/// `microscope groups`: the neuron groups of a layer on one image, as a page; with classes,
+/// drawn against the model's top classes.
+fn groups(model: ModelArg, device: &str, args: GroupsArgs) -> Result<(), Error> {
+    use microscope::widget::Widget;
+    let model = model.load(Device::parse(device)?)?;
+    let spec = model.input_spec()?;
+    let photo = microscope::data::Dataset::image_file(args.image)?;
+    let image = photo.batch(0..1, &spec, model.network().device().burn())?;
+    let result = microscope::technique::NeuronGroups::default()
+        .groups(args.groups)
+        .steps(args.steps)
+        .seed(args.seed)
+        .run(&model.layer(args.layer)?, &image)?;
+    let title = format!("{} · {}", args.layer, model.source());
+    let html = match args.classes {
+        0 => result.images().to_page(&title),
+        k => {
+            let logits = match args.logits {
+                Some(node) => node.to_string(),
+                None => match model.network().outputs() {
+                    [only] => only.clone(),
+                    outputs => {
+                        return Err(Error::Message(format!(
+                            "{}: the model has {} outputs; name its class scores with \
+                             --logits NODE (or draw no classes with --classes 0)",
+                            model.source(),
+                            outputs.len()
+                        )))
+                    }
+                },
+            };
+            result.classes(&model, &logits, k)?.to_page(&title)
+        }
+    };
+    std::fs::write(args.out, html).map_err(|source| Error::Io {
+        path: args.out.to_path_buf(),
+        source,
+    })?;
+    out!(
+        "wrote {} (neuron groups of {} on {})",
+        args.out.display(),
+        term(args.layer),
+        args.image.display()
+    )?;
+    Ok(())
+}
+
 /// `model` with the dataset `--dataset` names attached, if any.
 fn with_dataset(model: Model, dataset: Option<&str>) -> Result<Model, Error> {
     use microscope::data::{Dataset, Split};
@@ -582,6 +675,34 @@ fn main() -> ExitCode {
             shard: shard.as_deref(),
             plan: *plan,
         }),
+        Command::Groups {
+            model,
+            image,
+            layer,
+            groups: count,
+            classes,
+            logits,
+            out,
+            steps,
+            seed,
+            device,
+        } => groups(
+            ModelArg {
+                path: model,
+                extent,
+            },
+            device,
+            GroupsArgs {
+                image,
+                layer,
+                groups: *count,
+                classes: *classes,
+                logits: logits.as_deref(),
+                out,
+                steps: *steps,
+                seed: *seed,
+            },
+        ),
         Command::Render {
             model,
             out,

@@ -55,6 +55,33 @@ pub fn load(root: &Path) -> Result<Dataset> {
     })
 }
 
+/// One image file as a dataset of one image (see [`Dataset::image_file`]).
+pub fn load_file(file: &Path) -> Result<Dataset> {
+    let io = |source| Error::Io {
+        path: file.to_path_buf(),
+        source,
+    };
+    // A named pipe or a device would be read (or waited on) for ever.
+    if !std::fs::metadata(file).map_err(io)?.is_file() {
+        return Err(Error::Message(format!(
+            "{}: not a file (a PNG or JPEG file was expected)",
+            file.display()
+        )));
+    }
+    let reader = image::ImageReader::open(file).map_err(io)?;
+    let image = decode(reader, file, &mut 0)?;
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok(Dataset {
+        name: file.display().to_string(),
+        images: vec![image],
+        labels: vec![0],
+        classes: vec![name],
+    })
+}
+
 /// Decodes one image (PNG or JPEG) from `reader`, naming `file` in errors, to RGB or gray bytes.
 /// Every decoded image of a dataset stays in memory, so their pixels together get the one
 /// budget: `total` is what earlier images took, and the decoder itself is held to what is left,

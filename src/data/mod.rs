@@ -148,6 +148,12 @@ impl Dataset {
         folder::load(root.as_ref())
     }
 
+    /// One PNG or JPEG file as a dataset of one image, its class the file's name; decoded under
+    /// the memory budget, as a folder's images are.
+    pub fn image_file(path: impl AsRef<Path>) -> Result<Dataset> {
+        folder::load_file(path.as_ref())
+    }
+
     /// Real colour photos for ImageNet models: scikit-image's sample photos (a cat, an
     /// espresso, a rocket, motorcycles, an astronaut, …), labelled with the ImageNet class they
     /// show where one fits ([`SAMPLE_PHOTOS`]). They come from the scikit-image wheel, fetched
