@@ -334,11 +334,12 @@ pub static TABS: &[TabSpec] = &[
         about: |unit, layer, options| {
             format!(
                 "{layer}'s activations on the input (after its activation function, when one \
-                 follows), factorized into {} groups of units that fire together (non-negative \
-                 matrix factorization): where each fires, and what it responds to, its \
-                 direction drawn by feature visualization ({} steps, seed {}); outlined, the \
-                 group {unit} weighs most in, or for a unit after the layer (a logit), the group \
-                 that supports it most (activation × gradient).",
+                 follows; for a layer without positions, such as logits, those of the last layer \
+                 with positions before it), factorized into {} groups of units that fire \
+                 together (non-negative matrix factorization): where each fires, and what it \
+                 responds to, its direction drawn by feature visualization ({} steps, seed {}). \
+                 Outlined: the group {unit} weighs most in, or from a later layer, the group that \
+                 supports {unit} most (activation × gradient).",
                 options.neuron_groups, options.feature_vis.steps, options.feature_vis.seed
             )
         },
