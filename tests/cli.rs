@@ -510,7 +510,7 @@ fn groups_writes_the_neuron_groups_of_an_image_against_its_top_classes() {
     assert_success(&out);
     let html = std::fs::read_to_string(page).unwrap();
     assert!(
-        html.contains("data-component=\"GroupClasses\""),
+        html.contains("data-component=\"GroupSupport\""),
         "a groups-against-classes page"
     );
     let first = format!(

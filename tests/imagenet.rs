@@ -324,6 +324,7 @@ fn save_strip(images: &DynTensor, name: &str) {
 /// group's feature visualization drives its own direction more than the other group's.
 #[test]
 fn neuron_groups_of_a_collage_find_each_photo() {
+    const EARLY: &str = "blocks.14/expand/relu6";
     let model = lite0();
     zoo::fetch("sample-photos").expect("fetch scikit-image's wheel from PyPI");
     let photos = Dataset::sample_photos().unwrap();
@@ -354,18 +355,16 @@ fn neuron_groups_of_a_collage_find_each_photo() {
     let (rows, cols) = (result.rows, result.cols);
     // The share of a map (≥ 0) on the left; a middle column (an odd width) counts half to
     // each side.
-    let on_left = |map: &[f32]| {
+    let on_left_of = |map: &[f32], cols: usize| {
         let side = |x: usize| match (2 * x + 1).cmp(&cols) {
             std::cmp::Ordering::Less => 1.0,
             std::cmp::Ordering::Equal => 0.5,
             std::cmp::Ordering::Greater => 0.0,
         };
         let total: f32 = map.iter().sum();
-        (0..rows * cols)
-            .map(|i| map[i] * side(i % cols))
-            .sum::<f32>()
-            / total
+        (0..map.len()).map(|i| map[i] * side(i % cols)).sum::<f32>() / total
     };
+    let on_left = |map: &[f32]| on_left_of(map, cols);
     let left: Vec<f32> = result.maps.iter().map(|map| on_left(map)).collect();
     println!(
         "{layer} ({rows}×{cols}): explained {:.3}, shares {:?}, share of each map on the left \
@@ -416,6 +415,49 @@ fn neuron_groups_of_a_collage_find_each_photo() {
             share >= 0.8,
             "{name}: {share:.3} of its group's support on its side"
         );
+    }
+
+    // Between layers: the groups of an earlier layer on the same collage, each over one photo,
+    // support the later group over the same photo more than the other one.
+    let early = NeuronGroups::default()
+        .groups(2)
+        .steps(8)
+        .cache(None)
+        .run(&model.layer(EARLY).unwrap(), &image)
+        .unwrap();
+    let early_left: Vec<f32> = early
+        .maps
+        .iter()
+        .map(|map| on_left_of(map, early.cols))
+        .collect();
+    let early_cat = usize::from(early_left[1] > early_left[0]);
+    let support = early.group_support(&model, &result).unwrap();
+    let flow: Vec<&Vec<f32>> = support.iter().map(|s| &s.groups).collect();
+    println!(
+        "{EARLY} ({}×{}): share of each map on the left {early_left:?}; support for \
+         {layer}'s groups {flow:?}",
+        early.rows, early.cols
+    );
+    assert!(early_left[early_cat] >= 0.8 && early_left[1 - early_cat] <= 0.2);
+    for (later, mine) in [(cat, early_cat), (espresso, 1 - early_cat)] {
+        let to = &support[later];
+        assert_eq!(
+            to.toward.to_string(),
+            format!("{layer} group {}", later + 1)
+        );
+        assert!(to.groups[mine] > to.groups[1 - mine], "{flow:?}");
+        // Integrated gradients add up to how much the earlier layer moves the later group.
+        let moved = to.value - to.start;
+        let gap = (to.total - moved).abs() / moved.abs();
+        println!(
+            "{}: {:.1} → {:.1}, attributed {:.1} ({:.1} % off)",
+            to.toward,
+            to.start,
+            to.value,
+            to.total,
+            100.0 * gap
+        );
+        assert!(gap < 0.05, "{gap}");
     }
 
     let own = Objective::directions(layer, &result.directions);

@@ -308,7 +308,8 @@ fn a_caricature_points_the_way_its_image_does() {
 /// one error naming the layer.
 #[test]
 fn neuron_groups_split_a_layer_and_refuse_what_they_cannot() {
-    use microscope::technique::neuron_groups::GroupAttribution;
+    use microscope::technique::attribution::Target;
+    use microscope::technique::neuron_groups::{GroupAttribution, Toward};
     use microscope::technique::NeuronGroups;
     let model = zoo::fashion().unwrap();
     let data = Dataset::fashion_mnist(Split::Test).unwrap().take(1);
@@ -411,7 +412,11 @@ fn neuron_groups_split_a_layer_and_refuse_what_they_cannot() {
     let best = (0..scores.len())
         .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
         .unwrap();
-    assert_eq!(top[0].target.index(), best);
+    let target = Target::Logit {
+        node: "logits".into(),
+        index: best,
+    };
+    assert_eq!(top[0].toward, Toward::Target(target.clone()));
     assert!(top.windows(2).all(|w| w[0].value >= w[1].value));
     assert!(top
         .iter()
@@ -428,11 +433,56 @@ fn neuron_groups_split_a_layer_and_refuse_what_they_cannot() {
     );
     let mut moved = result.clone();
     moved.layer = "conv3/relu".into();
-    let says = fails(moved.attribution(&model, &top[0].target));
+    let says = fails(moved.attribution(&model, &target));
     assert!(
         says.contains("conv3/relu is 7×7 positions") && says.contains("the groups' 14×14"),
         "{says}"
     );
+    // Between layers: one attribution per later group, adding up (within the path's steps) to
+    // how much conv2/relu moves it; groups of another image, or of an earlier layer, are refused.
+    let later = NeuronGroups::default()
+        .groups(2)
+        .steps(4)
+        .cache(None)
+        .run(&model.layer("conv3/relu").unwrap(), &image)
+        .unwrap();
+    let support = result.group_support(&model, &later).unwrap();
+    assert_eq!(support.len(), 2);
+    for (g, to) in support.iter().enumerate() {
+        assert_eq!(
+            to.toward,
+            Toward::Group {
+                layer: "conv3/relu".into(),
+                group: g
+            }
+        );
+        let moved = to.value - to.start;
+        println!(
+            "{}: moved {moved:.3}, attributed {:.3}",
+            to.toward, to.total
+        );
+        assert!((to.total - moved).abs() < 0.05 * moved.abs(), "{to:?}");
+    }
+    let other = Dataset::fashion_mnist(Split::Test)
+        .unwrap()
+        .batch(1..2, &ImageSpec::unit(1, 28, 28), Device::cpu().burn())
+        .unwrap();
+    let elsewhere = NeuronGroups::default()
+        .groups(2)
+        .steps(2)
+        .cache(None)
+        .run(&model.layer("conv3/relu").unwrap(), &other)
+        .unwrap();
+    let says = result
+        .group_support(&model, &elsewhere)
+        .unwrap_err()
+        .to_string();
+    assert!(says.contains("different images"), "{says}");
+    let says = later
+        .group_support(&model, &result)
+        .unwrap_err()
+        .to_string();
+    assert!(says.contains("does not depend on conv3/relu"), "{says}");
 }
 
 #[test]

@@ -623,7 +623,7 @@ fn neuron_groups_of_tokens_lie_over_the_patch_grid() {
     assert!(result.explained > 0.3);
     // After this layer each token goes its own way (LayerNorm and MLP per token) and the head
     // reads only the class token: the patch tokens' groups support no class, and the layer's
-    // whole activation × gradient, the class token's, is what the groups leave out.
+    // whole attribution, the class token's, is what the groups leave out.
     let target = microscope::technique::attribution::Target::Logit {
         node: "logits".into(),
         index: 0,

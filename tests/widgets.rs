@@ -397,15 +397,24 @@ fn widgets_work_in_chromium() {
         .run(&fashion.layer("conv3/relu").unwrap(), &image)
         .unwrap();
     let table = groups.classes(&fashion, "logits", 3).unwrap();
-    assert_eq!(table.classes.len(), 3);
-    assert!(table.classes.iter().all(|c| c.groups.len() == 3));
-    let top = |c: &microscope::widget::images::ClassSupport| c.value;
-    assert!(top(&table.classes[0]) >= top(&table.classes[1]));
+    assert_eq!(table.columns.len(), 3);
+    assert!(table.columns.iter().all(|c| c.groups.len() == 3));
+    assert!(table.columns.windows(2).all(|w| w[0].value >= w[1].value));
     manifest.insert(
-        "group_classes".into(),
+        "group_support".into(),
         serde_json::json!({ "groups": 3, "classes": 3 }),
     );
     write("groups.html", "neuron groups against classes", &table);
+    // And conv2's groups supporting conv3's, each later group with its pictures.
+    let earlier = NeuronGroups::default()
+        .groups(2)
+        .vis(fv.clone())
+        .run(&fashion.layer("conv2/relu").unwrap(), &image)
+        .unwrap();
+    let flow = earlier.toward(&fashion, &groups).unwrap();
+    assert_eq!(flow.columns.len(), 3);
+    assert!(flow.columns.iter().all(|c| c.pictures.is_some()));
+    write("flow.html", "conv2's groups supporting conv3's", &flow);
     let path = dir.join("hostile_classifier.onnx");
     std::fs::write(&path, support::hostile_classifier()).unwrap();
     let classifier = Model::load(&path).unwrap();
@@ -421,7 +430,7 @@ fn widgets_work_in_chromium() {
         .classes(&classifier, "logits", 3)
         .unwrap();
     assert!(hostile_groups
-        .classes
+        .columns
         .iter()
         .any(|c| c.label.contains(support::HOSTILE[1])));
     write("hostile_groups.html", "hostile groups", &hostile_groups);
@@ -491,7 +500,7 @@ fn a_logit_unit_view_has_every_tab() {
             // logit, the largest outlined.
             Body::NeuronGroups { note, groups, .. } => {
                 assert!(note.starts_with("at conv3/relu, the last layer"), "{note}");
-                assert!(note.contains("activation × gradient"), "{note}");
+                assert!(note.contains("integrated gradients"), "{note}");
                 assert_eq!(groups.len(), 4);
                 let support: Vec<f32> = groups
                     .iter()
@@ -603,7 +612,7 @@ fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
         .classes(&model, "logits", 2)
         .unwrap();
     let widgets: Vec<(&str, Box<dyn Widget>)> = vec![
-        ("GroupClasses", Box::new(groups)),
+        ("GroupSupport", Box::new(groups)),
         ("LayerGraph", Box::new(model.graph().unwrap())),
         ("LayerCard", Box::new(layer.card())),
         ("Gallery", Box::new(gallery(5))),
@@ -641,7 +650,7 @@ fn every_widget_carries_its_provenance_and_a_seed_gives_the_same_png_bytes() {
             .iter()
             .map(|t| t["name"].as_str().unwrap())
             .collect();
-        if *kind == "GroupClasses" {
+        if *kind == "GroupSupport" {
             assert_eq!(names, ["feature-vis", "neuron-groups", "group-attribution"]);
             assert_eq!(p["techniques"][2]["params"]["node"], "logits");
         }

@@ -239,29 +239,32 @@ microscope.components.Images = function (root, p) {
     el("figure", {}, [microscope.image(pic.src, p.size, pic.caption), el("figcaption", { text: pic.caption })]))));
 };
 
-// Neuron groups against classes (GroupClasses in src/widget/images.rs): a row per group (where
-// it fires, what it responds to), a column per class, each cell the group's support for the
-// class with a bar as long as its size (green for, red against).
-microscope.components.GroupClasses = function (root, p) {
+// Neuron groups against what they support (GroupSupport in src/widget/images.rs): a row per
+// group (where it fires, what it responds to), a column per class or later group (a later group
+// with its pictures), each cell the group's support with a bar as long as its size (green for,
+// red against).
+microscope.components.GroupSupport = function (root, p) {
   const el = microscope.el;
   const fig = (pic, size) => el("figure", {}, [microscope.image(pic.src, size, pic.caption), el("figcaption", { text: pic.caption })]);
-  const values = p.classes.flatMap((c) => c.groups.concat([c.rest]));
+  const values = p.columns.flatMap((c) => c.groups.concat([c.rest]));
   const top = values.reduce((m, v) => Math.max(m, Math.abs(v)), 0) || 1;
   const cell = (v) => {
     const bar = el("div", { class: v >= 0 ? "ms-support ms-for" : "ms-support ms-against" });
     bar.style.width = (100 * Math.abs(v) / top).toFixed(1) + "%";
     return el("td", { class: "ms-support-cell" }, [el("div", { text: (v >= 0 ? "+" : "") + microscope.fmt(v, 2) }), bar]);
   };
-  const head = el("tr", {}, [el("th", { text: "group" })]
-    .concat(p.classes.map((c) => el("th", { text: c.label + " · " + microscope.fmt(c.value, 2) }))));
+  const head = el("tr", {}, [el("th", { text: "group" })].concat(p.columns.map((c) => el("th", {}, [
+    c.pictures ? el("div", { class: "ms-figs" }, c.pictures.map((pic) => microscope.image(pic.src, 64, pic.caption))) : null,
+    el("div", { text: c.label + " · " + microscope.fmt(c.value, 2) }),
+  ]))));
   const rows = p.groups.map((g, i) => el("tr", {}, [el("td", {}, [el("div", { class: "ms-figs" }, [fig(g[0], 96), fig(g[1], 96)])])]
-    .concat(p.classes.map((c) => cell(c.groups[i])))));
+    .concat(p.columns.map((c) => cell(c.groups[i])))));
   const rest = el("tr", {}, [el("td", { class: "ms-muted", text: "the rest: what the groups leave out" })]
-    .concat(p.classes.map((c) => cell(c.rest))));
+    .concat(p.columns.map((c) => cell(c.rest))));
   root.appendChild(el("div", { class: "ms-title", text: p.title }));
-  root.appendChild(el("div", { class: "ms-muted", text: "each group's support for each class: activation × gradient at the groups' layer, of the part of the activation the group reproduces" }));
+  root.appendChild(el("div", { class: "ms-muted", text: "each group's support for each column: integrated gradients at the groups' layer (from a zero activation there), of the part of the activation the group reproduces" }));
   root.appendChild(el("div", { class: "ms-figs" }, [fig(p.image, 160),
-    el("table", { class: "ms-list ms-group-classes" }, [head].concat(rows, [rest]))]));
+    el("table", { class: "ms-list ms-group-support" }, [head].concat(rows, [rest]))]));
 };
 
 microscope.components.Progress = function (root, p) {

@@ -116,6 +116,8 @@ pub(crate) fn layer_gradient(
 pub(crate) struct AnyGradient {
     /// The target's value on the image.
     pub value: f32,
+    /// Integrated gradients': the target's value with the layer's activation at zero.
+    pub start: Option<f32>,
     /// The activation's shape (its first dimension is 1); both hold that many values.
     pub dims: Vec<usize>,
     pub activation: Vec<f32>,
@@ -132,6 +134,24 @@ pub(crate) fn activation_gradient(
     target: &Target,
     accept: impl FnOnce(&[usize]) -> Result<()>,
 ) -> Result<AnyGradient> {
+    let reading = model.network().reading(target.node());
+    let value = |out: &DynTensor| target_values(out, target, reading);
+    activation_gradient_of(model, image, layer, target.node(), value, accept, 1)
+}
+
+/// [`activation_gradient`] of any scalar: `value` computes it (`[N]`, summed) from the output of
+/// `node`, which comes after `layer`. With `path` > 1, the gradient is integrated gradients':
+/// the mean of the gradients at `path` points (midpoints) along the straight path from a zero
+/// activation at `layer` to the activation, and `AnyGradient::start` the scalar at zero.
+pub(crate) fn activation_gradient_of(
+    model: &Model,
+    image: &DynTensor,
+    layer: &str,
+    node: &str,
+    value: impl Fn(&DynTensor) -> Result<Tensor<Dispatch, 1>>,
+    accept: impl FnOnce(&[usize]) -> Result<()>,
+    path: usize,
+) -> Result<AnyGradient> {
     let net = model.network();
     let x = model.normalize(image)?;
     let input = net.image_input()?.name.clone();
@@ -140,26 +160,48 @@ pub(crate) fn activation_gradient(
         .remove(0);
     let dims = act.dims();
     accept(&dims)?;
-    // Feed the activation back as a leaf and differentiate the target with respect to it.
-    let leaf = act.detached().require_grad();
     let tensor = net.node(layer)?.outputs[0].clone();
-    // The image is fed as well, for nodes that read only its size (a ViT's class token).
-    let out = net
-        .forward_any_size(
-            &[(&input, x.detached()), (&tensor, leaf.clone())],
-            &[target.node()],
-        )?
-        .remove(0);
-    let reading = net.reading(target.node());
-    let value = DynTensor::new(target_values(&out, target, reading)?.sum());
-    let grads = value.backward();
-    let grad = leaf
-        .grad(&grads)
-        .ok_or_else(|| Error::Message(format!("{} does not depend on {layer}", target.node())))?;
+    let activation = act.to_vec();
+    // The scalar with `layer`'s activation scaled by `alpha`, and (tracked) that activation as
+    // a leaf. The image is fed as well, for nodes that read only its size (a ViT's class token).
+    let at = |alpha: f32, track: bool| -> Result<(DynTensor, DynTensor)> {
+        let scaled: Vec<f32> = activation.iter().map(|v| v * alpha).collect();
+        let mut leaf = DynTensor::from_host(&scaled, &dims, &act.device()).detached();
+        if track {
+            leaf = leaf.require_grad();
+        }
+        let out = net
+            .forward_any_size(&[(&input, x.detached()), (&tensor, leaf.clone())], &[node])?
+            .remove(0);
+        Ok((DynTensor::new(value(&out)?.sum()), leaf))
+    };
+    let gradient_at = |alpha: f32| -> Result<(f32, Vec<f32>)> {
+        let (v, leaf) = at(alpha, true)?;
+        let grads = v.backward();
+        let grad = leaf
+            .grad(&grads)
+            .ok_or_else(|| Error::Message(format!("{node} does not depend on {layer}")))?;
+        Ok((v.to_vec()[0], grad.to_vec()))
+    };
+    let (end, gradient, start) = if path <= 1 {
+        let (end, gradient) = gradient_at(1.0)?;
+        (end, gradient, None)
+    } else {
+        let mut mean = vec![0.0; activation.len()];
+        for k in 0..path {
+            let (_, g) = gradient_at((k as f32 + 0.5) / path as f32)?;
+            mean.iter_mut()
+                .zip(g)
+                .for_each(|(sum, g)| *sum += g / path as f32);
+        }
+        let value = |alpha| -> Result<f32> { Ok(at(alpha, false)?.0.to_vec()[0]) };
+        (value(1.0)?, mean, Some(value(0.0)?))
+    };
     Ok(AnyGradient {
-        value: value.to_vec()[0],
-        activation: act.to_vec(),
-        gradient: grad.to_vec(),
+        value: end,
+        start,
+        activation,
+        gradient,
         dims,
     })
 }

@@ -8,8 +8,9 @@
 //! `ChannelReducer` does with scikit-learn's NMF. A group's map says where on the image it
 //! fires; its direction, a non-negative mix of the layer's units, is what it responds to, drawn
 //! by feature visualization ([`Objective::directions`]: one image per group, in one batch).
-//! [`NeuronGroupsResult::attribution`] says how much each group supports a class or a unit (the
-//! groups' spatial attribution of Building Blocks), by activation × gradient.
+//! [`NeuronGroupsResult::attribution`] says how much each group supports a class or a unit, and
+//! [`NeuronGroupsResult::group_support`] each group of a later layer (Building Blocks' group
+//! attribution), by integrated gradients at the groups' layer.
 //!
 //! # Shapes
 //! image `[1, C, H, W]` in [0, 1] · maps `k × P` (rows × cols of the layer's grid) ·
@@ -21,7 +22,7 @@ use burn::Dispatch;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::attribution::{activation_gradient, Target};
+use super::attribution::{activation_gradient_of, target_values, Target};
 use super::feature_vis::{FeatureVis, Visualization};
 use super::objective::Objective;
 use crate::device::on_cpu_pool;
@@ -95,23 +96,54 @@ impl NeuronGroupsResult {
     }
 }
 
-/// How much each neuron group contributes to a target (a class logit or a unit), by activation
-/// × gradient at the groups' layer: the part of the activation a group reproduces, its map times
-/// its direction, times the target's gradient there (Building Blocks' group attribution). The
-/// groups' contributions and what the factorization leaves out sum to the layer's whole
-/// activation × gradient.
+/// How much each neuron group contributes to a target (a class logit, a unit, or a group of a
+/// later layer), by integrated gradients at the groups' layer (Building Blocks' group
+/// attribution, with the gradient integrated as Sundararajan et al. do): the part of the
+/// activation a group reproduces, its map times its direction, times the target's gradient
+/// averaged along the straight path from a zero activation at the layer to the activation
+/// ([`PATH_STEPS`] midpoints). Where the path to the target is linear (the last convolution to
+/// a classifier's logits) that is activation × gradient. The groups' contributions and what
+/// the factorization leaves out sum to the layer's whole attribution, `total`, which is close to
+/// `value − start`: how much the layer's activation on the image moves the target from where a
+/// zero activation leaves it. (Plain activation × gradient, the gradient at the activation
+/// alone, reads little more than where ReLU6 is flat: on the cat|espresso collage it gave all
+/// of blocks.14's groups negative support for head's, and head's espresso group more from the
+/// cat's group than from the espresso's.)
 #[derive(Clone, Debug)]
 pub struct GroupAttribution {
-    pub target: Target,
+    pub toward: Toward,
     /// The target's value on the image.
     pub value: f32,
+    /// The target's value with the groups' layer's activation at zero (the path's start).
+    pub start: f32,
     /// Group `g`'s contribution: the sum of its map.
     pub groups: Vec<f32>,
-    /// Where group `g` contributes: at position `p`, `maps[g][p] · (directions[g] · ∂target/∂a_p)`
-    /// (`rows · cols` values, row by row; < 0 where it works against the target).
+    /// Where group `g` contributes: at position `p`, `maps[g][p] · (directions[g] · ḡ_p)`, with
+    /// `ḡ_p` the target's gradient there averaged along the path (`rows · cols` values, row by
+    /// row; < 0 where it works against the target).
     pub maps: Vec<Vec<f32>>,
-    /// The layer's whole activation × gradient, over every position (and any leading token).
+    /// The layer's whole attribution, over every position (and any leading token): activation
+    /// times averaged gradient, summed.
     pub total: f32,
+}
+
+/// What a [`GroupAttribution`] explains.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Toward {
+    /// A class logit or a unit.
+    Target(Target),
+    /// Group `group` (from 0) of the neuron groups of a later `layer` on the same image: the
+    /// layer's activation along its direction, summed over its positions.
+    Group { layer: String, group: usize },
+}
+
+impl std::fmt::Display for Toward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Toward::Target(t) => write!(f, "{}:{}", t.node(), t.index()),
+            Toward::Group { layer, group } => write!(f, "{layer} group {}", group + 1),
+        }
+    }
 }
 
 impl GroupAttribution {
@@ -128,9 +160,81 @@ impl GroupAttribution {
 }
 
 impl NeuronGroupsResult {
-    /// Each group's contribution to `target` on the groups' image, by activation × gradient at
+    /// Each group's contribution to `target` on the groups' image, by integrated gradients at
     /// their layer in `model` (the model they were found in).
     pub fn attribution(&self, model: &Model, target: &Target) -> Result<GroupAttribution> {
+        let reading = model.network().reading(target.node());
+        let value = |out: &DynTensor| target_values(out, target, reading);
+        self.support(model, target.node(), value, Toward::Target(target.clone()))
+    }
+
+    /// How much each of these groups supports each of `later`'s, the groups of a later layer
+    /// on the same image (Building Blocks' attribution between groups): for later group `b`,
+    /// the support for its activation, the later layer's activation along its direction summed
+    /// over its positions. One [`GroupAttribution`] per later group.
+    pub fn group_support(
+        &self,
+        model: &Model,
+        later: &NeuronGroupsResult,
+    ) -> Result<Vec<GroupAttribution>> {
+        if later.image.dims() != self.image.dims() || later.image.to_vec() != self.image.to_vec() {
+            return Err(Error::Message(format!(
+                "attribution of the neuron groups of {} to those of {}: they were found on \
+                 different images; take the groups of both layers on one image",
+                self.layer, later.layer
+            )));
+        }
+        let node = later.layer.as_str();
+        let positions = later.rows * later.cols;
+        (0..later.directions.len())
+            .map(|group| {
+                let direction = &later.directions[group];
+                let value = |out: &DynTensor| -> Result<Tensor<Dispatch, 1>> {
+                    let dims = out.dims();
+                    let units = direction.len();
+                    let d = |shape: Vec<usize>| {
+                        let data = TensorData::new(direction.clone(), shape);
+                        DynTensor::new(Tensor::<Dispatch, 1>::from_data(data, &out.device()))
+                    };
+                    let along = match dims[..] {
+                        [_, c, h, w] if c == units && h * w == positions => {
+                            let a = out.to_rank::<4>()?;
+                            let d = d(vec![units]).to_rank::<1>()?.reshape([1, units, 1, 1]);
+                            (a * d).sum()
+                        }
+                        [_, t, c] if c == units && t >= positions => {
+                            let a = out.to_rank::<3>()?.narrow(1, t - positions, positions);
+                            let d = d(vec![units]).to_rank::<1>()?.reshape([1, 1, units]);
+                            (a * d).sum()
+                        }
+                        _ => {
+                            return Err(Error::Message(format!(
+                                "attribution to the neuron groups of {node}: in this model, \
+                                 {node}'s output is {dims:?}, not the groups' {}×{} positions \
+                                 of {units} units; take the model they were found in",
+                                later.rows, later.cols
+                            )))
+                        }
+                    };
+                    Ok(along)
+                };
+                let toward = Toward::Group {
+                    layer: node.to_string(),
+                    group,
+                };
+                self.support(model, node, value, toward)
+            })
+            .collect()
+    }
+
+    /// Each group's support for the scalar `value` computes from `node`'s output.
+    fn support(
+        &self,
+        model: &Model,
+        node: &str,
+        value: impl Fn(&DynTensor) -> Result<Tensor<Dispatch, 1>> + Send + Sync,
+        toward: Toward,
+    ) -> Result<GroupAttribution> {
         let layer = self.layer.as_str();
         let dims = self.image.dims();
         let [1, _, height, width] = dims[..] else {
@@ -140,7 +244,15 @@ impl NeuronGroupsResult {
             )));
         };
         let any = on_cpu_pool(model.network().device().burn(), || {
-            activation_gradient(model, &self.image, layer, target, |_| Ok(()))
+            activation_gradient_of(
+                model,
+                &self.image,
+                layer,
+                node,
+                value,
+                |_| Ok(()),
+                PATH_STEPS,
+            )
         })?;
         let total = any
             .activation
@@ -178,8 +290,9 @@ impl NeuronGroupsResult {
             })
             .collect();
         Ok(GroupAttribution {
-            target: target.clone(),
+            toward,
             value: any.value,
+            start: any.start.unwrap_or(any.value),
             groups: maps.iter().map(|m| m.iter().sum()).collect(),
             maps,
             total,
@@ -219,6 +332,11 @@ impl NeuronGroupsResult {
             .collect()
     }
 }
+
+/// The points along the path of [`GroupAttribution`]'s integrated gradients. From
+/// zoo:efficientnet-lite0's blocks.14 to head, 16 put `total` within 1.5 % to 2.7 % of
+/// `value − start` (the cat|espresso collage, the rocket).
+pub const PATH_STEPS: usize = 16;
 
 impl NeuronGroups {
     pub fn groups(mut self, groups: usize) -> Self {

@@ -13,7 +13,7 @@ use crate::model::Model;
 use crate::network::DynTensor;
 use crate::provenance::Provenance;
 use crate::technique::input_attribution::upsample;
-use crate::technique::neuron_groups::NeuronGroupsResult;
+use crate::technique::neuron_groups::{GroupAttribution, NeuronGroupsResult, Toward, PATH_STEPS};
 use crate::technique::Visualization;
 
 /// A titled row of captioned images, drawn at `size` px.
@@ -217,38 +217,42 @@ impl NeuronGroupsResult {
     }
 }
 
-/// Neuron groups against classes (the figure of Building Blocks' group attribution): for each of
-/// a classifier's top classes on the groups' image, how much each group supports (> 0) or
-/// opposes (< 0) it, by activation × gradient at the groups' layer.
+/// Neuron groups against what they support (the figures of Building Blocks' group attribution):
+/// for each of a classifier's top classes on the groups' image, or each group of a later layer,
+/// how much each group supports (> 0) or opposes (< 0) it, by integrated gradients at the
+/// groups' layer ([`GroupAttribution`]).
 #[derive(Clone, Debug, Serialize)]
-pub struct GroupClasses {
+pub struct GroupSupport {
     pub title: String,
     pub image: Picture,
     /// Each group's two pictures, as [`NeuronGroupsResult::pictures`] draws them.
     pub groups: Vec<[Picture; 2]>,
-    /// The classes, strongest first.
-    pub classes: Vec<ClassSupport>,
+    /// What they support: the classes, strongest first, or the later groups, largest first.
+    pub columns: Vec<SupportColumn>,
     pub provenance: Provenance,
 }
 
-/// One class of [`GroupClasses`].
+/// One column of [`GroupSupport`]: a class, or a group of a later layer.
 #[derive(Clone, Debug, Serialize)]
-pub struct ClassSupport {
-    /// `node:index`, then the class's name where the model has one.
+pub struct SupportColumn {
+    /// `node:index`, then the class's name where the model has one; or `layer group g`.
     pub label: String,
-    /// The class's score on the image.
+    /// Its value on the image: the class's score, or the later group's activation.
     pub value: f32,
+    /// A later group's two pictures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pictures: Option<[Picture; 2]>,
     /// Each group's contribution.
     pub groups: Vec<f32>,
     /// What the groups leave out ([`crate::technique::neuron_groups::GroupAttribution::rest`]).
     pub rest: f32,
 }
 
-impl GroupClasses {
+impl GroupSupport {
     pub fn summary(&self) -> String {
         let mut text = format!("{}\n", self.title);
-        for class in &self.classes {
-            let groups: Vec<String> = class
+        for column in &self.columns {
+            let groups: Vec<String> = column
                 .groups
                 .iter()
                 .enumerate()
@@ -256,10 +260,10 @@ impl GroupClasses {
                 .collect();
             text.push_str(&format!(
                 "{} = {:.2}: {}, rest {:+.2}\n",
-                class.label,
-                class.value,
+                column.label,
+                column.value,
                 groups.join(", "),
-                class.rest
+                column.rest
             ));
         }
         text
@@ -269,40 +273,93 @@ impl GroupClasses {
 impl NeuronGroupsResult {
     /// The groups against the `k` top classes of `node` (a classifier's logits) on their image,
     /// in `model` (the model they were found in): [`NeuronGroupsResult::top_classes`], drawn.
-    pub fn classes(&self, model: &Model, node: &str, k: usize) -> Result<GroupClasses> {
-        let support = self.top_classes(model, node, k)?;
+    pub fn classes(&self, model: &Model, node: &str, k: usize) -> Result<GroupSupport> {
         let names = model.classes();
-        let classes = support
-            .iter()
+        let columns = self
+            .top_classes(model, node, k)?
+            .into_iter()
             .map(|s| {
-                let index = s.target.index();
-                let name = names.as_ref().and_then(|n| n.get(index));
-                ClassSupport {
-                    label: match name {
-                        Some(name) => format!("{node}:{index} {name}"),
-                        None => format!("{node}:{index}"),
-                    },
-                    value: s.value,
-                    groups: s.groups.clone(),
-                    rest: s.rest(),
-                }
+                let label = s.toward.to_string();
+                let index = match &s.toward {
+                    Toward::Target(t) => Some(t.index()),
+                    Toward::Group { .. } => None,
+                };
+                let label = match names.as_ref().zip(index).and_then(|(n, i)| n.get(i)) {
+                    Some(name) => format!("{label} {name}"),
+                    None => label,
+                };
+                column(s, label, None)
             })
             .collect();
-        let (image, groups) = self.pictures();
-        let params = serde_json::json!({ "node": node, "classes": k });
-        Ok(GroupClasses {
-            title: format!(
+        let params = serde_json::json!({ "node": node, "classes": k, "path_steps": PATH_STEPS });
+        Ok(self.support_widget(
+            format!(
                 "neuron groups of {} against the top {k} classes of {node}",
                 self.layer
             ),
+            columns,
+            &params,
+        ))
+    }
+
+    /// The groups against `later`'s, the groups of a later layer on the same image, in `model`:
+    /// [`NeuronGroupsResult::group_support`], drawn, each later group with its pictures.
+    pub fn toward(&self, model: &Model, later: &NeuronGroupsResult) -> Result<GroupSupport> {
+        let (_, pictures) = later.pictures();
+        let columns = self
+            .group_support(model, later)?
+            .into_iter()
+            .zip(pictures)
+            .map(|(s, pictures)| {
+                let label = s.toward.to_string();
+                column(s, label, Some(pictures))
+            })
+            .collect();
+        let params = serde_json::json!({
+            "toward": later.layer,
+            "groups": later.maps.len(),
+            "path_steps": PATH_STEPS,
+        });
+        Ok(self.support_widget(
+            format!(
+                "neuron groups of {} supporting those of {}",
+                self.layer, later.layer
+            ),
+            columns,
+            &params,
+        ))
+    }
+
+    fn support_widget(
+        &self,
+        title: String,
+        columns: Vec<SupportColumn>,
+        params: &serde_json::Value,
+    ) -> GroupSupport {
+        let (image, groups) = self.pictures();
+        GroupSupport {
+            title,
             image,
             groups,
-            classes,
-            provenance: self.provenance.clone().technique(
-                "group-attribution",
-                &self.layer,
-                &params,
-            ),
-        })
+            columns,
+            provenance: self
+                .provenance
+                .clone()
+                .technique("group-attribution", &self.layer, params),
+        }
+    }
+}
+
+fn column(
+    support: GroupAttribution,
+    label: String,
+    pictures: Option<[Picture; 2]>,
+) -> SupportColumn {
+    SupportColumn {
+        label,
+        value: support.value,
+        pictures,
+        rest: support.rest(),
+        groups: support.groups,
     }
 }

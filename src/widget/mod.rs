@@ -26,7 +26,7 @@ pub mod site;
 pub mod unit_view;
 
 pub use gallery::{Gallery, GalleryOptions, LayerCard};
-pub use images::{GroupClasses, Images};
+pub use images::{GroupSupport, Images};
 pub use layer_graph::LayerGraph;
 pub use progress::{Progress, ProgressDisplay};
 pub use unit_view::{UnitView, ViewOptions};
@@ -201,7 +201,7 @@ widget!(
     UnitView => "UnitView", provenance;
     LayerCard => "LayerCard", provenance;
     Images => "Images", provenance;
-    GroupClasses => "GroupClasses", provenance;
+    GroupSupport => "GroupSupport", provenance;
     Progress => "Progress"
 );
 
@@ -222,7 +222,7 @@ evcxr_display!(
     UnitView,
     LayerCard,
     Images,
-    GroupClasses
+    GroupSupport
 );
 
 /// Shows any `Debug` value the way evcxr shows a cell's last value when it has no rich display

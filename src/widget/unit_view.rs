@@ -339,7 +339,7 @@ pub static TABS: &[TabSpec] = &[
                  together (non-negative matrix factorization): where each fires, and what it \
                  responds to, its direction drawn by feature visualization ({} steps, seed {}). \
                  Outlined: the group {unit} weighs most in, or from a later layer, the group that \
-                 supports {unit} most (activation × gradient).",
+                 supports {unit} most (integrated gradients from a zero activation there).",
                 options.neuron_groups, options.feature_vis.steps, options.feature_vis.seed
             )
         },
@@ -802,8 +802,8 @@ fn neuron_groups_tab(unit: &Unit, options: &ViewOptions, image: &DynTensor) -> R
             let mine = support.strongest();
             let note = format!(
                 "at {layer}, the last layer with positions before {}: {unit} is {:.2} on this \
-                 image; activation × gradient at {layer} gives the groups {} in all{} and the \
-                 rest {}",
+                 image; integrated gradients at {layer} give the groups {} in all{} and the rest \
+                 {}",
                 unit.layer(),
                 support.value,
                 signed(support.groups.iter().sum()),

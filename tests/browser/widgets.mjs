@@ -220,9 +220,9 @@ for (const scheme of ["light", "dark"]) {
 for (const scheme of ["light", "dark"]) {
   const o = await open("groups.html", scheme);
   const { page } = o;
-  const want = manifest.group_classes;
-  const rows = await page.locator(".ms-group-classes tr").count();
-  const heads = await page.locator(".ms-group-classes th").count();
+  const want = manifest.group_support;
+  const rows = await page.locator(".ms-group-support tr").count();
+  const heads = await page.locator(".ms-group-support th").count();
   check(rows === want.groups + 2 && heads === want.classes + 1, `groups: ${rows} rows and ${heads} headers for ${want.groups} groups and ${want.classes} classes`);
   const bars = await page.$$eval(".ms-support", (bs) => bs.map((b) => [b.getBoundingClientRect().width, b.parentElement.getBoundingClientRect().width]));
   check(bars.length === want.classes * (want.groups + 1) && bars.some(([w]) => w > 0) && bars.every(([w, cell]) => w <= cell),
@@ -233,6 +233,15 @@ for (const scheme of ["light", "dark"]) {
   }
   await shot(o, "groups", scheme);
   await done("groups.html", o);
+}
+{
+  // Between layers: a column per later group, its two pictures in its header.
+  const o = await open("flow.html", "light");
+  const heads = await o.page.$$eval(".ms-group-support th", (ths) => ths.map((th) => th.querySelectorAll("img").length));
+  check(heads.length === 4 && heads.slice(1).every((n) => n === 2), `flow: each later group's header shows its two pictures (${heads})`);
+  await downloadsOnEveryImage(o.page, "flow.html");
+  await shot(o, "flow", "light");
+  await done("flow.html", o);
 }
 
 // Hostile names: shown as text, never run.
