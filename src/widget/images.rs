@@ -275,7 +275,7 @@ impl NeuronGroupsResult {
     /// in `model` (the model they were found in): [`NeuronGroupsResult::top_classes`], drawn.
     pub fn classes(&self, model: &Model, node: &str, k: usize) -> Result<GroupSupport> {
         let names = model.classes();
-        let columns = self
+        let columns: Vec<SupportColumn> = self
             .top_classes(model, node, k)?
             .into_iter()
             .map(|s| {
@@ -294,8 +294,9 @@ impl NeuronGroupsResult {
         let params = serde_json::json!({ "node": node, "classes": k, "path_steps": PATH_STEPS });
         Ok(self.support_widget(
             format!(
-                "neuron groups of {} against the top {k} classes of {node}",
-                self.layer
+                "neuron groups of {} against the top {} classes of {node}",
+                self.layer,
+                columns.len()
             ),
             columns,
             &params,
