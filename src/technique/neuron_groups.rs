@@ -192,20 +192,16 @@ impl NeuronGroupsResult {
                 let value = |out: &DynTensor| -> Result<Tensor<Dispatch, 1>> {
                     let dims = out.dims();
                     let units = direction.len();
-                    let d = |shape: Vec<usize>| {
-                        let data = TensorData::new(direction.clone(), shape);
-                        DynTensor::new(Tensor::<Dispatch, 1>::from_data(data, &out.device()))
-                    };
+                    let data = TensorData::new(direction.clone(), [units]);
+                    let d = Tensor::<Dispatch, 1>::from_data(data, &out.device());
                     let along = match dims[..] {
                         [_, c, h, w] if c == units && h * w == positions => {
-                            let a = out.to_rank::<4>()?;
-                            let d = d(vec![units]).to_rank::<1>()?.reshape([1, units, 1, 1]);
-                            (a * d).sum()
+                            (out.to_rank::<4>()? * d.reshape([1, units, 1, 1])).sum()
                         }
+                        // The patch tokens, after any leading ones.
                         [_, t, c] if c == units && t >= positions => {
                             let a = out.to_rank::<3>()?.narrow(1, t - positions, positions);
-                            let d = d(vec![units]).to_rank::<1>()?.reshape([1, 1, units]);
-                            (a * d).sum()
+                            (a * d.reshape([1, 1, units])).sum()
                         }
                         _ => {
                             return Err(Error::Message(format!(
