@@ -165,8 +165,15 @@ pub(crate) fn activation_gradient_of(
     // The scalar with `layer`'s activation scaled by `alpha`, and (tracked) that activation as
     // a leaf. The image is fed as well, for nodes that read only its size (a ViT's class token).
     let at = |alpha: f32, track: bool| -> Result<(DynTensor, DynTensor)> {
-        let scaled: Vec<f32> = activation.iter().map(|v| v * alpha).collect();
-        let mut leaf = DynTensor::from_host(&scaled, &dims, &act.device()).detached();
+        // The activation itself stays on its device (the attribution tab's one step); a point
+        // along the path is scaled here.
+        let mut leaf = match alpha == 1.0 {
+            true => act.detached(),
+            false => {
+                let scaled: Vec<f32> = activation.iter().map(|v| v * alpha).collect();
+                DynTensor::from_host(&scaled, &dims, &act.device()).detached()
+            }
+        };
         if track {
             leaf = leaf.require_grad();
         }
