@@ -4,8 +4,8 @@
 //! `tests/support/onnx_node_tests.py` into `tests/fixtures/onnx/node`, or the folder named by
 //! `MICROSCOPE_ONNX_NODE_TESTS`), prints a pass/fail table per op, and fails on any failure.
 //!
-//! A case counts when its float-typed inputs and outputs are all float32 (integer inputs such as
-//! indices and shapes are fine). Cases excluded on purpose are listed in `EXCLUDED` with a reason.
+//! A case counts when its float-typed inputs and outputs are all float32, or 8- or 4-bit floats
+//! (integer inputs such as indices and shapes are fine). Cases excluded on purpose are listed in `EXCLUDED` with a reason.
 
 mod support;
 
@@ -117,11 +117,17 @@ fn run_case(dir: &Path) -> (String, Outcome) {
     let quantized = |t: &proto::TensorProto| {
         QUANTIZED.contains(&op.as_str()) && matches!(t.data_type, 2..=6 | 21 | 22)
     };
-    let allowed =
-        |t: &proto::TensorProto| matches!(t.data_type, 1 | 6 | 7 | 9 | 11) || quantized(t);
-    let first_is_float = expected
-        .first()
-        .is_some_and(|(_, t)| matches!(t.data_type, 1 | 7 | 9 | 11) || quantized(t));
+    // The 8- and 4-bit floats (of float8 quantized models: Cast, QuantizeLinear,
+    // DequantizeLinear) are held as the float32 values they stand for.
+    let small_float = |t: &proto::TensorProto| {
+        microscope::network::minifloat::format(t.data_type.into()).is_some()
+    };
+    let allowed = |t: &proto::TensorProto| {
+        matches!(t.data_type, 1 | 6 | 7 | 9 | 11) || quantized(t) || small_float(t)
+    };
+    let first_is_float = expected.first().is_some_and(|(_, t)| {
+        matches!(t.data_type, 1 | 7 | 9 | 11) || quantized(t) || small_float(t)
+    });
     let all = inputs
         .iter()
         .map(|(_, t)| t)

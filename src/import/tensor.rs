@@ -2,7 +2,7 @@
 
 use super::proto::TensorProto;
 pub use crate::network::value::type_name;
-use crate::network::{Elem, HostData, HostTensor};
+use crate::network::{minifloat, Elem, HostData, HostTensor};
 
 /// Decodes a tensor; the error says what is wrong with it (the caller adds the file and name).
 pub fn decode(t: &TensorProto) -> Result<HostTensor, String> {
@@ -30,7 +30,7 @@ fn decode_with(t: &TensorProto, floats: Option<Vec<f32>>) -> Result<HostTensor, 
     // Host storage: f32 for the float types, i64 for the other types but the 8- and 4-bit
     // integers, which are stored a byte each. Those are checked at i64's width all the same, as
     // host arithmetic on them (HostData::wide) widens them into a copy.
-    let host_width = if matches!(t.data_type, 1 | 10 | 11 | 16) {
+    let host_width = if matches!(t.data_type, 1 | 10 | 11 | 16..=20 | 23) {
         4
     } else {
         8
@@ -132,10 +132,23 @@ fn decode_with(t: &TensorProto, floats: Option<Vec<f32>>) -> Result<HostTensor, 
             check(v.len())?;
             (HostData::I8(v), Elem::Int)
         }
-        // 4-bit integers (opset 21's quantized weights), two to a byte, the first in the low
-        // nibble: in raw data, or one packed byte per int32_data entry. Unpacked here, a byte
-        // each.
-        21 | 22 => {
+        // 8-bit floats (float8 quantized models), a byte each, held as the f32 values they stand
+        // for (exact).
+        17..=20 => {
+            let format = minifloat::format(t.data_type.into()).expect("a float8 code");
+            let bytes: Vec<u8> = if !raw.is_empty() {
+                from_raw(1)?.map(|b| b[0]).collect()
+            } else {
+                t.int32_data.iter().map(|&x| x as u8).collect()
+            };
+            check(bytes.len())?;
+            let v = bytes.iter().map(|&b| format.decode(b)).collect();
+            (HostData::F32(v), Elem::Float)
+        }
+        // 4-bit integers (opset 21's quantized weights) and 4-bit floats (FLOAT4E2M1), two to a
+        // byte, the first in the low nibble: in raw data, or one packed byte per int32_data
+        // entry. Unpacked here, a byte each (the floats as their f32 values).
+        21..=23 => {
             let packed: std::borrow::Cow<'_, [u8]> = if !raw.is_empty() {
                 std::borrow::Cow::Borrowed(raw)
             } else {
@@ -149,7 +162,10 @@ fn decode_with(t: &TensorProto, floats: Option<Vec<f32>>) -> Result<HostTensor, 
                 ));
             }
             let nibble = |k: usize| (packed[k / 2] >> (4 * (k % 2))) & 0xf;
-            if t.data_type == 21 {
+            if let Some(format) = minifloat::format(t.data_type.into()) {
+                let v = (0..n).map(|k| format.decode(nibble(k))).collect();
+                (HostData::F32(v), Elem::Float)
+            } else if t.data_type == 21 {
                 (HostData::U8((0..n).map(nibble).collect()), Elem::Int)
             } else {
                 // The nibble's top bit is its sign.
@@ -212,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn four_and_eight_bit_integers_are_kept_a_byte_each_with_their_sign() {
+    fn four_and_eight_bit_integers_keep_a_byte_each_and_small_floats_their_values() {
         let mut int8 = tensor(3, vec![4]);
         int8.raw_data = vec![0x80, 0xff, 0x00, 0x7f];
         let h = decode(&int8).unwrap();
@@ -243,6 +259,19 @@ mod tests {
         uint4.raw_data.push(0);
         let err = decode(&uint4).unwrap_err();
         assert!(err.contains("3 bytes of packed 4-bit values"), "{err}");
+
+        // 8-bit floats are their values: E4M3FN's 0x38 is 1, 0xfe is -448; E5M2's 0x7c is
+        // infinity. FLOAT4E2M1 packs two to a byte: 0x2f is [-6, 1].
+        let mut e4m3 = tensor(17, vec![2]);
+        e4m3.raw_data = vec![0x38, 0xfe];
+        let h = decode(&e4m3).unwrap();
+        assert_eq!((h.elem, h.to_f32()), (Elem::Float, vec![1.0, -448.0]));
+        let mut e5m2 = tensor(19, vec![1]);
+        e5m2.int32_data = vec![0x7c];
+        assert_eq!(decode(&e5m2).unwrap().to_f32(), [f32::INFINITY]);
+        let mut fp4 = tensor(23, vec![3]);
+        fp4.raw_data = vec![0x2f, 0x05];
+        assert_eq!(decode(&fp4).unwrap().to_f32(), [-6.0, 1.0, 3.0]);
 
         let mut short = tensor(2, vec![3]);
         short.raw_data = vec![1, 2];

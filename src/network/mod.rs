@@ -16,6 +16,7 @@
 mod cuda;
 mod fast;
 pub mod lower;
+pub mod minifloat;
 pub mod node;
 pub mod ops;
 pub mod units;

@@ -266,7 +266,7 @@ impl Elem {
     /// The element kind ONNX data type `code` collapses to, or None if unsupported.
     pub fn of_onnx(code: i64) -> Option<Elem> {
         match code {
-            1 | 10 | 11 | 16 => Some(Elem::Float),
+            1 | 10 | 11 | 16..=20 | 23 => Some(Elem::Float),
             2..=7 | 12 | 13 => Some(Elem::Int),
             9 => Some(Elem::Bool),
             _ => None,

@@ -3,7 +3,7 @@
 Not run in CI (minutes, and several hundred MB of models); a check by hand of the quantized
 models' ops on real networks. For each light model (tests/run.sh writes them, with seeded random
 weights, to tests/fixtures/onnx/light-ref) and each of onnxruntime's formats (QDQ, QOperator,
-dynamic), per tensor and per channel, it quantizes the model with onnxruntime's quantizer
+dynamic, and QDQ with FLOAT8E4M3FN), per tensor and per channel, it quantizes the model with onnxruntime's quantizer
 (calibrated on four random images), runs it on one more with onnxruntime (graph optimizations
 off, so the nodes run as written) and with `microscope eval`, and prints how far apart the
 outputs are.
@@ -11,6 +11,8 @@ outputs are.
 Setup: the test venv that tests/run.sh makes (.venv) and a release build of the CLI.
 
 usage: python quantized_check.py LIGHT_REF_DIR MICROSCOPE_BIN OUT_DIR [NAME_PART...]
+
+KINDS="qdq float8" checks only those formats (all four by default).
 """
 
 import collections
@@ -25,6 +27,7 @@ import onnxruntime as ort
 from onnx import version_converter
 from onnxruntime.quantization import (
     CalibrationDataReader,
+    CalibrationMethod,
     QuantFormat,
     QuantType,
     quantize_dynamic,
@@ -46,6 +49,21 @@ def quantize(kind, per_channel, src, dst, name, shape, rng):
     if kind == "dynamic":
         weight = QuantType.QInt8 if per_channel else QuantType.QUInt8
         quantize_dynamic(src, dst, per_channel=per_channel, weight_type=weight)
+        return
+    if kind == "float8":
+        # As tests/support/quantized_export.py says: float8 calibrates by distribution only, and
+        # ActivationSymmetric keeps the ReLUs.
+        quantize_static(
+            src,
+            dst,
+            Calibration(name, shape, rng),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QFLOAT8E4M3FN,
+            weight_type=QuantType.QFLOAT8E4M3FN,
+            calibrate_method=CalibrationMethod.Distribution,
+            extra_options={"ActivationSymmetric": True},
+        )
         return
     quantize_static(
         src,
@@ -80,7 +98,7 @@ def main():
         x = rng.random(shape, dtype=np.float32)
         x_path = os.path.join(out, "x.npy")
         np.save(x_path, x)
-        for kind in ["qdq", "qoperator", "dynamic"]:
+        for kind in os.environ.get("KINDS", "qdq qoperator dynamic float8").split():
             for per_channel in [False, True]:
                 how = "per channel" if per_channel else "per tensor"
                 dst = os.path.join(out, f"{stem}_{kind}_{how.replace(' ', '_')}.onnx")

@@ -8,12 +8,20 @@ reads it. onnxruntime's quantizer writes three kinds of quantized model:
 - `qoperator.onnx` (`quantize_static`, QOperator format, as in the ONNX Model Zoo's `-int8`
   models): QLinearConv, and onnxruntime's own QGemm (domain com.microsoft), on 8-bit tensors;
 - `dynamic.onnx` (`quantize_dynamic`): DynamicQuantizeLinear before ConvInteger and
-  MatMulInteger, whose INT32 products are scaled back to floats.
+  MatMulInteger, whose INT32 products are scaled back to floats;
+- `float8.onnx` (`quantize_static`, QDQ format, QFLOAT8E4M3FN): weights and activations as
+  8-bit floats (FLOAT8E4M3FN: 3 mantissa bits, at most 448), the form NVIDIA's TensorRT Model
+  Optimizer writes too. onnxruntime's quantizer calibrates float8 only by each tensor's
+  distribution (CalibrationMethod.Distribution). ActivationSymmetric keeps the ReLUs: without
+  it the quantizer drops each one into the QuantizeLinear after it, as it does for UINT8, whose
+  range stops at zero; float8 is signed, so the negative values went on (31% accuracy).
 Run this again only to follow a newer onnxruntime.
 
 Setup: the test venv that tests/run.sh makes (.venv: onnx, onnxruntime, numpy) is enough.
 
-usage: python quantized_export.py FASHION_ONNX FASHION_MNIST_DIR OUT_DIR
+usage: python quantized_export.py FASHION_ONNX FASHION_MNIST_DIR OUT_DIR [KIND...]
+
+KIND: qdq, qoperator, dynamic, float8 (all four when none is named).
 
 Calibration reads the first 512 training images. Weights are INT8 per output channel
 (symmetric), activations UINT8 per tensor: onnxruntime's defaults for a CNN on the CPU, with
@@ -34,6 +42,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
+    CalibrationMethod,
     quantize_dynamic,
     QuantFormat,
     QuantType,
@@ -59,15 +68,28 @@ class Calibration(CalibrationDataReader):
 
 def main():
     fashion, data, out = sys.argv[1:4]
+    kinds = sys.argv[4:] or ["qdq", "qoperator", "dynamic", "float8"]
     os.makedirs(out, exist_ok=True)
     name = onnx.load(fashion).graph.input[0].name
     calibration = images(os.path.join(data, "train-images-idx3-ubyte.gz"), 512)
     x = images(os.path.join(data, "t10k-images-idx3-ubyte.gz"), 16)
     np.save(os.path.join(out, "x.npy"), x)
-    for kind in ["qdq", "qoperator", "dynamic"]:
+    for kind in kinds:
         model = os.path.join(out, f"{kind}.onnx")
         if kind == "dynamic":
             quantize_dynamic(fashion, model, weight_type=QuantType.QInt8, per_channel=True)
+        elif kind == "float8":
+            quantize_static(
+                fashion,
+                model,
+                Calibration(name, calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QFLOAT8E4M3FN,
+                weight_type=QuantType.QFLOAT8E4M3FN,
+                calibrate_method=CalibrationMethod.Distribution,
+                per_channel=True,
+                extra_options={"ActivationSymmetric": True},
+            )
         else:
             quantize_static(
                 fashion,

@@ -19,6 +19,7 @@ use burn::prelude::Backend;
 
 use super::{Ctx, Slot, Value};
 use crate::error::Result;
+use crate::network::minifloat::{self, Format};
 use crate::network::value::{type_name, DynTensor, HostData, HostTensor, Storage};
 
 /// ONNX element type codes this runtime quantizes to, with their ranges.
@@ -204,9 +205,17 @@ fn straight_through_round<B: Backend>(u: Storage<B>) -> Storage<B> {
     u.clone() + (u.clone().round() - u).detach()
 }
 
+/// What a QuantizeLinear rounds to.
+enum Output {
+    /// An integer type's range.
+    Integer(f32, f32),
+    /// A small float type (float8 and float4 quantization), saturating or not (`saturate`).
+    Float(&'static Format, bool),
+}
+
 /// The output type of a QuantizeLinear: its `output_dtype` (the importer sets it from the zero
 /// point's declared type where the file leaves it out), else ONNX's default, UINT8.
-fn output_range<B: Backend>(ctx: &Ctx<B>) -> Result<(f32, f32)> {
+fn output_type<B: Backend>(ctx: &Ctx<B>) -> Result<Output> {
     let code = match ctx.node.int("output_dtype", 0)? {
         0 if ctx.has(2) => {
             return Err(ctx.error(format!(
@@ -218,38 +227,76 @@ fn output_range<B: Backend>(ctx: &Ctx<B>) -> Result<(f32, f32)> {
         0 => 2,
         code => code,
     };
-    integer_range(code).ok_or_else(|| {
+    if let Some(format) = minifloat::format(code) {
+        return Ok(Output::Float(format, ctx.node.int("saturate", 1)? != 0));
+    }
+    let (lo, hi) = integer_range(code).ok_or_else(|| {
         ctx.error(format!(
-            "quantizing to {} is not supported (UINT4, INT4, UINT8, INT8, UINT16 and INT16 are)",
+            "quantizing to {} is not supported (UINT4, INT4, UINT8, INT8, UINT16, INT16, \
+             FLOAT8E4M3FN, FLOAT8E4M3FNUZ, FLOAT8E5M2, FLOAT8E5M2FNUZ and FLOAT4E2M1 are)",
             type_name(code as i32)
         ))
-    })
+    })?;
+    Ok(Output::Integer(lo, hi))
 }
 
-/// `y = saturate(round(x / scale) + zero_point)`, rounding half to even.
+/// `y = saturate(round(x / scale) + zero_point)`, rounding half to even; to a float type,
+/// `y = round(x / scale + zero_point)` to the type's nearest value, saturating unless
+/// `saturate` is 0.
 pub fn quantize_linear<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
-    let (lo, hi) = output_range(ctx)?;
+    let output = output_type(ctx)?;
     let layout = Layout::of(ctx, &ctx.dims(0)?)?;
     if ctx.is_host(0) {
         let x = ctx.host(0)?.to_f32();
         let (scale, zero) = host_params(ctx)?;
         ctx.fits("the output", &layout.dims, 8)?;
-        let y = layout
-            .indices()
-            .zip(x)
-            .map(|(k, x)| ((x / scale[k]).round_ties_even() + zero[k]).clamp(lo, hi) as i64)
-            .collect();
-        return Ok(vec![Value::Host(HostTensor::i64(layout.dims, y))]);
+        let dims = layout.dims.clone();
+        let y = layout.indices().zip(x);
+        return Ok(vec![Value::Host(match output {
+            Output::Integer(lo, hi) => HostTensor::i64(
+                dims,
+                y.map(|(k, x)| ((x / scale[k]).round_ties_even() + zero[k]).clamp(lo, hi) as i64)
+                    .collect(),
+            ),
+            Output::Float(format, saturate) => HostTensor::f32(
+                dims,
+                y.map(|(k, x)| format.round(x / scale[k] + zero[k], saturate))
+                    .collect(),
+            ),
+        })]);
     }
     let x = ctx.float(0)?;
     let rank = x.rank();
     let u = layout.param(ctx, 1)?.divide(x.into_storage());
-    let shifted = match ctx.has(2) {
-        true => layout.param(ctx, 2)?.add(straight_through_round(u)),
-        false => straight_through_round(u),
+    let y = match output {
+        Output::Integer(lo, hi) => match ctx.has(2) {
+            true => layout.param(ctx, 2)?.add(straight_through_round(u)),
+            false => straight_through_round(u),
+        }
+        .clamp(lo, hi),
+        Output::Float(format, saturate) => {
+            let u = match ctx.has(2) {
+                true => layout.param(ctx, 2)?.add(u),
+                false => u,
+            };
+            straight_through_float(format, u, saturate)
+        }
     };
-    let y = shifted.clamp(lo, hi);
     Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
+}
+
+/// `u` rounded to a small float type, with the straight-through gradient: the identity within
+/// the type's range, zero beyond it (where it saturates).
+pub(crate) fn straight_through_float<B: Backend>(
+    format: &Format,
+    u: Storage<B>,
+    saturate: bool,
+) -> Storage<B> {
+    // NaN's place holds 0, so that what it rounds to comes out (float4 has no NaN).
+    let nan = u.clone().is_nan();
+    let inside = u.clone().clamp(-format.max, format.max).mask_fill(nan, 0.0);
+    let rounded = format.round_tensor(u, saturate);
+    inside.clone() + (rounded - inside).detach()
 }
 
 /// `y = (x - zero_point) * scale`.
@@ -387,6 +434,48 @@ mod tests {
         );
     }
 
+    /// To FLOAT8E4M3FN (3 mantissa bits), x / scale rounds to the nearest float8, ties to even,
+    /// and saturates at 448 (or, with `saturate` 0, becomes NaN); the gradient passes straight
+    /// through inside the range. On the host the same values come out.
+    #[test]
+    fn float8_quantization_rounds_to_the_type_and_passes_the_gradient_straight_through() {
+        let on = crate::Device::cpu().autodiff();
+        // x / 0.5: 2.25 is a float8 (1.001b × 2); 2.375 is halfway between 2.25 and 2.5
+        // (1.010b × 2), whose last bit is even; 17 is halfway between 16 and 18 (the step is 2
+        // from 16 to 32), and 16 is even; 0.001 is nearer 2^-9, the smallest subnormal, than 0;
+        // ±600 is beyond 448.
+        let xs = [1.125, 1.1875, 8.5, 0.0005, 300.0, -300.0];
+        let want = [2.25, 2.5, 16.0, 0.001953125, 448.0, -448.0];
+        let float8 = [("output_dtype", Attr::Int(17))];
+        let x = DynTensor::from_host(&xs, &[6], &on).require_grad();
+        let inputs = vec![Value::Device(x.clone()), scalar(0.5)];
+        let Value::Device(q) = run_on("QuantizeLinear", 21, &float8, inputs, &on)
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("a device input gives a device output");
+        };
+        assert_eq!(q.to_vec(), want);
+        let grads = q.backward();
+        assert_eq!(
+            x.grad(&grads).unwrap().to_vec(),
+            [2.0, 2.0, 2.0, 2.0, 0.0, 0.0]
+        );
+        let host = Value::Host(HostTensor::f32(vec![6], xs.to_vec()));
+        let q = run("QuantizeLinear", 21, &float8, vec![host, scalar(0.5)])
+            .unwrap()
+            .remove(0);
+        assert_eq!(q.to_host().to_f32(), want);
+        let unsaturated = [("output_dtype", Attr::Int(17)), ("saturate", Attr::Int(0))];
+        let host = Value::Host(HostTensor::f32(vec![2], vec![1.0, 300.0]));
+        let q = run("QuantizeLinear", 21, &unsaturated, vec![host, scalar(0.5)])
+            .unwrap()
+            .remove(0)
+            .to_host()
+            .to_f32();
+        assert!(q[0] == 2.0 && q[1].is_nan(), "{q:?}");
+    }
+
     /// Host inputs (a quantized weight) are computed on the host, per channel along `axis`, and
     /// UINT8 is the type where neither zero point nor `output_dtype` says.
     #[test]
@@ -412,12 +501,9 @@ mod tests {
     #[test]
     fn unsupported_types_and_shapes_are_errors_naming_them() {
         let x = || Value::Host(HostTensor::f32(vec![2, 3], vec![0.0; 6]));
-        let float8 = [("output_dtype", Attr::Int(17))];
-        let e = run("QuantizeLinear", 21, &float8, vec![x(), scalar(1.0)]).unwrap_err();
-        assert!(
-            e.to_string().contains("FLOAT8E4M3FN is not supported"),
-            "{e}"
-        );
+        let int2 = [("output_dtype", Attr::Int(26))];
+        let e = run("QuantizeLinear", 25, &int2, vec![x(), scalar(1.0)]).unwrap_err();
+        assert!(e.to_string().contains("INT2 is not supported"), "{e}");
         let scale = Value::Host(HostTensor::f32(vec![2], vec![1.0, 1.0]));
         let e = run("DequantizeLinear", 13, &[], vec![x(), scale]).unwrap_err();
         assert!(

@@ -6,6 +6,7 @@ use burn::tensor::TensorData;
 
 use super::{Ctx, Value};
 use crate::error::Result;
+use crate::network::minifloat;
 use crate::network::node::Attr;
 use crate::network::value::{DynTensor, Elem, HostData, HostTensor, Storage, Wide, MAX_RANK};
 
@@ -583,6 +584,24 @@ pub fn cast<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let to = ctx.node.int("to", 1)?;
     let elem = Elem::of_onnx(to)
         .ok_or_else(|| ctx.error(format!("cast to data type {to} is not supported")))?;
+    // To an 8- or 4-bit float: the values round to the type's, the gradient passes straight
+    // through.
+    if let Some(format) = minifloat::format(to) {
+        let saturate = ctx.node.int("saturate", 1)? != 0;
+        if !ctx.is_host(0) {
+            let x = ctx.float(0)?;
+            let rank = x.rank();
+            let y = super::quantize::straight_through_float(format, x.into_storage(), saturate);
+            return Ok(vec![Value::Device(DynTensor::from_storage(y, rank))]);
+        }
+        let h = ctx.host(0)?;
+        let y = h
+            .to_f32()
+            .iter()
+            .map(|&v| format.round(v, saturate))
+            .collect();
+        return Ok(vec![Value::Host(HostTensor::f32(h.shape.clone(), y))]);
+    }
     if elem == Elem::Float && !ctx.is_host(0) {
         return Ok(vec![Value::Device(ctx.float(0)?)]);
     }
