@@ -12,7 +12,7 @@
 //!   microscope does not run.
 //! - quantized, written by tests/support/quantized_export.py (onnxruntime 1.32): the built-in
 //!   Fashion-MNIST CNN quantized to 8 bits by onnxruntime's quantizer, in its three formats
-//!   (QDQ, QOperator, dynamic).
+//!   (QDQ, QOperator, dynamic), and to 8-bit floats (QDQ with FLOAT8E4M3FN).
 
 mod support;
 
