@@ -112,7 +112,7 @@ impl Format {
 
     /// The exponent of the largest finite value.
     fn max_exponent(&self) -> i32 {
-        self.max.to_bits().wrapping_shr(23) as i32 - 127
+        (self.max.to_bits() >> 23) as i32 - 127
     }
 
     /// The value a stored pattern (its low [`Format::bits`] bits) stands for.

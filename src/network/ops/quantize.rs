@@ -4,14 +4,15 @@
 //! of the other formats run as these around a float op (network/lower.rs).
 //!
 //! Quantized values are integers, held as floats on the device (8- and 16-bit integers are exact
-//! in f32) and as i64 on the host. Weights are stored quantized with a DequantizeLinear each:
+//! in f32) and as i64 on the host, or 8- and 4-bit floats (float8 quantization), held as the f32
+//! values they stand for on both (network/minifloat.rs). Weights are stored quantized with a DequantizeLinear each:
 //! those fold into float constants when the network loads, so a convolution's weights tab shows
 //! the dequantized weights the model computes with. Activations pass a QuantizeLinear and a
 //! DequantizeLinear on every evaluation, with the values onnxruntime computes.
 //!
 //! The gradient through QuantizeLinear is the straight-through estimator that quantization-aware
 //! training uses (PyTorch's `FakeQuantize`): rounding passes the gradient as if it were the
-//! identity, and the clamp to the integer range stops it outside that range. Rounding's own
+//! identity, and the clamp to the type's range stops it outside that range. Rounding's own
 //! gradient is zero everywhere, so without this no feature visualization or attribution could
 //! see through a quantized layer.
 
