@@ -283,25 +283,36 @@ fn first_layer_filters_are_the_first_convolutions_weights() {
         weight.to_f32(),
         "raw weights, not scaled for display"
     );
-    // The unit view's Weights tab of a first-layer unit reports the filter's own norm.
+    // The unit view's Weights tab of a first-layer unit reports the filter's own norm; so does
+    // the tab of a unit of its ReLU, whose units are the convolution's.
+    let filter = &weight.to_f32()[3 * 9..4 * 9];
+    let norm = filter.iter().map(|v| v * v).sum::<f32>().sqrt();
+    for layer in ["conv1", "conv1/relu"] {
+        let tab = model
+            .unit(layer, 3)
+            .unwrap()
+            .view_tab("weights", &Default::default())
+            .unwrap();
+        let json = serde_json::to_value(&tab).unwrap();
+        let shown = json["body"]["cards"][0]["norm"].as_f64().unwrap() as f32;
+        assert!(
+            (shown - norm).abs() < 1e-5 * norm.max(1.0),
+            "{layer}: {shown} vs {norm}"
+        );
+    }
+    // A later ReLU's tab draws the weights from the layer before its convolution.
     let tab = model
-        .unit("conv1", 3)
+        .unit("conv2/relu", 3)
         .unwrap()
         .view_tab("weights", &Default::default())
         .unwrap();
     let json = serde_json::to_value(&tab).unwrap();
-    let filter = &weight.to_f32()[3 * 9..4 * 9];
-    let norm = filter.iter().map(|v| v * v).sum::<f32>().sqrt();
-    let shown = json["body"]["cards"][0]["norm"].as_f64().unwrap() as f32;
-    assert!(
-        (shown - norm).abs() < 1e-5 * norm.max(1.0),
-        "{shown} vs {norm}"
-    );
+    assert_eq!(json["body"]["from"], "conv1");
 }
 
 #[test]
 fn previous_layer_is_the_nearest_layer_every_path_passes() {
-    use microscope::technique::weights::previous_layer;
+    use microscope::technique::weights::{own_layer, previous_layer};
     let fashion = zoo::fashion().unwrap();
     assert_eq!(
         previous_layer(&fashion, "conv3").unwrap().as_deref(),
@@ -312,6 +323,29 @@ fn previous_layer_is_the_nearest_layer_every_path_passes() {
         Some("fc1")
     );
     assert_eq!(previous_layer(&fashion, "conv1").unwrap(), None);
+    // A ReLU's units are its convolution's: the layer before `conv2/relu` is conv1's, not
+    // conv2 (whose expanded weights to it would be the identity), and so in the float8 model,
+    // through its quantizers. The first layer's ReLU has none before it, and its own filters.
+    assert_eq!(
+        previous_layer(&fashion, "conv2/relu").unwrap().as_deref(),
+        Some("conv1")
+    );
+    assert_eq!(previous_layer(&fashion, "conv1/relu").unwrap(), None);
+    assert_eq!(own_layer(&fashion, "conv1/relu").unwrap(), "conv1");
+    assert_eq!(own_layer(&fashion, "pool1").unwrap(), "pool1");
+    let float8 = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference/quantized/float8.onnx");
+    let float8 = microscope::Model::load(float8).unwrap();
+    assert_eq!(
+        previous_layer(&float8, "conv2/relu_DequantizeLinear")
+            .unwrap()
+            .as_deref(),
+        Some("conv1")
+    );
+    assert_eq!(
+        own_layer(&float8, "conv2/relu_DequantizeLinear").unwrap(),
+        "conv2"
+    );
     let path = std::env::var_os("MICROSCOPE_ONNX_FIXTURES")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {

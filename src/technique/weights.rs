@@ -121,9 +121,48 @@ const LAYER_OPS: [&str; 7] = [
     "Sum",
 ];
 
+/// Ops besides activations that compute each unit from the same unit alone: between a
+/// convolution and its ReLU's output they leave one layer, not two (`conv2` and
+/// `conv2/relu_DequantizeLinear` in a quantized model).
+const PER_UNIT_OPS: [&str; 6] = [
+    "BatchNormalization",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Identity",
+    "Dropout",
+    "Cast",
+];
+
+/// Whether `op` computes each unit from the same unit alone: an activation or one of
+/// [`PER_UNIT_OPS`].
+fn per_unit(op: &str) -> bool {
+    PER_UNIT_OPS.contains(&op) || crate::network::ops::spec(op).is_some_and(|s| s.activation)
+}
+
+/// The node whose units `layer`'s are, back through the activations and per-unit ops after it:
+/// `conv1` for `conv1/relu` (and for its quantized form); `layer` itself otherwise.
+pub fn own_layer(model: &Model, layer: &str) -> Result<String> {
+    let net = model.network();
+    let mut node = net.node(layer)?;
+    while per_unit(&node.op) {
+        let input = node.inputs.first();
+        match net
+            .nodes()
+            .iter()
+            .find(|m| input.is_some_and(|t| m.outputs.contains(t)))
+        {
+            Some(before) => node = before,
+            None => break,
+        }
+    }
+    Ok(node.name.clone())
+}
+
 /// The layer every path into `layer` passes through last (its nearest dominator whose op is in
 /// [`LAYER_OPS`] and whose output has units), e.g. `conv2` for `conv3` through a ReLU and a
-/// pool, or the previous block's output for an inception block. `None` for the first layer.
+/// pool, or the previous block's output for an inception block. A layer's own convolution
+/// under its activation is the same layer, and passed: `conv1` for `conv2/relu` (and for its
+/// quantized form), not `conv2`. `None` for the first layer.
 pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
     let net = model.network();
     let target = net.node(layer)?.name.clone();
@@ -184,13 +223,16 @@ pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
         idom[v] = d.unwrap_or(root);
         depth[v] = depth[idom[v]] + 1;
         if n.name == target {
+            // Whether every node from the target up to `at` computes unit for unit.
+            let mut same_layer = per_unit(&n.op);
             let mut at = idom[v];
             while at != root {
                 let candidate = &nodes[at];
                 let has_units = net.units(&candidate.name).is_ok_and(|u| u > 0);
-                if LAYER_OPS.contains(&candidate.op.as_str()) && has_units {
+                if LAYER_OPS.contains(&candidate.op.as_str()) && has_units && !same_layer {
                     return Ok(Some(candidate.name.clone()));
                 }
+                same_layer = same_layer && per_unit(&candidate.op);
                 at = idom[at];
             }
             return Ok(None);

@@ -21,7 +21,7 @@ use crate::technique::input_attribution::{
     methods_for, InputAttribution, InputMap, MethodSpec, Scope, METHODS,
 };
 use crate::technique::weights::{
-    expanded_weights, first_layer_filters, previous_spatial_layer, strongest_inputs,
+    expanded_weights, first_layer_filters, own_layer, previous_spatial_layer, strongest_inputs,
 };
 use crate::technique::{FeatureVis, NeuronGroups, Visualization};
 
@@ -920,7 +920,7 @@ fn weights_tab(unit: &Unit, options: &ViewOptions) -> Result<Body> {
     let Some(from) = previous_spatial_layer(model, unit.layer())? else {
         // The first layer: its weights are the filter itself, drawn as an image.
         let (conv, filters) = first_layer_filters(model)?;
-        if conv != unit.layer() {
+        if conv != own_layer(model, unit.layer())? {
             return Err(Error::Message(format!(
                 "{unit}: no previous layer to expand weights from"
             )));
