@@ -800,9 +800,9 @@ def quantized(c, eval_x):
     scale = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])]
     uint8 = [helper.make_tensor("z", TensorProto.UINT8, [], [128])]
     cases = [
-        # A float8 output (opset 21's output_dtype 17): not supported.
-        ("quantize_float8", [helper.make_node(
-            "QuantizeLinear", ["x", "s"], ["y"], name="to_float8", output_dtype=17)], scale, 21),
+        # A 2-bit output (opset 25's output_dtype 26, INT2): not supported.
+        ("quantize_int2", [helper.make_node(
+            "QuantizeLinear", ["x", "s"], ["y"], name="to_int2", output_dtype=26)], scale, 25),
         # Blocks of 2**40 along H with a scale shaped for blocks of 2.
         ("dequantize_blocked_2p40", [helper.make_node(
             "DequantizeLinear", ["x", "bs"], ["y"], name="blocked", axis=2, block_size=2**40)],
