@@ -258,6 +258,93 @@ fn expanded_weights_of_a_linear_path(batch: i64) {
     assert!(strongest[0].1 >= strongest[1].1);
 }
 
+/// SegNet's decoder: MaxPool keeps its Indices, MaxUnpool puts values back by them. The layer
+/// before the decoder's convolution is the one whose values the unpooling reads (`middle`), not
+/// the encoder, which reaches it only through where the maxima are. Linearized, max pooling
+/// averages (each of the 2×2 window's cells weighs 1/4) and unpooling spreads each value evenly
+/// over its window (1/4 again), so expanded weights depend on the weights alone, not on where an
+/// image's maxima happen to be.
+#[test]
+fn expanded_weights_through_max_unpool_spread_each_value_over_its_window() {
+    use microscope::technique::weights::previous_layer;
+    let wa: Vec<f32> = (0..6).map(|i| i as f32 * 0.3 - 0.7).collect();
+    let wb: Vec<f32> = (0..9).map(|i| (i * 5 % 7) as f32 * 0.2 - 0.5).collect();
+    let wc: Vec<f32> = (0..6).map(|i| (i * 3 % 5) as f32 * 0.4 - 0.9).collect();
+    let window = || {
+        [
+            ("kernel_shape", AttrValue::Ints(vec![2, 2])),
+            ("strides", AttrValue::Ints(vec![2, 2])),
+        ]
+    };
+    let mut b = OnnxBuilder::new();
+    b.input("x", &[1, 2, 6, 6])
+        .initializer("wa", &HostTensor::f32(vec![3, 2, 1, 1], wa))
+        .initializer("wb", &HostTensor::f32(vec![3, 3, 1, 1], wb.clone()))
+        .initializer("wc", &HostTensor::f32(vec![2, 3, 1, 1], wc.clone()))
+        .node("Conv", "encoder", &["x", "wa"], &[])
+        .node_outputs(
+            "MaxPool",
+            "pool",
+            &["encoder"],
+            &["pool", "where"],
+            &window(),
+        )
+        .node("Conv", "middle", &["pool", "wb"], &[])
+        .node("Shape", "size", &["encoder"], &[])
+        .node(
+            "MaxUnpool",
+            "unpool",
+            &["middle", "where", "size"],
+            &window(),
+        )
+        .node("Conv", "decoder", &["unpool", "wc"], &[])
+        .output("decoder");
+    let model = model_from(b.to_bytes("segnet"), "segnet");
+    assert_eq!(
+        previous_layer(&model, "decoder").unwrap().as_deref(),
+        Some("middle")
+    );
+    assert_eq!(
+        previous_layer(&model, "middle").unwrap().as_deref(),
+        Some("encoder")
+    );
+    for unit in 0..2 {
+        // The decoder's centre (3, 3) is in the window of the middle's cell (1, 1).
+        let e = expanded_weights(&model, "middle", "decoder", unit).unwrap();
+        assert_eq!(e.dims(), vec![3, 3, 3]);
+        let v = e.to_vec();
+        for i in 0..3 {
+            let want = wc[unit * 3 + i] / 4.0;
+            for (p, &got) in v[i * 9..i * 9 + 9].iter().enumerate() {
+                let want = if p == 4 { want } else { 0.0 };
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "middle {i} cell {p} to decoder {unit}: {got}"
+                );
+            }
+        }
+        // From the encoder, through both: the four cells of the window, each (Wc · Wb)[unit, i] / 16.
+        let e = expanded_weights(&model, "encoder", "decoder", unit).unwrap();
+        assert_eq!(e.dims(), vec![3, 6, 6]);
+        let v = e.to_vec();
+        for i in 0..3 {
+            let want: f32 = (0..3)
+                .map(|k| wc[unit * 3 + k] * wb[k * 3 + i])
+                .sum::<f32>()
+                / 16.0;
+            for (p, &got) in v[i * 36..i * 36 + 36].iter().enumerate() {
+                let (y, x) = (p / 6, p % 6);
+                let inside = (2..4).contains(&y) && (2..4).contains(&x);
+                let want = if inside { want } else { 0.0 };
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "encoder {i} cell {p} to decoder {unit}: {got}"
+                );
+            }
+        }
+    }
+}
+
 /// Weights of any rank rank their first axis: a vector's entries are units of one weight each,
 /// and a scalar is one unit (it panicked).
 #[test]

@@ -166,3 +166,117 @@ fn max_pool_values_and_gradient_match_burns_kernel() {
         assert!(ours_grad.iter().filter(|&&g| g != 0.0).count() > n * c * 4);
     }
 }
+
+/// SegNet's decoder step: MaxPool keeps where each maximum came from (its Indices output),
+/// MaxUnpool puts the pooled values back there, into a tensor of the pooled input's shape
+/// (`Shape` of it, as exporters pass `output_shape`). Odd sizes, overlapping windows with ties,
+/// asymmetric pads and ceil mode (padded explicitly before burn's kernel) all round-trip: each
+/// output cell is its input where that input is a window's first maximum, else 0. The gradient
+/// of a weighted sum reaches each such input once, with its own weight, however many windows
+/// share it.
+#[test]
+fn max_unpool_puts_each_maximum_back_where_max_pool_found_it() {
+    let (n, c, h, w) = (2, 3, 7, 9);
+    let data: Vec<f32> = (0..n * c * h * w)
+        .map(|i| ((i * 7919) % 11) as f32 - 5.0)
+        .collect();
+    let device = Device::cpu().autodiff();
+    // kernel, stride, pads (top, left, bottom, right), ceil_mode
+    let cases: [(i64, i64, [i64; 4], i64); 3] = [
+        (3, 2, [1, 1, 1, 1], 0),
+        (2, 2, [0, 0, 1, 1], 0),
+        (2, 2, [0, 0, 0, 0], 1),
+    ];
+    for (k, s, pads, ceil) in cases {
+        let bytes = support::model(
+            vec![
+                support::node(
+                    "MaxPool",
+                    "pool",
+                    &["x"],
+                    &["pooled", "where"],
+                    vec![
+                        support::ints("kernel_shape", &[k, k]),
+                        support::ints("strides", &[s, s]),
+                        support::ints("pads", &pads),
+                        support::int("ceil_mode", ceil),
+                    ],
+                ),
+                support::node("Shape", "shape", &["x"], &["size"], vec![]),
+                support::node(
+                    "MaxUnpool",
+                    "unpool",
+                    &["pooled", "where", "size"],
+                    &["y"],
+                    vec![
+                        support::ints("kernel_shape", &[k, k]),
+                        support::ints("strides", &[s, s]),
+                        support::ints("pads", &pads),
+                    ],
+                ),
+            ],
+            vec![],
+            support::value_info("x", &[0, 3, 0, 0]),
+            "y",
+        );
+        let net = parse_onnx(&bytes, "segnet step", Device::cpu()).unwrap();
+        // Each window's first maximum, found here by brute force over the unpadded cells.
+        let at = |b: usize, y: usize, x: usize| data[((b * h) + y) * w + x];
+        let out = |size: usize, pad: i64, end: i64| {
+            let span = size as i64 + pad + end - k;
+            (if ceil == 1 {
+                (span + s - 1) / s
+            } else {
+                span / s
+            }) + 1
+        };
+        let (oh, ow) = (out(h, pads[0], pads[2]), out(w, pads[1], pads[3]));
+        let mut kept = vec![false; data.len()];
+        for b in 0..n * c {
+            for (py, px) in (0..oh).flat_map(|py| (0..ow).map(move |px| (py, px))) {
+                let mut best: Option<(f32, usize)> = None;
+                for (dy, dx) in (0..k).flat_map(|dy| (0..k).map(move |dx| (dy, dx))) {
+                    let (y, x) = (py * s - pads[0] + dy, px * s - pads[1] + dx);
+                    if (0..h as i64).contains(&y) && (0..w as i64).contains(&x) {
+                        let v = at(b, y as usize, x as usize);
+                        if best.is_none_or(|(m, _)| v > m) {
+                            best = Some((v, (b * h + y as usize) * w + x as usize));
+                        }
+                    }
+                }
+                kept[best.unwrap().1] = true;
+            }
+        }
+        let want: Vec<f32> = data
+            .iter()
+            .zip(&kept)
+            .map(|(&v, &k)| if k { v } else { 0.0 })
+            .collect();
+        let x = DynTensor::from_host(&data, &[n, c, h, w], &device).require_grad();
+        let y = net.forward(&[("x", x.clone())], &["y"]).unwrap().remove(0);
+        let case = format!("kernel {k} stride {s} pads {pads:?} ceil {ceil}");
+        assert_eq!(y.dims(), [n, c, h, w], "{case}");
+        assert_eq!(y.to_vec(), want, "{case}");
+        let weights: Vec<f32> = (0..data.len()).map(|i| 1.0 + (i % 5) as f32).collect();
+        let weighted = y
+            .to_rank::<4>()
+            .unwrap()
+            .mul(
+                DynTensor::from_host(&weights, &[n, c, h, w], &device)
+                    .to_rank::<4>()
+                    .unwrap(),
+            )
+            .sum();
+        let grad = x
+            .grad(&DynTensor::new(weighted).backward())
+            .unwrap()
+            .to_vec();
+        let want: Vec<f32> = weights
+            .iter()
+            .zip(&kept)
+            .map(|(&g, &k)| if k { g } else { 0.0 })
+            .collect();
+        assert_eq!(grad, want, "gradient, {case}");
+        assert!(kept.iter().filter(|&&k| k).count() > n * c * 8, "{case}");
+    }
+}

@@ -599,7 +599,8 @@ impl Network {
 
     /// Runs `feeds` (typically a patched intermediate activation) to `targets` with every
     /// nonlinearity replaced by its linear stand-in (ReLU → identity, max → average pooling),
-    /// as Circuits' expanded weights need.
+    /// as Circuits' expanded weights need. A MaxUnpool, which puts values where the image's
+    /// maxima were, spreads each evenly over its window instead (average pooling's transpose).
     pub fn forward_linearized<B: Back>(
         &self,
         feeds: &[(&str, DynTensor<B>)],
@@ -1040,15 +1041,22 @@ impl Network {
                 .iter()
                 .map(|name| self.input_slot(name, node, &env, autodiff, weights))
                 .collect::<Result<_>>()?;
+            // A stand-in makes one output: a node whose further outputs are read (MaxPool's
+            // Indices, by which a MaxUnpool puts values back) runs itself, told that it is on a
+            // linearized path.
+            let stand_in = match mode {
+                Mode::Linearized if node.outputs.iter().skip(1).all(|o| o.is_empty()) => {
+                    ops::linearized(&node.op)
+                }
+                _ => None,
+            };
             let ctx = Ctx {
                 node,
                 inputs,
                 device: &device,
+                linearized: mode == Mode::Linearized && stand_in.is_none(),
             };
-            let kernel = match mode {
-                Mode::Linearized => ops::linearized(&node.op).unwrap_or(B::kernel(self.specs[i])),
-                _ => B::kernel(self.specs[i]),
-            };
+            let kernel = stand_in.unwrap_or(B::kernel(self.specs[i]));
             let mut outs = guarded(node, || kernel(&ctx))?;
             if mode == Mode::Redirected && ops::cuts_off(&node.op) {
                 outs = ops::pass_gradient_through(&ctx, outs)?;
@@ -1329,6 +1337,7 @@ fn fold_constants(
             node: &node,
             inputs,
             device: &cpu,
+            linearized: false,
         };
         let outs = guarded(&node, || (spec.kernel.dispatch)(&ctx))?;
         drop(ctx);

@@ -178,27 +178,32 @@ pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
     // and what is computed from sizes and constants alone (a ViT's class token expanded to the
     // batch, as torchvision exports it) does not depend on the pixels: an edge from such a node
     // would make the input dominate every later layer.
+    // Nor do a MaxUnpool's indices and size: they say where its values go, not what they are.
+    fn value_inputs(n: &crate::network::Node) -> &[String] {
+        match n.op.as_str() {
+            "Shape" => &[],
+            "MaxUnpool" => &n.inputs[..n.inputs.len().min(1)],
+            _ => &n.inputs,
+        }
+    }
     let mut carries = vec![false; root];
     for (v, n) in nodes.iter().enumerate() {
-        carries[v] = n.op != "Shape"
-            && n.inputs.iter().any(|t| {
-                net.inputs().iter().any(|i| &i.name == t)
-                    || producer.get(t.as_str()).is_some_and(|&p| carries[p])
-            });
+        carries[v] = value_inputs(n).iter().any(|t| {
+            net.inputs().iter().any(|i| &i.name == t)
+                || producer.get(t.as_str()).is_some_and(|&p| carries[p])
+        });
     }
     // Immediate dominators over the node order (topological), graph inputs joined at `root`.
     let mut idom = vec![root; root + 1];
     let mut depth = vec![0usize; root + 1];
     for (v, n) in nodes.iter().enumerate() {
-        let mut preds = n
-            .inputs
+        let mut preds = value_inputs(n)
             .iter()
             .filter_map(|t| producer.get(t.as_str()).copied())
             .filter(|&p| carries[p]);
-        let reads_input = n.op != "Shape"
-            && n.inputs
-                .iter()
-                .any(|t| net.inputs().iter().any(|i| &i.name == t));
+        let reads_input = value_inputs(n)
+            .iter()
+            .any(|t| net.inputs().iter().any(|i| &i.name == t));
         let mut d = if reads_input {
             Some(root)
         } else {

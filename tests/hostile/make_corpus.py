@@ -788,6 +788,7 @@ def build(out):
     c.case("empty_huge_fill_eval", m, "eval", "error", EVAL_X + ["--node", "g"], note=note)
 
     quantized(c, EVAL_X)
+    unpooling(c, EVAL_X)
     external_data(c, EVAL_X)
 
     c.finish()
@@ -832,6 +833,30 @@ def quantized(c, eval_x):
     ]
     for name, nodes, inits, opset in cases:
         m = c.write(f"{name}.onnx", model(nodes, [x_input()], [output("y")], inits, opset=opset))
+        c.case(f"{name}_eval", m, "eval", "error", eval_x, note=name.replace("_", " "))
+
+
+def unpooling(c, eval_x):
+    """MaxUnpool whose indices or output_shape, read from the file, do not fit: an error naming
+    the node."""
+    window = dict(kernel_shape=[2, 2], strides=[2, 2])
+    pool = helper.make_node("MaxPool", ["x"], ["p", "i"], name="pool", **window)
+    indices = np.arange(48, dtype="<i8").reshape(1, 3, 4, 4)
+    indices[0, 1, 2, 3] = 2**40
+    cases = [
+        # An index far past the output, in place of the pooling's own.
+        ("unpool_index_2p40", [
+            helper.make_node("MaxPool", ["x"], ["p"], name="pool", **window),
+            helper.make_node("MaxUnpool", ["p", "far"], ["y"], name="unpool", **window),
+        ], [raw_tensor("far", TensorProto.INT64, [1, 3, 4, 4], indices.tobytes())]),
+        # An output of [1, 3, 2**40, 2**40].
+        ("unpool_output_2p40", [
+            pool,
+            helper.make_node("MaxUnpool", ["p", "i", "s"], ["y"], name="unpool", **window),
+        ], [int64s("s", [1, 3, 2**40, 2**40])]),
+    ]
+    for name, nodes, inits in cases:
+        m = c.write(f"{name}.onnx", model(nodes, [x_input()], [output("y")], inits, opset=13))
         c.case(f"{name}_eval", m, "eval", "error", eval_x, note=name.replace("_", " "))
 
 

@@ -80,6 +80,10 @@ pub struct Ctx<'a, B: Backend = Dispatch> {
     pub inputs: Vec<Option<Slot<B>>>,
     /// Where new tensors are created (the autodiff device during gradient runs).
     pub device: &'a B::Device,
+    /// The node is on a linearized path (Circuits' expanded weights) and runs itself, having no
+    /// stand-in that makes all its outputs: MaxPool whose Indices are read gives average
+    /// pooling's values, and MaxUnpool spreads each value evenly over its window.
+    pub linearized: bool,
 }
 
 impl<B: Backend> Ctx<'_, B> {
@@ -414,6 +418,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "MatMul", kernel: kernels!(linear::matmul), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Max", kernel: kernels!(binary::max), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "8–13" },
     OpSpec { name: "MaxPool", kernel: kernels!(pool::max_pool), linear: Some("AveragePool"), activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
+    OpSpec { name: "MaxUnpool", kernel: kernels!(pool::max_unpool), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "9–22" },
     OpSpec { name: "Mean", kernel: kernels!(binary::mean), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Min", kernel: kernels!(binary::min), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "8–13" },
     OpSpec { name: "Mish", kernel: kernels!(elementwise::mish), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "18–22" },
@@ -538,6 +543,7 @@ pub(crate) mod testing {
             node: &node,
             inputs: inputs.into_iter().map(|v| Some(v.into())).collect(),
             device,
+            linearized: false,
         };
         lookup::<burn::Dispatch>(op).expect("an op of the table")(&ctx)
     }
