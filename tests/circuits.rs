@@ -345,6 +345,68 @@ fn expanded_weights_through_max_unpool_spread_each_value_over_its_window() {
     }
 }
 
+/// A deformable convolution (DCNv2: offsets and a sigmoid mask, convolutions of its input) is a
+/// layer, and its expanded weights are its own weights where its offsets at rest put the taps
+/// (here, with offset convolutions without bias, the regular grid), the mask left out: a
+/// sigmoid linearized is 0 at rest and would hide them all.
+#[test]
+fn expanded_weights_of_a_deformable_convolution_are_its_weights_at_rest() {
+    use microscope::technique::weights::previous_layer;
+    let stem: Vec<f32> = (0..6).map(|i| i as f32 * 0.3 - 0.7).collect();
+    let wd: Vec<f32> = (0..2 * 3 * 9)
+        .map(|i| (i * 7 % 11) as f32 * 0.1 - 0.5)
+        .collect();
+    let pad = || [("pads", AttrValue::Ints(vec![1, 1, 1, 1]))];
+    let mut b = OnnxBuilder::new();
+    b.opset(19)
+        .input("x", &[1, 2, 5, 5])
+        .initializer("w_stem", &HostTensor::f32(vec![3, 2, 1, 1], stem))
+        .initializer(
+            "w_off",
+            &HostTensor::f32(vec![18, 3, 3, 3], vec![0.05; 18 * 27]),
+        )
+        .initializer(
+            "w_mask",
+            &HostTensor::f32(vec![9, 3, 3, 3], vec![0.1; 9 * 27]),
+        )
+        .initializer("w_deform", &HostTensor::f32(vec![2, 3, 3, 3], wd.clone()))
+        .node("Conv", "stem", &["x", "w_stem"], &[])
+        .node("Conv", "offsets", &["stem", "w_off"], &pad())
+        .node("Conv", "mask_logits", &["stem", "w_mask"], &pad())
+        .node("Sigmoid", "modulation", &["mask_logits"], &[])
+        .node(
+            "DeformConv",
+            "deform",
+            &["stem", "w_deform", "offsets", "", "modulation"],
+            &pad(),
+        )
+        .output("deform");
+    let model = model_from(b.to_bytes("dcn"), "dcn");
+    assert_eq!(
+        previous_layer(&model, "deform").unwrap().as_deref(),
+        Some("stem")
+    );
+    for unit in 0..2 {
+        let e = expanded_weights(&model, "stem", "deform", unit).unwrap();
+        assert_eq!(e.dims(), vec![3, 5, 5]);
+        let v = e.to_vec();
+        for i in 0..3 {
+            for (p, &got) in v[i * 25..i * 25 + 25].iter().enumerate() {
+                let (y, x) = (p / 5, p % 5);
+                let want = if (1..4).contains(&y) && (1..4).contains(&x) {
+                    wd[((unit * 3 + i) * 3 + y - 1) * 3 + x - 1]
+                } else {
+                    0.0
+                };
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "stem {i} cell {p} to deform {unit}: {got}"
+                );
+            }
+        }
+    }
+}
+
 /// Weights of any rank rank their first axis: a vector's entries are units of one weight each,
 /// and a scalar is one unit (it panicked).
 #[test]

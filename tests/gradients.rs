@@ -280,3 +280,89 @@ fn max_unpool_puts_each_maximum_back_where_max_pool_found_it() {
         assert!(kept.iter().filter(|&&k| k).count() > n * c * 8, "{case}");
     }
 }
+
+/// A deformable convolution as DCNv2 builds one: the offsets (a row and a column per tap) and
+/// the mask (a sigmoid) are convolutions of the same input. The gradient of a unit's mean
+/// reaches the input through all three (what is sampled, where, and how much it counts) and
+/// matches finite differences.
+#[test]
+fn deform_conv_gradient_matches_finite_differences() {
+    let opset19 = |bytes: Vec<u8>| {
+        use prost::Message;
+        let mut m = microscope::import::proto::ModelProto::decode(bytes.as_slice()).unwrap();
+        m.opset_import[0].version = 19;
+        m.encode_to_vec()
+    };
+    let (c, h, w, groups) = (4, 7, 6, 2);
+    let conv = |name: &str, out: &str, weight: &str| {
+        support::node(
+            "Conv",
+            name,
+            &["x", weight],
+            &[out],
+            vec![support::ints("pads", &[1, 1, 1, 1])],
+        )
+    };
+    let bytes = opset19(support::model(
+        vec![
+            conv("offset", "off", "w_off"),
+            conv("mask_logits", "ml", "w_mask"),
+            support::node("Sigmoid", "mask", &["ml"], &["mask"], vec![]),
+            support::node(
+                "DeformConv",
+                "dcn",
+                &["x", "w", "off", "b", "mask"],
+                &["y"],
+                vec![
+                    support::ints("pads", &[1, 1, 1, 1]),
+                    support::int("group", groups),
+                    support::int("offset_group", 2),
+                ],
+            ),
+        ],
+        vec![
+            // Offsets of a few pixels, so that points fall between pixels and off the edges.
+            support::random("w_off", &[2 * 9 * 2, c as i64, 3, 3], 11, 0.6),
+            support::random("w_mask", &[2 * 9, c as i64, 3, 3], 12, 0.5),
+            support::random("w", &[6, c as i64 / groups, 3, 3], 13, 0.5),
+            support::random("b", &[6], 14, 0.1),
+        ],
+        support::value_info("x", &[1, c as i64, h as i64, w as i64]),
+        "y",
+    ));
+    let net = parse_onnx(&bytes, "dcn", Device::cpu()).unwrap();
+    let data: Vec<f32> = (0..c * h * w)
+        .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
+        .collect();
+    let unit_mean = |x: DynTensor, unit: usize| {
+        let y = net.forward(&[("x", x)], &["y"]).unwrap().remove(0);
+        DynTensor::new(y.to_rank::<4>().unwrap().narrow(1, unit, 1).mean())
+    };
+    let device = Device::cpu();
+    for unit in [0, 4] {
+        let x = DynTensor::from_host(&data, &[1, c, h, w], &device.autodiff()).require_grad();
+        let analytic = x
+            .grad(&unit_mean(x.clone(), unit).backward())
+            .unwrap()
+            .to_vec();
+        let eps = 1e-3;
+        let mut nonzero = 0;
+        for i in 0..data.len() {
+            let eval = |delta: f32| {
+                let mut d = data.clone();
+                d[i] += delta;
+                let x = DynTensor::from_host(&d, &[1, c, h, w], device.burn());
+                unit_mean(x, unit).to_vec()[0]
+            };
+            let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps);
+            let tol = 2e-3 + 2e-2 * numeric.abs();
+            assert!(
+                (numeric - analytic[i]).abs() <= tol,
+                "unit {unit}, pixel {i}: finite difference {numeric}, autodiff {}",
+                analytic[i]
+            );
+            nonzero += usize::from(analytic[i].abs() > 1e-4);
+        }
+        assert!(nonzero > data.len() / 2, "unit {unit}: {nonzero} nonzero");
+    }
+}

@@ -111,9 +111,10 @@ pub fn strongest_inputs(weights: &DynTensor, k: usize) -> Vec<(usize, f32, f32)>
 
 /// Ops whose output is a "layer" in the Circuits sense: a set of units computed from the layer
 /// before. Elementwise ops, normalizations and pooling in between are looked through.
-const LAYER_OPS: [&str; 7] = [
+const LAYER_OPS: [&str; 8] = [
     "Conv",
     "ConvTranspose",
+    "DeformConv",
     "Gemm",
     "MatMul",
     "Concat",

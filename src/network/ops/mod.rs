@@ -7,6 +7,7 @@
 
 mod binary;
 mod conv;
+mod deform;
 mod einsum;
 mod elementwise;
 pub(crate) use elementwise::pass_gradient_through;
@@ -82,7 +83,8 @@ pub struct Ctx<'a, B: Backend = Dispatch> {
     pub device: &'a B::Device,
     /// The node is on a linearized path (Circuits' expanded weights) and runs itself, having no
     /// stand-in that makes all its outputs: MaxPool whose Indices are read gives average
-    /// pooling's values, and MaxUnpool spreads each value evenly over its window.
+    /// pooling's values, MaxUnpool spreads each value evenly over its window, and DeformConv
+    /// leaves its mask out.
     pub linearized: bool,
 }
 
@@ -374,6 +376,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "ConvTranspose", kernel: kernels!(conv::conv_transpose), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
     OpSpec { name: "Cos", kernel: kernels!(elementwise::cos), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–22" },
     OpSpec { name: "CumSum", kernel: kernels!(reduce::cumsum), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "11–14" },
+    OpSpec { name: "DeformConv", kernel: kernels!(deform::deform_conv), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "19–22" },
     OpSpec { name: "DepthToSpace", kernel: kernels!(shape::depth_to_space), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "1–13" },
     OpSpec { name: "DequantizeLinear", kernel: kernels!(quantize::dequantize_linear), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "10–28" },
     OpSpec { name: "Div", kernel: kernels!(binary::div), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–14" },
