@@ -4,7 +4,8 @@
 //!   nodes after counters (`node_Conv_292`), notes each node's module path in its metadata, and
 //!   keeps the weights in `tiny.onnx.data` beside it. The classic exporter's file of the same
 //!   network is there too, a transformer whose export fixed its batch at 1, and two transformers
-//!   exported at opset 23 (ONNX's Attention and RMSNormalization).
+//!   exported at opset 23 (ONNX's Attention and RMSNormalization), and SegNet's unpooling and
+//!   DCNv2's deformable convolution.
 //! - keras_export, written by tests/support/keras_export.py (TensorFlow 2.21, tf2onnx 1.17): a
 //!   Keras network that takes images channels-last.
 //! - detector_export, written by tests/support/detector_export.py (torch 2.15, torchvision
@@ -241,6 +242,57 @@ fn a_keras_export_takes_images_channels_first() {
     let (_, out) = run_on_x(&model, &keras(), &["logits", "conv2"]);
     assert_as_exported(&out[0], &keras().join("logits.npy"));
     lifts_every_unit(&model, "conv2", &out[1], 32);
+}
+
+/// SegNet's unpooling and DCNv2's deformable convolution as PyTorch exports them (its default
+/// exporter): MaxPool with its Indices output, made per-plane by a second MaxPool and a Sub, and
+/// MaxUnpool as a ScatterND of them; `deform_conv2d` as ONNX's DeformConv in a file that says
+/// opset 18 (DeformConv came with 19; onnxruntime refuses the file, microscope runs it). Each
+/// computes what PyTorch computed; the index arithmetic is neither drawn nor a layer before the
+/// decoder (whose previous layer is the one whose values the unpooling reads); and feature
+/// visualization lifts the decoder's and the deformable convolution's units above what the
+/// inputs give them, through the unpooling and the sampling at learned offsets.
+#[test]
+fn unpooling_and_deformable_convolution_as_pytorch_exports_them() {
+    use microscope::technique::weights::previous_layer;
+    let segnet = Model::load(reference().join("segnet.onnx")).unwrap();
+    let (_, out) = run_on_x(&segnet, &reference(), &["logits", "decoder.1"]);
+    assert_as_exported(&out[0], &reference().join("segnet_logits.npy"));
+    let net = segnet.network();
+    assert!(net
+        .nodes()
+        .iter()
+        .any(|n| n.op == "MaxPool" && n.outputs.len() == 2));
+    assert!(net.nodes().iter().any(|n| n.op == "ScatterND"));
+    assert_eq!(
+        previous_layer(&segnet, "decoder.0").unwrap().as_deref(),
+        Some("middle.0")
+    );
+    let graph = LayerGraph::new(&segnet).unwrap();
+    let drawn: Vec<&str> = graph.nodes.iter().map(|n| n.name.as_str()).collect();
+    let computed = net.computed_from(&["image"]);
+    for (node, computed) in net.nodes().iter().zip(computed) {
+        // The Sub of the pooling's indices, and what the scatter's indices are made of.
+        if node.op == "Sub" || node.op == "Range" {
+            assert!(
+                !computed && !drawn.contains(&node.name.as_str()),
+                "{}",
+                node.name
+            );
+        }
+    }
+    lifts_every_unit(&segnet, "decoder.1", &out[1], 32);
+
+    let dcn = Model::load(reference().join("dcn.onnx")).unwrap();
+    let (_, out) = run_on_x(&dcn, &reference(), &["logits", "deform"]);
+    assert_as_exported(&out[0], &reference().join("dcn_logits.npy"));
+    assert_eq!(
+        previous_layer(&dcn, "relu/relu").unwrap().as_deref(),
+        Some("stem.0")
+    );
+    // The convolution's own output: behind its ReLU, some units of these random weights are
+    // all but dead (relu/relu:10 is above 0 at one position of the two images, by 6e-5).
+    lifts_every_unit(&dcn, "deform", &out[1], 32);
 }
 
 /// A transformer as PyTorch exports it: `nn.MultiheadAttention` folds the batch into its heads'

@@ -468,24 +468,51 @@ impl Network {
     }
 
     /// For each node, whether it computes from the values of the tensors `sources` (graph
-    /// inputs), directly or through other nodes, rather than from their shapes and constants
-    /// alone: Shape and Size read only shapes, so an exporter's shape arithmetic (Shape →
-    /// Gather → Unsqueeze → Concat, an anchor grid from a Range) computes from none. A node that
-    /// does not has no gradient toward the sources (one that does may still have none: a
-    /// comparison's mask).
+    /// inputs), directly or through other nodes, rather than from their shapes, constants and
+    /// indices alone ([`ops::reads_values`], [`ops::gives_values`]): Shape and Size read only
+    /// shapes, so an exporter's shape arithmetic (Shape → Gather → Unsqueeze → Concat, an anchor
+    /// grid from a Range) computes from none, nor does arithmetic on MaxPool's indices
+    /// (PyTorch's exporter makes them per-plane). A node that does not has no gradient toward
+    /// the sources (one that does may still have none: a comparison's mask).
     pub fn computed_from(&self, sources: &[&str]) -> Vec<bool> {
-        let mut values: HashSet<&str> = sources.iter().copied().collect();
+        let values = self.values_of(sources);
         self.nodes
             .iter()
-            .map(|node| {
-                let computed = !matches!(node.op.as_str(), "Shape" | "Size")
-                    && node.inputs.iter().any(|i| values.contains(i.as_str()));
-                if computed {
-                    values.extend(node.outputs.iter().map(String::as_str));
-                }
-                computed
-            })
+            .map(|node| self.value_inputs(node, &values).next().is_some())
             .collect()
+    }
+
+    /// The tensors that hold values computed from `sources`, the sources among them (see
+    /// [`Network::computed_from`]).
+    pub fn values_of<'a>(&'a self, sources: &[&'a str]) -> HashSet<&'a str> {
+        let mut values: HashSet<&str> = sources.iter().copied().collect();
+        for node in &self.nodes {
+            if self.value_inputs(node, &values).next().is_some() {
+                values.extend(
+                    (node.outputs.iter().enumerate())
+                        .filter(|&(k, _)| ops::gives_values(&node.op, k))
+                        .map(|(_, o)| o.as_str()),
+                );
+            }
+        }
+        values
+    }
+
+    /// The inputs of `node` through which it reads the values in `values` (of
+    /// [`Network::values_of`]).
+    pub fn value_inputs<'n>(
+        &self,
+        node: &'n Node,
+        values: &HashSet<&str>,
+    ) -> impl Iterator<Item = &'n String> {
+        let values: Vec<bool> = (node.inputs.iter().enumerate())
+            .map(|(k, i)| ops::reads_values(&node.op, k) && values.contains(i.as_str()))
+            .collect();
+        node.inputs
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| *v)
+            .map(|(i, _)| i)
     }
 
     /// Number of parameters (elements of float constants) each node reads: not its integer

@@ -175,36 +175,24 @@ pub fn previous_layer(model: &Model, layer: &str) -> Result<Option<String>> {
             producer.insert(t.as_str(), i);
         }
     }
-    // Only paths that carry the image's values count. A `Shape` reads only the image's size,
-    // and what is computed from sizes and constants alone (a ViT's class token expanded to the
-    // batch, as torchvision exports it) does not depend on the pixels: an edge from such a node
-    // would make the input dominate every later layer.
-    // Nor do a MaxUnpool's indices and size: they say where its values go, not what they are.
-    fn value_inputs(n: &crate::network::Node) -> &[String] {
-        match n.op.as_str() {
-            "Shape" => &[],
-            "MaxUnpool" => &n.inputs[..n.inputs.len().min(1)],
-            _ => &n.inputs,
-        }
-    }
-    let mut carries = vec![false; root];
-    for (v, n) in nodes.iter().enumerate() {
-        carries[v] = value_inputs(n).iter().any(|t| {
-            net.inputs().iter().any(|i| &i.name == t)
-                || producer.get(t.as_str()).is_some_and(|&p| carries[p])
-        });
-    }
+    // Only paths that carry the image's values count ([`Network::values_of`]). A `Shape` reads
+    // only the image's size, and what is computed from sizes and constants alone (a ViT's class
+    // token expanded to the batch, as torchvision exports it) does not depend on the pixels: an
+    // edge from such a node would make the input dominate every later layer. Nor do indices
+    // (MaxPool's, which a MaxUnpool or a scatter reads): they say where values go, not what
+    // they are.
+    let sources: Vec<&str> = net.inputs().iter().map(|i| i.name.as_str()).collect();
+    let values = net.values_of(&sources);
     // Immediate dominators over the node order (topological), graph inputs joined at `root`.
     let mut idom = vec![root; root + 1];
     let mut depth = vec![0usize; root + 1];
     for (v, n) in nodes.iter().enumerate() {
-        let mut preds = value_inputs(n)
-            .iter()
-            .filter_map(|t| producer.get(t.as_str()).copied())
-            .filter(|&p| carries[p]);
-        let reads_input = value_inputs(n)
-            .iter()
-            .any(|t| net.inputs().iter().any(|i| &i.name == t));
+        let mut preds = net
+            .value_inputs(n, &values)
+            .filter_map(|t| producer.get(t.as_str()).copied());
+        let reads_input = net
+            .value_inputs(n, &values)
+            .any(|t| sources.contains(&t.as_str()));
         let mut d = if reads_input {
             Some(root)
         } else {

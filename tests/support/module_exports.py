@@ -1,10 +1,13 @@
 """Exports small PyTorch networks that users write themselves (a spatial transformer,
-deformable sampling, GroupNorm, cosine heads) and checks each in `microscope`.
+deformable sampling and convolution, GroupNorm, cosine heads, SegNet's unpooling) and checks
+each in `microscope`.
 
 Not run in CI (it needs torch). The ops these reach (GridSample in every mode and padding,
-`affine_grid` as each exporter writes it, GroupNorm, `F.normalize`, `topk`) are checked in CI
-against the ONNX node tests and onnxruntime (tests/onnx_node_conformance.rs,
-tests/transformers.rs); this checks what PyTorch's exporters make of them. For each network:
+`affine_grid` as each exporter writes it, GroupNorm, `F.normalize`, `topk`, DeformConv,
+MaxPool's indices) are checked in CI against the ONNX node tests and onnxruntime
+(tests/onnx_node_conformance.rs, tests/transformers.rs), and the last two networks' exports
+are in tests/reference/pytorch_export (tests/exporters.rs); this checks what PyTorch's
+exporters make of them. For each network:
 seeded random weights, exported with the default exporter (dynamic batch, opset 18) or, with
 --classic, the classic one (opset 17); a batch of 2 through `microscope eval`, compared with
 PyTorch's output. One line per network: the relative error (and onnxruntime's), or why it failed.
@@ -13,9 +16,12 @@ Setup: the virtual environment of tests/support/torchvision_exports.py.
 
 usage: python module_exports.py [--classic] MICROSCOPE_BIN OUT_DIR [NAME...]
 
-Measured on 2026-12-05 (torch 2.15): all 6 load and agree with PyTorch at a batch of 2, with
-the default exporter (relative error at most 2.7e-7) and with --classic (at most 1.4e-7; the
-spatial transformers at opset 20, which the classic exporter asks for to write affine_grid).
+Measured on 2026-12-07 (torch 2.15, torchvision 0.29): all 8 load and agree with PyTorch at a
+batch of 2 with the default exporter (relative error at most 3.1e-7). deformable_conv's file
+says opset 18 although its DeformConv came with 19: onnxruntime refuses it, microscope runs it.
+With --classic, the 6 others agree (at most 1.3e-7; the spatial transformers at opset 20,
+which the classic exporter asks for to write affine_grid); the classic exporter itself fails on
+the last two (no symbolic for torchvision's deform_conv2d; max_unpool2d's size check).
 Before GridSample left the point unclamped for bicubic taps with border padding, as PyTorch and
 onnxruntime do (the ONNX reference clamps it), the bicubic networks were off by up to 2.9e-4.
 """
@@ -117,6 +123,50 @@ class CosineTopK(nn.Module):
         return torch.topk(scores, 5, dim=1).values
 
 
+class DeformableConv(nn.Module):
+    """DCNv2, as detection and segmentation backbones use it: torchvision's DeformConv2d, its
+    offsets (a row and a column per tap, in two offset groups) and a sigmoid mask predicted by
+    convolutions of its input."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.ops import DeformConv2d
+
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.offsets = nn.Conv2d(16, 2 * 9 * 2, 3, padding=1)
+        self.mask = nn.Conv2d(16, 2 * 9, 3, padding=1)
+        with torch.no_grad():
+            # Offsets of a few pixels, as trained ones are.
+            self.offsets.weight.mul_(5.0)
+        self.deform = DeformConv2d(16, 24, 3, padding=1, groups=2)
+        self.head = classifier(24)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.deform(x, self.offsets(x), torch.sigmoid(self.mask(x)))
+        return self.head(F.relu(x))
+
+
+class SegNetStep(nn.Module):
+    """SegNet's encoder and decoder: max pooling that keeps where each maximum was, unpooling
+    that puts values back there."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+        self.pool = nn.MaxPool2d(2, return_indices=True)
+        self.middle = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.unpool = nn.MaxUnpool2d(2)
+        self.decoder = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.head = classifier(16)
+
+    def forward(self, x):
+        x = self.encoder(x)
+        p, where = self.pool(x)
+        x = self.unpool(self.middle(p), where, output_size=x.shape)
+        return self.head(self.decoder(x))
+
+
 NETS = {
     "stn": lambda: SpatialTransformer(),
     "stn_nearest_reflection": lambda: SpatialTransformer("nearest", "reflection"),
@@ -124,6 +174,8 @@ NETS = {
     "deformable": Deformable,
     "groupnorm": GroupNormNet,
     "cosine_topk": CosineTopK,
+    "deformable_conv": DeformableConv,
+    "segnet_step": SegNetStep,
 }
 
 CLASSIC = "--classic" in sys.argv
@@ -134,7 +186,8 @@ def check(microscope, out, name):
     model = NETS[name]().eval()
     # The classic exporter writes affine_grid as AffineGrid, which came with opset 20 (it says
     # so and stops at 17): a user takes its advice.
-    opset = 20 if isinstance(model, SpatialTransformer) else 17
+    # DeformConv came with opset 19.
+    opset = {SpatialTransformer: 20, DeformableConv: 19}.get(type(model), 17)
     return export_and_compare(microscope, os.path.join(out, name), model, SIDE, "image", CLASSIC,
                               opset)
 

@@ -27,6 +27,10 @@ dynamic batch axis.
 - vit again at opset 23 (vit_opset23.onnx), where the exporter writes ONNX's Attention op.
 - modern_vit: a block as recent ViTs build it (RMSNorm, grouped-query attention by
   `F.scaled_dot_product_attention`), at opset 23: ONNX's RMSNormalization and Attention.
+- segnet and dcn, module_exports.py's SegNetStep and DeformableConv: MaxPool's indices, which
+  the exporter makes per-plane with a second MaxPool and a Sub, and MaxUnpool as a ScatterND of
+  them; torchvision's deform_conv2d as ONNX's DeformConv, in a model that says opset 18 although
+  DeformConv came with 19 (onnxruntime refuses it).
 
 Writes to OUT_DIR: tiny.onnx and tiny.onnx.data, vit.onnx and vit.onnx.data, vit_opset23.onnx
 and modern_vit.onnx with their .data files (the exporter's files, as written), tiny_classic.onnx (tiny by the classic exporter, `dynamo=False`, which
@@ -184,6 +188,15 @@ def main():
     export(modern, x, os.path.join(out, "modern_vit.onnx"), opset=23)
     with torch.no_grad():
         np.save(os.path.join(out, "modern_vit_logits.npy"), modern(x).numpy())
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from module_exports import DeformableConv, SegNetStep
+
+    for seed, (name, net) in enumerate([("segnet", SegNetStep), ("dcn", DeformableConv)], 4):
+        torch.manual_seed(seed)
+        model = net().eval()
+        export(model, x, os.path.join(out, name + ".onnx"))
+        with torch.no_grad():
+            np.save(os.path.join(out, name + "_logits.npy"), model(x).numpy())
     np.save(os.path.join(out, "x.npy"), x.numpy())
     np.save(os.path.join(out, "logits.npy"), logits.numpy())
     with open(os.path.join(out, "versions.txt"), "w") as f:

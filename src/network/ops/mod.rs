@@ -500,6 +500,25 @@ pub fn cuts_off(op: &str) -> bool {
     spec(op).is_some_and(|s| s.cuts_off)
 }
 
+/// Whether input `input` of an `op` node passes on the values of what it reads, rather than
+/// only where values go or come from: not a Shape's or Size's input (its size alone), nor the
+/// indices of a gather or scatter, nor a MaxUnpool's indices and size. Indices computed from
+/// an image (MaxPool's) depend on it, but carry no gradient and no unit's values.
+pub fn reads_values(op: &str, input: usize) -> bool {
+    match op {
+        "Shape" | "Size" => false,
+        "Gather" | "GatherElements" | "GatherND" | "ScatterND" | "ScatterElements" => input != 1,
+        "MaxUnpool" => input == 0,
+        _ => true,
+    }
+}
+
+/// Whether output `output` of an `op` node holds values rather than indices (MaxPool's and
+/// TopK's second outputs); see [`reads_values`].
+pub fn gives_values(op: &str, output: usize) -> bool {
+    !(matches!(op, "MaxPool" | "TopK") && output == 1)
+}
+
 /// Whether the output of an `op` node holds units (see [`OpSpec::units`]); ops outside the
 /// table are refused at load, and graph inputs hold units.
 pub fn has_units(op: &str) -> bool {
