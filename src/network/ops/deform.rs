@@ -131,8 +131,10 @@ pub fn deform_conv<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
                         let size = [h, w][a] as f64;
                         (point[a] > -1.0 && point[a] < size).then(|| point[a].floor())
                     });
+                    // Outside, the fraction is 0 (its weights finite, times 0 for no corner)
+                    // however far the offset goes.
                     for a in 0..2 {
-                        shift[at(a)] = first[a].map_or(0.0, |f| (base[a] - f) as f32);
+                        shift[at(a)] = first[a].map_or(-offsets[at(a)], |f| (base[a] - f) as f32);
                     }
                     let (Some(r), Some(s)) = (first[0], first[1]) else {
                         continue;
@@ -226,4 +228,54 @@ pub fn deform_conv<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         y = y + ctx.float(3)?.reshape(&[1, m, 1, 1]).to_rank::<4>()?;
     }
     Ok(vec![Value::Device(DynTensor::new(y))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::run;
+    use crate::network::value::{DynTensor, Value};
+
+    fn floats(v: &[f32], shape: &[usize]) -> Value {
+        Value::Device(DynTensor::from_host(v, shape, crate::Device::cpu().burn()))
+    }
+
+    /// A 1×1 kernel reads the input at its offset: itself at 0, the bilinear mix between
+    /// pixels, 0 outside however far (not NaN); a wrong offset shape is an error naming the node.
+    #[test]
+    fn taps_read_bilinearly_at_their_offsets_and_nothing_outside() {
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let run_with = |offsets: Vec<f32>| {
+            let inputs = vec![
+                floats(&x, &[1, 1, 3, 4]),
+                floats(&[1.0], &[1, 1, 1, 1]),
+                floats(&offsets, &[1, 2, 3, 4]),
+            ];
+            run("DeformConv", 19, &[], inputs).map(|y| y[0].to_host().to_f32())
+        };
+        assert_eq!(run_with(vec![0.0; 24]).unwrap(), x);
+        // Pixel (1, 1) read half a row down and a quarter column right: 5 + 0.5·4 + 0.25.
+        let mut offsets = vec![0.0; 24];
+        offsets[5] = 0.5;
+        offsets[12 + 5] = 0.25;
+        assert_eq!(run_with(offsets).unwrap()[5], 7.25);
+        for far in [1e20, -1e20, 4.0] {
+            assert_eq!(run_with(vec![far; 24]).unwrap(), [0.0; 12], "{far}");
+        }
+        let err = run(
+            "DeformConv",
+            19,
+            &[],
+            vec![
+                floats(&x, &[1, 1, 3, 4]),
+                floats(&[1.0], &[1, 1, 1, 1]),
+                floats(&[0.0; 12], &[1, 1, 3, 4]),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("node_under_test") && err.contains("offset"),
+            "{err}"
+        );
+    }
 }
