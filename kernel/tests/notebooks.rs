@@ -280,6 +280,7 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
         "the install's process held {peak} bytes: is rust-analyzer indexing the whole crate graph?"
     );
     let jupyter_path = &install.jupyter_path;
+    let start = std::time::Instant::now();
     run(
         user_command(&python)
             .arg(root.join("tests/kernel/check_kernel.py"))
@@ -296,6 +297,12 @@ fn notebooks_run_through_jupyter_with_the_kernel() {
     );
     // The tour exported to HTML is checked in Chromium by tests/user_path.sh, as a user makes
     // it; here it runs live in JupyterLab and Notebook 7.
+    let checks = start.elapsed();
     jupyterlab_live(&root, &python, jupyter_path, &cache, &target);
+    println!(
+        "kernel checks (notebooks included): {:.0} s; JupyterLab and Notebook 7: {:.0} s",
+        checks.as_secs_f64(),
+        (start.elapsed() - checks).as_secs_f64()
+    );
     install.clean_up();
 }

@@ -600,11 +600,13 @@ def check_live(s):
 def main():
     src, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
-    check_spare(out)
-    check_user_environment(out)
-    check_changed_toolchain(out)
-    check_session()
-    run_notebooks(src, out)
+    # Each part says how long it took: CI must stay under an hour, and this test is its longest.
+    for part, args in [(check_spare, (out,)), (check_user_environment, (out,)),
+                       (check_changed_toolchain, (out,)), (check_session, ()),
+                       (run_notebooks, (src, out))]:
+        start = time.time()
+        part(*args)
+        print(f"-- {part.__name__}: {time.time() - start:.0f} s", flush=True)
     print(f"{failed} kernel checks failed" if failed else "all kernel checks passed")
     sys.exit(1 if failed else 0)
 
