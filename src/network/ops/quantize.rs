@@ -18,7 +18,7 @@
 
 use burn::prelude::Backend;
 
-use super::{Ctx, Slot, Value};
+use super::{Back, Ctx, Slot, Value};
 use crate::error::Result;
 use crate::network::minifloat::{self, Format};
 use crate::network::value::{type_name, DynTensor, HostData, HostTensor, Storage};
@@ -244,7 +244,7 @@ fn output_type<B: Backend>(ctx: &Ctx<B>) -> Result<Output> {
 /// `y = saturate(round(x / scale) + zero_point)`, rounding half to even; to a float type,
 /// `y = round(x / scale + zero_point)` to the type's nearest value, saturating unless
 /// `saturate` is 0.
-pub fn quantize_linear<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+pub fn quantize_linear<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let output = output_type(ctx)?;
     let layout = Layout::of(ctx, &ctx.dims(0)?)?;
     if ctx.is_host(0) {
@@ -287,8 +287,9 @@ pub fn quantize_linear<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 }
 
 /// `u` rounded to a small float type, with the straight-through gradient: the identity within
-/// the type's range, zero beyond it (where it saturates).
-pub(crate) fn straight_through_float<B: Backend>(
+/// the type's range, zero beyond it (where it saturates). On the CPU the rounding is one pass
+/// over the values on the host ([`Format::round_on_host`]).
+pub(crate) fn straight_through_float<B: Back>(
     format: &Format,
     u: Storage<B>,
     saturate: bool,
@@ -296,7 +297,10 @@ pub(crate) fn straight_through_float<B: Backend>(
     // NaN's place holds 0, so that what it rounds to comes out (float4 has no NaN).
     let nan = u.clone().is_nan();
     let inside = u.clone().clamp(-format.max, format.max).mask_fill(nan, 0.0);
-    let rounded = format.round_tensor(u, saturate);
+    let rounded = match B::is_cpu(&u.device()) {
+        true => format.round_on_host(u, saturate),
+        false => format.round_tensor(u, saturate),
+    };
     inside.clone() + (rounded - inside).detach()
 }
 

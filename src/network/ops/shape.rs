@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
-use super::{Ctx, Value};
+use super::{Back, Ctx, Value};
 use crate::error::Result;
 use crate::network::minifloat;
 use crate::network::node::Attr;
@@ -580,7 +580,7 @@ pub fn slice<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     }])
 }
 
-pub fn cast<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+pub fn cast<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let to = ctx.node.int("to", 1)?;
     let elem = Elem::of_onnx(to)
         .ok_or_else(|| ctx.error(format!("cast to data type {to} is not supported")))?;
