@@ -65,7 +65,7 @@ impl Back for Fast {
         bias: Option<&Tensor<Self, 1>>,
         o: &ConvOptions<2>,
     ) -> Option<Tensor<Self, 4>> {
-        conv2d(x, w, bias, o)
+        conv2d(x, w, bias, o).or_else(|| depthwise2d(x, w, bias, o))
     }
 
     fn lrn(x: &Tensor<Self, 3>, p: Lrn) -> Option<Tensor<Self, 3>> {
@@ -292,6 +292,51 @@ struct ConvShape {
 }
 
 impl ConvShape {
+    /// The shape of convolving `x` `[n, c, h, w]` with filters `w` `[co, _, kh, kw]` under `o`;
+    /// `None` where our ops leave the convolution to burn's: a filter or bias that requires a
+    /// gradient (a network's weights are constants, so ours never compute one), an empty
+    /// tensor (burn's op defines those cases), a zero stride or dilation, or sizes that
+    /// overflow.
+    fn of(
+        x: &Tensor<Fast, 4>,
+        w: &Tensor<Fast, 4>,
+        bias: Option<&Tensor<Fast, 1>>,
+        o: &ConvOptions<2>,
+    ) -> Option<Self> {
+        if w.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) {
+            return None;
+        }
+        let [n, c, h, wd] = x.dims();
+        let [co, _, kh, kw] = w.dims();
+        if [n, c, h, wd, co, kh, kw].contains(&0)
+            || o.stride.contains(&0)
+            || o.dilation.contains(&0)
+        {
+            return None;
+        }
+        let out = |len: usize, k: usize, a: usize| -> Option<usize> {
+            let reach = o.dilation[a].checked_mul(k - 1)?.checked_add(1)?;
+            let padded = len.checked_add(o.padding[a].checked_mul(2)?)?;
+            Some(padded.checked_sub(reach)? / o.stride[a] + 1)
+        };
+        let s = ConvShape {
+            n,
+            c,
+            h,
+            w: wd,
+            co,
+            kh,
+            kw,
+            oh: out(h, kh, 0)?,
+            ow: out(wd, kw, 1)?,
+            stride: o.stride,
+            pad: o.padding,
+            dil: o.dilation,
+        };
+        n.checked_mul(co)?.checked_mul(s.positions())?;
+        Some(s)
+    }
+
     /// Rows of the column matrix: one per input channel and filter tap.
     fn taps(&self) -> usize {
         self.c * self.kh * self.kw
@@ -391,39 +436,15 @@ pub(crate) fn conv2d(
     bias: Option<&Tensor<Fast, 1>>,
     o: &ConvOptions<2>,
 ) -> Option<Tensor<Fast, 4>> {
-    if o.groups != 1 || w.is_require_grad() || bias.is_some_and(|b| b.is_require_grad()) {
+    if o.groups != 1 {
         return None;
     }
-    let [n, c, h, wd] = x.dims();
-    let [co, ci, kh, kw] = w.dims();
-    if ci != c || o.stride.contains(&0) || o.dilation.contains(&0) {
+    let s = ConvShape::of(x, w, bias, o)?;
+    if w.dims()[1] != s.c {
         return None;
     }
-    if [n, c, h, wd, co, kh, kw].contains(&0) {
-        // Nothing to convolve; burn's op defines the empty cases.
-        return None;
-    }
-    let out = |len: usize, k: usize, a: usize| -> Option<usize> {
-        let reach = o.dilation[a].checked_mul(k - 1)?.checked_add(1)?;
-        let padded = len.checked_add(o.padding[a].checked_mul(2)?)?;
-        Some(padded.checked_sub(reach)? / o.stride[a] + 1)
-    };
-    let s = ConvShape {
-        n,
-        c,
-        h,
-        w: wd,
-        co,
-        kh,
-        kw,
-        oh: out(h, kh, 0)?,
-        ow: out(wd, kw, 1)?,
-        stride: o.stride,
-        pad: o.padding,
-        dil: o.dilation,
-    };
+    let [n, c, h, wd, co] = [s.n, s.c, s.h, s.w, s.co];
     let (k, p) = (s.taps(), s.positions());
-    n.checked_mul(co)?.checked_mul(p)?;
     // An image's column matrix, which burn-flex never holds whole (it goes through 512 output
     // positions at a time): over the memory budget, burn's op does the work.
     if crate::budget::fits(&[k, p], 4).is_err() {
@@ -464,6 +485,163 @@ pub(crate) fn conv2d(
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
+}
+
+/// A depthwise 2-D convolution's shape: [`ConvShape`] with `c` input channels, `co` = `c · m`
+/// output channels, and filters `[co, 1, kh, kw]`: output channel `o` reads input channel `o / m`.
+#[derive(Clone, Copy, Debug)]
+struct DepthwiseShape {
+    s: ConvShape,
+    m: usize,
+}
+
+impl DepthwiseShape {
+    /// Adds `wt[tap] · src`, for each filter tap, to the output positions that tap reaches:
+    /// `src` an input plane and `dst` an output plane (`back`: false), or `src` an output plane
+    /// and `dst` an input plane, the transpose (`back`: true). Rows at a time where the width's
+    /// stride is 1.
+    fn taps(&self, wt: &[f32], src: &[f32], dst: &mut [f32], back: bool) {
+        let s = &self.s;
+        for ky in 0..s.kh {
+            let (ylo, yhi, yoff) = s.span(0, ky);
+            for kx in 0..s.kw {
+                let (xlo, xhi, xoff) = s.span(1, kx);
+                let wv = wt[ky * s.kw + kx];
+                for oy in ylo..yhi {
+                    let iy = ((oy * s.stride[0]) as isize + yoff) as usize;
+                    let (out_row, in_row) = (oy * s.ow, iy * s.w);
+                    if s.stride[1] == 1 {
+                        let ix = (xlo as isize + xoff) as usize;
+                        let len = xhi - xlo;
+                        let (o, i) = (out_row + xlo, in_row + ix);
+                        let (from, to) = if back {
+                            (&src[o..o + len], &mut dst[i..i + len])
+                        } else {
+                            (&src[i..i + len], &mut dst[o..o + len])
+                        };
+                        to.iter_mut().zip(from).for_each(|(d, v)| *d += wv * v);
+                    } else {
+                        for ox in xlo..xhi {
+                            let ix = ((ox * s.stride[1]) as isize + xoff) as usize;
+                            let (o, i) = (out_row + ox, in_row + ix);
+                            if back {
+                                dst[i] += wv * src[o];
+                            } else {
+                                dst[o] += wv * src[i];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise 2-D convolution on [`Fast`] (one input channel per group, `groups` = the input's
+/// channels, filters `[c · m, 1, kh, kw]`, constant filters and bias), as in MobileNet's and
+/// EfficientNet's blocks: each output plane the sum of its filter's taps times shifted rows of
+/// its input plane, planes in parallel; the input gradient the same sums sent back, each input
+/// plane by one thread.
+///
+/// burn-flex runs a grouped convolution as a matrix product per image and group (here `1 ×
+/// taps`, one row), and the input gradient as a transposed convolution that does the same and
+/// then adds the columns back one value at a time, image after image and group after group on
+/// one thread: in an EfficientNet-Lite0 unit view (tests/imagenet.rs, 2 cores) that transposed
+/// convolution took 32 % of the CPU samples. `None` for any other grouping, a filter or bias
+/// that requires a gradient, or non-f32 values: burn's op.
+pub(crate) fn depthwise2d(
+    x: &Tensor<Fast, 4>,
+    w: &Tensor<Fast, 4>,
+    bias: Option<&Tensor<Fast, 1>>,
+    o: &ConvOptions<2>,
+) -> Option<Tensor<Fast, 4>> {
+    let s = ConvShape::of(x, w, bias, o)?;
+    let [n, c, co, kh, kw] = [s.n, s.c, s.co, s.kh, s.kw];
+    if o.groups != c || w.dims()[1] != 1 || co % c != 0 {
+        return None;
+    }
+    let d = DepthwiseShape { s, m: co / c };
+    let (h, wd) = (s.h, s.w);
+    let p = s.positions();
+    let x = x.clone().into_primitive().tensor();
+    let xs = f32_values(&x.primitive)?;
+    let filters = w.clone().inner().into_primitive().tensor();
+    let ws = f32_values(&filters)?;
+    let b: Option<Vec<f32>> = match bias {
+        Some(b) => Some(b.clone().inner().into_data().to_vec().ok()?),
+        None => None,
+    };
+    let (taps, plane) = (kh * kw, h * wd);
+    let mut y = vec![0.0f32; n * co * p];
+    y.par_chunks_mut(p).enumerate().for_each(|(at, out)| {
+        let (image, oc) = (at / co, at % co);
+        if let Some(b) = &b {
+            out.fill(b[oc]);
+        }
+        let input = (image * c + oc / d.m) * plane;
+        d.taps(
+            &ws[oc * taps..(oc + 1) * taps],
+            &xs[input..input + plane],
+            out,
+            false,
+        );
+    });
+    let y = FlexTensor::from_data(TensorData::new(y, [n, co, d.s.oh, d.s.ow]));
+    let y = match DepthwiseBackward
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((filters, d), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
+}
+
+/// The backward step of [`depthwise2d`]: state = (the filters, the shape).
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl Backward<Flex, 1> for DepthwiseBackward {
+    type State = (FlexTensor, DepthwiseShape);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let Some(node) = node_x else {
+            return;
+        };
+        let (filters, d) = ops.state;
+        let ConvShape {
+            n,
+            c,
+            h,
+            w,
+            co,
+            kh,
+            kw,
+            ..
+        } = d.s;
+        let (p, taps, plane) = (d.s.positions(), kh * kw, h * w);
+        let ws = contiguous_f32(&filters);
+        let dys = contiguous_f32(&grad);
+        let mut dx = vec![0.0f32; n * c * plane];
+        // Input plane (image, channel) gets the gradients of the channel's `m` outputs.
+        dx.par_chunks_mut(plane).enumerate().for_each(|(at, dx)| {
+            let (image, ch) = (at / c, at % c);
+            for oc in ch * d.m..(ch + 1) * d.m {
+                let from = (image * co + oc) * p;
+                d.taps(
+                    &ws[oc * taps..(oc + 1) * taps],
+                    &dys[from..from + p],
+                    dx,
+                    true,
+                );
+            }
+        });
+        let dx = FlexTensor::from_data(TensorData::new(dx, [n, c, h, w]));
+        grads.register::<Flex>(node.id, dx);
+    }
 }
 
 /// `dst` `[m, n]` = `a` `[m, k]` · `b` `[k, n]`, with `dst` and `b` row-major and `a` read
@@ -769,7 +947,8 @@ mod tests {
         }
     }
 
-    /// One convolution of [`conv2d_matches_burns_conv`]: images, channels in and out, image and
+    /// One convolution of [`conv2d_matches_burns_conv`] and [`depthwise2d_matches_burns_grouped_conv`]:
+    /// images, channels in, channels out (per input channel, for a depthwise one), image and
     /// filter size, stride, padding, dilation, bias.
     type ConvCase = (
         usize,
@@ -782,6 +961,67 @@ mod tests {
         [usize; 2],
         bool,
     );
+
+    /// One of our convolutions on [`Fast`].
+    type ConvOp = fn(
+        &Tensor<Fast, 4>,
+        &Tensor<Fast, 4>,
+        Option<&Tensor<Fast, 1>>,
+        &ConvOptions<2>,
+    ) -> Option<Tensor<Fast, 4>>;
+
+    /// Checks that `ours` gives the values and input gradient of burn's `conv2d` on the same
+    /// backend for each case, `depthwise` or with one group.
+    fn matches_burns_conv(ours: ConvOp, cases: &[ConvCase], depthwise: bool) {
+        let values = |len: usize, seed: f32| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i as f32 + seed) * 0.731).sin())
+                .collect()
+        };
+        for (case, &(n, c, co, [h, w], [kh, kw], stride, pad, dil, with_bias)) in
+            cases.iter().enumerate()
+        {
+            let (co, ci, groups) = if depthwise {
+                (c * co, 1, c)
+            } else {
+                (co, c, 1)
+            };
+            let o = ConvOptions::new(stride, pad, dil, groups);
+            let x = values(n * c * h * w, 0.0);
+            let wt = values(co * ci * kh * kw, 11.0);
+            let b = values(co, 23.0);
+            let run = |by_us: bool| {
+                let d = &FlexDevice;
+                let x = Tensor::<Fast, 4>::from_data(TensorData::new(x.clone(), [n, c, h, w]), d)
+                    .require_grad();
+                let f =
+                    Tensor::<Fast, 4>::from_data(TensorData::new(wt.clone(), [co, ci, kh, kw]), d);
+                let bias = with_bias.then(|| Tensor::<Fast, 1>::from_data(b.as_slice(), d));
+                let y = if by_us {
+                    ours(&x, &f, bias.as_ref(), &o).expect("our op applies")
+                } else {
+                    burn::tensor::module::conv2d(x.clone(), f, bias, o.clone())
+                };
+                let dy = values(y.dims().iter().product(), 5.0);
+                let dy = Tensor::<Fast, 4>::from_data(TensorData::new(dy, y.dims()), d);
+                let grads = (y.clone() * dy).sum().backward();
+                let dx: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
+                let dims = y.dims();
+                let y: Vec<f32> = y.inner().into_data().to_vec().unwrap();
+                (dims, y, dx)
+            };
+            let (dims, y, dx) = run(true);
+            let (dims_burn, y_burn, dx_burn) = run(false);
+            assert_eq!(dims, dims_burn, "case {case}: shape");
+            // Sums of up to 42 products, in another order.
+            let far = |a: &[f32], b: &[f32]| {
+                a.len() != b.len() || a.iter().zip(b).any(|(a, b)| (a - b).abs() > 1e-4)
+            };
+            assert!(!far(&y, &y_burn), "case {case}: values");
+            assert!(!far(&dx, &dx_burn), "case {case}: input gradients");
+            assert!(dx.iter().any(|&v| v != 0.0), "case {case}: some gradient");
+        }
+    }
 
     /// [`conv2d`] on [`Fast`] gives the values and input gradient of burn's `conv2d` on the same
     /// backend, for filters from 1×1 to 7×7 (and as large as the image), with and without
@@ -800,52 +1040,39 @@ mod tests {
             (3, 2, 2, [5, 5], [3, 3], [1, 1], [4, 4], [1, 1], false),
             (3, 1, 1, [4, 6], [4, 6], [1, 1], [0, 0], [1, 1], true),
         ];
-        let values = |len: usize, seed: f32| -> Vec<f32> {
-            (0..len)
-                .map(|i| ((i as f32 + seed) * 0.731).sin())
-                .collect()
-        };
-        for (case, &(n, c, co, [h, w], [kh, kw], stride, pad, dil, with_bias)) in
-            cases.iter().enumerate()
-        {
-            let o = ConvOptions::new(stride, pad, dil, 1);
-            let x = values(n * c * h * w, 0.0);
-            let wt = values(co * c * kh * kw, 11.0);
-            let b = values(co, 23.0);
-            let run = |ours: bool| {
-                let d = &FlexDevice;
-                let x = Tensor::<Fast, 4>::from_data(TensorData::new(x.clone(), [n, c, h, w]), d)
-                    .require_grad();
-                let f =
-                    Tensor::<Fast, 4>::from_data(TensorData::new(wt.clone(), [co, c, kh, kw]), d);
-                let bias = with_bias.then(|| Tensor::<Fast, 1>::from_data(b.as_slice(), d));
-                let y = if ours {
-                    conv2d(&x, &f, bias.as_ref(), &o).expect("our op applies")
-                } else {
-                    burn::tensor::module::conv2d(x.clone(), f, bias, o.clone())
-                };
-                let dy = values(y.dims().iter().product(), 5.0);
-                let dy = Tensor::<Fast, 4>::from_data(TensorData::new(dy, y.dims()), d);
-                let grads = (y.clone() * dy).sum().backward();
-                let dx: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
-                let y: Vec<f32> = y.inner().into_data().to_vec().unwrap();
-                (y, dx)
-            };
-            let (y, dx) = run(true);
-            let (y_burn, dx_burn) = run(false);
-            // Sums of up to 42 products, in another order.
-            let far = |a: &[f32], b: &[f32]| {
-                a.len() != b.len() || a.iter().zip(b).any(|(a, b)| (a - b).abs() > 1e-4)
-            };
-            assert!(!far(&y, &y_burn), "case {case}: values");
-            assert!(!far(&dx, &dx_burn), "case {case}: input gradients");
-            assert!(dx.iter().any(|&v| v != 0.0), "case {case}: some gradient");
-        }
+        matches_burns_conv(conv2d, &cases, false);
         // A grouped convolution is burn's.
         let d = &FlexDevice;
         let x = Tensor::<Fast, 4>::zeros([1, 4, 5, 5], d);
         let f = Tensor::<Fast, 4>::zeros([4, 2, 3, 3], d);
         assert!(conv2d(&x, &f, None, &ConvOptions::new([1, 1], [1, 1], [1, 1], 2)).is_none());
+    }
+
+    /// [`depthwise2d`] on [`Fast`] gives the values and input gradient of burn's grouped
+    /// `conv2d` on the same backend: 3×3 and 5×5 filters (EfficientNet's), one to three outputs
+    /// per channel, strides 1 to 3, padding, dilation, a filter as large as the padded image,
+    /// non-square images, with and without bias; and leaves other groupings to burn.
+    #[test]
+    fn depthwise2d_matches_burns_grouped_conv() {
+        let cases: [ConvCase; 7] = [
+            (2, 5, 1, [9, 11], [3, 3], [1, 1], [1, 1], [1, 1], true),
+            (2, 4, 1, [14, 13], [5, 5], [2, 2], [2, 2], [1, 1], false),
+            (3, 3, 2, [8, 7], [3, 3], [2, 2], [1, 1], [1, 1], true),
+            (2, 3, 1, [10, 9], [3, 2], [1, 3], [2, 0], [2, 1], true),
+            (1, 2, 3, [6, 5], [5, 5], [1, 1], [0, 0], [1, 1], false),
+            (2, 2, 1, [4, 4], [6, 6], [1, 1], [1, 1], [1, 1], true),
+            (2, 3, 1, [7, 8], [1, 1], [2, 1], [0, 0], [1, 1], true),
+        ];
+        matches_burns_conv(depthwise2d, &cases, true);
+        // Two input channels per group, and one group: not depthwise.
+        let d = &FlexDevice;
+        let x = Tensor::<Fast, 4>::zeros([1, 4, 5, 5], d);
+        let f = Tensor::<Fast, 4>::zeros([4, 2, 3, 3], d);
+        let o = ConvOptions::new([1, 1], [1, 1], [1, 1], 2);
+        assert!(depthwise2d(&x, &f, None, &o).is_none());
+        let f = Tensor::<Fast, 4>::zeros([4, 4, 3, 3], d);
+        let o = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        assert!(depthwise2d(&x, &f, None, &o).is_none());
     }
 
     /// [`lrn`] on [`Fast`] gives the values and input gradient of the LRN composed of burn's

@@ -102,10 +102,13 @@ pub fn render(
 /// ([`crate::network::ops::resample::gathered`]) sums the warp's gradient in another order than
 /// burn's scatter-adds through `Dispatch` did (`cuda` before). `cuda/3`: a batch that fits the
 /// device's memory runs whole, where before it ran in parts of 8; a part's kernels see another
-/// batch size, and a GPU's kernels for another size may sum in another order.
+/// batch size, and a GPU's kernels for another size may sum in another order. `cpu/2`: a
+/// depthwise convolution runs as our op on [`Fast`] (`depthwise2d` in network/fast.rs), which
+/// sums its taps in another order than burn-flex's grouped convolution did (`cpu` before).
 pub fn pixels_backend(device: &Device) -> &'static str {
     match device.kind() {
         "cuda" => "cuda/3",
+        "cpu" => "cpu/2",
         kind => kind,
     }
 }
