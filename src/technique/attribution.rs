@@ -232,11 +232,11 @@ impl Target {
 
 /// The target's value for each image of a batch, `[N]`, from `out`, the output of
 /// [`Target::node`] (`[N, classes]` for a logit; any unit layout for a unit).
-pub(crate) fn target_values(
-    out: &DynTensor,
+pub(crate) fn target_values<B: Backend>(
+    out: &DynTensor<B>,
     target: &Target,
     reading: Reading,
-) -> Result<Tensor<Dispatch, 1>> {
+) -> Result<Tensor<B, 1>> {
     let dims = out.dims();
     let (node, n) = (target.node(), dims.first().copied().unwrap_or(0));
     let units = crate::network::UnitLayout::units(&dims);
