@@ -572,9 +572,10 @@ impl DepthwiseShape {
 /// `dst[i] += a · src[i]`.
 ///
 /// (Tried with AVX2 and FMA intrinsics, 8 lanes at a time, since the test profile builds this
-/// crate at opt-level 1, where LLVM does not vectorize: no faster on EfficientNet-Lite0's
-/// depthwise layers, 16 images forward and backward, whose rows of 7 to 112 outputs leave the
-/// pass bound by memory and by the calls per row.)
+/// crate at opt-level 1, where LLVM does not vectorize. On EfficientNet-Lite0's depthwise layers,
+/// 16 images forward and backward, it was faster only on rows 112 wide (76 ms against 96),
+/// slower on rows 14 wide (84 against 52), even elsewhere: the rows are short, and the pass
+/// spends as much on memory and on the call per row as on the products.)
 fn axpy(a: f32, src: &[f32], dst: &mut [f32]) {
     dst.iter_mut().zip(src).for_each(|(d, v)| *d += a * v);
 }
