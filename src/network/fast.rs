@@ -574,7 +574,7 @@ impl DepthwiseShape {
 /// (Tried with AVX2 and FMA intrinsics, 8 lanes at a time, since the test profile builds this
 /// crate at opt-level 1, where LLVM does not vectorize. On EfficientNet-Lite0's depthwise layers,
 /// 16 images forward and backward, it was faster only on rows 112 wide (76 ms against 96),
-/// slower on rows 14 wide (84 against 52), even elsewhere: the rows are short, and the pass
+/// slower on rows 14 wide (84 against 52), about even elsewhere: the rows are short, and the pass
 /// spends as much on memory and on the call per row as on the products.)
 fn axpy(a: f32, src: &[f32], dst: &mut [f32]) {
     dst.iter_mut().zip(src).for_each(|(d, v)| *d += a * v);
@@ -614,6 +614,10 @@ pub(crate) fn depthwise2d(
         Some(b) => Some(b.clone().inner().into_data().to_vec().ok()?),
         None => None,
     };
+    if b.as_ref().is_some_and(|b| b.len() != co) {
+        // Not one bias per output channel: burn's op says what it says about that.
+        return None;
+    }
     let (taps, plane) = (kh * kw, h * wd);
     let mut y = vec![0.0f32; n * co * p];
     y.par_chunks_mut(p).enumerate().for_each(|(at, out)| {
