@@ -116,6 +116,15 @@ fn deepdream_raises_its_objective() {
     let (dream, before, after) = DeepDream::default().run(&model, &image, "conv2").unwrap();
     assert_eq!(dream.dims(), vec![1, 1, 28, 28]);
     assert!(after > before, "deepdream objective {before} -> {after}");
+    // Its jitter is drawn from the seed: the same seed gives the same pixels, another another.
+    let again = DeepDream::default().run(&model, &image, "conv2").unwrap().0;
+    assert_eq!(again.to_vec(), dream.to_vec(), "same seed, same pixels");
+    let other = DeepDream {
+        seed: 1,
+        ..Default::default()
+    };
+    let other = other.run(&model, &image, "conv2").unwrap().0;
+    assert_ne!(other.to_vec(), dream.to_vec(), "another seed, other pixels");
 }
 
 /// x [1, 1, 2, 2] → conv "layer" (1×1, 1→2, weights w, no bias) → flatten → Gemm "out" (8→1).
