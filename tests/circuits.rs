@@ -133,8 +133,14 @@ fn tiny_linear(w: [f32; 2], v: [f32; 8]) -> Model {
     b.input("x", &[1, 1, 2, 2])
         .initializer("w", &HostTensor::f32(vec![2, 1, 1, 1], w.to_vec()))
         .initializer("v", &HostTensor::f32(vec![1, 8], v.to_vec()))
-        .node("Conv", "layer", &["x", "w"], &[])
-        .node("Flatten", "flat", &["layer"], &[])
+        .node("Conv", "layer", &["x", "w"], &[]);
+    read_out(&mut b, "layer");
+    model_from(b.to_bytes("tiny"), "tiny_linear")
+}
+
+/// `from` → flatten → Gemm "out" with the weights "v" (one output), the graph's output.
+fn read_out(b: &mut OnnxBuilder, from: &str) {
+    b.node("Flatten", "flat", &[from], &[])
         .node(
             "Gemm",
             "out",
@@ -142,7 +148,48 @@ fn tiny_linear(w: [f32; 2], v: [f32; 8]) -> Model {
             &[("transB", AttrValue::Int(1))],
         )
         .output("out");
-    model_from(b.to_bytes("tiny"), "tiny_linear")
+}
+
+/// x [1, 1, 2, 2] → Relu "skip" → conv "layer" (1×1, weight w) → Add "sum" (layer + skip) →
+/// flatten → Gemm "out" (4→1, weights v): a residual block, whose skip goes around the layer.
+fn tiny_residual(w: f32, v: [f32; 4]) -> Model {
+    let mut b = OnnxBuilder::new();
+    b.input("x", &[1, 1, 2, 2])
+        .initializer("w", &HostTensor::f32(vec![1, 1, 1, 1], vec![w]))
+        .initializer("v", &HostTensor::f32(vec![1, 4], v.to_vec()))
+        .node("Relu", "skip", &["x"], &[])
+        .node("Conv", "layer", &["skip", "w"], &[])
+        .node("Add", "sum", &["layer", "skip"], &[]);
+    read_out(&mut b, "sum");
+    model_from(b.to_bytes("tiny"), "tiny_residual")
+}
+
+/// Attribution at a layer with a skip around it: the network after the layer reads the skip
+/// as computed from the image (attribution feeds it once, beside the patched layer), and the
+/// gradient is the layer's own.
+#[test]
+fn attribution_at_a_layer_with_a_skip_around_it() {
+    let (w, v) = (3.0, [1.0, -2.0, 0.5, 4.0]);
+    let model = tiny_residual(w, v);
+    let x = [0.5f32, -0.25, 0.75, 0.125];
+    let image = DynTensor::from_host(&x, &[1, 1, 2, 2], Device::cpu().burn());
+    let target = Target::Logit {
+        node: "out".into(),
+        index: 0,
+    };
+    let map = attribution(&model, &image, "layer", &target).unwrap();
+    let skip = |p: usize| x[p].max(0.0);
+    // out = Σ v[p] (w + 1) skip[p]; its gradient with respect to layer[p] is v[p].
+    let value: f32 = (0..4).map(|p| v[p] * (w + 1.0) * skip(p)).sum();
+    assert!((map.value - value).abs() < 1e-5, "{} vs {value}", map.value);
+    for (p, v) in v.iter().enumerate() {
+        let want = w * skip(p) * v;
+        assert!(
+            (map.spatial[p] - want).abs() < 1e-5,
+            "position {p}: {} vs {want}",
+            map.spatial[p]
+        );
+    }
 }
 
 #[test]

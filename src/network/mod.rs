@@ -23,7 +23,7 @@ pub mod units;
 pub mod value;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::prelude::*;
 use burn::{Dispatch, DispatchDevice};
@@ -203,6 +203,12 @@ impl<B: Backend> Weights<B> {
     }
 }
 
+/// [`Network::forward_bytes`]'s image size and targets.
+type BytesKey = ([usize; 2], Vec<String>);
+
+/// A tensor's name and value.
+pub(crate) type Named<B> = (String, DynTensor<B>);
+
 /// A runtime graph of named nodes.
 pub struct Network {
     name: String,
@@ -220,6 +226,8 @@ pub struct Network {
     shapes: OnceLock<Result<Vec<Vec<usize>>, String>>,
     /// See [`Network::batch_fixed`].
     batch_fixed: OnceLock<bool>,
+    /// [`Network::forward_bytes`] measured so far, by image size and targets.
+    forward_bytes: Mutex<HashMap<BytesKey, u64>>,
     metadata: BTreeMap<String, String>,
     /// What the import left out, when it loaded only part of the file.
     left_out: Option<LeftOut>,
@@ -288,6 +296,7 @@ impl Network {
             device,
             shapes: OnceLock::new(),
             batch_fixed: OnceLock::new(),
+            forward_bytes: Mutex::default(),
             metadata: BTreeMap::new(),
             left_out: None,
             dropped,
@@ -707,6 +716,81 @@ impl Network {
         Ok((outputs, probes))
     }
 
+    /// [`Network::forward_any_size`] of `feeds` to `layer` that also returns the values that
+    /// patching `layer` would recompute for nothing: the tensors that the nodes between `layer`
+    /// and `beyond` read from outside that way (a residual block's skip, an Inception module's
+    /// other branches), which do not depend on `layer`. Fed alongside a patched `layer`, they
+    /// spare each patched pass the network before it. Only values of the batch, on the device,
+    /// with a leading axis of 1 and at least two axes come back (shape arithmetic on the host is
+    /// recomputed, as it is cheap and may depend on the batch's size).
+    pub(crate) fn forward_beside<B: Back>(
+        &self,
+        feeds: &[(&str, DynTensor<B>)],
+        layer: &str,
+        beyond: &str,
+    ) -> Result<(DynTensor<B>, Vec<Named<B>>)> {
+        let patched = self.resolve(layer)?;
+        let beyond_name = beyond;
+        let beyond = self.resolve(beyond)?;
+        // The nodes on the way to `beyond` with `layer` given, and which of them read it.
+        let mut needed = vec![false; self.nodes.len()];
+        let mut stack = vec![beyond.as_str()];
+        let mut reached = false;
+        while let Some(t) = stack.pop() {
+            reached |= t == patched;
+            match self.producer.get(t) {
+                Some(&(i, _)) if t != patched && !needed[i] => {
+                    needed[i] = true;
+                    stack.extend(self.nodes[i].inputs.iter().map(String::as_str));
+                }
+                _ => {}
+            }
+        }
+        if !reached {
+            return Err(Error::Message(format!(
+                "{beyond_name} does not depend on {layer}"
+            )));
+        }
+        // Nodes are in topological order: a node depends on `layer` once one of its inputs does.
+        let mut after = vec![false; self.nodes.len()];
+        let mut beside: Vec<String> = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate().filter(|(i, _)| needed[*i]) {
+            let from_layer: Vec<bool> = (node.inputs.iter())
+                .map(|t| *t == patched || self.producer.get(t).is_some_and(|&(j, _)| after[j]))
+                .collect();
+            if !from_layer.contains(&true) {
+                continue;
+            }
+            after[i] = true;
+            for (t, from_layer) in node.inputs.iter().zip(from_layer) {
+                if !from_layer && self.producer.contains_key(t) && !beside.contains(t) {
+                    beside.push(t.clone());
+                }
+            }
+        }
+        let feeds: Vec<(&str, Value<B>)> = feeds
+            .iter()
+            .map(|(n, t)| (*n, Value::Device(t.clone())))
+            .collect();
+        let mut targets = vec![layer];
+        targets.extend(beside.iter().map(String::as_str));
+        let values = crate::device::on_cpu_pool(self.device.burn(), || {
+            self.evaluate_batch(&feeds, &targets, None, Mode::AnySize)
+        })?;
+        let mut values = values.into_iter();
+        let first = values.next().into_iter().collect();
+        let activation = self.device_values(first, &[layer], &feeds)?.remove(0);
+        let beside = beside
+            .into_iter()
+            .zip(values)
+            .filter_map(|(t, v)| match v {
+                Value::Device(d) if d.rank() >= 2 && d.dims()[0] == 1 => Some((t, d)),
+                _ => None,
+            })
+            .collect();
+        Ok((activation, beside))
+    }
+
     /// [`Network::forward`] with tracked weights (their gradients are then computed).
     pub fn forward_with(
         &self,
@@ -861,8 +945,22 @@ impl Network {
     /// Bytes of every value one image of `[h, w]` pixels makes on its way to `targets` (each
     /// output of each node run, at 4 bytes an element), measured by a forward pass of one image
     /// of zeros at that size: the activations a gradient pass keeps per image, before its
-    /// gradients and workspaces (see `technique::render`'s memory plan).
-    pub fn forward_bytes(&self, [h, w]: [usize; 2], targets: &[&str]) -> Result<u64> {
+    /// gradients and workspaces (see `technique::render`'s memory plan). Measured once for each
+    /// size and targets: every technique plans its batch by it, each time it runs, and the pass
+    /// costs as much as a forward pass of the image itself.
+    pub fn forward_bytes(&self, size: [usize; 2], targets: &[&str]) -> Result<u64> {
+        let key = (size, targets.iter().map(|t| t.to_string()).collect());
+        let cache = || self.forward_bytes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&bytes) = cache().get(&key) {
+            return Ok(bytes);
+        }
+        let bytes = self.measure_forward_bytes(size, targets)?;
+        cache().insert(key, bytes);
+        Ok(bytes)
+    }
+
+    /// [`Network::forward_bytes`], measured.
+    fn measure_forward_bytes(&self, [h, w]: [usize; 2], targets: &[&str]) -> Result<u64> {
         let input = self.image_input()?;
         let channels = match input.shape.get(1) {
             Some(&Some(c)) => c,

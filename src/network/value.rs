@@ -151,6 +151,15 @@ impl<B: Backend> DynTensor<B> {
     }
 
     /// Applies an elementwise function to the storage.
+    /// `n` copies along the leading axis (a batch of `n` from one image's value).
+    pub(crate) fn repeat_leading(&self, n: usize) -> Self {
+        if n == 1 {
+            return self.clone();
+        }
+        let axis = self.storage_axis(0);
+        self.clone().map(|s| s.repeat_dim(axis, n))
+    }
+
     pub(crate) fn map(self, f: impl FnOnce(Storage<B>) -> Storage<B>) -> Self {
         Self {
             storage: f(self.storage),

@@ -22,7 +22,7 @@ use burn::Dispatch;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::attribution::{activation_gradient_of, target_values, Target};
+use super::attribution::{activation_gradient_of, Scalar, Target, TargetValue};
 use super::feature_vis::{FeatureVis, Visualization};
 use super::objective::Objective;
 use crate::device::on_cpu_pool;
@@ -164,8 +164,8 @@ impl NeuronGroupsResult {
     /// their layer in `model` (the model they were found in).
     pub fn attribution(&self, model: &Model, target: &Target) -> Result<GroupAttribution> {
         let reading = model.network().reading(target.node());
-        let value = |out: &DynTensor| target_values(out, target, reading);
-        self.support(model, target.node(), value, Toward::Target(target.clone()))
+        let value = TargetValue { target, reading };
+        self.support(model, target.node(), &value, Toward::Target(target.clone()))
     }
 
     /// How much each of these groups supports each of `later`'s, the groups of a later layer
@@ -185,40 +185,14 @@ impl NeuronGroupsResult {
             )));
         }
         let node = later.layer.as_str();
-        let positions = later.rows * later.cols;
         (0..later.directions.len())
             .map(|group| {
-                let direction = &later.directions[group];
-                let value = |out: &DynTensor| -> Result<Tensor<Dispatch, 1>> {
-                    let dims = out.dims();
-                    let units = direction.len();
-                    let data = TensorData::new(direction.clone(), [units]);
-                    let d = Tensor::<Dispatch, 1>::from_data(data, &out.device());
-                    let along = match dims[..] {
-                        [_, c, h, w] if c == units && h * w == positions => {
-                            (out.to_rank::<4>()? * d.reshape([1, units, 1, 1])).sum()
-                        }
-                        // The patch tokens, after any leading ones.
-                        [_, t, c] if c == units && t >= positions => {
-                            let a = out.to_rank::<3>()?.narrow(1, t - positions, positions);
-                            (a * d.reshape([1, 1, units])).sum()
-                        }
-                        _ => {
-                            return Err(Error::Message(format!(
-                                "attribution to the neuron groups of {node}: in this model, \
-                                 {node}'s output is {dims:?}, not the groups' {}×{} positions \
-                                 of {units} units; take the model they were found in",
-                                later.rows, later.cols
-                            )))
-                        }
-                    };
-                    Ok(along)
-                };
+                let value = AlongGroup { later, group };
                 let toward = Toward::Group {
                     layer: node.to_string(),
                     group,
                 };
-                self.support(model, node, value, toward)
+                self.support(model, node, &value, toward)
             })
             .collect()
     }
@@ -228,7 +202,7 @@ impl NeuronGroupsResult {
         &self,
         model: &Model,
         node: &str,
-        value: impl Fn(&DynTensor) -> Result<Tensor<Dispatch, 1>> + Send + Sync,
+        value: &(impl Scalar + Sync),
         toward: Toward,
     ) -> Result<GroupAttribution> {
         let layer = self.layer.as_str();
@@ -326,6 +300,43 @@ impl NeuronGroupsResult {
                 self.attribution(model, &Target::Logit { node, index })
             })
             .collect()
+    }
+}
+
+/// A later layer's activation along one of its groups' directions, summed over its positions
+/// (what [`NeuronGroupsResult::group_support`] attributes).
+struct AlongGroup<'a> {
+    later: &'a NeuronGroupsResult,
+    group: usize,
+}
+
+impl Scalar for AlongGroup<'_> {
+    fn of<B: Backend>(&self, out: &DynTensor<B>) -> Result<Tensor<B, 1>> {
+        let later = self.later;
+        let (node, positions) = (later.layer.as_str(), later.rows * later.cols);
+        let direction = &later.directions[self.group];
+        let dims = out.dims();
+        let units = direction.len();
+        let data = TensorData::new(direction.clone(), [units]);
+        let d = Tensor::<B, 1>::from_data(data, &out.device());
+        Ok(match dims[..] {
+            [_, c, h, w] if c == units && h * w == positions => {
+                (out.to_rank::<4>()? * d.reshape([1, units, 1, 1])).sum()
+            }
+            // The patch tokens, after any leading ones.
+            [_, t, c] if c == units && t >= positions => {
+                let a = out.to_rank::<3>()?.narrow(1, t - positions, positions);
+                (a * d.reshape([1, 1, units])).sum()
+            }
+            _ => {
+                return Err(Error::Message(format!(
+                    "attribution to the neuron groups of {node}: in this model, {node}'s output \
+                     is {dims:?}, not the groups' {}×{} positions of {units} units; take the \
+                     model they were found in",
+                    later.rows, later.cols
+                )))
+            }
+        })
     }
 }
 
