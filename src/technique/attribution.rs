@@ -251,8 +251,11 @@ fn activation_gradient_on<B: Back + AutodiffBackend>(
     // class token).
     let at = |alphas: &[f32], track: bool| -> Result<(DynTensor<B>, DynTensor<B>)> {
         let n = alphas.len();
+        // (`n` > 1 only where the first axis is the batch's, of 1.)
         let mut leaf_dims = dims.clone();
-        leaf_dims[0] *= n;
+        if let Some(first) = leaf_dims.first_mut() {
+            *first *= n;
+        }
         let mut leaf = match alphas == [1.0] {
             // The activation itself stays where it is (the attribution tab's one step).
             true => DynTensor::from_inner(act.clone().inner()),
