@@ -187,6 +187,17 @@ pub(crate) fn side_by_side<T: Send, R: Send>(
             }
         })
     };
+    // Called from a thread of a lent pool (a technique already on one), the first item would run
+    // on that pool, with its threads beside the items' own: every item gets a thread instead.
+    if cpu && IN_LENT_POOL.with(|c| c.get()) {
+        return std::thread::scope(|s| {
+            let handles: Vec<_> = items.iter_mut().map(|item| s.spawn(|| run(item))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+    }
     let Some((first, rest)) = items.split_first_mut() else {
         return Vec::new();
     };
@@ -328,6 +339,29 @@ mod tests {
         });
         let distinct: std::collections::HashSet<_> = threads.iter().collect();
         assert_eq!(distinct.len(), parts.len(), "{threads:?}");
+    }
+
+    /// Side by side from inside a computation's pool (input attribution's lanes): no part runs
+    /// on the caller's pool, whose other threads would run beside the parts' own.
+    #[test]
+    fn side_by_side_within_a_pool_gives_every_part_a_pool_of_its_own() {
+        let cpu = Device::cpu();
+        let (caller, parts) = on_lent_pool(2, || {
+            let mut parts = vec![(); 2];
+            let pools = side_by_side(cpu.burn(), &mut parts, |_| {
+                std::thread::sleep(Duration::from_millis(50));
+                (std::thread::current().id(), rayon::current_num_threads())
+            });
+            (std::thread::current().id(), pools)
+        });
+        let threads: std::collections::HashSet<_> = parts.iter().map(|p| p.0).collect();
+        assert_eq!(threads.len(), 2, "{parts:?}");
+        assert!(
+            !threads.contains(&caller),
+            "a part ran on the caller's thread"
+        );
+        let each = (default_threads() / 2).max(1);
+        assert!(parts.iter().all(|p| p.1 == each), "{parts:?}");
     }
 
     #[test]
