@@ -23,6 +23,7 @@ Checks:
 Executed notebooks go to OUT_DIR.
 """
 
+import datetime
 import json
 import os
 import queue
@@ -58,6 +59,23 @@ def check(ok, what):
 ELSEWHERE = {"01-tour.ipynb"}
 
 
+def slowest_cells(nb, count=3):
+    """The notebook's slowest cells, as nbclient timed them (its `metadata.execution`): where a
+    CI run's notebook minutes went, read from the log."""
+    def seconds(cell):
+        e = cell.get("metadata", {}).get("execution", {})
+        busy, idle = e.get("iopub.status.busy"), e.get("iopub.status.idle")
+        if not (busy and idle):
+            return None
+        parse = lambda t: datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))
+        return (parse(idle) - parse(busy)).total_seconds()
+    timed = [(seconds(c), i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    timed = sorted(((s, i, c) for s, i, c in timed if s is not None), key=lambda t: -t[0])
+    lines = [f"       cell {i}: {s:.1f} s  {c.source.strip().splitlines()[0][:80]}"
+             for s, i, c in timed[:count] if c.source.strip()]
+    return "     slowest cells:\n" + "\n".join(lines)
+
+
 def run_notebooks(src, out):
     for name in sorted(os.listdir(src)):
         if not name.endswith(".ipynb") or name in ELSEWHERE:
@@ -84,6 +102,7 @@ def run_notebooks(src, out):
         widgets = [o for o in outputs if o.get("output_type") in ("display_data", "execute_result")
                    and "microscope-root" in o.get("data", {}).get("text/html", "")]
         check(len(widgets) > 0, f"{name}: runs in {time.time() - start:.0f} s and shows {len(widgets)} widgets")
+        print(slowest_cells(nb), flush=True)
         check(all("text/plain" in o["data"] for o in widgets), f"{name}: every widget has a text/plain fallback")
         errors = [o for o in outputs if o.get("output_type") == "error"]
         check(not errors, f"{name}: no error outputs")
