@@ -1,7 +1,7 @@
 //! Untrusted inputs through the command line: corpora of hostile files (`tests/hostile/`), made
 //! by a Python script with the test venv's `onnx` and run by `run_corpus.sh` against the built
 //! `microscope`, each case under `ulimit -v 4000000` and a 10 s limit. Hostile files must exit 2
-//! with one line naming the problem; legal but adversarial ones must load within 2 s.
+//! with one line naming the problem; legal but adversarial ones must load within 2 s of CPU time.
 
 mod support;
 

@@ -18,7 +18,7 @@ Output: OUT_DIR/cases.json, a list of cases, each
     {"name", "model", "command": "info"|"eval"|"render", "args": [...], "expect", "note"}
 with `model` and every path in `args` relative to OUT_DIR. `expect` is one of
     "error"            exit 2, exactly one non-empty stderr line, no panic text;
-    "load_fast"        exit 0 within 2 s;
+    "load_fast"        exit 0 within 2 s of CPU time;
     "distinct_outputs" exit 2 with one line, or exit 0 with two different .npy files;
     "no_crash"         exit 0, or exit 2 with one line (the tool may describe a hostile size
                        without allocating it, or refuse it; it may not abort, hang or OOM).
