@@ -5,6 +5,7 @@
 //! An input's score for a unit is the maximum of the unit's activation map over positions.
 
 use crate::data::{Dataset, ImageSpec};
+use crate::device::{cpu_threads, is_cpu, side_by_side};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::{DynTensor, Reading, TokenGrid};
@@ -247,8 +248,12 @@ impl DatasetExamples {
         let mut tokens = false;
         let mut over_input = None;
         // `batch` images a pass, fewer where that many would not fit the memory available (the
-        // same scores, in more passes).
-        let batch = match super::render::available_memory(model) {
+        // same scores, in more passes). On the CPU the passes run in lanes side by side, one per
+        // thread with a pool of its own, each pass of at most `LANE_PASS_BYTES`, as input
+        // attribution's points do (one pool of 2 threads ran much of each pass on one thread,
+        // and a batch of large images made tensors too large for the allocator to reuse).
+        let cpu = is_cpu(&device);
+        let (batch, lanes) = match super::render::available_memory(model) {
             Some(available) => {
                 let per_image = super::render::one_image_fits(
                     model,
@@ -259,57 +264,81 @@ impl DatasetExamples {
                     &format!("an image of {}×{} px", spec.height, spec.width),
                     "scan on a machine with more memory",
                 )?;
-                self.batch
-                    .max(1)
-                    .min(super::render::fit_count(per_image, available))
+                let fit = super::render::fit_count(per_image, available);
+                if cpu {
+                    let lanes = cpu_threads(&device).min(fit).max(1);
+                    let pass = self
+                        .batch
+                        .min(super::render::lane_pass(per_image))
+                        .min(fit / lanes);
+                    (pass.max(1), lanes)
+                } else {
+                    (self.batch.max(1).min(fit), 1)
+                }
             }
-            None => self.batch.max(1),
+            // As many images at once as one pass of `batch` held.
+            None if cpu => {
+                let lanes = cpu_threads(&device).min(self.batch).max(1);
+                ((self.batch / lanes).max(1), lanes)
+            }
+            None => (self.batch.max(1), 1),
         };
-        for start in (0..data.len()).step_by(batch) {
+        let round = batch.saturating_mul(lanes);
+        for first in (0..data.len()).step_by(round) {
             if crate::interrupt::requested() {
                 return Err(Error::Cancelled {
                     what: format!("dataset examples of {layer}"),
-                    step: start,
+                    step: first,
                 });
             }
-            let end = start.saturating_add(batch).min(data.len());
-            let x = data.batch(start..end, &spec, &device)?;
-            let act = net.forward(&[(&input, model.normalize(&x)?)], &[layer])?;
-            let act = super::per_image(&[layer], act, end - start)?.remove(0);
-            // Tokens `[N, T, C]` are seen as `[N, C, T, 1]`: a unit's map over tokens. The map
-            // of attention weights is over queries and keys, not over the image.
-            let reading = net.reading(layer);
-            tokens = act.dims().len() == 3 || reading.span(&act.dims()).is_some();
-            over_input = OverInput::of(&act.dims(), reading, spec.height, spec.width);
-            let act = DynTensor::new(act.to_unit_maps(reading)?);
-            let [_, c, h, w] = act.dims()[..] else {
-                unreachable!("to_nchw gives rank 4")
-            };
-            map_size = (h, w);
-            let values = act.to_vec();
-            for (i, item) in (start..end).enumerate() {
-                for (slot, &u) in units.iter().enumerate() {
-                    let map = &values[(i * c + u) * h * w..(i * c + u + 1) * h * w];
-                    let (arg_max, max) = extreme(map, f32::gt);
-                    let (arg_min, min) = extreme(map, f32::lt);
-                    if self.scores {
-                        scores[slot].push(max);
-                    }
-                    let entry = |score: f32, at: usize| Example {
-                        index: item,
-                        score,
-                        position: (at / w, at % w),
-                        heatmap: map.to_vec(),
-                        map: (h, w),
-                        crop: Vec::new(),
-                        crop_size: (0, 0),
-                        whole: false,
-                    };
-                    if tops[slot].admits(max) {
-                        tops[slot].offer(entry(max, arg_max));
-                    }
-                    if bottoms[slot].admits(min) {
-                        bottoms[slot].offer(entry(min, arg_min));
+            let last = first.saturating_add(round).min(data.len());
+            let mut passes: Vec<std::ops::Range<usize>> = (first..last)
+                .step_by(batch)
+                .map(|s| s..s.saturating_add(batch).min(last))
+                .collect();
+            let acts = side_by_side(&device, &mut passes, |range| -> Result<DynTensor> {
+                let x = data.batch(range.clone(), &spec, &device)?;
+                let act = net.forward(&[(&input, model.normalize(&x)?)], &[layer])?;
+                Ok(super::per_image(&[layer], act, range.len())?.remove(0))
+            });
+            for (range, act) in passes.iter().zip(acts) {
+                let (start, end) = (range.start, range.end);
+                let act = act?;
+                // Tokens `[N, T, C]` are seen as `[N, C, T, 1]`: a unit's map over tokens. The
+                // map of attention weights is over queries and keys, not over the image.
+                let reading = net.reading(layer);
+                tokens = act.dims().len() == 3 || reading.span(&act.dims()).is_some();
+                over_input = OverInput::of(&act.dims(), reading, spec.height, spec.width);
+                let act = DynTensor::new(act.to_unit_maps(reading)?);
+                let [_, c, h, w] = act.dims()[..] else {
+                    unreachable!("to_nchw gives rank 4")
+                };
+                map_size = (h, w);
+                let values = act.to_vec();
+                for (i, item) in (start..end).enumerate() {
+                    for (slot, &u) in units.iter().enumerate() {
+                        let map = &values[(i * c + u) * h * w..(i * c + u + 1) * h * w];
+                        let (arg_max, max) = extreme(map, f32::gt);
+                        let (arg_min, min) = extreme(map, f32::lt);
+                        if self.scores {
+                            scores[slot].push(max);
+                        }
+                        let entry = |score: f32, at: usize| Example {
+                            index: item,
+                            score,
+                            position: (at / w, at % w),
+                            heatmap: map.to_vec(),
+                            map: (h, w),
+                            crop: Vec::new(),
+                            crop_size: (0, 0),
+                            whole: false,
+                        };
+                        if tops[slot].admits(max) {
+                            tops[slot].offer(entry(max, arg_max));
+                        }
+                        if bottoms[slot].admits(min) {
+                            bottoms[slot].offer(entry(min, arg_min));
+                        }
                     }
                 }
             }

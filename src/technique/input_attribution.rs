@@ -37,14 +37,6 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::network::{Back, DynTensor, Fast};
 
-/// The most memory (as `Network::forward_bytes` plans a gradient step) that one lane's pass of
-/// points holds on the CPU. Larger passes paid more for their memory than they saved in calls:
-/// EfficientNet-Lite0 at 224 px (96 MB a point toward blocks.10/add), SmoothGrad's 48 points on
-/// 2 cores in 2 lanes: 5.3 s at 1 point a pass, 6.2 at 2, 6.7 at 4, 7.7 at 8 (the fresh pages
-/// of tensors too large for the allocator to keep); zoo::fashion (0.8 MB a point), Integrated
-/// Gradients' 384 points: 0.54 s at 8 a pass, 0.8 to 0.9 at 1.
-const LANE_PASS_BYTES: u64 = 64 << 20;
-
 /// Settings of the input attribution methods (builder style); each method reads its own. They
 /// serialize as the technique's parameters in a provenance (the baseline by its shape).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -429,7 +421,8 @@ impl InputAttribution {
 
     /// `batch`, or fewer where that many images like `x` on their way to the target would not
     /// fit the memory available, or their pixels the memory budget (the same points, in more
-    /// passes), or where on the CPU a lane's pass would hold more than [`LANE_PASS_BYTES`]; an
+    /// passes), or where on the CPU a lane's pass would hold more than
+    /// [`LANE_PASS_BYTES`](super::render::LANE_PASS_BYTES); an
     /// error where one alone does not fit.
     fn batch_that_fits(&self, model: &Model, x: &Pixels, target: &Target) -> Result<usize> {
         let pixels = (x.data.len() as u64).saturating_mul(4).max(1);
@@ -456,11 +449,9 @@ impl InputAttribution {
         if !is_cpu(device) {
             return Ok(batch);
         }
-        // On the CPU, each lane's passes (see `gradients`) hold at most about `LANE_PASS_BYTES`.
-        let per_lane = usize::try_from(LANE_PASS_BYTES / per_image.max(1))
-            .unwrap_or(usize::MAX)
-            .max(1);
-        Ok(batch.min(per_lane.saturating_mul(cpu_threads(device))))
+        // On the CPU, each lane's passes (see `gradients`) hold at most about
+        // `LANE_PASS_BYTES`.
+        Ok(batch.min(super::render::lane_pass(per_image).saturating_mul(cpu_threads(device))))
     }
 
     fn saliency(&self, model: &Model, image: &DynTensor, target: &Target) -> Result<InputMap> {

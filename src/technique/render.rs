@@ -562,6 +562,22 @@ pub(crate) fn fit_count(per_image: u64, available: u64) -> usize {
         .max(1)
 }
 
+/// The most memory (as `Network::forward_bytes` plans a gradient step) that one lane's pass of
+/// points holds on the CPU. Larger passes paid more for their memory than they saved in calls:
+/// EfficientNet-Lite0 at 224 px (96 MB a point toward blocks.10/add), SmoothGrad's 48 points on
+/// 2 cores in 2 lanes: 5.3 s at 1 point a pass, 6.2 at 2, 6.7 at 4, 7.7 at 8 (the fresh pages
+/// of tensors too large for the allocator to keep); zoo::fashion (0.8 MB a point), Integrated
+/// Gradients' 384 points: 0.54 s at 8 a pass, 0.8 to 0.9 at 1.
+pub(crate) const LANE_PASS_BYTES: u64 = 64 << 20;
+
+/// Images of `per_image` bytes (as [`step_bytes`] plans them) in one lane's pass on the CPU:
+/// as many as [`LANE_PASS_BYTES`] holds, at least one.
+pub(crate) fn lane_pass(per_image: u64) -> usize {
+    usize::try_from(LANE_PASS_BYTES / per_image.max(1))
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
 /// The parts [`render`] optimizes `config`'s batch in on `model`'s device (for the benches'
 /// reports: on a GPU, 1 unless the batch does not fit its free memory).
 #[doc(hidden)]
