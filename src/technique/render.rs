@@ -562,8 +562,9 @@ pub(crate) fn fit_count(per_image: u64, available: u64) -> usize {
         .max(1)
 }
 
-/// The most memory (as `Network::forward_bytes` plans a gradient step) that one lane's pass of
-/// points holds on the CPU. Larger passes paid more for their memory than they saved in calls:
+/// The most memory (as [`step_bytes`] plans it) that one lane's pass holds on the CPU: input
+/// attribution's points, dataset examples' images (their forward passes hold about half of it,
+/// the plan being a gradient step's). Larger passes paid more for their memory than they saved in calls:
 /// EfficientNet-Lite0 at 224 px (96 MB a point toward blocks.10/add), SmoothGrad's 48 points on
 /// 2 cores in 2 lanes: 5.3 s at 1 point a pass, 6.2 at 2, 6.7 at 4, 7.7 at 8 (the fresh pages
 /// of tensors too large for the allocator to keep); zoo::fashion (0.8 MB a point), Integrated
