@@ -10,10 +10,10 @@
 #   - ONNX's backend node tests, generated from the onnx wheel's own case definitions;
 #   - the nine ONNX light models from that wheel, plus seeded random-weight copies and
 #     onnxruntime's intermediate outputs for them.
-# Then: cargo fmt --check, clippy -D warnings,
-# the README's main command in a clean environment (tests/user_path.sh), and cargo test, whose
-# kernel test re-installs over the kernel that command installed (one cold template build, not
-# two: 8 minutes on 2 cores) and drives that install.
+# Then: cargo fmt --check; then, side by side, the README's main command in a clean environment
+# (tests/user_path.sh) followed by the kernel's notebook test, which re-installs over the kernel
+# that command installed (one cold template build, not two: 8 minutes on 2 cores) and drives that
+# install; and the rest of cargo test followed by clippy -D warnings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,53 +95,61 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-# Clippy lints the CPU build. The `cuda` feature's code is compiled and linted where a GPU is
-# (`cargo clippy --features cuda` in the device script, see the README): with it here, clippy also
-# built the CUDA crates, minutes of CI's limited hour for code no CI machine can run.
-step "cargo clippy --all-targets -D warnings"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
-
 # The user's install stays until the end of the run: the kernel test re-installs over it.
 MICROSCOPE_USER_PATH_DIR=$(mktemp -d "$HOME/.microscope-user-path.XXXXXX")
 export MICROSCOPE_USER_PATH_DIR
 trap 'rm -rf "$MICROSCOPE_USER_PATH_DIR"; disk_report' EXIT
-
-step "the README's main command as a user runs it (clean environment)"
-tests/user_path.sh
 
 # One test is left to run by hand: the class visualizations of the ImageNet model at Lucid's 512
 # steps (`cargo test --test imagenet class_vis -- --nocapture`) take 12 minutes on 2 cores, which
 # would take this run past CI's limit. Measured: 9 of 10 classes top-1 (session 13, with 16
 # redirected steps and Adam's restart after them; 8 of 10 without redirection, the same day).
 #
-# The kernel's notebook test (Jupyter, the notebooks, JupyterLab; much of it one rustc per cell,
-# or waiting on a browser) runs beside the crate's tests (burn on both cores), which leaves fewer
-# idle cores than one after the other: cargo holds its lock only while it builds, and the test
-# build above is already done. Each side's lines carry its name.
+# Two sides run at once, as neither keeps both cores busy on its own:
+#   - [user path] the README's main command in a clean environment (tests/user_path.sh: the
+#     kernel's cold template build, then the tour executed to HTML and opened in Chromium), then
+#     [notebooks] the kernel's notebook test, which re-installs over that install and drives it
+#     (Jupyter, the notebooks, JupyterLab: much of it one rustc per cell, or waiting on a browser);
+#   - the crate's tests (burn on both cores), then clippy.
+# Run one after the other (2026-12-07, 2 cores), the main command took 13 minutes, then the two
+# test sides side by side 29 (the notebook side 24 of them), and clippy 4 before them all.
+# cargo holds its lock only while it builds, and the test build above is already done: the
+# user path's `cargo build` and `cargo test`'s only check that. Clippy, which holds the lock
+# while it lints, comes after the crate's tests, by when the notebook test has started.
 #
-# Each side has a time limit, so that a test that hangs fails here, with its name in the output
-# (libtest's "has been running for over 60 seconds"), instead of running into CI's limit with
-# nothing said, as a hang in a shared CPU thread pool once did. Alone on 2 cores the crate tests
-# take 10 minutes and the notebook test 15 to 30; `timeout` ends the whole process group, test
-# binaries included, and exits 124.
+# Each test side has a time limit, so that a test that hangs fails here, with its name in the
+# output (libtest's "has been running for over 60 seconds"), instead of running into CI's limit
+# with nothing said, as a hang in a shared CPU thread pool once did. Alone on 2 cores the crate
+# tests take 10 minutes and the notebook test 15 to 30; `timeout` ends the whole process group,
+# test binaries included, and exits 124.
 LIMIT=40m
-step "cargo test (the kernel's notebook test beside the rest; each side stops after $LIMIT)"
+step "the README's main command as a user runs it, then the kernel's notebook test; beside them, cargo test, then clippy (each test side stops after $LIMIT)"
 (
+  tests/user_path.sh 2>&1 | sed -u 's/^/[user path] /'
   MICROSCOPE_KERNEL_TEST_DATA_DIR="$MICROSCOPE_USER_PATH_DIR/jupyter" \
     timeout -k 30 "$LIMIT" cargo test --workspace --test notebooks -- --nocapture 2>&1 |
     sed -u 's/^/[notebooks] /'
 ) &
-notebooks=$!
+kernel_side=$!
 crate=0
 timeout -k 30 "$LIMIT" cargo test --workspace --no-fail-fast -- --nocapture \
   --skip class_visualizations_are_classified_as_their_class \
   --skip notebooks_run_through_jupyter_with_the_kernel || crate=$?
+step "cargo test (the crate's side) finished: exit $crate (124: past $LIMIT)"
+
+# Clippy lints the CPU build. The `cuda` feature's code is compiled and linted where a GPU is
+# (`cargo clippy --features cuda` in the device script, see the README): with it here, clippy also
+# built the CUDA crates, minutes of CI's limited hour for code no CI machine can run.
+step "cargo clippy --all-targets -D warnings"
+lint=0
+cargo clippy --workspace --all-targets --quiet -- -D warnings || lint=$?
+
 kernel=0
-wait "$notebooks" || kernel=$?
-step "cargo test finished: crate tests exit $crate, notebook test exit $kernel (124: past $LIMIT)"
+wait "$kernel_side" || kernel=$?
+step "finished: crate tests exit $crate, clippy exit $lint, main command and notebook test exit $kernel (124: the notebook test past $LIMIT)"
 # An `if`, not `[ ... ] && [ ... ]`: set -e lets a failing command before `&&` pass, and a crate
 # test failure was reported as "all tests passed".
-if [ "$crate" -ne 0 ] || [ "$kernel" -ne 0 ]; then
+if [ "$crate" -ne 0 ] || [ "$lint" -ne 0 ] || [ "$kernel" -ne 0 ]; then
   exit 1
 fi
 step "all tests passed"
