@@ -113,6 +113,42 @@ pub fn cos<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| x.cos())
 }
 
+pub fn tan<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.tan())
+}
+
+pub fn asin<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.asin())
+}
+
+pub fn acos<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.acos())
+}
+
+pub fn atan<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.atan())
+}
+
+pub fn sinh<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.sinh())
+}
+
+pub fn cosh<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.cosh())
+}
+
+pub fn asinh<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.asinh())
+}
+
+pub fn acosh<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.acosh())
+}
+
+pub fn atanh<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    unary(ctx, |x| x.atanh())
+}
+
 /// Floor, Ceil and Round (half to even, as ONNX and burn both say): host integers are already
 /// whole.
 pub fn floor<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
@@ -153,6 +189,28 @@ pub fn softplus<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 
 pub fn softsign<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     unary(ctx, |x| x.clone() / x.abs().add_scalar(1.0))
+}
+
+/// Swish (opset 24): `x · sigmoid(alpha · x)`, SiLU at `alpha` 1.
+pub fn swish<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let alpha = ctx.node.float("alpha", 1.0)?;
+    unary(ctx, |x| {
+        x.clone() * activation::sigmoid(x.mul_scalar(alpha))
+    })
+}
+
+/// Shrink: `x − bias` above `lambd`, `x + bias` below `−lambd`, 0 between (PyTorch's
+/// Hardshrink and Softshrink).
+pub fn shrink<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let lambd = ctx.node.float("lambd", 0.5)?;
+    let bias = ctx.node.float("bias", 0.0)?;
+    // From float ops alone (a comparison's mask is not an autodiff tensor): `s = x − clamp(x,
+    // −lambd, lambd)` is `x ∓ lambd` outside the bounds and 0 between, and its sign moves the
+    // outside by `lambd − bias`, with no gradient of its own.
+    unary(ctx, |x| {
+        let s = x.clone() - x.clamp(-lambd, lambd);
+        s.clone() + s.sign().mul_scalar(lambd - bias)
+    })
 }
 
 /// Mish (opset 18): `x · tanh(softplus(x))`.
@@ -364,6 +422,7 @@ pub fn dropout<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{run, run_on};
+    use crate::network::node::Attr;
     use crate::network::value::{DynTensor, Elem, HostTensor, Value};
 
     #[test]
@@ -371,9 +430,12 @@ mod tests {
         // Feature visualization pushes activations far: exp(100) overflows a naive softplus.
         let ad = crate::Device::cpu().autodiff();
         let xs = [-100.0, -1.0, 0.0, 1.0, 100.0];
-        for op in ["Softplus", "Mish", "Elu", "Selu", "Celu", "Softsign"] {
+        for op in [
+            "Softplus", "Mish", "Swish", "Elu", "Selu", "Celu", "Softsign",
+        ] {
             let x = DynTensor::from_host(&xs, &[5], &ad).require_grad();
-            let Value::Device(y) = run_on(op, 18, &[], vec![Value::Device(x.clone())], &ad)
+            let opset = if op == "Swish" { 24 } else { 18 };
+            let Value::Device(y) = run_on(op, opset, &[], vec![Value::Device(x.clone())], &ad)
                 .unwrap()
                 .remove(0)
             else {
@@ -392,6 +454,66 @@ mod tests {
                 assert!((g[4] - top / 100.0).abs() < 1e-3, "{op}: {g:?}");
             }
         }
+    }
+
+    #[test]
+    fn trigonometric_ops_pass_their_derivatives() {
+        let ad = crate::Device::cpu().autodiff();
+        let eval = |op: &str, xs: &[f32], grad: bool| {
+            let x = DynTensor::from_host(xs, &[xs.len()], &ad).require_grad();
+            let Value::Device(y) = run_on(op, 22, &[], vec![Value::Device(x.clone())], &ad)
+                .unwrap()
+                .remove(0)
+            else {
+                panic!("{op} runs on the device");
+            };
+            if grad {
+                x.grad(&y.backward()).unwrap().to_vec()
+            } else {
+                y.to_vec()
+            }
+        };
+        let ops = [
+            "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+        ];
+        for op in ops {
+            // Inside every op's domain (Acosh's starts at 1).
+            let xs: &[f32] = if op == "Acosh" {
+                &[1.5, 2.0]
+            } else {
+                &[-0.4, 0.3]
+            };
+            let h = 1e-2;
+            let up: Vec<f32> = xs.iter().map(|x| x + h).collect();
+            let down: Vec<f32> = xs.iter().map(|x| x - h).collect();
+            let (fu, fd) = (eval(op, &up, false), eval(op, &down, false));
+            let g = eval(op, xs, true);
+            for i in 0..xs.len() {
+                let numeric = (fu[i] - fd[i]) / (2.0 * h);
+                assert!(
+                    (g[i] - numeric).abs() < 1e-2 * numeric.abs().max(1.0),
+                    "{op} at {}: gradient {} against {numeric}",
+                    xs[i],
+                    g[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn shrink_is_zero_between_the_bounds_and_passes_gradients_outside() {
+        let ad = crate::Device::cpu().autodiff();
+        let x = DynTensor::from_host(&[-1.0, -0.2, 0.0, 0.3, 2.0], &[5], &ad).require_grad();
+        let attrs = [("lambd", Attr::Float(0.5)), ("bias", Attr::Float(0.25))];
+        let Value::Device(y) = run_on("Shrink", 9, &attrs, vec![Value::Device(x.clone())], &ad)
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("Shrink runs on the device");
+        };
+        let (y_values, g) = (y.to_vec(), x.grad(&y.backward()).unwrap().to_vec());
+        assert_eq!(y_values, [-0.75, 0.0, 0.0, 0.0, 1.75]);
+        assert_eq!(g, [1.0, 0.0, 0.0, 0.0, 1.0]);
     }
 
     #[test]
