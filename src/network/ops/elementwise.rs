@@ -204,6 +204,12 @@ pub fn swish<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 pub fn shrink<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let lambd = ctx.node.float("lambd", 0.5)?;
     let bias = ctx.node.float("bias", 0.0)?;
+    // PyTorch's shrinks ask the same; a negative one would make the clamp below invalid.
+    if !(lambd.is_finite() && lambd >= 0.0) {
+        return Err(ctx.error(format!(
+            "lambd must be a finite number, 0 or more, not {lambd}"
+        )));
+    }
     // From float ops alone (a comparison's mask is not an autodiff tensor): `s = x − clamp(x,
     // −lambd, lambd)` is `x ∓ lambd` outside the bounds and 0 between, and its sign moves the
     // outside by `lambd − bias`, with no gradient of its own.
@@ -514,6 +520,9 @@ mod tests {
         let (y_values, g) = (y.to_vec(), x.grad(&y.backward()).unwrap().to_vec());
         assert_eq!(y_values, [-0.75, 0.0, 0.0, 0.0, 1.75]);
         assert_eq!(g, [1.0, 0.0, 0.0, 0.0, 1.0]);
+        let negative = [("lambd", Attr::Float(-1.0))];
+        let err = run_on("Shrink", 9, &negative, vec![Value::Device(x)], &ad).unwrap_err();
+        assert!(err.to_string().contains("lambd"), "{err}");
     }
 
     #[test]
