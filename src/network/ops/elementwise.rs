@@ -210,6 +210,10 @@ pub fn shrink<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
             "lambd must be a finite number, 0 or more, not {lambd}"
         )));
     }
+    // An infinite one would give NaN (0 · ∞) between the bounds, where Shrink is 0.
+    if !bias.is_finite() {
+        return Err(ctx.error(format!("bias must be a finite number, not {bias}")));
+    }
     // From float ops alone (a comparison's mask is not an autodiff tensor): `s = x − clamp(x,
     // −lambd, lambd)` is `x ∓ lambd` outside the bounds and 0 between, and its sign moves the
     // outside by `lambd − bias`, with no gradient of its own.
@@ -431,23 +435,33 @@ mod tests {
     use crate::network::node::Attr;
     use crate::network::value::{DynTensor, Elem, HostTensor, Value};
 
+    /// `op` of `xs` on the CPU's autodiff backend: its values, and the gradient of their sum.
+    fn values_and_gradient(
+        op: &str,
+        opset: i64,
+        attrs: &[(&str, Attr)],
+        xs: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let ad = crate::Device::cpu().autodiff();
+        let x = DynTensor::from_host(xs, &[xs.len()], &ad).require_grad();
+        let Value::Device(y) = run_on(op, opset, attrs, vec![Value::Device(x.clone())], &ad)
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("{op} runs on the device");
+        };
+        (y.to_vec(), x.grad(&y.backward()).unwrap().to_vec())
+    }
+
     #[test]
     fn smooth_activations_stay_finite_far_out_and_pass_gradients() {
         // Feature visualization pushes activations far: exp(100) overflows a naive softplus.
-        let ad = crate::Device::cpu().autodiff();
         let xs = [-100.0, -1.0, 0.0, 1.0, 100.0];
         for op in [
             "Softplus", "Mish", "Swish", "Elu", "Selu", "Celu", "Softsign",
         ] {
-            let x = DynTensor::from_host(&xs, &[5], &ad).require_grad();
             let opset = if op == "Swish" { 24 } else { 18 };
-            let Value::Device(y) = run_on(op, opset, &[], vec![Value::Device(x.clone())], &ad)
-                .unwrap()
-                .remove(0)
-            else {
-                panic!("{op} runs on the device");
-            };
-            let (y_values, g) = (y.to_vec(), x.grad(&y.backward()).unwrap().to_vec());
+            let (y_values, g) = values_and_gradient(op, opset, &[], &xs);
             assert!(
                 y_values.iter().chain(&g).all(|v| v.is_finite()),
                 "{op}: {y_values:?} {g:?}"
@@ -464,21 +478,6 @@ mod tests {
 
     #[test]
     fn trigonometric_ops_pass_their_derivatives() {
-        let ad = crate::Device::cpu().autodiff();
-        let eval = |op: &str, xs: &[f32], grad: bool| {
-            let x = DynTensor::from_host(xs, &[xs.len()], &ad).require_grad();
-            let Value::Device(y) = run_on(op, 22, &[], vec![Value::Device(x.clone())], &ad)
-                .unwrap()
-                .remove(0)
-            else {
-                panic!("{op} runs on the device");
-            };
-            if grad {
-                x.grad(&y.backward()).unwrap().to_vec()
-            } else {
-                y.to_vec()
-            }
-        };
         let ops = [
             "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
         ];
@@ -492,8 +491,11 @@ mod tests {
             let h = 1e-2;
             let up: Vec<f32> = xs.iter().map(|x| x + h).collect();
             let down: Vec<f32> = xs.iter().map(|x| x - h).collect();
-            let (fu, fd) = (eval(op, &up, false), eval(op, &down, false));
-            let g = eval(op, xs, true);
+            let (fu, fd) = (
+                values_and_gradient(op, 22, &[], &up).0,
+                values_and_gradient(op, 22, &[], &down).0,
+            );
+            let g = values_and_gradient(op, 22, &[], xs).1;
             for i in 0..xs.len() {
                 let numeric = (fu[i] - fd[i]) / (2.0 * h);
                 assert!(
@@ -508,21 +510,19 @@ mod tests {
 
     #[test]
     fn shrink_is_zero_between_the_bounds_and_passes_gradients_outside() {
-        let ad = crate::Device::cpu().autodiff();
-        let x = DynTensor::from_host(&[-1.0, -0.2, 0.0, 0.3, 2.0], &[5], &ad).require_grad();
         let attrs = [("lambd", Attr::Float(0.5)), ("bias", Attr::Float(0.25))];
-        let Value::Device(y) = run_on("Shrink", 9, &attrs, vec![Value::Device(x.clone())], &ad)
-            .unwrap()
-            .remove(0)
-        else {
-            panic!("Shrink runs on the device");
-        };
-        let (y_values, g) = (y.to_vec(), x.grad(&y.backward()).unwrap().to_vec());
+        let (y_values, g) = values_and_gradient("Shrink", 9, &attrs, &[-1.0, -0.2, 0.0, 0.3, 2.0]);
         assert_eq!(y_values, [-0.75, 0.0, 0.0, 0.0, 1.75]);
         assert_eq!(g, [1.0, 0.0, 0.0, 0.0, 1.0]);
-        let negative = [("lambd", Attr::Float(-1.0))];
-        let err = run_on("Shrink", 9, &negative, vec![Value::Device(x)], &ad).unwrap_err();
-        assert!(err.to_string().contains("lambd"), "{err}");
+        let on = crate::Device::cpu();
+        let x = DynTensor::from_host(&[1.0], &[1], on.burn());
+        for attrs in [
+            [("lambd", Attr::Float(-1.0))],
+            [("bias", Attr::Float(f32::INFINITY))],
+        ] {
+            let err = run("Shrink", 9, &attrs, vec![Value::Device(x.clone())]).unwrap_err();
+            assert!(err.to_string().contains(attrs[0].0), "{err}");
+        }
     }
 
     #[test]
