@@ -41,6 +41,10 @@ const EXCLUDED: &[(&str, &str)] = &[
         "GridSample of volumes is outside the scope of 2-D vision models",
     ),
     (
+        "test_lppool_3d_",
+        "3-D pooling is outside the scope of 2-D vision CNNs",
+    ),
+    (
         "test_maxpool_3d_",
         "3-D pooling is outside the scope of 2-D vision CNNs",
     ),

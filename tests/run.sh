@@ -76,12 +76,13 @@ step "cargo test --workspace --no-run"
 cargo test --workspace --no-run --quiet
 
 # The node tests are generated for the ops the runtime implements, as its op table lists them
-# (`microscope info --ops`), and regenerated when that list or the onnx version changes.
+# (`microscope info --ops`), and regenerated when that list, the onnx version or the scripts
+# that write them change.
 step "the op table: microscope info --ops"
 mapfile -t ops < <(target/debug/microscope info --ops | awk '{print $1}')
 [ "${#ops[@]}" -gt 0 ] || { echo "microscope info --ops listed no ops" >&2; exit 1; }
 echo "${#ops[@]} ops: ${ops[*]}"
-stamp="$FIX/.stamp-$ONNX_VERSION-$(printf '%s\n' "${ops[@]}" | sha256sum | cut -c1-16)"
+stamp="$FIX/.stamp-$ONNX_VERSION-$( (printf '%s\n' "${ops[@]}"; cat tests/support/onnx_node_tests.py tests/support/light_reference.py) | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   step "ONNX fixtures"
   rm -rf "$FIX" && mkdir -p "$FIX"

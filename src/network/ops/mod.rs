@@ -25,6 +25,7 @@ mod resize;
 mod scatter;
 mod select;
 mod shape;
+mod structured;
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
@@ -395,6 +396,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Erf", kernel: kernels!(elementwise::erf), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "9–13" },
     OpSpec { name: "Exp", kernel: kernels!(elementwise::exp), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Expand", kernel: kernels!(expand::expand), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "8–13" },
+    OpSpec { name: "EyeLike", kernel: kernels!(structured::eye_like), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "9–22" },
     OpSpec { name: "Flatten", kernel: kernels!(shape::flatten), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "1–25" },
     OpSpec { name: "Floor", kernel: kernels!(elementwise::floor), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "6–13" },
     OpSpec { name: "GRU", kernel: kernels!(recurrent::gru), linear: None, activation: false, cuts_off: false, rearranges: false, units: false, opsets: "7–22" },
@@ -404,6 +406,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Gelu", kernel: kernels!(elementwise::gelu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "20" },
     OpSpec { name: "Gemm", kernel: kernels!(linear::gemm), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "GlobalAveragePool", kernel: kernels!(pool::global_average_pool), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
+    OpSpec { name: "GlobalLpPool", kernel: kernels!(pool::global_lp_pool), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "2–22" },
     OpSpec { name: "GlobalMaxPool", kernel: kernels!(pool::global_max_pool), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
     OpSpec { name: "Greater", kernel: kernels!(binary::greater), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–13" },
     OpSpec { name: "GreaterOrEqual", kernel: kernels!(binary::greater_or_equal), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "12–16" },
@@ -425,17 +428,20 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Log", kernel: kernels!(elementwise::log), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "LogSoftmax", kernel: kernels!(norm::log_softmax), linear: None, activation: true, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "LpNormalization", kernel: kernels!(norm::lp_norm), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
+    OpSpec { name: "LpPool", kernel: kernels!(pool::lp_pool), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "2–22" },
     OpSpec { name: "MatMul", kernel: kernels!(linear::matmul), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Max", kernel: kernels!(binary::max), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "8–13" },
     OpSpec { name: "MaxPool", kernel: kernels!(pool::max_pool), linear: Some("AveragePool"), activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
     OpSpec { name: "MaxUnpool", kernel: kernels!(pool::max_unpool), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "9–22" },
     OpSpec { name: "Mean", kernel: kernels!(binary::mean), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
+    OpSpec { name: "MeanVarianceNormalization", kernel: kernels!(norm::mean_variance_norm), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "9–13" },
     OpSpec { name: "Min", kernel: kernels!(binary::min), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "8–13" },
     OpSpec { name: "Mish", kernel: kernels!(elementwise::mish), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "18–22" },
     OpSpec { name: "Mod", kernel: kernels!(binary::mod_), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "10–28" },
     OpSpec { name: "Mul", kernel: kernels!(binary::mul), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–14" },
     OpSpec { name: "Neg", kernel: kernels!(elementwise::neg), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Not", kernel: kernels!(elementwise::not), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1" },
+    OpSpec { name: "OneHot", kernel: kernels!(structured::one_hot), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "9–11" },
     OpSpec { name: "Or", kernel: kernels!(binary::or), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7" },
     OpSpec { name: "PRelu", kernel: kernels!(elementwise::prelu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "7–16" },
     OpSpec { name: "Pad", kernel: kernels!(shape::pad), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "2–25" },
@@ -485,6 +491,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Tile", kernel: kernels!(expand::tile), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "6–13" },
     OpSpec { name: "TopK", kernel: kernels!(select::topk), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–11" },
     OpSpec { name: "Transpose", kernel: kernels!(shape::transpose), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "1–25" },
+    OpSpec { name: "Trilu", kernel: kernels!(structured::trilu), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "14" },
     OpSpec { name: "Unsqueeze", kernel: kernels!(shape::unsqueeze), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "1–25" },
     OpSpec { name: "Upsample", kernel: kernels!(resize::upsample), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–9" },
     OpSpec { name: "Where", kernel: kernels!(binary::where_), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "9–16" },
@@ -549,6 +556,7 @@ pub(crate) mod testing {
     use super::{lookup, Ctx, Node, Value};
     use crate::error::Result;
     use crate::network::node::Attr;
+    use crate::network::value::DynTensor;
 
     /// Evaluates a node `op` (opset `opset`, node name `node_under_test`) with `attrs` on
     /// `inputs`, creating tensors on `device`.
@@ -579,6 +587,26 @@ pub(crate) mod testing {
             linearized: false,
         };
         lookup::<burn::Dispatch>(op).expect("an op of the table")(&ctx)
+    }
+
+    /// `op` of `xs`, shaped `shape`, on the CPU's autodiff backend: its values, and the gradient
+    /// of their sum.
+    pub fn values_and_gradient(
+        op: &str,
+        opset: i64,
+        attrs: &[(&str, Attr)],
+        xs: &[f32],
+        shape: &[usize],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let ad = crate::Device::cpu().autodiff();
+        let x = DynTensor::from_host(xs, shape, &ad).require_grad();
+        let Value::Device(y) = run_on(op, opset, attrs, vec![Value::Device(x.clone())], &ad)
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("{op} runs on the device");
+        };
+        (y.to_vec(), x.grad(&y.backward()).unwrap().to_vec())
     }
 
     /// [`run_on`] on the CPU.

@@ -1,5 +1,5 @@
 //! Normalizations: LRN, BatchNormalization, InstanceNormalization, GroupNormalization,
-//! LayerNormalization, LpNormalization, Softmax, LogSoftmax.
+//! LayerNormalization, LpNormalization, MeanVarianceNormalization, Softmax, LogSoftmax.
 
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -214,6 +214,31 @@ pub fn instance_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     Ok(vec![Value::Device(DynTensor::from_storage(y, rank))])
 }
 
+/// MeanVarianceNormalization (opsets 9–13): `(x - mean) / (std + 1e-9)` over `axes` (`[0, 2,
+/// 3]` unless given: per channel over the batch and the image), Caffe's MVN layer. The variance
+/// is held at the smallest normal float or above before its root, so a constant input gives
+/// zeros with a finite gradient (the root's gradient at 0 is infinite).
+pub fn mean_variance_norm<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let x = ctx.float(0)?;
+    let rank = x.rank();
+    let given = ctx.node.ints("axes")?.unwrap_or_else(|| vec![0, 2, 3]);
+    let mut axes = Vec::with_capacity(given.len());
+    for &a in &given {
+        let a = ctx.axis(a, rank)?;
+        if axes.contains(&a) {
+            return Err(ctx.error(format!("axes {given:?} name axis {a} twice")));
+        }
+        axes.push(a);
+    }
+    let axes: Vec<usize> = axes.into_iter().map(|a| x.storage_axis(a)).collect();
+    let (centered, _, var) = moments(x.into_storage(), &axes);
+    let std = var.clamp_min(f32::MIN_POSITIVE).sqrt().add_scalar(1e-9);
+    Ok(vec![Value::Device(DynTensor::from_storage(
+        centered / std,
+        rank,
+    ))])
+}
+
 /// GroupNormalization (opsets 18–21): the channels in `num_groups` groups, each normalized over
 /// its channels and the spatial axes, then scaled and shifted: by one value per group in opset 18
 /// (the version the standard deprecated), per channel from 21 on (as PyTorch's GroupNorm).
@@ -362,9 +387,31 @@ fn normalize_exp<B: Backend>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::run;
+    use super::super::testing::{run, values_and_gradient};
     use crate::network::node::Attr;
     use crate::network::value::{DynTensor, Value};
+
+    #[test]
+    fn mean_variance_normalization_of_a_constant_channel_is_zeros_with_a_finite_gradient() {
+        // Channel 0 is constant, channel 1 is [1, 3] (mean 2, standard deviation 1).
+        let xs = [5.0, 5.0, 1.0, 3.0];
+        let (y, g) = values_and_gradient("MeanVarianceNormalization", 13, &[], &xs, &[1, 2, 1, 2]);
+        assert_eq!(y[..2], [0.0, 0.0]);
+        assert!(
+            (y[2] + 1.0).abs() < 1e-6 && (y[3] - 1.0).abs() < 1e-6,
+            "{y:?}"
+        );
+        // The outputs of a channel sum to 0 whatever its values: no gradient of their sum.
+        assert!(g.iter().all(|g| g.abs() < 1e-5), "{g:?}");
+        let attrs = [("axes", Attr::Ints(vec![1, -3]))];
+        let x = Value::Device(DynTensor::from_host(
+            &xs,
+            &[1, 2, 1, 2],
+            crate::Device::cpu().burn(),
+        ));
+        let e = run("MeanVarianceNormalization", 13, &attrs, vec![x]).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+    }
 
     #[test]
     fn group_norm_scales_per_group_in_opset_18_and_per_channel_from_21() {

@@ -1,4 +1,5 @@
-//! MaxPool, AveragePool (explicit pads, ceil_mode, count_include_pad, dilations) and global pools.
+//! MaxPool, AveragePool (explicit pads, ceil_mode, count_include_pad, dilations), LpPool and
+//! global pools.
 //!
 //! ONNX output sizes are computed here, the input is padded explicitly to exactly the extent the
 //! windows cover, and burn's kernels then run without padding. Average pooling divides a window
@@ -418,6 +419,76 @@ fn average<B: Backend>(ctx: &Ctx<B>) -> Result<Value<B>> {
     Ok(Value::Device(squeeze_1d(DynTensor::new(y), dims.len())))
 }
 
+/// LpPool's and GlobalLpPool's `p` (opset 2 on: an int, 2 unless given), at least 1.
+fn lp_exponent<B: Backend>(ctx: &Ctx<B>) -> Result<i32> {
+    let p = ctx.node.int("p", 2)?;
+    i32::try_from(p)
+        .ok()
+        .filter(|&p| p >= 1)
+        .ok_or_else(|| ctx.error(format!("p = {p} must be a positive integer")))
+}
+
+/// `|x|^p`, the terms of an Lp pool.
+fn lp_terms<B: Backend, const D: usize>(x: Tensor<B, D>, p: i32) -> Tensor<B, D> {
+    match p {
+        1 => x.abs(),
+        2 => x.clone() * x,
+        p => x.abs().powi_scalar(p),
+    }
+}
+
+/// `s^(1/p)` of a sum of Lp terms. The root's gradient at 0 is infinite, which a window of
+/// zeros (after a ReLU, in the padding) would turn into NaN for every pixel upstream: the sum is
+/// held at the smallest normal float or above, which moves a zero output by 1e-19 at p = 2 and
+/// gives it no gradient, as a subgradient of the norm at 0 may.
+fn lp_root<B: Backend, const D: usize>(s: Tensor<B, D>, p: i32) -> Tensor<B, D> {
+    match p {
+        1 => s,
+        2 => s.clamp_min(f32::MIN_POSITIVE).sqrt(),
+        p => s.clamp_min(f32::MIN_POSITIVE).powf_scalar(1.0 / p as f32),
+    }
+}
+
+/// LpPool (opsets 2–22): the p-norm of each window, `(Σ |x|^p)^(1/p)`, with MaxPool's geometry
+/// (pads, auto_pad, strides; dilations and ceil_mode from 18). Padding adds zeros, which add
+/// nothing to a norm.
+pub fn lp_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let x = ctx.float(0)?;
+    let dims = x.dims();
+    if dims.len() < 3 {
+        return Err(ctx.error(format!("input {dims:?} has no spatial axes")));
+    }
+    let p = lp_exponent(ctx)?;
+    let plan = plan(ctx, &dims)?;
+    let x4 = lp_terms(lift_tensor_2d(&x)?, p);
+    let (begin, end) = (lift_2d(&plan.win.begin, 0), padded_ends(&plan));
+    let sum = window_sum(pad_4d(x4, begin, end, 0.0), &plan);
+    let y = lp_root(sum, p);
+    Ok(vec![Value::Device(squeeze_1d(
+        DynTensor::new(y),
+        dims.len(),
+    ))])
+}
+
+/// GlobalLpPool (opsets 2–22): the p-norm of each channel over all its spatial axes.
+pub fn global_lp_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let x = ctx.float(0)?;
+    let rank = x.rank();
+    if rank < 3 {
+        return Err(ctx.error(format!("input {:?} has no spatial axes", x.dims())));
+    }
+    let p = lp_exponent(ctx)?;
+    let axes: Vec<usize> = (2..rank).map(|a| x.storage_axis(a)).collect();
+    let mut s = lp_terms(x.into_storage(), p);
+    for a in axes {
+        s = s.sum_dim(a);
+    }
+    Ok(vec![Value::Device(DynTensor::from_storage(
+        lp_root(s, p),
+        rank,
+    ))])
+}
+
 fn global<B: Backend>(ctx: &Ctx<B>, max: bool) -> Result<Vec<Value<B>>> {
     let x = ctx.float(0)?;
     let rank = x.rank();
@@ -442,9 +513,39 @@ pub fn global_max_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::run;
+    use super::super::testing::{run, values_and_gradient};
     use crate::network::node::Attr;
     use crate::network::value::{DynTensor, HostTensor, Value};
+
+    #[test]
+    fn lp_pools_of_zeros_are_zero_with_a_finite_gradient_and_others_the_norms() {
+        // Two 2×2 windows: zeros (a ReLU's output), and 3, 4, 0, 0.
+        let xs = [0.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0];
+        let attrs = [
+            ("kernel_shape", Attr::Ints(vec![2, 2])),
+            ("strides", Attr::Ints(vec![2, 2])),
+        ];
+        let (y, g) = values_and_gradient("LpPool", 18, &attrs, &xs, &[1, 1, 2, 4]);
+        assert!(y[0].abs() < 1e-18 && (y[1] - 5.0).abs() < 1e-6, "{y:?}");
+        // d‖x‖/dx = x / ‖x‖; none through the zeros.
+        assert_eq!(g, [0.0, 0.0, 0.6, 0.8, 0.0, 0.0, 0.0, 0.0]);
+        // GlobalLpPool p = 3 of channel [1, -2] and of a channel of zeros.
+        let xs = [1.0, -2.0, 0.0, 0.0];
+        let attrs = [("p", Attr::Int(3))];
+        let (y, g) = values_and_gradient("GlobalLpPool", 2, &attrs, &xs, &[1, 2, 1, 2]);
+        let norm = 9f32.cbrt();
+        assert!((y[0] - norm).abs() < 1e-5 && y[1].abs() < 1e-12, "{y:?}");
+        // d/dx (Σ|x|³)^(1/3) = x·|x| / y².
+        let want = [1.0 / (norm * norm), -4.0 / (norm * norm), 0.0, 0.0];
+        for (g, w) in g.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{g} against {w}");
+        }
+        for p in [0, -1, 1 << 40] {
+            let x = Value::Host(HostTensor::f32(vec![1, 1, 2, 2], vec![1.0; 4]));
+            let e = run("GlobalLpPool", 2, &[("p", Attr::Int(p))], vec![x]).unwrap_err();
+            assert!(e.to_string().contains("positive integer"), "{e}");
+        }
+    }
 
     #[test]
     fn a_ceil_mode_kernel_past_the_input_makes_one_window_of_all_of_it() {
