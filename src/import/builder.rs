@@ -158,6 +158,7 @@ impl OnnxBuilder {
                 initializer: self.initializers.clone(),
                 input: self.inputs.clone(),
                 output: self.outputs.clone(),
+                value_info: Vec::new(),
             }),
             opset_import: vec![OperatorSetIdProto {
                 domain: String::new(),

@@ -285,7 +285,7 @@ fn parse_model(
                 convert_attr(a, external).map_err(|r| Error::node(&name, &n.op_type, r))?,
             );
         }
-        declare_output_type(&mut attrs, n, domain, &declared);
+        declare_types(&mut attrs, n, domain, &declared);
         if !n.name.is_empty() && n.name != name {
             aliases.push((n.name.clone(), name.clone()));
         }
@@ -333,9 +333,9 @@ fn parse_model(
 }
 
 /// The element type the file declares for each tensor it types: initializers, graph inputs and
-/// Constant nodes' values. The runtime keeps integers as i64 whatever their ONNX type, and only a
-/// node that quantizes its output needs one back: its output zero point's type is its output
-/// type, the integer range it saturates to.
+/// outputs, value_info, Constant nodes' values, and what Cast and CastLike make. The runtime
+/// keeps integers as i64 and floats as f32 whatever their ONNX type, and only a few nodes need
+/// one back (see [`declare_types`]).
 /// `initializers` are the initializers' types, by name (taken out of `graph` as they are read).
 fn declared_types<'a>(
     graph: &'a proto::GraphProto,
@@ -345,47 +345,69 @@ fn declared_types<'a>(
         .iter()
         .map(|(name, &code)| (name.as_str(), code))
         .collect();
-    for i in &graph.input {
+    for i in graph
+        .input
+        .iter()
+        .chain(&graph.output)
+        .chain(&graph.value_info)
+    {
         let elem = i.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
         if let Some(t) = elem.filter(|t| t.elem_type != 0) {
             types.entry(&i.name).or_insert(t.elem_type);
         }
     }
-    for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
+    // Nodes in file order, which is the order they run in: a CastLike's target is typed before.
+    for n in &graph.node {
         let Some(out) = n.output.first() else {
             continue;
         };
-        for a in &n.attribute {
-            let code = match a.name.as_str() {
-                "value" => a.t.as_ref().map(|t| t.data_type),
+        let standard = n.domain.is_empty() || n.domain == "ai.onnx";
+        let code = match n.op_type.as_str() {
+            "Constant" if standard => n.attribute.iter().find_map(|a| match a.name.as_str() {
+                "value" => a.t.as_ref().map(|t| i64::from(t.data_type)),
                 "value_int" | "value_ints" => Some(7),
                 "value_float" | "value_floats" => Some(1),
                 _ => None,
-            };
-            if let Some(code) = code {
-                types.insert(out, code);
-            }
+            }),
+            "Cast" if standard => n.attribute.iter().find(|a| a.name == "to").map(|a| a.i),
+            "CastLike" if standard => n
+                .input
+                .get(1)
+                .and_then(|t| types.get(t.as_str()))
+                .map(|&c| i64::from(c)),
+            _ => None,
+        };
+        if let Some(code) = code.and_then(|c| i32::try_from(c).ok()) {
+            types.insert(out, code);
         }
     }
     types
 }
 
-/// Gives a node that quantizes its output (QuantizeLinear, QLinearConv, …) its output type as an
-/// `output_dtype` attribute (QuantizeLinear's name for it since opset 21) where the file leaves
-/// it to the output zero point's declared type.
-fn declare_output_type(
+/// Gives a node the ONNX type it makes where the file leaves it to another tensor's declared
+/// type, as an attribute its kernel reads:
+/// - a node that quantizes its output (QuantizeLinear, QLinearConv, …) gets its output zero
+///   point's type as `output_dtype` (QuantizeLinear's name for it since opset 21): the integer
+///   range it saturates to;
+/// - CastLike gets its target's as `to` (Cast's name for it): an 8- or 4-bit float target
+///   rounds the values to that type.
+fn declare_types(
     attrs: &mut BTreeMap<String, Attr>,
     n: &proto::NodeProto,
     domain: &str,
     declared: &HashMap<&str, i32>,
 ) {
-    let Some(zero_point) = crate::network::lower::output_zero_point(domain, &n.op_type) else {
+    let (input, attr) = if domain.is_empty() && n.op_type == "CastLike" {
+        (1, "to")
+    } else if let Some(zero_point) = crate::network::lower::output_zero_point(domain, &n.op_type) {
+        (zero_point, "output_dtype")
+    } else {
         return;
     };
-    let set = matches!(attrs.get("output_dtype"), Some(Attr::Int(code)) if *code != 0);
-    let zero_point = n.input.get(zero_point).filter(|z| !z.is_empty());
-    if let (false, Some(code)) = (set, zero_point.and_then(|z| declared.get(z.as_str()))) {
-        attrs.insert("output_dtype".into(), Attr::Int(i64::from(*code)));
+    let set = matches!(attrs.get(attr), Some(Attr::Int(code)) if *code != 0);
+    let typed_by = n.input.get(input).filter(|t| !t.is_empty());
+    if let (false, Some(code)) = (set, typed_by.and_then(|t| declared.get(t.as_str()))) {
+        attrs.insert(attr.into(), Attr::Int(i64::from(*code)));
     }
 }
 
@@ -431,6 +453,32 @@ mod tests {
     /// (a branch beside it, constants, a graph output it does not reach) and drops the rest,
     /// however indirectly they depend on it. What the dropped nodes read from the kept ones
     /// becomes an output beside the file's outputs that remain.
+    #[test]
+    fn cast_like_casts_to_its_target_s_declared_type_as_cast_does() {
+        use crate::import::builder::AttrValue;
+        use crate::network::{HostTensor, Value};
+        // The target is an 8-bit float (E4M3FN, 17) made by a Cast: CastLike rounds to it too.
+        let mut b = OnnxBuilder::new();
+        b.input("image", &[1, 1, 1, 2])
+            .node("Cast", "narrow", &["image"], &[("to", AttrValue::Int(17))])
+            .node("CastLike", "like", &["image", "narrow"], &[])
+            .output("like");
+        let net = parse_onnx(&b.to_bytes("casts"), "casts", Device::cpu()).unwrap();
+        let image = HostTensor::f32(vec![1, 1, 1, 2], vec![0.478_925_47, 3.0]);
+        let out = net
+            .run(&[("image", Value::Host(image))], &["narrow", "like"])
+            .unwrap();
+        let values: Vec<Vec<f32>> = out
+            .iter()
+            .map(|v| match v {
+                Value::Device(t) => t.to_vec(),
+                Value::Host(h) => h.to_f32(),
+            })
+            .collect();
+        assert_eq!(values[0], [0.468_75, 3.0]);
+        assert_eq!(values[1], values[0]);
+    }
+
     #[test]
     fn a_partial_load_keeps_what_does_not_depend_on_an_unsupported_op() {
         let mut b = OnnxBuilder::new();

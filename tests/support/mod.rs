@@ -104,6 +104,7 @@ pub fn model(
                 name: output.into(),
                 r#type: None,
             }],
+            value_info: Vec::new(),
         }),
         metadata_props: Vec::new(),
         opset_import: vec![OperatorSetIdProto {

@@ -372,6 +372,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "AveragePool", kernel: kernels!(pool::average_pool), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
     OpSpec { name: "BatchNormalization", kernel: kernels!(norm::batch_norm), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–15" },
     OpSpec { name: "Cast", kernel: kernels!(shape::cast), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "6–25" },
+    OpSpec { name: "CastLike", kernel: kernels!(shape::cast_like), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "15–25" },
     OpSpec { name: "Ceil", kernel: kernels!(elementwise::ceil), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "6–13" },
     OpSpec { name: "Celu", kernel: kernels!(elementwise::celu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "12" },
     OpSpec { name: "Clip", kernel: kernels!(elementwise::clip), linear: Some("Identity"), activation: true, cuts_off: true, rearranges: false, units: true, opsets: "1–13" },

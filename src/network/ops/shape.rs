@@ -584,9 +584,31 @@ pub fn cast<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let to = ctx.node.int("to", 1)?;
     let elem = Elem::of_onnx(to)
         .ok_or_else(|| ctx.error(format!("cast to data type {to} is not supported")))?;
+    cast_to(ctx, elem, Some(to))
+}
+
+/// CastLike (opsets 15–25): input 0 cast to the type of input 1. The importer gives the node
+/// that type as a `to` attribute where the file declares it (an initializer, a graph input,
+/// value_info, a Constant, a Cast), so it casts exactly as Cast does, rounding to an 8- or 4-bit
+/// float target. Otherwise it casts to the type the runtime keeps the target in: floats (f32),
+/// integers or booleans.
+pub fn cast_like<B: Back>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    if ctx.node.attrs.contains_key("to") {
+        return cast(ctx);
+    }
+    let elem = if ctx.is_host(1) {
+        ctx.host_ref(1)?.elem
+    } else {
+        Elem::Float
+    };
+    cast_to(ctx, elem, None)
+}
+
+/// Input 0 as `elem`; `to` the ONNX type code where the node names it (Cast).
+fn cast_to<B: Back>(ctx: &Ctx<B>, elem: Elem, to: Option<i64>) -> Result<Vec<Value<B>>> {
     // To an 8- or 4-bit float: the values round to the type's, the gradient passes straight
     // through.
-    if let Some(format) = minifloat::format(to) {
+    if let Some(format) = to.and_then(minifloat::format) {
         let saturate = ctx.node.int("saturate", 1)? != 0;
         if !ctx.is_host(0) {
             let x = ctx.float(0)?;
