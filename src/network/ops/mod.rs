@@ -375,6 +375,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "CastLike", kernel: kernels!(shape::cast_like), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "15–25" },
     OpSpec { name: "Ceil", kernel: kernels!(elementwise::ceil), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "6–13" },
     OpSpec { name: "Celu", kernel: kernels!(elementwise::celu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "12" },
+    OpSpec { name: "CenterCropPad", kernel: kernels!(shape::center_crop_pad), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "18" },
     OpSpec { name: "Clip", kernel: kernels!(elementwise::clip), linear: Some("Identity"), activation: true, cuts_off: true, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Col2Im", kernel: kernels!(conv::col2im), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "18" },
     OpSpec { name: "Concat", kernel: kernels!(shape::concat), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "4–13" },
@@ -465,6 +466,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Reshape", kernel: kernels!(shape::reshape), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "1–25" },
     OpSpec { name: "Resize", kernel: kernels!(resize::resize), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "10–19" },
     OpSpec { name: "Round", kernel: kernels!(elementwise::round), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "11–22" },
+    OpSpec { name: "Scatter", kernel: kernels!(scatter::scatter_elements), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "9–10" },
     OpSpec { name: "ScatterElements", kernel: kernels!(scatter::scatter_elements), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "11–18" },
     OpSpec { name: "ScatterND", kernel: kernels!(scatter::scatter_nd), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "11–18" },
     OpSpec { name: "Selu", kernel: kernels!(elementwise::selu), linear: Some("Identity"), activation: true, cuts_off: false, rearranges: false, units: true, opsets: "6–22" },
@@ -526,7 +528,9 @@ pub fn cuts_off(op: &str) -> bool {
 pub fn reads_values(op: &str, input: usize) -> bool {
     match op {
         "Shape" | "Size" => false,
-        "Gather" | "GatherElements" | "GatherND" | "ScatterND" | "ScatterElements" => input != 1,
+        "Gather" | "GatherElements" | "GatherND" | "ScatterND" | "ScatterElements" | "Scatter" => {
+            input != 1
+        }
         "MaxUnpool" => input == 0,
         _ => true,
     }

@@ -310,7 +310,8 @@ fn element_targets<B: Backend>(ctx: &Ctx<B>) -> Result<(Vec<usize>, Vec<usize>, 
 /// ScatterElements (opsets 11–18; 16 added `reduction`, 18 max and min): a copy of `data`
 /// whose elements at `indices` along `axis` are replaced by, or combined with, `updates`.
 /// PyTorch exports `select_scatter` and `scatter_` so (ConViT's relative positions). It is
-/// ScatterND over the data seen as rows of one element.
+/// ScatterND over the data seen as rows of one element. Also Scatter (opsets 9–10), its name
+/// before 11, which PyTorch's exporter wrote at those opsets.
 pub fn scatter_elements<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let reduction = Reduction::of(ctx)?;
     let (dims, index_dims, targets) = element_targets(ctx)?;

@@ -752,6 +752,57 @@ pub fn pad<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         begin[a] = pads[k];
         end[a] = pads[n + k];
     }
+    padded(ctx, &mode, &begin, &end, value)
+}
+
+/// CenterCropPad (opset 18): each of `axes` (all unless given) cut or padded with zeros to the
+/// size input 1 gives it, about its center; where the difference is odd, the extra pixel is cut
+/// from or added at the end. As Pad with negative pads where it cuts.
+pub fn center_crop_pad<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
+    let dims = ctx.dims(0)?;
+    let rank = dims.len();
+    let sizes = ctx.ints(1)?;
+    let axes: Vec<usize> = match ctx.node.ints("axes")? {
+        Some(axes) => axes
+            .iter()
+            .map(|&a| ctx.axis(a, rank))
+            .collect::<Result<_>>()?,
+        None => (0..rank).collect(),
+    };
+    if sizes.len() != axes.len() {
+        return Err(ctx.error(format!(
+            "shape {sizes:?} needs one size for each of the {} axes",
+            axes.len()
+        )));
+    }
+    let mut begin = vec![0i64; rank];
+    let mut end = vec![0i64; rank];
+    for (&a, &size) in axes.iter().zip(&sizes) {
+        let now = i64::try_from(dims[a]).map_err(|_| ctx.error("the input is too large"))?;
+        if size < 0 {
+            return Err(ctx.error(format!("shape {sizes:?} has a negative size")));
+        }
+        // Both sizes are in 0..=i64::MAX, so the difference fits. Halved toward zero: the
+        // larger half at the end, cut or padded.
+        let grow = size - now;
+        begin[a] = grow / 2;
+        end[a] = grow - begin[a];
+    }
+    padded(ctx, "constant", &begin, &end, 0.0)
+}
+
+/// Input 0 padded by `begin` and `end` along each axis (negative: cut), the new cells filled by
+/// `mode`: Pad's modes, `constant` with `value`.
+fn padded<B: Backend>(
+    ctx: &Ctx<B>,
+    mode: &str,
+    begin: &[i64],
+    end: &[i64],
+    value: f32,
+) -> Result<Vec<Value<B>>> {
+    let dims = ctx.dims(0)?;
+    let rank = dims.len();
+    let pads = [begin, end].concat();
     let out: Vec<usize> = (0..rank)
         .map(|a| {
             i64::try_from(dims[a])
@@ -770,7 +821,7 @@ pub fn pad<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let sources: Vec<Vec<Option<usize>>> = (0..rank)
         .map(|a| {
             (0..out[a] as i64)
-                .map(|o| pad_source(&mode, o - begin[a], dims[a] as i64))
+                .map(|o| pad_source(mode, o - begin[a], dims[a] as i64))
                 .collect()
         })
         .collect();
