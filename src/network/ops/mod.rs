@@ -12,6 +12,7 @@ mod einsum;
 mod elementwise;
 pub(crate) use elementwise::pass_gradient_through;
 mod expand;
+mod fourier;
 mod grid;
 mod linear;
 pub(crate) mod max_pool_cpu;
@@ -386,6 +387,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Cos", kernel: kernels!(elementwise::cos), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "7–22" },
     OpSpec { name: "Cosh", kernel: kernels!(elementwise::cosh), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "9–22" },
     OpSpec { name: "CumSum", kernel: kernels!(reduce::cumsum), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "11–14" },
+    OpSpec { name: "DFT", kernel: kernels!(fourier::dft), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "17–20" },
     OpSpec { name: "DeformConv", kernel: kernels!(deform::deform_conv), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "19–22" },
     OpSpec { name: "DepthToSpace", kernel: kernels!(shape::depth_to_space), linear: None, activation: false, cuts_off: false, rearranges: true, units: true, opsets: "1–13" },
     OpSpec { name: "DequantizeLinear", kernel: kernels!(quantize::dequantize_linear), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "10–28" },
