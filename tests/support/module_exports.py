@@ -1,13 +1,14 @@
 """Exports small PyTorch networks that users write themselves (a spatial transformer,
-deformable sampling and convolution, GroupNorm, cosine heads, SegNet's unpooling) and checks
+deformable sampling and convolution, GroupNorm, cosine heads, SegNet's unpooling, GFNet's global
+filter and LaMa's Fourier unit, power-average pooling, causal attention over patches) and checks
 each in `microscope`.
 
 Not run in CI (it needs torch). The ops these reach (GridSample in every mode and padding,
 `affine_grid` as each exporter writes it, GroupNorm, `F.normalize`, `topk`, DeformConv,
-MaxPool's indices) are checked in CI against the ONNX node tests and onnxruntime
-(tests/onnx_node_conformance.rs, tests/transformers.rs), and the last two networks' exports
-are in tests/reference/pytorch_export (tests/exporters.rs); this checks what PyTorch's
-exporters make of them. For each network:
+MaxPool's indices, DFT, Trilu) are checked in CI against the ONNX node tests and onnxruntime
+(tests/onnx_node_conformance.rs, tests/transformers.rs), and two networks' exports are in
+tests/reference/pytorch_export (tests/exporters.rs); this checks what PyTorch's exporters make
+of them. For each network:
 seeded random weights, exported with the default exporter (dynamic batch, opset 18) or, with
 --classic, the classic one (opset 17); a batch of 2 through `microscope eval`, compared with
 PyTorch's output. One line per network: the relative error (and onnxruntime's), or why it failed.
@@ -16,12 +17,17 @@ Setup: the virtual environment of tests/support/torchvision_exports.py.
 
 usage: python module_exports.py [--classic] MICROSCOPE_BIN OUT_DIR [NAME...]
 
-Measured on 2026-12-07 (torch 2.15, torchvision 0.29): all 8 load and agree with PyTorch at a
-batch of 2 with the default exporter (relative error at most 3.1e-7). deformable_conv's file
-says opset 18 although its DeformConv came with 19: onnxruntime refuses it, microscope runs it.
-With --classic, the 6 others agree (at most 1.3e-7; the spatial transformers at opset 20,
-which the classic exporter asks for to write affine_grid); the classic exporter itself fails on
-the last two (no symbolic for torchvision's deform_conv2d; max_unpool2d's size check).
+Measured on 2026-12-08 (torch 2.15, torchvision 0.29): all 12 load and agree with PyTorch at a
+batch of 2 with the default exporter (relative error at most 2.7e-7). It writes `rfft2` and
+`irfft2` as DFT nodes (one-sided along the width, full along the height), `nn.LPPool2d` as
+AveragePool and Pow, and folds the causal mask into a constant. deformable_conv's file says
+opset 18 although its DeformConv came with 19: onnxruntime refuses it, microscope runs it; and
+onnxruntime fails on causal_tokens at a batch of 2, as the exporter wrote the batch of 1 into a
+Reshape (microscope runs such a file one image at a time). With --classic, 8 others agree (at
+most 2.5e-7; the spatial transformers at opset 20, which the classic exporter asks for to write
+affine_grid; causal_tokens with its mask as a Trilu of the token count); the classic exporter
+itself fails on four (no symbolic for torchvision's deform_conv2d or for the FFTs; max_unpool2d's
+size check).
 Before GridSample left the point unclamped for bicubic taps with border padding, as PyTorch and
 onnxruntime do (the ONNX reference clamps it), the bicubic networks were off by up to 2.9e-4.
 """
@@ -167,6 +173,77 @@ class SegNetStep(nn.Module):
         return self.head(self.decoder(x))
 
 
+class GlobalFilter(nn.Module):
+    """GFNet's global filter layer: the feature map's 2-D spectrum (`rfft2`) times a learned
+    complex filter per channel and frequency, and back (`irfft2`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4), nn.GELU())
+        side = SIDE // 4
+        self.filter = nn.Parameter(torch.randn(16, side, side // 2 + 1, 2) * 0.5)
+        self.head = classifier(16)
+
+    def forward(self, x):
+        x = self.stem(x)
+        spectrum = torch.fft.rfft2(x, dim=(2, 3), norm="ortho")
+        spectrum = spectrum * torch.view_as_complex(self.filter)
+        x = x + torch.fft.irfft2(spectrum, s=x.shape[2:], dim=(2, 3), norm="ortho")
+        return self.head(x)
+
+
+class FourierUnit(nn.Module):
+    """LaMa's fast Fourier convolution's spectral branch: the spectrum's real and imaginary
+    parts as channels, a 1×1 convolution with BatchNorm and ReLU over them, and back."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.mix = nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16),
+                                 nn.ReLU())
+        self.head = classifier(8)
+
+    def forward(self, x):
+        x = self.stem(x)
+        n, c, h, w = x.shape
+        f = torch.fft.rfftn(x, dim=(-2, -1), norm="ortho")
+        f = torch.stack((f.real, f.imag), dim=2).reshape(n, 2 * c, h, w // 2 + 1)
+        f = self.mix(f).reshape(n, c, 2, h, w // 2 + 1)
+        f = torch.complex(f[:, :, 0], f[:, :, 1])
+        return self.head(x + torch.fft.irfftn(f, s=(h, w), dim=(-2, -1), norm="ortho"))
+
+
+class LpPoolNet(nn.Module):
+    """Power-average pooling (`nn.LPPool2d`, p = 2): each window's L2 norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                                      nn.LPPool2d(2, 3, stride=2))
+        self.head = classifier(16)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class CausalTokens(nn.Module):
+    """Patch tokens attending only to earlier ones (a causal mask of `torch.triu`), as
+    autoregressive image models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.patches = nn.Conv2d(3, 32, 8, stride=8)
+        self.attention = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        t = self.patches(x).flatten(2).transpose(1, 2)
+        count = t.shape[1]
+        mask = torch.triu(torch.full((count, count), float("-inf")), diagonal=1)
+        t = t + self.attention(t, t, t, attn_mask=mask, need_weights=False)[0]
+        return self.head(t.mean(1))
+
+
 NETS = {
     "stn": lambda: SpatialTransformer(),
     "stn_nearest_reflection": lambda: SpatialTransformer("nearest", "reflection"),
@@ -176,6 +253,10 @@ NETS = {
     "cosine_topk": CosineTopK,
     "deformable_conv": DeformableConv,
     "segnet_step": SegNetStep,
+    "global_filter": GlobalFilter,
+    "fourier_unit": FourierUnit,
+    "lp_pool": LpPoolNet,
+    "causal_tokens": CausalTokens,
 }
 
 CLASSIC = "--classic" in sys.argv

@@ -322,8 +322,8 @@ pub struct OpSpec {
     pub name: &'static str,
     pub kernel: Kernels,
     /// The op (of this table) a path being linearized (Circuits' expanded weights) runs
-    /// instead: activations become `Identity` and max pooling `AveragePool`. `None`: the op
-    /// itself.
+    /// instead: activations become `Identity` and max and Lp pooling `AveragePool`. `None`: the
+    /// op itself.
     pub linear: Option<&'static str>,
     /// An activation: a node of it named after nothing of its own is named after the node it
     /// follows (`conv1/relu`).
@@ -432,7 +432,7 @@ pub static OPS: &[OpSpec] = &[
     OpSpec { name: "Log", kernel: kernels!(elementwise::log), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "LogSoftmax", kernel: kernels!(norm::log_softmax), linear: None, activation: true, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "LpNormalization", kernel: kernels!(norm::lp_norm), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
-    OpSpec { name: "LpPool", kernel: kernels!(pool::lp_pool), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "2–22" },
+    OpSpec { name: "LpPool", kernel: kernels!(pool::lp_pool), linear: Some("AveragePool"), activation: false, cuts_off: false, rearranges: false, units: true, opsets: "2–22" },
     OpSpec { name: "MatMul", kernel: kernels!(linear::matmul), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–13" },
     OpSpec { name: "Max", kernel: kernels!(binary::max), linear: None, activation: false, cuts_off: false, rearranges: false, units: true, opsets: "8–13" },
     OpSpec { name: "MaxPool", kernel: kernels!(pool::max_pool), linear: Some("AveragePool"), activation: false, cuts_off: false, rearranges: false, units: true, opsets: "1–22" },
