@@ -4,8 +4,8 @@
 //!   nodes after counters (`node_Conv_292`), notes each node's module path in its metadata, and
 //!   keeps the weights in `tiny.onnx.data` beside it. The classic exporter's file of the same
 //!   network is there too, a transformer whose export fixed its batch at 1, and two transformers
-//!   exported at opset 23 (ONNX's Attention and RMSNormalization), and SegNet's unpooling and
-//!   DCNv2's deformable convolution.
+//!   exported at opset 23 (ONNX's Attention and RMSNormalization), SegNet's unpooling, DCNv2's
+//!   deformable convolution and GFNet's global filter (DFT).
 //! - keras_export, written by tests/support/keras_export.py (TensorFlow 2.21, tf2onnx 1.17): a
 //!   Keras network that takes images channels-last.
 //! - detector_export, written by tests/support/detector_export.py (torch 2.15, torchvision
@@ -293,6 +293,21 @@ fn unpooling_and_deformable_convolution_as_pytorch_exports_them() {
     // The convolution's own output: behind its ReLU, some units of these random weights are
     // all but dead (relu/relu:10 is above 0 at one position of the two images, by 6e-5).
     lifts_every_unit(&dcn, "deform", &out[1], 32);
+}
+
+/// GFNet's global filter as PyTorch's exporter writes it (module_exports.py's GlobalFilter at
+/// 32 px): `rfft2` and `irfft2` as four DFT nodes, the complex filter as real arithmetic on the
+/// parts between them. It computes what PyTorch computed, and feature visualization lifts every
+/// unit behind the filter above what the inputs give it: the gradient passes through the
+/// spectrum and back.
+#[test]
+fn a_fourier_layer_as_pytorch_exports_it() {
+    let gfnet = Model::load(reference().join("gfnet.onnx")).unwrap();
+    let dfts = gfnet.network().nodes().iter().filter(|n| n.op == "DFT");
+    assert_eq!(dfts.count(), 4);
+    let (_, out) = run_on_x(&gfnet, &reference(), &["logits", "add"]);
+    assert_as_exported(&out[0], &reference().join("gfnet_logits.npy"));
+    lifts_every_unit(&gfnet, "add", &out[1], 32);
 }
 
 /// A transformer as PyTorch exports it: `nn.MultiheadAttention` folds the batch into its heads'

@@ -177,10 +177,10 @@ class GlobalFilter(nn.Module):
     """GFNet's global filter layer: the feature map's 2-D spectrum (`rfft2`) times a learned
     complex filter per channel and frequency, and back (`irfft2`)."""
 
-    def __init__(self):
+    def __init__(self, side=SIDE):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4), nn.GELU())
-        side = SIDE // 4
+        side //= 4
         self.filter = nn.Parameter(torch.randn(16, side, side // 2 + 1, 2) * 0.5)
         self.head = classifier(16)
 

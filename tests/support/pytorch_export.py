@@ -31,6 +31,7 @@ dynamic batch axis.
   the exporter makes per-plane with a second MaxPool and a Sub, and MaxUnpool as a ScatterND of
   them; torchvision's deform_conv2d as ONNX's DeformConv, in a model that says opset 18 although
   DeformConv came with 19 (onnxruntime refuses it).
+- gfnet, module_exports.py's GlobalFilter at 32 px: `rfft2` and `irfft2` as four DFT nodes.
 
 Writes to OUT_DIR: tiny.onnx and tiny.onnx.data, vit.onnx and vit.onnx.data, vit_opset23.onnx
 and modern_vit.onnx with their .data files (the exporter's files, as written), tiny_classic.onnx (tiny by the classic exporter, `dynamo=False`, which
@@ -189,9 +190,10 @@ def main():
     with torch.no_grad():
         np.save(os.path.join(out, "modern_vit_logits.npy"), modern(x).numpy())
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from module_exports import DeformableConv, SegNetStep
+    from module_exports import DeformableConv, GlobalFilter, SegNetStep
 
-    for seed, (name, net) in enumerate([("segnet", SegNetStep), ("dcn", DeformableConv)], 4):
+    nets = [("segnet", SegNetStep), ("dcn", DeformableConv), ("gfnet", lambda: GlobalFilter(32))]
+    for seed, (name, net) in enumerate(nets, 4):
         torch.manual_seed(seed)
         model = net().eval()
         export(model, x, os.path.join(out, name + ".onnx"))
