@@ -193,6 +193,14 @@ impl<B: Backend> Ctx<'_, B> {
         normalize_axis(axis, rank)
             .ok_or_else(|| self.error(format!("axis {axis} is out of range for rank {rank}")))
     }
+
+    /// The node's `axes` attribute, each normalized against `rank`; every axis unless given.
+    pub fn axes_or_all(&self, rank: usize) -> Result<Vec<usize>> {
+        match self.node.ints("axes")? {
+            Some(axes) => axes.iter().map(|&a| self.axis(a, rank)).collect(),
+            None => Ok((0..rank).collect()),
+        }
+    }
 }
 
 pub(crate) fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {

@@ -202,13 +202,7 @@ fn run<B: Backend>(
     let x = ctx.float(0)?;
     let dims = x.dims();
     let rank = dims.len();
-    let axes: Vec<usize> = match ctx.node.ints("axes")? {
-        Some(a) => a
-            .iter()
-            .map(|&a| ctx.axis(a, rank))
-            .collect::<Result<_>>()?,
-        None => (0..rank).collect(),
-    };
+    let axes = ctx.axes_or_all(rank)?;
     let mut out = dims.clone();
     let mut scale = vec![1.0f32; rank];
     match (scales, sizes) {

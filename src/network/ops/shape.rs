@@ -762,13 +762,7 @@ pub fn center_crop_pad<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     let dims = ctx.dims(0)?;
     let rank = dims.len();
     let sizes = ctx.ints(1)?;
-    let axes: Vec<usize> = match ctx.node.ints("axes")? {
-        Some(axes) => axes
-            .iter()
-            .map(|&a| ctx.axis(a, rank))
-            .collect::<Result<_>>()?,
-        None => (0..rank).collect(),
-    };
+    let axes = ctx.axes_or_all(rank)?;
     if sizes.len() != axes.len() {
         return Err(ctx.error(format!(
             "shape {sizes:?} needs one size for each of the {} axes",
