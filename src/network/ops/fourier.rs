@@ -103,17 +103,6 @@ fn matrices(kind: Kind, len: usize, n: usize, outputs: usize) -> Matrices {
     }
 }
 
-/// A scalar integer input (`dft_length`, `axis`), if present.
-fn scalar<B: Backend>(ctx: &Ctx<B>, i: usize, what: &str) -> Result<Option<i64>> {
-    if !ctx.has(i) {
-        return Ok(None);
-    }
-    match ctx.ints(i)?.as_slice() {
-        [v] => Ok(Some(*v)),
-        other => Err(ctx.error(format!("{what} must be one integer, got {}", other.len()))),
-    }
-}
-
 /// DFT (opsets 17–20): input `[..., L, ..., 1 or 2]`, real or complex (real and imaginary parts
 /// on the last axis), transformed along `axis` (an attribute with 1 as default before opset 20,
 /// then input 2 with -2). `inverse` and `onesided` choose the transform: forward (one-sided: the
@@ -131,7 +120,7 @@ pub fn dft<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         )));
     }
     let axis = if ctx.node.opset >= 20 {
-        scalar(ctx, 2, "axis")?.unwrap_or(-2)
+        ctx.optional_int(2, "axis")?.unwrap_or(-2)
     } else {
         ctx.node.int("axis", 1)?
     };
@@ -147,7 +136,7 @@ pub fn dft<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
         (true, true) => Kind::InverseReal,
     };
     let len = dims[axis];
-    let n = match scalar(ctx, 1, "dft_length")? {
+    let n = match ctx.optional_int(1, "dft_length")? {
         Some(n) => usize::try_from(n)
             .ok()
             .filter(|&n| n >= 1)

@@ -155,6 +155,21 @@ impl<B: Backend> Ctx<'_, B> {
         Ok(self.host(i)?.to_i64())
     }
 
+    /// Optional input `i` as one integer (Trilu's `k`, DFT's `dft_length`), named `what` in the
+    /// error when it holds another number of values; `None` when absent.
+    pub fn optional_int(&self, i: usize, what: &str) -> Result<Option<i64>> {
+        if !self.has(i) {
+            return Ok(None);
+        }
+        match self.ints(i)?.as_slice() {
+            [v] => Ok(Some(*v)),
+            other => Err(self.error(format!(
+                "{what} must be one integer, got {} values",
+                other.len()
+            ))),
+        }
+    }
+
     /// Input `i` as it is: on the host if it lives there, else on the device.
     pub fn value(&self, i: usize) -> Result<Value<B>> {
         Ok(self.slot(i)?.clone().into_value())

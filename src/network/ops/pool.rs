@@ -18,7 +18,7 @@ use super::shape::index_tensor;
 use super::Back;
 use super::{Ctx, Value};
 use crate::error::Result;
-use crate::network::value::{DynTensor, HostTensor};
+use crate::network::value::{DynTensor, HostTensor, Storage};
 
 struct Plan {
     win: Window,
@@ -472,43 +472,35 @@ pub fn lp_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
 
 /// GlobalLpPool (opsets 2–22): the p-norm of each channel over all its spatial axes.
 pub fn global_lp_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
-    let x = ctx.float(0)?;
-    let rank = x.rank();
-    if rank < 3 {
-        return Err(ctx.error(format!("input {:?} has no spatial axes", x.dims())));
-    }
     let p = lp_exponent(ctx)?;
-    let axes: Vec<usize> = (2..rank).map(|a| x.storage_axis(a)).collect();
-    let mut s = lp_terms(x.into_storage(), p);
-    for a in axes {
-        s = s.sum_dim(a);
-    }
-    Ok(vec![Value::Device(DynTensor::from_storage(
-        lp_root(s, p),
-        rank,
-    ))])
+    let terms = ctx.float(0)?.map(|s| lp_terms(s, p));
+    let sum = over_space(ctx, terms, |s, a| s.sum_dim(a))?;
+    Ok(vec![Value::Device(sum.map(|s| lp_root(s, p)))])
 }
 
-fn global<B: Backend>(ctx: &Ctx<B>, max: bool) -> Result<Vec<Value<B>>> {
-    let x = ctx.float(0)?;
+/// `x` (`[N, C, spatial...]`) reduced by `reduce` along each spatial axis (a storage axis),
+/// which it keeps as size 1.
+fn over_space<B: Backend>(
+    ctx: &Ctx<B>,
+    x: DynTensor<B>,
+    reduce: impl Fn(Storage<B>, usize) -> Storage<B>,
+) -> Result<DynTensor<B>> {
     let rank = x.rank();
     if rank < 3 {
         return Err(ctx.error(format!("input {:?} has no spatial axes", x.dims())));
     }
-    let mut s = x.clone().into_storage();
-    for axis in 2..rank {
-        let a = x.storage_axis(axis);
-        s = if max { s.max_dim(a) } else { s.mean_dim(a) };
-    }
-    Ok(vec![Value::Device(DynTensor::from_storage(s, rank))])
+    let axes: Vec<usize> = (2..rank).map(|a| x.storage_axis(a)).collect();
+    Ok(x.map(|s| axes.into_iter().fold(s, &reduce)))
 }
 
 pub fn global_average_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
-    global(ctx, false)
+    let y = over_space(ctx, ctx.float(0)?, |s, a| s.mean_dim(a))?;
+    Ok(vec![Value::Device(y)])
 }
 
 pub fn global_max_pool<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
-    global(ctx, true)
+    let y = over_space(ctx, ctx.float(0)?, |s, a| s.max_dim(a))?;
+    Ok(vec![Value::Device(y)])
 }
 
 #[cfg(test)]

@@ -29,16 +29,7 @@ pub fn trilu<B: Backend>(ctx: &Ctx<B>) -> Result<Vec<Value<B>>> {
     if rank < 2 {
         return Err(ctx.error(format!("input {dims:?} is not a matrix or a stack of them")));
     }
-    let k = if ctx.has(1) {
-        match ctx.ints(1)?.as_slice() {
-            [k] => *k,
-            other => {
-                return Err(ctx.error(format!("k must be one integer, got {} values", other.len())))
-            }
-        }
-    } else {
-        0
-    };
+    let k = ctx.optional_int(1, "k")?.unwrap_or(0);
     let upper = ctx.node.int("upper", 1)? != 0;
     let (rows, cols) = (dims[rank - 2], dims[rank - 1]);
     if ctx.is_host(0) || dims.contains(&0) {
